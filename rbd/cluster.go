@@ -1,0 +1,292 @@
+package rbd
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/ceph/go-ceph/rados"
+
+	"github.com/cephdocker/ceph-docker-plugin/driver"
+)
+
+// DefaultOpTimeout bounds a single librados call when Config.OpTimeout is zero.
+const DefaultOpTimeout = 30 * time.Second
+
+// Config says how to reach the cluster.
+type Config struct {
+	ConfPath string // ceph.conf; empty for librados' default search
+	Cluster  string // cluster name; empty for "ceph"
+	User     string // cephx user without "client."; empty for "admin"
+	Keyring  string // keyring path; empty for librados' default search
+	// OpTimeout bounds each librados operation and the initial connection, whatever the caller's
+	// context says (it is what ends a call the caller has already given up on).
+	OpTimeout time.Duration
+}
+
+func (c Config) withDefaults() Config {
+	if c.Cluster == "" {
+		c.Cluster = "ceph"
+	}
+	if c.User == "" {
+		c.User = "admin"
+	}
+	if c.OpTimeout <= 0 {
+		c.OpTimeout = DefaultOpTimeout
+	}
+	return c
+}
+
+// Cluster is a connection to a Ceph cluster. It is safe for concurrent use.
+type Cluster struct {
+	cfg  Config
+	conn *rados.Conn
+
+	mu     sync.Mutex
+	ioctxs map[string]*rados.IOContext // by pool + "/" + namespace
+	closed bool
+}
+
+// Connect connects to the cluster within ctx's deadline (and within cfg.OpTimeout).
+func Connect(ctx context.Context, cfg Config) (*Cluster, error) {
+	cfg = cfg.withDefaults()
+	what := "client." + cfg.User
+	conn, err := rados.NewConnWithClusterAndUser(cfg.Cluster, "client."+cfg.User)
+	if err != nil {
+		return nil, opErr("connect", what, err)
+	}
+	if cfg.ConfPath != "" {
+		err = conn.ReadConfigFile(cfg.ConfPath)
+	} else {
+		err = conn.ReadDefaultConfigFile()
+	}
+	if err != nil {
+		conn.Shutdown()
+		return nil, &OpError{Op: "connect", What: what, Kind: driver.ErrInvalid,
+			Err: fmt.Errorf("cannot read the Ceph config %q: %w", cfg.ConfPath, err)}
+	}
+	secs := strconv.Itoa(int((cfg.OpTimeout + time.Second - 1) / time.Second))
+	opts := [][2]string{
+		{"rados_osd_op_timeout", secs},
+		{"rados_mon_op_timeout", secs},
+		{"client_mount_timeout", secs},
+	}
+	if cfg.Keyring != "" {
+		opts = append(opts, [2]string{"keyring", cfg.Keyring})
+	}
+	for _, o := range opts {
+		if err := conn.SetConfigOption(o[0], o[1]); err != nil {
+			conn.Shutdown()
+			return nil, opErr("connect", what, fmt.Errorf("set %s: %w", o[0], err))
+		}
+	}
+	c := &Cluster{cfg: cfg, conn: conn, ioctxs: map[string]*rados.IOContext{}}
+	// A connect abandoned at the deadline shuts its connection down when it finally returns.
+	err = c.do(ctx, "connect", what, conn.Connect, func(error) { conn.Shutdown() })
+	if err != nil {
+		var oe *OpError
+		if errors.As(err, &oe) && oe.Kind == driver.ErrTimeout {
+			oe.Err = fmt.Errorf("no monitor answered (check mon host in %s and that the monitors run): %w", cfg.ConfPath, oe.Err)
+		} else if errors.As(err, &oe) && oe.Kind == driver.ErrPermission {
+			oe.Err = fmt.Errorf("authentication failed (check the keyring for client.%s): %w", cfg.User, oe.Err)
+		}
+		if !errors.Is(err, driver.ErrTimeout) {
+			conn.Shutdown()
+		}
+		return nil, err
+	}
+	return c, nil
+}
+
+// Close releases the connection. Calls still running are not waited for.
+func (c *Cluster) Close() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.closed {
+		return
+	}
+	c.closed = true
+	for _, io := range c.ioctxs {
+		io.Destroy()
+	}
+	c.ioctxs = nil
+	c.conn.Shutdown()
+}
+
+// User is the cephx user this cluster connection authenticates as (without "client.").
+func (c *Cluster) User() string { return c.cfg.User }
+
+// do runs fn in its own goroutine and returns its error, or a timeout error as soon as ctx ends.
+// When the caller has given up, late (if not nil) gets fn's eventual result, to take back what fn
+// did (see undoIfOK). fn is bounded by librados' own timeouts (OpTimeout).
+func (c *Cluster) do(ctx context.Context, op, what string, fn func() error, late func(error)) error {
+	if err := ctx.Err(); err != nil {
+		return &OpError{Op: op, What: what, Kind: driver.ErrTimeout, Err: err}
+	}
+	done := make(chan error, 1)
+	go func() { done <- fn() }()
+	select {
+	case err := <-done:
+		return opErr(op, what, err)
+	case <-ctx.Done():
+		if late != nil {
+			go func() { late(<-done) }()
+		}
+		return &OpError{Op: op, What: what, Kind: driver.ErrTimeout,
+			Err: fmt.Errorf("Ceph did not answer before the deadline: %w", ctx.Err())}
+	}
+}
+
+// undoIfOK adapts an undo step for do: it runs only if the abandoned call succeeded.
+func undoIfOK(undo func()) func(error) {
+	return func(err error) {
+		if err == nil {
+			undo()
+		}
+	}
+}
+
+// ioctx returns a cached IOContext for the pool and namespace.
+func (c *Cluster) ioctx(pool, ns string) (*rados.IOContext, error) {
+	if pool == "" {
+		return nil, &OpError{Op: "open pool", What: "(empty)", Kind: driver.ErrInvalid, Err: errors.New("no pool given")}
+	}
+	key := pool + "/" + ns
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.closed {
+		return nil, errors.New("rbd: cluster connection is closed")
+	}
+	if io, ok := c.ioctxs[key]; ok {
+		return io, nil
+	}
+	// OpenIOContext only looks the pool up in the cached OSD map: it does not block on the cluster.
+	io, err := c.conn.OpenIOContext(pool)
+	if err != nil {
+		return nil, &OpError{Op: "open pool", What: pool, Kind: kindOf(err),
+			Err: fmt.Errorf("pool %q cannot be opened (does it exist, and may client.%s use it?): %w", pool, c.cfg.User, err)}
+	}
+	if ns != "" {
+		io.SetNamespace(ns)
+	}
+	c.ioctxs[key] = io
+	return io, nil
+}
+
+// monCommand runs a monitor command under ctx and returns its JSON output.
+func (c *Cluster) monCommand(ctx context.Context, op string, cmd map[string]any) ([]byte, error) {
+	cmd["format"] = "json"
+	args, err := json.Marshal(cmd)
+	if err != nil {
+		return nil, err
+	}
+	var out []byte
+	var status string
+	err = c.do(ctx, op, "mon", func() error {
+		var err error
+		out, status, err = c.conn.MonCommand(args)
+		if err != nil && status != "" {
+			return fmt.Errorf("%w: %s", err, status)
+		}
+		return err
+	}, nil)
+	return out, err
+}
+
+// Monitors returns the monitors' v1 (legacy protocol) addresses, host:port, as the kernel rbd
+// client wants them.
+func (c *Cluster) Monitors(ctx context.Context) ([]string, error) {
+	out, err := c.monCommand(ctx, "mon dump", map[string]any{"prefix": "mon dump"})
+	if err != nil {
+		return nil, err
+	}
+	var dump struct {
+		Mons []struct {
+			PublicAddrs struct {
+				Addrvec []struct {
+					Type string `json:"type"`
+					Addr string `json:"addr"`
+				} `json:"addrvec"`
+			} `json:"public_addrs"`
+		} `json:"mons"`
+	}
+	if err := json.Unmarshal(out, &dump); err != nil {
+		return nil, opErr("mon dump", "mon", fmt.Errorf("unexpected output: %w", err))
+	}
+	var mons []string
+	for _, m := range dump.Mons {
+		for _, a := range m.PublicAddrs.Addrvec {
+			if a.Type == "v1" {
+				mons = append(mons, a.Addr)
+			}
+		}
+	}
+	if len(mons) == 0 {
+		return nil, opErr("mon dump", "mon", errors.New("no monitor has a v1 address (the kernel client needs one)"))
+	}
+	return mons, nil
+}
+
+// ClientAddr is this connection's own address (ip:port/nonce), as it appears among an image's
+// watchers and in the OSD blocklist.
+func (c *Cluster) ClientAddr() (string, error) {
+	addrs, err := c.conn.GetAddrs()
+	if err != nil {
+		return "", opErr("getaddrs", "client."+c.cfg.User, err)
+	}
+	return normalizeAddr(addrs), nil
+}
+
+// normalizeAddr reduces the forms Ceph prints an entity address in ("v1:1.2.3.4:0/123",
+// "[v2:1.2.3.4:0/123,v1:...]", "1.2.3.4:0/123") to ip:port/nonce of its first address.
+func normalizeAddr(a string) string {
+	a = strings.TrimPrefix(strings.TrimSpace(a), "[")
+	a = strings.TrimSuffix(a, "]")
+	if i := strings.IndexByte(a, ','); i >= 0 {
+		a = a[:i]
+	}
+	for _, p := range []string{"v1:", "v2:", "any:"} {
+		a = strings.TrimPrefix(a, p)
+	}
+	return a
+}
+
+// Blocklist fences a client address (ip:port/nonce) for expire (0: Ceph's default, one hour): the
+// OSDs then refuse its I/O, so a host that is not dead but only unreachable cannot write after
+// its lock was taken over. Needs mon 'profile rbd' (or 'allow command "osd blocklist"').
+func (c *Cluster) Blocklist(ctx context.Context, addr string, expire time.Duration) error {
+	cmd := map[string]any{"prefix": "osd blocklist", "blocklistop": "add", "addr": normalizeAddr(addr)}
+	if expire > 0 {
+		cmd["expire"] = expire.Seconds()
+	}
+	_, err := c.monCommand(ctx, "blocklist", cmd)
+	return err
+}
+
+// Blocklisted reports whether addr is on the OSD blocklist.
+func (c *Cluster) Blocklisted(ctx context.Context, addr string) (bool, error) {
+	out, err := c.monCommand(ctx, "blocklist ls", map[string]any{"prefix": "osd blocklist ls"})
+	if err != nil {
+		return false, err
+	}
+	var entries []struct {
+		Addr string `json:"addr"`
+	}
+	// Pacific prints two JSON arrays: the address blocklist, then the range blocklist.
+	if err := json.NewDecoder(bytes.NewReader(out)).Decode(&entries); err != nil {
+		return false, opErr("blocklist ls", "mon", fmt.Errorf("unexpected output: %w", err))
+	}
+	want := normalizeAddr(addr)
+	for _, e := range entries {
+		if normalizeAddr(e.Addr) == want {
+			return true, nil
+		}
+	}
+	return false, nil
+}

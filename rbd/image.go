@@ -1,0 +1,310 @@
+package rbd
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/ceph/go-ceph/rbd"
+
+	"github.com/cephdocker/ceph-docker-plugin/driver"
+)
+
+// Spec is an image (or snapshot) name: pool[/namespace]/image[@snap].
+type Spec = driver.ImageSpec
+
+// CreateOptions are the properties of a new image.
+type CreateOptions struct {
+	Size     uint64   // bytes; must be > 0
+	Features []string // feature names (e.g. "layering", "exclusive-lock"); nil for the cluster default
+	DataPool string   // optional data pool (e.g. erasure-coded)
+	Order    int      // object size as a power of two; 0 for the default (22 = 4 MiB)
+}
+
+// ImageInfo describes an image.
+type ImageInfo struct {
+	Spec     Spec
+	ID       string
+	Size     uint64
+	Features []string
+	DataPool string // empty when data lives in the image's pool
+	Parent   string // pool/image@snap of a clone's parent, empty otherwise
+}
+
+// KnownFeatures are the feature names Create accepts.
+var KnownFeatures = []string{
+	rbd.FeatureNameLayering, rbd.FeatureNameStripingV2, rbd.FeatureNameExclusiveLock,
+	rbd.FeatureNameObjectMap, rbd.FeatureNameFastDiff, rbd.FeatureNameDeepFlatten,
+	rbd.FeatureNameJournaling, rbd.FeatureNameDataPool,
+}
+
+// ParseFeatures turns "layering,exclusive-lock" into feature bits, rejecting unknown names.
+func ParseFeatures(names []string) (uint64, error) {
+	known := map[string]bool{}
+	for _, k := range KnownFeatures {
+		known[k] = true
+	}
+	var bad []string
+	for _, n := range names {
+		if !known[n] {
+			bad = append(bad, n)
+		}
+	}
+	if len(bad) > 0 {
+		return 0, fmt.Errorf("%w: unknown rbd feature(s) %s (known: %s)", driver.ErrInvalid,
+			strings.Join(bad, ", "), strings.Join(KnownFeatures, ", "))
+	}
+	return uint64(rbd.FeatureSetFromNames(names)), nil
+}
+
+func checkSpec(spec Spec, wantSnap bool) error {
+	switch {
+	case spec.Pool == "" || spec.Image == "":
+		return fmt.Errorf("%w: pool and image are required", driver.ErrInvalid)
+	case wantSnap && spec.Snap == "":
+		return fmt.Errorf("%w: a snapshot name is required", driver.ErrInvalid)
+	case !wantSnap && spec.Snap != "":
+		return fmt.Errorf("%w: a snapshot name is not allowed here", driver.ErrInvalid)
+	}
+	return nil
+}
+
+// withImage opens the image (its head, or spec.Snap read-only), runs fn and closes it, all in one
+// bounded call.
+func (c *Cluster) withImage(ctx context.Context, op string, spec Spec, fn func(*rbd.Image) error) error {
+	io, err := c.ioctx(spec.Pool, spec.Namespace)
+	if err != nil {
+		return err
+	}
+	return c.do(ctx, op, spec.String(), func() error {
+		img, err := rbd.OpenImage(io, spec.Image, spec.Snap)
+		if err != nil {
+			return err
+		}
+		defer img.Close()
+		return fn(img)
+	}, nil)
+}
+
+// Create makes a new image. ErrExists if the name is taken.
+func (c *Cluster) Create(ctx context.Context, spec Spec, opts CreateOptions) error {
+	if err := checkSpec(spec, false); err != nil {
+		return opErr("create", spec.String(), err)
+	}
+	if opts.Size == 0 {
+		return opErr("create", spec.String(), fmt.Errorf("%w: size must be greater than zero", driver.ErrInvalid))
+	}
+	io, err := c.ioctx(spec.Pool, spec.Namespace)
+	if err != nil {
+		return err
+	}
+	rio := rbd.NewRbdImageOptions()
+	if opts.Features != nil {
+		bits, err := ParseFeatures(opts.Features)
+		if err != nil {
+			rio.Destroy()
+			return opErr("create", spec.String(), err)
+		}
+		if err := rio.SetUint64(rbd.ImageOptionFeatures, bits); err != nil {
+			rio.Destroy()
+			return opErr("create", spec.String(), err)
+		}
+	}
+	if opts.DataPool != "" {
+		if err := rio.SetString(rbd.ImageOptionDataPool, opts.DataPool); err != nil {
+			rio.Destroy()
+			return opErr("create", spec.String(), err)
+		}
+	}
+	if opts.Order != 0 {
+		if err := rio.SetUint64(rbd.ImageOptionOrder, uint64(opts.Order)); err != nil {
+			rio.Destroy()
+			return opErr("create", spec.String(), err)
+		}
+	}
+	return c.do(ctx, "create", spec.String(), func() error {
+		defer rio.Destroy()
+		return rbd.CreateImage(io, spec.Image, opts.Size, rio)
+	}, undoIfOK(func() { _ = rbd.RemoveImage(io, spec.Image) }))
+}
+
+// Info describes an image.
+func (c *Cluster) Info(ctx context.Context, spec Spec) (ImageInfo, error) {
+	info := ImageInfo{Spec: spec}
+	err := c.withImage(ctx, "info", spec, func(img *rbd.Image) error {
+		var err error
+		if info.Size, err = img.GetSize(); err != nil {
+			return err
+		}
+		feats, err := img.GetFeatures()
+		if err != nil {
+			return err
+		}
+		fs := rbd.FeatureSet(feats)
+		info.Features = fs.Names()
+		sort.Strings(info.Features)
+		if info.ID, err = img.GetId(); err != nil {
+			return err
+		}
+		if feats&rbd.FeatureDataPool != 0 {
+			id, err := img.GetDataPoolID()
+			if err != nil {
+				return err
+			}
+			if info.DataPool, err = c.conn.GetPoolByID(id); err != nil {
+				return err
+			}
+		}
+		parent, err := img.GetParent()
+		switch {
+		case errors.Is(err, rbd.ErrNotFound):
+		case err != nil:
+			return err
+		default:
+			info.Parent = fmt.Sprintf("%s/%s@%s", parent.Image.PoolName, parent.Image.ImageName, parent.Snap.SnapName)
+		}
+		return nil
+	})
+	return info, err
+}
+
+// List returns the names of the images in a pool (and namespace), sorted.
+func (c *Cluster) List(ctx context.Context, pool, namespace string) ([]string, error) {
+	io, err := c.ioctx(pool, namespace)
+	if err != nil {
+		return nil, err
+	}
+	var names []string
+	err = c.do(ctx, "list", pool, func() error {
+		var err error
+		names, err = rbd.GetImageNames(io)
+		return err
+	}, nil)
+	sort.Strings(names)
+	return names, err
+}
+
+// Resize sets the image's size in bytes (growing or shrinking).
+func (c *Cluster) Resize(ctx context.Context, spec Spec, size uint64) error {
+	if size == 0 {
+		return opErr("resize", spec.String(), fmt.Errorf("%w: size must be greater than zero", driver.ErrInvalid))
+	}
+	return c.withImage(ctx, "resize", spec, func(img *rbd.Image) error { return img.Resize(size) })
+}
+
+// Remove deletes an image. ErrInUse if it has watchers (it is mapped or open somewhere) or
+// snapshots; ErrNotFound if it does not exist.
+func (c *Cluster) Remove(ctx context.Context, spec Spec) error {
+	if err := checkSpec(spec, false); err != nil {
+		return opErr("remove", spec.String(), err)
+	}
+	io, err := c.ioctx(spec.Pool, spec.Namespace)
+	if err != nil {
+		return err
+	}
+	return c.do(ctx, "remove", spec.String(), func() error { return rbd.RemoveImage(io, spec.Image) }, nil)
+}
+
+// Trash moves an image to the pool's trash, where it can be restored until delay has passed
+// (`rbd trash ls`, `rbd trash restore`).
+func (c *Cluster) Trash(ctx context.Context, spec Spec, delay time.Duration) error {
+	return c.withImage(ctx, "trash", spec, func(img *rbd.Image) error { return img.Trash(delay) })
+}
+
+// TrashList returns the original names of the images in the pool's trash.
+func (c *Cluster) TrashList(ctx context.Context, pool, namespace string) ([]string, error) {
+	io, err := c.ioctx(pool, namespace)
+	if err != nil {
+		return nil, err
+	}
+	var names []string
+	err = c.do(ctx, "trash ls", pool, func() error {
+		entries, err := rbd.GetTrashList(io)
+		for _, e := range entries {
+			names = append(names, e.Name)
+		}
+		return err
+	}, nil)
+	return names, err
+}
+
+// SetMeta sets image metadata key=value.
+func (c *Cluster) SetMeta(ctx context.Context, spec Spec, key, value string) error {
+	return c.withImage(ctx, "set metadata", spec, func(img *rbd.Image) error { return img.SetMetadata(key, value) })
+}
+
+// GetMeta reads one metadata key; ErrNotFound when it is not set.
+func (c *Cluster) GetMeta(ctx context.Context, spec Spec, key string) (string, error) {
+	var v string
+	err := c.withImage(ctx, "get metadata", spec, func(img *rbd.Image) error {
+		var err error
+		v, err = img.GetMetadata(key)
+		return err
+	})
+	return v, err
+}
+
+// ListMeta returns all metadata of an image.
+func (c *Cluster) ListMeta(ctx context.Context, spec Spec) (map[string]string, error) {
+	var m map[string]string
+	err := c.withImage(ctx, "list metadata", spec, func(img *rbd.Image) error {
+		var err error
+		m, err = img.ListMetadata()
+		return err
+	})
+	return m, err
+}
+
+// RemoveMeta deletes a metadata key; removing a key that is not set succeeds.
+func (c *Cluster) RemoveMeta(ctx context.Context, spec Spec, key string) error {
+	err := c.withImage(ctx, "remove metadata", spec, func(img *rbd.Image) error { return img.RemoveMetadata(key) })
+	if errors.Is(err, driver.ErrNotFound) {
+		if _, ierr := c.Info(ctx, spec); ierr == nil {
+			return nil
+		}
+	}
+	return err
+}
+
+// Watcher is a client watching an image's header: a host that has it mapped or open.
+type Watcher struct {
+	Addr   string // ip:port/nonce
+	ID     int64  // the client's global id (client.<ID>)
+	Cookie uint64
+}
+
+// Watchers lists the clients that have the image open (mapped on a host, or open in a process).
+func (c *Cluster) Watchers(ctx context.Context, spec Spec) ([]Watcher, error) {
+	var out []Watcher
+	err := c.withImage(ctx, "list watchers", spec, func(img *rbd.Image) error {
+		ws, err := img.ListWatchers()
+		if err != nil {
+			return err
+		}
+		for _, w := range ws {
+			out = append(out, Watcher{Addr: normalizeAddr(w.Addr), ID: w.Id, Cookie: w.Cookie})
+		}
+		return nil
+	})
+	return out, err
+}
+
+// OtherWatchers is Watchers without this connection's own (the image handle Watchers itself
+// opens watches the header too).
+func (c *Cluster) OtherWatchers(ctx context.Context, spec Spec) ([]Watcher, error) {
+	ws, err := c.Watchers(ctx, spec)
+	if err != nil {
+		return nil, err
+	}
+	self := int64(c.conn.GetInstanceID())
+	out := ws[:0]
+	for _, w := range ws {
+		if w.ID != self {
+			out = append(out, w)
+		}
+	}
+	return out, nil
+}

@@ -1,0 +1,174 @@
+//go:build integration
+
+package rbd_test
+
+import (
+	"errors"
+	"reflect"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/cephdocker/ceph-docker-plugin/driver"
+	"github.com/cephdocker/ceph-docker-plugin/rbd"
+)
+
+const mib = 1 << 20
+
+func TestImageLifecycle(t *testing.T) {
+	e := lab(t)
+	c := e.connect(t)
+	ctx := ctxFor(t, 60*time.Second)
+	spec := rbd.Spec{Pool: e.pool, Image: uniqueName("life")}
+	t.Cleanup(func() { _ = c.Remove(ctxFor(t, 20*time.Second), spec) })
+
+	feats := []string{"layering", "exclusive-lock", "object-map", "fast-diff", "deep-flatten"}
+	if err := c.Create(ctx, spec, rbd.CreateOptions{Size: 64 * mib, Features: feats}); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Create(ctx, spec, rbd.CreateOptions{Size: 64 * mib}); !errors.Is(err, driver.ErrExists) {
+		t.Fatalf("second create: %v, want ErrExists", err)
+	}
+	info, err := c.Info(ctx, spec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	slices.Sort(feats)
+	if info.Size != 64*mib || !reflect.DeepEqual(info.Features, feats) || info.ID == "" || info.Parent != "" {
+		t.Fatalf("info = %+v", info)
+	}
+	names, err := c.List(ctx, e.pool, "")
+	if err != nil || !slices.Contains(names, spec.Image) {
+		t.Fatalf("list = %v, %v; want it to contain %s", names, err, spec.Image)
+	}
+
+	if err := c.Resize(ctx, spec, 128*mib); err != nil {
+		t.Fatal(err)
+	}
+	if info, _ := c.Info(ctx, spec); info.Size != 128*mib {
+		t.Fatalf("size after resize = %d", info.Size)
+	}
+
+	// metadata
+	if err := c.SetMeta(ctx, spec, "docker.name", "hello"); err != nil {
+		t.Fatal(err)
+	}
+	if v, err := c.GetMeta(ctx, spec, "docker.name"); err != nil || v != "hello" {
+		t.Fatalf("get meta = %q, %v", v, err)
+	}
+	if m, err := c.ListMeta(ctx, spec); err != nil || m["docker.name"] != "hello" {
+		t.Fatalf("list meta = %v, %v", m, err)
+	}
+	if err := c.RemoveMeta(ctx, spec, "docker.name"); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.RemoveMeta(ctx, spec, "docker.name"); err != nil {
+		t.Fatalf("removing an unset key: %v, want success", err)
+	}
+	if _, err := c.GetMeta(ctx, spec, "docker.name"); !errors.Is(err, driver.ErrNotFound) {
+		t.Fatalf("get removed meta: %v, want ErrNotFound", err)
+	}
+
+	// snapshots and clones
+	snap := spec
+	snap.Snap = "s1"
+	if err := c.CreateSnap(ctx, snap); err != nil {
+		t.Fatal(err)
+	}
+	if s, err := c.ListSnaps(ctx, spec); err != nil || !reflect.DeepEqual(s, []string{"s1"}) {
+		t.Fatalf("snaps = %v, %v", s, err)
+	}
+	if err := c.Remove(ctx, spec); !errors.Is(err, driver.ErrInUse) {
+		t.Fatalf("remove with a snapshot: %v, want ErrInUse", err)
+	}
+	if err := c.ProtectSnap(ctx, snap); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.ProtectSnap(ctx, snap); err != nil {
+		t.Fatalf("protect twice: %v", err)
+	}
+	clone := rbd.Spec{Pool: e.pool, Image: uniqueName("clone")}
+	t.Cleanup(func() { _ = c.Remove(ctxFor(t, 20*time.Second), clone) })
+	if err := c.Clone(ctx, snap, clone, rbd.CreateOptions{Features: []string{"layering", "exclusive-lock"}}); err != nil {
+		t.Fatal(err)
+	}
+	ci, err := c.Info(ctx, clone)
+	if err != nil || ci.Parent != snap.String() {
+		t.Fatalf("clone info = %+v, %v; want parent %s", ci, err, snap)
+	}
+	if err := c.UnprotectSnap(ctx, snap); !errors.Is(err, driver.ErrInUse) {
+		t.Fatalf("unprotect with a clone: %v, want ErrInUse", err)
+	}
+	if err := c.Flatten(ctx, clone); err != nil {
+		t.Fatal(err)
+	}
+	if ci, _ := c.Info(ctx, clone); ci.Parent != "" {
+		t.Fatalf("parent after flatten = %q", ci.Parent)
+	}
+	if err := c.UnprotectSnap(ctx, snap); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.RemoveSnap(ctx, snap); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.RemoveSnap(ctx, snap); !errors.Is(err, driver.ErrNotFound) {
+		t.Fatalf("remove a removed snapshot: %v, want ErrNotFound", err)
+	}
+
+	// trash, then remove
+	if err := c.Trash(ctx, clone, time.Hour); err != nil {
+		t.Fatal(err)
+	}
+	if tl, err := c.TrashList(ctx, e.pool, ""); err != nil || !slices.Contains(tl, clone.Image) {
+		t.Fatalf("trash ls = %v, %v", tl, err)
+	}
+	if names, _ := c.List(ctx, e.pool, ""); slices.Contains(names, clone.Image) {
+		t.Fatalf("trashed image still listed")
+	}
+	if err := c.Remove(ctx, spec); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Info(ctx, spec); !errors.Is(err, driver.ErrNotFound) {
+		t.Fatalf("info after remove: %v, want ErrNotFound", err)
+	}
+	if err := c.Remove(ctx, spec); !errors.Is(err, driver.ErrNotFound) {
+		t.Fatalf("remove twice: %v, want ErrNotFound", err)
+	}
+}
+
+func TestInvalidArguments(t *testing.T) {
+	e := lab(t)
+	c := e.connect(t)
+	ctx := ctxFor(t, 20*time.Second)
+	spec := rbd.Spec{Pool: e.pool, Image: uniqueName("bad")}
+	cases := map[string]error{
+		"zero size":       c.Create(ctx, spec, rbd.CreateOptions{}),
+		"unknown feature": c.Create(ctx, spec, rbd.CreateOptions{Size: mib, Features: []string{"warp-drive"}}),
+		"no image":        c.Create(ctx, rbd.Spec{Pool: e.pool}, rbd.CreateOptions{Size: mib}),
+		"snap without @":  c.CreateSnap(ctx, spec),
+	}
+	for name, err := range cases {
+		if !errors.Is(err, driver.ErrInvalid) {
+			t.Errorf("%s: %v, want ErrInvalid", name, err)
+		}
+	}
+	if _, err := c.List(ctx, "no-such-pool", ""); !errors.Is(err, driver.ErrNotFound) {
+		t.Errorf("list of a missing pool: %v, want ErrNotFound", err)
+	}
+}
+
+// The least-privilege user may not touch pools outside its caps.
+func TestRestrictedUserCannotUseOtherPools(t *testing.T) {
+	e := lab(t)
+	a := e.admin(t)
+	c := e.connect(t)
+	ctx := ctxFor(t, 60*time.Second)
+	pool := ensureOtherPool(t, e)
+	if err := a.Create(ctx, rbd.Spec{Pool: pool, Image: "probe"}, rbd.CreateOptions{Size: mib}); err != nil && !errors.Is(err, driver.ErrExists) {
+		t.Fatal(err)
+	}
+	_, err := c.Info(ctx, rbd.Spec{Pool: pool, Image: "probe"})
+	if !errors.Is(err, driver.ErrPermission) {
+		t.Fatalf("info on a pool outside the caps: %v, want ErrPermission", err)
+	}
+}

@@ -1,0 +1,151 @@
+package rbd
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"syscall"
+
+	"github.com/ceph/go-ceph/rbd"
+
+	"github.com/cephdocker/ceph-docker-plugin/driver"
+)
+
+// Exclusive locks. With the exclusive-lock feature, the client that writes to an image (a kernel
+// mapping, an open librbd handle) owns its exclusive lock; ownership moves cooperatively between
+// live clients. These calls let the plugin see the owner, hold the lock itself, and take it from a
+// dead owner after fencing it.
+
+// LockOwners returns the clients that own the image's exclusive lock (as "client.<id>"
+// strings as librbd reports them); empty when nobody holds it.
+func (c *Cluster) LockOwners(ctx context.Context, spec Spec) ([]string, error) {
+	var owners []string
+	err := c.withImage(ctx, "lock owners", spec, func(img *rbd.Image) error {
+		os, err := img.LockGetOwners()
+		for _, o := range os {
+			owners = append(owners, o.Owner)
+		}
+		return err
+	})
+	if errors.Is(err, driver.ErrNotFound) {
+		// librbd answers ENOENT both for a missing image and for "no owner".
+		if _, ierr := c.Info(ctx, spec); ierr == nil {
+			return nil, nil
+		}
+	}
+	return owners, err
+}
+
+// HeldLock is an image held open with its exclusive lock acquired by this connection.
+type HeldLock struct {
+	c    *Cluster
+	spec Spec
+	img  *rbd.Image
+}
+
+// AcquireLock opens the image and acquires its exclusive lock. While another live client owns it,
+// librbd asks that client to release it; ErrBusyElsewhere when it does not. Release gives it back.
+func (c *Cluster) AcquireLock(ctx context.Context, spec Spec) (*HeldLock, error) {
+	io, err := c.ioctx(spec.Pool, spec.Namespace)
+	if err != nil {
+		return nil, err
+	}
+	var img *rbd.Image
+	err = c.do(ctx, "lock acquire", spec.String(), func() error {
+		var err error
+		img, err = rbd.OpenImage(io, spec.Image, "")
+		if err != nil {
+			return err
+		}
+		if err = img.LockAcquire(rbd.LockModeExclusive); err != nil {
+			img.Close()
+			return err
+		}
+		return nil
+	}, undoIfOK(func() { _ = img.LockRelease(); _ = img.Close() }))
+	if err != nil {
+		var oe *OpError
+		var ec errorCoder
+		// librbd answers EROFS (or EBUSY) when another live client owns the lock and keeps it.
+		if errors.As(err, &oe) && errors.As(err, &ec) &&
+			(syscall.Errno(-ec.ErrorCode()) == syscall.EROFS || syscall.Errno(-ec.ErrorCode()) == syscall.EBUSY) {
+			oe.Kind = driver.ErrBusyElsewhere
+			oe.Err = fmt.Errorf("another client holds the exclusive lock: %w", oe.Err)
+		}
+		return nil, err
+	}
+	return &HeldLock{c: c, spec: spec, img: img}, nil
+}
+
+// Write writes p at off through the lock holder's handle (used to show that a fenced holder can no
+// longer write).
+func (l *HeldLock) Write(ctx context.Context, p []byte, off int64) error {
+	return l.c.do(ctx, "write", l.spec.String(), func() error {
+		_, err := l.img.WriteAt(p, off)
+		if err == nil {
+			err = l.img.Flush()
+		}
+		return err
+	}, nil)
+}
+
+// Release releases the lock and closes the image.
+func (l *HeldLock) Release(ctx context.Context) error {
+	return l.c.do(ctx, "lock release", l.spec.String(), func() error {
+		rerr := l.img.LockRelease()
+		cerr := l.img.Close()
+		return errors.Join(rerr, cerr)
+	}, nil)
+}
+
+// BreakLock takes the image away from its current holders: every other watcher and every
+// exclusive-lock owner is blocklisted (fenced, so that a holder that is only unreachable cannot
+// write any more), then the owners' locks are broken. It returns the fenced addresses. Use it only
+// when the holder is known to be dead or must be stopped: this is the explicit LOCK_BREAK=on
+// takeover.
+func (c *Cluster) BreakLock(ctx context.Context, spec Spec) ([]string, error) {
+	watchers, err := c.OtherWatchers(ctx, spec)
+	if err != nil {
+		return nil, err
+	}
+	owners, err := c.LockOwners(ctx, spec)
+	if err != nil {
+		return nil, err
+	}
+	self, err := c.ClientAddr()
+	if err != nil {
+		return nil, err
+	}
+	var fenced []string
+	fence := func(addr string) error {
+		addr = normalizeAddr(addr)
+		if addr == self || slices.Contains(fenced, addr) {
+			return nil
+		}
+		if err := c.Blocklist(ctx, addr, 0); err != nil {
+			return fmt.Errorf("fence %s before breaking the lock on %s: %w", addr, spec, err)
+		}
+		fenced = append(fenced, addr)
+		return nil
+	}
+	for _, w := range watchers {
+		if err := fence(w.Addr); err != nil {
+			return fenced, err
+		}
+	}
+	for _, o := range owners {
+		if err := fence(o); err != nil {
+			return fenced, err
+		}
+	}
+	for _, o := range owners {
+		err := c.withImage(ctx, "lock break", spec, func(img *rbd.Image) error {
+			return img.LockBreak(rbd.LockModeExclusive, o)
+		})
+		if err != nil && !errors.Is(err, driver.ErrNotFound) {
+			return fenced, err
+		}
+	}
+	return fenced, nil
+}

@@ -1,0 +1,129 @@
+//go:build integration
+
+package rbd_test
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/cephdocker/ceph-docker-plugin/rbd"
+	"github.com/cephdocker/ceph-docker-plugin/rbd/execx"
+)
+
+// The integration tests read the lab cluster's coordinates from the environment (scripts/ceph-up.sh
+// writes them; `make test` exports them). A missing variable fails the test: it never skips.
+type labEnv struct {
+	conf, user, keyring, adminKeyring, pool string
+}
+
+func lab(t testing.TB) labEnv {
+	t.Helper()
+	e := labEnv{
+		conf: os.Getenv("CEPH_CONF"), user: os.Getenv("CEPH_USER"), keyring: os.Getenv("CEPH_KEYRING"),
+		adminKeyring: os.Getenv("CEPH_ADMIN_KEYRING"), pool: os.Getenv("RBD_POOL"),
+	}
+	if e.conf == "" || e.user == "" || e.keyring == "" || e.adminKeyring == "" || e.pool == "" {
+		t.Fatal("CEPH_CONF, CEPH_USER, CEPH_KEYRING, CEPH_ADMIN_KEYRING and RBD_POOL must be set: run `make test` (it starts the lab Ceph with scripts/ceph-up.sh)")
+	}
+	if e.user == "admin" {
+		t.Fatal("integration tests must run as the least-privilege user, not client.admin")
+	}
+	return e
+}
+
+// connect opens a connection as the least-privilege user.
+func (e labEnv) connect(t testing.TB) *rbd.Cluster { return e.connectWith(t, 10*time.Second) }
+
+// connectWith is connect with librados' own per-operation timeout set to opTimeout.
+func (e labEnv) connectWith(t testing.TB, opTimeout time.Duration) *rbd.Cluster {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	c, err := rbd.Connect(ctx, rbd.Config{ConfPath: e.conf, User: e.user, Keyring: e.keyring, OpTimeout: opTimeout})
+	if err != nil {
+		t.Fatalf("connect as client.%s: %v", e.user, err)
+	}
+	t.Cleanup(c.Close)
+	return c
+}
+
+// admin opens a connection as client.admin, for test set-up only.
+func (e labEnv) admin(t testing.TB) *rbd.Cluster {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	c, err := rbd.Connect(ctx, rbd.Config{ConfPath: e.conf, User: "admin", Keyring: e.adminKeyring, OpTimeout: 10 * time.Second})
+	if err != nil {
+		t.Fatalf("connect as client.admin: %v", err)
+	}
+	t.Cleanup(c.Close)
+	return c
+}
+
+func uniqueName(prefix string) string {
+	b := make([]byte, 4)
+	_, _ = rand.Read(b)
+	return prefix + "-" + hex.EncodeToString(b)
+}
+
+func ctxFor(t testing.TB, d time.Duration) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), d)
+	t.Cleanup(cancel)
+	return ctx
+}
+
+// ceph runs the ceph CLI as client.admin (test set-up only).
+func (e labEnv) ceph(t testing.TB, args ...string) string {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	full := append([]string{"-c", e.conf, "-n", "client.admin", "-k", e.adminKeyring}, args...)
+	res, err := execx.Run(ctx, execx.Cmd{Name: "ceph", Args: full})
+	if err != nil {
+		t.Fatalf("ceph %v: %v", args, err)
+	}
+	return string(res.Stdout)
+}
+
+func (e labEnv) hasPool(t testing.TB, pool string) bool {
+	for _, p := range strings.Fields(e.ceph(t, "osd", "pool", "ls")) {
+		if p == pool {
+			return true
+		}
+	}
+	return false
+}
+
+// ensureOtherPool makes a healthy pool that the least-privilege user has no caps on.
+func ensureOtherPool(t testing.TB, e labEnv) string {
+	const pool = "cdp-other"
+	if !e.hasPool(t, pool) {
+		e.ceph(t, "osd", "pool", "create", pool, "8", "8")
+		e.ceph(t, "osd", "pool", "set", pool, "size", "1", "--yes-i-really-mean-it")
+		e.ceph(t, "osd", "pool", "application", "enable", pool, "rbd")
+	}
+	return pool
+}
+
+// blockedPool makes a pool whose placement groups map to no OSD (its CRUSH rule starts from an
+// empty root), so that every I/O to it waits forever: the "Ceph does not answer" case, without
+// disturbing the other tests. The pool is deleted when the test ends.
+func blockedPool(t testing.TB, e labEnv) string {
+	const pool, root, rule = "cdp-blocked", "cdp-empty", "cdp-nowhere"
+	if e.hasPool(t, pool) {
+		e.ceph(t, "osd", "pool", "rm", pool, pool, "--yes-i-really-really-mean-it")
+	}
+	e.ceph(t, "osd", "crush", "add-bucket", root, "root")
+	if !strings.Contains(e.ceph(t, "osd", "crush", "rule", "ls"), rule) {
+		e.ceph(t, "osd", "crush", "rule", "create-replicated", rule, root, "osd")
+	}
+	e.ceph(t, "osd", "pool", "create", pool, "8", "8", "replicated", rule)
+	e.ceph(t, "osd", "pool", "application", "enable", pool, "rbd")
+	t.Cleanup(func() { e.ceph(t, "osd", "pool", "rm", pool, pool, "--yes-i-really-really-mean-it") })
+	return pool
+}

@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# Stop the lab Ceph that ceph-up.sh started (only daemons whose pid files and command lines are ours).
+#   ceph-down.sh          stop the daemons, keep the data (ceph-up.sh restarts them in seconds)
+#   ceph-down.sh --purge  also delete the cluster's data, config and keys
+set -uo pipefail
+. "$(dirname "$0")/lib.sh"
+CONF=$CEPH_LAB/ceph.conf
+for n in osd.0 mgr.x mon.a; do
+  stop_pidfile "$CEPH_LAB/run/ceph-$n.pid" "$CONF" "ceph $n"
+done
+if [ "${1:-}" = --purge ]; then
+  rm -rf "$CEPH_LAB"
+  log "purged $CEPH_LAB"
+fi
