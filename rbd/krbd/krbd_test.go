@@ -1,0 +1,354 @@
+package krbd
+
+import (
+	"context"
+	"errors"
+	"os"
+	"path/filepath"
+	"reflect"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/cephdocker/ceph-docker-plugin/driver"
+)
+
+const testKey = "AQBD9nJlAAAAABAAu1Q2kY0q7CsJc1mrTf8ifA=="
+
+// fakeKernel plays the kernel rbd driver on a fake sysfs tree: it parses what is written to
+// add_single_major and remove_single_major and creates or removes /sys/bus/rbd/devices/<id>.
+type fakeKernel struct {
+	t      *testing.T
+	root   string
+	mu     sync.Mutex
+	writes []string // "<attr>: <data>"
+	images map[string]bool
+	busy   map[string]bool // device ids that are open
+	nextID int
+	gate   chan struct{} // when set, add_single_major waits for it
+}
+
+func newFakeKernel(t *testing.T, images ...string) (*fakeKernel, *KRBD) {
+	t.Helper()
+	root := t.TempDir()
+	for _, d := range []string{"bus/rbd/devices", "block"} {
+		if err := os.MkdirAll(filepath.Join(root, d), 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, f := range []string{"bus/rbd/add_single_major", "bus/rbd/remove_single_major"} {
+		if err := os.WriteFile(filepath.Join(root, f), nil, 0o200); err != nil {
+			t.Fatal(err)
+		}
+	}
+	fk := &fakeKernel{t: t, root: root, images: map[string]bool{}, busy: map[string]bool{}}
+	for _, i := range images {
+		fk.images[i] = true
+	}
+	keyDir := t.TempDir()
+	kr := "[client.docker]\n\tkey = " + testKey + "\n\tcaps mon = \"profile rbd\"\n"
+	if err := os.WriteFile(filepath.Join(keyDir, "ceph.client.docker.keyring"), []byte(kr), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	k := &KRBD{SysfsRoot: root, DevRoot: "/dev", Keys: KeyringFile{Dir: keyDir}, WriteFile: fk.write}
+	return fk, k
+}
+
+// addDevice creates /sys/bus/rbd/devices/<id> as the kernel would.
+func (fk *fakeKernel) addDevice(id int, pool, ns, image, snap string, ro bool) {
+	dir := filepath.Join(fk.root, "bus/rbd/devices", strconv.Itoa(id))
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		fk.t.Fatal(err)
+	}
+	if snap == "" {
+		snap = "-"
+	}
+	for name, v := range map[string]string{"pool": pool, "pool_ns": ns, "name": image, "current_snap": snap} {
+		if err := os.WriteFile(filepath.Join(dir, name), []byte(v+"\n"), 0o444); err != nil {
+			fk.t.Fatal(err)
+		}
+	}
+	blk := filepath.Join(fk.root, "block", "rbd"+strconv.Itoa(id))
+	_ = os.MkdirAll(blk, 0o755)
+	roVal := "0\n"
+	if ro {
+		roVal = "1\n"
+	}
+	_ = os.WriteFile(filepath.Join(blk, "ro"), []byte(roVal), 0o444)
+	if id >= fk.nextID {
+		fk.nextID = id + 1
+	}
+}
+
+func (fk *fakeKernel) write(path string, data []byte) error {
+	attr := filepath.Base(path)
+	if gate := fk.gate; gate != nil && attr == "add_single_major" {
+		<-gate
+	}
+	fk.mu.Lock()
+	defer fk.mu.Unlock()
+	fk.writes = append(fk.writes, attr+": "+string(data))
+	switch attr {
+	case "add_single_major":
+		f := strings.Fields(string(data))
+		if len(f) < 4 {
+			return syscall.EINVAL
+		}
+		var ro bool
+		var ns string
+		for _, o := range strings.Split(f[1], ",") {
+			if o == "ro" {
+				ro = true
+			}
+			if v, ok := strings.CutPrefix(o, "_pool_ns="); ok {
+				ns = v
+			}
+		}
+		if !fk.images[f[2]+"/"+f[3]] {
+			return syscall.ENOENT
+		}
+		snap := ""
+		if len(f) > 4 {
+			snap = f[4]
+		}
+		fk.addDevice(fk.nextID, f[2], ns, f[3], snap, ro)
+		return nil
+	case "remove_single_major":
+		id := string(data)
+		if fk.busy[id] {
+			return syscall.EBUSY
+		}
+		dir := filepath.Join(fk.root, "bus/rbd/devices", id)
+		if _, err := os.Stat(dir); err != nil {
+			return syscall.ENOENT
+		}
+		_ = os.RemoveAll(filepath.Join(fk.root, "block", "rbd"+id))
+		return os.RemoveAll(dir)
+	}
+	return syscall.EINVAL
+}
+
+func (fk *fakeKernel) written() []string {
+	fk.mu.Lock()
+	defer fk.mu.Unlock()
+	return append([]string(nil), fk.writes...)
+}
+
+func req(image string) driver.MapRequest {
+	return driver.MapRequest{
+		ImageSpec: driver.ImageSpec{Pool: "volumes", Image: image},
+		Monitors:  []string{"127.0.0.1:6789", "10.0.0.2:6789"},
+		User:      "docker",
+	}
+}
+
+func TestMapWritesTheExactRequest(t *testing.T) {
+	fk, k := newFakeKernel(t, "volumes/img")
+	m, err := k.Map(context.Background(), req("img"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []string{"add_single_major: 127.0.0.1:6789,10.0.0.2:6789 name=docker,secret=" + testKey + " volumes img"}
+	if got := fk.written(); !reflect.DeepEqual(got, want) {
+		t.Fatalf("writes = %q\nwant     %q", got, want)
+	}
+	wantM := driver.Mapping{ImageSpec: driver.ImageSpec{Pool: "volumes", Image: "img"}, Device: "/dev/rbd0"}
+	if m != wantM {
+		t.Fatalf("mapping = %+v, want %+v", m, wantM)
+	}
+}
+
+func TestMapWithOptionsNamespaceSnapshotAndDeadline(t *testing.T) {
+	fk, k := newFakeKernel(t, "volumes/img")
+	r := req("img")
+	r.ReadOnly = true
+	r.Namespace = "tenant1"
+	r.Snap = "s1"
+	r.Options = []string{"queue_depth=128", "lock_on_read"}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	m, err := k.Map(ctx, r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := "add_single_major: 127.0.0.1:6789,10.0.0.2:6789 name=docker,secret=" + testKey +
+		",ro,_pool_ns=tenant1,mount_timeout=30,queue_depth=128,lock_on_read volumes img s1"
+	if got := fk.written(); len(got) != 1 || got[0] != want {
+		t.Fatalf("writes = %q\nwant     %q", got, want)
+	}
+	if !m.ReadOnly || m.Snap != "s1" || m.Namespace != "tenant1" || m.Device != "/dev/rbd0" {
+		t.Fatalf("mapping = %+v", m)
+	}
+}
+
+func TestUnmapWritesTheDeviceID(t *testing.T) {
+	fk, k := newFakeKernel(t)
+	fk.addDevice(0, "volumes", "", "other", "", false)
+	fk.addDevice(7, "volumes", "", "img", "", false)
+	if err := k.Unmap(context.Background(), driver.ImageSpec{Pool: "volumes", Image: "img"}); err != nil {
+		t.Fatal(err)
+	}
+	if got := fk.written(); !reflect.DeepEqual(got, []string{"remove_single_major: 7"}) {
+		t.Fatalf("writes = %q", got)
+	}
+	if _, err := os.Stat(filepath.Join(fk.root, "bus/rbd/devices/7")); !os.IsNotExist(err) {
+		t.Fatal("device 7 still present")
+	}
+	// Not mapped (any more): success, and nothing written.
+	if err := k.Unmap(context.Background(), driver.ImageSpec{Pool: "volumes", Image: "img"}); err != nil {
+		t.Fatal(err)
+	}
+	if got := fk.written(); len(got) != 1 {
+		t.Fatalf("second unmap wrote %q", got[1:])
+	}
+}
+
+func TestUnmapOfOpenDeviceIsInUse(t *testing.T) {
+	fk, k := newFakeKernel(t)
+	fk.addDevice(2, "volumes", "", "img", "", false)
+	fk.busy["2"] = true
+	err := k.Unmap(context.Background(), driver.ImageSpec{Pool: "volumes", Image: "img"})
+	if !errors.Is(err, driver.ErrInUse) || !strings.Contains(err.Error(), "/dev/rbd2") {
+		t.Fatalf("err = %v, want ErrInUse naming /dev/rbd2", err)
+	}
+}
+
+func TestListFindsDevicesByPoolImageAndSnapshot(t *testing.T) {
+	fk, k := newFakeKernel(t)
+	fk.addDevice(10, "other", "ns1", "c", "", false)
+	fk.addDevice(0, "volumes", "", "a", "", false)
+	fk.addDevice(3, "volumes", "", "b", "snap", true)
+	// Not a device directory: ignored.
+	_ = os.MkdirAll(filepath.Join(fk.root, "bus/rbd/devices/uevent"), 0o755)
+	got, err := k.List(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []driver.Mapping{
+		{ImageSpec: driver.ImageSpec{Pool: "volumes", Image: "a"}, Device: "/dev/rbd0"},
+		{ImageSpec: driver.ImageSpec{Pool: "volumes", Image: "b", Snap: "snap"}, Device: "/dev/rbd3", ReadOnly: true},
+		{ImageSpec: driver.ImageSpec{Pool: "other", Namespace: "ns1", Image: "c"}, Device: "/dev/rbd10"},
+	}
+	if !reflect.DeepEqual(got, want) {
+		t.Fatalf("list = %+v\nwant   %+v", got, want)
+	}
+}
+
+// An image mapped before (e.g. before a plugin restart) is found and not mapped again.
+func TestMapReturnsTheExistingMapping(t *testing.T) {
+	fk, k := newFakeKernel(t, "volumes/img")
+	fk.addDevice(4, "volumes", "", "img", "", false)
+	m, err := k.Map(context.Background(), req("img"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m.Device != "/dev/rbd4" {
+		t.Fatalf("device = %s, want /dev/rbd4", m.Device)
+	}
+	if got := fk.written(); len(got) != 0 {
+		t.Fatalf("mapped again: %q", got)
+	}
+	r := req("img")
+	r.ReadOnly = true
+	if _, err := k.Map(context.Background(), r); !errors.Is(err, driver.ErrInUse) {
+		t.Fatalf("read-only map over a read-write mapping: %v, want ErrInUse", err)
+	}
+}
+
+func TestFailedMapLeavesNothingAndHidesTheSecret(t *testing.T) {
+	fk, k := newFakeKernel(t) // the image does not exist
+	_, err := k.Map(context.Background(), req("missing"))
+	if !errors.Is(err, driver.ErrNotFound) {
+		t.Fatalf("err = %v, want ErrNotFound", err)
+	}
+	if strings.Contains(err.Error(), testKey) {
+		t.Fatalf("secret in error: %v", err)
+	}
+	if l, _ := k.List(context.Background()); len(l) != 0 {
+		t.Fatalf("left behind: %+v", l)
+	}
+	_ = fk
+}
+
+// A map that the kernel finishes only after the caller's deadline is taken back.
+func TestMapPastDeadlineIsUndone(t *testing.T) {
+	fk, k := newFakeKernel(t, "volumes/img")
+	fk.gate = make(chan struct{})
+	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+	defer cancel()
+	start := time.Now()
+	_, err := k.Map(ctx, req("img"))
+	if !errors.Is(err, driver.ErrTimeout) {
+		t.Fatalf("err = %v, want ErrTimeout", err)
+	}
+	if took := time.Since(start); took > time.Second {
+		t.Fatalf("Map returned after %v", took)
+	}
+	close(fk.gate) // the kernel finishes now
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		w := fk.written()
+		if len(w) == 2 && w[1] == "remove_single_major: 0" {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("late mapping not undone; writes = %q", w)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if l, _ := k.List(context.Background()); len(l) != 0 {
+		t.Fatalf("left behind: %+v", l)
+	}
+}
+
+func TestMapRejectsBadRequestsWithoutWriting(t *testing.T) {
+	fk, k := newFakeKernel(t, "volumes/img")
+	bad := map[string]func(*driver.MapRequest){
+		"space in image":    func(r *driver.MapRequest) { r.Image = "a b" },
+		"comma in pool":     func(r *driver.MapRequest) { r.Pool = "a,b" },
+		"no monitors":       func(r *driver.MapRequest) { r.Monitors = nil },
+		"no user":           func(r *driver.MapRequest) { r.User = "" },
+		"secret in options": func(r *driver.MapRequest) { r.Options = []string{"secret=x"} },
+		"newline in snap":   func(r *driver.MapRequest) { r.Snap = "s\n1" },
+	}
+	for name, mut := range bad {
+		r := req("img")
+		mut(&r)
+		if _, err := k.Map(context.Background(), r); !errors.Is(err, driver.ErrInvalid) {
+			t.Errorf("%s: %v, want ErrInvalid", name, err)
+		}
+	}
+	if got := fk.written(); len(got) != 0 {
+		t.Fatalf("wrote %q", got)
+	}
+}
+
+func TestKeyringSearch(t *testing.T) {
+	dir := t.TempDir()
+	_ = os.WriteFile(filepath.Join(dir, "ceph.keyring"), []byte("[client.other]\nkey = K2\n"), 0o600)
+	k := KeyringFile{Dir: dir}
+	if key, err := k.Key("other"); err != nil || key != "K2" {
+		t.Fatalf("key = %q, %v", key, err)
+	}
+	if _, err := k.Key("docker"); err == nil || !strings.Contains(err.Error(), "client.docker") {
+		t.Fatalf("missing user: %v", err)
+	}
+	explicit := filepath.Join(dir, "x.keyring")
+	_ = os.WriteFile(explicit, []byte("[client.docker]\n  key = K3\n"), 0o600)
+	if key, err := (KeyringFile{Path: explicit}).Key("docker"); err != nil || key != "K3" {
+		t.Fatalf("explicit keyring: %q, %v", key, err)
+	}
+}
+
+func TestAvailable(t *testing.T) {
+	_, k := newFakeKernel(t)
+	if !Available(k.SysfsRoot) {
+		t.Fatal("fake tree with add_single_major: want available")
+	}
+	if Available(t.TempDir()) {
+		t.Fatal("empty tree: want unavailable")
+	}
+}
