@@ -1,0 +1,44 @@
+# ceph-docker-plugin: a Docker managed volume plugin for Ceph RBD (direct or through Cinder).
+# `make help` lists the targets. Integration targets start the real services they need.
+
+SHELL := /bin/bash
+export PATH := $(PATH):/usr/local/go/bin
+GO      ?= go
+# go-ceph must be built for the librbd it links against: Debian bookworm ships pacific (16.2).
+GOTAGS  ?= pacific
+LAB_DIR ?= /var/lib/ceph-docker-plugin-lab
+export LAB_DIR
+CEPH_ENV := $(LAB_DIR)/ceph/env
+# Load the lab Ceph's coordinates (CEPH_CONF, CEPH_USER, ...) written by scripts/ceph-up.sh.
+WITH_CEPH_ENV = set -a && . $(CEPH_ENV) && set +a &&
+
+.PHONY: help deps build test unit lint fmt down ceph-up
+
+help: ## list the targets
+	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+
+deps: ## install the build dependencies (Debian's librbd-dev, librados-dev) if missing
+	scripts/deps.sh
+
+build: deps ## compile every package
+	$(GO) build -tags '$(GOTAGS)' ./...
+
+ceph-up: ## start (or bootstrap) the lab Ceph on 127.0.0.1; installs Debian's pacific packages if missing
+	scripts/ceph-up.sh
+
+test: ceph-up ## unit tests (-race) and integration tests against the real lab Ceph, as a least-privilege cephx user
+	$(WITH_CEPH_ENV) $(GO) test -race -count=1 -tags '$(GOTAGS) integration' ./...
+
+unit: deps ## unit tests only (no services)
+	$(GO) test -race -count=1 -tags '$(GOTAGS)' ./...
+
+lint: deps ## go vet (with and without the integration tag) and gofmt
+	$(GO) vet -tags '$(GOTAGS)' ./...
+	$(GO) vet -tags '$(GOTAGS) integration' ./...
+	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
+
+fmt: ## gofmt the tree
+	gofmt -w $$(git ls-files '*.go')
+
+down: ## stop every service the targets started (data kept; `scripts/ceph-down.sh --purge` deletes it)
+	scripts/ceph-down.sh

@@ -1,0 +1,419 @@
+// Package fuse maps RBD images as block devices on kernels without the rbd driver: one rbd-fuse
+// process per image exposes it as a file, and a loop device makes that file a block device.
+//
+// It is a development and fallback mapper: the data path runs through a userspace process, so if
+// that process dies (for example with the plugin's container) the device returns I/O errors until
+// the image is mapped again. Production hosts use krbd.
+package fuse
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/moby/sys/mountinfo"
+	"golang.org/x/sys/unix"
+
+	"github.com/cephdocker/ceph-docker-plugin/driver"
+	"github.com/cephdocker/ceph-docker-plugin/rbd/execx"
+)
+
+// Fuse is the rbd-fuse + loop Mapper.
+type Fuse struct {
+	// Root holds one rbd-fuse mount per mapped image: Root/<pool>/<image>/<image>.
+	Root     string
+	ConfPath string // ceph.conf
+	Cluster  string // cluster name; empty for "ceph"
+	Keyring  string // keyring path; empty for the default search
+	// Binary is the rbd-fuse executable ("rbd-fuse").
+	Binary    string
+	SysfsRoot string // "/sys"
+	DevRoot   string // "/dev"
+}
+
+var _ driver.Mapper = (*Fuse)(nil)
+
+// New returns a Fuse mapper with the real /sys and /dev.
+func New(root, confPath, keyring string) *Fuse {
+	return &Fuse{Root: root, ConfPath: confPath, Keyring: keyring, Binary: "rbd-fuse", SysfsRoot: "/sys", DevRoot: "/dev"}
+}
+
+func validName(s string) bool {
+	return s != "" && s != "." && s != ".." && !strings.ContainsAny(s, "/\x00")
+}
+
+func check(spec driver.ImageSpec) error {
+	switch {
+	case !validName(spec.Pool) || !validName(spec.Image):
+		return fmt.Errorf("%w: fuse map %s: bad pool or image name", driver.ErrInvalid, spec)
+	case spec.Namespace != "" || spec.Snap != "":
+		return fmt.Errorf("%w: fuse map %s: rbd-fuse maps only image heads in the default namespace (use MAPPER=krbd)", driver.ErrInvalid, spec)
+	}
+	return nil
+}
+
+func (f *Fuse) mountDir(spec driver.ImageSpec) string { return filepath.Join(f.Root, spec.Pool, spec.Image) }
+func (f *Fuse) imageFile(spec driver.ImageSpec) string {
+	return filepath.Join(f.mountDir(spec), spec.Image)
+}
+
+// bounded runs fn (which may block in the kernel on a stuck FUSE server) and gives up at ctx's end.
+func bounded(ctx context.Context, fn func() error) error {
+	done := make(chan error, 1)
+	go func() { done <- fn() }()
+	select {
+	case err := <-done:
+		return err
+	case <-ctx.Done():
+		return fmt.Errorf("%w: %w", driver.ErrTimeout, ctx.Err())
+	}
+}
+
+// Map starts rbd-fuse for the image (unless it runs already) and attaches a loop device to it.
+func (f *Fuse) Map(ctx context.Context, req driver.MapRequest) (m driver.Mapping, err error) {
+	spec := req.ImageSpec
+	if err := check(spec); err != nil {
+		return driver.Mapping{}, err
+	}
+	existing, err := f.find(spec)
+	if err != nil {
+		return driver.Mapping{}, err
+	}
+	if len(existing) > 0 {
+		if existing[0].ReadOnly != req.ReadOnly {
+			return driver.Mapping{}, fmt.Errorf("%w: %s is already mapped at %s with read-only=%v; unmap it first",
+				driver.ErrInUse, spec, existing[0].Device, existing[0].ReadOnly)
+		}
+		return existing[0], nil
+	}
+	dir := f.mountDir(spec)
+	// Undo what this call did if a later step fails: a failed Map leaves nothing behind.
+	var undo []func()
+	defer func() {
+		if err != nil {
+			for i := len(undo) - 1; i >= 0; i-- {
+				undo[i]()
+			}
+		}
+	}()
+	mounted, err := mountinfo.Mounted(dir)
+	if err != nil && !errors.Is(err, os.ErrNotExist) {
+		return driver.Mapping{}, fmt.Errorf("fuse map %s: %w", spec, err)
+	}
+	if mounted {
+		// Left by an earlier Map (e.g. a crash before the loop was attached): reuse it if alive.
+		if err := bounded(ctx, func() error { _, err := os.Stat(f.imageFile(spec)); return err }); err != nil {
+			cctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			_ = f.unmountFuse(cctx, dir)
+			cancel()
+			mounted = false
+		}
+	}
+	if !mounted {
+		if err := os.MkdirAll(dir, 0o700); err != nil {
+			return driver.Mapping{}, fmt.Errorf("fuse map %s: %w", spec, err)
+		}
+		undo = append(undo, func() { _ = os.Remove(dir); _ = os.Remove(filepath.Dir(dir)) })
+		undo = append(undo, func() {
+			cctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+			defer cancel()
+			_ = f.unmountFuse(cctx, dir)
+		})
+		if err := f.startFuse(ctx, req, dir); err != nil {
+			return driver.Mapping{}, err
+		}
+	}
+	type attached struct {
+		dev string
+		err error
+	}
+	ch := make(chan attached, 1)
+	go func() {
+		dev, err := attachLoop(f.DevRoot, f.imageFile(spec), req.ReadOnly)
+		ch <- attached{dev, err}
+	}()
+	var dev string
+	select {
+	case a := <-ch:
+		dev, err = a.dev, a.err
+	case <-ctx.Done():
+		go func() { // attached after the caller gave up: take it back
+			if a := <-ch; a.err == nil {
+				_ = detachLoop(a.dev)
+			}
+		}()
+		err = fmt.Errorf("%w: %w", driver.ErrTimeout, ctx.Err())
+	}
+	if err != nil {
+		if errors.Is(err, os.ErrNotExist) {
+			err = fmt.Errorf("%w: rbd-fuse does not show the image (does %s exist?): %w", driver.ErrNotFound, spec, err)
+		}
+		return driver.Mapping{}, fmt.Errorf("fuse map %s: %w", spec, err)
+	}
+	return driver.Mapping{ImageSpec: spec, Device: dev, ReadOnly: req.ReadOnly}, nil
+}
+
+func (f *Fuse) startFuse(ctx context.Context, req driver.MapRequest, dir string) error {
+	cephArgs := []string{}
+	if req.User != "" {
+		cephArgs = append(cephArgs, "--id", req.User)
+	}
+	if f.Keyring != "" {
+		cephArgs = append(cephArgs, "--keyring", f.Keyring)
+	}
+	if f.Cluster != "" {
+		cephArgs = append(cephArgs, "--cluster", f.Cluster)
+	}
+	args := []string{}
+	if f.ConfPath != "" {
+		args = append(args, "-c", f.ConfPath)
+	}
+	args = append(args, "-p", req.Pool, "-r", req.Image, dir)
+	bin := f.Binary
+	if bin == "" {
+		bin = "rbd-fuse"
+	}
+	// rbd-fuse daemonizes once its FUSE mount is up; the foreground process returns then.
+	_, err := execx.Run(ctx, execx.Cmd{Name: bin, Args: args, Env: []string{"CEPH_ARGS=" + strings.Join(cephArgs, " ")}})
+	if err != nil {
+		f.killFuse(dir) // a daemon that got as far as forking
+		if ctx.Err() != nil {
+			return fmt.Errorf("fuse map %s: %w: %w", req.ImageSpec, driver.ErrTimeout, err)
+		}
+		return fmt.Errorf("fuse map %s: rbd-fuse failed: %w", req.ImageSpec, err)
+	}
+	// A FUSE daemon that is up shows the image file; rbd-fuse has opened the image before it
+	// serves, so a file still missing after a few looks means the image does not exist.
+	file := filepath.Join(dir, req.Image)
+	err = bounded(ctx, func() error {
+		misses := 0
+		for {
+			if ok, _ := mountinfo.Mounted(dir); ok {
+				_, err := os.Stat(file)
+				if err == nil {
+					return nil
+				}
+				if !errors.Is(err, os.ErrNotExist) {
+					return err
+				}
+				if misses++; misses >= 5 {
+					return fmt.Errorf("%w: rbd-fuse does not show image %s: does it exist?", driver.ErrNotFound, req.ImageSpec)
+				}
+			}
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+	})
+	if err != nil {
+		return fmt.Errorf("fuse map %s: %w", req.ImageSpec, err)
+	}
+	return nil
+}
+
+// Unmap detaches the image's loop device(s) and stops its rbd-fuse. Not mapped is success;
+// ErrInUse while the device is mounted or open.
+func (f *Fuse) Unmap(ctx context.Context, spec driver.ImageSpec) error {
+	if err := check(spec); err != nil {
+		return err
+	}
+	found, err := f.find(spec)
+	if err != nil {
+		return err
+	}
+	for _, m := range found {
+		err := bounded(ctx, func() error { return detachLoop(m.Device) })
+		switch {
+		case err == nil, errors.Is(err, os.ErrNotExist):
+		case errors.Is(err, unix.EBUSY):
+			return fmt.Errorf("fuse unmap %s: %w: %s is still open (mounted or used by a process)", spec, driver.ErrInUse, m.Device)
+		default:
+			return fmt.Errorf("fuse unmap %s: detach %s: %w", spec, m.Device, err)
+		}
+	}
+	dir := f.mountDir(spec)
+	if err := f.unmountFuse(ctx, dir); err != nil {
+		return fmt.Errorf("fuse unmap %s: %w", spec, err)
+	}
+	_ = os.Remove(dir)
+	_ = os.Remove(filepath.Dir(dir))
+	return nil
+}
+
+// unmountFuse unmounts an rbd-fuse mount and waits for its daemon to exit.
+func (f *Fuse) unmountFuse(ctx context.Context, dir string) error {
+	for {
+		mounted, err := mountinfo.Mounted(dir)
+		if errors.Is(err, os.ErrNotExist) || (err == nil && !mounted) {
+			break
+		}
+		err = unix.Unmount(dir, 0)
+		if err == nil || errors.Is(err, unix.EINVAL) || errors.Is(err, unix.ENOENT) {
+			continue
+		}
+		if errors.Is(err, unix.EBUSY) && ctx.Err() == nil {
+			// The loop device releases its file asynchronously after LOOP_CLR_FD.
+			time.Sleep(50 * time.Millisecond)
+			continue
+		}
+		if errors.Is(err, unix.ENOTCONN) || ctx.Err() != nil {
+			// A dead or stuck daemon: detach the mount so it cannot linger.
+			if derr := unix.Unmount(dir, unix.MNT_DETACH); derr != nil {
+				return fmt.Errorf("unmount %s: %w", dir, derr)
+			}
+			continue
+		}
+		return fmt.Errorf("unmount %s: %w", dir, err)
+	}
+	// rbd-fuse exits once unmounted; wait for it (bounded), then make sure.
+	for len(fusePids(dir)) > 0 && ctx.Err() == nil {
+		time.Sleep(20 * time.Millisecond)
+	}
+	f.killFuse(dir)
+	return nil
+}
+
+// killFuse kills any rbd-fuse process still serving dir.
+func (f *Fuse) killFuse(dir string) {
+	for _, pid := range fusePids(dir) {
+		_ = syscall.Kill(pid, syscall.SIGKILL)
+	}
+}
+
+// fusePids finds rbd-fuse processes whose command line names dir as their mount point.
+func fusePids(dir string) []int {
+	var pids []int
+	for _, p := range fuseProcs() {
+		if p.dir == dir {
+			pids = append(pids, p.pid)
+		}
+	}
+	return pids
+}
+
+// fusePidsUnder finds rbd-fuse processes serving a mount point under root.
+func fusePidsUnder(root string) []fuseProc {
+	var out []fuseProc
+	for _, p := range fuseProcs() {
+		if strings.HasPrefix(p.dir, root) {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+type fuseProc struct {
+	pid int
+	dir string // its mount point: the last argument that is not an option
+}
+
+func fuseProcs() []fuseProc {
+	entries, _ := os.ReadDir("/proc")
+	var out []fuseProc
+	for _, e := range entries {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		raw, err := os.ReadFile(filepath.Join("/proc", e.Name(), "cmdline"))
+		if err != nil || len(raw) == 0 {
+			continue
+		}
+		args := strings.Split(strings.TrimRight(string(raw), "\x00"), "\x00")
+		if !strings.HasSuffix(args[0], "rbd-fuse") {
+			continue
+		}
+		// The mount point is the last absolute path (after "-c <conf>").
+		dir := ""
+		for _, a := range args[1:] {
+			if strings.HasPrefix(a, "/") {
+				dir = a
+			}
+		}
+		if dir != "" {
+			out = append(out, fuseProc{pid: pid, dir: dir})
+		}
+	}
+	return out
+}
+
+// Leftovers describes what this mapper has on the host under Root besides complete mappings:
+// rbd-fuse mounts without a loop device and rbd-fuse processes without a mount. Everything
+// listed is released by Unmap of the image it belongs to.
+func (f *Fuse) Leftovers(ctx context.Context) ([]string, error) {
+	maps, err := f.List(ctx)
+	if err != nil {
+		return nil, err
+	}
+	mapped := map[string]bool{}
+	for _, m := range maps {
+		mapped[f.mountDir(m.ImageSpec)] = true
+	}
+	root := filepath.Clean(f.Root) + "/"
+	mounts, err := mountinfo.GetMounts(mountinfo.PrefixFilter(filepath.Clean(f.Root)))
+	if err != nil {
+		return nil, err
+	}
+	var out []string
+	for _, m := range mounts {
+		if !mapped[m.Mountpoint] && strings.HasPrefix(m.Mountpoint, root) {
+			out = append(out, "mount "+m.Mountpoint+" ("+m.FSType+")")
+		}
+	}
+	for _, p := range fusePidsUnder(root) {
+		if !mapped[p.dir] {
+			out = append(out, fmt.Sprintf("rbd-fuse pid %d serving %s", p.pid, p.dir))
+		}
+	}
+	return out, nil
+}
+
+// List returns the images mapped by this mapper: loop devices backed by a file under Root.
+func (f *Fuse) List(ctx context.Context) ([]driver.Mapping, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	loops, err := listLoops(f.SysfsRoot)
+	if err != nil {
+		return nil, fmt.Errorf("fuse list: %w", err)
+	}
+	root := filepath.Clean(f.Root) + "/"
+	var out []driver.Mapping
+	for _, l := range loops {
+		rel, ok := strings.CutPrefix(l.Backing, root)
+		if !ok {
+			continue
+		}
+		parts := strings.Split(rel, "/")
+		if len(parts) != 3 || parts[1] != parts[2] {
+			continue
+		}
+		out = append(out, driver.Mapping{
+			ImageSpec: driver.ImageSpec{Pool: parts[0], Image: parts[1]},
+			Device:    filepath.Join(f.DevRoot, "loop"+strconv.Itoa(l.N)),
+			ReadOnly:  loopReadOnly(f.SysfsRoot, l.N),
+		})
+	}
+	return out, nil
+}
+
+func (f *Fuse) find(spec driver.ImageSpec) ([]driver.Mapping, error) {
+	all, err := f.List(context.Background())
+	if err != nil {
+		return nil, err
+	}
+	var out []driver.Mapping
+	for _, m := range all {
+		if m.ImageSpec == spec {
+			out = append(out, m)
+		}
+	}
+	return out, nil
+}
