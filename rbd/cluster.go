@@ -122,25 +122,47 @@ func (c *Cluster) Close() {
 // User is the cephx user this cluster connection authenticates as (without "client.").
 func (c *Cluster) User() string { return c.cfg.User }
 
-// do runs fn in its own goroutine and returns its error, or a timeout error as soon as ctx ends.
-// When the caller has given up, late (if not nil) gets fn's eventual result, to take back what fn
-// did (see undoIfOK). fn is bounded by librados' own timeouts (OpTimeout).
-func (c *Cluster) do(ctx context.Context, op, what string, fn func() error, late func(error)) error {
+// call runs fn in its own goroutine and returns its result, or a timeout error as soon as ctx
+// ends. fn's result travels only through a channel: an abandoned fn shares nothing with the
+// caller. When the caller has given up, late (if not nil) gets fn's eventual result, to take back
+// what fn did (see undoIfOK). fn is bounded by librados' own timeouts (OpTimeout).
+func call[T any](ctx context.Context, op, what string, fn func() (T, error), late func(T, error)) (T, error) {
+	var zero T
 	if err := ctx.Err(); err != nil {
-		return &OpError{Op: op, What: what, Kind: driver.ErrTimeout, Err: err}
+		return zero, &OpError{Op: op, What: what, Kind: driver.ErrTimeout, Err: err}
 	}
-	done := make(chan error, 1)
-	go func() { done <- fn() }()
+	type result struct {
+		v   T
+		err error
+	}
+	done := make(chan result, 1)
+	go func() {
+		v, err := fn()
+		done <- result{v, err}
+	}()
 	select {
-	case err := <-done:
-		return opErr(op, what, err)
+	case r := <-done:
+		return r.v, opErr(op, what, r.err)
 	case <-ctx.Done():
 		if late != nil {
-			go func() { late(<-done) }()
+			go func() {
+				r := <-done
+				late(r.v, r.err)
+			}()
 		}
-		return &OpError{Op: op, What: what, Kind: driver.ErrTimeout,
+		return zero, &OpError{Op: op, What: what, Kind: driver.ErrTimeout,
 			Err: fmt.Errorf("Ceph did not answer before the deadline: %w", ctx.Err())}
 	}
+}
+
+// do is call for functions without a result.
+func (c *Cluster) do(ctx context.Context, op, what string, fn func() error, late func(error)) error {
+	var l func(struct{}, error)
+	if late != nil {
+		l = func(_ struct{}, err error) { late(err) }
+	}
+	_, err := call(ctx, op, what, func() (struct{}, error) { return struct{}{}, fn() }, l)
+	return err
 }
 
 // undoIfOK adapts an undo step for do: it runs only if the abandoned call succeeded.
@@ -186,17 +208,13 @@ func (c *Cluster) monCommand(ctx context.Context, op string, cmd map[string]any)
 	if err != nil {
 		return nil, err
 	}
-	var out []byte
-	var status string
-	err = c.do(ctx, op, "mon", func() error {
-		var err error
-		out, status, err = c.conn.MonCommand(args)
+	return call(ctx, op, "mon", func() ([]byte, error) {
+		out, status, err := c.conn.MonCommand(args)
 		if err != nil && status != "" {
-			return fmt.Errorf("%w: %s", err, status)
+			return nil, fmt.Errorf("%w: %s", err, status)
 		}
-		return err
+		return out, err
 	}, nil)
-	return out, err
 }
 
 // Monitors returns the monitors' v1 (legacy protocol) addresses, host:port, as the kernel rbd

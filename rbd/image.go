@@ -72,21 +72,29 @@ func checkSpec(spec Spec, wantSnap bool) error {
 	return nil
 }
 
-// withImage opens the image (its head, or spec.Snap read-only), runs fn and closes it, all in one
-// bounded call.
-func (c *Cluster) withImage(ctx context.Context, op string, spec Spec, fn func(*rbd.Image) error) error {
+// imageCall opens the image (its head, or spec.Snap), runs fn and closes it, all in one bounded
+// call.
+func imageCall[T any](ctx context.Context, c *Cluster, op string, spec Spec, fn func(*rbd.Image) (T, error)) (T, error) {
 	io, err := c.ioctx(spec.Pool, spec.Namespace)
 	if err != nil {
-		return err
+		var zero T
+		return zero, err
 	}
-	return c.do(ctx, op, spec.String(), func() error {
+	return call(ctx, op, spec.String(), func() (T, error) {
 		img, err := rbd.OpenImage(io, spec.Image, spec.Snap)
 		if err != nil {
-			return err
+			var zero T
+			return zero, err
 		}
 		defer img.Close()
 		return fn(img)
 	}, nil)
+}
+
+// withImage is imageCall for functions without a result.
+func (c *Cluster) withImage(ctx context.Context, op string, spec Spec, fn func(*rbd.Image) error) error {
+	_, err := imageCall(ctx, c, op, spec, func(img *rbd.Image) (struct{}, error) { return struct{}{}, fn(img) })
+	return err
 }
 
 // Create makes a new image. ErrExists if the name is taken.
@@ -101,74 +109,79 @@ func (c *Cluster) Create(ctx context.Context, spec Spec, opts CreateOptions) err
 	if err != nil {
 		return err
 	}
-	rio := rbd.NewRbdImageOptions()
+	var bits uint64
 	if opts.Features != nil {
-		bits, err := ParseFeatures(opts.Features)
-		if err != nil {
-			rio.Destroy()
-			return opErr("create", spec.String(), err)
-		}
-		if err := rio.SetUint64(rbd.ImageOptionFeatures, bits); err != nil {
-			rio.Destroy()
-			return opErr("create", spec.String(), err)
-		}
-	}
-	if opts.DataPool != "" {
-		if err := rio.SetString(rbd.ImageOptionDataPool, opts.DataPool); err != nil {
-			rio.Destroy()
-			return opErr("create", spec.String(), err)
-		}
-	}
-	if opts.Order != 0 {
-		if err := rio.SetUint64(rbd.ImageOptionOrder, uint64(opts.Order)); err != nil {
-			rio.Destroy()
+		if bits, err = ParseFeatures(opts.Features); err != nil {
 			return opErr("create", spec.String(), err)
 		}
 	}
 	return c.do(ctx, "create", spec.String(), func() error {
+		rio, err := imageOptions(opts, bits)
+		if err != nil {
+			return err
+		}
 		defer rio.Destroy()
 		return rbd.CreateImage(io, spec.Image, opts.Size, rio)
 	}, undoIfOK(func() { _ = rbd.RemoveImage(io, spec.Image) }))
 }
 
+// imageOptions builds librbd image options; the caller destroys them.
+func imageOptions(opts CreateOptions, features uint64) (*rbd.ImageOptions, error) {
+	rio := rbd.NewRbdImageOptions()
+	var err error
+	if opts.Features != nil {
+		err = rio.SetUint64(rbd.ImageOptionFeatures, features)
+	}
+	if err == nil && opts.DataPool != "" {
+		err = rio.SetString(rbd.ImageOptionDataPool, opts.DataPool)
+	}
+	if err == nil && opts.Order != 0 {
+		err = rio.SetUint64(rbd.ImageOptionOrder, uint64(opts.Order))
+	}
+	if err != nil {
+		rio.Destroy()
+		return nil, err
+	}
+	return rio, nil
+}
+
 // Info describes an image.
 func (c *Cluster) Info(ctx context.Context, spec Spec) (ImageInfo, error) {
-	info := ImageInfo{Spec: spec}
-	err := c.withImage(ctx, "info", spec, func(img *rbd.Image) error {
+	return imageCall(ctx, c, "info", spec, func(img *rbd.Image) (ImageInfo, error) {
+		info := ImageInfo{Spec: spec}
 		var err error
 		if info.Size, err = img.GetSize(); err != nil {
-			return err
+			return info, err
 		}
 		feats, err := img.GetFeatures()
 		if err != nil {
-			return err
+			return info, err
 		}
 		fs := rbd.FeatureSet(feats)
 		info.Features = fs.Names()
 		sort.Strings(info.Features)
 		if info.ID, err = img.GetId(); err != nil {
-			return err
+			return info, err
 		}
 		if feats&rbd.FeatureDataPool != 0 {
 			id, err := img.GetDataPoolID()
 			if err != nil {
-				return err
+				return info, err
 			}
 			if info.DataPool, err = c.conn.GetPoolByID(id); err != nil {
-				return err
+				return info, err
 			}
 		}
 		parent, err := img.GetParent()
 		switch {
 		case errors.Is(err, rbd.ErrNotFound):
 		case err != nil:
-			return err
+			return info, err
 		default:
 			info.Parent = fmt.Sprintf("%s/%s@%s", parent.Image.PoolName, parent.Image.ImageName, parent.Snap.SnapName)
 		}
-		return nil
+		return info, nil
 	})
-	return info, err
 }
 
 // List returns the names of the images in a pool (and namespace), sorted.
@@ -177,14 +190,11 @@ func (c *Cluster) List(ctx context.Context, pool, namespace string) ([]string, e
 	if err != nil {
 		return nil, err
 	}
-	var names []string
-	err = c.do(ctx, "list", pool, func() error {
-		var err error
-		names, err = rbd.GetImageNames(io)
-		return err
+	return call(ctx, "list", pool, func() ([]string, error) {
+		names, err := rbd.GetImageNames(io)
+		sort.Strings(names)
+		return names, err
 	}, nil)
-	sort.Strings(names)
-	return names, err
 }
 
 // Resize sets the image's size in bytes (growing or shrinking).
@@ -220,15 +230,14 @@ func (c *Cluster) TrashList(ctx context.Context, pool, namespace string) ([]stri
 	if err != nil {
 		return nil, err
 	}
-	var names []string
-	err = c.do(ctx, "trash ls", pool, func() error {
+	return call(ctx, "trash ls", pool, func() ([]string, error) {
 		entries, err := rbd.GetTrashList(io)
+		var names []string
 		for _, e := range entries {
 			names = append(names, e.Name)
 		}
-		return err
+		return names, err
 	}, nil)
-	return names, err
 }
 
 // SetMeta sets image metadata key=value.
@@ -238,24 +247,12 @@ func (c *Cluster) SetMeta(ctx context.Context, spec Spec, key, value string) err
 
 // GetMeta reads one metadata key; ErrNotFound when it is not set.
 func (c *Cluster) GetMeta(ctx context.Context, spec Spec, key string) (string, error) {
-	var v string
-	err := c.withImage(ctx, "get metadata", spec, func(img *rbd.Image) error {
-		var err error
-		v, err = img.GetMetadata(key)
-		return err
-	})
-	return v, err
+	return imageCall(ctx, c, "get metadata", spec, func(img *rbd.Image) (string, error) { return img.GetMetadata(key) })
 }
 
 // ListMeta returns all metadata of an image.
 func (c *Cluster) ListMeta(ctx context.Context, spec Spec) (map[string]string, error) {
-	var m map[string]string
-	err := c.withImage(ctx, "list metadata", spec, func(img *rbd.Image) error {
-		var err error
-		m, err = img.ListMetadata()
-		return err
-	})
-	return m, err
+	return imageCall(ctx, c, "list metadata", spec, func(img *rbd.Image) (map[string]string, error) { return img.ListMetadata() })
 }
 
 // RemoveMeta deletes a metadata key; removing a key that is not set succeeds.
@@ -278,18 +275,17 @@ type Watcher struct {
 
 // Watchers lists the clients that have the image open (mapped on a host, or open in a process).
 func (c *Cluster) Watchers(ctx context.Context, spec Spec) ([]Watcher, error) {
-	var out []Watcher
-	err := c.withImage(ctx, "list watchers", spec, func(img *rbd.Image) error {
+	return imageCall(ctx, c, "list watchers", spec, func(img *rbd.Image) ([]Watcher, error) {
 		ws, err := img.ListWatchers()
 		if err != nil {
-			return err
+			return nil, err
 		}
+		out := make([]Watcher, 0, len(ws))
 		for _, w := range ws {
 			out = append(out, Watcher{Addr: normalizeAddr(w.Addr), ID: w.Id, Cookie: w.Cookie})
 		}
-		return nil
+		return out, nil
 	})
-	return out, err
 }
 
 // OtherWatchers is Watchers without this connection's own (the image handle Watchers itself

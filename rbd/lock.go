@@ -20,13 +20,13 @@ import (
 // LockOwners returns the clients that own the image's exclusive lock (as "client.<id>"
 // strings as librbd reports them); empty when nobody holds it.
 func (c *Cluster) LockOwners(ctx context.Context, spec Spec) ([]string, error) {
-	var owners []string
-	err := c.withImage(ctx, "lock owners", spec, func(img *rbd.Image) error {
+	owners, err := imageCall(ctx, c, "lock owners", spec, func(img *rbd.Image) ([]string, error) {
 		os, err := img.LockGetOwners()
+		out := make([]string, 0, len(os))
 		for _, o := range os {
-			owners = append(owners, o.Owner)
+			out = append(out, o.Owner)
 		}
-		return err
+		return out, err
 	})
 	if errors.Is(err, driver.ErrNotFound) {
 		// librbd answers ENOENT both for a missing image and for "no owner".
@@ -51,19 +51,22 @@ func (c *Cluster) AcquireLock(ctx context.Context, spec Spec) (*HeldLock, error)
 	if err != nil {
 		return nil, err
 	}
-	var img *rbd.Image
-	err = c.do(ctx, "lock acquire", spec.String(), func() error {
-		var err error
-		img, err = rbd.OpenImage(io, spec.Image, "")
+	img, err := call(ctx, "lock acquire", spec.String(), func() (*rbd.Image, error) {
+		img, err := rbd.OpenImage(io, spec.Image, "")
 		if err != nil {
-			return err
+			return nil, err
 		}
 		if err = img.LockAcquire(rbd.LockModeExclusive); err != nil {
 			img.Close()
-			return err
+			return nil, err
 		}
-		return nil
-	}, undoIfOK(func() { _ = img.LockRelease(); _ = img.Close() }))
+		return img, nil
+	}, func(img *rbd.Image, err error) {
+		if err == nil { // acquired after the caller gave up
+			_ = img.LockRelease()
+			_ = img.Close()
+		}
+	})
 	if err != nil {
 		var oe *OpError
 		var ec errorCoder

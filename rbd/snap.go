@@ -36,16 +36,15 @@ func (c *Cluster) CreateSnap(ctx context.Context, spec Spec) error {
 
 // ListSnaps returns the names of an image's snapshots, sorted.
 func (c *Cluster) ListSnaps(ctx context.Context, spec Spec) ([]string, error) {
-	var names []string
-	err := c.withImage(ctx, "snap ls", spec, func(img *rbd.Image) error {
+	return imageCall(ctx, c, "snap ls", spec, func(img *rbd.Image) ([]string, error) {
 		snaps, err := img.GetSnapshotNames()
+		names := make([]string, 0, len(snaps))
 		for _, s := range snaps {
 			names = append(names, s.Name)
 		}
-		return err
+		sort.Strings(names)
+		return names, err
 	})
-	sort.Strings(names)
-	return names, err
 }
 
 func (c *Cluster) snapOp(ctx context.Context, op string, spec Spec, fn func(*rbd.Snapshot) error) error {
@@ -98,23 +97,17 @@ func (c *Cluster) Clone(ctx context.Context, parent, child Spec, opts CreateOpti
 	if err != nil {
 		return err
 	}
-	rio := rbd.NewRbdImageOptions()
-	fail := func(err error) error { rio.Destroy(); return opErr("clone", child.String(), err) }
+	var bits uint64
 	if opts.Features != nil {
-		bits, err := ParseFeatures(opts.Features)
-		if err != nil {
-			return fail(err)
-		}
-		if err := rio.SetUint64(rbd.ImageOptionFeatures, bits); err != nil {
-			return fail(err)
-		}
-	}
-	if opts.DataPool != "" {
-		if err := rio.SetString(rbd.ImageOptionDataPool, opts.DataPool); err != nil {
-			return fail(err)
+		if bits, err = ParseFeatures(opts.Features); err != nil {
+			return opErr("clone", child.String(), err)
 		}
 	}
 	return c.do(ctx, "clone", parent.String()+" -> "+child.String(), func() error {
+		rio, err := imageOptions(opts, bits)
+		if err != nil {
+			return err
+		}
 		defer rio.Destroy()
 		return rbd.CloneImage(pio, parent.Image, parent.Snap, cio, child.Image, rio)
 	}, undoIfOK(func() { _ = rbd.RemoveImage(cio, child.Image) }))

@@ -58,7 +58,9 @@ func check(spec driver.ImageSpec) error {
 	return nil
 }
 
-func (f *Fuse) mountDir(spec driver.ImageSpec) string { return filepath.Join(f.Root, spec.Pool, spec.Image) }
+func (f *Fuse) mountDir(spec driver.ImageSpec) string {
+	return filepath.Join(f.Root, spec.Pool, spec.Image)
+}
 func (f *Fuse) imageFile(spec driver.ImageSpec) string {
 	return filepath.Join(f.mountDir(spec), spec.Image)
 }
