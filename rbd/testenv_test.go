@@ -12,7 +12,7 @@ import (
 	"time"
 
 	"github.com/cephdocker/ceph-docker-plugin/rbd"
-	"github.com/cephdocker/ceph-docker-plugin/rbd/execx"
+	"github.com/cephdocker/ceph-docker-plugin/driver/execx"
 )
 
 // The integration tests read the lab cluster's coordinates from the environment (scripts/ceph-up.sh

@@ -21,7 +21,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/cephdocker/ceph-docker-plugin/driver"
-	"github.com/cephdocker/ceph-docker-plugin/rbd/execx"
+	"github.com/cephdocker/ceph-docker-plugin/driver/execx"
 )
 
 // Fuse is the rbd-fuse + loop Mapper.

@@ -19,7 +19,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/cephdocker/ceph-docker-plugin/driver"
-	"github.com/cephdocker/ceph-docker-plugin/rbd/execx"
+	"github.com/cephdocker/ceph-docker-plugin/driver/execx"
 )
 
 // Harness is what the suite needs from the mapper's test.
