@@ -172,3 +172,24 @@ func TestRestrictedUserCannotUseOtherPools(t *testing.T) {
 		t.Fatalf("info on a pool outside the caps: %v, want ErrPermission", err)
 	}
 }
+
+// An image whose data lives in a separate data pool (as with an erasure-coded pool). Set up as
+// client.admin: the least-privilege user's caps cover only the volumes pool.
+func TestCreateWithDataPool(t *testing.T) {
+	e := lab(t)
+	a := e.admin(t)
+	ctx := ctxFor(t, 60*time.Second)
+	dataPool := ensureOtherPool(t, e)
+	spec := rbd.Spec{Pool: e.pool, Image: uniqueName("data")}
+	if err := a.Create(ctx, spec, rbd.CreateOptions{Size: 16 * mib, DataPool: dataPool, Features: []string{"layering"}}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = a.Remove(ctxFor(t, 20*time.Second), spec) })
+	info, err := a.Info(ctx, spec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if info.DataPool != dataPool || !slices.Contains(info.Features, "data-pool") {
+		t.Fatalf("info = %+v, want data pool %s", info, dataPool)
+	}
+}
