@@ -1,0 +1,117 @@
+package driver
+
+import (
+	"context"
+	"time"
+)
+
+// The interfaces the driver consumes. Each is small and declared here, by its consumer; the
+// backends (rbd, cinder) and mappers (krbd, fuse) implement them.
+
+// Provisioner is a volume backend: direct RBD or Cinder.
+type Provisioner interface {
+	// Create makes a volume. ErrExists when a volume of that name exists already (the driver
+	// then checks that the request is compatible with it). Invalid backend options: ErrInvalid.
+	Create(ctx context.Context, name string, opts Options) error
+	// Get describes a volume wherever it is in the cluster. ErrNotFound when there is none.
+	Get(ctx context.Context, name string) (Volume, error)
+	// List returns every volume the backend manages (not only this host's).
+	List(ctx context.Context) ([]Volume, error)
+	// Remove deletes (or trashes, or forgets) a volume. ErrInUse while any client uses it.
+	Remove(ctx context.Context, name string, action RemoveAction) error
+	// Attach claims the volume for this host and says how to map it. When another host holds
+	// it: ErrBusyElsewhere naming the holder, unless req.TakeOver, in which case the holder is
+	// fenced first. Attaching again what this host holds succeeds.
+	Attach(ctx context.Context, name string, req AttachRequest) (Attachment, error)
+	// Detach releases this host's claim. Detaching what is not attached succeeds.
+	Detach(ctx context.Context, name string, att Attachment) error
+	// BackendOptions are the -o keys this backend accepts beyond the common ones.
+	BackendOptions() []string
+}
+
+// Mounter formats and mounts block devices.
+type Mounter interface {
+	// FormatIfBlank makes a filesystem on dev only if dev carries no filesystem and no partition
+	// table. It returns the filesystem type found or made.
+	FormatIfBlank(ctx context.Context, dev, fstype string, mkfsOptions []string) (string, error)
+	// Mount mounts dev on target (created if missing). Mounting the same dev there again succeeds.
+	Mount(ctx context.Context, dev, target, fstype, options string) error
+	// Unmount unmounts target and removes the directory. Not mounted is success; ErrInUse when busy.
+	Unmount(ctx context.Context, target string) error
+	// MountedDevice returns the device mounted on target, or "" when nothing is.
+	MountedDevice(target string) (string, error)
+}
+
+// StateStore persists each volume's local state (this host's mounts) across plugin restarts.
+type StateStore interface {
+	Load(name string) (State, bool, error)
+	Save(st State) error
+	Delete(name string) error
+	All() ([]State, error)
+}
+
+// RemoveAction is what Remove does with the backend volume.
+type RemoveAction string
+
+const (
+	RemoveDelete RemoveAction = "delete" // delete it
+	RemoveTrash  RemoveAction = "trash"  // move it to the rbd trash (recoverable)
+	RemoveKeep   RemoveAction = "keep"   // leave it; Docker forgets it
+)
+
+// Options are a volume's creation options, parsed and validated.
+type Options struct {
+	Size         uint64 // bytes
+	FSType       string // ext4 | xfs
+	MkfsOptions  []string
+	MountOptions string            // comma-separated, as for mount -o
+	Backend      map[string]string // backend-specific options (pool, features, project-id, ...)
+}
+
+// Volume is a volume as the backend knows it.
+type Volume struct {
+	Name         string
+	Image        ImageSpec
+	Size         uint64
+	FSType       string // "" when unknown (an image not created by the plugin): DEFAULT_FSTYPE
+	MkfsOptions  []string
+	MountOptions string
+	CreatedAt    time.Time
+	// Holder names who holds the volume, if anyone does ("host-b (client 10.0.0.2:0/123)").
+	Holder string
+	// Status holds backend-specific facts for `docker volume inspect`.
+	Status map[string]any
+}
+
+// AttachRequest is a host's claim on a volume.
+type AttachRequest struct {
+	Host     string // this host's name
+	MountID  string // Docker's caller ID of the mount that made the claim
+	TakeOver bool   // LOCK_BREAK=on: fence a holder and take the volume over
+	ReadOnly bool
+}
+
+// Attachment is what Attach returns: how to map the volume, and the backend's record of the claim.
+type Attachment struct {
+	Map    MapRequest
+	ID     string   // backend attachment id (Cinder); empty for rbd
+	Fenced []string // clients fenced to take the volume over
+}
+
+// State is one volume's persisted local state on this host.
+type State struct {
+	Name string
+	// IDs are Docker's mount caller IDs currently holding the volume on this host.
+	IDs []string
+	// Op is the operation in flight ("mount" or "unmount"), with its caller ID: a crash
+	// mid-operation leaves it set and reconcile finishes or undoes it.
+	Op      string `json:",omitempty"`
+	OpID    string `json:",omitempty"`
+	Image   ImageSpec
+	FSType  string
+	Options string     `json:",omitempty"` // mount options
+	Attach  Attachment // as returned by Provisioner.Attach
+	Device  string     `json:",omitempty"` // the mapped device, once mapped
+	Path    string     // the mount point
+	Updated time.Time
+}

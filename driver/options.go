@@ -1,0 +1,169 @@
+package driver
+
+import (
+	"fmt"
+	"regexp"
+	"slices"
+	"sort"
+	"strconv"
+	"strings"
+)
+
+// Common option keys (every backend).
+const (
+	OptSize         = "size"
+	OptFSType       = "fstype"
+	OptMkfsOptions  = "mkfs-options"
+	OptMountOptions = "mount-options"
+)
+
+// FSTypes are the filesystems the plugin formats and mounts.
+var FSTypes = []string{"ext4", "xfs"}
+
+const (
+	minSize    = 16 << 20  // smallest volume (ext4 needs a few MiB)
+	minXFSSize = 300 << 20 // xfsprogs 6 refuses smaller filesystems
+	maxSize    = 1 << 50   // 1 PiB
+	maxNameLen = 200
+)
+
+var nameRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.-]*$`)
+
+// ValidateName checks a Docker volume name: Docker's own rule ([A-Za-z0-9][A-Za-z0-9_.-]*), at
+// most 200 bytes; it becomes an image name and a directory name, so no path tricks.
+func ValidateName(name string) error {
+	switch {
+	case name == "":
+		return fmt.Errorf("%w: the volume name is empty", ErrInvalid)
+	case len(name) > maxNameLen:
+		return fmt.Errorf("%w: volume name %.40q... is %d bytes long; the limit is %d", ErrInvalid, name, len(name), maxNameLen)
+	case !nameRE.MatchString(name):
+		return fmt.Errorf("%w: volume name %q may contain only letters, digits, '_', '.' and '-', and must start with a letter or digit", ErrInvalid, name)
+	}
+	return nil
+}
+
+var sizeRE = regexp.MustCompile(`^([0-9]+)\s*([KMGTP]?)(I?B)?$`)
+
+// ParseSize reads a size: a bare number is GiB ("10"), or a number with a unit: K, M, G, T, P
+// (binary: 512M = 512 MiB; "GiB" and "GB" are accepted as G).
+func ParseSize(s string) (uint64, error) {
+	m := sizeRE.FindStringSubmatch(strings.ToUpper(strings.TrimSpace(s)))
+	if m == nil {
+		return 0, fmt.Errorf("%w: size %q: use a number of GiB (10) or a number with a unit (512M, 10G, 1T)", ErrInvalid, s)
+	}
+	n, err := strconv.ParseUint(m[1], 10, 64)
+	if err != nil {
+		return 0, fmt.Errorf("%w: size %q: %v", ErrInvalid, s, err)
+	}
+	shift := map[string]uint{"": 30, "K": 10, "M": 20, "G": 30, "T": 40, "P": 50}[m[2]]
+	if n > maxSize>>shift {
+		return 0, fmt.Errorf("%w: size %q is larger than the 1P limit", ErrInvalid, s)
+	}
+	return n << shift, nil
+}
+
+// FormatSize renders bytes as the largest exact binary unit ("10G", "512M").
+func FormatSize(b uint64) string {
+	for _, u := range []struct {
+		s     string
+		shift uint
+	}{{"P", 50}, {"T", 40}, {"G", 30}, {"M", 20}, {"K", 10}} {
+		if b >= 1<<u.shift && b%(1<<u.shift) == 0 {
+			return strconv.FormatUint(b>>u.shift, 10) + u.s
+		}
+	}
+	return strconv.FormatUint(b, 10) + "B"
+}
+
+var (
+	mkfsTokenRE  = regexp.MustCompile(`^[A-Za-z0-9_=,.:/+%-]+$`)
+	mountTokenRE = regexp.MustCompile(`^[a-z0-9_]+(=[A-Za-z0-9_.:,/+-]+)?$`)
+)
+
+// parseMkfsOptions splits mkfs options on white space. Each token is checked; none is ever
+// given to a shell, and none may name a device or file (tokens are passed before the device).
+func parseMkfsOptions(s string) ([]string, error) {
+	toks := strings.Fields(s)
+	for _, t := range toks {
+		if !mkfsTokenRE.MatchString(t) {
+			return nil, fmt.Errorf("%w: mkfs-options token %q: only letters, digits and _=,.:/+%%- are allowed", ErrInvalid, t)
+		}
+		if strings.HasPrefix(t, "/") {
+			return nil, fmt.Errorf("%w: mkfs-options token %q: paths are not allowed", ErrInvalid, t)
+		}
+	}
+	return toks, nil
+}
+
+// parseMountOptions checks a comma-separated mount option list ("noatime,discard").
+func parseMountOptions(s string) (string, error) {
+	s = strings.TrimSpace(s)
+	if s == "" {
+		return "", nil
+	}
+	for _, o := range strings.Split(s, ",") {
+		if !mountTokenRE.MatchString(o) {
+			return "", fmt.Errorf("%w: mount-options entry %q: use name or name=value (lowercase names)", ErrInvalid, o)
+		}
+	}
+	return s, nil
+}
+
+// OptionDefaults are what Options get when -o leaves them out.
+type OptionDefaults struct {
+	Size   uint64
+	FSType string
+}
+
+// ParseOptions validates `docker volume create -o` options. Unknown keys and bad values are
+// errors naming the option and what is allowed; backendKeys are the backend's own keys.
+func ParseOptions(raw map[string]string, def OptionDefaults, backendKeys []string) (Options, error) {
+	o := Options{Size: def.Size, FSType: def.FSType, Backend: map[string]string{}}
+	keys := make([]string, 0, len(raw))
+	for k := range raw {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	var errs []string
+	for _, k := range keys {
+		v := raw[k]
+		var err error
+		switch k {
+		case OptSize:
+			o.Size, err = ParseSize(v)
+		case OptFSType:
+			if !slices.Contains(FSTypes, v) {
+				err = fmt.Errorf("%w: fstype %q: allowed are %s", ErrInvalid, v, strings.Join(FSTypes, ", "))
+			}
+			o.FSType = v
+		case OptMkfsOptions:
+			o.MkfsOptions, err = parseMkfsOptions(v)
+		case OptMountOptions:
+			o.MountOptions, err = parseMountOptions(v)
+		default:
+			if !slices.Contains(backendKeys, k) {
+				allowed := append([]string{OptSize, OptFSType, OptMkfsOptions, OptMountOptions}, backendKeys...)
+				err = fmt.Errorf("%w: unknown option %q: allowed are %s", ErrInvalid, k, strings.Join(allowed, ", "))
+			} else if strings.ContainsAny(v, "\x00\n") || len(v) > 512 {
+				err = fmt.Errorf("%w: option %s: value is not a single line of at most 512 bytes", ErrInvalid, k)
+			}
+			o.Backend[k] = v
+		}
+		if err != nil {
+			errs = append(errs, strings.TrimPrefix(err.Error(), ErrInvalid.Error()+": "))
+		}
+	}
+	if len(errs) == 0 {
+		switch {
+		case o.Size < minSize:
+			errs = append(errs, fmt.Sprintf("size %s is below the minimum of 16M", FormatSize(o.Size)))
+		case o.FSType == "xfs" && o.Size < minXFSSize:
+			errs = append(errs, fmt.Sprintf("size %s is too small for xfs (minimum 300M)", FormatSize(o.Size)))
+		}
+	}
+	if len(errs) > 0 {
+		return Options{}, fmt.Errorf("%w: %s", ErrInvalid, strings.Join(errs, "; "))
+	}
+	return o, nil
+}
