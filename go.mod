@@ -3,11 +3,16 @@ module github.com/cephdocker/ceph-docker-plugin
 go 1.26.8
 
 require (
-	github.com/ceph/go-ceph v0.41.0 // indirect
-	github.com/docker/go-plugins-helpers v0.0.0-20240701071450-45e2431495c8 // indirect
-	github.com/gophercloud/gophercloud/v2 v2.15.0 // indirect
-	github.com/moby/sys/mountinfo v0.7.3 // indirect
-	github.com/sirupsen/logrus v1.10.2 // indirect
-	golang.org/x/sys v0.49.0 // indirect
-	gopkg.in/ini.v1 v1.67.3 // indirect
+	github.com/ceph/go-ceph v0.41.0
+	github.com/docker/go-plugins-helpers v0.0.0-20240701071450-45e2431495c8
+	github.com/moby/sys/mountinfo v0.7.3
+	github.com/sirupsen/logrus v1.10.2
+	golang.org/x/sys v0.49.0
+	gopkg.in/ini.v1 v1.67.3
+)
+
+require (
+	github.com/Microsoft/go-winio v0.6.2 // indirect
+	github.com/coreos/go-systemd v0.0.0-20191104093116-d3cd4ed1dbcf // indirect
+	github.com/docker/go-connections v0.8.2 // indirect
 )

@@ -1,0 +1,577 @@
+package driver
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"path/filepath"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/sirupsen/logrus"
+)
+
+// Config is the driver's share of the plugin's settings.
+type Config struct {
+	Node         string // this host's name, recorded as the holder of what it attaches
+	MountRoot    string // volumes are mounted at MountRoot/<name>
+	Defaults     OptionDefaults
+	RemoveAction RemoveAction
+	LockBreak    bool // take over volumes whose holder is dead, fencing it first
+	// CleanupTimeout bounds the undo of a failed call, which runs after the call's own deadline
+	// may have passed.
+	CleanupTimeout time.Duration
+	Log            *logrus.Entry
+	// Fault, when set, is called at each step boundary with the step's name (crash tests kill the
+	// process there). Nil in production.
+	Fault func(step string)
+}
+
+// Driver implements the volume semantics on the interfaces it consumes. Every method takes a
+// context and honours its deadline. Safe for concurrent use.
+type Driver struct {
+	cfg     Config
+	prov    Provisioner
+	mapper  Mapper
+	mounter Mounter
+	state   StateStore
+	locks   volumeLocks
+	ready   chan struct{}
+	log     *logrus.Entry
+}
+
+// New returns a driver. Call Reconcile once (after opening the socket): calls wait for it.
+func New(cfg Config, prov Provisioner, mapper Mapper, mounter Mounter, state StateStore) *Driver {
+	if cfg.CleanupTimeout <= 0 {
+		cfg.CleanupTimeout = 60 * time.Second
+	}
+	if cfg.Log == nil {
+		cfg.Log = logrus.NewEntry(logrus.StandardLogger())
+	}
+	if cfg.RemoveAction == "" {
+		cfg.RemoveAction = RemoveDelete
+	}
+	return &Driver{cfg: cfg, prov: prov, mapper: mapper, mounter: mounter, state: state,
+		ready: make(chan struct{}), log: cfg.Log}
+}
+
+func (d *Driver) fault(step string) {
+	if d.cfg.Fault != nil {
+		d.cfg.Fault(step)
+	}
+}
+
+// waitReady waits for the start-up reconcile, so that no call acts on state being repaired.
+func (d *Driver) waitReady(ctx context.Context) error {
+	select {
+	case <-d.ready:
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("%w: the plugin is still reconciling its volumes after a restart; try again", ErrTimeout)
+	}
+}
+
+// begin validates the name, waits for readiness and takes the volume's lock.
+func (d *Driver) begin(ctx context.Context, name string) (func(), error) {
+	if err := ValidateName(name); err != nil {
+		return nil, err
+	}
+	if err := d.waitReady(ctx); err != nil {
+		return nil, err
+	}
+	return d.locks.lock(ctx, name)
+}
+
+func (d *Driver) mountPath(name string) string { return filepath.Join(d.cfg.MountRoot, name) }
+
+// Create makes a volume, or accepts an existing one when the request is compatible with it.
+func (d *Driver) Create(ctx context.Context, name string, raw map[string]string) error {
+	if err := ValidateName(name); err != nil {
+		return err
+	}
+	opts, err := ParseOptions(raw, d.cfg.Defaults, d.prov.BackendOptions())
+	if err != nil {
+		return fmt.Errorf("create volume %s: %w", name, err)
+	}
+	unlock, err := d.begin(ctx, name)
+	if err != nil {
+		return err
+	}
+	defer unlock()
+	err = d.prov.Create(ctx, name, opts)
+	if errors.Is(err, ErrExists) {
+		vol, gerr := d.prov.Get(ctx, name)
+		if gerr != nil {
+			return fmt.Errorf("create volume %s: it exists but cannot be read: %w", name, gerr)
+		}
+		return compatible(name, vol, raw, opts)
+	}
+	if err != nil {
+		return fmt.Errorf("create volume %s: %w", name, err)
+	}
+	d.fault("create:created")
+	return nil
+}
+
+// compatible accepts a Create of an existing volume unless it asks for something different.
+func compatible(name string, vol Volume, raw map[string]string, opts Options) error {
+	var diffs []string
+	if _, ok := raw[OptSize]; ok && vol.Size != opts.Size {
+		diffs = append(diffs, fmt.Sprintf("size %s (it has %s)", FormatSize(opts.Size), FormatSize(vol.Size)))
+	}
+	if _, ok := raw[OptFSType]; ok && vol.FSType != "" && vol.FSType != opts.FSType {
+		diffs = append(diffs, fmt.Sprintf("fstype %s (it has %s)", opts.FSType, vol.FSType))
+	}
+	if len(diffs) > 0 {
+		return fmt.Errorf("create volume %s: %w: a volume of that name exists with other options: asked for %s; remove it first or use another name",
+			name, ErrExists, strings.Join(diffs, ", "))
+	}
+	return nil
+}
+
+// VolumeInfo is what Get and List report.
+type VolumeInfo struct {
+	Name       string
+	Mountpoint string // set only while mounted on this host
+	CreatedAt  time.Time
+	Status     map[string]any
+}
+
+// Get describes a volume wherever it lives in the cluster.
+func (d *Driver) Get(ctx context.Context, name string) (VolumeInfo, error) {
+	if err := ValidateName(name); err != nil {
+		return VolumeInfo{}, err
+	}
+	vol, err := d.prov.Get(ctx, name)
+	if err != nil {
+		return VolumeInfo{}, fmt.Errorf("volume %s: %w", name, err)
+	}
+	info := VolumeInfo{Name: name, CreatedAt: vol.CreatedAt, Status: map[string]any{}}
+	for k, v := range vol.Status {
+		info.Status[k] = v
+	}
+	info.Status["size"] = FormatSize(vol.Size)
+	fs := vol.FSType
+	if fs == "" {
+		fs = d.cfg.Defaults.FSType
+	}
+	info.Status["fstype"] = fs
+	info.Status["image"] = vol.Image.String()
+	st, ok, err := d.state.Load(name)
+	if err != nil {
+		return VolumeInfo{}, err
+	}
+	if ok && len(st.IDs) > 0 {
+		info.Mountpoint = st.Path
+		info.Status["device"] = st.Device
+		info.Status["mounts"] = slices.Clone(st.IDs)
+		info.Status["host"] = d.cfg.Node
+	} else if vol.Holder != "" {
+		info.Status["holder"] = vol.Holder
+	}
+	return info, nil
+}
+
+// List returns every volume the backend manages.
+func (d *Driver) List(ctx context.Context) ([]VolumeInfo, error) {
+	vols, err := d.prov.List(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("list volumes: %w", err)
+	}
+	local, err := d.state.All()
+	if err != nil {
+		d.log.WithError(err).Warn("reading local volume state")
+	}
+	mounted := map[string]string{}
+	for _, st := range local {
+		if len(st.IDs) > 0 {
+			mounted[st.Name] = st.Path
+		}
+	}
+	out := make([]VolumeInfo, 0, len(vols))
+	for _, v := range vols {
+		out = append(out, VolumeInfo{Name: v.Name, Mountpoint: mounted[v.Name], CreatedAt: v.CreatedAt})
+	}
+	return out, nil
+}
+
+// Path returns the volume's mount point on this host, or "" when it is not mounted here.
+func (d *Driver) Path(ctx context.Context, name string) (string, error) {
+	if err := ValidateName(name); err != nil {
+		return "", err
+	}
+	st, ok, err := d.state.Load(name)
+	if err != nil || !ok || len(st.IDs) == 0 {
+		return "", err
+	}
+	return st.Path, nil
+}
+
+// Remove deletes a volume (per REMOVE_ACTION) unless it is in use anywhere.
+func (d *Driver) Remove(ctx context.Context, name string) error {
+	unlock, err := d.begin(ctx, name)
+	if err != nil {
+		return err
+	}
+	defer unlock()
+	st, ok, err := d.state.Load(name)
+	if err != nil {
+		return err
+	}
+	if ok && st.Op != "" {
+		if err := d.repair(ctx, &st); err != nil {
+			return fmt.Errorf("remove volume %s: finishing an interrupted %s first: %w", name, st.Op, err)
+		}
+		st, ok, _ = d.state.Load(name)
+	}
+	if ok && len(st.IDs) > 0 {
+		return fmt.Errorf("remove volume %s: %w: it is mounted on this host (%s) by %d container(s); stop them first",
+			name, ErrInUse, d.cfg.Node, len(st.IDs))
+	}
+	if err := d.prov.Remove(ctx, name, d.cfg.RemoveAction); err != nil {
+		return fmt.Errorf("remove volume %s: %w", name, err)
+	}
+	d.fault("remove:removed")
+	d.log.WithFields(logrus.Fields{"volume": name, "action": d.cfg.RemoveAction}).Info("volume removed")
+	return nil
+}
+
+// Mount makes the volume available on this host for caller id and returns its mount point. The
+// first Mount on the host attaches, maps, formats a blank device and mounts; later Mounts with
+// other IDs only add a reference.
+func (d *Driver) Mount(ctx context.Context, name, id string) (string, error) {
+	if id == "" {
+		return "", fmt.Errorf("mount volume %s: %w: no caller ID", name, ErrInvalid)
+	}
+	unlock, err := d.begin(ctx, name)
+	if err != nil {
+		return "", err
+	}
+	defer unlock()
+	log := d.log.WithFields(logrus.Fields{"volume": name, "caller": id})
+
+	st, ok, err := d.state.Load(name)
+	if err != nil {
+		return "", err
+	}
+	if ok && st.Op != "" {
+		if err := d.repair(ctx, &st); err != nil {
+			return "", fmt.Errorf("mount volume %s: finishing an interrupted %s first: %w", name, st.Op, err)
+		}
+		st, ok, err = d.state.Load(name)
+		if err != nil {
+			return "", err
+		}
+	}
+	if ok && len(st.IDs) > 0 {
+		// Warm: the volume is up here. Make sure it still is (a restarted daemon may have lost
+		// the propagated mount), then add the reference.
+		if err := d.ensureUp(ctx, &st); err != nil {
+			return "", fmt.Errorf("mount volume %s: %w", name, err)
+		}
+		if !slices.Contains(st.IDs, id) {
+			st.IDs = append(st.IDs, id)
+			st.Updated = time.Now()
+			if err := d.state.Save(st); err != nil {
+				return "", err
+			}
+		}
+		log.WithField("refs", len(st.IDs)).Info("volume mounted (another reference)")
+		return st.Path, nil
+	}
+	path, err := d.mountFirst(ctx, name, id)
+	if err != nil {
+		return "", err
+	}
+	log.WithField("path", path).Info("volume mounted")
+	return path, nil
+}
+
+// mountFirst is the cold path: attach, map, format if blank, mount; undone in reverse on error.
+func (d *Driver) mountFirst(ctx context.Context, name, id string) (_ string, err error) {
+	vol, err := d.prov.Get(ctx, name)
+	if err != nil {
+		return "", fmt.Errorf("mount volume %s: %w", name, err)
+	}
+	fstype := vol.FSType
+	if fstype == "" {
+		fstype = d.cfg.Defaults.FSType
+	}
+	st := State{Name: name, Op: "mount", OpID: id, Image: vol.Image, FSType: fstype,
+		Options: vol.MountOptions, Path: d.mountPath(name), Updated: time.Now()}
+	if err := d.state.Save(st); err != nil {
+		return "", err
+	}
+	var tx transaction
+	defer func() {
+		if err == nil {
+			return
+		}
+		cctx, cancel := context.WithTimeout(context.Background(), d.cfg.CleanupTimeout)
+		defer cancel()
+		if uerr := tx.rollback(cctx); uerr != nil {
+			// Keep the state (Op=mount) so that the next call or a restart finishes the cleanup.
+			d.log.WithFields(logrus.Fields{"volume": name}).WithError(uerr).Error("undoing a failed mount")
+			err = fmt.Errorf("%w; undoing it also failed (the plugin retries on the next call): %v", err, uerr)
+			return
+		}
+		if derr := d.state.Delete(name); derr != nil {
+			err = errors.Join(err, derr)
+		}
+	}()
+
+	att, err := d.prov.Attach(ctx, name, AttachRequest{Host: d.cfg.Node, MountID: id, TakeOver: d.cfg.LockBreak})
+	if err != nil {
+		return "", fmt.Errorf("mount volume %s: %w", name, err)
+	}
+	tx.add("detach", func(ctx context.Context) error { return d.prov.Detach(ctx, name, att) })
+	if len(att.Fenced) > 0 {
+		d.log.WithFields(logrus.Fields{"volume": name, "fenced": att.Fenced}).Warn("took the volume over from a dead holder")
+	}
+	st.Attach = att
+	if err := d.state.Save(st); err != nil {
+		return "", err
+	}
+	d.fault("mount:attached")
+
+	m, err := d.mapper.Map(ctx, att.Map)
+	if err != nil {
+		return "", fmt.Errorf("mount volume %s: map %s: %w", name, att.Map.ImageSpec, err)
+	}
+	tx.add("unmap", func(ctx context.Context) error { return d.mapper.Unmap(ctx, att.Map.ImageSpec) })
+	st.Device = m.Device
+	if err := d.state.Save(st); err != nil {
+		return "", err
+	}
+	d.fault("mount:mapped")
+
+	fs, err := d.mounter.FormatIfBlank(ctx, m.Device, fstype, vol.MkfsOptions)
+	if err != nil {
+		return "", fmt.Errorf("mount volume %s: %w", name, err)
+	}
+	if fs != fstype {
+		d.log.WithFields(logrus.Fields{"volume": name, "found": fs, "expected": fstype}).Warn("the device has another filesystem than recorded; mounting what it has")
+		st.FSType = fs
+	}
+	d.fault("mount:formatted")
+
+	if err := d.mounter.Mount(ctx, m.Device, st.Path, st.FSType, st.Options); err != nil {
+		return "", fmt.Errorf("mount volume %s: %w", name, err)
+	}
+	tx.add("unmount", func(ctx context.Context) error { return d.mounter.Unmount(ctx, st.Path) })
+	d.fault("mount:mounted")
+
+	st.IDs = []string{id}
+	st.Op, st.OpID = "", ""
+	st.Updated = time.Now()
+	if err := d.state.Save(st); err != nil {
+		return "", err
+	}
+	return st.Path, nil
+}
+
+// Unmount drops caller id's reference; the last one unmounts, unmaps and detaches. An unknown
+// ID succeeds (Docker calls Unmount after a failed Mount).
+func (d *Driver) Unmount(ctx context.Context, name, id string) error {
+	unlock, err := d.begin(ctx, name)
+	if err != nil {
+		return err
+	}
+	defer unlock()
+	log := d.log.WithFields(logrus.Fields{"volume": name, "caller": id})
+	st, ok, err := d.state.Load(name)
+	if err != nil || !ok {
+		return err
+	}
+	if st.Op != "" {
+		if err := d.repair(ctx, &st); err != nil {
+			return fmt.Errorf("unmount volume %s: finishing an interrupted %s first: %w", name, st.Op, err)
+		}
+		if st, ok, err = d.state.Load(name); err != nil || !ok {
+			return err
+		}
+	}
+	if !slices.Contains(st.IDs, id) {
+		log.Debug("unmount of an unknown caller ID: nothing to do")
+		return nil
+	}
+	if len(st.IDs) > 1 {
+		st.IDs = slices.DeleteFunc(st.IDs, func(s string) bool { return s == id })
+		st.Updated = time.Now()
+		if err := d.state.Save(st); err != nil {
+			return err
+		}
+		log.WithField("refs", len(st.IDs)).Info("volume reference dropped; still mounted")
+		return nil
+	}
+	st.Op, st.OpID = "unmount", id
+	st.Updated = time.Now()
+	if err := d.state.Save(st); err != nil {
+		return err
+	}
+	if err := d.teardown(ctx, &st); err != nil {
+		return fmt.Errorf("unmount volume %s: %w", name, err)
+	}
+	log.Info("volume unmounted and released")
+	return nil
+}
+
+// teardown unmounts, unmaps and detaches, then forgets the state. Each step is idempotent, so a
+// teardown interrupted by a crash or an error is finished by running it again.
+func (d *Driver) teardown(ctx context.Context, st *State) error {
+	if err := d.mounter.Unmount(ctx, st.Path); err != nil {
+		return err
+	}
+	d.fault("unmount:unmounted")
+	// Unmap and Detach run even when the state does not record them done: a crash may have hit
+	// between the side effect and its record. Both are no-ops when there is nothing to undo.
+	if err := d.mapper.Unmap(ctx, st.Image); err != nil {
+		return fmt.Errorf("unmap %s: %w", st.Image, err)
+	}
+	d.fault("unmount:unmapped")
+	if err := d.prov.Detach(ctx, st.Name, st.Attach); err != nil {
+		return err
+	}
+	d.fault("unmount:detached")
+	return d.state.Delete(st.Name)
+}
+
+// repair finishes an operation a crash or an error interrupted: a Mount that never completed
+// is undone unless other references keep the volume up; an Unmount is completed.
+func (d *Driver) repair(ctx context.Context, st *State) error {
+	log := d.log.WithFields(logrus.Fields{"volume": st.Name, "op": st.Op, "caller": st.OpID})
+	if st.Op == "unmount" {
+		st.IDs = slices.DeleteFunc(st.IDs, func(s string) bool { return s == st.OpID })
+	}
+	st.Op, st.OpID = "", ""
+	if len(st.IDs) == 0 {
+		log.Info("undoing an interrupted operation")
+		return d.teardown(ctx, st)
+	}
+	log.Info("interrupted operation left the volume in use by others; keeping it up")
+	if err := d.ensureUp(ctx, st); err != nil {
+		return err
+	}
+	st.Updated = time.Now()
+	return d.state.Save(*st)
+}
+
+// ensureUp makes sure a volume this host holds is mapped and mounted where the state says,
+// mapping and mounting again what a restart lost (the fuse mapper's process, a propagated mount).
+func (d *Driver) ensureUp(ctx context.Context, st *State) error {
+	maps, err := d.mapper.List(ctx)
+	if err != nil {
+		return err
+	}
+	dev := ""
+	for _, m := range maps {
+		if m.ImageSpec == st.Image {
+			dev = m.Device
+			break
+		}
+	}
+	if dev == "" {
+		d.log.WithFields(logrus.Fields{"volume": st.Name, "image": st.Image.String()}).Warn("mapping lost; mapping again")
+		if cur, _ := d.mounter.MountedDevice(st.Path); cur != "" {
+			// A mount of the dead device: clear it before mounting the new one.
+			if err := d.mounter.Unmount(ctx, st.Path); err != nil {
+				return fmt.Errorf("clear the stale mount of lost mapping %s: %w", st.Device, err)
+			}
+		}
+		att, err := d.prov.Attach(ctx, st.Name, AttachRequest{Host: d.cfg.Node, MountID: st.IDs[0], TakeOver: d.cfg.LockBreak})
+		if err != nil {
+			return err
+		}
+		st.Attach = att
+		m, err := d.mapper.Map(ctx, att.Map)
+		if err != nil {
+			return fmt.Errorf("map %s again: %w", st.Image, err)
+		}
+		dev = m.Device
+	}
+	if dev != st.Device {
+		st.Device = dev
+		if err := d.state.Save(*st); err != nil {
+			return err
+		}
+	}
+	cur, err := d.mounter.MountedDevice(st.Path)
+	if err != nil {
+		return err
+	}
+	if cur == dev {
+		return nil
+	}
+	if cur != "" {
+		return fmt.Errorf("%s has %s mounted, not the volume's device %s: unmount it", st.Path, cur, dev)
+	}
+	d.log.WithFields(logrus.Fields{"volume": st.Name, "device": dev}).Warn("mount lost; mounting again")
+	return d.mounter.Mount(ctx, dev, st.Path, st.FSType, st.Options)
+}
+
+// Reconcile compares the persisted state with the mapper, the mount table and the backend after
+// a start, repairs what differs, and then lets calls through. It returns what it could not
+// repair (those volumes stay recorded and are retried by their next call).
+func (d *Driver) Reconcile(ctx context.Context) error {
+	defer close(d.ready)
+	states, err := d.state.All()
+	var errs []error
+	if err != nil {
+		errs = append(errs, err)
+	}
+	known := map[ImageSpec]bool{}
+	for _, st := range states {
+		known[st.Image] = true
+		log := d.log.WithFields(logrus.Fields{"volume": st.Name, "refs": len(st.IDs), "op": st.Op})
+		var rerr error
+		if st.Op != "" {
+			rerr = d.repair(ctx, &st)
+		} else if len(st.IDs) > 0 {
+			rerr = d.ensureUp(ctx, &st)
+		} else {
+			rerr = d.teardown(ctx, &st)
+		}
+		if rerr != nil {
+			log.WithError(rerr).Error("reconcile: could not repair the volume")
+			errs = append(errs, fmt.Errorf("volume %s: %w", st.Name, rerr))
+			continue
+		}
+		log.Info("reconciled")
+	}
+	if maps, err := d.mapper.List(ctx); err == nil {
+		for _, m := range maps {
+			if !known[m.ImageSpec] {
+				d.log.WithFields(logrus.Fields{"image": m.ImageSpec.String(), "device": m.Device}).
+					Warn("reconcile: a mapping this plugin has no record of; leaving it alone")
+			}
+		}
+	} else {
+		errs = append(errs, err)
+	}
+	return errors.Join(errs...)
+}
+
+// transaction remembers undo steps and runs them in reverse.
+type transaction struct {
+	steps []undoStep
+}
+
+type undoStep struct {
+	name string
+	fn   func(context.Context) error
+}
+
+func (t *transaction) add(name string, fn func(context.Context) error) {
+	t.steps = append(t.steps, undoStep{name, fn})
+}
+
+func (t *transaction) rollback(ctx context.Context) error {
+	var errs []error
+	for i := len(t.steps) - 1; i >= 0; i-- {
+		if err := t.steps[i].fn(ctx); err != nil {
+			errs = append(errs, fmt.Errorf("%s: %w", t.steps[i].name, err))
+		}
+	}
+	return errors.Join(errs...)
+}

@@ -1,0 +1,116 @@
+package driver
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+)
+
+// FileStore keeps each volume's State in its own JSON file, written atomically (temporary file,
+// fsync, rename, fsync of the directory) so that a crash leaves either the old or the new state.
+type FileStore struct {
+	Dir string
+}
+
+var _ StateStore = (*FileStore)(nil)
+
+// NewFileStore creates dir if needed.
+func NewFileStore(dir string) (*FileStore, error) {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, fmt.Errorf("state directory %s: %w", dir, err)
+	}
+	return &FileStore{Dir: dir}, nil
+}
+
+func (s *FileStore) path(name string) string { return filepath.Join(s.Dir, name+".json") }
+
+// Load reads a volume's state; ok is false when there is none.
+func (s *FileStore) Load(name string) (State, bool, error) {
+	b, err := os.ReadFile(s.path(name))
+	if errors.Is(err, os.ErrNotExist) {
+		return State{}, false, nil
+	}
+	if err != nil {
+		return State{}, false, fmt.Errorf("read state of volume %s: %w", name, err)
+	}
+	var st State
+	if err := json.Unmarshal(b, &st); err != nil {
+		return State{}, false, fmt.Errorf("state of volume %s (%s) is corrupt: %w", name, s.path(name), err)
+	}
+	return st, true, nil
+}
+
+// Save writes a volume's state durably.
+func (s *FileStore) Save(st State) error {
+	b, err := json.MarshalIndent(st, "", "  ")
+	if err != nil {
+		return err
+	}
+	tmp, err := os.CreateTemp(s.Dir, "."+st.Name+".*.tmp")
+	if err != nil {
+		return fmt.Errorf("save state of volume %s: %w", st.Name, err)
+	}
+	defer os.Remove(tmp.Name()) // no-op after the rename
+	if _, err := tmp.Write(b); err != nil {
+		tmp.Close()
+		return fmt.Errorf("save state of volume %s: %w", st.Name, err)
+	}
+	if err := tmp.Sync(); err != nil {
+		tmp.Close()
+		return fmt.Errorf("save state of volume %s: %w", st.Name, err)
+	}
+	if err := tmp.Close(); err != nil {
+		return fmt.Errorf("save state of volume %s: %w", st.Name, err)
+	}
+	if err := os.Rename(tmp.Name(), s.path(st.Name)); err != nil {
+		return fmt.Errorf("save state of volume %s: %w", st.Name, err)
+	}
+	return s.syncDir()
+}
+
+// Delete removes a volume's state; none is success.
+func (s *FileStore) Delete(name string) error {
+	if err := os.Remove(s.path(name)); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("delete state of volume %s: %w", name, err)
+	}
+	return s.syncDir()
+}
+
+// All returns every saved state, by name.
+func (s *FileStore) All() ([]State, error) {
+	entries, err := os.ReadDir(s.Dir)
+	if err != nil {
+		return nil, fmt.Errorf("read state directory: %w", err)
+	}
+	var out []State
+	var errs []error
+	for _, e := range entries {
+		name, ok := strings.CutSuffix(e.Name(), ".json")
+		if !ok || e.IsDir() || strings.HasPrefix(name, ".") {
+			continue
+		}
+		st, found, err := s.Load(name)
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		if found {
+			out = append(out, st)
+		}
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
+	return out, errors.Join(errs...)
+}
+
+func (s *FileStore) syncDir() error {
+	d, err := os.Open(s.Dir)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	return d.Sync()
+}
