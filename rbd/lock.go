@@ -7,6 +7,7 @@ import (
 	"slices"
 	"syscall"
 
+	"github.com/ceph/go-ceph/rados"
 	"github.com/ceph/go-ceph/rbd"
 
 	"github.com/cephdocker/ceph-docker-plugin/driver"
@@ -151,4 +152,94 @@ func (c *Cluster) BreakLock(ctx context.Context, spec Spec) ([]string, error) {
 		}
 	}
 	return fenced, nil
+}
+
+// Host locks. A host that attaches a volume takes an exclusive RADOS object lock, named
+// HostLockName, on the image's header object. It is not librbd's lock: librbd's exclusive-lock
+// feature and `rbd lock add` share the header's "rbd_lock", and a foreign holder there makes
+// every writer (krbd, rbd-fuse) wait forever. This one only records which host holds the volume:
+// taking it is atomic (a second host gets busy), it survives the holder's crash (the restarted
+// plugin recognises its cookie), and breaking it is explicit.
+
+// HostLockName is the name of the object lock on the image header.
+const HostLockName = "ceph-docker-plugin"
+
+// Locker is a holder of a host lock.
+type Locker struct {
+	Client string // client.<id>
+	Cookie string
+	Addr   string // ip:port/nonce
+}
+
+// headerCall runs fn with the image's pool context and header object name.
+func headerCall[T any](ctx context.Context, c *Cluster, op string, spec Spec, fn func(io *rados.IOContext, oid string) (T, error)) (T, error) {
+	io, err := c.ioctx(spec.Pool, spec.Namespace)
+	if err != nil {
+		var zero T
+		return zero, err
+	}
+	return call(ctx, op, spec.String(), func() (T, error) {
+		var zero T
+		img, err := rbd.OpenImageReadOnly(io, spec.Image, "")
+		if err != nil {
+			return zero, err
+		}
+		id, err := img.GetId()
+		img.Close()
+		if err != nil {
+			return zero, err
+		}
+		return fn(io, "rbd_header."+id)
+	}, nil)
+}
+
+// Lockers lists the image's host locks.
+func (c *Cluster) Lockers(ctx context.Context, spec Spec) ([]Locker, error) {
+	return headerCall(ctx, c, "list host locks", spec, func(io *rados.IOContext, oid string) ([]Locker, error) {
+		info, err := io.ListLockers(oid, HostLockName)
+		if errors.Is(err, rados.ErrNotFound) { // no such lock yet
+			return nil, nil
+		}
+		if err != nil {
+			return nil, err
+		}
+		out := make([]Locker, 0, len(info.Clients))
+		for i := range info.Clients {
+			l := Locker{Client: info.Clients[i]}
+			if i < len(info.Cookies) {
+				l.Cookie = info.Cookies[i]
+			}
+			if i < len(info.Addrs) {
+				l.Addr = normalizeAddr(info.Addrs[i])
+			}
+			out = append(out, l)
+		}
+		return out, nil
+	})
+}
+
+// LockHost takes the image's host lock with cookie (no expiry). ErrBusyElsewhere when another
+// client holds it; taking it again with the same client and cookie succeeds.
+func (c *Cluster) LockHost(ctx context.Context, spec Spec, cookie, desc string) error {
+	_, err := headerCall(ctx, c, "host lock", spec, func(io *rados.IOContext, oid string) (struct{}, error) {
+		ret, err := io.LockExclusive(oid, HostLockName, cookie, desc, 0, nil)
+		if err != nil {
+			return struct{}{}, err
+		}
+		if ret == -int(syscall.EBUSY) {
+			return struct{}{}, fmt.Errorf("%w: another client holds the host lock", driver.ErrBusyElsewhere)
+		}
+		return struct{}{}, nil // 0, or -EEXIST: we hold it already
+	})
+	return err
+}
+
+// BreakHostLock removes a host lock whoever holds it (no fencing: see BreakLock). A lock that is
+// gone already is success.
+func (c *Cluster) BreakHostLock(ctx context.Context, spec Spec, l Locker) error {
+	_, err := headerCall(ctx, c, "break host lock", spec, func(io *rados.IOContext, oid string) (struct{}, error) {
+		_, err := io.BreakLock(oid, HostLockName, l.Client, l.Cookie)
+		return struct{}{}, err
+	})
+	return err
 }

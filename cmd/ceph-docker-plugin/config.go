@@ -1,0 +1,181 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/sirupsen/logrus"
+
+	"github.com/cephdocker/ceph-docker-plugin/driver"
+	"github.com/cephdocker/ceph-docker-plugin/rbd"
+)
+
+// Config is every setting of the plugin, read from the environment (the managed plugin's
+// settable env) and validated at once.
+type Config struct {
+	Backend       string
+	CephConf      string
+	CephCluster   string
+	CephUser      string
+	CephKeyring   string
+	Pool          string
+	DataPool      string
+	Features      []string
+	DefaultSize   uint64
+	DefaultFSType string
+	Mapper        string
+	MountRoot     string
+	StateDir      string
+	Socket        string
+	RemoveAction  driver.RemoveAction
+	LockBreak     bool
+	LogLevel      logrus.Level
+	LogFormat     string
+	CallTimeout   time.Duration
+	CephTimeout   time.Duration
+	NodeName      string
+	// FaultKillAt is for crash tests only: the process kills itself with SIGKILL at that step.
+	FaultKillAt string
+}
+
+// Setting describes one environment setting: its name, default and meaning (config.json and the
+// README are generated from the same list).
+type Setting struct {
+	Name, Default, Help string
+}
+
+// Settings lists every setting with its default.
+var Settings = []Setting{
+	{"BACKEND", "rbd", "rbd (images directly in Ceph) or cinder (Cinder volumes via Keystone)"},
+	{"CEPH_CONF", "/etc/ceph/ceph.conf", "cluster config"},
+	{"CEPH_CLUSTER", "ceph", "cluster name"},
+	{"CEPH_USER", "admin", "cephx client name without client. (use a 'profile rbd' user)"},
+	{"CEPH_KEYRING", "", "keyring path (empty: /etc/ceph/$cluster.client.$user.keyring, ...)"},
+	{"RBD_POOL", "volumes", "default pool"},
+	{"RBD_DATA_POOL", "", "optional data pool (erasure-coded)"},
+	{"RBD_FEATURES", "layering,exclusive-lock,object-map,fast-diff,deep-flatten", "image features for new images"},
+	{"DEFAULT_SIZE", "10G", "size when -o size is absent"},
+	{"DEFAULT_FSTYPE", "ext4", "ext4 or xfs"},
+	{"MAPPER", "auto", "krbd, fuse (rbd-fuse + loop, for kernels without rbd) or auto"},
+	{"MOUNT_ROOT", "/mnt/volumes", "where volumes are mounted (the plugin's PropagatedMount)"},
+	{"STATE_DIR", "/mnt/volumes/.state", "persisted state"},
+	{"PLUGIN_SOCKET", "/run/docker/plugins/ceph.sock", "unix socket the daemon talks to"},
+	{"REMOVE_ACTION", "delete", "delete, trash (recoverable) or keep (forget only)"},
+	{"LOCK_BREAK", "off", "on: take over a volume whose holder is dead, after fencing it (blocklist)"},
+	{"LOG_LEVEL", "info", "logrus level; debug logs every request with its duration"},
+	{"LOG_FORMAT", "text", "text or json"},
+	{"CALL_TIMEOUT", "50s", "deadline of each Docker request (the daemon gives up at 60 s)"},
+	{"CEPH_TIMEOUT", "20s", "deadline of each single Ceph operation"},
+	{"NODE_NAME", "", "this host's name as other hosts see it (empty: the hostname)"},
+}
+
+// LoadConfig reads the settings through getenv and reports every bad one together.
+func LoadConfig(getenv func(string) string) (Config, error) {
+	get := func(name string) string {
+		if v := strings.TrimSpace(getenv(name)); v != "" {
+			return v
+		}
+		for _, s := range Settings {
+			if s.Name == name {
+				return s.Default
+			}
+		}
+		return ""
+	}
+	var errs []string
+	bad := func(name, v, allowed string) { errs = append(errs, fmt.Sprintf("%s=%q: %s", name, v, allowed)) }
+	oneOf := func(name string, allowed ...string) string {
+		v := get(name)
+		if !slices.Contains(allowed, v) {
+			bad(name, v, "allowed are "+strings.Join(allowed, ", "))
+		}
+		return v
+	}
+	duration := func(name string) time.Duration {
+		v := get(name)
+		d, err := time.ParseDuration(v)
+		if err != nil || d < time.Second || d > 10*time.Minute {
+			bad(name, v, "a duration between 1s and 10m, such as 50s")
+		}
+		return d
+	}
+	absPath := func(name string) string {
+		v := get(name)
+		if !filepath.IsAbs(v) {
+			bad(name, v, "an absolute path")
+		}
+		return filepath.Clean(v)
+	}
+
+	c := Config{
+		Backend:       oneOf("BACKEND", "rbd", "cinder"),
+		CephConf:      absPath("CEPH_CONF"),
+		CephCluster:   get("CEPH_CLUSTER"),
+		CephUser:      strings.TrimPrefix(get("CEPH_USER"), "client."),
+		CephKeyring:   get("CEPH_KEYRING"),
+		Pool:          get("RBD_POOL"),
+		DataPool:      get("RBD_DATA_POOL"),
+		DefaultFSType: oneOf("DEFAULT_FSTYPE", driver.FSTypes...),
+		Mapper:        oneOf("MAPPER", "auto", "krbd", "fuse"),
+		MountRoot:     absPath("MOUNT_ROOT"),
+		StateDir:      absPath("STATE_DIR"),
+		Socket:        absPath("PLUGIN_SOCKET"),
+		RemoveAction:  driver.RemoveAction(oneOf("REMOVE_ACTION", "delete", "trash", "keep")),
+		LogFormat:     oneOf("LOG_FORMAT", "text", "json"),
+		CallTimeout:   duration("CALL_TIMEOUT"),
+		CephTimeout:   duration("CEPH_TIMEOUT"),
+		NodeName:      get("NODE_NAME"),
+		FaultKillAt:   strings.TrimSpace(getenv("TEST_FAULT_KILL_AT")),
+	}
+	if c.CephKeyring != "" && !filepath.IsAbs(c.CephKeyring) {
+		bad("CEPH_KEYRING", c.CephKeyring, "an absolute path, or empty")
+	}
+	switch get("LOCK_BREAK") {
+	case "on", "true", "1", "yes":
+		c.LockBreak = true
+	case "off", "false", "0", "no":
+	default:
+		bad("LOCK_BREAK", get("LOCK_BREAK"), "on or off")
+	}
+	for _, n := range []struct{ name, v string }{{"RBD_POOL", c.Pool}, {"CEPH_USER", c.CephUser}, {"CEPH_CLUSTER", c.CephCluster}} {
+		if n.v == "" || strings.ContainsAny(n.v, " /@,\t\n=") {
+			bad(n.name, n.v, "a Ceph name without spaces, '/', '@', ',' or '='")
+		}
+	}
+	if c.DataPool != "" && strings.ContainsAny(c.DataPool, " /@,\t\n") {
+		bad("RBD_DATA_POOL", c.DataPool, "a pool name, or empty")
+	}
+	c.Features = strings.Split(strings.ReplaceAll(get("RBD_FEATURES"), " ", ""), ",")
+	if _, err := rbd.ParseFeatures(c.Features); err != nil {
+		bad("RBD_FEATURES", get("RBD_FEATURES"), strings.TrimPrefix(err.Error(), driver.ErrInvalid.Error()+": "))
+	}
+	size, err := driver.ParseSize(get("DEFAULT_SIZE"))
+	if err != nil {
+		bad("DEFAULT_SIZE", get("DEFAULT_SIZE"), "a size such as 10G or 512M")
+	}
+	c.DefaultSize = size
+	if lvl, err := logrus.ParseLevel(get("LOG_LEVEL")); err != nil {
+		bad("LOG_LEVEL", get("LOG_LEVEL"), "panic, fatal, error, warn, info, debug or trace")
+	} else {
+		c.LogLevel = lvl
+	}
+	if c.NodeName == "" {
+		h, err := os.Hostname()
+		if err != nil || h == "" {
+			bad("NODE_NAME", "", "set it: the hostname cannot be read")
+		}
+		c.NodeName = h
+	}
+	if c.Backend == "cinder" {
+		errs = append(errs, "BACKEND=cinder: the Cinder backend is not built yet (issue 5); use BACKEND=rbd")
+	}
+	if len(errs) > 0 {
+		return c, errors.New("bad settings: " + strings.Join(errs, "; "))
+	}
+	return c, nil
+}

@@ -1,0 +1,153 @@
+// Command ceph-docker-plugin serves Docker's volume plugin protocol (docker.volumedriver/1.0)
+// for Ceph RBD volumes. It loads and validates its settings, opens its socket first (the daemon
+// gives up on a plugin that is silent for about 12 s), reconciles what a previous run left, and
+// serves until SIGTERM.
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"syscall"
+	"time"
+
+	"github.com/docker/go-plugins-helpers/volume"
+	"github.com/sirupsen/logrus"
+
+	"github.com/cephdocker/ceph-docker-plugin/driver"
+	"github.com/cephdocker/ceph-docker-plugin/driver/volfs"
+	"github.com/cephdocker/ceph-docker-plugin/rbd"
+	"github.com/cephdocker/ceph-docker-plugin/rbd/fuse"
+	"github.com/cephdocker/ceph-docker-plugin/rbd/krbd"
+)
+
+func main() {
+	if err := run(); err != nil {
+		logrus.WithError(err).Error("ceph-docker-plugin stopped")
+		fmt.Fprintln(os.Stderr, "ceph-docker-plugin:", err)
+		os.Exit(1)
+	}
+}
+
+func run() error {
+	cfg, err := LoadConfig(os.Getenv)
+	if err != nil {
+		return err
+	}
+	logrus.SetLevel(cfg.LogLevel)
+	if cfg.LogFormat == "json" {
+		logrus.SetFormatter(&logrus.JSONFormatter{})
+	}
+	log := logrus.WithFields(logrus.Fields{"node": cfg.NodeName, "backend": cfg.Backend})
+
+	// Socket first.
+	ln, err := listen(cfg.Socket)
+	if err != nil {
+		return err
+	}
+	defer ln.Close()
+
+	ctx, cancel := context.WithTimeout(context.Background(), cfg.CallTimeout)
+	cluster, err := rbd.Connect(ctx, rbd.Config{ConfPath: cfg.CephConf, Cluster: cfg.CephCluster,
+		User: cfg.CephUser, Keyring: cfg.CephKeyring, OpTimeout: cfg.CephTimeout})
+	cancel()
+	if err != nil {
+		return fmt.Errorf("connect to Ceph as client.%s: %w", cfg.CephUser, err)
+	}
+	defer cluster.Close()
+
+	mapper, err := newMapper(cfg, log)
+	if err != nil {
+		return err
+	}
+	store, err := driver.NewFileStore(cfg.StateDir)
+	if err != nil {
+		return err
+	}
+	prov := rbd.NewProvisioner(cluster, rbd.ProvisionerConfig{
+		Pool: cfg.Pool, DataPool: cfg.DataPool, Features: cfg.Features, Host: cfg.NodeName})
+	dcfg := driver.Config{
+		Node: cfg.NodeName, MountRoot: cfg.MountRoot,
+		Defaults:     driver.OptionDefaults{Size: cfg.DefaultSize, FSType: cfg.DefaultFSType},
+		RemoveAction: cfg.RemoveAction, LockBreak: cfg.LockBreak, Log: log,
+	}
+	if cfg.FaultKillAt != "" {
+		log.WithField("step", cfg.FaultKillAt).Warn("TEST_FAULT_KILL_AT is set: this process kills itself at that step (tests only)")
+		dcfg.Fault = func(step string) {
+			if step == cfg.FaultKillAt {
+				_ = syscall.Kill(os.Getpid(), syscall.SIGKILL)
+			}
+		}
+	}
+	d := driver.New(dcfg, prov, mapper, volfs.FS{}, store)
+	h := volume.NewHandler(&driver.Plugin{D: d, Timeout: cfg.CallTimeout, Log: log})
+	serveErr := make(chan error, 1)
+	go func() { serveErr <- h.Serve(ln) }()
+	log.WithFields(logrus.Fields{"socket": cfg.Socket, "pool": cfg.Pool, "mapper": fmt.Sprintf("%T", mapper)}).Info("serving")
+
+	rctx, rcancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	start := time.Now()
+	if err := d.Reconcile(rctx); err != nil {
+		log.WithError(err).Error("reconcile left volumes to repair on their next call")
+	}
+	rcancel()
+	log.WithField("duration", time.Since(start).Round(time.Millisecond)).Info("reconciled")
+
+	sig := make(chan os.Signal, 1)
+	signal.Notify(sig, syscall.SIGTERM, syscall.SIGINT)
+	select {
+	case s := <-sig:
+		log.WithField("signal", s.String()).Info("stopping")
+		return nil
+	case err := <-serveErr:
+		if errors.Is(err, net.ErrClosed) {
+			return nil
+		}
+		return fmt.Errorf("serve %s: %w", cfg.Socket, err)
+	}
+}
+
+func listen(path string) (net.Listener, error) {
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		return nil, err
+	}
+	if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return nil, fmt.Errorf("remove the stale socket %s: %w", path, err)
+	}
+	ln, err := net.Listen("unix", path)
+	if err != nil {
+		return nil, fmt.Errorf("listen on %s: %w", path, err)
+	}
+	if err := os.Chmod(path, 0o660); err != nil {
+		ln.Close()
+		return nil, err
+	}
+	return ln, nil
+}
+
+func newMapper(cfg Config, log *logrus.Entry) (driver.Mapper, error) {
+	kind := cfg.Mapper
+	if kind == "auto" {
+		kind = "fuse"
+		if krbd.Available("/sys") {
+			kind = "krbd"
+		} else {
+			log.Warn("MAPPER=auto: this kernel has no rbd driver (/sys/bus/rbd); using rbd-fuse + loop, whose I/O stops if the plugin restarts")
+		}
+	}
+	switch kind {
+	case "krbd":
+		if !krbd.Available("/sys") {
+			return nil, errors.New("MAPPER=krbd: this kernel has no rbd driver (/sys/bus/rbd/add_single_major is missing): load the rbd module, or use MAPPER=fuse")
+		}
+		return krbd.New(krbd.KeyringFile{Path: cfg.CephKeyring, Cluster: cfg.CephCluster}), nil
+	default:
+		m := fuse.New(filepath.Join(cfg.MountRoot, ".rbd-fuse"), cfg.CephConf, cfg.CephKeyring)
+		m.Cluster = cfg.CephCluster
+		return m, nil
+	}
+}

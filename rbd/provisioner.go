@@ -1,0 +1,500 @@
+package rbd
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+
+	"github.com/cephdocker/ceph-docker-plugin/driver"
+)
+
+// Image metadata keys the provisioner keeps on the images it creates.
+const (
+	metaPrefix       = "docker-plugin."
+	metaFSType       = metaPrefix + "fstype"
+	metaMkfsOptions  = metaPrefix + "mkfs-options"
+	metaMountOptions = metaPrefix + "mount-options"
+	metaCreated      = metaPrefix + "created"
+	// indexObject is a RADOS object in the default pool whose omap maps the names of volumes
+	// created in other pools (-o pool=...) to pool/image, so that Get finds them from any host.
+	indexObject = "ceph-docker-plugin.volumes"
+		// cookiePrefix + host is the cookie of the host lock (see Cluster.LockHost) a host holds
+	// while it has the volume.
+	cookiePrefix = "ceph-docker-plugin/"
+)
+
+// Backend option keys (docker volume create -o).
+const (
+	OptPool         = "pool"
+	OptDataPool     = "data-pool"
+	OptFeatures     = "features"
+	OptFromSnapshot = "from-snapshot"
+)
+
+// ProvisionerConfig are the direct-RBD backend's settings.
+type ProvisionerConfig struct {
+	Pool     string   // RBD_POOL
+	DataPool string   // RBD_DATA_POOL
+	Features []string // RBD_FEATURES
+	Host     string   // this host's name: its lock cookie is "ceph-docker-plugin/<Host>"
+}
+
+// Provisioner is the direct-RBD driver.Provisioner: a volume is an image named after it in
+// RBD_POOL (or in the pool given at create time, found through an index in RBD_POOL).
+//
+// A host holds a volume with a host lock on its image header (cookie "ceph-docker-plugin/<host>"):
+// taking it is atomic, so two hosts cannot both attach, it names the holder in refusals, and it
+// outlives a crashed plugin (the restarted plugin recognises its own cookie).
+type Provisioner struct {
+	c   *Cluster
+	cfg ProvisionerConfig
+
+	monMu sync.Mutex
+	mons  []string
+}
+
+var _ driver.Provisioner = (*Provisioner)(nil)
+
+// NewProvisioner returns the direct-RBD provisioner.
+func NewProvisioner(c *Cluster, cfg ProvisionerConfig) *Provisioner {
+	return &Provisioner{c: c, cfg: cfg}
+}
+
+// BackendOptions implements driver.Provisioner.
+func (p *Provisioner) BackendOptions() []string {
+	return []string{OptPool, OptDataPool, OptFeatures, OptFromSnapshot}
+}
+
+func validPoolName(s string) bool {
+	return s != "" && len(s) <= 128 && !strings.ContainsAny(s, "/@ \t\n\x00,")
+}
+
+// resolve finds where a volume's image lives.
+func (p *Provisioner) resolve(ctx context.Context, name string) (Spec, error) {
+	spec := Spec{Pool: p.cfg.Pool, Image: name}
+	_, err := p.c.Info(ctx, spec)
+	if err == nil {
+		return spec, nil
+	}
+	if !errors.Is(err, driver.ErrNotFound) {
+		return spec, err
+	}
+	idx, ierr := p.index(ctx)
+	if ierr != nil {
+		return spec, ierr
+	}
+	if where, ok := idx[name]; ok {
+		return where, nil
+	}
+	return spec, &OpError{Op: "get", What: spec.String(), Kind: driver.ErrNotFound,
+		Err: fmt.Errorf("no volume %q in pool %s", name, p.cfg.Pool)}
+}
+
+func (p *Provisioner) index(ctx context.Context) (map[string]Spec, error) {
+	io, err := p.c.ioctx(p.cfg.Pool, "")
+	if err != nil {
+		return nil, err
+	}
+	raw, err := call(ctx, "read index", p.cfg.Pool+"/"+indexObject, func() (map[string][]byte, error) {
+		return io.GetAllOmapValues(indexObject, "", "", 1000)
+	}, nil)
+	if errors.Is(err, driver.ErrNotFound) {
+		return map[string]Spec{}, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	out := make(map[string]Spec, len(raw))
+	for name, v := range raw {
+		pool, image, ok := strings.Cut(string(v), "/")
+		if ok {
+			out[name] = Spec{Pool: pool, Image: image}
+		}
+	}
+	return out, nil
+}
+
+func (p *Provisioner) setIndex(ctx context.Context, name string, spec Spec) error {
+	io, err := p.c.ioctx(p.cfg.Pool, "")
+	if err != nil {
+		return err
+	}
+	return p.c.do(ctx, "write index", p.cfg.Pool+"/"+indexObject, func() error {
+		return io.SetOmap(indexObject, map[string][]byte{name: []byte(spec.Pool + "/" + spec.Image)})
+	}, nil)
+}
+
+func (p *Provisioner) dropIndex(ctx context.Context, name string) error {
+	io, err := p.c.ioctx(p.cfg.Pool, "")
+	if err != nil {
+		return err
+	}
+	err = p.c.do(ctx, "write index", p.cfg.Pool+"/"+indexObject, func() error {
+		return io.RmOmapKeys(indexObject, []string{name})
+	}, nil)
+	if errors.Is(err, driver.ErrNotFound) {
+		return nil
+	}
+	return err
+}
+
+// Create implements driver.Provisioner.
+func (p *Provisioner) Create(ctx context.Context, name string, opts driver.Options) error {
+	spec := Spec{Pool: p.cfg.Pool, Image: name}
+	if v, ok := opts.Backend[OptPool]; ok {
+		if !validPoolName(v) {
+			return fmt.Errorf("%w: pool %q is not a valid pool name", driver.ErrInvalid, v)
+		}
+		spec.Pool = v
+	}
+	co := CreateOptions{Size: opts.Size, Features: p.cfg.Features, DataPool: p.cfg.DataPool}
+	if v, ok := opts.Backend[OptDataPool]; ok {
+		if !validPoolName(v) {
+			return fmt.Errorf("%w: data-pool %q is not a valid pool name", driver.ErrInvalid, v)
+		}
+		co.DataPool = v
+	}
+	if v, ok := opts.Backend[OptFeatures]; ok {
+		co.Features = strings.Split(strings.ReplaceAll(v, " ", ""), ",")
+		if _, err := ParseFeatures(co.Features); err != nil {
+			return fmt.Errorf("option features: %w", err)
+		}
+	}
+	// The name must not exist in the default pool or the index, wherever the new image goes.
+	if existing, err := p.resolve(ctx, name); err == nil {
+		return &OpError{Op: "create", What: existing.String(), Kind: driver.ErrExists, Err: errors.New("the volume exists")}
+	} else if !errors.Is(err, driver.ErrNotFound) {
+		return err
+	}
+
+	var tx []func(context.Context)
+	undo := func() {
+		cctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		for i := len(tx) - 1; i >= 0; i-- {
+			tx[i](cctx)
+		}
+	}
+	if src, ok := opts.Backend[OptFromSnapshot]; ok {
+		parent, err := p.parseSnapshot(ctx, src)
+		if err != nil {
+			return err
+		}
+		if err := p.c.ProtectSnap(ctx, parent); err != nil {
+			return fmt.Errorf("from-snapshot %s: %w", src, err)
+		}
+		if err := p.c.Clone(ctx, parent, spec, co); err != nil {
+			return fmt.Errorf("from-snapshot %s: %w", src, err)
+		}
+		tx = append(tx, func(c context.Context) { _ = p.c.Remove(c, spec) })
+		info, err := p.c.Info(ctx, spec)
+		if err != nil {
+			undo()
+			return err
+		}
+		if opts.Size > info.Size {
+			if err := p.c.Resize(ctx, spec, opts.Size); err != nil {
+				undo()
+				return err
+			}
+		}
+	} else {
+		if err := p.c.Create(ctx, spec, co); err != nil {
+			return err
+		}
+		tx = append(tx, func(c context.Context) { _ = p.c.Remove(c, spec) })
+	}
+	meta := map[string]string{metaFSType: opts.FSType, metaCreated: time.Now().UTC().Format(time.RFC3339)}
+	if len(opts.MkfsOptions) > 0 {
+		meta[metaMkfsOptions] = strings.Join(opts.MkfsOptions, " ")
+	}
+	if opts.MountOptions != "" {
+		meta[metaMountOptions] = opts.MountOptions
+	}
+	for k, v := range meta {
+		if err := p.c.SetMeta(ctx, spec, k, v); err != nil {
+			undo()
+			return err
+		}
+	}
+	if spec.Pool != p.cfg.Pool {
+		if err := p.setIndex(ctx, name, spec); err != nil {
+			undo()
+			return err
+		}
+	}
+	return nil
+}
+
+// parseSnapshot reads "image@snap" or "volume@snap" (a volume name resolves to its image).
+func (p *Provisioner) parseSnapshot(ctx context.Context, s string) (Spec, error) {
+	img, snap, ok := strings.Cut(s, "@")
+	if !ok || img == "" || snap == "" || strings.ContainsAny(snap, "/@") {
+		return Spec{}, fmt.Errorf("%w: from-snapshot %q: use image@snapshot or volume@snapshot", driver.ErrInvalid, s)
+	}
+	var spec Spec
+	if pool, image, ok := strings.Cut(img, "/"); ok {
+		spec = Spec{Pool: pool, Image: image}
+	} else {
+		var err error
+		if spec, err = p.resolve(ctx, img); err != nil {
+			return Spec{}, fmt.Errorf("from-snapshot %s: %w", s, err)
+		}
+	}
+	spec.Snap = snap
+	return spec, nil
+}
+
+// Get implements driver.Provisioner.
+func (p *Provisioner) Get(ctx context.Context, name string) (driver.Volume, error) {
+	spec, err := p.resolve(ctx, name)
+	if err != nil {
+		return driver.Volume{}, err
+	}
+	info, err := p.c.Info(ctx, spec)
+	if err != nil {
+		return driver.Volume{}, err
+	}
+	meta, err := p.c.ListMeta(ctx, spec)
+	if err != nil {
+		return driver.Volume{}, err
+	}
+	vol := driver.Volume{
+		Name: name, Image: spec, Size: info.Size, FSType: meta[metaFSType],
+		MountOptions: meta[metaMountOptions],
+		Status:       map[string]any{"pool": spec.Pool, "features": strings.Join(info.Features, ",")},
+	}
+	if v := meta[metaMkfsOptions]; v != "" {
+		vol.MkfsOptions = strings.Fields(v)
+	}
+	if t, err := time.Parse(time.RFC3339, meta[metaCreated]); err == nil {
+		vol.CreatedAt = t
+	}
+	if info.Parent != "" {
+		vol.Status["parent"] = info.Parent
+	}
+	if info.DataPool != "" {
+		vol.Status["data-pool"] = info.DataPool
+	}
+	holder, err := p.holder(ctx, spec, "")
+	if err != nil {
+		return driver.Volume{}, err
+	}
+	vol.Holder = holder
+	return vol, nil
+}
+
+// holder names who holds the image besides host self: the plugin lock's host, or a client that
+// has it open or mapped without the plugin. "" when nobody does.
+func (p *Provisioner) holder(ctx context.Context, spec Spec, self string) (string, error) {
+	lockers, err := p.c.Lockers(ctx, spec)
+	if err != nil {
+		return "", err
+	}
+	for _, l := range lockers {
+		if host, ok := strings.CutPrefix(l.Cookie, cookiePrefix); ok && host != self {
+			return fmt.Sprintf("host %s (client %s at %s)", host, l.Client, l.Addr), nil
+		}
+	}
+	for _, l := range lockers {
+		if self != "" && l.Cookie == cookiePrefix+self {
+			// This host holds it: the watchers are its own mapping.
+			return "", nil
+		}
+	}
+	watchers, err := p.c.OtherWatchers(ctx, spec)
+	if err != nil {
+		return "", err
+	}
+	var others []string
+	for _, w := range watchers {
+		others = append(others, w.Addr)
+	}
+	if len(others) > 0 {
+		return fmt.Sprintf("client(s) %s (mapped without this plugin, or by a plugin that crashed)", strings.Join(others, ", ")), nil
+	}
+	return "", nil
+}
+
+// List implements driver.Provisioner: the images in the default pool whose names are valid
+// volume names, and the indexed volumes of other pools. One call per pool, whatever the count.
+func (p *Provisioner) List(ctx context.Context) ([]driver.Volume, error) {
+	names, err := p.c.List(ctx, p.cfg.Pool, "")
+	if err != nil {
+		return nil, err
+	}
+	idx, err := p.index(ctx)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]driver.Volume, 0, len(names)+len(idx))
+	for _, n := range names {
+		if driver.ValidateName(n) == nil {
+			out = append(out, driver.Volume{Name: n, Image: Spec{Pool: p.cfg.Pool, Image: n}})
+		}
+	}
+	for n, spec := range idx {
+		if !slices.Contains(names, n) {
+			out = append(out, driver.Volume{Name: n, Image: spec})
+		}
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
+	return out, nil
+}
+
+// Remove implements driver.Provisioner.
+func (p *Provisioner) Remove(ctx context.Context, name string, action driver.RemoveAction) error {
+	spec, err := p.resolve(ctx, name)
+	if err != nil {
+		return err
+	}
+	holder, err := p.holder(ctx, spec, "")
+	if err != nil {
+		return err
+	}
+	if holder != "" {
+		return fmt.Errorf("%w: volume %s is in use by %s; stop its containers there first", driver.ErrInUse, name, holder)
+	}
+	switch action {
+	case driver.RemoveKeep:
+	case driver.RemoveTrash:
+		if err := p.c.Trash(ctx, spec, 0); err != nil {
+			return err
+		}
+	default:
+		if err := p.c.Remove(ctx, spec); err != nil {
+			if errors.Is(err, driver.ErrInUse) {
+				return fmt.Errorf("%w (it has snapshots or clones: remove them first, or set REMOVE_ACTION=trash)", err)
+			}
+			return err
+		}
+	}
+	if spec.Pool != p.cfg.Pool {
+		return p.dropIndex(ctx, name)
+	}
+	return nil
+}
+
+func (p *Provisioner) monitors(ctx context.Context) ([]string, error) {
+	p.monMu.Lock()
+	defer p.monMu.Unlock()
+	if p.mons != nil {
+		return p.mons, nil
+	}
+	mons, err := p.c.Monitors(ctx)
+	if err != nil {
+		return nil, err
+	}
+	p.mons = mons
+	return mons, nil
+}
+
+// Attach implements driver.Provisioner: it takes the image's host lock for this host.
+func (p *Provisioner) Attach(ctx context.Context, name string, req driver.AttachRequest) (driver.Attachment, error) {
+	spec, err := p.resolve(ctx, name)
+	if err != nil {
+		return driver.Attachment{}, err
+	}
+	cookie := p.cookie()
+	lockers, err := p.c.Lockers(ctx, spec)
+	if err != nil {
+		return driver.Attachment{}, err
+	}
+	att := driver.Attachment{}
+	ours := false
+	for _, l := range lockers {
+		if l.Cookie == cookie {
+			ours = true // taken before a restart of this host's plugin
+		}
+	}
+	if !ours {
+		if holder, err := p.holder(ctx, spec, p.cfg.Host); err != nil {
+			return att, err
+		} else if holder != "" {
+			if !req.TakeOver {
+				return att, fmt.Errorf("%w: volume %s is in use by %s; stop it there, or if that host is dead, set LOCK_BREAK=on to fence it and take the volume over",
+					driver.ErrBusyElsewhere, name, holder)
+			}
+			if att.Fenced, err = p.takeOver(ctx, spec, lockers); err != nil {
+				return att, fmt.Errorf("take volume %s over from %s: %w", name, holder, err)
+			}
+		}
+		desc := fmt.Sprintf("host %s, mount %s, since %s", req.Host, req.MountID, time.Now().UTC().Format(time.RFC3339))
+		if err := p.c.LockHost(ctx, spec, cookie, desc); err != nil {
+			if errors.Is(err, driver.ErrBusyElsewhere) {
+				holder, _ := p.holder(ctx, spec, p.cfg.Host)
+				return att, fmt.Errorf("%w: volume %s was just attached by %s", driver.ErrBusyElsewhere, name, holder)
+			}
+			return att, err
+		}
+	}
+	mons, err := p.monitors(ctx)
+	if err != nil {
+		if !ours {
+			cctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			defer cancel()
+			_ = p.Detach(cctx, name, driver.Attachment{Map: driver.MapRequest{ImageSpec: spec}})
+		}
+		return att, err
+	}
+	att.ID = cookie
+	att.Map = driver.MapRequest{ImageSpec: spec, ReadOnly: req.ReadOnly, Monitors: mons, User: p.c.User()}
+	return att, nil
+}
+
+// takeOver fences every other client of the image (blocklist) and breaks other hosts' locks.
+func (p *Provisioner) takeOver(ctx context.Context, spec Spec, lockers []Locker) ([]string, error) {
+	fenced, err := p.c.BreakLock(ctx, spec)
+	if err != nil {
+		return fenced, err
+	}
+	for _, l := range lockers {
+		if !slices.Contains(fenced, normalizeAddr(l.Addr)) {
+			if err := p.c.Blocklist(ctx, l.Addr, 0); err != nil {
+				return fenced, err
+			}
+			fenced = append(fenced, normalizeAddr(l.Addr))
+		}
+		if err := p.c.BreakHostLock(ctx, spec, l); err != nil && !errors.Is(err, driver.ErrNotFound) {
+			return fenced, err
+		}
+	}
+	return fenced, nil
+}
+
+// Detach implements driver.Provisioner: it releases this host's lock.
+func (p *Provisioner) Detach(ctx context.Context, name string, att driver.Attachment) error {
+	spec := att.Map.ImageSpec
+	if spec.Image == "" {
+		var err error
+		if spec, err = p.resolve(ctx, name); errors.Is(err, driver.ErrNotFound) {
+			return nil
+		} else if err != nil {
+			return err
+		}
+	}
+	lockers, err := p.c.Lockers(ctx, spec)
+	if errors.Is(err, driver.ErrNotFound) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	for _, l := range lockers {
+		if l.Cookie != p.cookie() {
+			continue
+		}
+		if err := p.c.BreakHostLock(ctx, spec, l); err != nil && !errors.Is(err, driver.ErrNotFound) {
+			return err
+		}
+	}
+	return nil
+}
+
+func (p *Provisioner) cookie() string { return cookiePrefix + p.cfg.Host }
