@@ -10,7 +10,6 @@ import (
 	"sync"
 	"time"
 
-
 	"github.com/cephdocker/ceph-docker-plugin/driver"
 )
 
@@ -24,7 +23,7 @@ const (
 	// indexObject is a RADOS object in the default pool whose omap maps the names of volumes
 	// created in other pools (-o pool=...) to pool/image, so that Get finds them from any host.
 	indexObject = "ceph-docker-plugin.volumes"
-		// cookiePrefix + host is the cookie of the host lock (see Cluster.LockHost) a host holds
+	// cookiePrefix + host is the cookie of the host lock (see Cluster.LockHost) a host holds
 	// while it has the volume.
 	cookiePrefix = "ceph-docker-plugin/"
 )
