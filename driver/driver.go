@@ -143,6 +143,9 @@ func (d *Driver) Get(ctx context.Context, name string) (VolumeInfo, error) {
 	if err := ValidateName(name); err != nil {
 		return VolumeInfo{}, err
 	}
+	if err := d.waitReady(ctx); err != nil {
+		return VolumeInfo{}, err
+	}
 	vol, err := d.prov.Get(ctx, name)
 	if err != nil {
 		return VolumeInfo{}, fmt.Errorf("volume %s: %w", name, err)
@@ -175,6 +178,9 @@ func (d *Driver) Get(ctx context.Context, name string) (VolumeInfo, error) {
 
 // List returns every volume the backend manages.
 func (d *Driver) List(ctx context.Context) ([]VolumeInfo, error) {
+	if err := d.waitReady(ctx); err != nil {
+		return nil, err
+	}
 	vols, err := d.prov.List(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("list volumes: %w", err)
@@ -199,6 +205,9 @@ func (d *Driver) List(ctx context.Context) ([]VolumeInfo, error) {
 // Path returns the volume's mount point on this host, or "" when it is not mounted here.
 func (d *Driver) Path(ctx context.Context, name string) (string, error) {
 	if err := ValidateName(name); err != nil {
+		return "", err
+	}
+	if err := d.waitReady(ctx); err != nil {
 		return "", err
 	}
 	st, ok, err := d.state.Load(name)

@@ -1,0 +1,187 @@
+//go:build integration
+
+package main
+
+import (
+	"crypto/sha256"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+)
+
+// The volume lifecycle through the socket, as dockerd drives it.
+func TestProtocolLifecycle(t *testing.T) {
+	l := labEnv(t)
+	p := newPlugin(t, l, "host-a")
+	p.start()
+	name := uniq("proto")
+
+	var caps struct{ Capabilities struct{ Scope string } }
+	p.call("/VolumeDriver.Capabilities", struct{}{}, &caps)
+	if caps.Capabilities.Scope != "global" {
+		t.Fatalf("scope = %q, want global", caps.Capabilities.Scope)
+	}
+
+	p.create(name, map[string]string{"size": "200M", "fstype": "ext4", "mount-options": "noatime"})
+	// Docker calls Create again on every swarm node: compatible options succeed.
+	p.create(name, map[string]string{"size": "200M"})
+	t.Cleanup(func() { _ = p.try("/VolumeDriver.Remove", map[string]string{"Name": name}, nil) })
+
+	g := p.get(name)
+	st := g.Volume.Status
+	if g.Volume.Name != name || st["size"] != "200M" || st["fstype"] != "ext4" || st["image"] != l.pool+"/"+name || g.Volume.Mountpoint != "" {
+		t.Fatalf("get = %+v", g.Volume)
+	}
+	var list struct{ Volumes []struct{ Name string } }
+	p.call("/VolumeDriver.List", struct{}{}, &list)
+	if !slices.ContainsFunc(list.Volumes, func(v struct{ Name string }) bool { return v.Name == name }) {
+		t.Fatalf("list does not contain %s: %+v", name, list.Volumes)
+	}
+
+	path1 := p.mount(name, "c1")
+	path2 := p.mount(name, "c2")
+	if path1 != path2 {
+		t.Fatalf("two mounts, two paths: %s %s", path1, path2)
+	}
+	if n := p.mappingsOf(l.pool, name); n != 1 {
+		t.Fatalf("%d mappings after two mounts, want 1", n)
+	}
+	g = p.get(name)
+	if g.Volume.Mountpoint != path1 || g.Volume.Status["device"] == "" || len(g.Volume.Status["mounts"].([]any)) != 2 {
+		t.Fatalf("get while mounted = %+v", g.Volume)
+	}
+	var pathResp struct{ Mountpoint string }
+	p.call("/VolumeDriver.Path", map[string]string{"Name": name}, &pathResp)
+	if pathResp.Mountpoint != path1 {
+		t.Fatalf("path = %q, want %q", pathResp.Mountpoint, path1)
+	}
+	data := randomData(t, 4<<20)
+	sum := sha256.Sum256(data)
+	writeFile(t, filepath.Join(path1, "data.bin"), data)
+
+	p.unmount(name, "c1")
+	if !isMounted(t, path1) {
+		t.Fatal("unmounted while c2 still uses it")
+	}
+	p.unmount(name, "c2")
+	if isMounted(t, path1) {
+		t.Fatal("still mounted after the last unmount")
+	}
+	p.assertClean()
+	// Unmount of an unknown ID (dockerd calls it after a failed mount) succeeds.
+	p.unmount(name, "never-mounted")
+
+	path := p.mount(name, "c3")
+	got, err := os.ReadFile(filepath.Join(path, "data.bin"))
+	if err != nil || sha256.Sum256(got) != sum {
+		t.Fatalf("data after remount: %v (sum %x want %x)", err, sha256.Sum256(got), sum)
+	}
+	p.unmount(name, "c3")
+	p.remove(name)
+	msg := p.fail("/VolumeDriver.Get", map[string]string{"Name": name})
+	if !strings.Contains(msg, name) || !strings.Contains(msg, "not found") {
+		t.Fatalf("get after remove: %q", msg)
+	}
+	p.assertClean()
+}
+
+// Errors reach the caller as plain strings that name the volume and say what is wrong.
+func TestProtocolErrors(t *testing.T) {
+	l := labEnv(t)
+	p := newPlugin(t, l, "host-a")
+	p.start()
+	name := uniq("err")
+
+	cases := []struct {
+		path string
+		req  map[string]any
+		want []string
+	}{
+		{"/VolumeDriver.Create", map[string]any{"Name": name, "Opts": map[string]string{"colour": "red"}}, []string{name, `unknown option "colour"`, "allowed are size"}},
+		{"/VolumeDriver.Create", map[string]any{"Name": name, "Opts": map[string]string{"size": "huge"}}, []string{name, `size "huge"`}},
+		{"/VolumeDriver.Create", map[string]any{"Name": name, "Opts": map[string]string{"fstype": "btrfs"}}, []string{`fstype "btrfs"`, "ext4, xfs"}},
+		{"/VolumeDriver.Create", map[string]any{"Name": "../etc", "Opts": map[string]string{}}, []string{`"../etc"`, "may contain only"}},
+		{"/VolumeDriver.Mount", map[string]any{"Name": "a/b", "ID": "x"}, []string{`"a/b"`}},
+		{"/VolumeDriver.Get", map[string]any{"Name": name + "-missing"}, []string{name + "-missing", "not found"}},
+		{"/VolumeDriver.Mount", map[string]any{"Name": name + "-missing", "ID": "x"}, []string{name + "-missing", "not found"}},
+		{"/VolumeDriver.Remove", map[string]any{"Name": name + "-missing"}, []string{name + "-missing", "not found"}},
+	}
+	for _, c := range cases {
+		msg := p.fail(c.path, c.req)
+		for _, w := range c.want {
+			if !strings.Contains(msg, w) {
+				t.Errorf("%s %v: %q does not contain %q", c.path, c.req, msg, w)
+			}
+		}
+	}
+
+	// In-use remove.
+	p.create(name, map[string]string{"size": "64M"})
+	t.Cleanup(func() { _ = p.try("/VolumeDriver.Remove", map[string]string{"Name": name}, nil) })
+	p.mount(name, "c1")
+	msg := p.fail("/VolumeDriver.Remove", map[string]string{"Name": name})
+	if !strings.Contains(msg, name) || !strings.Contains(msg, "in use") || !strings.Contains(msg, "host-a") {
+		t.Errorf("remove while mounted: %q", msg)
+	}
+	// Create with another size than the existing volume.
+	msg = p.fail("/VolumeDriver.Create", map[string]any{"Name": name, "Opts": map[string]string{"size": "1G"}})
+	if !strings.Contains(msg, "exists") || !strings.Contains(msg, "64M") {
+		t.Errorf("incompatible create: %q", msg)
+	}
+	p.unmount(name, "c1")
+	p.remove(name)
+	p.assertClean()
+}
+
+// Ceph that does not answer: calls fail within CALL_TIMEOUT with a message, instead of hanging.
+func TestProtocolCephUnreachable(t *testing.T) {
+	l := labEnv(t)
+	pool := blockedPool(t, l)
+	p := newPlugin(t, l, "host-a", "RBD_POOL="+pool, "CALL_TIMEOUT=3s", "CEPH_TIMEOUT=2s")
+	p.start()
+	for _, c := range []struct {
+		path string
+		req  any
+	}{
+		{"/VolumeDriver.Get", map[string]string{"Name": "v"}},
+		{"/VolumeDriver.Create", map[string]any{"Name": "v", "Opts": map[string]string{}}},
+		{"/VolumeDriver.List", struct{}{}},
+		{"/VolumeDriver.Mount", map[string]string{"Name": "v", "ID": "x"}},
+		{"/VolumeDriver.Remove", map[string]string{"Name": "v"}},
+	} {
+		start := time.Now()
+		msg := p.fail(c.path, c.req)
+		took := time.Since(start)
+		if took > 5*time.Second {
+			t.Errorf("%s answered after %v (CALL_TIMEOUT 3s)", c.path, took)
+		}
+		if !strings.Contains(msg, "timed out") && !strings.Contains(msg, "did not answer") {
+			t.Errorf("%s: %q does not say it timed out", c.path, msg)
+		}
+	}
+}
+
+// blockedPool makes a pool whose placement groups map to no OSD, so that all I/O to it waits.
+func blockedPool(t *testing.T, l lab) string {
+	const pool, root, rule = "cdp-blocked-p", "cdp-empty", "cdp-nowhere"
+	if strings.Contains(l.admin(t, "ceph", "osd", "pool", "ls"), pool) {
+		l.admin(t, "ceph", "osd", "pool", "rm", pool, pool, "--yes-i-really-really-mean-it")
+	}
+	l.admin(t, "ceph", "osd", "crush", "add-bucket", root, "root")
+	if !strings.Contains(l.admin(t, "ceph", "osd", "crush", "rule", "ls"), rule) {
+		l.admin(t, "ceph", "osd", "crush", "rule", "create-replicated", rule, root, "osd")
+	}
+	l.admin(t, "ceph", "osd", "pool", "create", pool, "8", "8", "replicated", rule)
+	l.admin(t, "ceph", "osd", "pool", "application", "enable", pool, "rbd")
+	l.admin(t, "ceph", "auth", "caps", "client."+l.user, "mon", "profile rbd",
+		"osd", "profile rbd pool="+l.pool+", profile rbd pool="+pool, "mgr", "profile rbd pool="+l.pool)
+	t.Cleanup(func() {
+		l.admin(t, "ceph", "auth", "caps", "client."+l.user, "mon", "profile rbd",
+			"osd", "profile rbd pool="+l.pool, "mgr", "profile rbd pool="+l.pool)
+		l.admin(t, "ceph", "osd", "pool", "rm", pool, pool, "--yes-i-really-really-mean-it")
+	})
+	return pool
+}
