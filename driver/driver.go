@@ -229,8 +229,9 @@ func (d *Driver) Remove(ctx context.Context, name string) error {
 		return err
 	}
 	if ok && st.Op != "" {
+		op := st.Op
 		if err := d.repair(ctx, &st); err != nil {
-			return fmt.Errorf("remove volume %s: finishing an interrupted %s first: %w", name, st.Op, err)
+			return fmt.Errorf("remove volume %s: finishing an interrupted %s first: %w", name, op, err)
 		}
 		st, ok, _ = d.state.Load(name)
 	}
@@ -265,8 +266,9 @@ func (d *Driver) Mount(ctx context.Context, name, id string) (string, error) {
 		return "", err
 	}
 	if ok && st.Op != "" {
+		op := st.Op
 		if err := d.repair(ctx, &st); err != nil {
-			return "", fmt.Errorf("mount volume %s: finishing an interrupted %s first: %w", name, st.Op, err)
+			return "", fmt.Errorf("mount volume %s: finishing an interrupted %s first: %w", name, op, err)
 		}
 		st, ok, err = d.state.Load(name)
 		if err != nil {
@@ -394,8 +396,9 @@ func (d *Driver) Unmount(ctx context.Context, name, id string) error {
 		return err
 	}
 	if st.Op != "" {
+		op := st.Op
 		if err := d.repair(ctx, &st); err != nil {
-			return fmt.Errorf("unmount volume %s: finishing an interrupted %s first: %w", name, st.Op, err)
+			return fmt.Errorf("unmount volume %s: finishing an interrupted %s first: %w", name, op, err)
 		}
 		if st, ok, err = d.state.Load(name); err != nil || !ok {
 			return err
@@ -493,6 +496,9 @@ func (d *Driver) ensureUp(ctx context.Context, st *State) error {
 			return err
 		}
 		st.Attach = att
+		if err := d.state.Save(*st); err != nil {
+			return err
+		}
 		m, err := d.mapper.Map(ctx, att.Map)
 		if err != nil {
 			return fmt.Errorf("map %s again: %w", st.Image, err)
@@ -575,12 +581,14 @@ func (t *transaction) add(name string, fn func(context.Context) error) {
 	t.steps = append(t.steps, undoStep{name, fn})
 }
 
+// rollback undoes the steps in reverse and stops at the first that fails: the steps before it
+// must stay (releasing the claim on a volume that is still mapped here would let another host
+// mount it too). What is left is recorded in the state and finished by the next call.
 func (t *transaction) rollback(ctx context.Context) error {
-	var errs []error
 	for i := len(t.steps) - 1; i >= 0; i-- {
 		if err := t.steps[i].fn(ctx); err != nil {
-			errs = append(errs, fmt.Errorf("%s: %w", t.steps[i].name, err))
+			return fmt.Errorf("%s: %w", t.steps[i].name, err)
 		}
 	}
-	return errors.Join(errs...)
+	return nil
 }

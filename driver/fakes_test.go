@@ -127,6 +127,9 @@ func (s *script) enter(ctx context.Context, method, key string) (done func(), er
 	}
 	d := s.delay[method]
 	s.smu.Unlock()
+	if cerr := ctx.Err(); cerr != nil { // as a real backend: nothing is done past the deadline
+		return done, fmt.Errorf("%s.%s %s: %w", s.prefix, method, key, cerr)
+	}
 	runtime.Gosched() // widen the windows for races
 	if d > 0 {
 		time.Sleep(d)
@@ -279,13 +282,13 @@ func (p *fakeProvisioner) get(name string) (Volume, error) {
 	if !ok {
 		return Volume{}, fmt.Errorf("%w: image volumes/%s", ErrNotFound, name)
 	}
-	v.Status = maps(v.Status)
+	v.Status = cloneStatus(v.Status)
 	v.MkfsOptions = slices.Clone(v.MkfsOptions)
 	v.Holder = p.holders[name]
 	return v, nil
 }
 
-func maps(m map[string]any) map[string]any {
+func cloneStatus(m map[string]any) map[string]any {
 	out := make(map[string]any, len(m))
 	for k, v := range m {
 		out[k] = v

@@ -21,6 +21,9 @@ type volumeLock struct {
 
 // lock takes the volume's lock, waiting at most until ctx ends.
 func (l *volumeLocks) lock(ctx context.Context, name string) (unlock func(), err error) {
+	if err := ctx.Err(); err != nil {
+		return nil, fmt.Errorf("%w: volume %s: the request's deadline passed before it started: %w", ErrTimeout, name, err)
+	}
 	l.mu.Lock()
 	if l.m == nil {
 		l.m = map[string]*volumeLock{}
