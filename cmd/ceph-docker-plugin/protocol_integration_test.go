@@ -185,3 +185,30 @@ func blockedPool(t *testing.T, l lab) string {
 	})
 	return pool
 }
+
+// REMOVE_ACTION=trash moves the image to the rbd trash (recoverable); keep leaves it in place.
+func TestProtocolRemoveActions(t *testing.T) {
+	l := labEnv(t)
+	trash := newPlugin(t, l, "host-a", "REMOVE_ACTION=trash")
+	trash.start()
+	name := uniq("trash")
+	trash.create(name, map[string]string{"size": "32M"})
+	trash.remove(name)
+	if !strings.Contains(l.admin(t, "rbd", "trash", "ls", l.pool), name) {
+		t.Fatalf("%s not in the trash of %s", name, l.pool)
+	}
+	if strings.Contains(l.admin(t, "rbd", "ls", l.pool), name) {
+		t.Fatalf("%s still listed in %s", name, l.pool)
+	}
+	trash.stop()
+
+	keep := newPlugin(t, l, "host-b", "REMOVE_ACTION=keep")
+	keep.start()
+	name = uniq("keep")
+	keep.create(name, map[string]string{"size": "32M"})
+	keep.remove(name)
+	if !strings.Contains(l.admin(t, "rbd", "ls", l.pool), name) {
+		t.Fatalf("REMOVE_ACTION=keep removed %s", name)
+	}
+	l.admin(t, "rbd", "rm", l.pool+"/"+name)
+}

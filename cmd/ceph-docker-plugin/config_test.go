@@ -1,0 +1,64 @@
+package main
+
+import (
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/sirupsen/logrus"
+
+	"github.com/cephdocker/ceph-docker-plugin/driver"
+)
+
+func env(m map[string]string) func(string) string { return func(k string) string { return m[k] } }
+
+func TestLoadConfigDefaults(t *testing.T) {
+	c, err := LoadConfig(env(map[string]string{"NODE_NAME": "n1"}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Backend != "rbd" || c.CephConf != "/etc/ceph/ceph.conf" || c.CephUser != "admin" || c.Pool != "volumes" ||
+		c.DefaultSize != 10<<30 || c.DefaultFSType != "ext4" || c.Mapper != "auto" || c.MountRoot != "/mnt/volumes" ||
+		c.StateDir != "/mnt/volumes/.state" || c.Socket != "/run/docker/plugins/ceph.sock" ||
+		c.RemoveAction != driver.RemoveDelete || c.LockBreak || c.LogLevel != logrus.InfoLevel || c.LogFormat != "text" ||
+		c.CallTimeout != 50*time.Second || c.CephTimeout != 20*time.Second || c.NodeName != "n1" ||
+		strings.Join(c.Features, ",") != "layering,exclusive-lock,object-map,fast-diff,deep-flatten" {
+		t.Fatalf("defaults: %+v", c)
+	}
+}
+
+func TestLoadConfigReportsEveryBadSettingTogether(t *testing.T) {
+	_, err := LoadConfig(env(map[string]string{
+		"BACKEND": "nfs", "DEFAULT_FSTYPE": "btrfs", "MAPPER": "nbd", "MOUNT_ROOT": "relative/path",
+		"REMOVE_ACTION": "shred", "LOCK_BREAK": "maybe", "LOG_LEVEL": "loud", "LOG_FORMAT": "xml",
+		"CALL_TIMEOUT": "forever", "DEFAULT_SIZE": "big", "RBD_FEATURES": "layering,warp", "RBD_POOL": "a b",
+		"CEPH_KEYRING": "keyring",
+	}))
+	if err == nil {
+		t.Fatal("bad settings accepted")
+	}
+	for _, want := range []string{
+		`BACKEND="nfs": allowed are rbd, cinder`, `DEFAULT_FSTYPE="btrfs"`, `MAPPER="nbd"`, `MOUNT_ROOT="relative/path": an absolute path`,
+		`REMOVE_ACTION="shred": allowed are delete, trash, keep`, `LOCK_BREAK="maybe": on or off`, `LOG_LEVEL="loud"`,
+		`LOG_FORMAT="xml"`, `CALL_TIMEOUT="forever"`, `DEFAULT_SIZE="big"`, `RBD_FEATURES="layering,warp"`, "warp",
+		`RBD_POOL="a b"`, `CEPH_KEYRING="keyring"`,
+	} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("error does not mention %q:\n%v", want, err)
+		}
+	}
+}
+
+func TestLoadConfigValues(t *testing.T) {
+	c, err := LoadConfig(env(map[string]string{
+		"CEPH_USER": "client.docker", "LOCK_BREAK": "on", "REMOVE_ACTION": "trash", "DEFAULT_SIZE": "512M",
+		"LOG_LEVEL": "debug", "CALL_TIMEOUT": "30s", "NODE_NAME": "h", "RBD_FEATURES": "layering, exclusive-lock",
+	}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.CephUser != "docker" || !c.LockBreak || c.RemoveAction != driver.RemoveTrash || c.DefaultSize != 512<<20 ||
+		c.LogLevel != logrus.DebugLevel || c.CallTimeout != 30*time.Second || strings.Join(c.Features, ",") != "layering,exclusive-lock" {
+		t.Fatalf("%+v", c)
+	}
+}

@@ -1,0 +1,138 @@
+//go:build integration
+
+package volfs
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/cephdocker/ceph-docker-plugin/driver/execx"
+)
+
+// loopDevice backs a loop device with a sparse file of size bytes (detached at cleanup).
+func loopDevice(t *testing.T, size int64, prepare func(f *os.File)) string {
+	t.Helper()
+	file := filepath.Join(t.TempDir(), "disk.img")
+	f, err := os.Create(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := f.Truncate(size); err != nil {
+		t.Fatal(err)
+	}
+	if prepare != nil {
+		prepare(f)
+	}
+	f.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	res, err := execx.Run(ctx, execx.Cmd{Name: "losetup", Args: []string{"--find", "--show", file}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	dev := strings.TrimSpace(string(res.Stdout))
+	t.Cleanup(func() { _, _ = execx.Run(context.Background(), execx.Cmd{Name: "losetup", Args: []string{"-d", dev}}) })
+	return dev
+}
+
+func testCtx(t *testing.T) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	t.Cleanup(cancel)
+	return ctx
+}
+
+// A blank device is formatted; a device with a filesystem is never formatted again, whatever
+// fstype is asked for.
+func TestFormatOnlyBlankDevices(t *testing.T) {
+	for _, fstype := range []string{"ext4", "xfs"} {
+		t.Run(fstype, func(t *testing.T) {
+			dev := loopDevice(t, 512<<20, nil)
+			var fs FS
+			ctx := testCtx(t)
+			got, err := fs.FormatIfBlank(ctx, dev, fstype, nil)
+			if err != nil || got != fstype {
+				t.Fatalf("format blank: %q, %v", got, err)
+			}
+			target := filepath.Join(t.TempDir(), "mnt")
+			if err := fs.Mount(ctx, dev, target, fstype, "noatime"); err != nil {
+				t.Fatal(err)
+			}
+			if err := fs.Mount(ctx, dev, target, fstype, "noatime"); err != nil {
+				t.Fatalf("mounting the same device again: %v", err)
+			}
+			if err := os.WriteFile(filepath.Join(target, "keep"), []byte("data"), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			if d, _ := fs.MountedDevice(target); d != dev {
+				t.Fatalf("mounted device = %q, want %s", d, dev)
+			}
+			if err := fs.Unmount(ctx, target); err != nil {
+				t.Fatal(err)
+			}
+			if err := fs.Unmount(ctx, target); err != nil {
+				t.Fatalf("unmount of an unmounted target: %v", err)
+			}
+			other := map[string]string{"ext4": "xfs", "xfs": "ext4"}[fstype]
+			got, err = fs.FormatIfBlank(ctx, dev, other, nil)
+			if err != nil || got != fstype {
+				t.Fatalf("second format as %s: got %q, %v; want the existing %s kept", other, got, err, fstype)
+			}
+			if err := fs.Mount(ctx, dev, target, got, ""); err != nil {
+				t.Fatal(err)
+			}
+			defer fs.Unmount(ctx, target)
+			if b, err := os.ReadFile(filepath.Join(target, "keep")); err != nil || string(b) != "data" {
+				t.Fatalf("data after the second FormatIfBlank: %q, %v", b, err)
+			}
+		})
+	}
+}
+
+// A device with a partition table (partitioned by hand) is neither formatted nor mounted.
+func TestRefusePartitionedDevice(t *testing.T) {
+	dev := loopDevice(t, 64<<20, func(f *os.File) {
+		mbr := make([]byte, 512)
+		entry := mbr[446:462]
+		entry[4] = 0x83                        // Linux
+		copy(entry[8:12], []byte{0, 8, 0, 0})  // first LBA 2048
+		copy(entry[12:16], []byte{0, 8, 0, 0}) // 2048 sectors
+		mbr[510], mbr[511] = 0x55, 0xAA
+		if _, err := f.WriteAt(mbr, 0); err != nil {
+			t.Fatal(err)
+		}
+	})
+	_, err := FS{}.FormatIfBlank(testCtx(t), dev, "ext4", nil)
+	if err == nil || !strings.Contains(err.Error(), "partition table") {
+		t.Fatalf("err = %v, want a refusal naming the partition table", err)
+	}
+}
+
+// Unmounting a target a process still uses is refused with ErrInUse, not forced.
+func TestUnmountBusy(t *testing.T) {
+	dev := loopDevice(t, 64<<20, nil)
+	var fs FS
+	ctx := testCtx(t)
+	if _, err := fs.FormatIfBlank(ctx, dev, "ext4", nil); err != nil {
+		t.Fatal(err)
+	}
+	target := filepath.Join(t.TempDir(), "mnt")
+	if err := fs.Mount(ctx, dev, target, "ext4", ""); err != nil {
+		t.Fatal(err)
+	}
+	f, err := os.Create(filepath.Join(target, "open"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = fs.Unmount(ctx, target)
+	f.Close()
+	if err == nil || !strings.Contains(err.Error(), "busy") {
+		t.Fatalf("unmount with an open file: %v", err)
+	}
+	if err := fs.Unmount(ctx, target); err != nil {
+		t.Fatal(err)
+	}
+}
