@@ -278,7 +278,7 @@ func (d *Driver) Mount(ctx context.Context, name, id string) (string, error) {
 	if ok && len(st.IDs) > 0 {
 		// Warm: the volume is up here. Make sure it still is (a restarted daemon may have lost
 		// the propagated mount), then add the reference.
-		if err := d.ensureUp(ctx, &st); err != nil {
+		if err := d.ensureUp(ctx, &st, false); err != nil {
 			return "", fmt.Errorf("mount volume %s: %w", name, err)
 		}
 		if !slices.Contains(st.IDs, id) {
@@ -462,7 +462,7 @@ func (d *Driver) repair(ctx context.Context, st *State) error {
 		return d.teardown(ctx, st)
 	}
 	log.Info("interrupted operation left the volume in use by others; keeping it up")
-	if err := d.ensureUp(ctx, st); err != nil {
+	if err := d.ensureUp(ctx, st, true); err != nil {
 		return err
 	}
 	st.Updated = time.Now()
@@ -471,7 +471,22 @@ func (d *Driver) repair(ctx context.Context, st *State) error {
 
 // ensureUp makes sure a volume this host holds is mapped and mounted where the state says,
 // mapping and mounting again what a restart lost (the fuse mapper's process, a propagated mount).
-func (d *Driver) ensureUp(ctx context.Context, st *State) error {
+// With verifyClaim (after a restart) it first confirms with the backend that this host still
+// holds the volume: another host may have fenced this one and taken it over meanwhile. It never
+// takes a volume over itself.
+func (d *Driver) ensureUp(ctx context.Context, st *State, verifyClaim bool) error {
+	claimed := false
+	if verifyClaim {
+		att, err := d.prov.Attach(ctx, st.Name, AttachRequest{Host: d.cfg.Node, MountID: st.IDs[0]})
+		if errors.Is(err, ErrBusyElsewhere) {
+			return fmt.Errorf("this host no longer holds the volume (another host took it over, fencing this one): its containers get I/O errors; stop them: %w", err)
+		}
+		if err != nil {
+			return err
+		}
+		st.Attach = att
+		claimed = true
+	}
 	maps, err := d.mapper.List(ctx)
 	if err != nil {
 		return err
@@ -491,15 +506,17 @@ func (d *Driver) ensureUp(ctx context.Context, st *State) error {
 				return fmt.Errorf("clear the stale mount of lost mapping %s: %w", st.Device, err)
 			}
 		}
-		att, err := d.prov.Attach(ctx, st.Name, AttachRequest{Host: d.cfg.Node, MountID: st.IDs[0], TakeOver: d.cfg.LockBreak})
-		if err != nil {
-			return err
+		if !claimed {
+			att, err := d.prov.Attach(ctx, st.Name, AttachRequest{Host: d.cfg.Node, MountID: st.IDs[0]})
+			if err != nil {
+				return err
+			}
+			st.Attach = att
 		}
-		st.Attach = att
 		if err := d.state.Save(*st); err != nil {
 			return err
 		}
-		m, err := d.mapper.Map(ctx, att.Map)
+		m, err := d.mapper.Map(ctx, st.Attach.Map)
 		if err != nil {
 			return fmt.Errorf("map %s again: %w", st.Image, err)
 		}
@@ -543,7 +560,7 @@ func (d *Driver) Reconcile(ctx context.Context) error {
 		if st.Op != "" {
 			rerr = d.repair(ctx, &st)
 		} else if len(st.IDs) > 0 {
-			rerr = d.ensureUp(ctx, &st)
+			rerr = d.ensureUp(ctx, &st, true)
 		} else {
 			rerr = d.teardown(ctx, &st)
 		}

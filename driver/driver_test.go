@@ -580,7 +580,7 @@ func TestReconcileEverythingUp(t *testing.T) {
 	if err := d.Reconcile(bg); err != nil {
 		t.Fatalf("Reconcile: %v", err)
 	}
-	assertOps(t, "Reconcile with everything up", e.rec.ops(m))
+	assertOps(t, "Reconcile with everything up (the claim is confirmed)", e.rec.ops(m), "prov.Attach v")
 	after := e.assertUp("v", "id1", "id2")
 	if !after.Updated.Equal(before.Updated) || after.Device != before.Device {
 		t.Errorf("state rewritten: %+v, was %+v", after, before)
@@ -603,7 +603,7 @@ func TestReconcileLostMapping(t *testing.T) {
 	if err := d.Reconcile(bg); err != nil {
 		t.Fatalf("Reconcile: %v", err)
 	}
-	assertOps(t, "Reconcile of a lost mapping", e.rec.ops(m), "mnt.Unmount v", "prov.Attach v", "map.Map v", "mnt.Mount v")
+	assertOps(t, "Reconcile of a lost mapping", e.rec.ops(m), "prov.Attach v", "mnt.Unmount v", "map.Map v", "mnt.Mount v")
 	st := e.assertUp("v", "id1")
 	if st.Device != "/dev/fake1" || e.mounter.device(e.path("v")) != "/dev/fake1" {
 		t.Errorf("state device %s, mounted %s; want the new /dev/fake1", st.Device, e.mounter.device(e.path("v")))
@@ -642,7 +642,7 @@ func TestReconcileLostMount(t *testing.T) {
 	if err := d.Reconcile(bg); err != nil {
 		t.Fatalf("Reconcile: %v", err)
 	}
-	assertOps(t, "Reconcile of a lost mount", e.rec.ops(m), "mnt.Mount v")
+	assertOps(t, "Reconcile of a lost mount", e.rec.ops(m), "prov.Attach v", "mnt.Mount v")
 	if st := e.assertUp("v", "id1"); st.Device != "/dev/fake0" {
 		t.Errorf("state device %s, want /dev/fake0", st.Device)
 	}
@@ -714,7 +714,7 @@ func TestReconcileUnmountOfOneOfTwo(t *testing.T) {
 	if err := d.Reconcile(bg); err != nil {
 		t.Fatalf("Reconcile: %v", err)
 	}
-	assertOps(t, "Reconcile of an unmount of one of two references", e.rec.ops(m))
+	assertOps(t, "Reconcile of an unmount of one of two references", e.rec.ops(m), "prov.Attach v")
 	e.assertUp("v", "id2")
 }
 
@@ -1211,4 +1211,25 @@ func TestPluginGivesEachCallADeadline(t *testing.T) {
 	// The undo ran past the call's deadline, on its own.
 	e.assertGone("web-data")
 	assertOps(t, "Mount past its deadline", e.rec.ops(0), "prov.Attach web-data", "map.Map web-data", "prov.Detach web-data")
+}
+
+// After a restart, a volume another host took over (fencing this one) is reported, not
+// re-established and not taken back.
+func TestReconcileVolumeTakenOverByAnotherHost(t *testing.T) {
+	e := newTestDriver(t)
+	e.prov.add("v", 1<<30, "ext4")
+	e.mustMount("v", "id1")
+	e.prov.setHolder("v", "host-b")
+	e.mapper.lose(image("v"))
+
+	d := e.restart()
+	m := e.rec.mark()
+	err := d.Reconcile(bg)
+	if err == nil || !strings.Contains(err.Error(), "no longer holds") || !strings.Contains(err.Error(), "host-b") {
+		t.Fatalf("Reconcile: %v, want a report naming host-b", err)
+	}
+	assertOps(t, "Reconcile of a volume taken over", e.rec.ops(m), "prov.Attach v")
+	if e.prov.holder("v") != "host-b" {
+		t.Fatalf("holder %q: the volume was taken back", e.prov.holder("v"))
+	}
 }
