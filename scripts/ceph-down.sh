@@ -10,5 +10,8 @@ for n in osd.0 mgr.x mon.a; do
 done
 if [ "${1:-}" = --purge ]; then
   rm -rf "$CEPH_LAB"
+  if grep -q 'written by ceph-docker-plugin' /etc/ceph/ceph.conf 2>/dev/null; then
+    rm -f /etc/ceph/ceph.conf /etc/ceph/ceph.client.docker.keyring
+  fi
   log "purged $CEPH_LAB"
 fi

@@ -23,6 +23,31 @@ fail_logs() { for f in "$CEPH_LAB"/log/*.log; do [ -f "$f" ] && { echo "--- $f" 
 trap 'rc=$?; [ $rc -ne 0 ] && fail_logs; exit $rc' EXIT
 mkdir -p "$RUN" "$CEPH_LAB/log"
 
+# A client-only config for hosts and plugins (no lab paths in it), installed in /etc/ceph (which
+# the managed plugin mounts read-only) unless /etc/ceph already holds a config that is not ours.
+install_etc_ceph() {
+  local fsid
+  fsid=$(awk '/^fsid/{print $3}' "$CONF")
+  cat >"$CEPH_LAB/client.conf" <<CC
+# written by ceph-docker-plugin scripts/ceph-up.sh (lab cluster)
+[global]
+fsid = $fsid
+mon host = [v2:127.0.0.1:3300,v1:127.0.0.1:6789]
+auth cluster required = cephx
+auth service required = cephx
+auth client required = cephx
+CC
+  mkdir -p /etc/ceph
+  if [ ! -f /etc/ceph/ceph.conf ] || grep -q 'written by ceph-docker-plugin' /etc/ceph/ceph.conf; then
+    cp "$CEPH_LAB/client.conf" /etc/ceph/ceph.conf
+    install -m 600 "$USER_KR" /etc/ceph/ceph.client.docker.keyring
+    ETC_CEPH=ours
+  else
+    log "/etc/ceph/ceph.conf belongs to another cluster: left alone (the e2e suite and the demo need it to be ours)"
+    ETC_CEPH=foreign
+  fi
+}
+
 write_env() {
   cat >"$CEPH_LAB/env" <<ENV
 CEPH_CONF=$CONF
@@ -32,11 +57,12 @@ CEPH_KEYRING=$USER_KR
 CEPH_ADMIN_KEYRING=$ADMIN_KR
 RBD_POOL=volumes
 CEPH_OSD_PIDFILE=$RUN/ceph-osd.0.pid
+ETC_CEPH=${ETC_CEPH:-unknown}
 ENV
 }
 
 if [ -f "$CONF" ] && pid_alive "$RUN/ceph-osd.0.pid" "$CONF" && ceph_ -s >/dev/null 2>&1 && [ -f "$USER_KR" ]; then
-  write_env; log "cluster already running: $(ceph_ health 2>&1)"; exit 0
+  install_etc_ceph; write_env; log "cluster already running: $(ceph_ health 2>&1)"; exit 0
 fi
 
 if [ ! -f "$CEPH_LAB/mon-a/done" ]; then
@@ -130,5 +156,6 @@ fi
 
 healthy() { ceph_ pg stat | grep -qE '^[0-9]+ pgs: [0-9]+ active\+clean;'; }
 wait_until 120 "all placement groups to be active+clean" healthy
+install_etc_ceph
 write_env
 log "ready: $(ceph_ health 2>&1); env in $CEPH_LAB/env"

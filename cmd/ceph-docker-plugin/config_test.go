@@ -1,6 +1,8 @@
 package main
 
 import (
+	"encoding/json"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -60,5 +62,51 @@ func TestLoadConfigValues(t *testing.T) {
 	if c.CephUser != "docker" || !c.LockBreak || c.RemoveAction != driver.RemoveTrash || c.DefaultSize != 512<<20 ||
 		c.LogLevel != logrus.DebugLevel || c.CallTimeout != 30*time.Second || strings.Join(c.Features, ",") != "layering,exclusive-lock" {
 		t.Fatalf("%+v", c)
+	}
+}
+
+// plugin/config.json declares every setting, settable, with the same default and description.
+func TestPluginConfigDeclaresEverySetting(t *testing.T) {
+	raw, err := os.ReadFile("../../plugin/config.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var cfg struct {
+		PropagatedMount string
+		Interface       struct {
+			Socket string
+			Types  []string
+		}
+		Env []struct {
+			Name, Description, Value string
+			Settable                 []string
+		}
+	}
+	if err := json.Unmarshal(raw, &cfg); err != nil {
+		t.Fatal(err)
+	}
+	if cfg.Interface.Socket != "ceph.sock" || len(cfg.Interface.Types) != 1 || cfg.Interface.Types[0] != "docker.volumedriver/1.0" {
+		t.Errorf("interface = %+v", cfg.Interface)
+	}
+	env := map[string]int{}
+	for i, e := range cfg.Env {
+		env[e.Name] = i
+	}
+	for _, s := range Settings {
+		i, ok := env[s.Name]
+		if !ok {
+			t.Errorf("config.json lacks %s", s.Name)
+			continue
+		}
+		e := cfg.Env[i]
+		if e.Value != s.Default || e.Description != s.Help || len(e.Settable) != 1 || e.Settable[0] != "value" {
+			t.Errorf("config.json %s = %+v; want default %q, help %q, settable value", s.Name, e, s.Default, s.Help)
+		}
+		if s.Name == "MOUNT_ROOT" && s.Default != cfg.PropagatedMount {
+			t.Errorf("MOUNT_ROOT default %s != propagatedMount %s", s.Default, cfg.PropagatedMount)
+		}
+	}
+	if len(cfg.Env) != len(Settings) {
+		t.Errorf("config.json has %d env entries, Settings %d", len(cfg.Env), len(Settings))
 	}
 }
