@@ -12,7 +12,7 @@ CEPH_ENV := $(LAB_DIR)/ceph/env
 # Load the lab Ceph's coordinates (CEPH_CONF, CEPH_USER, ...) written by scripts/ceph-up.sh.
 WITH_CEPH_ENV = set -a && . $(CEPH_ENV) && set +a &&
 
-.PHONY: help deps build test unit lint fmt down ceph-up
+.PHONY: help deps build test unit lint fmt down ceph-up demo plugin e2e docker-up
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -40,5 +40,19 @@ lint: deps ## go vet (with and without the integration tag) and gofmt
 fmt: ## gofmt the tree
 	gofmt -w $$(git ls-files '*.go')
 
+demo: ## the main job: real Ceph + dockerd, build and install the managed plugin, walk the user's scenario
+	scripts/demo.sh
+
+docker-up: ## start the private dockerd (installs Debian's docker.io if missing) and import base images
+	scripts/docker-up.sh
+	scripts/docker-images.sh
+
+plugin: ceph-up docker-up ## build the managed plugin (config.json + rootfs), `docker plugin create` and enable it
+	scripts/plugin-build.sh CEPH_USER=docker CEPH_KEYRING=/etc/ceph/ceph.client.docker.keyring
+
+e2e: plugin ## end-to-end suite: the real docker CLI against the private dockerd and the managed plugin
+	set -a && . $(LAB_DIR)/docker/env && set +a && $(GO) test -count=1 -timeout 20m -tags e2e -v ./plugin/ 2>&1 | grep -vE '^=== (RUN|PAUSE|CONT)'; exit $${PIPESTATUS[0]}
+
 down: ## stop every service the targets started (data kept; `scripts/ceph-down.sh --purge` deletes it)
+	scripts/docker-down.sh
 	scripts/ceph-down.sh

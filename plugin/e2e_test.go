@@ -1,0 +1,306 @@
+//go:build e2e
+
+// Package plugin's e2e suite drives the real docker CLI against a private dockerd with the
+// managed plugin installed (make e2e prepares both, and the lab Ceph).
+package plugin
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"os"
+	"os/exec"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+)
+
+func pluginName() string {
+	if p := os.Getenv("CDP_PLUGIN"); p != "" {
+		return p
+	}
+	return "ceph:latest"
+}
+
+func dockerBin() string {
+	if _, err := os.Stat("/usr/bin/docker"); err == nil {
+		return "/usr/bin/docker"
+	}
+	return "docker"
+}
+
+// docker runs the docker CLI and returns its combined output.
+func docker(t *testing.T, timeout time.Duration, args ...string) (string, error) {
+	t.Helper()
+	if os.Getenv("DOCKER_HOST") == "" {
+		t.Fatal("DOCKER_HOST must point at the private dockerd: run `make e2e`")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	out, err := exec.CommandContext(ctx, dockerBin(), args...).CombinedOutput()
+	return strings.TrimSpace(string(out)), err
+}
+
+func must(t *testing.T, args ...string) string {
+	t.Helper()
+	out, err := docker(t, 3*time.Minute, args...)
+	if err != nil {
+		t.Fatalf("docker %s: %v\n%s", strings.Join(args, " "), err, out)
+	}
+	return out
+}
+
+func mustFail(t *testing.T, args ...string) string {
+	t.Helper()
+	out, err := docker(t, 3*time.Minute, args...)
+	if err == nil {
+		t.Fatalf("docker %s succeeded, want a failure:\n%s", strings.Join(args, " "), out)
+	}
+	return out
+}
+
+func uniq(prefix string) string {
+	b := make([]byte, 3)
+	_, _ = rand.Read(b)
+	return prefix + "-" + hex.EncodeToString(b)
+}
+
+// volume creates a plugin volume and removes it when the test ends.
+func volume(t *testing.T, name string, opts ...string) {
+	t.Helper()
+	args := []string{"volume", "create", "--driver", pluginName()}
+	for _, o := range opts {
+		args = append(args, "-o", o)
+	}
+	must(t, append(args, name)...)
+	t.Cleanup(func() { _, _ = docker(t, 2*time.Minute, "volume", "rm", "-f", name) })
+}
+
+func inspectStatus(t *testing.T, name string) map[string]any {
+	t.Helper()
+	var vols []struct {
+		Driver string
+		Status map[string]any
+	}
+	if err := json.Unmarshal([]byte(must(t, "volume", "inspect", name)), &vols); err != nil || len(vols) != 1 {
+		t.Fatalf("inspect %s: %v", name, err)
+	}
+	if vols[0].Driver != pluginName() {
+		t.Fatalf("volume %s has driver %q, want %q", name, vols[0].Driver, pluginName())
+	}
+	return vols[0].Status
+}
+
+// run runs a throwaway container without a network (volume tests need none).
+func run(t *testing.T, vol, script string) string {
+	t.Helper()
+	return must(t, "run", "--rm", "--network", "none", "-v", vol+":/data", "busybox", "sh", "-c", script)
+}
+
+// TestMain runs the suite, then checks that it left nothing behind: no container, no volume of
+// the plugin, no mount of the plugin's on the host.
+func TestMain(m *testing.M) {
+	code := m.Run()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	var left []string
+	for _, args := range [][]string{{"ps", "-aq"}, {"volume", "ls", "-q", "--filter", "driver=" + pluginName()}} {
+		out, err := exec.CommandContext(ctx, dockerBin(), args...).Output()
+		if err != nil {
+			left = append(left, fmt.Sprintf("docker %v: %v", args, err))
+		} else if s := strings.TrimSpace(string(out)); s != "" {
+			left = append(left, fmt.Sprintf("docker %v: %s", args, strings.ReplaceAll(s, "\n", " ")))
+		}
+	}
+	if mi, err := os.ReadFile("/proc/self/mountinfo"); err == nil {
+		for _, line := range strings.Split(string(mi), "\n") {
+			if strings.Contains(line, "/propagated-mount/") && !strings.HasSuffix(strings.Fields(line+" x x x x")[4], "/propagated-mount") {
+				left = append(left, "mount "+strings.Fields(line)[4])
+			}
+		}
+	}
+	if len(left) > 0 {
+		fmt.Fprintln(os.Stderr, "e2e left behind:", strings.Join(left, "; "))
+		if code == 0 {
+			code = 1
+		}
+	}
+	os.Exit(code)
+}
+
+func TestPluginInstalledAndEnabled(t *testing.T) {
+	out := must(t, "plugin", "inspect", "-f", "{{.Enabled}} {{.Config.Interface.Socket}} {{.Config.PropagatedMount}}", pluginName())
+	if out != "true ceph.sock /mnt/volumes" {
+		t.Fatalf("plugin inspect = %q", out)
+	}
+}
+
+// Settings change with `docker plugin set` while the plugin is disabled, never while enabled.
+func TestPluginSetWhileDisabled(t *testing.T) {
+	out := mustFail(t, "plugin", "set", pluginName(), "LOG_LEVEL=debug")
+	if !strings.Contains(out, "disable plugin before setting") {
+		t.Fatalf("set while enabled: %s", out)
+	}
+	must(t, "plugin", "disable", pluginName())
+	t.Cleanup(func() { _, _ = docker(t, time.Minute, "plugin", "enable", pluginName()) })
+	must(t, "plugin", "set", pluginName(), "LOG_LEVEL=debug", "REMOVE_ACTION=delete")
+	env := must(t, "plugin", "inspect", "-f", "{{json .Settings.Env}}", pluginName())
+	if !strings.Contains(env, "LOG_LEVEL=debug") {
+		t.Fatalf("settings after set: %s", env)
+	}
+	must(t, "plugin", "enable", pluginName())
+}
+
+func TestVolumeCreateInspectAndErrors(t *testing.T) {
+	name := uniq("e2e")
+	volume(t, name, "size=1G", "fstype=xfs")
+	if ls := must(t, "volume", "ls", "-q", "--filter", "driver="+pluginName()); !strings.Contains(ls, name) {
+		t.Fatalf("volume ls does not list %s:\n%s", name, ls)
+	}
+	st := inspectStatus(t, name)
+	if st["size"] != "1G" || st["fstype"] != "xfs" || st["image"] != "volumes/"+name || st["pool"] != "volumes" {
+		t.Fatalf("inspect Status = %v", st)
+	}
+	// Creating an existing name with compatible options succeeds (Docker and swarm do it).
+	must(t, "volume", "create", "--driver", pluginName(), "-o", "size=1G", name)
+	// (dockerd answers a create of a name it knows from its own cache, without asking the plugin:
+	// the plugin's refusal of incompatible options is covered by the protocol suite.)
+	out := mustFail(t, "volume", "create", "--driver", pluginName(), "-o", "colour=red", uniq("bad"))
+	if !strings.Contains(out, `unknown option "colour"`) || !strings.Contains(out, "allowed are size") {
+		t.Fatalf("bad option: %s", out)
+	}
+	out = mustFail(t, "volume", "create", "--driver", pluginName(), "-o", "size=100M", "-o", "fstype=xfs", uniq("bad"))
+	if !strings.Contains(out, "too small for xfs") {
+		t.Fatalf("bad size: %s", out)
+	}
+}
+
+func TestDataAcrossContainers(t *testing.T) {
+	name := uniq("data")
+	volume(t, name, "size=256M")
+	run(t, name, "dd if=/dev/urandom of=/data/blob bs=1M count=8 2>/dev/null; md5sum /data/blob > /data/blob.md5; sync")
+	// The --volume-driver form.
+	out := must(t, "run", "--rm", "--network", "none", "--volume-driver", pluginName(), "-v", name+":/data", "busybox",
+		"sh", "-c", "md5sum -c /data/blob.md5")
+	if !strings.Contains(out, "/data/blob: OK") {
+		t.Fatalf("checksum in a new container: %s", out)
+	}
+}
+
+func TestTwoContainersShareOneMapping(t *testing.T) {
+	name := uniq("shared")
+	volume(t, name, "size=256M")
+	c1, c2 := uniq("c1"), uniq("c2")
+	for _, c := range []string{c1, c2} {
+		must(t, "run", "-d", "--name", c, "--network", "none", "-v", name+":/data", "busybox", "sleep", "600")
+		t.Cleanup(func() { _, _ = docker(t, time.Minute, "rm", "-f", c) })
+	}
+	must(t, "exec", c1, "sh", "-c", "echo from-c1 > /data/f; sync")
+	if out := must(t, "exec", c2, "cat", "/data/f"); out != "from-c1" {
+		t.Fatalf("c2 reads %q", out)
+	}
+	st := inspectStatus(t, name)
+	mounts, _ := st["mounts"].([]any)
+	if len(mounts) != 2 || st["device"] == nil {
+		t.Fatalf("two containers: Status %v, want one device and two mount references", st)
+	}
+	out := mustFail(t, "volume", "rm", name)
+	if !strings.Contains(out, "in use") {
+		t.Fatalf("rm while in use: %s", out)
+	}
+	// The plugin cannot be disabled while its volumes are in use.
+	out = mustFail(t, "plugin", "disable", pluginName())
+	if !strings.Contains(out, "in use") {
+		t.Fatalf("disable while in use: %s", out)
+	}
+	must(t, "rm", "-f", c1)
+	st = inspectStatus(t, name)
+	if mounts, _ := st["mounts"].([]any); len(mounts) != 1 {
+		t.Fatalf("after one container left: %v", st)
+	}
+	must(t, "rm", "-f", c2)
+	st = inspectStatus(t, name)
+	if st["device"] != nil || st["mounts"] != nil {
+		t.Fatalf("after both left: %v", st)
+	}
+}
+
+// waitReplicas waits until the service runs want tasks.
+func waitReplicas(t *testing.T, svc string, want int) {
+	t.Helper()
+	deadline := time.Now().Add(3 * time.Minute)
+	wantStr := itoa(want) + "/" + itoa(want)
+	for {
+		out, _ := docker(t, 30*time.Second, "service", "ls", "--filter", "name="+svc, "--format", "{{.Replicas}}")
+		running, _ := docker(t, 30*time.Second, "ps", "-q", "--filter", "label=com.docker.swarm.service.name="+svc)
+		n := len(strings.Fields(running))
+		if strings.HasPrefix(out, wantStr) && n == want {
+			return
+		}
+		if time.Now().After(deadline) {
+			ps, _ := docker(t, 30*time.Second, "service", "ps", "--no-trunc", "--format", "{{.Name}} {{.CurrentState}} {{.Error}}", svc)
+			t.Fatalf("service %s: replicas %q, %d containers, want %d\n%s", svc, out, n, want, ps)
+		}
+		time.Sleep(time.Second)
+	}
+}
+
+func itoa(i int) string { return strconv.Itoa(i) }
+
+// Swarm: a service with per-slot volumes makes one volume per slot through the plugin; scaling
+// down and up keeps each slot's data.
+func TestSwarmPerSlotVolumes(t *testing.T) {
+	if out, _ := docker(t, 30*time.Second, "info", "-f", "{{.Swarm.LocalNodeState}}"); out != "active" {
+		must(t, "swarm", "init", "--advertise-addr", "127.0.0.1", "--listen-addr", "127.0.0.1:2377")
+		t.Cleanup(func() { _, _ = docker(t, time.Minute, "swarm", "leave", "--force") })
+	}
+	prefix := uniq("slot")
+	svc := prefix + "-svc"
+	must(t, "service", "create", "--detach", "--name", svc, "--replicas", "3", "--network", "host",
+		"--env", "SLOT={{.Task.Slot}}",
+		"--mount", "type=volume,src="+prefix+".{{.Task.Slot}},dst=/data,volume-driver="+pluginName()+",volume-opt=size=64M",
+		"busybox", "sh", "-c", `[ -f /data/first ] || { echo "$SLOT $(date +%s%N)" > /data/first; sync; }; exec sleep 3600`)
+	t.Cleanup(func() {
+		_, _ = docker(t, time.Minute, "service", "rm", svc)
+		// Tasks stop asynchronously: wait for their containers before removing the volumes.
+		for i := 0; i < 60; i++ {
+			out, _ := docker(t, 30*time.Second, "ps", "-aq", "--filter", "label=com.docker.swarm.service.name="+svc)
+			if out == "" {
+				break
+			}
+			time.Sleep(time.Second)
+		}
+		for i := 1; i <= 3; i++ {
+			_, _ = docker(t, 2*time.Minute, "volume", "rm", "-f", prefix+"."+itoa(i))
+		}
+	})
+	waitReplicas(t, svc, 3)
+	first := map[int]string{}
+	for i := 1; i <= 3; i++ {
+		st := inspectStatus(t, prefix+"."+itoa(i))
+		if st["size"] != "64M" {
+			t.Fatalf("slot %d volume: %v", i, st)
+		}
+	}
+	must(t, "service", "scale", "--detach", svc+"=1")
+	waitReplicas(t, svc, 1)
+	for i := 2; i <= 3; i++ {
+		out := run(t, prefix+"."+itoa(i), "cat /data/first")
+		if !strings.HasPrefix(out, itoa(i)+" ") {
+			t.Fatalf("slot %d volume holds %q", i, out)
+		}
+		first[i] = out
+	}
+	must(t, "service", "scale", "--detach", svc+"=3")
+	waitReplicas(t, svc, 3)
+	for _, id := range strings.Fields(must(t, "ps", "-q", "--filter", "label=com.docker.swarm.service.name="+svc)) {
+		out := must(t, "exec", id, "cat", "/data/first")
+		slot := int(out[0] - '0')
+		if want, ok := first[slot]; ok && out != want {
+			t.Fatalf("slot %d after scaling back: %q, want %q", slot, out, want)
+		}
+	}
+}
