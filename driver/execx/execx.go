@@ -13,6 +13,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/cephdocker/ceph-docker-plugin/driver"
 )
 
 // Cmd describes one command to run.
@@ -83,7 +85,7 @@ func Run(ctx context.Context, c Cmd) (Result, error) {
 	e := &Error{Cmd: c.String(), Stderr: c.redact(tail(stderr.String(), 5)), ExitCode: -1, Err: err}
 	var exitErr *exec.ExitError
 	if ctx.Err() != nil {
-		e.Err = fmt.Errorf("killed after its deadline: %w", ctx.Err())
+		e.Err = fmt.Errorf("%w: killed after its deadline: %w", driver.ErrTimeout, ctx.Err())
 	} else if errors.As(err, &exitErr) {
 		e.ExitCode = exitErr.ExitCode()
 		e.Err = fmt.Errorf("exit status %d", e.ExitCode)
@@ -112,4 +114,18 @@ func tail(s string, lines int) string {
 		parts = parts[len(parts)-lines:]
 	}
 	return strings.Join(parts, " | ")
+}
+
+// Bounded runs fn, which may block in the kernel (a mount(2), or I/O on a stuck FUSE server),
+// and returns its error, or an error wrapping ctx.Err() as soon as ctx ends. fn then goes on in
+// the background: use it only for calls whose late completion is harmless or undone by fn itself.
+func Bounded(ctx context.Context, fn func() error) error {
+	done := make(chan error, 1)
+	go func() { done <- fn() }()
+	select {
+	case err := <-done:
+		return err
+	case <-ctx.Done():
+		return fmt.Errorf("%w: gave up waiting: %w", driver.ErrTimeout, ctx.Err())
+	}
 }

@@ -108,18 +108,6 @@ func splitMountOptions(opts string) (uintptr, string) {
 	return flags, strings.Join(data, ",")
 }
 
-// bounded runs fn and gives up when ctx ends (mount(2) of a device whose cluster hangs can block).
-func bounded(ctx context.Context, fn func() error) error {
-	done := make(chan error, 1)
-	go func() { done <- fn() }()
-	select {
-	case err := <-done:
-		return err
-	case <-ctx.Done():
-		return fmt.Errorf("%w: %w", driver.ErrTimeout, ctx.Err())
-	}
-}
-
 // Mount implements driver.Mounter.
 func (f FS) Mount(ctx context.Context, dev, target, fstype, options string) error {
 	cur, err := f.MountedDevice(target)
@@ -136,7 +124,7 @@ func (f FS) Mount(ctx context.Context, dev, target, fstype, options string) erro
 		return err
 	}
 	flags, data := splitMountOptions(options)
-	err = bounded(ctx, func() error { return unix.Mount(dev, target, fstype, flags, data) })
+	err = execx.Bounded(ctx, func() error { return unix.Mount(dev, target, fstype, flags, data) })
 	if err != nil {
 		return fmt.Errorf("mount %s (%s) on %s: %w", dev, fstype, target, err)
 	}
@@ -153,7 +141,7 @@ func (f FS) Unmount(ctx context.Context, target string) error {
 		if cur == "" {
 			break
 		}
-		err = bounded(ctx, func() error { return unix.Unmount(target, 0) })
+		err = execx.Bounded(ctx, func() error { return unix.Unmount(target, 0) })
 		if errors.Is(err, unix.EBUSY) {
 			return fmt.Errorf("%w: %s is busy (a process still uses files in it)", driver.ErrInUse, target)
 		}

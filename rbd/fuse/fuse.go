@@ -65,18 +65,6 @@ func (f *Fuse) imageFile(spec driver.ImageSpec) string {
 	return filepath.Join(f.mountDir(spec), spec.Image)
 }
 
-// bounded runs fn (which may block in the kernel on a stuck FUSE server) and gives up at ctx's end.
-func bounded(ctx context.Context, fn func() error) error {
-	done := make(chan error, 1)
-	go func() { done <- fn() }()
-	select {
-	case err := <-done:
-		return err
-	case <-ctx.Done():
-		return fmt.Errorf("%w: %w", driver.ErrTimeout, ctx.Err())
-	}
-}
-
 // Map starts rbd-fuse for the image (unless it runs already) and attaches a loop device to it.
 func (f *Fuse) Map(ctx context.Context, req driver.MapRequest) (m driver.Mapping, err error) {
 	spec := req.ImageSpec
@@ -110,7 +98,7 @@ func (f *Fuse) Map(ctx context.Context, req driver.MapRequest) (m driver.Mapping
 	}
 	if mounted {
 		// Left by an earlier Map (e.g. a crash before the loop was attached): reuse it if alive.
-		if err := bounded(ctx, func() error { _, err := os.Stat(f.imageFile(spec)); return err }); err != nil {
+		if err := execx.Bounded(ctx, func() error { _, err := os.Stat(f.imageFile(spec)); return err }); err != nil {
 			cctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 			_ = f.unmountFuse(cctx, dir)
 			cancel()
@@ -193,7 +181,7 @@ func (f *Fuse) startFuse(ctx context.Context, req driver.MapRequest, dir string)
 	// A FUSE daemon that is up shows the image file; rbd-fuse has opened the image before it
 	// serves, so a file still missing after a few looks means the image does not exist.
 	file := filepath.Join(dir, req.Image)
-	err = bounded(ctx, func() error {
+	err = execx.Bounded(ctx, func() error {
 		misses := 0
 		for {
 			if ok, _ := mountinfo.Mounted(dir); ok {
@@ -231,7 +219,7 @@ func (f *Fuse) Unmap(ctx context.Context, spec driver.ImageSpec) error {
 		return err
 	}
 	for _, m := range found {
-		err := bounded(ctx, func() error { return detachLoop(m.Device) })
+		err := execx.Bounded(ctx, func() error { return detachLoop(m.Device) })
 		switch {
 		case err == nil, errors.Is(err, os.ErrNotExist):
 		case errors.Is(err, unix.EBUSY):
