@@ -117,7 +117,7 @@ func TestMain(m *testing.M) {
 	}
 	if mi, err := os.ReadFile("/proc/self/mountinfo"); err == nil {
 		for _, line := range strings.Split(string(mi), "\n") {
-			if strings.Contains(line, "/propagated-mount/") && !strings.HasSuffix(strings.Fields(line+" x x x x")[4], "/propagated-mount") {
+			if strings.Contains(line, "/propagated-mount/") && !strings.HasSuffix(strings.Fields(line + " x x x x")[4], "/propagated-mount") {
 				left = append(left, "mount "+strings.Fields(line)[4])
 			}
 		}

@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -71,9 +72,17 @@ func (f *Fuse) Map(ctx context.Context, req driver.MapRequest) (m driver.Mapping
 	if err := check(spec); err != nil {
 		return driver.Mapping{}, err
 	}
-	existing, err := f.find(spec)
+	existing, stale, err := f.scan(ctx)
 	if err != nil {
 		return driver.Mapping{}, err
+	}
+	existing = slices.DeleteFunc(existing, func(m driver.Mapping) bool { return m.ImageSpec != spec })
+	for _, m := range stale {
+		// Loops of an rbd-fuse that died: release those nothing uses any more (one still
+		// mounted somewhere stays until its user goes; Unmap releases it then).
+		if m.ImageSpec == spec {
+			_ = execx.Bounded(ctx, func() error { return detachLoop(m.Device) })
+		}
 	}
 	if len(existing) > 0 {
 		if existing[0].ReadOnly != req.ReadOnly {
@@ -214,9 +223,15 @@ func (f *Fuse) Unmap(ctx context.Context, spec driver.ImageSpec) error {
 	if err := check(spec); err != nil {
 		return err
 	}
-	found, err := f.find(spec)
+	live, stale, err := f.scan(ctx)
 	if err != nil {
 		return err
+	}
+	var found []driver.Mapping
+	for _, m := range append(live, stale...) {
+		if m.ImageSpec == spec {
+			found = append(found, m)
+		}
 	}
 	for _, m := range found {
 		err := execx.Bounded(ctx, func() error { return detachLoop(m.Device) })
@@ -248,10 +263,13 @@ func (f *Fuse) unmountFuse(ctx context.Context, dir string) error {
 		if err == nil || errors.Is(err, unix.EINVAL) || errors.Is(err, unix.ENOENT) {
 			continue
 		}
-		if errors.Is(err, unix.EBUSY) && ctx.Err() == nil {
+		if errors.Is(err, unix.EBUSY) && ctx.Err() == nil && !fuseDead(dir) {
 			// The loop device releases its file asynchronously after LOOP_CLR_FD.
 			time.Sleep(50 * time.Millisecond)
 			continue
+		}
+		if errors.Is(err, unix.EBUSY) {
+			err = unix.ENOTCONN // dead, and held by a stale loop: detach it below
 		}
 		if errors.Is(err, unix.ENOTCONN) || ctx.Err() != nil {
 			// A dead or stuck daemon: detach the mount so it cannot linger.
@@ -268,6 +286,12 @@ func (f *Fuse) unmountFuse(ctx context.Context, dir string) error {
 	}
 	f.killFuse(dir)
 	return nil
+}
+
+// fuseDead reports whether the FUSE mount at dir has lost its daemon.
+func fuseDead(dir string) bool {
+	var st unix.Statfs_t
+	return errors.Is(unix.Statfs(dir, &st), unix.ENOTCONN)
 }
 
 // killFuse kills any rbd-fuse process still serving dir.
@@ -338,7 +362,7 @@ func fuseProcs() []fuseProc {
 // rbd-fuse mounts without a loop device and rbd-fuse processes without a mount. Everything
 // listed is released by Unmap of the image it belongs to.
 func (f *Fuse) Leftovers(ctx context.Context) ([]string, error) {
-	maps, err := f.List(ctx)
+	maps, stale, err := f.scan(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -346,12 +370,15 @@ func (f *Fuse) Leftovers(ctx context.Context) ([]string, error) {
 	for _, m := range maps {
 		mapped[f.mountDir(m.ImageSpec)] = true
 	}
+	var out []string
+	for _, m := range stale {
+		out = append(out, fmt.Sprintf("stale %s of %s (its rbd-fuse is gone)", m.Device, m.ImageSpec))
+	}
 	root := filepath.Clean(f.Root) + "/"
 	mounts, err := mountinfo.GetMounts(mountinfo.PrefixFilter(filepath.Clean(f.Root)))
 	if err != nil {
 		return nil, err
 	}
-	var out []string
 	for _, m := range mounts {
 		if !mapped[m.Mountpoint] && strings.HasPrefix(m.Mountpoint, root) {
 			out = append(out, "mount "+m.Mountpoint+" ("+m.FSType+")")
@@ -365,17 +392,24 @@ func (f *Fuse) Leftovers(ctx context.Context) ([]string, error) {
 	return out, nil
 }
 
-// List returns the images mapped by this mapper: loop devices backed by a file under Root.
+// List returns the images mapped by this mapper: loop devices backed by the image file of a live
+// rbd-fuse mount under Root. A loop whose rbd-fuse died (with the plugin's container, say) is
+// stale: it is not listed, so that the image is mapped again; Unmap and Leftovers see it.
 func (f *Fuse) List(ctx context.Context) ([]driver.Mapping, error) {
+	live, _, err := f.scan(ctx)
+	return live, err
+}
+
+// scan splits this mapper's loop devices into live and stale mappings.
+func (f *Fuse) scan(ctx context.Context) (live, stale []driver.Mapping, err error) {
 	if err := ctx.Err(); err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	loops, err := listLoops(f.SysfsRoot)
 	if err != nil {
-		return nil, fmt.Errorf("fuse list: %w", err)
+		return nil, nil, fmt.Errorf("fuse list: %w", err)
 	}
 	root := filepath.Clean(f.Root) + "/"
-	var out []driver.Mapping
 	for _, l := range loops {
 		rel, ok := strings.CutPrefix(l.Backing, root)
 		if !ok {
@@ -385,13 +419,46 @@ func (f *Fuse) List(ctx context.Context) ([]driver.Mapping, error) {
 		if len(parts) != 3 || parts[1] != parts[2] {
 			continue
 		}
-		out = append(out, driver.Mapping{
+		m := driver.Mapping{
 			ImageSpec: driver.ImageSpec{Pool: parts[0], Image: parts[1]},
 			Device:    filepath.Join(f.DevRoot, "loop"+strconv.Itoa(l.N)),
 			ReadOnly:  loopReadOnly(f.SysfsRoot, l.N),
-		})
+		}
+		if f.backedByLiveFile(ctx, m.Device, l.Backing) {
+			live = append(live, m)
+		} else {
+			stale = append(stale, m)
+		}
 	}
-	return out, nil
+	return live, stale, nil
+}
+
+// backedByLiveFile reports whether the loop device's backing file is the image file that the
+// live rbd-fuse mount serves now (same device and inode). A dead rbd-fuse (ENOTCONN), or a new
+// mount at the same path, makes the loop stale. A FUSE server that is only slow counts as live:
+// mapping an image twice is worse than waiting.
+func (f *Fuse) backedByLiveFile(ctx context.Context, dev, file string) bool {
+	lf, err := os.Open(dev)
+	if err != nil {
+		return true // cannot tell: never call a mapping stale on a guess
+	}
+	info, err := unix.IoctlLoopGetStatus64(int(lf.Fd()))
+	lf.Close()
+	if err != nil {
+		return true
+	}
+	sctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	var st unix.Stat_t
+	err = execx.Bounded(sctx, func() error { return unix.Stat(file, &st) })
+	switch {
+	case err == nil:
+		return st.Dev == info.Device && st.Ino == info.Inode
+	case errors.Is(err, driver.ErrTimeout):
+		return true
+	default: // ENOTCONN (the daemon is gone), ENOENT (no mount any more)
+		return false
+	}
 }
 
 func (f *Fuse) find(spec driver.ImageSpec) ([]driver.Mapping, error) {
