@@ -12,8 +12,10 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -303,4 +305,105 @@ func TestSwarmPerSlotVolumes(t *testing.T) {
 			t.Fatalf("slot %d after scaling back: %q, want %q", slot, out, want)
 		}
 	}
+}
+
+// pluginPIDs finds the plugin's process on the host.
+func pluginPIDs(t *testing.T) []int {
+	var pids []int
+	procs, _ := filepath.Glob("/proc/[0-9]*/cmdline")
+	for _, c := range procs {
+		raw, err := os.ReadFile(c)
+		if err == nil && strings.HasPrefix(string(raw), "/usr/bin/ceph-docker-plugin\x00") {
+			var pid int
+			fmt.Sscanf(strings.TrimPrefix(c, "/proc/"), "%d", &pid)
+			pids = append(pids, pid)
+		}
+	}
+	return pids
+}
+
+// The plugin is killed with SIGKILL while a container uses a volume: dockerd restarts it, it
+// reconciles (with the fuse mapper, whose rbd-fuse died with the plugin's container, it maps the
+// volume again), and stopping and starting the container works with the data intact.
+func TestPluginKilledWhileMounted(t *testing.T) {
+	name := uniq("kill")
+	volume(t, name, "size=128M")
+	c := uniq("holder")
+	must(t, "run", "-d", "--name", c, "--network", "none", "-v", name+":/data", "busybox", "sleep", "600")
+	t.Cleanup(func() { _, _ = docker(t, time.Minute, "rm", "-f", c) })
+	must(t, "exec", c, "sh", "-c", "dd if=/dev/urandom of=/data/blob bs=1M count=4 2>/dev/null; md5sum /data/blob > /data/blob.md5; sync")
+
+	before := pluginPIDs(t)
+	if len(before) != 1 {
+		t.Fatalf("plugin processes: %v", before)
+	}
+	if err := syscall.Kill(before[0], syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(3 * time.Minute)
+	for {
+		now := pluginPIDs(t)
+		if len(now) == 1 && now[0] != before[0] {
+			if st, err := docker(t, time.Minute, "volume", "inspect", "-f", "{{json .Status}}", name); err == nil && strings.Contains(st, `"device"`) {
+				t.Logf("restarted plugin reports %s", st)
+				break
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the plugin did not come back with the volume mounted; processes %v", now)
+		}
+		time.Sleep(time.Second)
+	}
+	must(t, "stop", "-t", "1", c)
+	must(t, "start", c)
+	if out := must(t, "exec", c, "md5sum", "-c", "/data/blob.md5"); !strings.Contains(out, "OK") {
+		t.Fatalf("data after the plugin's death and a container restart: %s", out)
+	}
+	must(t, "rm", "-f", c)
+}
+
+// dockerd restarts while a container uses a volume: the daemon stops the container (Unmount),
+// the plugin with it; after the restart the container starts again with its data.
+func TestDockerdRestart(t *testing.T) {
+	lab := os.Getenv("LAB_DIR")
+	if lab == "" {
+		lab = "/var/lib/ceph-docker-plugin-lab"
+	}
+	name := uniq("restart")
+	volume(t, name, "size=128M")
+	c := uniq("survivor")
+	must(t, "run", "-d", "--name", c, "--network", "none", "-v", name+":/data", "busybox", "sleep", "600")
+	t.Cleanup(func() { _, _ = docker(t, time.Minute, "rm", "-f", c) })
+	must(t, "exec", c, "sh", "-c", "echo kept > /data/f; sync")
+
+	raw, err := os.ReadFile(filepath.Join(lab, "docker", "dockerd.pid"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var pid int
+	fmt.Sscanf(strings.TrimSpace(string(raw)), "%d", &pid)
+	if err := syscall.Kill(pid, syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; syscall.Kill(pid, 0) == nil; i++ {
+		if i > 600 {
+			t.Fatal("dockerd did not stop in 60s")
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	top, _ := filepath.Abs("..")
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	if out, err := exec.CommandContext(ctx, filepath.Join(top, "scripts", "docker-up.sh")).CombinedOutput(); err != nil {
+		t.Fatalf("restart dockerd: %v\n%s", err, out)
+	}
+	must(t, "start", c)
+	if out := must(t, "exec", c, "cat", "/data/f"); out != "kept" {
+		t.Fatalf("after the dockerd restart: %q", out)
+	}
+	st := inspectStatus(t, name)
+	if mounts, _ := st["mounts"].([]any); len(mounts) != 1 {
+		t.Fatalf("references after the restart: %v", st)
+	}
+	must(t, "rm", "-f", c)
 }
