@@ -10,6 +10,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -406,4 +407,68 @@ func TestDockerdRestart(t *testing.T) {
 		t.Fatalf("references after the restart: %v", st)
 	}
 	must(t, "rm", "-f", c)
+}
+
+// The way users install it: the plugin pushed to a registry (Debian's docker-registry on
+// 127.0.0.1 here) and `docker plugin install --alias ... KEY=VALUE`.
+func TestInstallFromRegistryWithAlias(t *testing.T) {
+	lab := os.Getenv("LAB_DIR")
+	if lab == "" {
+		lab = "/var/lib/ceph-docker-plugin-lab"
+	}
+	built := filepath.Join(lab, "plugin-build", "plugin")
+	if _, err := os.Stat(filepath.Join(built, "config.json")); err != nil {
+		t.Fatalf("no built plugin in %s (make plugin builds it): %v", built, err)
+	}
+	dir := t.TempDir()
+	cfg := filepath.Join(dir, "registry.yml")
+	if err := os.WriteFile(cfg, []byte("version: 0.1\nstorage:\n  filesystem:\n    rootdirectory: "+filepath.Join(dir, "data")+
+		"\nhttp:\n  addr: 127.0.0.1:45123\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	reg := exec.Command("docker-registry", "serve", cfg)
+	if err := reg.Start(); err != nil {
+		t.Fatalf("start docker-registry: %v", err)
+	}
+	t.Cleanup(func() { _ = reg.Process.Kill(); _ = reg.Wait() })
+	for i := 0; ; i++ {
+		if c, err := net.DialTimeout("tcp", "127.0.0.1:45123", time.Second); err == nil {
+			c.Close()
+			break
+		}
+		if i > 100 {
+			t.Fatal("registry did not listen on 127.0.0.1:45123")
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+
+	// dockerd refuses a second plugin whose rootfs layer is byte-identical: vary one file.
+	variant := filepath.Join(dir, "plugin")
+	if out, err := exec.Command("cp", "-a", built, variant).CombinedOutput(); err != nil {
+		t.Fatalf("copy plugin: %v %s", err, out)
+	}
+	if err := os.WriteFile(filepath.Join(variant, "rootfs", "etc", "ceph-docker-plugin-variant"), []byte("registry\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	ref := "localhost:45123/ceph-rbd:latest"
+	must(t, "plugin", "create", ref, variant)
+	must(t, "plugin", "push", ref)
+	must(t, "plugin", "rm", ref)
+	must(t, "plugin", "install", "--grant-all-permissions", "--alias", "cephreg", ref,
+		"CEPH_USER=docker", "CEPH_KEYRING=/etc/ceph/ceph.client.docker.keyring", "DEFAULT_SIZE=64M")
+	t.Cleanup(func() {
+		_, _ = docker(t, time.Minute, "plugin", "disable", "-f", "cephreg")
+		_, _ = docker(t, time.Minute, "plugin", "rm", "-f", "cephreg")
+	})
+	name := uniq("reg")
+	must(t, "volume", "create", "-d", "cephreg", name)
+	defer func() { _, _ = docker(t, 2*time.Minute, "volume", "rm", "-f", name) }()
+	out := must(t, "run", "--rm", "--network", "none", "-v", name+":/data", "busybox", "sh", "-c", "echo ok > /data/f; cat /data/f")
+	if out != "ok" {
+		t.Fatalf("volume of the installed plugin: %q", out)
+	}
+	if size := must(t, "volume", "inspect", "-f", "{{.Status.size}}", name); size != "64M" {
+		t.Fatalf("DEFAULT_SIZE=64M given at install: volume size %s", size)
+	}
+	must(t, "volume", "rm", name)
 }

@@ -6,7 +6,7 @@
 set -euo pipefail
 . "$(dirname "$0")/lib.sh"
 need_root
-apt_ensure docker.io containerd runc tini iptables debootstrap busybox-static
+apt_ensure docker.io containerd runc tini iptables debootstrap busybox-static docker-registry
 D=$LAB_DIR/docker
 EXEC=/run/cdp-docker   # short: plugin sockets live at <exec-root>/plugins/<64-hex-id>/ (108-byte limit)
 SOCK=$EXEC/docker.sock
