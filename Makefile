@@ -11,8 +11,10 @@ export LAB_DIR
 CEPH_ENV := $(LAB_DIR)/ceph/env
 # Load the lab Ceph's coordinates (CEPH_CONF, CEPH_USER, ...) written by scripts/ceph-up.sh.
 WITH_CEPH_ENV = set -a && . $(CEPH_ENV) && set +a &&
+# ... and of the lab Keystone + Cinder (OS_*), written by scripts/openstack-up.sh.
+WITH_LAB_ENV = set -a && . $(CEPH_ENV) && . $(LAB_DIR)/openstack/env && set +a &&
 
-.PHONY: help deps build test unit lint fmt down ceph-up demo plugin e2e docker-up
+.PHONY: help deps build test unit lint fmt down ceph-up openstack-up demo plugin e2e docker-up
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -26,8 +28,11 @@ build: deps ## compile every package
 ceph-up: ## start (or bootstrap) the lab Ceph on 127.0.0.1; installs Debian's pacific packages if missing
 	scripts/ceph-up.sh
 
-test: ceph-up ## unit tests (-race) and integration tests against the real lab Ceph, as a least-privilege cephx user
-	$(WITH_CEPH_ENV) $(GO) test -race -count=1 -tags '$(GOTAGS) integration' ./...
+openstack-up: ceph-up ## start (or install and bootstrap) the lab Keystone + Cinder (RBD backend) on 127.0.0.1
+	scripts/openstack-up.sh
+
+test: ceph-up openstack-up ## unit tests (-race) and integration tests against the real lab Ceph and Keystone + Cinder
+	$(WITH_LAB_ENV) $(GO) test -race -count=1 -tags '$(GOTAGS) integration' ./...
 
 unit: deps ## unit tests only (no services)
 	$(GO) test -race -count=1 -tags '$(GOTAGS)' ./...
@@ -53,6 +58,7 @@ plugin: ceph-up docker-up ## build the managed plugin (config.json + rootfs), `d
 e2e: plugin ## end-to-end suite: the real docker CLI against the private dockerd and the managed plugin
 	set -a && . $(LAB_DIR)/docker/env && set +a && $(GO) test -count=1 -timeout 20m -tags e2e -v ./plugin/ 2>&1 | grep -vE '^=== (RUN|PAUSE|CONT)'; exit $${PIPESTATUS[0]}
 
-down: ## stop every service the targets started (data kept; `scripts/ceph-down.sh --purge` deletes it)
+down: ## stop every service the targets started (data kept; the scripts' --purge deletes it)
 	scripts/docker-down.sh
+	scripts/openstack-down.sh
 	scripts/ceph-down.sh

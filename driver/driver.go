@@ -341,6 +341,9 @@ func (d *Driver) mountFirst(ctx context.Context, name, id string) (_ string, err
 		d.log.WithFields(logrus.Fields{"volume": name, "fenced": att.Fenced}).Warn("took the volume over from a dead holder")
 	}
 	st.Attach = att
+	if att.Map.Image != "" {
+		st.Image = att.Map.ImageSpec // the backend's word on what to map (Cinder knows it only now)
+	}
 	if err := d.state.Save(st); err != nil {
 		return "", err
 	}

@@ -16,6 +16,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -71,9 +72,24 @@ func uniq(prefix string) string {
 	return prefix + "-" + hex.EncodeToString(b)
 }
 
+// created records the volumes the suite made, for the final leftovers check.
+var (
+	createdMu sync.Mutex
+	created   = map[string]bool{}
+)
+
+func record(names ...string) {
+	createdMu.Lock()
+	defer createdMu.Unlock()
+	for _, n := range names {
+		created[n] = true
+	}
+}
+
 // volume creates a plugin volume and removes it when the test ends.
 func volume(t *testing.T, name string, opts ...string) {
 	t.Helper()
+	record(name)
 	args := []string{"volume", "create", "--driver", pluginName()}
 	for _, o := range opts {
 		args = append(args, "-o", o)
@@ -114,8 +130,12 @@ func TestMain(m *testing.M) {
 		out, err := exec.CommandContext(ctx, dockerBin(), args...).Output()
 		if err != nil {
 			left = append(left, fmt.Sprintf("docker %v: %v", args, err))
-		} else if s := strings.TrimSpace(string(out)); s != "" {
-			left = append(left, fmt.Sprintf("docker %v: %s", args, strings.ReplaceAll(s, "\n", " ")))
+		} else {
+			for _, n := range strings.Fields(string(out)) {
+				if args[0] == "ps" || created[n] {
+					left = append(left, fmt.Sprintf("docker %v: %s", args, n))
+				}
+			}
 		}
 	}
 	if mi, err := os.ReadFile("/proc/self/mountinfo"); err == nil {
@@ -262,6 +282,7 @@ func TestSwarmPerSlotVolumes(t *testing.T) {
 	}
 	prefix := uniq("slot")
 	svc := prefix + "-svc"
+	record(prefix+".1", prefix+".2", prefix+".3")
 	must(t, "service", "create", "--detach", "--name", svc, "--replicas", "3", "--network", "host",
 		"--env", "SLOT={{.Task.Slot}}",
 		"--mount", "type=volume,src="+prefix+".{{.Task.Slot}},dst=/data,volume-driver="+pluginName()+",volume-opt=size=64M",
@@ -461,6 +482,7 @@ func TestInstallFromRegistryWithAlias(t *testing.T) {
 		_, _ = docker(t, time.Minute, "plugin", "rm", "-f", "cephreg")
 	})
 	name := uniq("reg")
+	record(name)
 	must(t, "volume", "create", "-d", "cephreg", name)
 	defer func() { _, _ = docker(t, 2*time.Minute, "volume", "rm", "-f", name) }()
 	out := must(t, "run", "--rm", "--network", "none", "-v", name+":/data", "busybox", "sh", "-c", "echo ok > /data/f; cat /data/f")

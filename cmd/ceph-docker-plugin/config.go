@@ -39,8 +39,15 @@ type Config struct {
 	CallTimeout   time.Duration
 	CephTimeout   time.Duration
 	NodeName      string
+	OpenStack     OpenStack
 	// FaultKillAt is for crash tests only: the process kills itself with SIGKILL at that step.
 	FaultKillAt string
+}
+
+// OpenStack are the Keystone settings, as the openstack CLI reads them.
+type OpenStack struct {
+	AuthURL, Username, Password, UserDomain, ProjectID, ProjectName, ProjectDomain, Region string
+	AppCredID, AppCredSecret, CACert                                                       string
 }
 
 // Setting describes one environment setting: its name, default and meaning (config.json and the
@@ -72,6 +79,17 @@ var Settings = []Setting{
 	{"CALL_TIMEOUT", "50s", "deadline of each Docker request (the daemon gives up at 60 s)"},
 	{"CEPH_TIMEOUT", "20s", "deadline of each single Ceph operation"},
 	{"NODE_NAME", "", "this host's name as other hosts see it (empty: the hostname)"},
+	{"OS_AUTH_URL", "", "BACKEND=cinder: Keystone v3 URL"},
+	{"OS_USERNAME", "", "BACKEND=cinder: Keystone user (or use an application credential)"},
+	{"OS_PASSWORD", "", "BACKEND=cinder: its password"},
+	{"OS_USER_DOMAIN_NAME", "Default", "BACKEND=cinder: the user's domain"},
+	{"OS_PROJECT_ID", "", "BACKEND=cinder: project (ID or name)"},
+	{"OS_PROJECT_NAME", "", "BACKEND=cinder: project name (with OS_PROJECT_DOMAIN_NAME)"},
+	{"OS_PROJECT_DOMAIN_NAME", "Default", "BACKEND=cinder: the project's domain"},
+	{"OS_REGION_NAME", "", "BACKEND=cinder: region of the Cinder endpoint"},
+	{"OS_APPLICATION_CREDENTIAL_ID", "", "BACKEND=cinder: application credential ID (instead of user/password)"},
+	{"OS_APPLICATION_CREDENTIAL_SECRET", "", "BACKEND=cinder: application credential secret"},
+	{"OS_CACERT", "", "BACKEND=cinder: CA bundle for TLS to Keystone and Cinder"},
 }
 
 // LoadConfig reads the settings through getenv and reports every bad one together.
@@ -171,8 +189,30 @@ func LoadConfig(getenv func(string) string) (Config, error) {
 		}
 		c.NodeName = h
 	}
+	c.OpenStack = OpenStack{
+		AuthURL: get("OS_AUTH_URL"), Username: get("OS_USERNAME"), Password: getenv("OS_PASSWORD"),
+		UserDomain: get("OS_USER_DOMAIN_NAME"), ProjectID: get("OS_PROJECT_ID"), ProjectName: get("OS_PROJECT_NAME"),
+		ProjectDomain: get("OS_PROJECT_DOMAIN_NAME"), Region: get("OS_REGION_NAME"),
+		AppCredID: get("OS_APPLICATION_CREDENTIAL_ID"), AppCredSecret: getenv("OS_APPLICATION_CREDENTIAL_SECRET"),
+		CACert: get("OS_CACERT"),
+	}
 	if c.Backend == "cinder" {
-		errs = append(errs, "BACKEND=cinder: the Cinder backend is not built yet (issue 5); use BACKEND=rbd")
+		o := c.OpenStack
+		if !strings.HasPrefix(o.AuthURL, "http://") && !strings.HasPrefix(o.AuthURL, "https://") {
+			bad("OS_AUTH_URL", o.AuthURL, "the Keystone v3 URL (http[s]://host:5000/v3) with BACKEND=cinder")
+		}
+		if o.AppCredID == "" && (o.Username == "" || o.Password == "") {
+			errs = append(errs, "BACKEND=cinder needs OS_USERNAME and OS_PASSWORD, or OS_APPLICATION_CREDENTIAL_ID and _SECRET")
+		}
+		if o.AppCredID != "" && o.AppCredSecret == "" {
+			errs = append(errs, "OS_APPLICATION_CREDENTIAL_ID needs OS_APPLICATION_CREDENTIAL_SECRET")
+		}
+		if o.AppCredID == "" && o.ProjectID == "" && o.ProjectName == "" {
+			errs = append(errs, "BACKEND=cinder needs OS_PROJECT_ID or OS_PROJECT_NAME")
+		}
+		if c.RemoveAction == driver.RemoveTrash {
+			bad("REMOVE_ACTION", "trash", "delete or keep with BACKEND=cinder (Cinder has no trash)")
+		}
 	}
 	if len(errs) > 0 {
 		return c, errors.New("bad settings: " + strings.Join(errs, "; "))

@@ -16,8 +16,10 @@ import (
 	"time"
 
 	"github.com/docker/go-plugins-helpers/volume"
+	"github.com/gophercloud/gophercloud/v2"
 	"github.com/sirupsen/logrus"
 
+	"github.com/cephdocker/ceph-docker-plugin/cinder"
 	"github.com/cephdocker/ceph-docker-plugin/driver"
 	"github.com/cephdocker/ceph-docker-plugin/driver/volfs"
 	"github.com/cephdocker/ceph-docker-plugin/rbd"
@@ -51,15 +53,6 @@ func run() error {
 	}
 	defer ln.Close()
 
-	ctx, cancel := context.WithTimeout(context.Background(), cfg.CallTimeout)
-	cluster, err := rbd.Connect(ctx, rbd.Config{ConfPath: cfg.CephConf, Cluster: cfg.CephCluster,
-		User: cfg.CephUser, Keyring: cfg.CephKeyring, OpTimeout: cfg.CephTimeout})
-	cancel()
-	if err != nil {
-		return fmt.Errorf("connect to Ceph as client.%s: %w", cfg.CephUser, err)
-	}
-	defer cluster.Close()
-
 	mapper, err := newMapper(cfg, log)
 	if err != nil {
 		return err
@@ -68,8 +61,32 @@ func run() error {
 	if err != nil {
 		return err
 	}
-	prov := rbd.NewProvisioner(cluster, rbd.ProvisionerConfig{
-		Pool: cfg.Pool, DataPool: cfg.DataPool, Features: cfg.Features, Host: cfg.NodeName})
+	var prov driver.Provisioner
+	switch cfg.Backend {
+	case "cinder":
+		o := cfg.OpenStack
+		auth := gophercloud.AuthOptions{
+			IdentityEndpoint: o.AuthURL, Username: o.Username, Password: o.Password, DomainName: o.UserDomain,
+			TenantID: o.ProjectID, ApplicationCredentialID: o.AppCredID, ApplicationCredentialSecret: o.AppCredSecret,
+		}
+		if o.AppCredID != "" {
+			auth.Username, auth.Password, auth.DomainName, auth.TenantID = "", "", "", ""
+		} else if o.ProjectID == "" {
+			auth.Scope = &gophercloud.AuthScope{ProjectName: o.ProjectName, DomainName: o.ProjectDomain}
+		}
+		prov = cinder.New(cinder.Config{Auth: auth, Region: o.Region, CACert: o.CACert, Host: cfg.NodeName, CephUser: cfg.CephUser})
+	default:
+		ctx, cancel := context.WithTimeout(context.Background(), cfg.CallTimeout)
+		cluster, err := rbd.Connect(ctx, rbd.Config{ConfPath: cfg.CephConf, Cluster: cfg.CephCluster,
+			User: cfg.CephUser, Keyring: cfg.CephKeyring, OpTimeout: cfg.CephTimeout})
+		cancel()
+		if err != nil {
+			return fmt.Errorf("connect to Ceph as client.%s: %w", cfg.CephUser, err)
+		}
+		defer cluster.Close()
+		prov = rbd.NewProvisioner(cluster, rbd.ProvisionerConfig{
+			Pool: cfg.Pool, DataPool: cfg.DataPool, Features: cfg.Features, Host: cfg.NodeName})
+	}
 	dcfg := driver.Config{
 		Node: cfg.NodeName, MountRoot: cfg.MountRoot,
 		Defaults:     driver.OptionDefaults{Size: cfg.DefaultSize, FSType: cfg.DefaultFSType},

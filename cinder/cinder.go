@@ -1,0 +1,538 @@
+// Package cinder is the Cinder backend: volumes are Cinder volumes (RBD backend) found by their
+// Docker name, authenticated by Keystone v3 (password or application credential), and a host
+// that mounts a volume records the container as a Cinder attachment (its host name, a UUID derived
+// from Docker's mount ID, and the full ID as the attachment's mount point), so that `openstack
+// volume show` says which container on which host holds it. The RBD pool/image and monitors come
+// from the attachment's connection info; the host maps them with its own cephx user.
+package cinder
+
+import (
+	"context"
+	"crypto/sha1"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"math"
+	"net/http"
+	"os"
+	"regexp"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/gophercloud/gophercloud/v2"
+	"github.com/gophercloud/gophercloud/v2/openstack"
+	"github.com/gophercloud/gophercloud/v2/openstack/blockstorage/v3/attachments"
+	"github.com/gophercloud/gophercloud/v2/openstack/blockstorage/v3/volumes"
+	"github.com/gophercloud/gophercloud/v2/pagination"
+
+	"github.com/cephdocker/ceph-docker-plugin/driver"
+)
+
+// Backend option keys.
+const (
+	OptProjectID        = "project-id"
+	OptVolumeType       = "volume-type"
+	OptAvailabilityZone = "availability-zone"
+	OptSnapshotID       = "snapshot-id"
+	OptSourceVolumeID   = "source-volume-id"
+)
+
+// Metadata the plugin keeps on the Cinder volumes it creates.
+const (
+	metaManaged      = "docker-plugin.managed-by"
+	metaFSType       = "docker-plugin.fstype"
+	metaMkfsOptions  = "docker-plugin.mkfs-options"
+	metaMountOptions = "docker-plugin.mount-options"
+	managedBy        = "ceph-docker-plugin"
+	// microversion: attachments create (3.27), complete (3.44), mode (3.54).
+	microversion = "3.54"
+)
+
+// Config are the Cinder backend's settings.
+type Config struct {
+	Auth     gophercloud.AuthOptions // from OS_*; AllowReauth is forced on
+	Region   string
+	CACert   string // OS_CACERT: PEM bundle for Keystone's and Cinder's TLS
+	Host     string // this host's name, recorded in attachments
+	CephUser string // the host's own cephx user for mapping (Cinder returns no key)
+	// Poll is the interval of status polls (default 500 ms).
+	Poll time.Duration
+}
+
+// Provisioner is the Cinder driver.Provisioner.
+type Provisioner struct {
+	cfg Config
+
+	mu      sync.Mutex
+	clients map[string]*gophercloud.ServiceClient // by project id ("" = the configured scope)
+}
+
+var _ driver.Provisioner = (*Provisioner)(nil)
+
+// New returns the Cinder provisioner. It authenticates lazily, on the first call.
+func New(cfg Config) *Provisioner {
+	if cfg.Poll <= 0 {
+		cfg.Poll = 500 * time.Millisecond
+	}
+	cfg.Auth.AllowReauth = true
+	return &Provisioner{cfg: cfg, clients: map[string]*gophercloud.ServiceClient{}}
+}
+
+// BackendOptions implements driver.Provisioner.
+func (p *Provisioner) BackendOptions() []string {
+	return []string{OptProjectID, OptVolumeType, OptAvailabilityZone, OptSnapshotID, OptSourceVolumeID}
+}
+
+// client returns a Cinder v3 client scoped to projectID ("" for the configured project).
+func (p *Provisioner) client(ctx context.Context, projectID string) (*gophercloud.ServiceClient, error) {
+	p.mu.Lock()
+	c := p.clients[projectID]
+	p.mu.Unlock()
+	if c != nil {
+		return c, nil
+	}
+	opts := p.cfg.Auth
+	if projectID != "" {
+		opts.TenantID, opts.TenantName = "", ""
+		opts.Scope = &gophercloud.AuthScope{ProjectID: projectID}
+	}
+	provider, err := openstack.NewClient(opts.IdentityEndpoint)
+	if err != nil {
+		return nil, fmt.Errorf("%w: OS_AUTH_URL %q: %v", driver.ErrInvalid, opts.IdentityEndpoint, err)
+	}
+	if p.cfg.CACert != "" {
+		pem, err := os.ReadFile(p.cfg.CACert)
+		if err != nil {
+			return nil, fmt.Errorf("OS_CACERT: %w", err)
+		}
+		pool := x509.NewCertPool()
+		if !pool.AppendCertsFromPEM(pem) {
+			return nil, fmt.Errorf("%w: OS_CACERT %s holds no PEM certificate", driver.ErrInvalid, p.cfg.CACert)
+		}
+		provider.HTTPClient = http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}}}
+	}
+	if err := openstack.Authenticate(ctx, provider, opts); err != nil {
+		return nil, authError(opts, projectID, err)
+	}
+	c, err = openstack.NewBlockStorageV3(provider, gophercloud.EndpointOpts{Region: p.cfg.Region})
+	if err != nil {
+		return nil, fmt.Errorf("cinder: no block-storage v3 endpoint in the Keystone catalog (region %q): %w", p.cfg.Region, err)
+	}
+	c.Microversion = microversion
+	p.mu.Lock()
+	p.clients[projectID] = c
+	p.mu.Unlock()
+	return c, nil
+}
+
+// authError explains a failed authentication without ever including the secret.
+func authError(opts gophercloud.AuthOptions, projectID string, err error) error {
+	who := "user " + opts.Username
+	if opts.ApplicationCredentialID != "" {
+		who = "application credential " + opts.ApplicationCredentialID
+	}
+	scope := "the configured project"
+	if projectID != "" {
+		scope = "project " + projectID
+	}
+	switch {
+	case gophercloud.ResponseCodeIs(err, http.StatusUnauthorized):
+		return fmt.Errorf("%w: Keystone at %s refused the credentials of %s (check OS_USERNAME/OS_PASSWORD or the application credential)",
+			driver.ErrPermission, opts.IdentityEndpoint, who)
+	case gophercloud.ResponseCodeIs(err, http.StatusForbidden), gophercloud.ResponseCodeIs(err, http.StatusNotFound):
+		return fmt.Errorf("%w: Keystone at %s does not let %s work in %s (does it have a role there?)",
+			driver.ErrPermission, opts.IdentityEndpoint, who, scope)
+	}
+	return fmt.Errorf("Keystone at %s unreachable or failing: %w", opts.IdentityEndpoint, unreachable(err))
+}
+
+// unreachable marks network errors and deadline expiry as driver.ErrTimeout.
+func unreachable(err error) error {
+	if errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled) {
+		return fmt.Errorf("%w: %w", driver.ErrTimeout, err)
+	}
+	return err
+}
+
+// apiError translates a Cinder API error.
+func apiError(op, what string, err error) error {
+	switch {
+	case err == nil:
+		return nil
+	case gophercloud.ResponseCodeIs(err, http.StatusNotFound):
+		return fmt.Errorf("cinder %s %s: %w: %v", op, what, driver.ErrNotFound, err)
+	case gophercloud.ResponseCodeIs(err, http.StatusForbidden), gophercloud.ResponseCodeIs(err, http.StatusUnauthorized):
+		return fmt.Errorf("cinder %s %s: %w: %v", op, what, driver.ErrPermission, err)
+	case gophercloud.ResponseCodeIs(err, http.StatusConflict):
+		return fmt.Errorf("cinder %s %s: %w: %v", op, what, driver.ErrInUse, err)
+	case gophercloud.ResponseCodeIs(err, http.StatusBadRequest), gophercloud.ResponseCodeIs(err, http.StatusRequestEntityTooLarge):
+		return fmt.Errorf("cinder %s %s: %w: %v", op, what, driver.ErrInvalid, err)
+	}
+	return fmt.Errorf("cinder %s %s: Cinder unreachable or failing: %w", op, what, unreachable(err))
+}
+
+var uuidRE = regexp.MustCompile(`^[0-9a-fA-F]{8}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{12}$`)
+
+// InstanceUUID derives the attachment's instance UUID from Docker's mount ID (64 hex digits,
+// not a UUID): a name-based (version 5 style) UUID, the same for the same ID on every host.
+func InstanceUUID(mountID string) string {
+	if uuidRE.MatchString(mountID) {
+		return strings.ToLower(mountID)
+	}
+	h := sha1.Sum([]byte("ceph-docker-plugin:" + mountID))
+	h[6] = (h[6] & 0x0f) | 0x50
+	h[8] = (h[8] & 0x3f) | 0x80
+	return fmt.Sprintf("%x-%x-%x-%x-%x", h[0:4], h[4:6], h[6:8], h[8:10], h[10:16])
+}
+
+// mountpoint is what the attachment records as its mount point: Cinder's attachments API leaves
+// host_name empty, so the host is kept here, with Docker's full mount ID:
+// "docker:<host>/<mount id>".
+func mountpoint(host, mountID string) string { return "docker:" + host + "/" + mountID }
+
+// attachedHost reads the host back from an attachment (host_name when Cinder set it).
+func attachedHost(a volumes.Attachment) string {
+	if a.HostName != "" {
+		return a.HostName
+	}
+	if rest, ok := strings.CutPrefix(a.Device, "docker:"); ok {
+		if host, _, ok := strings.Cut(rest, "/"); ok {
+			return host
+		}
+	}
+	return "(unknown host)"
+}
+
+// find returns the one volume named name in the project.
+func (p *Provisioner) find(ctx context.Context, c *gophercloud.ServiceClient, name string) (volumes.Volume, error) {
+	var found []volumes.Volume
+	err := volumes.List(c, volumes.ListOpts{Name: name}).EachPage(ctx, func(_ context.Context, page pagination.Page) (bool, error) {
+		vs, err := volumes.ExtractVolumes(page)
+		for _, v := range vs {
+			if v.Name == name { // the filter is exact in Cinder, but be sure
+				found = append(found, v)
+			}
+		}
+		return true, err
+	})
+	if err != nil {
+		return volumes.Volume{}, apiError("list", name, err)
+	}
+	switch len(found) {
+	case 0:
+		return volumes.Volume{}, fmt.Errorf("cinder: %w: no volume named %q", driver.ErrNotFound, name)
+	case 1:
+		return found[0], nil
+	}
+	ids := make([]string, 0, len(found))
+	for _, v := range found {
+		ids = append(ids, v.ID)
+	}
+	return volumes.Volume{}, fmt.Errorf("%w: %d Cinder volumes are named %q (%s): rename or delete all but one",
+		driver.ErrInvalid, len(found), name, strings.Join(ids, ", "))
+}
+
+// Create implements driver.Provisioner.
+func (p *Provisioner) Create(ctx context.Context, name string, opts driver.Options) error {
+	c, err := p.client(ctx, opts.Backend[OptProjectID])
+	if err != nil {
+		return err
+	}
+	if _, err := p.find(ctx, c, name); err == nil {
+		return fmt.Errorf("cinder create %s: %w", name, driver.ErrExists)
+	} else if !errors.Is(err, driver.ErrNotFound) {
+		return err
+	}
+	meta := map[string]string{metaManaged: managedBy, metaFSType: opts.FSType}
+	if len(opts.MkfsOptions) > 0 {
+		meta[metaMkfsOptions] = strings.Join(opts.MkfsOptions, " ")
+	}
+	if opts.MountOptions != "" {
+		meta[metaMountOptions] = opts.MountOptions
+	}
+	co := volumes.CreateOpts{
+		Name: name, Size: int(math.Ceil(float64(opts.Size) / (1 << 30))), Metadata: meta,
+		VolumeType: opts.Backend[OptVolumeType], AvailabilityZone: opts.Backend[OptAvailabilityZone],
+		SnapshotID: opts.Backend[OptSnapshotID], SourceVolID: opts.Backend[OptSourceVolumeID],
+		Description: "Docker volume " + name + " (ceph-docker-plugin)",
+	}
+	v, err := volumes.Create(ctx, c, co, nil).Extract()
+	if err != nil {
+		return apiError("create", name, err)
+	}
+	if _, err := p.waitStatus(ctx, c, v.ID, "available"); err != nil {
+		cctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		_ = volumes.Delete(cctx, c, v.ID, volumes.DeleteOpts{}).ExtractErr()
+		return fmt.Errorf("cinder create %s: %w", name, err)
+	}
+	return nil
+}
+
+// waitStatus polls the volume until it reaches want (or an error status, or ctx's end).
+func (p *Provisioner) waitStatus(ctx context.Context, c *gophercloud.ServiceClient, id, want string) (*volumes.Volume, error) {
+	for {
+		v, err := volumes.Get(ctx, c, id).Extract()
+		if err != nil {
+			return nil, apiError("get", id, err)
+		}
+		switch {
+		case v.Status == want:
+			return v, nil
+		case strings.HasPrefix(v.Status, "error"):
+			return v, fmt.Errorf("volume %s went to status %q (see the cinder-volume log)", id, v.Status)
+		}
+		select {
+		case <-ctx.Done():
+			return v, fmt.Errorf("%w: volume %s still %q, not %q, at the deadline", driver.ErrTimeout, id, v.Status, want)
+		case <-time.After(p.cfg.Poll):
+		}
+	}
+}
+
+func toVolume(v volumes.Volume) driver.Volume {
+	vol := driver.Volume{
+		Name: v.Name, Size: uint64(v.Size) << 30, FSType: v.Metadata[metaFSType],
+		MountOptions: v.Metadata[metaMountOptions], CreatedAt: v.CreatedAt,
+		Status: map[string]any{"cinder-id": v.ID, "cinder-status": v.Status, "volume-type": v.VolumeType,
+			"availability-zone": v.AvailabilityZone},
+	}
+	if m := v.Metadata[metaMkfsOptions]; m != "" {
+		vol.MkfsOptions = strings.Fields(m)
+	}
+	var holders []string
+	for _, a := range v.Attachments {
+		holders = append(holders, fmt.Sprintf("host %s (container %s)", attachedHost(a), a.ServerID))
+	}
+	vol.Holder = strings.Join(holders, ", ")
+	return vol
+}
+
+// Get implements driver.Provisioner.
+func (p *Provisioner) Get(ctx context.Context, name string) (driver.Volume, error) {
+	c, err := p.client(ctx, "")
+	if err != nil {
+		return driver.Volume{}, err
+	}
+	v, err := p.find(ctx, c, name)
+	if err != nil {
+		return driver.Volume{}, err
+	}
+	return toVolume(v), nil
+}
+
+// List implements driver.Provisioner: every volume of the project whose name is a valid Docker
+// volume name, read page by page.
+func (p *Provisioner) List(ctx context.Context) ([]driver.Volume, error) {
+	c, err := p.client(ctx, "")
+	if err != nil {
+		return nil, err
+	}
+	var out []driver.Volume
+	err = volumes.List(c, volumes.ListOpts{Limit: 1000}).EachPage(ctx, func(_ context.Context, page pagination.Page) (bool, error) {
+		vs, err := volumes.ExtractVolumes(page)
+		for _, v := range vs {
+			if driver.ValidateName(v.Name) == nil {
+				out = append(out, toVolume(v))
+			}
+		}
+		return true, err
+	})
+	if err != nil {
+		return nil, apiError("list", "volumes", err)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
+	return out, nil
+}
+
+// Remove implements driver.Provisioner.
+func (p *Provisioner) Remove(ctx context.Context, name string, action driver.RemoveAction) error {
+	c, err := p.client(ctx, "")
+	if err != nil {
+		return err
+	}
+	v, err := p.find(ctx, c, name)
+	if err != nil {
+		return err
+	}
+	if len(v.Attachments) > 0 || v.Status == "in-use" || v.Status == "reserved" || v.Status == "attaching" {
+		return fmt.Errorf("%w: volume %s is attached to %s; stop its containers there first", driver.ErrInUse, name, toVolume(v).Holder)
+	}
+	switch action {
+	case driver.RemoveKeep:
+		return nil
+	case driver.RemoveTrash:
+		return fmt.Errorf("%w: REMOVE_ACTION=trash needs BACKEND=rbd (Cinder has no trash); use delete or keep", driver.ErrInvalid)
+	}
+	if err := volumes.Delete(ctx, c, v.ID, volumes.DeleteOpts{}).ExtractErr(); err != nil {
+		return apiError("delete", name, err)
+	}
+	// Deletion is asynchronous: wait for it, so that the name is free when Remove returns.
+	for {
+		got, err := volumes.Get(ctx, c, v.ID).Extract()
+		if gophercloud.ResponseCodeIs(err, http.StatusNotFound) {
+			return nil
+		}
+		if err != nil {
+			return apiError("get", name, err)
+		}
+		if got.Status == "error_deleting" {
+			return fmt.Errorf("cinder could not delete volume %s (%s): status error_deleting (see the cinder-volume log)", name, v.ID)
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("%w: volume %s (%s) still %q at the deadline", driver.ErrTimeout, name, v.ID, got.Status)
+		case <-time.After(p.cfg.Poll):
+		}
+	}
+}
+
+// Attach implements driver.Provisioner: it records this host and container as a Cinder
+// attachment and returns the RBD image to map.
+func (p *Provisioner) Attach(ctx context.Context, name string, req driver.AttachRequest) (driver.Attachment, error) {
+	c, err := p.client(ctx, "")
+	if err != nil {
+		return driver.Attachment{}, err
+	}
+	v, err := p.find(ctx, c, name)
+	if err != nil {
+		return driver.Attachment{}, err
+	}
+	for _, a := range v.Attachments {
+		if h := attachedHost(a); h != p.cfg.Host {
+			return driver.Attachment{}, fmt.Errorf("%w: volume %s is attached to host %s (container %s); stop it there first",
+				driver.ErrBusyElsewhere, name, h, a.ServerID)
+		}
+	}
+	for _, a := range v.Attachments {
+		// This host attached it before (the plugin restarted): the same attachment serves.
+		got, err := attachments.Get(ctx, c, a.AttachmentID).Extract()
+		if err != nil {
+			return driver.Attachment{}, apiError("get attachment", name, err)
+		}
+		spec, mons, err := parseConnection(got.ConnectionInfo)
+		if err != nil {
+			return driver.Attachment{}, fmt.Errorf("cinder attach %s: %w", name, err)
+		}
+		return driver.Attachment{ID: got.ID,
+			Map: driver.MapRequest{ImageSpec: spec, ReadOnly: req.ReadOnly, Monitors: mons, User: p.cfg.CephUser}}, nil
+	}
+	mode := "rw"
+	if req.ReadOnly {
+		mode = "ro"
+	}
+	connector := map[string]any{
+		"host": p.cfg.Host, "platform": "x86_64", "os_type": "linux", "multipath": false,
+		"do_local_attach": false, "mountpoint": mountpoint(p.cfg.Host, req.MountID),
+	}
+	a, err := attachments.Create(ctx, c, attachments.CreateOpts{
+		VolumeUUID: v.ID, InstanceUUID: InstanceUUID(req.MountID), Connector: connector, Mode: mode,
+	}).Extract()
+	if err != nil {
+		if gophercloud.ResponseCodeIs(err, http.StatusBadRequest) || gophercloud.ResponseCodeIs(err, http.StatusConflict) {
+			return driver.Attachment{}, fmt.Errorf("%w: Cinder refused to attach volume %s (attached meanwhile by another host?): %v",
+				driver.ErrBusyElsewhere, name, err)
+		}
+		return driver.Attachment{}, apiError("attach", name, err)
+	}
+	undo := func() {
+		cctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		_ = attachments.Delete(cctx, c, a.ID).ExtractErr()
+	}
+	spec, mons, err := parseConnection(a.ConnectionInfo)
+	if err != nil {
+		undo()
+		return driver.Attachment{}, fmt.Errorf("cinder attach %s: %w", name, err)
+	}
+	if err := attachments.Complete(ctx, c, a.ID).ExtractErr(); err != nil {
+		undo()
+		return driver.Attachment{}, apiError("complete attachment", name, err)
+	}
+	return driver.Attachment{
+		ID:  a.ID,
+		Map: driver.MapRequest{ImageSpec: spec, ReadOnly: req.ReadOnly, Monitors: mons, User: p.cfg.CephUser},
+	}, nil
+}
+
+// parseConnection reads the RBD connection info: data.name "pool/volume-<id>", hosts, ports.
+func parseConnection(ci map[string]any) (driver.ImageSpec, []string, error) {
+	if t, _ := ci["driver_volume_type"].(string); t != "" && t != "rbd" {
+		return driver.ImageSpec{}, nil, fmt.Errorf("the volume is on a %q backend; this plugin maps only rbd", t)
+	}
+	// os-initialize_connection nests the fields under "data"; the attachments API returns them
+	// flat, beside driver_volume_type.
+	data, ok := ci["data"].(map[string]any)
+	if !ok {
+		data = ci
+	}
+	nm, _ := data["name"].(string)
+	pool, image, ok := strings.Cut(nm, "/")
+	if !ok || pool == "" || image == "" {
+		keys := make([]string, 0, len(ci))
+		for k := range ci {
+			keys = append(keys, k)
+		}
+		sort.Strings(keys)
+		return driver.ImageSpec{}, nil, fmt.Errorf("connection info without an rbd pool/image (name %q; fields %v)", nm, keys)
+	}
+	hosts, _ := data["hosts"].([]any)
+	ports, _ := data["ports"].([]any)
+	var mons []string
+	for i, h := range hosts {
+		hs, _ := h.(string)
+		port := "6789"
+		if i < len(ports) {
+			switch pv := ports[i].(type) {
+			case string:
+				port = pv
+			case float64:
+				port = strconv.Itoa(int(pv))
+			}
+		}
+		if hs != "" {
+			if strings.Contains(hs, ":") && !strings.HasPrefix(hs, "[") {
+				hs = "[" + hs + "]"
+			}
+			mons = append(mons, hs+":"+port)
+		}
+	}
+	return driver.ImageSpec{Pool: pool, Image: image}, mons, nil
+}
+
+// Detach implements driver.Provisioner: it deletes this host's attachment(s) of the volume.
+func (p *Provisioner) Detach(ctx context.Context, name string, att driver.Attachment) error {
+	c, err := p.client(ctx, "")
+	if err != nil {
+		return err
+	}
+	ids := []string{}
+	if att.ID != "" {
+		ids = append(ids, att.ID)
+	} else {
+		// Not recorded (a crash between attach and its record): this host's attachments.
+		v, err := p.find(ctx, c, name)
+		if errors.Is(err, driver.ErrNotFound) {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		for _, a := range v.Attachments {
+			if attachedHost(a) == p.cfg.Host {
+				ids = append(ids, a.AttachmentID)
+			}
+		}
+	}
+	for _, id := range ids {
+		err := attachments.Delete(ctx, c, id).ExtractErr()
+		if err != nil && !gophercloud.ResponseCodeIs(err, http.StatusNotFound) {
+			return apiError("detach", name, err)
+		}
+	}
+	return nil
+}
