@@ -17,7 +17,7 @@ WITH_LAB_ENV = set -a && . $(CEPH_ENV) && . $(LAB_DIR)/openstack/env && set +a &
 .PHONY: help deps build test unit lint fmt down ceph-up openstack-up demo plugin e2e docker-up
 
 help: ## list the targets
-	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-13s %s\n", $$1, $$2}'
 
 deps: ## install the build dependencies (Debian's librbd-dev, librados-dev) if missing
 	scripts/deps.sh
