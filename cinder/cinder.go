@@ -116,6 +116,14 @@ func (p *Provisioner) client(ctx context.Context, projectID string) (*gopherclou
 		provider.HTTPClient = http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}}}
 	}
 	if err := openstack.Authenticate(ctx, provider, opts); err != nil {
+		if projectID != "" && gophercloud.ResponseCodeIs(err, http.StatusUnauthorized) {
+			// Keystone answers 401 both for bad credentials and for a project without a role:
+			// if the configured scope works, it is the project.
+			if _, derr := p.client(ctx, ""); derr == nil {
+				return nil, fmt.Errorf("%w: Keystone at %s does not let user %s work in project %s (does the user have a role there?)",
+					driver.ErrPermission, opts.IdentityEndpoint, opts.Username, projectID)
+			}
+		}
 		return nil, authError(opts, projectID, err)
 	}
 	c, err = openstack.NewBlockStorageV3(provider, gophercloud.EndpointOpts{Region: p.cfg.Region})

@@ -233,4 +233,15 @@ OS_PROJECT_DOMAIN_NAME=Default
 OS_REGION_NAME=RegionOne
 OS_VOLUME_API_VERSION=3
 ENV
-log "keystone + cinder ready; env in $OSL/env"
+cat >"$OSL/admin-env" <<ENV
+OS_AUTH_URL=$KS
+OS_IDENTITY_API_VERSION=3
+OS_USERNAME=admin
+OS_PASSWORD=$PW
+OS_PROJECT_NAME=admin
+OS_USER_DOMAIN_NAME=Default
+OS_PROJECT_DOMAIN_NAME=Default
+OS_REGION_NAME=RegionOne
+OS_VOLUME_API_VERSION=3.54
+ENV
+log "keystone + cinder ready; env in $OSL/env (demo user), $OSL/admin-env (admin, for tests)"

@@ -1,0 +1,229 @@
+//go:build integration
+
+package cinder
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/gophercloud/gophercloud/v2"
+	"github.com/gophercloud/gophercloud/v2/openstack/blockstorage/v3/snapshots"
+
+	"github.com/cephdocker/ceph-docker-plugin/driver"
+)
+
+// Integration tests against the real lab Keystone + Cinder (scripts/openstack-up.sh), as the
+// demo user (role member in project demo).
+
+func labAuth(t *testing.T) gophercloud.AuthOptions {
+	t.Helper()
+	for _, k := range []string{"OS_AUTH_URL", "OS_USERNAME", "OS_PASSWORD", "OS_PROJECT_NAME"} {
+		if os.Getenv(k) == "" {
+			t.Fatalf("%s must be set: run `make test` (it starts Keystone + Cinder with scripts/openstack-up.sh)", k)
+		}
+	}
+	return gophercloud.AuthOptions{
+		IdentityEndpoint: os.Getenv("OS_AUTH_URL"), Username: os.Getenv("OS_USERNAME"), Password: os.Getenv("OS_PASSWORD"),
+		DomainName: "Default", Scope: &gophercloud.AuthScope{ProjectName: os.Getenv("OS_PROJECT_NAME"), DomainName: "Default"},
+	}
+}
+
+func newProv(t *testing.T, host string) *Provisioner {
+	return New(Config{Auth: labAuth(t), Region: os.Getenv("OS_REGION_NAME"), Host: host, CephUser: "docker"})
+}
+
+func tctx(t *testing.T, d time.Duration) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), d)
+	t.Cleanup(cancel)
+	return ctx
+}
+
+func uniq(prefix string) string {
+	b := make([]byte, 4)
+	_, _ = rand.Read(b)
+	return prefix + "-" + hex.EncodeToString(b)
+}
+
+func opts(size uint64, backend map[string]string) driver.Options {
+	return driver.Options{Size: size, FSType: "ext4", Backend: backend}
+}
+
+func mustCreate(t *testing.T, p *Provisioner, name string, o driver.Options) driver.Volume {
+	t.Helper()
+	if err := p.Create(tctx(t, 90*time.Second), name, o); err != nil {
+		t.Fatalf("create %s: %v", name, err)
+	}
+	t.Cleanup(func() { _ = p.Remove(tctx(t, 60*time.Second), name, driver.RemoveDelete) })
+	v, err := p.Get(tctx(t, 30*time.Second), name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return v
+}
+
+func TestCreateWithEachOption(t *testing.T) {
+	p := newProv(t, "host-a")
+	base := mustCreate(t, p, uniq("opt"), opts(1<<30, map[string]string{OptVolumeType: "rbd", OptAvailabilityZone: "nova"}))
+	if base.Size != 1<<30 || base.Status["volume-type"] != "rbd" || base.Status["availability-zone"] != "nova" || base.FSType != "ext4" {
+		t.Fatalf("volume = %+v", base)
+	}
+	if err := p.Create(tctx(t, 30*time.Second), base.Name, opts(1<<30, nil)); !errors.Is(err, driver.ErrExists) {
+		t.Fatalf("create again: %v, want ErrExists", err)
+	}
+	// From another volume.
+	clone := mustCreate(t, p, uniq("clone"), opts(1<<30, map[string]string{OptSourceVolumeID: base.Status["cinder-id"].(string)}))
+	if clone.Status["cinder-status"] != "available" {
+		t.Fatalf("clone = %+v", clone)
+	}
+	// From a snapshot.
+	c, err := p.client(tctx(t, 30*time.Second), "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	snap, err := snapshots.Create(tctx(t, 30*time.Second), c, snapshots.CreateOpts{VolumeID: base.Status["cinder-id"].(string), Name: uniq("snap")}).Extract()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		_ = snapshots.Delete(tctx(t, 30*time.Second), c, snap.ID).ExtractErr()
+		for i := 0; i < 60; i++ { // the volume cannot go before its snapshot
+			if _, err := snapshots.Get(tctx(t, 10*time.Second), c, snap.ID).Extract(); err != nil {
+				return
+			}
+			time.Sleep(500 * time.Millisecond)
+		}
+	})
+	for i := 0; ; i++ {
+		s, err := snapshots.Get(tctx(t, 10*time.Second), c, snap.ID).Extract()
+		if err == nil && s.Status == "available" {
+			break
+		}
+		if i > 120 {
+			t.Fatalf("snapshot not available: %+v %v", s, err)
+		}
+		time.Sleep(500 * time.Millisecond)
+	}
+	fromSnap := mustCreate(t, p, uniq("fromsnap"), opts(2<<30, map[string]string{OptSnapshotID: snap.ID}))
+	if fromSnap.Size != 2<<30 {
+		t.Fatalf("from snapshot = %+v", fromSnap)
+	}
+	// Bad values come back as ErrInvalid/NotFound with Cinder's reason.
+	err = p.Create(tctx(t, 30*time.Second), uniq("bad"), opts(1<<30, map[string]string{OptVolumeType: "no-such-type"}))
+	if err == nil || !strings.Contains(err.Error(), "no-such-type") {
+		t.Fatalf("unknown volume type: %v", err)
+	}
+}
+
+func TestAttachDetachRecordsHostAndContainer(t *testing.T) {
+	p := newProv(t, "host-a")
+	v := mustCreate(t, p, uniq("att"), opts(1<<30, nil))
+	const mountID = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"
+	att, err := p.Attach(tctx(t, 60*time.Second), v.Name, driver.AttachRequest{Host: "host-a", MountID: mountID})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if att.ID == "" || att.Map.Pool == "" || !strings.HasPrefix(att.Map.Image, "volume-") || len(att.Map.Monitors) == 0 || att.Map.User != "docker" {
+		t.Fatalf("attachment = %+v", att)
+	}
+	got, _ := p.Get(tctx(t, 30*time.Second), v.Name)
+	if got.Status["cinder-status"] != "in-use" || !strings.Contains(got.Holder, "host-a") || !strings.Contains(got.Holder, InstanceUUID(mountID)) {
+		t.Fatalf("while attached: %+v", got)
+	}
+	// Another host is refused, naming the holder.
+	other := newProv(t, "host-b")
+	_, err = other.Attach(tctx(t, 30*time.Second), v.Name, driver.AttachRequest{Host: "host-b", MountID: "x"})
+	if !errors.Is(err, driver.ErrBusyElsewhere) || !strings.Contains(err.Error(), "host-a") {
+		t.Fatalf("host-b attach: %v", err)
+	}
+	if err := other.Remove(tctx(t, 30*time.Second), v.Name, driver.RemoveDelete); !errors.Is(err, driver.ErrInUse) {
+		t.Fatalf("remove while attached: %v", err)
+	}
+	// The same host again (a restarted plugin) gets the same attachment.
+	again, err := p.Attach(tctx(t, 30*time.Second), v.Name, driver.AttachRequest{Host: "host-a", MountID: mountID})
+	if err != nil || again.ID != att.ID {
+		t.Fatalf("re-attach: %+v, %v (first %s)", again, err, att.ID)
+	}
+	if err := p.Detach(tctx(t, 60*time.Second), v.Name, att); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.Detach(tctx(t, 60*time.Second), v.Name, att); err != nil {
+		t.Fatalf("detach twice: %v", err)
+	}
+	for i := 0; ; i++ {
+		got, _ = p.Get(tctx(t, 30*time.Second), v.Name)
+		if got.Status["cinder-status"] == "available" && got.Holder == "" {
+			break
+		}
+		if i > 60 {
+			t.Fatalf("after detach: %+v", got)
+		}
+		time.Sleep(500 * time.Millisecond)
+	}
+}
+
+// A token that stops being valid (expired or revoked) is replaced transparently.
+func TestExpiredTokenReauthenticates(t *testing.T) {
+	p := newProv(t, "host-a")
+	if _, err := p.List(tctx(t, 30*time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	c, _ := p.client(tctx(t, 10*time.Second), "")
+	old := c.ProviderClient.Token()
+	c.ProviderClient.SetToken("gAAAAABinvalidated-token")
+	if _, err := p.List(tctx(t, 30*time.Second)); err != nil {
+		t.Fatalf("list with an invalid token: %v (want a transparent re-authentication)", err)
+	}
+	if tok := c.ProviderClient.Token(); tok == old || tok == "gAAAAABinvalidated-token" {
+		t.Fatal("no new token was fetched")
+	}
+}
+
+// A project the user has no role in: a clear error.
+func TestProjectWithoutRole(t *testing.T) {
+	adminEnv := filepath.Join(os.Getenv("LAB_DIR"), "openstack", "admin-env")
+	if os.Getenv("LAB_DIR") == "" {
+		adminEnv = "/var/lib/ceph-docker-plugin-lab/openstack/admin-env"
+	}
+	cmd := exec.Command("sh", "-c", "set -a; . "+adminEnv+"; exec /usr/bin/openstack project show admin -f value -c id")
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("admin project id: %v", err)
+	}
+	adminProject := strings.TrimSpace(string(out))
+	p := newProv(t, "host-a")
+	err = p.Create(tctx(t, 30*time.Second), uniq("norole"), opts(1<<30, map[string]string{OptProjectID: adminProject}))
+	if !errors.Is(err, driver.ErrPermission) || !strings.Contains(err.Error(), adminProject) || !strings.Contains(err.Error(), "role") {
+		t.Fatalf("create in a project without a role: %v", err)
+	}
+}
+
+// Wrong password: ErrPermission naming the user, and never the password.
+func TestWrongPassword(t *testing.T) {
+	auth := labAuth(t)
+	auth.Password = "wrong-password-5d1e"
+	p := New(Config{Auth: auth, Host: "host-a"})
+	_, err := p.List(tctx(t, 30*time.Second))
+	if !errors.Is(err, driver.ErrPermission) || !strings.Contains(err.Error(), auth.Username) || strings.Contains(err.Error(), auth.Password) {
+		t.Fatalf("wrong password: %v", err)
+	}
+}
+
+// Keystone that does not answer: the call fails by its deadline and says Keystone.
+func TestKeystoneUnreachable(t *testing.T) {
+	auth := labAuth(t)
+	auth.IdentityEndpoint = "http://127.0.0.1:9/v3" // nothing listens there
+	p := New(Config{Auth: auth, Host: "host-a"})
+	start := time.Now()
+	_, err := p.List(tctx(t, 3*time.Second))
+	if time.Since(start) > 5*time.Second || err == nil || !strings.Contains(err.Error(), "Keystone") {
+		t.Fatalf("unreachable Keystone: %v after %v", err, time.Since(start))
+	}
+}
