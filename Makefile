@@ -14,7 +14,7 @@ WITH_CEPH_ENV = set -a && . $(CEPH_ENV) && set +a &&
 # ... and of the lab Keystone + Cinder (OS_*), written by scripts/openstack-up.sh.
 WITH_LAB_ENV = set -a && . $(CEPH_ENV) && . $(LAB_DIR)/openstack/env && set +a &&
 
-.PHONY: help deps build test unit lint fmt down ceph-up openstack-up demo plugin e2e docker-up
+.PHONY: help deps build test unit lint fmt down ceph-up openstack-up demo plugin e2e e2e-cinder docker-up
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-13s %s\n", $$1, $$2}'
@@ -57,6 +57,13 @@ plugin: ceph-up docker-up ## build the managed plugin (config.json + rootfs), `d
 
 e2e: plugin ## end-to-end suite: the real docker CLI against the private dockerd and the managed plugin
 	set -a && . $(LAB_DIR)/docker/env && set +a && $(GO) test -count=1 -timeout 20m -tags e2e -v ./plugin/ 2>&1 | grep -vE '^=== (RUN|PAUSE|CONT)'; exit $${PIPESTATUS[0]}
+
+e2e-cinder: ceph-up openstack-up docker-up ## the end-to-end suite again with BACKEND=cinder (plugin ceph-cinder:latest)
+	set -a && . $(LAB_DIR)/openstack/env && set +a && PLUGIN=ceph-cinder:latest scripts/plugin-build.sh BACKEND=cinder \
+	  CEPH_USER=docker CEPH_KEYRING=/etc/ceph/ceph.client.docker.keyring OS_AUTH_URL=$$OS_AUTH_URL OS_USERNAME=$$OS_USERNAME \
+	  OS_PASSWORD=$$OS_PASSWORD OS_PROJECT_NAME=$$OS_PROJECT_NAME OS_REGION_NAME=$$OS_REGION_NAME
+	set -a && . $(LAB_DIR)/docker/env && set +a && CDP_PLUGIN=ceph-cinder:latest CDP_BACKEND=cinder \
+	  $(GO) test -count=1 -timeout 20m -tags e2e -v ./plugin/ 2>&1 | grep -vE '^=== (RUN|PAUSE|CONT)'; exit $${PIPESTATUS[0]}
 
 down: ## stop every service the targets started (data kept; the scripts' --purge deletes it)
 	scripts/docker-down.sh

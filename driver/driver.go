@@ -160,7 +160,9 @@ func (d *Driver) Get(ctx context.Context, name string) (VolumeInfo, error) {
 		fs = d.cfg.Defaults.FSType
 	}
 	info.Status["fstype"] = fs
-	info.Status["image"] = vol.Image.String()
+	if vol.Image.Image != "" {
+		info.Status["image"] = vol.Image.String()
+	}
 	st, ok, err := d.state.Load(name)
 	if err != nil {
 		return VolumeInfo{}, err
@@ -168,6 +170,7 @@ func (d *Driver) Get(ctx context.Context, name string) (VolumeInfo, error) {
 	if ok && len(st.IDs) > 0 {
 		info.Mountpoint = st.Path
 		info.Status["device"] = st.Device
+		info.Status["image"] = st.Image.String()
 		info.Status["mounts"] = slices.Clone(st.IDs)
 		info.Status["host"] = d.cfg.Node
 	} else if vol.Holder != "" {

@@ -8,7 +8,7 @@ set -euo pipefail
 . "$LAB_DIR/docker/env"; export DOCKER_HOST
 TOP=$(cd "$(dirname "$0")/.." && pwd)
 PLUGIN=${PLUGIN:-ceph:latest}
-B=$LAB_DIR/plugin-build
+B=$LAB_DIR/plugin-build/${PLUGIN%%:*}
 rm -rf "$B"; mkdir -p "$B/ctx" "$B/plugin/rootfs"
 export PATH=$PATH:/usr/local/go/bin
 (cd "$TOP" && go build -tags pacific -trimpath -o "$B/ctx/ceph-docker-plugin" ./cmd/ceph-docker-plugin)
@@ -18,6 +18,8 @@ cid=$(docker create ceph-docker-plugin-rootfs)
 docker export "$cid" | tar -C "$B/plugin/rootfs" -x
 docker rm "$cid" >/dev/null
 cp "$TOP/plugin/config.json" "$B/plugin/config.json"
+# dockerd refuses a second plugin whose rootfs layer is byte-identical to an installed one's.
+echo "$PLUGIN" >"$B/plugin/rootfs/etc/ceph-docker-plugin.name"
 if docker plugin inspect "$PLUGIN" >/dev/null 2>&1; then
   docker plugin disable -f "$PLUGIN" >/dev/null 2>&1 || true
   docker plugin rm -f "$PLUGIN" >/dev/null
