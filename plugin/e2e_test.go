@@ -9,6 +9,7 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net"
 	"os"
@@ -20,6 +21,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 func pluginName() string {
@@ -145,6 +148,19 @@ func TestMain(m *testing.M) {
 		for _, line := range strings.Split(string(mi), "\n") {
 			if strings.Contains(line, "/propagated-mount/") && !strings.HasSuffix(strings.Fields(line + " x x x x")[4], "/propagated-mount") {
 				left = append(left, "mount "+strings.Fields(line)[4])
+			}
+		}
+	}
+	// Loop devices the fuse mapper attached are named "rbd-fuse:<pool>/<image>"; one whose
+	// rbd-fuse died cannot be asked (ENOTCONN) and counts too.
+	devs, _ := filepath.Glob("/sys/block/loop*/loop/backing_file")
+	for _, b := range devs {
+		dev := "/dev/" + filepath.Base(filepath.Dir(filepath.Dir(b)))
+		if f, err := os.Open(dev); err == nil {
+			info, err := unix.IoctlLoopGetStatus64(int(f.Fd()))
+			f.Close()
+			if errors.Is(err, unix.ENOTCONN) || (err == nil && strings.HasPrefix(string(info.File_name[:]), "rbd-fuse:")) {
+				left = append(left, "loop device "+dev)
 			}
 		}
 	}
@@ -512,4 +528,67 @@ func TestInstallFromRegistryWithAlias(t *testing.T) {
 		t.Fatalf("DEFAULT_SIZE=64M given at install: volume size %s", size)
 	}
 	must(t, "volume", "rm", name)
+}
+
+// Cinder stopped (its API down) while the plugin works: calls fail within their deadline with a
+// message that names Cinder, and once it is back nothing is half-attached and the volume works.
+func TestCinderDownAndBack(t *testing.T) {
+	if !cinderMode() {
+		t.Skip("BACKEND=cinder only (the rbd run's Ceph-unreachable cases are in the protocol suite)")
+	}
+	lab := os.Getenv("LAB_DIR")
+	if lab == "" {
+		lab = "/var/lib/ceph-docker-plugin-lab"
+	}
+	name := uniq("down")
+	volume(t, name, "size=1G")
+	pidFile := filepath.Join(lab, "openstack", "state", "run", "cinder-api.pid")
+	raw, err := os.ReadFile(pidFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var pid int
+	fmt.Sscanf(strings.TrimSpace(string(raw)), "%d", &pid)
+	top, _ := filepath.Abs("..")
+	restart := func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+		defer cancel()
+		if out, err := exec.CommandContext(ctx, filepath.Join(top, "scripts", "openstack-up.sh")).CombinedOutput(); err != nil {
+			t.Fatalf("restart Cinder: %v\n%s", err, out)
+		}
+	}
+	if err := syscall.Kill(-pid, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(restart)
+	for i := 0; syscall.Kill(pid, 0) == nil && i < 100; i++ {
+		time.Sleep(100 * time.Millisecond)
+	}
+	c := uniq("nocinder")
+	start := time.Now()
+	out, err := docker(t, 3*time.Minute, "run", "--rm", "--name", c, "--network", "none", "-v", name+":/data", "busybox", "true")
+	took := time.Since(start)
+	if err == nil {
+		t.Fatal("a container mounted a Cinder volume while Cinder was down")
+	}
+	if !strings.Contains(out, "Cinder") || took > 70*time.Second {
+		t.Fatalf("with Cinder down (after %v): %s", took, out)
+	}
+	t.Logf("with Cinder down, after %v: %s", took.Round(time.Second), out)
+	restart()
+	var show struct {
+		Status      string
+		Attachments []any
+	}
+	cmd := exec.Command("sh", "-c", "set -a; . "+filepath.Join(lab, "openstack", "env")+"; exec /usr/bin/openstack volume show -f json "+name)
+	rawShow, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("openstack volume show: %v", err)
+	}
+	if err := json.Unmarshal(rawShow, &show); err != nil || show.Status != "available" || len(show.Attachments) != 0 {
+		t.Fatalf("after Cinder came back the volume is %+v (%v): half-attached?", show, err)
+	}
+	if out := run(t, name, "echo back > /data/f; cat /data/f"); out != "back" {
+		t.Fatalf("volume after Cinder came back: %q", out)
+	}
 }

@@ -77,12 +77,10 @@ func (f *Fuse) Map(ctx context.Context, req driver.MapRequest) (m driver.Mapping
 		return driver.Mapping{}, err
 	}
 	existing = slices.DeleteFunc(existing, func(m driver.Mapping) bool { return m.ImageSpec != spec })
-	for _, m := range stale {
+	for _, s := range f.staleOf(stale, spec) {
 		// Loops of an rbd-fuse that died: release those nothing uses any more (one still
 		// mounted somewhere stays until its user goes; Unmap releases it then).
-		if m.ImageSpec == spec {
-			_ = execx.Bounded(ctx, func() error { return detachLoop(m.Device) })
-		}
+		_ = execx.Bounded(ctx, func() error { return detachLoop(s.Device) })
 	}
 	if len(existing) > 0 {
 		if existing[0].ReadOnly != req.ReadOnly {
@@ -134,7 +132,7 @@ func (f *Fuse) Map(ctx context.Context, req driver.MapRequest) (m driver.Mapping
 	}
 	ch := make(chan attached, 1)
 	go func() {
-		dev, err := attachLoop(f.DevRoot, f.imageFile(spec), req.ReadOnly)
+		dev, err := attachLoop(f.DevRoot, f.imageFile(spec), "rbd-fuse:"+spec.String(), req.ReadOnly)
 		ch <- attached{dev, err}
 	}()
 	var dev string
@@ -228,10 +226,15 @@ func (f *Fuse) Unmap(ctx context.Context, spec driver.ImageSpec) error {
 		return err
 	}
 	var found []driver.Mapping
-	for _, m := range append(live, stale...) {
+	for _, m := range live {
 		if m.ImageSpec == spec {
 			found = append(found, m)
 		}
+	}
+	for _, s := range f.staleOf(stale, spec) {
+		// A dead rbd-fuse's loop: release it if nothing holds it any more; one still mounted
+		// (a container that kept running) is released by a later Unmap.
+		_ = execx.Bounded(ctx, func() error { return detachLoop(s.Device) })
 	}
 	for _, m := range found {
 		err := execx.Bounded(ctx, func() error { return detachLoop(m.Device) })
@@ -372,7 +375,7 @@ func (f *Fuse) Leftovers(ctx context.Context) ([]string, error) {
 	}
 	var out []string
 	for _, m := range stale {
-		out = append(out, fmt.Sprintf("stale %s of %s (its rbd-fuse is gone)", m.Device, m.ImageSpec))
+		out = append(out, fmt.Sprintf("stale %s of %s (its rbd-fuse is gone)", m.Device, m.Spec))
 	}
 	root := filepath.Clean(f.Root) + "/"
 	mounts, err := mountinfo.GetMounts(mountinfo.PrefixFilter(filepath.Clean(f.Root)))
@@ -400,8 +403,16 @@ func (f *Fuse) List(ctx context.Context) ([]driver.Mapping, error) {
 	return live, err
 }
 
-// scan splits this mapper's loop devices into live and stale mappings.
-func (f *Fuse) scan(ctx context.Context) (live, stale []driver.Mapping, err error) {
+// staleLoop is a loop device whose rbd-fuse is gone.
+type staleLoop struct {
+	Device string
+	Spec   driver.ImageSpec // Pool is empty when only the image name is known
+}
+
+// scan splits this mapper's loop devices into live mappings and stale loops. A loop whose
+// rbd-fuse died and whose mount was detached shows its backing file as "/<image>" and answers
+// LOOP_GET_STATUS with ENOTCONN: it is stale, known by its image name only.
+func (f *Fuse) scan(ctx context.Context) (live []driver.Mapping, stale []staleLoop, err error) {
 	if err := ctx.Err(); err != nil {
 		return nil, nil, err
 	}
@@ -411,54 +422,58 @@ func (f *Fuse) scan(ctx context.Context) (live, stale []driver.Mapping, err erro
 	}
 	root := filepath.Clean(f.Root) + "/"
 	for _, l := range loops {
-		rel, ok := strings.CutPrefix(l.Backing, root)
-		if !ok {
+		dev := filepath.Join(f.DevRoot, "loop"+strconv.Itoa(l.N))
+		_, bdev, bino, serr := loopStatus(dev)
+		rel, under := strings.CutPrefix(l.Backing, root)
+		if !under {
+			name := strings.TrimPrefix(l.Backing, "/")
+			if errors.Is(serr, unix.ENOTCONN) && name != "" && !strings.Contains(name, "/") {
+				stale = append(stale, staleLoop{Device: dev, Spec: driver.ImageSpec{Image: name}})
+			}
 			continue
 		}
 		parts := strings.Split(rel, "/")
 		if len(parts) != 3 || parts[1] != parts[2] {
 			continue
 		}
-		m := driver.Mapping{
-			ImageSpec: driver.ImageSpec{Pool: parts[0], Image: parts[1]},
-			Device:    filepath.Join(f.DevRoot, "loop"+strconv.Itoa(l.N)),
-			ReadOnly:  loopReadOnly(f.SysfsRoot, l.N),
+		spec := driver.ImageSpec{Pool: parts[0], Image: parts[1]}
+		if errors.Is(serr, unix.ENOTCONN) || (serr == nil && !f.backedByLiveFile(ctx, l.Backing, bdev, bino)) {
+			stale = append(stale, staleLoop{Device: dev, Spec: spec})
+			continue
 		}
-		if f.backedByLiveFile(ctx, m.Device, l.Backing) {
-			live = append(live, m)
-		} else {
-			stale = append(stale, m)
-		}
+		live = append(live, driver.Mapping{ImageSpec: spec, Device: dev, ReadOnly: loopReadOnly(f.SysfsRoot, l.N)})
 	}
 	return live, stale, nil
 }
 
-// backedByLiveFile reports whether the loop device's backing file is the image file that the
-// live rbd-fuse mount serves now (same device and inode). A dead rbd-fuse (ENOTCONN), or a new
-// mount at the same path, makes the loop stale. A FUSE server that is only slow counts as live:
-// mapping an image twice is worse than waiting.
-func (f *Fuse) backedByLiveFile(ctx context.Context, dev, file string) bool {
-	lf, err := os.Open(dev)
-	if err != nil {
-		return true // cannot tell: never call a mapping stale on a guess
-	}
-	info, err := unix.IoctlLoopGetStatus64(int(lf.Fd()))
-	lf.Close()
-	if err != nil {
-		return true
-	}
+// backedByLiveFile reports whether file (the loop's backing path) is served by a live rbd-fuse
+// mount and is the very file the loop holds (same device and inode). A dead rbd-fuse (ENOTCONN),
+// or a new mount at the same path, makes the loop stale. A FUSE server that is only slow counts as
+// live: mapping an image twice is worse than waiting.
+func (f *Fuse) backedByLiveFile(ctx context.Context, file string, dev, ino uint64) bool {
 	sctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 	defer cancel()
 	var st unix.Stat_t
-	err = execx.Bounded(sctx, func() error { return unix.Stat(file, &st) })
+	err := execx.Bounded(sctx, func() error { return unix.Stat(file, &st) })
 	switch {
 	case err == nil:
-		return st.Dev == info.Device && st.Ino == info.Inode
+		return st.Dev == dev && st.Ino == ino
 	case errors.Is(err, driver.ErrTimeout):
 		return true
 	default: // ENOTCONN (the daemon is gone), ENOENT (no mount any more)
 		return false
 	}
+}
+
+// staleOf selects the stale loops of spec.
+func (f *Fuse) staleOf(stale []staleLoop, spec driver.ImageSpec) []staleLoop {
+	var out []staleLoop
+	for _, s := range stale {
+		if s.Spec == spec || (s.Spec.Pool == "" && s.Spec.Image == spec.Image) {
+			out = append(out, s)
+		}
+	}
+	return out
 }
 
 func (f *Fuse) find(spec driver.ImageSpec) ([]driver.Mapping, error) {

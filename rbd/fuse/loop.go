@@ -1,6 +1,7 @@
 package fuse
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"os"
@@ -17,8 +18,10 @@ type loopDev struct {
 	Backing string
 }
 
-// attachLoop attaches file to a free loop device (read-only if ro) with the loop ioctls.
-func attachLoop(devRoot, file string, ro bool) (string, error) {
+// attachLoop attaches file to a free loop device (read-only if ro) with the loop ioctls, and
+// records tag as the device's file name (it identifies the mapping even after the backing file's
+// path is gone).
+func attachLoop(devRoot, file, tag string, ro bool) (string, error) {
 	ctl, err := os.OpenFile(filepath.Join(devRoot, "loop-control"), os.O_RDWR, 0)
 	if err != nil {
 		return "", fmt.Errorf("open loop-control (is the loop driver available?): %w", err)
@@ -59,7 +62,7 @@ func attachLoop(devRoot, file string, ro bool) (string, error) {
 			return "", fmt.Errorf("attach %s to %s: %w", file, path, err)
 		}
 		info := unix.LoopInfo64{}
-		copy(info.File_name[:], file)
+		copy(info.File_name[:len(info.File_name)-1], tag)
 		if ro {
 			info.Flags = unix.LO_FLAGS_READ_ONLY
 		}
@@ -110,6 +113,25 @@ func listLoops(sysfsRoot string) ([]loopDev, error) {
 		out = append(out, loopDev{N: n, Backing: strings.TrimSuffix(strings.TrimSpace(string(b)), " (deleted)")})
 	}
 	return out, nil
+}
+
+// loopStatus reads a loop device's recorded file name (our tag) and its backing file's device
+// and inode.
+func loopStatus(dev string) (tag string, device, inode uint64, err error) {
+	f, err := os.Open(dev)
+	if err != nil {
+		return "", 0, 0, err
+	}
+	defer f.Close()
+	info, err := unix.IoctlLoopGetStatus64(int(f.Fd()))
+	if err != nil {
+		return "", 0, 0, err
+	}
+	name := info.File_name[:]
+	if i := bytes.IndexByte(name, 0); i >= 0 {
+		name = name[:i]
+	}
+	return string(name), info.Device, info.Inode, nil
 }
 
 func loopReadOnly(sysfsRoot string, n int) bool {
