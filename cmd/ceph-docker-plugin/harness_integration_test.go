@@ -193,6 +193,10 @@ func (p *plugin) stop() {
 // cleanHost removes whatever the host's plugin left (after a test failure or a simulated
 // crash): its mounts and its fuse mappings.
 func (p *plugin) cleanHost() {
+	f := fuse.New(p.fuseRoot(), "", "")
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	maps, _ := f.List(ctx)
 	// rbd-fuse processes first: a fenced one never completes I/O, and unmounting a filesystem
 	// over it would wait forever for its final writes.
 	procs, _ := filepath.Glob("/proc/[0-9]*/cmdline")
@@ -206,20 +210,11 @@ func (p *plugin) cleanHost() {
 	}
 	mounts, _ := mountinfo.GetMounts(mountinfo.PrefixFilter(p.mountRoot()))
 	for i := len(mounts) - 1; i >= 0; i-- {
-		if !strings.HasPrefix(mounts[i].Mountpoint, p.fuseRoot()) {
-			_ = unix.Unmount(mounts[i].Mountpoint, unix.MNT_DETACH)
-		}
+		_ = unix.Unmount(mounts[i].Mountpoint, unix.MNT_DETACH)
 	}
-	f := fuse.New(p.fuseRoot(), "", "")
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	maps, _ := f.List(ctx)
+	// Unmap releases the loops, live or stale, of what was mapped.
 	for _, m := range maps {
 		_ = f.Unmap(ctx, m.ImageSpec)
-	}
-	mounts, _ = mountinfo.GetMounts(mountinfo.PrefixFilter(p.fuseRoot()))
-	for _, m := range mounts {
-		_ = unix.Unmount(m.Mountpoint, unix.MNT_DETACH)
 	}
 }
 

@@ -375,7 +375,11 @@ func (f *Fuse) Leftovers(ctx context.Context) ([]string, error) {
 	}
 	var out []string
 	for _, m := range stale {
-		out = append(out, fmt.Sprintf("stale %s of %s (its rbd-fuse is gone)", m.Device, m.Spec))
+		// (A loop whose dead mount was detached names its image only: it cannot be told apart
+		// from another mapper's, so it is not listed here; Map and Unmap of the image release it.)
+		if m.Spec.Pool != "" {
+			out = append(out, fmt.Sprintf("stale %s of %s (its rbd-fuse is gone)", m.Device, m.Spec))
+		}
 	}
 	root := filepath.Clean(f.Root) + "/"
 	mounts, err := mountinfo.GetMounts(mountinfo.PrefixFilter(filepath.Clean(f.Root)))
@@ -423,12 +427,30 @@ func (f *Fuse) scan(ctx context.Context) (live []driver.Mapping, stale []staleLo
 	root := filepath.Clean(f.Root) + "/"
 	for _, l := range loops {
 		dev := filepath.Join(f.DevRoot, "loop"+strconv.Itoa(l.N))
-		_, bdev, bino, serr := loopStatus(dev)
 		rel, under := strings.CutPrefix(l.Backing, root)
-		if !under {
-			name := strings.TrimPrefix(l.Backing, "/")
-			if errors.Is(serr, unix.ENOTCONN) && name != "" && !strings.Contains(name, "/") {
-				stale = append(stale, staleLoop{Device: dev, Spec: driver.ImageSpec{Image: name}})
+		detached := !under && !strings.Contains(strings.TrimPrefix(l.Backing, "/"), "/") && l.Backing != "/"
+		if !under && !detached {
+			continue // not this mapper's: never touch (or even ask) other loops
+		}
+		// LOOP_GET_STATUS asks the backing file's filesystem: a FUSE server that hangs (a fenced
+		// rbd-fuse) would hang it too. Bounded; no answer counts as "cannot tell".
+		type status struct{ dev, ino uint64 }
+		st := make(chan status, 1)
+		sctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+		serr := execx.Bounded(sctx, func() error {
+			_, d, i, err := loopStatus(dev)
+			st <- status{d, i}
+			return err
+		})
+		cancel()
+		var bdev, bino uint64
+		if serr == nil {
+			s := <-st
+			bdev, bino = s.dev, s.ino
+		}
+		if detached {
+			if errors.Is(serr, unix.ENOTCONN) {
+				stale = append(stale, staleLoop{Device: dev, Spec: driver.ImageSpec{Image: strings.TrimPrefix(l.Backing, "/")}})
 			}
 			continue
 		}
