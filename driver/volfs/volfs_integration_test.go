@@ -4,13 +4,15 @@ package volfs
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
-	"github.com/cephdocker/ceph-docker-plugin/driver/execx"
+	"golang.org/x/sys/unix"
 )
 
 // loopDevice backs a loop device with a sparse file of size bytes (detached at cleanup).
@@ -28,15 +30,41 @@ func loopDevice(t *testing.T, size int64, prepare func(f *os.File)) string {
 		prepare(f)
 	}
 	f.Close()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	res, err := execx.Run(ctx, execx.Cmd{Name: "losetup", Args: []string{"--find", "--show", file}})
+	// The loop ioctls directly, not losetup: `losetup --find` asks every loop device about its
+	// backing file, and one backed by a hung FUSE server (another test's fenced rbd-fuse) hangs it.
+	ctl, err := os.OpenFile("/dev/loop-control", os.O_RDWR, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
-	dev := strings.TrimSpace(string(res.Stdout))
-	t.Cleanup(func() { _, _ = execx.Run(context.Background(), execx.Cmd{Name: "losetup", Args: []string{"-d", dev}}) })
-	return dev
+	defer ctl.Close()
+	backing, err := os.OpenFile(file, os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer backing.Close()
+	for attempt := 0; attempt < 16; attempt++ {
+		n, err := unix.IoctlRetInt(int(ctl.Fd()), unix.LOOP_CTL_GET_FREE)
+		if err != nil {
+			t.Fatal(err)
+		}
+		dev := fmt.Sprintf("/dev/loop%d", n)
+		lf, err := os.OpenFile(dev, os.O_RDWR, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		err = unix.IoctlSetInt(int(lf.Fd()), unix.LOOP_SET_FD, int(backing.Fd()))
+		if errors.Is(err, unix.EBUSY) {
+			lf.Close()
+			continue
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = unix.IoctlSetInt(int(lf.Fd()), unix.LOOP_CLR_FD, 0); lf.Close() })
+		return dev
+	}
+	t.Fatal("no free loop device")
+	return ""
 }
 
 func testCtx(t *testing.T) context.Context {
