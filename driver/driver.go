@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/sirupsen/logrus"
@@ -39,6 +40,10 @@ type Driver struct {
 	locks   volumeLocks
 	ready   chan struct{}
 	log     *logrus.Entry
+	// known remembers the volumes the backend last described, so that Get can still answer
+	// while the backend is unreachable: dockerd, when Get fails, silently makes a *local* volume
+	// of the same name (measured with 20.10), and the container would run on the wrong disk.
+	known sync.Map // name -> VolumeInfo
 }
 
 // New returns a driver. Call Reconcile once (after opening the socket): calls wait for it.
@@ -111,6 +116,7 @@ func (d *Driver) Create(ctx context.Context, name string, raw map[string]string)
 		return fmt.Errorf("create volume %s: %w", name, err)
 	}
 	d.fault("create:created")
+	d.known.Store(name, VolumeInfo{Name: name, CreatedAt: time.Now()})
 	return nil
 }
 
@@ -148,7 +154,22 @@ func (d *Driver) Get(ctx context.Context, name string) (VolumeInfo, error) {
 	}
 	vol, err := d.prov.Get(ctx, name)
 	if err != nil {
-		return VolumeInfo{}, fmt.Errorf("volume %s: %w", name, err)
+		err = fmt.Errorf("volume %s: %w", name, err)
+		if errors.Is(err, ErrNotFound) || errors.Is(err, ErrInvalid) {
+			d.known.Delete(name)
+			return VolumeInfo{}, err
+		}
+		if v, ok := d.known.Load(name); ok {
+			info := v.(VolumeInfo)
+			status := map[string]any{"backend-error": err.Error()}
+			for k, v := range info.Status {
+				status[k] = v
+			}
+			info.Status = status
+			d.log.WithField("volume", name).WithError(err).Warn("backend unreachable: answering Get from what it said last")
+			return info, nil
+		}
+		return VolumeInfo{}, err
 	}
 	info := VolumeInfo{Name: name, CreatedAt: vol.CreatedAt, Status: map[string]any{}}
 	for k, v := range vol.Status {
@@ -176,6 +197,8 @@ func (d *Driver) Get(ctx context.Context, name string) (VolumeInfo, error) {
 	} else if vol.Holder != "" {
 		info.Status["holder"] = vol.Holder
 	}
+	d.known.Store(name, VolumeInfo{Name: name, CreatedAt: vol.CreatedAt, Status: map[string]any{
+		"size": info.Status["size"], "fstype": info.Status["fstype"]}})
 	return info, nil
 }
 
@@ -201,6 +224,9 @@ func (d *Driver) List(ctx context.Context) ([]VolumeInfo, error) {
 	out := make([]VolumeInfo, 0, len(vols))
 	for _, v := range vols {
 		out = append(out, VolumeInfo{Name: v.Name, Mountpoint: mounted[v.Name], CreatedAt: v.CreatedAt})
+		if _, ok := d.known.Load(v.Name); !ok {
+			d.known.Store(v.Name, VolumeInfo{Name: v.Name, CreatedAt: v.CreatedAt})
+		}
 	}
 	return out, nil
 }
@@ -245,6 +271,7 @@ func (d *Driver) Remove(ctx context.Context, name string) error {
 	if err := d.prov.Remove(ctx, name, d.cfg.RemoveAction); err != nil {
 		return fmt.Errorf("remove volume %s: %w", name, err)
 	}
+	d.known.Delete(name)
 	d.fault("remove:removed")
 	d.log.WithFields(logrus.Fields{"volume": name, "action": d.cfg.RemoveAction}).Info("volume removed")
 	return nil

@@ -1233,3 +1233,32 @@ func TestReconcileVolumeTakenOverByAnotherHost(t *testing.T) {
 		t.Fatalf("holder %q: the volume was taken back", e.prov.holder("v"))
 	}
 }
+
+// While the backend is unreachable, Get answers for a volume it knew, with the error in its
+// Status (dockerd would otherwise make a local volume of that name); unknown names still fail.
+func TestGetAnswersFromMemoryWhileBackendUnreachable(t *testing.T) {
+	e := newTestDriver(t)
+	e.prov.add("v", 1<<30, "ext4")
+	if _, err := e.d.Get(bg, "v"); err != nil {
+		t.Fatal(err)
+	}
+	e.prov.failAlways("Get", fmt.Errorf("%w: Cinder unreachable", ErrTimeout))
+	info, err := e.d.Get(bg, "v")
+	if err != nil {
+		t.Fatalf("Get with the backend down: %v", err)
+	}
+	if info.Name != "v" || info.Status["size"] != "1G" || !strings.Contains(fmt.Sprint(info.Status["backend-error"]), "Cinder unreachable") {
+		t.Fatalf("info = %+v", info)
+	}
+	if _, err := e.d.Get(bg, "never-seen"); !errors.Is(err, ErrTimeout) {
+		t.Fatalf("unknown volume with the backend down: %v", err)
+	}
+	e.prov.failAlways("Get", fmt.Errorf("gone: %w", ErrNotFound))
+	if _, err := e.d.Get(bg, "v"); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("not found is not masked: %v", err)
+	}
+	e.prov.failAlways("Get", fmt.Errorf("%w: down", ErrTimeout))
+	if _, err := e.d.Get(bg, "v"); err == nil {
+		t.Fatal("a volume the backend said was gone is still answered from memory")
+	}
+}
