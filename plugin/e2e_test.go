@@ -32,6 +32,28 @@ func pluginName() string {
 	return "ceph:latest"
 }
 
+// labDir is where the lab scripts keep their state (the Makefile exports LAB_DIR).
+func labDir() string {
+	if d := os.Getenv("LAB_DIR"); d != "" {
+		return d
+	}
+	return "/var/lib/ceph-docker-plugin-lab"
+}
+
+// readPID reads a pid file the lab scripts wrote.
+func readPID(t *testing.T, path string) int {
+	t.Helper()
+	raw, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pid, err := strconv.Atoi(strings.TrimSpace(string(raw)))
+	if err != nil {
+		t.Fatalf("pid file %s: %v", path, err)
+	}
+	return pid
+}
+
 // cinderMode: the suite runs against a plugin with BACKEND=cinder (CDP_BACKEND=cinder).
 func cinderMode() bool { return os.Getenv("CDP_BACKEND") == "cinder" }
 
@@ -419,10 +441,7 @@ func TestPluginKilledWhileMounted(t *testing.T) {
 // dockerd restarts while a container uses a volume: the daemon stops the container (Unmount),
 // the plugin with it; after the restart the container starts again with its data.
 func TestDockerdRestart(t *testing.T) {
-	lab := os.Getenv("LAB_DIR")
-	if lab == "" {
-		lab = "/var/lib/ceph-docker-plugin-lab"
-	}
+	lab := labDir()
 	name := uniq("restart")
 	volume(t, name, "size=128M")
 	c := uniq("survivor")
@@ -430,12 +449,7 @@ func TestDockerdRestart(t *testing.T) {
 	t.Cleanup(func() { _, _ = docker(t, time.Minute, "rm", "-f", c) })
 	must(t, "exec", c, "sh", "-c", "echo kept > /data/f; sync")
 
-	raw, err := os.ReadFile(filepath.Join(lab, "docker", "dockerd.pid"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	var pid int
-	fmt.Sscanf(strings.TrimSpace(string(raw)), "%d", &pid)
+	pid := readPID(t, filepath.Join(lab, "docker", "dockerd.pid"))
 	if err := syscall.Kill(pid, syscall.SIGTERM); err != nil {
 		t.Fatal(err)
 	}
@@ -468,10 +482,7 @@ func TestInstallFromRegistryWithAlias(t *testing.T) {
 	if cinderMode() {
 		t.Skip("the registry install is the same plugin image: checked once, in the rbd run of the suite")
 	}
-	lab := os.Getenv("LAB_DIR")
-	if lab == "" {
-		lab = "/var/lib/ceph-docker-plugin-lab"
-	}
+	lab := labDir()
 	built := filepath.Join(lab, "plugin-build", strings.Split(pluginName(), ":")[0], "plugin")
 	if _, err := os.Stat(filepath.Join(built, "config.json")); err != nil {
 		t.Fatalf("no built plugin in %s (make plugin builds it): %v", built, err)
@@ -536,19 +547,11 @@ func TestCinderDownAndBack(t *testing.T) {
 	if !cinderMode() {
 		t.Skip("BACKEND=cinder only (the rbd run's Ceph-unreachable cases are in the protocol suite)")
 	}
-	lab := os.Getenv("LAB_DIR")
-	if lab == "" {
-		lab = "/var/lib/ceph-docker-plugin-lab"
-	}
+	lab := labDir()
 	name := uniq("down")
 	volume(t, name, "size=1G")
 	pidFile := filepath.Join(lab, "openstack", "state", "run", "cinder-api.pid")
-	raw, err := os.ReadFile(pidFile)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var pid int
-	fmt.Sscanf(strings.TrimSpace(string(raw)), "%d", &pid)
+	pid := readPID(t, pidFile)
 	top, _ := filepath.Abs("..")
 	restart := func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)

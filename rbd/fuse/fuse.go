@@ -497,17 +497,3 @@ func (f *Fuse) staleOf(stale []staleLoop, spec driver.ImageSpec) []staleLoop {
 	}
 	return out
 }
-
-func (f *Fuse) find(spec driver.ImageSpec) ([]driver.Mapping, error) {
-	all, err := f.List(context.Background())
-	if err != nil {
-		return nil, err
-	}
-	var out []driver.Mapping
-	for _, m := range all {
-		if m.ImageSpec == spec {
-			out = append(out, m)
-		}
-	}
-	return out, nil
-}
