@@ -27,6 +27,8 @@ import (
 	"github.com/gophercloud/gophercloud/v2/openstack"
 	"github.com/gophercloud/gophercloud/v2/openstack/blockstorage/v3/attachments"
 	"github.com/gophercloud/gophercloud/v2/openstack/blockstorage/v3/volumes"
+	"github.com/gophercloud/gophercloud/v2/openstack/identity/v3/projects"
+	"github.com/gophercloud/gophercloud/v2/openstack/identity/v3/tokens"
 	"github.com/gophercloud/gophercloud/v2/pagination"
 
 	"github.com/cephdocker/ceph-docker-plugin/driver"
@@ -59,16 +61,44 @@ type Config struct {
 	CACert   string // OS_CACERT: PEM bundle for Keystone's and Cinder's TLS
 	Host     string // this host's name, recorded in attachments
 	CephUser string // the host's own cephx user for mapping (Cinder returns no key)
+	// Fencer fences a dead holder's Ceph clients for LOCK_BREAK=on takeovers (nil: refused).
+	Fencer Fencer
 	// Poll is the interval of status polls (default 500 ms).
 	Poll time.Duration
 }
 
+// Fencer blocklists every Ceph client that watches or holds the exclusive lock of an RBD image
+// and breaks that lock, returning the fenced addresses: what a LOCK_BREAK=on takeover does to
+// the dead holder before its Cinder attachment is deleted.
+type Fencer interface {
+	Fence(ctx context.Context, spec driver.ImageSpec) ([]string, error)
+}
+
 // Provisioner is the Cinder driver.Provisioner.
+//
+// Volumes live in the configured project, or in another project named by -o project-id at
+// create time. Every call looks in the configured project first, then in the other projects
+// the credentials can work in (Keystone's /v3/auth/projects, cached for a minute), so that a
+// volume created with -o project-id is found by name on every host, like any other.
 type Provisioner struct {
 	cfg Config
 
-	mu      sync.Mutex
-	clients map[string]*gophercloud.ServiceClient // by project id ("" = the configured scope)
+	mu       sync.Mutex
+	clients  map[string]*gophercloud.ServiceClient // by project id ("" = the configured scope)
+	identity *gophercloud.ServiceClient            // Keystone, in the configured scope
+	home     string                                // the configured scope's project id
+	others   []string                              // other projects the credentials can use
+	othersAt time.Time
+}
+
+// othersTTL is how long the list of other projects is trusted.
+const othersTTL = time.Minute
+
+// found is a volume and the client of the project it lives in.
+type found struct {
+	c       *gophercloud.ServiceClient
+	v       volumes.Volume
+	project string
 }
 
 var _ driver.Provisioner = (*Provisioner)(nil)
@@ -131,10 +161,104 @@ func (p *Provisioner) client(ctx context.Context, projectID string) (*gopherclou
 		return nil, fmt.Errorf("cinder: no block-storage v3 endpoint in the Keystone catalog (region %q): %w", p.cfg.Region, err)
 	}
 	c.Microversion = microversion
+	var ident *gophercloud.ServiceClient
+	home := ""
+	if projectID == "" {
+		if ident, err = openstack.NewIdentityV3(provider, gophercloud.EndpointOpts{Region: p.cfg.Region}); err != nil {
+			ident = nil // listing other projects is then not possible; the configured one works
+		}
+		if r, ok := provider.GetAuthResult().(tokens.CreateResult); ok {
+			if proj, err := r.ExtractProject(); err == nil && proj != nil {
+				home = proj.ID
+			}
+		}
+	}
 	p.mu.Lock()
 	p.clients[projectID] = c
+	if projectID == "" {
+		p.identity, p.home = ident, home
+	}
 	p.mu.Unlock()
 	return c, nil
+}
+
+// otherProjects lists the projects other than the configured one that the credentials can
+// work in. A failure to list (an application credential is bound to its project) means none.
+func (p *Provisioner) otherProjects(ctx context.Context) []string {
+	p.mu.Lock()
+	ident, home, others, at := p.identity, p.home, p.others, p.othersAt
+	p.mu.Unlock()
+	if ident == nil || time.Since(at) < othersTTL {
+		return others
+	}
+	var ids []string
+	err := projects.ListAvailable(ident).EachPage(ctx, func(_ context.Context, page pagination.Page) (bool, error) {
+		ps, err := projects.ExtractProjects(page)
+		for _, pr := range ps {
+			if pr.ID != home && pr.Enabled {
+				ids = append(ids, pr.ID)
+			}
+		}
+		return true, err
+	})
+	if err != nil {
+		ids = others // keep what was known; try again next time
+	}
+	sort.Strings(ids)
+	p.mu.Lock()
+	p.others, p.othersAt = ids, time.Now()
+	p.mu.Unlock()
+	return ids
+}
+
+// locate finds the one volume named name: in the configured project, else in the other
+// projects the credentials can use. A name found in several projects is an error naming them.
+func (p *Provisioner) locate(ctx context.Context, name string) (found, error) {
+	c, err := p.client(ctx, "")
+	if err != nil {
+		return found{}, err
+	}
+	v, err := p.find(ctx, c, name)
+	if err == nil {
+		p.mu.Lock()
+		home := p.home
+		p.mu.Unlock()
+		return found{c, v, home}, nil
+	}
+	if !errors.Is(err, driver.ErrNotFound) {
+		return found{}, err
+	}
+	notFound := err
+	var hits []found
+	for _, pid := range p.otherProjects(ctx) {
+		pc, err := p.client(ctx, pid)
+		if errors.Is(err, driver.ErrPermission) {
+			continue // listed but not usable (the role was just removed)
+		}
+		if err != nil {
+			return found{}, err
+		}
+		v, err := p.find(ctx, pc, name)
+		if errors.Is(err, driver.ErrNotFound) {
+			continue
+		}
+		if err != nil {
+			return found{}, err
+		}
+		hits = append(hits, found{pc, v, pid})
+	}
+	switch len(hits) {
+	case 0:
+		return found{}, notFound
+	case 1:
+		return hits[0], nil
+	}
+	where := make([]string, 0, len(hits))
+	for _, h := range hits {
+		where = append(where, fmt.Sprintf("%s in project %s", h.v.ID, h.project))
+	}
+	return found{}, fmt.Errorf("%w: %d Cinder volumes are named %q (%s): rename or delete all but one",
+		driver.ErrInvalid, len(hits), name, strings.Join(where, ", "))
 }
 
 // authError explains a failed authentication without ever including the secret.
@@ -250,8 +374,8 @@ func (p *Provisioner) Create(ctx context.Context, name string, opts driver.Optio
 	if err != nil {
 		return err
 	}
-	if _, err := p.find(ctx, c, name); err == nil {
-		return fmt.Errorf("cinder create %s: %w", name, driver.ErrExists)
+	if f, err := p.locate(ctx, name); err == nil {
+		return fmt.Errorf("cinder create %s: %w (volume %s in project %s)", name, driver.ErrExists, f.v.ID, f.project)
 	} else if !errors.Is(err, driver.ErrNotFound) {
 		return err
 	}
@@ -302,12 +426,15 @@ func (p *Provisioner) waitStatus(ctx context.Context, c *gophercloud.ServiceClie
 	}
 }
 
-func toVolume(v volumes.Volume) driver.Volume {
+func toVolume(v volumes.Volume, project string) driver.Volume {
 	vol := driver.Volume{
 		Name: v.Name, Size: uint64(v.Size) << 30, FSType: v.Metadata[metaFSType],
 		MountOptions: v.Metadata[metaMountOptions], CreatedAt: v.CreatedAt,
 		Status: map[string]any{"cinder-id": v.ID, "cinder-status": v.Status, "volume-type": v.VolumeType,
 			"availability-zone": v.AvailabilityZone},
+	}
+	if project != "" {
+		vol.Status["project-id"] = project
 	}
 	if m := v.Metadata[metaMkfsOptions]; m != "" {
 		vol.MkfsOptions = strings.Fields(m)
@@ -322,36 +449,58 @@ func toVolume(v volumes.Volume) driver.Volume {
 
 // Get implements driver.Provisioner.
 func (p *Provisioner) Get(ctx context.Context, name string) (driver.Volume, error) {
-	c, err := p.client(ctx, "")
+	f, err := p.locate(ctx, name)
 	if err != nil {
 		return driver.Volume{}, err
 	}
-	v, err := p.find(ctx, c, name)
-	if err != nil {
-		return driver.Volume{}, err
-	}
-	return toVolume(v), nil
+	return toVolume(f.v, f.project), nil
 }
 
-// List implements driver.Provisioner: every volume of the project whose name is a valid Docker
-// volume name, read page by page.
+// RoundSize implements driver.SizeRounder: Cinder sizes volumes in whole GiB.
+func (p *Provisioner) RoundSize(size uint64) uint64 {
+	const gib = 1 << 30
+	return (size + gib - 1) / gib * gib
+}
+
+// List implements driver.Provisioner: every volume of the configured project whose name is a
+// valid Docker volume name, and the plugin's volumes in the other projects, read page by page.
 func (p *Provisioner) List(ctx context.Context) ([]driver.Volume, error) {
 	c, err := p.client(ctx, "")
 	if err != nil {
 		return nil, err
 	}
+	seen := map[string]bool{}
 	var out []driver.Volume
-	err = volumes.List(c, volumes.ListOpts{Limit: 1000}).EachPage(ctx, func(_ context.Context, page pagination.Page) (bool, error) {
-		vs, err := volumes.ExtractVolumes(page)
-		for _, v := range vs {
-			if driver.ValidateName(v.Name) == nil {
-				out = append(out, toVolume(v))
+	list := func(c *gophercloud.ServiceClient, project string, opts volumes.ListOpts) error {
+		err := volumes.List(c, opts).EachPage(ctx, func(_ context.Context, page pagination.Page) (bool, error) {
+			vs, err := volumes.ExtractVolumes(page)
+			for _, v := range vs {
+				if driver.ValidateName(v.Name) == nil && !seen[v.Name] {
+					seen[v.Name] = true
+					out = append(out, toVolume(v, project))
+				}
 			}
+			return true, err
+		})
+		return apiError("list", "volumes of project "+project, err)
+	}
+	p.mu.Lock()
+	home := p.home
+	p.mu.Unlock()
+	if err := list(c, home, volumes.ListOpts{Limit: 1000}); err != nil {
+		return nil, err
+	}
+	for _, pid := range p.otherProjects(ctx) {
+		pc, err := p.client(ctx, pid)
+		if errors.Is(err, driver.ErrPermission) {
+			continue
 		}
-		return true, err
-	})
-	if err != nil {
-		return nil, apiError("list", "volumes", err)
+		if err != nil {
+			return nil, err
+		}
+		if err := list(pc, pid, volumes.ListOpts{Limit: 1000, Metadata: map[string]string{metaManaged: managedBy}}); err != nil {
+			return nil, err
+		}
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
 	return out, nil
@@ -359,16 +508,13 @@ func (p *Provisioner) List(ctx context.Context) ([]driver.Volume, error) {
 
 // Remove implements driver.Provisioner.
 func (p *Provisioner) Remove(ctx context.Context, name string, action driver.RemoveAction) error {
-	c, err := p.client(ctx, "")
+	f, err := p.locate(ctx, name)
 	if err != nil {
 		return err
 	}
-	v, err := p.find(ctx, c, name)
-	if err != nil {
-		return err
-	}
+	c, v := f.c, f.v
 	if len(v.Attachments) > 0 || v.Status == "in-use" || v.Status == "reserved" || v.Status == "attaching" {
-		return fmt.Errorf("%w: volume %s is attached to %s; stop its containers there first", driver.ErrInUse, name, toVolume(v).Holder)
+		return fmt.Errorf("%w: volume %s is attached to %s; stop its containers there first", driver.ErrInUse, name, toVolume(v, "").Holder)
 	}
 	switch action {
 	case driver.RemoveKeep:
@@ -402,19 +548,27 @@ func (p *Provisioner) Remove(ctx context.Context, name string, action driver.Rem
 // Attach implements driver.Provisioner: it records this host and container as a Cinder
 // attachment and returns the RBD image to map.
 func (p *Provisioner) Attach(ctx context.Context, name string, req driver.AttachRequest) (driver.Attachment, error) {
-	c, err := p.client(ctx, "")
+	f, err := p.locate(ctx, name)
 	if err != nil {
 		return driver.Attachment{}, err
 	}
-	v, err := p.find(ctx, c, name)
-	if err != nil {
-		return driver.Attachment{}, err
-	}
+	c, v := f.c, f.v
+	var fenced []string
 	for _, a := range v.Attachments {
-		if h := attachedHost(a); h != p.cfg.Host {
-			return driver.Attachment{}, fmt.Errorf("%w: volume %s is attached to host %s (container %s); stop it there first",
+		h := attachedHost(a)
+		if h == p.cfg.Host {
+			continue
+		}
+		if !req.TakeOver {
+			return driver.Attachment{}, fmt.Errorf("%w: volume %s is attached to host %s (container %s); stop it there, or if that host is dead, set LOCK_BREAK=on to fence it and take the volume over",
 				driver.ErrBusyElsewhere, name, h, a.ServerID)
 		}
+		gone, err := p.takeOver(ctx, c, name, h, a)
+		fenced = append(fenced, gone...)
+		if err != nil {
+			return driver.Attachment{Fenced: fenced}, fmt.Errorf("take volume %s over from host %s: %w", name, h, err)
+		}
+		v.Attachments = nil // only this host's may remain, and a takeover leaves none of its own
 	}
 	for _, a := range v.Attachments {
 		// This host attached it before (the plugin restarted): the same attachment serves.
@@ -462,9 +616,37 @@ func (p *Provisioner) Attach(ctx context.Context, name string, req driver.Attach
 		return driver.Attachment{}, apiError("complete attachment", name, err)
 	}
 	return driver.Attachment{
-		ID:  a.ID,
+		ID: a.ID, Fenced: fenced,
 		Map: driver.MapRequest{ImageSpec: spec, ReadOnly: req.ReadOnly, Monitors: mons, User: p.cfg.CephUser},
 	}, nil
+}
+
+// takeOver fences the Ceph clients of a dead host's attachment (blocklist, lock break) and
+// deletes the attachment. Fencing comes first: a holder that is only unreachable must not write
+// once the volume is someone else's.
+func (p *Provisioner) takeOver(ctx context.Context, c *gophercloud.ServiceClient, name, host string, a volumes.Attachment) ([]string, error) {
+	if p.cfg.Fencer == nil {
+		return nil, fmt.Errorf("%w: this plugin has no Ceph access to fence host %s with", driver.ErrInvalid, host)
+	}
+	got, err := attachments.Get(ctx, c, a.AttachmentID).Extract()
+	if err != nil {
+		return nil, apiError("get attachment", name, err)
+	}
+	var fenced []string
+	if spec, _, err := parseConnection(got.ConnectionInfo); err == nil {
+		if fenced, err = p.cfg.Fencer.Fence(ctx, spec); err != nil {
+			return fenced, err
+		}
+	} else if len(got.ConnectionInfo) > 0 {
+		return nil, fmt.Errorf("cannot tell which RBD image host %s maps, so cannot fence it: %w", host, err)
+	}
+	if err := attachments.Delete(ctx, c, got.ID).ExtractErr(); err != nil && !gophercloud.ResponseCodeIs(err, http.StatusNotFound) {
+		return fenced, apiError("delete the attachment of host "+host+" to", name, err)
+	}
+	if _, err := p.waitStatus(ctx, c, got.VolumeID, "available"); err != nil {
+		return fenced, fmt.Errorf("after deleting host %s's attachment: %w", host, err)
+	}
+	return fenced, nil
 }
 
 // parseConnection reads the RBD connection info: data.name "pool/volume-<id>", hosts, ports.
@@ -514,22 +696,19 @@ func parseConnection(ci map[string]any) (driver.ImageSpec, []string, error) {
 
 // Detach implements driver.Provisioner: it deletes this host's attachment(s) of the volume.
 func (p *Provisioner) Detach(ctx context.Context, name string, att driver.Attachment) error {
-	c, err := p.client(ctx, "")
+	f, err := p.locate(ctx, name)
+	if errors.Is(err, driver.ErrNotFound) {
+		return nil // the volume is gone, and its attachments with it
+	}
 	if err != nil {
 		return err
 	}
+	c, v := f.c, f.v
 	ids := []string{}
 	if att.ID != "" {
 		ids = append(ids, att.ID)
 	} else {
 		// Not recorded (a crash between attach and its record): this host's attachments.
-		v, err := p.find(ctx, c, name)
-		if errors.Is(err, driver.ErrNotFound) {
-			return nil
-		}
-		if err != nil {
-			return err
-		}
 		for _, a := range v.Attachments {
 			if attachedHost(a) == p.cfg.Host {
 				ids = append(ids, a.AttachmentID)

@@ -227,3 +227,80 @@ func TestKeystoneUnreachable(t *testing.T) {
 		t.Fatalf("unreachable Keystone: %v after %v", err, time.Since(start))
 	}
 }
+
+// myProject returns the id of one of the demo user's projects, by name.
+func myProject(t *testing.T, name string) string {
+	t.Helper()
+	out, err := exec.Command("/usr/bin/openstack", "project", "list", "--my-projects", "-f", "value", "-c", "ID", "-c", "Name").Output()
+	if err != nil {
+		t.Fatalf("openstack project list --my-projects: %v", err)
+	}
+	for _, line := range strings.Split(strings.TrimSpace(string(out)), "\n") {
+		if id, n, _ := strings.Cut(line, " "); n == name {
+			return id
+		}
+	}
+	t.Fatalf("the demo user has no project %s (scripts/openstack/bootstrap.py makes it): %s", name, out)
+	return ""
+}
+
+// -o project-id: the volume is made in that project, and found there by name afterwards, on
+// any host (a fresh provisioner knows nothing of where it was made): Get, List, Attach, Detach
+// and Remove all reach it.
+func TestProjectIDVolumeFoundEverywhere(t *testing.T) {
+	demo2 := myProject(t, "demo2")
+	creator := newProv(t, "host-a")
+	name := uniq("proj")
+	if err := creator.Create(tctx(t, 90*time.Second), name, opts(1<<30, map[string]string{OptProjectID: demo2})); err != nil {
+		t.Fatalf("create in project demo2: %v", err)
+	}
+	t.Cleanup(func() { _ = newProv(t, "cleanup").Remove(tctx(t, 60*time.Second), name, driver.RemoveDelete) })
+
+	p := newProv(t, "host-b")
+	v, err := p.Get(tctx(t, 30*time.Second), name)
+	if err != nil || v.Status["project-id"] != demo2 {
+		t.Fatalf("get from another host: %+v, %v (want project-id %s)", v, err, demo2)
+	}
+	// Not in the configured project: Cinder's own listing there does not have it.
+	c, err := p.client(tctx(t, 30*time.Second), "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := p.find(tctx(t, 30*time.Second), c, name); !errors.Is(err, driver.ErrNotFound) {
+		t.Fatalf("the volume is in the configured project too: %v", err)
+	}
+	all, err := p.List(tctx(t, 30*time.Second))
+	if err != nil {
+		t.Fatal(err)
+	}
+	listed := false
+	for _, l := range all {
+		listed = listed || (l.Name == name && l.Status["project-id"] == demo2)
+	}
+	if !listed {
+		t.Fatalf("List has no %s in project %s", name, demo2)
+	}
+	// The same name again, in the configured project: it exists (names are Docker's, global).
+	if err := p.Create(tctx(t, 30*time.Second), name, opts(1<<30, nil)); !errors.Is(err, driver.ErrExists) || !strings.Contains(err.Error(), demo2) {
+		t.Fatalf("create of the same name in another project: %v", err)
+	}
+	att, err := p.Attach(tctx(t, 60*time.Second), name, driver.AttachRequest{Host: "host-b", MountID: "m1"})
+	if err != nil || att.Map.Pool == "" || !strings.HasPrefix(att.Map.Image, "volume-") {
+		t.Fatalf("attach: %+v, %v", att, err)
+	}
+	if v, _ := p.Get(tctx(t, 30*time.Second), name); v.Status["cinder-status"] != "in-use" || !strings.Contains(v.Holder, "host-b") {
+		t.Fatalf("while attached: %+v", v)
+	}
+	if err := p.Remove(tctx(t, 30*time.Second), name, driver.RemoveDelete); !errors.Is(err, driver.ErrInUse) {
+		t.Fatalf("remove while attached: %v", err)
+	}
+	if err := p.Detach(tctx(t, 60*time.Second), name, att); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.Remove(tctx(t, 60*time.Second), name, driver.RemoveDelete); err != nil {
+		t.Fatalf("remove: %v", err)
+	}
+	if _, err := creator.Get(tctx(t, 30*time.Second), name); !errors.Is(err, driver.ErrNotFound) {
+		t.Fatalf("get after remove: %v", err)
+	}
+}

@@ -99,6 +99,9 @@ func (d *Driver) Create(ctx context.Context, name string, raw map[string]string)
 	if err != nil {
 		return fmt.Errorf("create volume %s: %w", name, err)
 	}
+	if r, ok := d.prov.(SizeRounder); ok {
+		opts.Size = r.RoundSize(opts.Size)
+	}
 	unlock, err := d.begin(ctx, name)
 	if err != nil {
 		return err

@@ -1262,3 +1262,28 @@ func TestGetAnswersFromMemoryWhileBackendUnreachable(t *testing.T) {
 		t.Fatal("a volume the backend said was gone is still answered from memory")
 	}
 }
+
+// gibProvisioner is a backend that sizes volumes in whole GiB, as Cinder does.
+type gibProvisioner struct{ *fakeProvisioner }
+
+func (gibProvisioner) RoundSize(s uint64) uint64 { return (s + 1<<30 - 1) >> 30 << 30 }
+
+// A backend with a size granularity gets the rounded size, and a repeated Create with the same
+// unrounded size is compatible with what it made.
+func TestCreateRoundsToTheBackendsSizes(t *testing.T) {
+	e := newTestDriver(t)
+	d := New(e.cfg, gibProvisioner{e.prov}, e.mapper, e.mounter, e.store)
+	if err := d.Reconcile(bg); err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < 2; i++ {
+		if err := d.Create(bg, "v", map[string]string{"size": "200M"}); err != nil {
+			t.Fatalf("Create #%d with size 200M: %v", i+1, err)
+		}
+	}
+	if got := e.prov.createdOptions(); len(got) != 1 || got[0].Size != 1<<30 {
+		t.Fatalf("created %+v, want one volume of 1G", got)
+	}
+	err := d.Create(bg, "v", map[string]string{"size": "1500M"})
+	assertErr(t, err, ErrExists, "volume v", "size 2G", "it has 1G")
+}

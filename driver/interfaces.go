@@ -83,6 +83,12 @@ type Volume struct {
 	Status map[string]any
 }
 
+// SizeRounder is implemented by a Provisioner whose volumes come only in some sizes (Cinder's
+// whole GiB): Create asks for the rounded size, and an idempotent Create compares with it.
+type SizeRounder interface {
+	RoundSize(size uint64) uint64
+}
+
 // AttachRequest is a host's claim on a volume.
 type AttachRequest struct {
 	Host     string // this host's name

@@ -12,6 +12,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"sync"
 	"syscall"
 	"time"
 
@@ -74,7 +75,14 @@ func run() error {
 		} else if o.ProjectID == "" {
 			auth.Scope = &gophercloud.AuthScope{ProjectName: o.ProjectName, DomainName: o.ProjectDomain}
 		}
-		prov = cinder.New(cinder.Config{Auth: auth, Region: o.Region, CACert: o.CACert, Host: cfg.NodeName, CephUser: cfg.CephUser})
+		ccfg := cinder.Config{Auth: auth, Region: o.Region, CACert: o.CACert, Host: cfg.NodeName, CephUser: cfg.CephUser}
+		if cfg.LockBreak {
+			f := &cephFencer{cfg: rbd.Config{ConfPath: cfg.CephConf, Cluster: cfg.CephCluster,
+				User: cfg.CephUser, Keyring: cfg.CephKeyring, OpTimeout: cfg.CephTimeout}}
+			defer f.Close()
+			ccfg.Fencer = f
+		}
+		prov = cinder.New(ccfg)
 	default:
 		ctx, cancel := context.WithTimeout(context.Background(), cfg.CallTimeout)
 		cluster, err := rbd.Connect(ctx, rbd.Config{ConfPath: cfg.CephConf, Cluster: cfg.CephCluster,
@@ -125,6 +133,44 @@ func run() error {
 			return nil
 		}
 		return fmt.Errorf("serve %s: %w", cfg.Socket, err)
+	}
+}
+
+// cephFencer fences for Cinder-mode takeovers (LOCK_BREAK=on). It connects to Ceph, with the
+// host's own cephx user, on first use: Cinder mode needs no Ceph connection otherwise.
+type cephFencer struct {
+	cfg rbd.Config
+	mu  sync.Mutex
+	c   *rbd.Cluster
+}
+
+func (f *cephFencer) cluster(ctx context.Context) (*rbd.Cluster, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.c == nil {
+		c, err := rbd.Connect(ctx, f.cfg)
+		if err != nil {
+			return nil, fmt.Errorf("connect to Ceph as client.%s to fence the dead holder: %w", f.cfg.User, err)
+		}
+		f.c = c
+	}
+	return f.c, nil
+}
+
+// Fence implements cinder.Fencer.
+func (f *cephFencer) Fence(ctx context.Context, spec driver.ImageSpec) ([]string, error) {
+	c, err := f.cluster(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return c.BreakLock(ctx, spec)
+}
+
+func (f *cephFencer) Close() {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.c != nil {
+		f.c.Close()
 	}
 }
 

@@ -1,7 +1,7 @@
 #!/usr/bin/python3
 # (adapted from the team's lab recipe; run by scripts/openstack-up.sh)
 # bootstrap.py: idempotent Keystone setup after `keystone-manage bootstrap`:
-#   projects service + demo, users cinder (admin in service) + demo (member in demo),
+#   projects service + demo + demo2, users cinder (admin in service) + demo (member in demo and demo2),
 #   catalog: a Nova stub (see below), Cinder v3 under types 'block-storage' and 'volumev3' (gophercloud v1 looks
 #   for volumev3, v2 for block-storage). Plain REST via keystoneauth1 = one fast process.
 import os
@@ -35,6 +35,9 @@ for proj, user, rl in (("service", "cinder", "admin"), ("demo", "demo", "member"
     u = ensure("/users", "users", {"name": user, "password": PW, "domain_id": "default",
                                     "default_project_id": p["id"]}, name=user)
     s.put(f"{KS}/projects/{p['id']}/users/{u['id']}/roles/{role[rl]}")
+# demo2: a second project demo works in (member), for `-o project-id` tests.
+p2 = ensure("/projects", "projects", {"name": "demo2", "domain_id": "default"}, name="demo2")
+s.put(f"{KS}/projects/{p2['id']}/users/{get('/users', 'users', name='demo')['id']}/roles/{role['member']}")
 
 # 'compute' points at a 404-only stub (up.sh): Cinder >= 21.3 (OSSA-2023-003) asks Nova
 # before a user may delete an attachment that has instance_uuid + connection_info;
