@@ -15,8 +15,12 @@ import (
 
 // Crash tests: the plugin kills itself with SIGKILL at each step boundary of Mount, Unmount,
 // Create and Remove (TEST_FAULT_KILL_AT); it is restarted; after its reconcile nothing is leaked
-// or mapped twice, the references are right, and the data is intact.
+// or mapped twice, the references are right, and the data is intact. With each backend.
 func TestCrashAtEachStep(t *testing.T) {
+	eachBackend(t, labEnv(t), testCrashAtEachStep)
+}
+
+func testCrashAtEachStep(t *testing.T, b backend) {
 	l := labEnv(t)
 	steps := []struct {
 		step string
@@ -34,7 +38,7 @@ func TestCrashAtEachStep(t *testing.T) {
 	}
 	for _, s := range steps {
 		t.Run(strings.ReplaceAll(s.step, ":", "-"), func(t *testing.T) {
-			p := newPlugin(t, l, "host-a")
+			p := newPlugin(t, l, "host-a", b.env...)
 			name := uniq("crash")
 			data := randomData(t, 1<<20)
 			sum := sha256.Sum256(data)
@@ -42,7 +46,7 @@ func TestCrashAtEachStep(t *testing.T) {
 			p.start()
 			if s.op != "create" {
 				// A volume with data on it, cleanly released.
-				p.create(name, map[string]string{"size": "64M"})
+				p.create(name, map[string]string{"size": "1G"})
 				path := p.mount(name, "setup")
 				writeFile(t, filepath.Join(path, "data.bin"), data)
 				p.unmount(name, "setup")
@@ -64,7 +68,7 @@ func TestCrashAtEachStep(t *testing.T) {
 			case "unmount":
 				err = p.try("/VolumeDriver.Unmount", map[string]string{"Name": name, "ID": "c1"}, nil)
 			case "create":
-				err = p.try("/VolumeDriver.Create", map[string]any{"Name": name, "Opts": map[string]string{"size": "64M"}}, nil)
+				err = p.try("/VolumeDriver.Create", map[string]any{"Name": name, "Opts": map[string]string{"size": "1G"}}, nil)
 			case "remove":
 				err = p.try("/VolumeDriver.Remove", map[string]string{"Name": name}, nil)
 			}
@@ -83,9 +87,10 @@ func TestCrashAtEachStep(t *testing.T) {
 				// Docker saw the Mount fail and calls Unmount for it.
 				p.unmount(name, "c1")
 				p.assertClean()
-				if n := p.mappingsOf(l.pool, name); n != 0 {
+				if n := p.mappingsOf(b.pool, b.image(p, name)); n != 0 {
 					t.Fatalf("%d mappings after the failed mount", n)
 				}
+				b.assertReleased(p, name)
 			case "unmount":
 				// The interrupted last Unmount was completed by the reconcile.
 				p.assertClean()
@@ -93,9 +98,10 @@ func TestCrashAtEachStep(t *testing.T) {
 					t.Fatalf("state left: %v\n%s", st, p.logs())
 				}
 				p.unmount(name, "c1") // Docker may retry: harmless
+				b.assertReleased(p, name)
 			case "create":
 				// The image exists; Docker retries Create (compatible): accepted.
-				p.create(name, map[string]string{"size": "64M"})
+				p.create(name, map[string]string{"size": "1G"})
 			case "remove":
 				msg := p.fail("/VolumeDriver.Get", map[string]string{"Name": name})
 				if !strings.Contains(msg, "not found") {
@@ -107,7 +113,7 @@ func TestCrashAtEachStep(t *testing.T) {
 			// The volume works and its data is intact; mounted once, mapped once.
 			path := p.mount(name, "after")
 			p.mount(name, "after2")
-			if n := p.mappingsOf(l.pool, name); n != 1 {
+			if n := p.mappingsOf(b.pool, b.image(p, name)); n != 1 {
 				t.Fatalf("%d mappings, want 1", n)
 			}
 			if s.op != "create" {
@@ -119,6 +125,7 @@ func TestCrashAtEachStep(t *testing.T) {
 			p.unmount(name, "after")
 			p.unmount(name, "after2")
 			p.assertClean()
+			b.assertReleased(p, name)
 			p.remove(name)
 		})
 	}

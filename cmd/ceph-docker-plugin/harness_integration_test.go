@@ -75,6 +75,48 @@ func (l lab) admin(t *testing.T, tool string, args ...string) string {
 	return string(res.Stdout)
 }
 
+// backend is one of the plugin's backends as the protocol-level tests drive it: the suite runs
+// unchanged against both.
+type backend struct {
+	name string
+	env  []string // settings that select it
+	pool string   // the pool its images live in
+}
+
+// cinderPool is the pool of the lab Cinder's RBD backend (scripts/openstack-up.sh).
+const cinderPool = "cinder"
+
+// eachBackend runs fn as a subtest per backend: BACKEND=rbd, then BACKEND=cinder.
+func eachBackend(t *testing.T, l lab, fn func(t *testing.T, b backend)) {
+	t.Run("rbd", func(t *testing.T) { fn(t, backend{name: "rbd", pool: l.pool}) })
+	t.Run("cinder", func(t *testing.T) { fn(t, backend{name: "cinder", env: cinderEnv(t), pool: cinderPool}) })
+}
+
+// image is the RBD image behind a volume: its name with BACKEND=rbd, volume-<cinder id> with Cinder.
+func (b backend) image(p *plugin, name string) string {
+	if b.name == "rbd" {
+		return name
+	}
+	id, _ := p.get(name).Volume.Status["cinder-id"].(string)
+	if id == "" {
+		p.t.Fatalf("volume %s has no cinder-id", name)
+	}
+	return "volume-" + id
+}
+
+// assertReleased fails unless the backend says nobody holds the volume: no host lock with
+// BACKEND=rbd; with Cinder, status available and no attachment (nothing half-attached).
+func (b backend) assertReleased(p *plugin, name string) {
+	p.t.Helper()
+	st := p.get(name).Volume.Status
+	if h, _ := st["holder"].(string); h != "" {
+		p.t.Fatalf("volume %s still held: %q", name, h)
+	}
+	if b.name == "cinder" && st["cinder-status"] != "available" {
+		p.t.Fatalf("volume %s: cinder status %v, want available", name, st["cinder-status"])
+	}
+}
+
 func uniq(prefix string) string {
 	b := make([]byte, 4)
 	_, _ = rand.Read(b)

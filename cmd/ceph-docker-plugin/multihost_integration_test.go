@@ -15,15 +15,21 @@ import (
 )
 
 // Two plugin instances as two hosts (own sockets, state, mount roots and cephx client instances)
-// on one Ceph: one host at a time; an explicit, fenced takeover from a dead host.
+// on one Ceph: one host at a time; an explicit, fenced takeover from a dead host. With each
+// backend: with Cinder the claim is the Cinder attachment, and the takeover deletes the dead
+// host's attachment after fencing its Ceph clients.
 func TestTwoHosts(t *testing.T) {
+	eachBackend(t, labEnv(t), testTwoHosts)
+}
+
+func testTwoHosts(t *testing.T, be backend) {
 	l := labEnv(t)
-	a := newPlugin(t, l, "host-a")
-	b := newPlugin(t, l, "host-b")
+	a := newPlugin(t, l, "host-a", be.env...)
+	b := newPlugin(t, l, "host-b", be.env...)
 	a.start()
 	b.start()
 	name := uniq("twohost")
-	a.create(name, map[string]string{"size": "64M"})
+	a.create(name, map[string]string{"size": "1G"})
 	t.Cleanup(func() { _ = b.try("/VolumeDriver.Remove", map[string]string{"Name": name}, nil) })
 
 	// B sees the volume A created (Get/List are cluster-wide).
@@ -64,15 +70,17 @@ func TestTwoHosts(t *testing.T) {
 	// that is unreachable rather than powered off).
 	pathA = a.mount(name, "a2")
 	admin := adminCluster(t, l)
-	spec := rbd.Spec{Pool: l.pool, Image: name}
+	spec := rbd.Spec{Pool: be.pool, Image: be.image(a, name)}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	var clientsA []string
-	lockers, err := admin.Lockers(ctx, spec)
-	if err != nil || len(lockers) != 1 || !strings.Contains(lockers[0].Cookie, "host-a") {
-		t.Fatalf("host lock while host-a holds the volume: %+v, %v", lockers, err)
+	if be.name == "rbd" {
+		lockers, err := admin.Lockers(ctx, spec)
+		if err != nil || len(lockers) != 1 || !strings.Contains(lockers[0].Cookie, "host-a") {
+			t.Fatalf("host lock while host-a holds the volume: %+v, %v", lockers, err)
+		}
+		clientsA = append(clientsA, lockers[0].Addr)
 	}
-	clientsA = append(clientsA, lockers[0].Addr)
 	watchers, err := admin.OtherWatchers(ctx, spec)
 	if err != nil || len(watchers) == 0 {
 		t.Fatalf("watchers while host-a maps the volume: %+v, %v", watchers, err)
@@ -132,6 +140,7 @@ func TestTwoHosts(t *testing.T) {
 	}
 	b.unmount(name, "b2")
 	b.assertClean()
+	be.assertReleased(b, name)
 }
 
 func adminCluster(t *testing.T, l lab) *rbd.Cluster {

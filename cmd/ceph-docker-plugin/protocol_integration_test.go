@@ -12,10 +12,14 @@ import (
 	"time"
 )
 
-// The volume lifecycle through the socket, as dockerd drives it.
+// The volume lifecycle through the socket, as dockerd drives it, with each backend.
 func TestProtocolLifecycle(t *testing.T) {
+	eachBackend(t, labEnv(t), testProtocolLifecycle)
+}
+
+func testProtocolLifecycle(t *testing.T, b backend) {
 	l := labEnv(t)
-	p := newPlugin(t, l, "host-a")
+	p := newPlugin(t, l, "host-a", b.env...)
 	p.start()
 	name := uniq("proto")
 
@@ -25,16 +29,20 @@ func TestProtocolLifecycle(t *testing.T) {
 		t.Fatalf("scope = %q, want global", caps.Capabilities.Scope)
 	}
 
-	p.create(name, map[string]string{"size": "200M", "fstype": "ext4", "mount-options": "noatime"})
+	p.create(name, map[string]string{"size": "1G", "fstype": "ext4", "mount-options": "noatime"})
 	// Docker calls Create again on every swarm node: compatible options succeed.
-	p.create(name, map[string]string{"size": "200M"})
+	p.create(name, map[string]string{"size": "1G"})
 	t.Cleanup(func() { _ = p.try("/VolumeDriver.Remove", map[string]string{"Name": name}, nil) })
 
 	g := p.get(name)
 	st := g.Volume.Status
-	if g.Volume.Name != name || st["size"] != "200M" || st["fstype"] != "ext4" || st["image"] != l.pool+"/"+name || g.Volume.Mountpoint != "" {
+	if g.Volume.Name != name || st["size"] != "1G" || st["fstype"] != "ext4" || g.Volume.Mountpoint != "" {
 		t.Fatalf("get = %+v", g.Volume)
 	}
+	if b.name == "rbd" && st["image"] != l.pool+"/"+name {
+		t.Fatalf("get = %+v: want image %s/%s", g.Volume, l.pool, name)
+	}
+	image := b.image(p, name)
 	var list struct{ Volumes []struct{ Name string } }
 	p.call("/VolumeDriver.List", struct{}{}, &list)
 	if !slices.ContainsFunc(list.Volumes, func(v struct{ Name string }) bool { return v.Name == name }) {
@@ -46,7 +54,7 @@ func TestProtocolLifecycle(t *testing.T) {
 	if path1 != path2 {
 		t.Fatalf("two mounts, two paths: %s %s", path1, path2)
 	}
-	if n := p.mappingsOf(l.pool, name); n != 1 {
+	if n := p.mappingsOf(b.pool, image); n != 1 {
 		t.Fatalf("%d mappings after two mounts, want 1", n)
 	}
 	g = p.get(name)
@@ -88,10 +96,15 @@ func TestProtocolLifecycle(t *testing.T) {
 	p.assertClean()
 }
 
-// Errors reach the caller as plain strings that name the volume and say what is wrong.
+// Errors reach the caller as plain strings that name the volume and say what is wrong, with
+// each backend.
 func TestProtocolErrors(t *testing.T) {
+	eachBackend(t, labEnv(t), testProtocolErrors)
+}
+
+func testProtocolErrors(t *testing.T, b backend) {
 	l := labEnv(t)
-	p := newPlugin(t, l, "host-a")
+	p := newPlugin(t, l, "host-a", b.env...)
 	p.start()
 	name := uniq("err")
 
@@ -119,7 +132,7 @@ func TestProtocolErrors(t *testing.T) {
 	}
 
 	// In-use remove.
-	p.create(name, map[string]string{"size": "64M"})
+	p.create(name, map[string]string{"size": "1G"})
 	t.Cleanup(func() { _ = p.try("/VolumeDriver.Remove", map[string]string{"Name": name}, nil) })
 	p.mount(name, "c1")
 	msg := p.fail("/VolumeDriver.Remove", map[string]string{"Name": name})
@@ -127,8 +140,8 @@ func TestProtocolErrors(t *testing.T) {
 		t.Errorf("remove while mounted: %q", msg)
 	}
 	// Create with another size than the existing volume.
-	msg = p.fail("/VolumeDriver.Create", map[string]any{"Name": name, "Opts": map[string]string{"size": "1G"}})
-	if !strings.Contains(msg, "exists") || !strings.Contains(msg, "64M") {
+	msg = p.fail("/VolumeDriver.Create", map[string]any{"Name": name, "Opts": map[string]string{"size": "2G"}})
+	if !strings.Contains(msg, "exists") || !strings.Contains(msg, "it has 1G") {
 		t.Errorf("incompatible create: %q", msg)
 	}
 	p.unmount(name, "c1")
