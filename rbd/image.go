@@ -147,41 +147,7 @@ func imageOptions(opts CreateOptions, features uint64) (*rbd.ImageOptions, error
 
 // Info describes an image.
 func (c *Cluster) Info(ctx context.Context, spec Spec) (ImageInfo, error) {
-	return imageCall(ctx, c, "info", spec, func(img *rbd.Image) (ImageInfo, error) {
-		info := ImageInfo{Spec: spec}
-		var err error
-		if info.Size, err = img.GetSize(); err != nil {
-			return info, err
-		}
-		feats, err := img.GetFeatures()
-		if err != nil {
-			return info, err
-		}
-		fs := rbd.FeatureSet(feats)
-		info.Features = fs.Names()
-		sort.Strings(info.Features)
-		if info.ID, err = img.GetId(); err != nil {
-			return info, err
-		}
-		if feats&rbd.FeatureDataPool != 0 {
-			id, err := img.GetDataPoolID()
-			if err != nil {
-				return info, err
-			}
-			if info.DataPool, err = c.conn.GetPoolByID(id); err != nil {
-				return info, err
-			}
-		}
-		parent, err := img.GetParent()
-		switch {
-		case errors.Is(err, rbd.ErrNotFound):
-		case err != nil:
-			return info, err
-		default:
-			info.Parent = fmt.Sprintf("%s/%s@%s", parent.Image.PoolName, parent.Image.ImageName, parent.Snap.SnapName)
-		}
-		return info, nil
-	})
+	return imageCall(ctx, c, "info", spec, func(img *rbd.Image) (ImageInfo, error) { return c.readInfo(img, spec) })
 }
 
 // List returns the names of the images in a pool (and namespace), sorted.

@@ -195,27 +195,7 @@ func headerCall[T any](ctx context.Context, c *Cluster, op string, spec Spec, fn
 
 // Lockers lists the image's host locks.
 func (c *Cluster) Lockers(ctx context.Context, spec Spec) ([]Locker, error) {
-	return headerCall(ctx, c, "list host locks", spec, func(io *rados.IOContext, oid string) ([]Locker, error) {
-		info, err := io.ListLockers(oid, HostLockName)
-		if errors.Is(err, rados.ErrNotFound) { // no such lock yet
-			return nil, nil
-		}
-		if err != nil {
-			return nil, err
-		}
-		out := make([]Locker, 0, len(info.Clients))
-		for i := range info.Clients {
-			l := Locker{Client: info.Clients[i]}
-			if i < len(info.Cookies) {
-				l.Cookie = info.Cookies[i]
-			}
-			if i < len(info.Addrs) {
-				l.Addr = normalizeAddr(info.Addrs[i])
-			}
-			out = append(out, l)
-		}
-		return out, nil
-	})
+	return headerCall(ctx, c, "list host locks", spec, listLockers)
 }
 
 // LockHost takes the image's host lock with cookie (no expiry). ErrBusyElsewhere when another

@@ -95,6 +95,29 @@ func (p *Provisioner) resolve(ctx context.Context, name string) (Spec, error) {
 		Err: fmt.Errorf("no volume %q in pool %s", name, p.cfg.Pool)}
 }
 
+// describe finds a volume's image (in the default pool, else through the index) and describes it
+// with one open of the image.
+func (p *Provisioner) describe(ctx context.Context, name string) (Spec, Description, error) {
+	spec := Spec{Pool: p.cfg.Pool, Image: name}
+	d, err := p.c.Describe(ctx, spec)
+	if err == nil {
+		return spec, d, nil
+	}
+	if !errors.Is(err, driver.ErrNotFound) {
+		return spec, d, err
+	}
+	idx, ierr := p.index(ctx)
+	if ierr != nil {
+		return spec, d, ierr
+	}
+	if where, ok := idx[name]; ok {
+		d, err := p.c.Describe(ctx, where)
+		return where, d, err
+	}
+	return spec, d, &OpError{Op: "get", What: spec.String(), Kind: driver.ErrNotFound,
+		Err: fmt.Errorf("no volume %q in pool %s", name, p.cfg.Pool)}
+}
+
 func (p *Provisioner) index(ctx context.Context) (map[string]Spec, error) {
 	io, err := p.c.ioctx(p.cfg.Pool, "")
 	if err != nil {
@@ -252,18 +275,11 @@ func (p *Provisioner) parseSnapshot(ctx context.Context, s string) (Spec, error)
 
 // Get implements driver.Provisioner.
 func (p *Provisioner) Get(ctx context.Context, name string) (driver.Volume, error) {
-	spec, err := p.resolve(ctx, name)
+	spec, d, err := p.describe(ctx, name)
 	if err != nil {
 		return driver.Volume{}, err
 	}
-	info, err := p.c.Info(ctx, spec)
-	if err != nil {
-		return driver.Volume{}, err
-	}
-	meta, err := p.c.ListMeta(ctx, spec)
-	if err != nil {
-		return driver.Volume{}, err
-	}
+	info, meta := d.Info, d.Meta
 	vol := driver.Volume{
 		Name: name, Image: spec, Size: info.Size, FSType: meta[metaFSType],
 		MountOptions: meta[metaMountOptions],
@@ -281,44 +297,41 @@ func (p *Provisioner) Get(ctx context.Context, name string) (driver.Volume, erro
 	if info.DataPool != "" {
 		vol.Status["data-pool"] = info.DataPool
 	}
-	holder, err := p.holder(ctx, spec, "")
-	if err != nil {
-		return driver.Volume{}, err
-	}
-	vol.Holder = holder
+	vol.Holder = holderOf(d, "")
 	return vol, nil
 }
 
 // holder names who holds the image besides host self: the plugin lock's host, or a client that
 // has it open or mapped without the plugin. "" when nobody does.
 func (p *Provisioner) holder(ctx context.Context, spec Spec, self string) (string, error) {
-	lockers, err := p.c.Lockers(ctx, spec)
+	d, err := p.c.Describe(ctx, spec)
 	if err != nil {
 		return "", err
 	}
-	for _, l := range lockers {
+	return holderOf(d, self), nil
+}
+
+// holderOf is holder for an image already described.
+func holderOf(d Description, self string) string {
+	for _, l := range d.Lockers {
 		if host, ok := strings.CutPrefix(l.Cookie, cookiePrefix); ok && host != self {
-			return fmt.Sprintf("host %s (client %s at %s)", host, l.Client, l.Addr), nil
+			return fmt.Sprintf("host %s (client %s at %s)", host, l.Client, l.Addr)
 		}
 	}
-	for _, l := range lockers {
+	for _, l := range d.Lockers {
 		if self != "" && l.Cookie == cookiePrefix+self {
 			// This host holds it: the watchers are its own mapping.
-			return "", nil
+			return ""
 		}
 	}
-	watchers, err := p.c.OtherWatchers(ctx, spec)
-	if err != nil {
-		return "", err
-	}
 	var others []string
-	for _, w := range watchers {
+	for _, w := range d.Watchers {
 		others = append(others, w.Addr)
 	}
 	if len(others) > 0 {
-		return fmt.Sprintf("client(s) %s (mapped without this plugin, or by a plugin that crashed)", strings.Join(others, ", ")), nil
+		return fmt.Sprintf("client(s) %s (mapped without this plugin, or by a plugin that crashed)", strings.Join(others, ", "))
 	}
-	return "", nil
+	return ""
 }
 
 // List implements driver.Provisioner: the images in the default pool whose names are valid
@@ -396,15 +409,12 @@ func (p *Provisioner) monitors(ctx context.Context) ([]string, error) {
 
 // Attach implements driver.Provisioner: it takes the image's host lock for this host.
 func (p *Provisioner) Attach(ctx context.Context, name string, req driver.AttachRequest) (driver.Attachment, error) {
-	spec, err := p.resolve(ctx, name)
+	spec, d, err := p.describe(ctx, name)
 	if err != nil {
 		return driver.Attachment{}, err
 	}
 	cookie := p.cookie()
-	lockers, err := p.c.Lockers(ctx, spec)
-	if err != nil {
-		return driver.Attachment{}, err
-	}
+	lockers := d.Lockers
 	att := driver.Attachment{}
 	ours := false
 	for _, l := range lockers {
@@ -413,9 +423,7 @@ func (p *Provisioner) Attach(ctx context.Context, name string, req driver.Attach
 		}
 	}
 	if !ours {
-		if holder, err := p.holder(ctx, spec, p.cfg.Host); err != nil {
-			return att, err
-		} else if holder != "" {
+		if holder := holderOf(d, p.cfg.Host); holder != "" {
 			if !req.TakeOver {
 				return att, fmt.Errorf("%w: volume %s is in use by %s; stop it there, or if that host is dead, set LOCK_BREAK=on to fence it and take the volume over",
 					driver.ErrBusyElsewhere, name, holder)
