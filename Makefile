@@ -14,7 +14,7 @@ WITH_CEPH_ENV = set -a && . $(CEPH_ENV) && set +a &&
 # ... and of the lab Keystone + Cinder (OS_*), written by scripts/openstack-up.sh.
 WITH_LAB_ENV = set -a && . $(CEPH_ENV) && . $(LAB_DIR)/openstack/env && set +a &&
 
-.PHONY: help deps build test unit lint fmt down ceph-up openstack-up demo plugin e2e e2e-cinder docker-up
+.PHONY: help deps build test unit lint fmt down ceph-up openstack-up demo plugin e2e e2e-cinder docker-up lab lab-build
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-13s %s\n", $$1, $$2}'
@@ -40,6 +40,7 @@ unit: deps ## unit tests only (no services)
 lint: deps ## go vet (with and without the integration tag) and gofmt
 	$(GO) vet -tags '$(GOTAGS)' ./...
 	$(GO) vet -tags '$(GOTAGS) integration' ./...
+	$(GO) vet -tags '$(GOTAGS) lab' ./lab/...
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
 
 fmt: ## gofmt the tree
@@ -64,6 +65,13 @@ e2e-cinder: ceph-up openstack-up docker-up ## the end-to-end suite again with BA
 	  OS_PASSWORD=$$OS_PASSWORD OS_PROJECT_NAME=$$OS_PROJECT_NAME OS_REGION_NAME=$$OS_REGION_NAME
 	set -a && . $(LAB_DIR)/docker/env && set +a && CDP_PLUGIN=ceph-cinder:latest CDP_BACKEND=cinder \
 	  $(GO) test -count=1 -timeout 20m -tags e2e -v ./plugin/ 2>&1 | grep -vE '^=== (RUN|PAUSE|CONT)'; exit $${PIPESTATUS[0]}
+
+lab-build: ## build the krbd lab's guest: Debian's stock kernel (unpacked, not installed) + an initramfs with the plugin
+	scripts/lab-build.sh
+
+lab: ceph-up lab-build ## krbd and two-host cases in QEMU guests (Debian's kernel, TCG) running the plugin; LAB_RUN=regexp picks cases
+	$(WITH_CEPH_ENV) set -a && . $(LAB_DIR)/lab/env && set +a && \
+	  $(GO) test -count=1 -timeout 30m -tags '$(GOTAGS) lab' -v $(if $(LAB_RUN),-run '$(LAB_RUN)') ./lab/ 2>&1 | grep -vE '^=== (RUN|PAUSE|CONT)'; exit $${PIPESTATUS[0]}
 
 down: ## stop every service the targets started (data kept; the scripts' --purge deletes it)
 	scripts/docker-down.sh
