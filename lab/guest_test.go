@@ -624,7 +624,8 @@ func waitFor(t *testing.T, d time.Duration, what string, cond func() bool) {
 }
 
 // assertNoKey checks that the cephx secret shows in none of: the guest's process command lines
-// and environments, the plugin's log, the kernel log, the guest console, QEMU's command line.
+// and environments, the plugin's log, the kernel log, the kernel's copy of the map requests, the
+// guest console, QEMU's command line. Call it while a volume is mapped.
 func (g *guest) assertNoKey() {
 	g.t.Helper()
 	where := map[string]string{
@@ -632,6 +633,13 @@ func (g *guest) assertNoKey() {
 		"plugin log":    g.pluginLog(),
 		"kernel log":    g.sh("dmesg"),
 		"guest console": g.console(),
+	}
+	// The kernel keeps each map request readable (by root) in config_info: the plugin passes the
+	// key in the kernel keyring (key=), so the request names the key and does not contain it.
+	cfg := g.sh("cat /sys/bus/rbd/devices/*/config_info")
+	where["map requests (/sys/bus/rbd/devices/*/config_info)"] = cfg
+	if !strings.Contains(cfg, "key=client."+lab.user) {
+		g.t.Errorf("%s: the map requests do not name the key in the kernel keyring: %q", g.name, strings.ReplaceAll(cfg, lab.key, "<key>"))
 	}
 	if b, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", g.cmd.Process.Pid)); err == nil {
 		where["qemu command line"] = string(b)

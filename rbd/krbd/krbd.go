@@ -1,23 +1,29 @@
 // Package krbd maps RBD images with the Linux kernel rbd driver through sysfs
 // (/sys/bus/rbd/add_single_major and remove_single_major), the way `rbd device map` does, without
 // running a command: the cephx secret goes straight to the kernel and never shows in a process
-// listing. Devices are found again by pool/namespace/image/snapshot in /sys/bus/rbd/devices, so
-// an image mapped before a plugin restart is found and never mapped twice.
+// listing. Like `rbd device map`, it hands the secret over in the kernel keyring (key=), not in
+// the map request (secret=), which the kernel keeps readable in /sys/bus/rbd/devices/<id>/config_info.
+// Devices are found again by pool/namespace/image/snapshot in /sys/bus/rbd/devices, so an image
+// mapped before a plugin restart is found and never mapped twice.
 package krbd
 
 import (
 	"context"
+	"encoding/base64"
 	"errors"
 	"fmt"
 	"math"
 	"os"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"sort"
 	"strconv"
 	"strings"
 	"syscall"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/cephdocker/ceph-docker-plugin/driver"
 )
@@ -32,12 +38,35 @@ type KRBD struct {
 	Keys KeySource
 	// WriteFile writes a sysfs attribute; nil means the real thing. Tests inject a fake kernel.
 	WriteFile func(path string, data []byte) error
+	// AddKey puts a user's secret into the kernel keyring of the calling OS thread (key type
+	// "ceph") and returns the key's description, for the map option key=, and a func that
+	// removes the key. Nil, or an error (a seccomp profile that forbids add_key), and the secret
+	// goes in the map request itself (secret=).
+	AddKey func(user, secret string) (desc string, remove func(), err error)
 }
 
 var _ driver.Mapper = (*KRBD)(nil)
 
-// New returns a KRBD on the real /sys and /dev.
-func New(keys KeySource) *KRBD { return &KRBD{SysfsRoot: "/sys", DevRoot: "/dev", Keys: keys} }
+// New returns a KRBD on the real /sys and /dev that passes secrets in the kernel keyring.
+func New(keys KeySource) *KRBD {
+	return &KRBD{SysfsRoot: "/sys", DevRoot: "/dev", Keys: keys, AddKey: ThreadKey}
+}
+
+// ThreadKey adds the secret to the calling thread's keyring as a "ceph" key named
+// client.<user>, where libceph's key= option finds it (as `rbd device map` does with its process
+// keyring). The caller must stay on its OS thread (runtime.LockOSThread) until the map is done.
+func ThreadKey(user, secret string) (string, func(), error) {
+	payload, err := base64.StdEncoding.DecodeString(secret)
+	if err != nil {
+		return "", nil, fmt.Errorf("the key of client.%s is not base64", user)
+	}
+	desc := "client." + user
+	id, err := unix.AddKey("ceph", desc, payload, unix.KEY_SPEC_THREAD_KEYRING)
+	if err != nil {
+		return "", nil, fmt.Errorf("add_key ceph %s: %w", desc, err)
+	}
+	return desc, func() { _, _ = unix.KeyctlInt(unix.KEYCTL_INVALIDATE, id, 0, 0, 0) }, nil
+}
 
 // Available reports whether the kernel has the rbd driver loaded (MAPPER=auto uses it).
 func Available(sysfsRoot string) bool {
@@ -103,9 +132,10 @@ func checkRequest(req driver.MapRequest) error {
 }
 
 // mapLine builds what is written to add_single_major:
-// "<mon1>,<mon2> name=<user>,secret=<key>[,options] <pool> <image> [<snap>]".
-func mapLine(req driver.MapRequest, key string, timeout time.Duration) string {
-	opts := []string{"name=" + req.User, "secret=" + key}
+// "<mon1>,<mon2> name=<user>,<auth>[,options] <pool> <image> [<snap>]", where auth is
+// key=<keyring description> or secret=<key>.
+func mapLine(req driver.MapRequest, auth string, timeout time.Duration) string {
+	opts := []string{"name=" + req.User, auth}
 	if req.ReadOnly {
 		opts = append(opts, "ro")
 	}
@@ -155,9 +185,8 @@ func (k *KRBD) Map(ctx context.Context, req driver.MapRequest) (driver.Mapping, 
 			return driver.Mapping{}, fmt.Errorf("krbd map %s: %w: %w", req.ImageSpec, driver.ErrTimeout, ctx.Err())
 		}
 	}
-	line := mapLine(req, key, timeout)
 	done := make(chan error, 1)
-	go func() { done <- k.write(k.busPath("add_single_major"), []byte(line)) }()
+	go func() { done <- k.mapWrite(req, key, timeout) }()
 	select {
 	case err := <-done:
 		if err != nil {
@@ -186,6 +215,25 @@ func (k *KRBD) Map(ctx context.Context, req driver.MapRequest) (driver.Mapping, 
 			req.ImageSpec, k.busPath("devices"))
 	}
 	return found[0], nil
+}
+
+// mapWrite writes the map request, with the secret in the kernel keyring when it can. It runs on
+// a goroutine of its own, locked to its OS thread: the thread keyring holding the secret is that
+// thread's, and the thread ends with the goroutine.
+func (k *KRBD) mapWrite(req driver.MapRequest, key string, timeout time.Duration) error {
+	add := k.busPath("add_single_major")
+	if k.AddKey != nil {
+		runtime.LockOSThread() // never unlocked: the thread exits with this goroutine
+		desc, remove, err := k.AddKey(req.User, key)
+		if err == nil {
+			err = k.write(add, []byte(mapLine(req, "key="+desc, timeout)))
+			remove()
+			if !errors.Is(err, syscall.ENOKEY) {
+				return err
+			}
+		}
+	}
+	return k.write(add, []byte(mapLine(req, "secret="+key, timeout)))
 }
 
 // mapError explains a failed add_single_major write. It never includes what was written.

@@ -352,3 +352,87 @@ func TestAvailable(t *testing.T) {
 		t.Fatal("empty tree: want unavailable")
 	}
 }
+
+// fakeKeyring plays the kernel keyring: it records the keys added and whether they were removed,
+// and can refuse (as a seccomp profile does).
+type fakeKeyring struct {
+	mu     sync.Mutex
+	added  []string // "<user> <secret>"
+	live   int      // keys added and not yet removed
+	refuse error
+}
+
+func (f *fakeKeyring) add(user, secret string) (string, func(), error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.refuse != nil {
+		return "", nil, f.refuse
+	}
+	f.added = append(f.added, user+" "+secret)
+	f.live++
+	return "client." + user, func() { f.mu.Lock(); f.live--; f.mu.Unlock() }, nil
+}
+
+// With a kernel keyring, the map request names the key (key=) and never carries the secret,
+// which the kernel would keep readable in /sys/bus/rbd/devices/<id>/config_info; the key is
+// removed once the map is done.
+func TestMapPassesTheSecretInTheKernelKeyring(t *testing.T) {
+	fk, k := newFakeKernel(t, "volumes/img")
+	kr := &fakeKeyring{}
+	k.AddKey = kr.add
+	if _, err := k.Map(context.Background(), req("img")); err != nil {
+		t.Fatal(err)
+	}
+	want := []string{"add_single_major: 127.0.0.1:6789,10.0.0.2:6789 name=docker,key=client.docker volumes img"}
+	if got := fk.written(); !reflect.DeepEqual(got, want) {
+		t.Fatalf("writes = %q\nwant     %q", got, want)
+	}
+	if len(kr.added) != 1 || kr.added[0] != "docker "+testKey || kr.live != 0 {
+		t.Fatalf("keyring: added %q, %d still there; want the user's key added once and removed", kr.added, kr.live)
+	}
+	// A failed map removes the key too.
+	if _, err := k.Map(context.Background(), req("missing")); !errors.Is(err, driver.ErrNotFound) {
+		t.Fatalf("err = %v", err)
+	}
+	if kr.live != 0 {
+		t.Fatalf("%d keys left in the keyring after a failed map", kr.live)
+	}
+}
+
+// Without a usable kernel keyring (add_key forbidden), the secret goes in the request.
+func TestMapFallsBackToSecretWhenTheKeyringRefuses(t *testing.T) {
+	fk, k := newFakeKernel(t, "volumes/img")
+	k.AddKey = (&fakeKeyring{refuse: syscall.EPERM}).add
+	if _, err := k.Map(context.Background(), req("img")); err != nil {
+		t.Fatal(err)
+	}
+	want := []string{"add_single_major: 127.0.0.1:6789,10.0.0.2:6789 name=docker,secret=" + testKey + " volumes img"}
+	if got := fk.written(); !reflect.DeepEqual(got, want) {
+		t.Fatalf("writes = %q\nwant     %q", got, want)
+	}
+}
+
+func TestThreadKeyRejectsAKeyThatIsNotBase64(t *testing.T) {
+	if _, _, err := ThreadKey("docker", "not base64!"); err == nil || strings.Contains(err.Error(), "not base64!") {
+		t.Fatalf("err = %v; want an error that does not repeat the key", err)
+	}
+}
+
+// A kernel that cannot find the key (ENOKEY) gets the request again with the secret in it.
+func TestMapRetriesWithTheSecretWhenTheKernelFindsNoKey(t *testing.T) {
+	fk, k := newFakeKernel(t, "volumes/img")
+	kr := &fakeKeyring{}
+	k.AddKey = kr.add
+	k.WriteFile = func(path string, data []byte) error {
+		if strings.Contains(string(data), "key=client.") {
+			return syscall.ENOKEY
+		}
+		return fk.write(path, data)
+	}
+	if _, err := k.Map(context.Background(), req("img")); err != nil {
+		t.Fatal(err)
+	}
+	if got := fk.written(); len(got) != 1 || !strings.Contains(got[0], "secret="+testKey) || kr.live != 0 {
+		t.Fatalf("writes = %q, %d keys left; want one map with the secret and no key left", got, kr.live)
+	}
+}
