@@ -152,7 +152,18 @@ func newPlugin(t *testing.T, l lab, node string, extra ...string) *plugin {
 		"PLUGIN_SOCKET=" + p.sock(), "NODE_NAME=" + node, "LOG_LEVEL=debug", "CALL_TIMEOUT=40s",
 		"DEFAULT_SIZE=256M",
 	}, extra...)
-	t.Cleanup(func() { p.stop(); p.cleanHost(); os.RemoveAll(dir) })
+	t.Cleanup(func() {
+		if t.Failed() {
+			logs := p.logs()
+			if len(logs) > 6000 {
+				logs = "..." + logs[len(logs)-6000:]
+			}
+			t.Logf("plugin %s's log:\n%s", node, logs)
+		}
+		p.stop()
+		p.cleanHost()
+		os.RemoveAll(dir)
+	})
 	return p
 }
 
@@ -167,13 +178,15 @@ func (p *plugin) start(extra ...string) {
 	}
 	p.waitErr = make(chan error, 1)
 	go func(c *exec.Cmd, ch chan error) { ch <- c.Wait() }(p.cmd, p.waitErr)
-	deadline := time.Now().Add(15 * time.Second)
+	reconciled := p.reconciles()
+	deadline := time.Now().Add(60 * time.Second)
 	for {
-		// List waits for the start-up reconcile: once it answers, the plugin is ready.
-		// (An error answer from the backend counts: the plugin is past its reconcile.)
+		// The plugin answers as soon as its socket is open (calls on a volume still being
+		// reconciled wait for it); tests then also wait for the whole start-up reconcile, so that
+		// they can look at what it repaired. (An error answer from the backend counts.)
 		var resp map[string]any
 		err := p.try("/VolumeDriver.List", struct{}{}, &resp)
-		if pe, ok := err.(*pluginError); err == nil || (ok && !strings.Contains(pe.msg, "still reconciling")) {
+		if pe, ok := err.(*pluginError); (err == nil || (ok && !strings.Contains(pe.msg, "still reconciling"))) && p.reconciles() > reconciled {
 			return
 		}
 		select {
@@ -182,10 +195,21 @@ func (p *plugin) start(extra ...string) {
 		default:
 		}
 		if time.Now().After(deadline) {
-			p.t.Fatalf("plugin %s did not answer on %s within 15s\n%s", p.name, p.sock(), p.logs())
+			p.t.Fatalf("plugin %s did not answer on %s and finish its reconcile within 60s\n%s", p.name, p.sock(), p.logs())
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
+}
+
+// reconciles counts the start-up reconciles the plugin has logged as finished.
+func (p *plugin) reconciles() int {
+	n := 0
+	for _, l := range strings.Split(p.logs(), "\n") {
+		if strings.Contains(l, "msg=reconciled") && strings.Contains(l, " duration=") {
+			n++
+		}
+	}
+	return n
 }
 
 type writerFunc func([]byte) (int, error)
