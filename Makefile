@@ -73,6 +73,10 @@ lab: ceph-up lab-build ## krbd and two-host cases in QEMU guests (Debian's kerne
 	$(WITH_CEPH_ENV) set -a && . $(LAB_DIR)/lab/env && set +a && \
 	  $(GO) test -count=1 -timeout 30m -tags '$(GOTAGS) lab' -v $(if $(LAB_RUN),-run '$(LAB_RUN)') ./lab/ 2>&1 | grep -vE '^=== (RUN|PAUSE|CONT)'; exit $${PIPESTATUS[0]}
 
+.PHONY: bench
+bench: ceph-up openstack-up ## benchmarks against the raw tools (about 15 min); writes docs/BENCHMARKS.md
+	scripts/bench.sh
+
 down: ## stop every service the targets started (data kept; the scripts' --purge deletes it)
 	scripts/docker-down.sh
 	scripts/openstack-down.sh

@@ -1,0 +1,627 @@
+package main
+
+import (
+	"context"
+	"crypto/rand"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/moby/sys/mountinfo"
+	"golang.org/x/sys/unix"
+
+	"github.com/cephdocker/ceph-docker-plugin/rbd"
+	"github.com/cephdocker/ceph-docker-plugin/rbd/fuse"
+)
+
+// listPool is a pool of the bench's own for the List phase, so that its thousand images never
+// show in the lab's `volumes` pool that other tests list.
+const listPool = "cdp-bench"
+
+type bench struct {
+	o      options
+	env    labEnv
+	res    *results
+	admin  *rbd.Cluster
+	raw    *raw
+	main   *plugin
+	prefix string // bench-<run id>
+	down   sync.Once
+}
+
+type latRow struct {
+	call, rawWhat string
+	plugin, raw   sample
+	noRatio       bool
+}
+
+type concRow struct {
+	clients, cycles int
+	wall            time.Duration
+	perCycle        sample
+	cpu             string // machine CPU busy during the level
+}
+
+type fioRow struct {
+	test        string
+	unit        string
+	plugin, raw []float64
+}
+
+type footprint struct {
+	volumes                int
+	idleRSS, idleHWM       int64
+	fullRSS, fullHWM       int64
+	fuseCount              int
+	fuseRSS                int64
+	loops                  int
+	mountTime              time.Duration
+	firstAnswerIdle        time.Duration
+	firstAnswer            time.Duration
+	reconcile              time.Duration
+	reconcileSeen          bool
+	firstMountAfterRestart time.Duration
+	afterRSS               int64
+}
+
+type phaseTime struct {
+	name string
+	d    time.Duration
+}
+
+type results struct {
+	opts                 options
+	machine              [][2]string
+	start, end           time.Time
+	loadStart, loadEnd   string
+	busyStart, busyEnd   string
+	lat                  []latRow
+	list                 *latRow
+	listCount            int
+	conc                 []concRow
+	fio                  []fioRow
+	fp                   *footprint
+	cinder               []latRow
+	cinderAttach         sample
+	failures             []string
+	phaseTimes           []phaseTime
+	mainIdleRSS, mainHWM int64
+	cleanup              []string
+}
+
+func (b *bench) setup(ctx context.Context) error {
+	b.prefix = "bench-" + randID()
+	var err error
+	b.admin, err = rbd.Connect(ctx, rbd.Config{ConfPath: b.env.conf, User: "admin", Keyring: b.env.adminKeyring, OpTimeout: 30 * time.Second})
+	if err != nil {
+		return fmt.Errorf("connect as client.admin: %w", err)
+	}
+	b.cleanHost()
+	b.cleanImages(ctx)
+	if err := os.RemoveAll(b.o.work); err != nil {
+		return err
+	}
+	b.raw = &raw{conf: b.env.conf, user: b.env.user, keyring: b.env.keyring,
+		root: filepath.Join(b.o.work, "raw", "fuse"), mnt: filepath.Join(b.o.work, "raw", "mnt")}
+	b.main = newPlugin(b.o.bin, b.o.work, "bench-main", "BACKEND=rbd", "CEPH_CONF="+b.env.conf, "CEPH_USER="+b.env.user,
+		"CEPH_KEYRING="+b.env.keyring, "RBD_POOL="+b.env.pool)
+	if _, err := b.main.start(b.o.bin); err != nil {
+		return err
+	}
+	time.Sleep(500 * time.Millisecond)
+	b.res.mainIdleRSS, b.res.mainHWM = rssKiB(b.main.pid())
+	return nil
+}
+
+func (b *bench) teardown() {
+	b.down.Do(func() {
+		if b.main != nil {
+			b.main.stop()
+		}
+		b.cleanHost()
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+		defer cancel()
+		b.cleanImages(ctx)
+		b.cleanCinder(ctx)
+		if b.admin != nil {
+			b.admin.Close()
+		}
+	})
+}
+
+// cleanHost removes whatever the bench's plugins and raw steps left on the host under the work
+// directory (after an interrupted run): rbd-fuse daemons, mounts, loop devices.
+func (b *bench) cleanHost() {
+	root := filepath.Clean(b.o.work)
+	roots := fuseRootsUnder(root)
+	for _, pid := range fuseDaemons(root) {
+		_ = unix.Kill(pid, unix.SIGKILL)
+	}
+	mounts, _ := mountinfo.GetMounts(mountinfo.PrefixFilter(root))
+	for i := len(mounts) - 1; i >= 0; i-- {
+		_ = unix.Unmount(mounts[i].Mountpoint, unix.MNT_DETACH)
+		b.res.cleanup = append(b.res.cleanup, "unmounted "+mounts[i].Mountpoint)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	for _, r := range roots {
+		f := fuse.New(r, "", "")
+		maps, _ := f.List(ctx)
+		for _, m := range maps {
+			_ = f.Unmap(ctx, m.ImageSpec)
+		}
+	}
+}
+
+// fuseRootsUnder lists the directories that hold rbd-fuse mounts of the bench: each plugin's
+// MOUNT_ROOT/.rbd-fuse and the raw steps' root.
+func fuseRootsUnder(work string) []string {
+	out := []string{filepath.Join(work, "raw", "fuse")}
+	entries, _ := os.ReadDir(work)
+	for _, e := range entries {
+		if e.IsDir() && e.Name() != "raw" {
+			out = append(out, filepath.Join(work, e.Name(), "mnt", ".rbd-fuse"))
+		}
+	}
+	return out
+}
+
+// cleanImages removes every bench-* image in the lab pool and the bench's List pool.
+func (b *bench) cleanImages(ctx context.Context) {
+	for _, pool := range []string{b.env.pool, listPool} {
+		names, err := b.admin.List(ctx, pool, "")
+		if err != nil {
+			continue
+		}
+		var todo []string
+		for _, n := range names {
+			if strings.HasPrefix(n, "bench-") {
+				todo = append(todo, n)
+			}
+		}
+		if len(todo) == 0 {
+			continue
+		}
+		errs := parallel(ctx, 16, len(todo), func(i int) error {
+			return b.admin.Remove(ctx, rbd.Spec{Pool: pool, Image: todo[i]})
+		})
+		msg := fmt.Sprintf("removed %d bench-* images from pool %s", len(todo)-len(errs), pool)
+		if len(errs) > 0 {
+			msg += fmt.Sprintf(" (%d could not be removed: %v)", len(errs), errs[0])
+		}
+		logf("%s", msg)
+	}
+}
+
+// parallel runs fn(0..n-1) on workers goroutines and returns the errors.
+func parallel(ctx context.Context, workers, n int, fn func(i int) error) []error {
+	var mu sync.Mutex
+	var errs []error
+	next := make(chan int)
+	var wg sync.WaitGroup
+	for w := 0; w < workers; w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range next {
+				if err := fn(i); err != nil {
+					mu.Lock()
+					errs = append(errs, err)
+					mu.Unlock()
+				}
+			}
+		}()
+	}
+	for i := 0; i < n && ctx.Err() == nil; i++ {
+		next <- i
+	}
+	close(next)
+	wg.Wait()
+	return errs
+}
+
+func timed(s *sample, fn func() error) error {
+	start := time.Now()
+	err := fn()
+	if err == nil {
+		*s = append(*s, time.Since(start))
+	}
+	return err
+}
+
+// latency: each call of the protocol, N times, and beside it the same work by hand.
+func (b *bench) latency(ctx context.Context) error {
+	p := b.main
+	var create, mount1, mount2, get, unmount2, unmount1, remove sample
+	var rCreate, rMount, rWarm, rGet, rUnmount, rRemove sample
+	for i := 0; i < b.o.n; i++ {
+		name := fmt.Sprintf("%s-lat-%02d", b.prefix, i)
+		id1, id2 := fmt.Sprintf("c1-%d", i), fmt.Sprintf("c2-%d", i)
+		steps := []func() error{
+			func() error {
+				return timed(&create, func() error { return p.create(name, map[string]string{"size": "1G"}) })
+			},
+			func() error {
+				return timed(&mount1, func() error { _, err := p.mount(name, id1); return err })
+			},
+			func() error {
+				return timed(&mount2, func() error { _, err := p.mount(name, id2); return err })
+			},
+			func() error { return timed(&get, func() error { return p.get(name) }) },
+			func() error { return timed(&unmount2, func() error { return p.unmount(name, id2) }) },
+			func() error { return timed(&unmount1, func() error { return p.unmount(name, id1) }) },
+			func() error { return timed(&remove, func() error { return p.remove(name) }) },
+		}
+		for _, s := range steps {
+			if err := s(); err != nil {
+				return fmt.Errorf("run %d: %w", i, err)
+			}
+		}
+		img := fmt.Sprintf("%s-rawlat-%02d", b.prefix, i)
+		spec := b.env.pool + "/" + img
+		var m *rawMap
+		rsteps := []func() error{
+			func() error {
+				return timed(&rCreate, func() error { _, err := b.raw.rbd(ctx, "create", "--size", "1G", spec); return err })
+			},
+			func() error {
+				return timed(&rMount, func() error {
+					var err error
+					if m, err = b.raw.mapImage(ctx, b.env.pool, img); err != nil {
+						return err
+					}
+					return b.raw.mkfsMount(ctx, m)
+				})
+			},
+			func() error {
+				return timed(&rWarm, func() error { _, err := b.raw.run(ctx, "mountpoint", "-q", m.target); return err })
+			},
+			func() error {
+				return timed(&rGet, func() error { _, err := b.raw.rbd(ctx, "info", spec); return err })
+			},
+			func() error { return timed(&rUnmount, func() error { return b.raw.unmapImage(ctx, m) }) },
+			func() error {
+				return timed(&rRemove, func() error { _, err := b.raw.rbd(ctx, "rm", "--no-progress", spec); return err })
+			},
+		}
+		for _, s := range rsteps {
+			if err := s(); err != nil {
+				return fmt.Errorf("raw run %d: %w", i, err)
+			}
+		}
+		if i%10 == 9 {
+			logf("latency: %d/%d runs", i+1, b.o.n)
+		}
+	}
+	b.res.lat = []latRow{
+		{call: "Create (1 GiB)", rawWhat: "`rbd create --size 1G`", plugin: create, raw: rCreate},
+		{call: "first Mount (lock + map + mkfs + mount)", rawWhat: "`rbd-fuse` + `losetup --find --show` + `mkfs.ext4` + `mount`", plugin: mount1, raw: rMount},
+		{call: "warm Mount (another ID)", rawWhat: "`mountpoint -q` (nothing to do by hand)", plugin: mount2, raw: rWarm, noRatio: true},
+		{call: "Get (while mounted)", rawWhat: "`rbd info`", plugin: get, raw: rGet},
+		{call: "Unmount (not the last ID)", rawWhat: "(nothing to do by hand)", plugin: unmount2},
+		{call: "Unmount (last: umount + unmap + unlock)", rawWhat: "`umount` + `losetup -d` + `umount` rbd-fuse (wait for it to exit)", plugin: unmount1, raw: rUnmount},
+		{call: "Remove", rawWhat: "`rbd rm`", plugin: remove, raw: rRemove},
+	}
+	return nil
+}
+
+// list: List with many volumes in the pool, against `rbd ls`.
+func (b *bench) list(ctx context.Context) error {
+	adm := &raw{conf: b.env.conf, user: "admin", keyring: b.env.adminKeyring}
+	if _, err := adm.run(ctx, "ceph", "-c", b.env.conf, "--id", "admin", "--keyring", b.env.adminKeyring,
+		"osd", "pool", "ls"); err != nil {
+		return err
+	}
+	pools, _ := adm.run(ctx, "ceph", "-c", b.env.conf, "--id", "admin", "--keyring", b.env.adminKeyring, "osd", "pool", "ls")
+	if !strings.Contains("\n"+pools+"\n", "\n"+listPool+"\n") {
+		logf("creating pool %s", listPool)
+		if _, err := adm.run(ctx, "ceph", "-c", b.env.conf, "--id", "admin", "--keyring", b.env.adminKeyring,
+			"osd", "pool", "create", listPool, "8", "8"); err != nil {
+			return err
+		}
+		if _, err := adm.rbd(ctx, "pool", "init", listPool); err != nil {
+			return err
+		}
+	}
+	start := time.Now()
+	errs := parallel(ctx, 16, b.o.listN, func(i int) error {
+		return b.admin.Create(ctx, rbd.Spec{Pool: listPool, Image: fmt.Sprintf("%s-list-%04d", b.prefix, i)},
+			rbd.CreateOptions{Size: 1 << 30, Features: []string{"layering", "exclusive-lock", "object-map", "fast-diff", "deep-flatten"}})
+	})
+	if len(errs) > 0 {
+		return fmt.Errorf("creating %d images: %d failed: %w", b.o.listN, len(errs), errs[0])
+	}
+	logf("list: created %d images in %s", b.o.listN, time.Since(start).Round(time.Millisecond))
+	defer func() {
+		start := time.Now()
+		errs := parallel(context.Background(), 16, b.o.listN, func(i int) error {
+			return b.admin.Remove(context.Background(), rbd.Spec{Pool: listPool, Image: fmt.Sprintf("%s-list-%04d", b.prefix, i)})
+		})
+		logf("list: removed the images in %s (%d errors)", time.Since(start).Round(time.Millisecond), len(errs))
+	}()
+	p := newPlugin(b.o.bin, b.o.work, "bench-list", "BACKEND=rbd", "CEPH_CONF="+b.env.conf, "CEPH_USER=admin",
+		"CEPH_KEYRING="+b.env.adminKeyring, "RBD_POOL="+listPool)
+	if _, err := p.start(b.o.bin); err != nil {
+		return err
+	}
+	defer p.stop()
+	var pl, rl sample
+	for i := 0; i < b.o.n; i++ {
+		var n int
+		if err := timed(&pl, func() error { var err error; n, err = p.list(); return err }); err != nil {
+			return err
+		}
+		if n < b.o.listN {
+			return fmt.Errorf("List answered %d volumes, want >= %d", n, b.o.listN)
+		}
+		b.res.listCount = n
+		var out string
+		if err := timed(&rl, func() error { var err error; out, err = adm.rbd(ctx, "ls", listPool); return err }); err != nil {
+			return err
+		}
+		if c := strings.Count(out, "\n") + 1; c < b.o.listN {
+			return fmt.Errorf("rbd ls printed %d names, want >= %d", c, b.o.listN)
+		}
+	}
+	b.res.list = &latRow{call: fmt.Sprintf("List (%d volumes in the pool)", b.res.listCount), rawWhat: "`rbd ls`", plugin: pl, raw: rl}
+	return nil
+}
+
+// concurrency: clients each running create -> mount -> write -> unmount -> remove on its own volume.
+func (b *bench) concurrency(ctx context.Context) error {
+	data := make([]byte, b.o.writeMiB<<20)
+	_, _ = rand.Read(data)
+	for _, lvl := range b.o.levels {
+		clients, cycles := lvl[0], lvl[1]
+		var mu sync.Mutex
+		var durs sample
+		cpu0 := readCPU()
+		start := time.Now()
+		errs := parallel(ctx, clients, clients, func(c int) error {
+			for k := 0; k < cycles; k++ {
+				name := fmt.Sprintf("%s-c%d-%02d-%d", b.prefix, clients, c, k)
+				t := time.Now()
+				if err := b.cycle(name, data); err != nil {
+					return err
+				}
+				mu.Lock()
+				durs = append(durs, time.Since(t))
+				mu.Unlock()
+			}
+			return nil
+		})
+		wall := time.Since(start)
+		busy := readCPU().busySince(cpu0)
+		if len(errs) > 0 {
+			return fmt.Errorf("%d clients: %d failed: %w", clients, len(errs), errs[0])
+		}
+		b.res.conc = append(b.res.conc, concRow{clients: clients, cycles: clients * cycles, wall: wall, perCycle: durs, cpu: busy})
+		logf("concurrency: %d clients, %d cycles in %s", clients, clients*cycles, wall.Round(time.Millisecond))
+	}
+	return nil
+}
+
+func (b *bench) cycle(name string, data []byte) error {
+	p := b.main
+	if err := p.create(name, map[string]string{"size": b.o.concSize}); err != nil {
+		return err
+	}
+	mp, err := p.mount(name, "cyc-"+name)
+	if err != nil {
+		return err
+	}
+	if err := writeSync(filepath.Join(mp, "data"), data); err != nil {
+		return err
+	}
+	if err := p.unmount(name, "cyc-"+name); err != nil {
+		return err
+	}
+	return p.remove(name)
+}
+
+func writeSync(path string, data []byte) error {
+	f, err := os.Create(path)
+	if err != nil {
+		return err
+	}
+	if _, err := f.Write(data); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Sync(); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
+}
+
+// footprint: RSS idle and with many volumes mounted; restart with them to reconcile.
+func (b *bench) footprint(ctx context.Context) error {
+	fp := &footprint{volumes: b.o.footprintN}
+	b.res.fp = fp
+	p := newPlugin(b.o.bin, b.o.work, "bench-fp", "BACKEND=rbd", "CEPH_CONF="+b.env.conf, "CEPH_USER="+b.env.user,
+		"CEPH_KEYRING="+b.env.keyring, "RBD_POOL="+b.env.pool)
+	var err error
+	if fp.firstAnswerIdle, err = p.start(b.o.bin); err != nil {
+		return err
+	}
+	defer p.stop()
+	time.Sleep(time.Second)
+	fp.idleRSS, fp.idleHWM = rssKiB(p.pid())
+	name := func(i int) string { return fmt.Sprintf("%s-fp-%03d", b.prefix, i) }
+	defer func() {
+		// Unmount and remove them all, whatever happened.
+		start := time.Now()
+		errs := parallel(context.Background(), b.o.footprintWorkers, b.o.footprintN, func(i int) error {
+			if err := p.unmount(name(i), "fp"); err != nil {
+				return err
+			}
+			return p.remove(name(i))
+		})
+		logf("footprint: unmounted and removed %d volumes in %s (%d errors)", b.o.footprintN, time.Since(start).Round(time.Millisecond), len(errs))
+		if len(errs) > 0 {
+			logf("footprint: first error: %v", errs[0])
+		}
+	}()
+	start := time.Now()
+	errs := parallel(ctx, b.o.footprintWorkers, b.o.footprintN, func(i int) error {
+		if err := p.create(name(i), map[string]string{"size": b.o.fpSize}); err != nil {
+			return err
+		}
+		_, err := p.mount(name(i), "fp")
+		return err
+	})
+	fp.mountTime = time.Since(start)
+	if len(errs) > 0 {
+		return fmt.Errorf("mounting %d volumes: %d failed: %w", b.o.footprintN, len(errs), errs[0])
+	}
+	logf("footprint: %d volumes created and mounted in %s", b.o.footprintN, fp.mountTime.Round(time.Millisecond))
+	time.Sleep(2 * time.Second)
+	fp.fullRSS, fp.fullHWM = rssKiB(p.pid())
+	pids := fuseDaemons(p.fuseRoot())
+	fp.fuseCount = len(pids)
+	for _, pid := range pids {
+		r, _ := rssKiB(pid)
+		fp.fuseRSS += r
+	}
+	fm, _ := fuse.New(p.fuseRoot(), "", "").List(ctx)
+	fp.loops = len(fm)
+
+	// Restart: SIGTERM (mounts and mappings stay, as in a plugin upgrade), start again, time the
+	// first answer and the reconcile of every volume.
+	p.stop()
+	before := len(p.reconciles())
+	if fp.firstAnswer, err = p.start(b.o.bin); err != nil {
+		return err
+	}
+	// A Mount of a volume that is not being reconciled, right after the restart.
+	extra := b.prefix + "-fp-extra"
+	t := time.Now()
+	if err := p.create(extra, map[string]string{"size": b.o.fpSize}); err == nil {
+		if _, err := p.mount(extra, "x"); err == nil {
+			fp.firstMountAfterRestart = time.Since(t)
+			_ = p.unmount(extra, "x")
+		}
+		_ = p.remove(extra)
+	}
+	deadline := time.Now().Add(5 * time.Minute)
+	for time.Now().Before(deadline) {
+		if r := p.reconciles(); len(r) > before {
+			fp.reconcile, fp.reconcileSeen = r[before], true
+			break
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	fp.afterRSS, _ = rssKiB(p.pid())
+	logf("footprint: restart answered after %s, reconciled in %s", fp.firstAnswer.Round(time.Millisecond), fp.reconcile.Round(time.Millisecond))
+	return nil
+}
+
+// datapath: fio on a file in a volume the plugin mounted, against fio on a raw mapped device.
+func (b *bench) datapath(ctx context.Context) error {
+	p := b.main
+	name := b.prefix + "-fio"
+	if err := p.create(name, map[string]string{"size": "2G"}); err != nil {
+		return err
+	}
+	defer func() { _ = p.remove(name) }()
+	mp, err := p.mount(name, "fio")
+	if err != nil {
+		return err
+	}
+	defer func() { _ = p.unmount(name, "fio") }()
+	img := b.prefix + "-rawfio"
+	if _, err := b.raw.rbd(ctx, "create", "--size", "2G", b.env.pool+"/"+img); err != nil {
+		return err
+	}
+	defer func() { _, _ = b.raw.rbd(context.Background(), "rm", "--no-progress", b.env.pool+"/"+img) }()
+	m, err := b.raw.mapImage(ctx, b.env.pool, img)
+	if err != nil {
+		return err
+	}
+	defer func() { _ = b.raw.unmapImage(context.Background(), m) }()
+
+	tests := []struct{ name, rw, bs, unit string }{
+		{"sequential write, 1 MiB", "write", "1M", "MiB/s"},
+		{"sequential read, 1 MiB", "read", "1M", "MiB/s"},
+		{"random write, 4 KiB", "randwrite", "4k", "IOPS"},
+		{"random read, 4 KiB", "randread", "4k", "IOPS"},
+	}
+	rows := make([]fioRow, len(tests))
+	for i, t := range tests {
+		rows[i] = fioRow{test: t.name, unit: t.unit}
+	}
+	file := filepath.Join(mp, "fio.dat")
+	for round := 0; round < b.o.fioRounds; round++ {
+		for i, t := range tests {
+			targets := []string{"plugin", "raw"}
+			if round%2 == 1 {
+				targets = []string{"raw", "plugin"}
+			}
+			for _, tg := range targets {
+				path := file
+				if tg == "raw" {
+					path = m.dev
+				}
+				dropCaches()
+				v, err := fio(ctx, path, b.o.fioSize, t.rw, t.bs, b.o.fioRuntime, t.unit)
+				if err != nil {
+					return fmt.Errorf("fio %s on %s: %w", t.rw, tg, err)
+				}
+				if tg == "raw" {
+					rows[i].raw = append(rows[i].raw, v)
+				} else {
+					rows[i].plugin = append(rows[i].plugin, v)
+				}
+			}
+		}
+		logf("datapath: round %d/%d", round+1, b.o.fioRounds)
+	}
+	b.res.fio = rows
+	return nil
+}
+
+// dropCaches writes dirty pages and drops the clean page cache, so that reads reach the device.
+func dropCaches() {
+	unix.Sync()
+	_ = os.WriteFile("/proc/sys/vm/drop_caches", []byte("1"), 0o200)
+}
+
+var errNoCinder = errors.New("OS_AUTH_URL is not set: load the lab's openstack env (make bench does)")
+
+type cpuTimes struct{ busy, total int64 }
+
+// readCPU reads the machine's CPU time from /proc/stat (all CPUs, in jiffies).
+func readCPU() cpuTimes {
+	b, err := os.ReadFile("/proc/stat")
+	if err != nil {
+		return cpuTimes{}
+	}
+	f := strings.Fields(strings.SplitN(string(b), "\n", 2)[0])
+	var t cpuTimes
+	for i, v := range f[1:] {
+		n, _ := strconv.ParseInt(v, 10, 64)
+		t.total += n
+		if i != 3 && i != 4 { // idle, iowait
+			t.busy += n
+		}
+	}
+	return t
+}
+
+// busySince is the share of CPU time busy since c0, over all CPUs.
+func (c cpuTimes) busySince(c0 cpuTimes) string {
+	if c.total <= c0.total {
+		return "?"
+	}
+	return fmt.Sprintf("%.0f%%", 100*float64(c.busy-c0.busy)/float64(c.total-c0.total))
+}
+
+func contextWithTimeout(d time.Duration) (context.Context, context.CancelFunc) {
+	return context.WithTimeout(context.Background(), d)
+}

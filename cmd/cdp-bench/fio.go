@@ -1,0 +1,42 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"strconv"
+	"time"
+
+	"github.com/cephdocker/ceph-docker-plugin/driver/execx"
+)
+
+// fio runs one fio job on path (a file or a block device) and returns MiB/s or IOPS.
+func fio(ctx context.Context, path, size, rw, bs string, runtime time.Duration, unit string) (float64, error) {
+	secs := strconv.Itoa(int(runtime / time.Second))
+	args := []string{"--name=bench", "--filename=" + path, "--size=" + size, "--rw=" + rw, "--bs=" + bs,
+		"--direct=1", "--ioengine=libaio", "--iodepth=16", "--time_based", "--runtime=" + secs,
+		"--ramp_time=1", "--randrepeat=0", "--norandommap", "--output-format=json"}
+	cctx, cancel := context.WithTimeout(ctx, runtime+2*time.Minute)
+	defer cancel()
+	res, err := execx.Run(cctx, execx.Cmd{Name: "fio", Args: args})
+	if err != nil {
+		return 0, err
+	}
+	var out struct {
+		Jobs []struct {
+			Read, Write struct {
+				BwBytes float64 `json:"bw_bytes"`
+				IOPS    float64 `json:"iops"`
+			}
+		} `json:"jobs"`
+	}
+	if err := json.Unmarshal(res.Stdout, &out); err != nil || len(out.Jobs) == 0 {
+		return 0, fmt.Errorf("fio output: %v", err)
+	}
+	j := out.Jobs[0]
+	bw, iops := j.Read.BwBytes+j.Write.BwBytes, j.Read.IOPS+j.Write.IOPS
+	if unit == "IOPS" {
+		return iops, nil
+	}
+	return bw / (1 << 20), nil
+}
