@@ -16,22 +16,41 @@ OUT=$LAB_DIR/lab
 mkdir -p "$OUT"
 apt_ensure qemu-system-x86 busybox-static cpio kmod e2fsprogs util-linux
 
-# 1. The kernel: the package linux-image-amd64 depends on, downloaded and unpacked (no postinst).
+# 1. The kernel: the package linux-image-amd64 depends on, downloaded and unpacked (no postinst),
+# then pruned to vmlinuz and the modules the guests load (400 MB -> a few MB).
+MODULES="virtio_pci virtio_net ext4 rbd crc32c_generic crc32c_intel"
 KDIR=$OUT/kernel
-if [ ! -f "$KDIR/.done" ]; then
-  PKG=$(apt-cache depends linux-image-amd64 | awk '/Depends: linux-image-[0-9]/{print $2; exit}')
-  [ -n "$PKG" ] || die "apt-cache knows no linux-image-amd64 dependency (apt-get update?)"
+STAMP="modules: $MODULES"
+if [ ! -f "$KDIR/.done" ] || [ "$(cat "$KDIR/.done")" != "$STAMP" ]; then
+  kpkg() { apt-cache depends linux-image-amd64 2>/dev/null | awk '/Depends: linux-image-[0-9]/{print $2; exit}'; }
+  PKG=$(kpkg)
+  if [ -z "$PKG" ]; then
+    timeout 300 apt-get -o DPkg::Lock::Timeout=300 update -q >/dev/null || true
+    PKG=$(kpkg)
+  fi
+  [ -n "$PKG" ] || die "apt knows no linux-image-amd64 (is a Debian mirror configured?)"
   log "fetching $PKG"
   rm -rf "$KDIR" "$OUT/deb"; mkdir -p "$KDIR" "$OUT/deb"
   chown _apt "$OUT/deb" 2>/dev/null || true
-  (cd "$OUT/deb" && timeout 600 apt-get download -q "$PKG" >/dev/null) || die "apt-get download $PKG failed"
+  if ! (cd "$OUT/deb" && timeout 600 apt-get download -q "$PKG" >/dev/null); then
+    # The mirror may have moved on from the version in stale package lists.
+    timeout 300 apt-get -o DPkg::Lock::Timeout=300 update -q >/dev/null || true
+    PKG=$(kpkg)
+    (cd "$OUT/deb" && timeout 600 apt-get download -q "$PKG" >/dev/null) || die "apt-get download $PKG failed"
+  fi
   dpkg-deb -x "$OUT"/deb/"$PKG"_*.deb "$KDIR"
-  rm -rf "$OUT/deb"
-  touch "$KDIR/.done"
+  rm -rf "$OUT/deb" "$KDIR/usr"
+  KV=$(ls "$KDIR/lib/modules" | grep -- '-amd64$' | sort -V | tail -1)
+  depmod -b "$KDIR" "$KV"
+  keep=$(for m in $MODULES; do modprobe -d "$KDIR" --show-depends -S "$KV" "$m"; done | awk '$1=="insmod"{print $2}' | sort -u)
+  [ -n "$keep" ] || die "modprobe finds none of $MODULES in $PKG"
+  find "$KDIR/lib/modules/$KV/kernel" -name '*.ko*' | sort | comm -23 - <(echo "$keep") | xargs -r rm -f
+  depmod -b "$KDIR" "$KV"
+  echo "$STAMP" >"$KDIR/.done"
+  log "kernel $KV unpacked and pruned: $(du -sh "$KDIR" | cut -f1)"
 fi
 KV=$(ls "$KDIR/lib/modules" | grep -- '-amd64$' | sort -V | tail -1)
 [ -n "$KV" ] || die "no kernel modules in $KDIR"
-[ -f "$KDIR/lib/modules/$KV/modules.dep" ] || depmod -b "$KDIR" "$KV"
 
 # 2. The binaries.
 log "building the plugin and the lab agent"
@@ -46,7 +65,7 @@ cp /bin/busybox "$R/bin/busybox"
 for a in $(/bin/busybox --list); do [ "$a" = busybox ] || ln -sf busybox "$R/bin/$a"; done
 ln -sf /bin/busybox "$R/sbin/modprobe"   # the kernel's request_module runs /sbin/modprobe
 
-for m in virtio_pci virtio_net ext4 rbd crc32c_generic crc32c_intel; do
+for m in $MODULES; do
   modprobe -d "$KDIR" --show-depends -S "$KV" "$m" | awk '$1=="insmod"{print $2}'
 done | sort -u | while read -r ko; do
   ko=${ko#"${KDIR%/}"}
