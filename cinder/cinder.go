@@ -577,12 +577,42 @@ func (p *Provisioner) Attach(ctx context.Context, name string, req driver.Attach
 			return driver.Attachment{}, fmt.Errorf("%w: volume %s is attached to host %s (container %s); stop it there, or if that host is dead, set LOCK_BREAK=on to fence it and take the volume over",
 				driver.ErrBusyElsewhere, name, h, a.ServerID)
 		}
-		gone, err := p.takeOver(ctx, c, name, h, a)
+		gone, err := p.takeOver(ctx, c, name, "host "+h, a.AttachmentID)
 		fenced = append(fenced, gone...)
 		if err != nil {
 			return driver.Attachment{Fenced: fenced}, fmt.Errorf("take volume %s over from host %s: %w", name, h, err)
 		}
 		v.Attachments = nil // only this host's may remain, and a takeover leaves none of its own
+	}
+	if len(v.Attachments) == 0 && (v.Status == "attaching" || v.Status == "reserved") {
+		// Attachments that were never completed: Cinder lists them only in the attachments API,
+		// and says nothing of their host. This mount's own (an attempt whose answer was lost) is
+		// recognised by its instance UUID and deleted; another is a host attaching right now,
+		// or one that died doing so.
+		pending, err := p.pendingAttachments(ctx, c, v.ID)
+		if err != nil {
+			return driver.Attachment{}, apiError("list attachments of", name, err)
+		}
+		for _, a := range pending {
+			if a.Instance == InstanceUUID(req.MountID) {
+				if err := p.deleteAttachment(ctx, c, name, a.ID); err != nil {
+					return driver.Attachment{}, err
+				}
+				continue
+			}
+			if !req.TakeOver {
+				return driver.Attachment{}, fmt.Errorf("%w: volume %s is being attached elsewhere (Cinder status %s, attachment %s for instance %s, not completed); try again, or if that host died while attaching, set LOCK_BREAK=on to fence it and take the volume over",
+					driver.ErrBusyElsewhere, name, v.Status, a.ID, a.Instance)
+			}
+			gone, err := p.takeOver(ctx, c, name, "the host of instance "+a.Instance, a.ID)
+			fenced = append(fenced, gone...)
+			if err != nil {
+				return driver.Attachment{Fenced: fenced}, fmt.Errorf("take volume %s over from instance %s: %w", name, a.Instance, err)
+			}
+		}
+		if _, err := p.waitStatus(ctx, c, v.ID, "available"); err != nil {
+			return driver.Attachment{Fenced: fenced}, fmt.Errorf("cinder attach %s: %w", name, err)
+		}
 	}
 	for _, a := range v.Attachments {
 		// This host attached it before (the plugin restarted): the same attachment serves.
@@ -638,11 +668,11 @@ func (p *Provisioner) Attach(ctx context.Context, name string, req driver.Attach
 // takeOver fences the Ceph clients of a dead host's attachment (blocklist, lock break) and
 // deletes the attachment. Fencing comes first: a holder that is only unreachable must not write
 // once the volume is someone else's.
-func (p *Provisioner) takeOver(ctx context.Context, c *gophercloud.ServiceClient, name, host string, a volumes.Attachment) ([]string, error) {
+func (p *Provisioner) takeOver(ctx context.Context, c *gophercloud.ServiceClient, name, host, attachmentID string) ([]string, error) {
 	if p.cfg.Fencer == nil {
-		return nil, fmt.Errorf("%w: this plugin has no Ceph access to fence host %s with", driver.ErrInvalid, host)
+		return nil, fmt.Errorf("%w: this plugin has no Ceph access to fence %s with", driver.ErrInvalid, host)
 	}
-	got, err := attachments.Get(ctx, c, a.AttachmentID).Extract()
+	got, err := attachments.Get(ctx, c, attachmentID).Extract()
 	if err != nil {
 		return nil, apiError("get attachment", name, err)
 	}
@@ -652,15 +682,39 @@ func (p *Provisioner) takeOver(ctx context.Context, c *gophercloud.ServiceClient
 			return fenced, err
 		}
 	} else if len(got.ConnectionInfo) > 0 {
-		return nil, fmt.Errorf("cannot tell which RBD image host %s maps, so cannot fence it: %w", host, err)
+		return nil, fmt.Errorf("cannot tell which RBD image %s maps, so cannot fence it: %w", host, err)
 	}
-	if err := attachments.Delete(ctx, c, got.ID).ExtractErr(); err != nil && !gophercloud.ResponseCodeIs(err, http.StatusNotFound) {
-		return fenced, apiError("delete the attachment of host "+host+" to", name, err)
+	if err := p.deleteAttachment(ctx, c, name, got.ID); err != nil {
+		return fenced, err
 	}
 	if _, err := p.waitStatus(ctx, c, got.VolumeID, "available"); err != nil {
-		return fenced, fmt.Errorf("after deleting host %s's attachment: %w", host, err)
+		return fenced, fmt.Errorf("after deleting the attachment of %s: %w", host, err)
 	}
 	return fenced, nil
+}
+
+// pendingAttachments lists a volume's attachments that are not completed (reserved, attaching).
+func (p *Provisioner) pendingAttachments(ctx context.Context, c *gophercloud.ServiceClient, volumeID string) ([]attachments.Attachment, error) {
+	var out []attachments.Attachment
+	err := attachments.List(c, attachments.ListOpts{VolumeID: volumeID}).EachPage(ctx, func(_ context.Context, page pagination.Page) (bool, error) {
+		as, err := attachments.ExtractAttachments(page)
+		for _, a := range as {
+			if a.Status != "attached" && a.Status != "detached" {
+				out = append(out, a)
+			}
+		}
+		return true, err
+	})
+	return out, err
+}
+
+// deleteAttachment deletes one attachment; one already gone is fine.
+func (p *Provisioner) deleteAttachment(ctx context.Context, c *gophercloud.ServiceClient, name, id string) error {
+	err := attachments.Delete(ctx, c, id).ExtractErr()
+	if err != nil && !gophercloud.ResponseCodeIs(err, http.StatusNotFound) {
+		return apiError("delete attachment "+id+" of", name, err)
+	}
+	return nil
 }
 
 // parseConnection reads the RBD connection info: data.name "pool/volume-<id>", hosts, ports.
@@ -719,6 +773,19 @@ func (p *Provisioner) Detach(ctx context.Context, name string, att driver.Attach
 	}
 	c, v := f.c, f.v
 	ids := []string{}
+	if att.MountID != "" && (v.Status == "attaching" || v.Status == "reserved") {
+		// An attempt whose answer never came may have left an attachment that was not
+		// completed: it is found by the mount's instance UUID.
+		pending, err := p.pendingAttachments(ctx, c, v.ID)
+		if err != nil {
+			return apiError("list attachments of", name, err)
+		}
+		for _, a := range pending {
+			if a.Instance == InstanceUUID(att.MountID) {
+				ids = append(ids, a.ID)
+			}
+		}
+	}
 	if att.ID != "" {
 		ids = append(ids, att.ID)
 	} else {
@@ -730,9 +797,8 @@ func (p *Provisioner) Detach(ctx context.Context, name string, att driver.Attach
 		}
 	}
 	for _, id := range ids {
-		err := attachments.Delete(ctx, c, id).ExtractErr()
-		if err != nil && !gophercloud.ResponseCodeIs(err, http.StatusNotFound) {
-			return apiError("detach", name, err)
+		if err := p.deleteAttachment(ctx, c, name, id); err != nil {
+			return err
 		}
 	}
 	return nil

@@ -343,7 +343,7 @@ func (d *Driver) mountFirst(ctx context.Context, name, id string) (_ string, err
 		fstype = d.cfg.Defaults.FSType
 	}
 	st := State{Name: name, Op: "mount", OpID: id, Image: vol.Image, FSType: fstype,
-		Options: vol.MountOptions, Path: d.mountPath(name), Updated: time.Now()}
+		Options: vol.MountOptions, Path: d.mountPath(name), Attach: Attachment{MountID: id}, Updated: time.Now()}
 	if err := d.state.Save(st); err != nil {
 		return "", err
 	}
@@ -357,7 +357,7 @@ func (d *Driver) mountFirst(ctx context.Context, name, id string) (_ string, err
 		if uerr := tx.rollback(cctx); uerr != nil {
 			// Keep the state (Op=mount) so that the next call or a restart finishes the cleanup.
 			d.log.WithFields(logrus.Fields{"volume": name}).WithError(uerr).Error("undoing a failed mount")
-			err = fmt.Errorf("%w; undoing it also failed (the plugin retries on the next call): %v", err, uerr)
+			err = fmt.Errorf("%w; undoing it also failed (the plugin retries in the background and on the next call): %v", err, uerr)
 			return
 		}
 		if derr := d.state.Delete(name); derr != nil {
@@ -367,7 +367,15 @@ func (d *Driver) mountFirst(ctx context.Context, name, id string) (_ string, err
 
 	att, err := d.prov.Attach(ctx, name, AttachRequest{Host: d.cfg.Node, MountID: id, TakeOver: d.cfg.LockBreak})
 	if err != nil {
+		if !refused(err) {
+			// No answer (a deadline, a lost connection): the backend may still have made the
+			// claim, or make it later. Release whatever it holds for this mount.
+			tx.add("detach", func(ctx context.Context) error { return d.prov.Detach(ctx, name, Attachment{MountID: id}) })
+		}
 		return "", fmt.Errorf("mount volume %s: %w", name, err)
+	}
+	if att.MountID == "" {
+		att.MountID = id
 	}
 	tx.add("detach", func(ctx context.Context) error { return d.prov.Detach(ctx, name, att) })
 	if len(att.Fenced) > 0 {
@@ -474,8 +482,11 @@ func (d *Driver) teardown(ctx context.Context, st *State) error {
 	d.fault("unmount:unmounted")
 	// Unmap and Detach run even when the state does not record them done: a crash may have hit
 	// between the side effect and its record. Both are no-ops when there is nothing to undo.
-	if err := d.mapper.Unmap(ctx, st.Image); err != nil {
-		return fmt.Errorf("unmap %s: %w", st.Image, err)
+	// (With Cinder the image is known only once attached: none, nothing was mapped.)
+	if st.Image.Image != "" {
+		if err := d.mapper.Unmap(ctx, st.Image); err != nil {
+			return fmt.Errorf("unmap %s: %w", st.Image, err)
+		}
 	}
 	d.fault("unmount:unmapped")
 	if err := d.prov.Detach(ctx, st.Name, st.Attach); err != nil {
@@ -520,6 +531,9 @@ func (d *Driver) ensureUp(ctx context.Context, st *State, verifyClaim bool) erro
 		if err != nil {
 			return err
 		}
+		if att.MountID == "" {
+			att.MountID = st.IDs[0]
+		}
 		st.Attach = att
 		claimed = true
 	}
@@ -546,6 +560,9 @@ func (d *Driver) ensureUp(ctx context.Context, st *State, verifyClaim bool) erro
 			att, err := d.prov.Attach(ctx, st.Name, AttachRequest{Host: d.cfg.Node, MountID: st.IDs[0]})
 			if err != nil {
 				return err
+			}
+			if att.MountID == "" {
+				att.MountID = st.IDs[0]
 			}
 			st.Attach = att
 		}
@@ -666,6 +683,58 @@ func (d *Driver) reconcileOne(ctx context.Context, st State) error {
 	}
 	log.Info("reconciled")
 	return nil
+}
+
+// refused tells a backend's definite "no" (nothing was claimed) from a failure to hear back.
+func refused(err error) bool {
+	for _, e := range []error{ErrBusyElsewhere, ErrNotFound, ErrInvalid, ErrPermission, ErrExists} {
+		if errors.Is(err, e) {
+			return true
+		}
+	}
+	return false
+}
+
+// RepairPending finishes the operations that failed and could not be undone at the time (the
+// backend was unreachable): what Mount, Unmount and the start-up reconcile left recorded. It
+// skips volumes busy with a call (their call repairs them). Run it periodically, so that a
+// claim is released once the backend is back even if Docker never calls about the volume again.
+func (d *Driver) RepairPending(ctx context.Context) error {
+	select {
+	case <-d.ready:
+	default:
+		return nil
+	}
+	states, err := d.state.All()
+	if err != nil {
+		return err
+	}
+	var errs []error
+	for _, st := range states {
+		if st.Op == "" {
+			continue
+		}
+		lctx, cancel := context.WithTimeout(ctx, 10*time.Millisecond)
+		unlock, err := d.locks.lock(lctx, st.Name)
+		cancel()
+		if err != nil {
+			continue // a call holds it
+		}
+		func() {
+			defer unlock()
+			cur, ok, err := d.state.Load(st.Name)
+			if err != nil || !ok || cur.Op == "" {
+				return
+			}
+			op := cur.Op
+			if err := d.repair(ctx, &cur); err != nil {
+				errs = append(errs, fmt.Errorf("volume %s: finishing an interrupted %s: %w", st.Name, op, err))
+				return
+			}
+			d.log.WithFields(logrus.Fields{"volume": st.Name, "op": op}).Info("finished an interrupted operation in the background")
+		}()
+	}
+	return errors.Join(errs...)
 }
 
 // transaction remembers undo steps and runs them in reverse.

@@ -436,8 +436,12 @@ func TestMountRollback(t *testing.T) {
 	}{
 		{"get", func(e *testEnv) { e.prov.failNext("Get", errInjected) }, nil},
 		{"save before attach", func(e *testEnv) { e.store.failSave(1, errInjected) }, nil},
-		{"attach", func(e *testEnv) { e.prov.failNext("Attach", errInjected) },
+		// A definite refusal claimed nothing: there is nothing to undo.
+		{"attach refused", func(e *testEnv) { e.prov.failNext("Attach", fmt.Errorf("%w: %w", ErrBusyElsewhere, errInjected)) },
 			[]string{"prov.Attach data-7"}},
+		// No answer: the backend may have made the claim (or make it later); it is released.
+		{"attach", func(e *testEnv) { e.prov.failNext("Attach", errInjected) },
+			[]string{"prov.Attach data-7", "prov.Detach data-7"}},
 		{"save after attach", func(e *testEnv) { e.store.failSave(2, errInjected) },
 			[]string{"prov.Attach data-7", "prov.Detach data-7"}},
 		{"map", func(e *testEnv) { e.mapper.failNext("Map", errInjected) },
@@ -1286,4 +1290,83 @@ func TestCreateRoundsToTheBackendsSizes(t *testing.T) {
 	}
 	err := d.Create(bg, "v", map[string]string{"size": "1500M"})
 	assertErr(t, err, ErrExists, "volume v", "size 2G", "it has 1G")
+}
+
+// An Attach that got no answer, whose undo cannot reach the backend either: the state keeps the
+// mount's ID, and the background repair releases the claim by it once the backend is back,
+// without Docker calling about the volume again.
+func TestUncertainAttachReleasedInBackground(t *testing.T) {
+	e := newTestDriver(t)
+	e.prov.add("v", 1<<30, "ext4")
+	e.prov.failNext("Attach", fmt.Errorf("%w: cinder unreachable", ErrTimeout))
+	e.prov.failNext("Detach", errInjected)
+	_, err := e.d.Mount(bg, "v", "id1")
+	assertErr(t, err, ErrTimeout, "volume v", "undoing it also failed")
+	st, ok, _ := e.files.Load("v")
+	if !ok || st.Op != "mount" || st.Attach.MountID != "id1" {
+		t.Fatalf("state after the failed undo: %+v (ok %v), want Op mount with MountID id1", st, ok)
+	}
+	m := e.rec.mark()
+	if err := e.d.RepairPending(bg); err != nil {
+		t.Fatalf("RepairPending: %v", err)
+	}
+	assertOps(t, "background repair", e.rec.ops(m), "mnt.Unmount v", "map.Unmap v", "prov.Detach v")
+	if got := e.prov.detached[len(e.prov.detached)-1]; got.MountID != "id1" {
+		t.Errorf("Detach got %+v, want the MountID id1", got)
+	}
+	e.assertGone("v")
+	// Nothing pending: nothing done.
+	m = e.rec.mark()
+	if err := e.d.RepairPending(bg); err != nil {
+		t.Fatal(err)
+	}
+	assertOps(t, "RepairPending with nothing pending", e.rec.ops(m))
+}
+
+// The background repair leaves a volume that a call is working on to that call.
+func TestRepairPendingSkipsBusyVolumes(t *testing.T) {
+	e := newTestDriver(t)
+	e.prov.add("v", 1<<30, "ext4")
+	e.prov.failNext("Attach", errInjected)
+	e.prov.failNext("Detach", errInjected)
+	if _, err := e.d.Mount(bg, "v", "id1"); err == nil {
+		t.Fatal("mount succeeded")
+	}
+	unlock, err := e.d.locks.lock(bg, "v")
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := e.rec.mark()
+	if err := e.d.RepairPending(bg); err != nil {
+		t.Fatal(err)
+	}
+	assertOps(t, "RepairPending on a locked volume", e.rec.ops(m))
+	unlock()
+	if err := e.d.RepairPending(bg); err != nil {
+		t.Fatal(err)
+	}
+	e.assertGone("v")
+}
+
+// With Cinder the image is known only once attached: undoing an attach that got no answer
+// unmaps nothing (there is nothing to unmap) and still releases the claim.
+func TestUncertainAttachWithoutImageReleased(t *testing.T) {
+	e := newTestDriver(t)
+	e.prov.add("v", 1<<30, "ext4")
+	e.prov.mu.Lock()
+	v := e.prov.vols["v"]
+	v.Image = ImageSpec{}
+	e.prov.vols["v"] = v
+	e.prov.mu.Unlock()
+	e.prov.failNext("Attach", fmt.Errorf("%w: cinder unreachable", ErrTimeout))
+	e.prov.failNext("Detach", errInjected)
+	if _, err := e.d.Mount(bg, "v", "id1"); err == nil {
+		t.Fatal("mount succeeded")
+	}
+	m := e.rec.mark()
+	if err := e.d.RepairPending(bg); err != nil {
+		t.Fatalf("RepairPending: %v", err)
+	}
+	assertOps(t, "background repair", e.rec.ops(m), "mnt.Unmount v", "prov.Detach v")
+	e.assertGone("v")
 }

@@ -204,6 +204,7 @@ type fakeProvisioner struct {
 	removed  []RemoveAction    // the action of each successful Remove
 	created  []Options         // the options of each successful Create
 	attachID func() string     // when set, the Attachment.ID of each Attach (default "cookie")
+	detached []Attachment      // the argument of each Detach call
 }
 
 var _ Provisioner = (*fakeProvisioner)(nil)
@@ -372,6 +373,9 @@ func (p *fakeProvisioner) Attach(ctx context.Context, name string, req AttachReq
 }
 
 func (p *fakeProvisioner) Detach(ctx context.Context, name string, att Attachment) error {
+	p.mu.Lock()
+	p.detached = append(p.detached, att)
+	p.mu.Unlock()
 	done, err := p.enter(ctx, "Detach", name)
 	defer done()
 	if err != nil {

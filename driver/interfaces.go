@@ -102,6 +102,10 @@ type Attachment struct {
 	Map    MapRequest
 	ID     string   // backend attachment id (Cinder); empty for rbd
 	Fenced []string // clients fenced to take the volume over
+	// MountID is the caller ID the claim was made for. It is recorded before Attach is called,
+	// so that an Attach whose answer never came (a timeout, a crash) can still be undone: the
+	// backend finds the claim by it (Cinder: the attachment's derived instance UUID).
+	MountID string
 }
 
 // State is one volume's persisted local state on this host.

@@ -99,6 +99,10 @@ func run() error {
 		Node: cfg.NodeName, MountRoot: cfg.MountRoot,
 		Defaults:     driver.OptionDefaults{Size: cfg.DefaultSize, FSType: cfg.DefaultFSType},
 		RemoveAction: cfg.RemoveAction, LockBreak: cfg.LockBreak, Log: log,
+		// The undo of a failed Mount gets as long as the call had: dockerd waits 120 s for a
+		// Mount, CALL_TIMEOUT is below 60 s, and what the undo cannot finish is retried in the
+		// background.
+		CleanupTimeout: cfg.CallTimeout,
 	}
 	if cfg.FaultKillAt != "" {
 		log.WithField("step", cfg.FaultKillAt).Warn("TEST_FAULT_KILL_AT is set: this process kills itself at that step (tests only)")
@@ -121,6 +125,27 @@ func run() error {
 	}
 	rcancel()
 	log.WithField("duration", time.Since(start).Round(time.Millisecond)).Info("reconciled")
+
+	// What could not be undone when it failed (the backend was unreachable) is finished in the
+	// background once the backend is back, not only when Docker next calls about the volume.
+	bg, stopBg := context.WithCancel(context.Background())
+	defer stopBg()
+	go func() {
+		t := time.NewTicker(repairInterval)
+		defer t.Stop()
+		for {
+			select {
+			case <-bg.Done():
+				return
+			case <-t.C:
+			}
+			ctx, cancel := context.WithTimeout(bg, cfg.CallTimeout)
+			if err := d.RepairPending(ctx); err != nil {
+				log.WithError(err).Warn("background repair: will try again")
+			}
+			cancel()
+		}
+	}()
 
 	sig := make(chan os.Signal, 1)
 	signal.Notify(sig, syscall.SIGTERM, syscall.SIGINT)
@@ -173,6 +198,9 @@ func (f *cephFencer) Close() {
 		f.c.Close()
 	}
 }
+
+// repairInterval is how often interrupted operations are retried in the background.
+const repairInterval = 15 * time.Second
 
 func listen(path string) (net.Listener, error) {
 	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
