@@ -261,16 +261,23 @@ func TestKRBDSingleHost(t *testing.T) {
 		g.create(vol, map[string]string{"size": "256M"})
 		g.create(raw, map[string]string{"size": "256M"})
 		mp := g.mount(vol, "c1")
-		pw, pr := ddPair(t, g, mp+"/perf.bin", false)
-		g.unmount(vol, "c1")
 		dev, e := g.krbdMap(raw, false)
 		if e != "" {
 			t.Fatal(e)
 		}
-		rw, rr := ddPair(t, g, dev, true)
+		// Two rounds, interleaved, best of each: the machine is shared and TCG is sensitive to
+		// whatever else runs on it.
+		var pw, pr, rw, rr float64
+		for round := 1; round <= 2; round++ {
+			w, r := ddPair(t, g, mp+"/perf.bin", false)
+			pw, pr = max(pw, w), max(pr, r)
+			w, r = ddPair(t, g, dev, true)
+			rw, rr = max(rw, w), max(rr, r)
+		}
 		g.krbdUnmap(raw)
-		t.Logf("PERF dd 64 MiB (bs=4M) write+fsync: plugin-mounted ext4 %.1f MB/s, raw %s %.1f MB/s, ratio %.2f", pw, dev, rw, pw/rw)
-		t.Logf("PERF dd 64 MiB (bs=4M) read after drop_caches: plugin-mounted ext4 %.1f MB/s, raw %s %.1f MB/s, ratio %.2f", pr, dev, rr, pr/rr)
+		g.unmount(vol, "c1")
+		t.Logf("PERF dd 64 MiB (bs=4M) write+fsync, best of 2: plugin-mounted ext4 %.1f MB/s, raw %s %.1f MB/s, ratio %.2f", pw, dev, rw, pw/rw)
+		t.Logf("PERF dd 64 MiB (bs=4M) read after drop_caches, best of 2: plugin-mounted ext4 %.1f MB/s, raw %s %.1f MB/s, ratio %.2f", pr, dev, rr, pr/rr)
 		if pw/rw < 0.5 || pr/rr < 0.5 {
 			t.Fatalf("the plugin-mounted volume is less than half as fast as the raw device")
 		}
