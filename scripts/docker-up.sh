@@ -22,6 +22,11 @@ export DOCKER_HOST=unix://$SOCK
 if pid_alive "$D/dockerd.pid" "$D/root" && timeout 5 docker version >/dev/null 2>&1; then
   log "dockerd already running"; exit 0
 fi
+# dockerd trusts containerd's pid file: a stale one whose PID another process now has makes it
+# wait for a containerd that is not there ("containerd is still running", then a timeout).
+if [ -f "$EXEC/containerd/containerd.pid" ] && ! pid_alive "$EXEC/containerd/containerd.pid" containerd; then
+  log "removing a stale containerd pid file"; rm -f "$EXEC/containerd/containerd.pid"
+fi
 nohup dockerd -H "$DOCKER_HOST" --data-root "$D/root" --exec-root "$EXEC" --pidfile "$D/dockerd.pid" \
   --bridge=none --iptables=false --ip-masq=false >>"$D/dockerd.log" 2>&1 &
 docker_ok() { docker version; }
