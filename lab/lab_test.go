@@ -5,6 +5,7 @@ package lab
 import (
 	"encoding/json"
 	"fmt"
+	"net/http"
 	"regexp"
 	"slices"
 	"strconv"
@@ -66,6 +67,14 @@ func TestKRBDSingleHost(t *testing.T) {
 			t.Fatalf("%s has %q mounted, want the krbd device %s", mp, got, devs[0])
 		}
 		step(t, "Mount (map + mkfs.ext4 + mount) in %.1fs: %s on %s", time.Since(start).Seconds(), devs[0], mp)
+		var ue labapi.Error
+		if code := g.post("/krbd/unmap", labapi.KRBDMap{Pool: lab.pool, Image: life}, &ue); code == http.StatusOK || !strings.Contains(ue.Err, "still open") {
+			t.Fatalf("unmapping the mounted %s: HTTP %d %q; want a refusal saying it is open", devs[0], code, ue.Err)
+		}
+		if d := g.mappings(life); len(d) != 1 {
+			t.Fatalf("after a refused unmap: mappings %v", d)
+		}
+		step(t, "the kernel refuses to unmap the mounted device; the mapper says so: %s", ue.Err)
 		if out := g.sh("dmesg | grep -iE 'rbd|libceph' | grep -i unsupported || true"); strings.TrimSpace(out) != "" {
 			t.Fatalf("the kernel complains about image features: %s", out)
 		}
