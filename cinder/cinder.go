@@ -526,8 +526,14 @@ func (p *Provisioner) Remove(ctx context.Context, name string, action driver.Rem
 		return err
 	}
 	c, v := f.c, f.v
-	if len(v.Attachments) > 0 || v.Status == "in-use" || v.Status == "reserved" || v.Status == "attaching" {
+	if len(v.Attachments) > 0 {
 		return fmt.Errorf("%w: volume %s is attached to %s; stop its containers there first", driver.ErrInUse, name, toVolume(v, "").Holder)
+	}
+	if v.Status == "in-use" || v.Status == "reserved" || v.Status == "attaching" {
+		// Uncompleted attachments: a host attaching right now, or one that died doing so (its
+		// plugin deletes the attachment when it comes back).
+		return fmt.Errorf("%w: volume %s is being attached (Cinder status %s, attachment not completed); try again, or if no host is attaching it, delete the attachment: openstack volume attachment list --volume-id %s",
+			driver.ErrInUse, name, v.Status, v.ID)
 	}
 	switch action {
 	case driver.RemoveKeep:
