@@ -27,6 +27,8 @@ type Config struct {
 	// Fault, when set, is called at each step boundary with the step's name (crash tests kill the
 	// process there). Nil in production.
 	Fault func(step string)
+	// Known persists the names of the volumes seen (nil: kept in memory only).
+	Known KnownStore
 }
 
 // Driver implements the volume semantics on the interfaces it consumes. Every method takes a
@@ -44,6 +46,9 @@ type Driver struct {
 	// while the backend is unreachable: dockerd, when Get fails, silently makes a *local* volume
 	// of the same name (measured with 20.10), and the container would run on the wrong disk.
 	known sync.Map // name -> VolumeInfo
+	// knownMu serialises writes of the known names; knownSaved is what was last written.
+	knownMu    sync.Mutex
+	knownSaved map[string]time.Time
 }
 
 // New returns a driver. Call Reconcile once (after opening the socket): calls wait for it.
@@ -57,8 +62,51 @@ func New(cfg Config, prov Provisioner, mapper Mapper, mounter Mounter, state Sta
 	if cfg.RemoveAction == "" {
 		cfg.RemoveAction = RemoveDelete
 	}
-	return &Driver{cfg: cfg, prov: prov, mapper: mapper, mounter: mounter, state: state,
+	d := &Driver{cfg: cfg, prov: prov, mapper: mapper, mounter: mounter, state: state,
 		ready: make(chan struct{}), log: cfg.Log}
+	if cfg.Known != nil {
+		names, err := cfg.Known.LoadKnown()
+		if err != nil {
+			d.log.WithError(err).Warn("reading the names of known volumes; Get answers only from the backend until it has seen them again")
+		}
+		for name, created := range names {
+			d.known.Store(name, VolumeInfo{Name: name, CreatedAt: created})
+		}
+		d.knownSaved = names
+	}
+	return d
+}
+
+// rememberKnown persists the known names when they changed. A failure costs only the
+// answers from memory after a restart, so it is logged, not returned.
+func (d *Driver) rememberKnown() {
+	if d.cfg.Known == nil {
+		return
+	}
+	d.knownMu.Lock()
+	defer d.knownMu.Unlock()
+	names := map[string]time.Time{}
+	d.known.Range(func(k, v any) bool {
+		names[k.(string)] = v.(VolumeInfo).CreatedAt
+		return true
+	})
+	if len(names) == len(d.knownSaved) {
+		same := true
+		for n := range names {
+			if _, ok := d.knownSaved[n]; !ok {
+				same = false
+				break
+			}
+		}
+		if same {
+			return
+		}
+	}
+	if err := d.cfg.Known.SaveKnown(names); err != nil {
+		d.log.WithError(err).Warn("saving the names of known volumes")
+		return
+	}
+	d.knownSaved = names
 }
 
 func (d *Driver) fault(step string) {
@@ -120,6 +168,7 @@ func (d *Driver) Create(ctx context.Context, name string, raw map[string]string)
 	}
 	d.fault("create:created")
 	d.known.Store(name, VolumeInfo{Name: name, CreatedAt: time.Now()})
+	d.rememberKnown()
 	return nil
 }
 
@@ -159,7 +208,9 @@ func (d *Driver) Get(ctx context.Context, name string) (VolumeInfo, error) {
 	if err != nil {
 		err = fmt.Errorf("volume %s: %w", name, err)
 		if errors.Is(err, ErrNotFound) || errors.Is(err, ErrInvalid) {
-			d.known.Delete(name)
+			if _, was := d.known.LoadAndDelete(name); was {
+				d.rememberKnown()
+			}
 			return VolumeInfo{}, err
 		}
 		if v, ok := d.known.Load(name); ok {
@@ -200,8 +251,11 @@ func (d *Driver) Get(ctx context.Context, name string) (VolumeInfo, error) {
 	} else if vol.Holder != "" {
 		info.Status["holder"] = vol.Holder
 	}
-	d.known.Store(name, VolumeInfo{Name: name, CreatedAt: vol.CreatedAt, Status: map[string]any{
+	_, was := d.known.Swap(name, VolumeInfo{Name: name, CreatedAt: vol.CreatedAt, Status: map[string]any{
 		"size": info.Status["size"], "fstype": info.Status["fstype"]}})
+	if !was {
+		d.rememberKnown()
+	}
 	return info, nil
 }
 
@@ -231,6 +285,7 @@ func (d *Driver) List(ctx context.Context) ([]VolumeInfo, error) {
 			d.known.Store(v.Name, VolumeInfo{Name: v.Name, CreatedAt: v.CreatedAt})
 		}
 	}
+	d.rememberKnown()
 	return out, nil
 }
 
@@ -275,6 +330,7 @@ func (d *Driver) Remove(ctx context.Context, name string) error {
 		return fmt.Errorf("remove volume %s: %w", name, err)
 	}
 	d.known.Delete(name)
+	d.rememberKnown()
 	d.fault("remove:removed")
 	d.log.WithFields(logrus.Fields{"volume": name, "action": d.cfg.RemoveAction}).Info("volume removed")
 	return nil

@@ -83,6 +83,14 @@ type Volume struct {
 	Status map[string]any
 }
 
+// KnownStore persists the names of the volumes the backend last described, with their
+// creation times, so that Get can answer for them after a restart while the backend is
+// unreachable (see Driver.known).
+type KnownStore interface {
+	LoadKnown() (map[string]time.Time, error)
+	SaveKnown(map[string]time.Time) error
+}
+
 // SizeRounder is implemented by a Provisioner whose volumes come only in some sizes (Cinder's
 // whole GiB): Create asks for the rounded size, and an idempotent Create compares with it.
 type SizeRounder interface {

@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
+	"time"
 )
 
 // FileStore keeps each volume's State in its own JSON file, written atomically (temporary file,
@@ -113,4 +114,47 @@ func (s *FileStore) syncDir() error {
 	}
 	defer d.Close()
 	return d.Sync()
+}
+
+// knownFile holds the names of the volumes the plugin has seen (no .json suffix: not a state).
+func (s *FileStore) knownFile() string { return filepath.Join(s.Dir, "known-volumes") }
+
+// LoadKnown implements KnownStore; none saved yet is an empty set.
+func (s *FileStore) LoadKnown() (map[string]time.Time, error) {
+	b, err := os.ReadFile(s.knownFile())
+	if errors.Is(err, os.ErrNotExist) {
+		return map[string]time.Time{}, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("read %s: %w", s.knownFile(), err)
+	}
+	names := map[string]time.Time{}
+	if err := json.Unmarshal(b, &names); err != nil {
+		return nil, fmt.Errorf("read %s: %w", s.knownFile(), err)
+	}
+	return names, nil
+}
+
+// SaveKnown implements KnownStore: written whole, atomically.
+func (s *FileStore) SaveKnown(names map[string]time.Time) error {
+	b, err := json.Marshal(names)
+	if err != nil {
+		return err
+	}
+	tmp, err := os.CreateTemp(s.Dir, ".known-*")
+	if err != nil {
+		return fmt.Errorf("save known volumes: %w", err)
+	}
+	defer os.Remove(tmp.Name())
+	if _, err := tmp.Write(b); err != nil {
+		tmp.Close()
+		return fmt.Errorf("save known volumes: %w", err)
+	}
+	if err := tmp.Close(); err != nil {
+		return fmt.Errorf("save known volumes: %w", err)
+	}
+	if err := os.Rename(tmp.Name(), s.knownFile()); err != nil {
+		return fmt.Errorf("save known volumes: %w", err)
+	}
+	return nil
 }

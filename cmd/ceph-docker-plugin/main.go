@@ -103,6 +103,7 @@ func run() error {
 		// Mount, CALL_TIMEOUT is below 60 s, and what the undo cannot finish is retried in the
 		// background.
 		CleanupTimeout: cfg.CallTimeout,
+		Known:          store,
 	}
 	if cfg.FaultKillAt != "" {
 		log.WithField("step", cfg.FaultKillAt).Warn("TEST_FAULT_KILL_AT is set: this process kills itself at that step (tests only)")

@@ -284,3 +284,34 @@ func TestCinderOutageMidOperation(t *testing.T) {
 	p.remove(name)
 	p.assertClean()
 }
+
+// A plugin restarted while Keystone and Cinder are unreachable still answers Get for the volumes
+// it had seen (Docker, when Get fails, silently creates a local volume of the same name and would
+// run the container on the wrong disk), and Mount fails naming the service.
+func TestKnownVolumesAnsweredAcrossRestartDuringOutage(t *testing.T) {
+	l := labEnv(t)
+	keystone, cinderLine, env := outageLab(t)
+	p := newPlugin(t, l, "host-a", append(env, "CALL_TIMEOUT=5s")...)
+	p.start()
+	name := uniq("known")
+	p.create(name, map[string]string{"size": "1G"})
+	t.Cleanup(func() { _ = p.try("/VolumeDriver.Remove", map[string]string{"Name": name}, nil) })
+	p.stop()
+	keystone.set(lineCut, nil)
+	cinderLine.set(lineCut, nil)
+	p.start()
+	g := p.get(name)
+	if g.Volume.Name != name || !strings.Contains(fmt.Sprint(g.Volume.Status["backend-error"]), "Keystone") {
+		t.Fatalf("get after a restart with Keystone down: %+v", g.Volume)
+	}
+	msg := failsWithin(t, p, 7*time.Second, "/VolumeDriver.Mount", map[string]string{"Name": name, "ID": "c1"})
+	if !strings.Contains(msg, "Keystone") {
+		t.Errorf("mount with Keystone down: %q", msg)
+	}
+	if msg := p.fail("/VolumeDriver.Get", map[string]string{"Name": name + "-never-seen"}); !strings.Contains(msg, "Keystone") {
+		t.Errorf("get of a volume never seen: %q", msg)
+	}
+	keystone.set(linePass, nil)
+	cinderLine.set(linePass, nil)
+	p.remove(name)
+}
