@@ -15,6 +15,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -36,6 +37,12 @@ type Fuse struct {
 	Binary    string
 	SysfsRoot string // "/sys"
 	DevRoot   string // "/dev"
+
+	// probing admits one scan at a time: a scan asks every rbd-fuse daemon about its image file,
+	// and rbd-fuse's image table is not safe for concurrent requests (two getattrs at once can
+	// segfault it in open_rbd_image, as its log showed under cmd/cdp-bench's parallel mounts).
+	probing chan struct{}
+	once    sync.Once
 }
 
 var _ driver.Mapper = (*Fuse)(nil)
@@ -72,7 +79,7 @@ func (f *Fuse) Map(ctx context.Context, req driver.MapRequest) (m driver.Mapping
 	if err := check(spec); err != nil {
 		return driver.Mapping{}, err
 	}
-	existing, stale, err := f.scan(ctx)
+	existing, stale, err := f.scan(ctx, &spec)
 	if err != nil {
 		return driver.Mapping{}, err
 	}
@@ -226,7 +233,7 @@ func (f *Fuse) Unmap(ctx context.Context, spec driver.ImageSpec) error {
 	if err := check(spec); err != nil {
 		return err
 	}
-	live, stale, err := f.scan(ctx)
+	live, stale, err := f.scan(ctx, &spec)
 	if err != nil {
 		return err
 	}
@@ -375,7 +382,7 @@ func fuseProcs() []fuseProc {
 // rbd-fuse mounts without a loop device and rbd-fuse processes without a mount. Everything
 // listed is released by Unmap of the image it belongs to.
 func (f *Fuse) Leftovers(ctx context.Context) ([]string, error) {
-	maps, stale, err := f.scan(ctx)
+	maps, stale, err := f.scan(ctx, nil)
 	if err != nil {
 		return nil, err
 	}
@@ -413,7 +420,7 @@ func (f *Fuse) Leftovers(ctx context.Context) ([]string, error) {
 // rbd-fuse mount under Root. A loop whose rbd-fuse died (with the plugin's container, say) is
 // stale: it is not listed, so that the image is mapped again; Unmap and Leftovers see it.
 func (f *Fuse) List(ctx context.Context) ([]driver.Mapping, error) {
-	live, _, err := f.scan(ctx)
+	live, _, err := f.scan(ctx, nil)
 	return live, err
 }
 
@@ -423,12 +430,20 @@ type staleLoop struct {
 	Spec   driver.ImageSpec // Pool is empty when only the image name is known
 }
 
-// scan splits this mapper's loop devices into live mappings and stale loops. A loop whose
+// scan splits this mapper's loop devices into live mappings and stale loops; with only set, it
+// asks only about that image's loops (each question reaches an rbd-fuse daemon). A loop whose
 // rbd-fuse died and whose mount was detached shows its backing file as "/<image>" and answers
 // LOOP_GET_STATUS with ENOTCONN: it is stale, known by its image name only.
-func (f *Fuse) scan(ctx context.Context) (live []driver.Mapping, stale []staleLoop, err error) {
+func (f *Fuse) scan(ctx context.Context, only *driver.ImageSpec) (live []driver.Mapping, stale []staleLoop, err error) {
 	if err := ctx.Err(); err != nil {
 		return nil, nil, err
+	}
+	f.once.Do(func() { f.probing = make(chan struct{}, 1) })
+	select {
+	case f.probing <- struct{}{}:
+		defer func() { <-f.probing }()
+	case <-ctx.Done():
+		return nil, nil, fmt.Errorf("fuse list: %w: %w", driver.ErrTimeout, ctx.Err())
 	}
 	loops, err := listLoops(f.SysfsRoot)
 	if err != nil {
@@ -441,6 +456,22 @@ func (f *Fuse) scan(ctx context.Context) (live []driver.Mapping, stale []staleLo
 		detached := !under && !strings.Contains(strings.TrimPrefix(l.Backing, "/"), "/") && l.Backing != "/"
 		if !under && !detached {
 			continue // not this mapper's: never touch (or even ask) other loops
+		}
+		var spec driver.ImageSpec
+		if detached {
+			spec = driver.ImageSpec{Image: strings.TrimPrefix(l.Backing, "/")}
+			if only != nil && spec.Image != only.Image {
+				continue
+			}
+		} else {
+			parts := strings.Split(rel, "/")
+			if len(parts) != 3 || parts[1] != parts[2] {
+				continue
+			}
+			spec = driver.ImageSpec{Pool: parts[0], Image: parts[1]}
+			if only != nil && spec != *only {
+				continue // another image's: Map and Unmap ask only about their own
+			}
 		}
 		// LOOP_GET_STATUS asks the backing file's filesystem: a FUSE server that hangs (a fenced
 		// rbd-fuse) would hang it too. Bounded; no answer counts as "cannot tell".
@@ -460,15 +491,10 @@ func (f *Fuse) scan(ctx context.Context) (live []driver.Mapping, stale []staleLo
 		}
 		if detached {
 			if errors.Is(serr, unix.ENOTCONN) {
-				stale = append(stale, staleLoop{Device: dev, Spec: driver.ImageSpec{Image: strings.TrimPrefix(l.Backing, "/")}})
+				stale = append(stale, staleLoop{Device: dev, Spec: spec})
 			}
 			continue
 		}
-		parts := strings.Split(rel, "/")
-		if len(parts) != 3 || parts[1] != parts[2] {
-			continue
-		}
-		spec := driver.ImageSpec{Pool: parts[0], Image: parts[1]}
 		if errors.Is(serr, unix.ENOTCONN) || (serr == nil && !f.backedByLiveFile(ctx, l.Backing, bdev, bino)) {
 			stale = append(stale, staleLoop{Device: dev, Spec: spec})
 			continue
