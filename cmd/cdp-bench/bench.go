@@ -44,7 +44,7 @@ type concRow struct {
 	clients, cycles int
 	wall            time.Duration
 	perCycle        sample
-	cpu             string // machine CPU busy during the level
+	cpu             float64 // share of the machine's CPU time busy during the level (0..1)
 }
 
 type fioRow struct {
@@ -67,6 +67,8 @@ type footprint struct {
 	reconcileSeen          bool
 	firstMountAfterRestart time.Duration
 	afterRSS               int64
+	fuseBefore, fuseAfter  int // rbd-fuse daemons alive just before the restart and after the reconcile
+	repairErrors           int // volumes the reconcile could not repair (from the plugin's log)
 }
 
 type phaseTime struct {
@@ -88,6 +90,8 @@ type results struct {
 	fp                   *footprint
 	cinder               []latRow
 	cinderAttach         sample
+	probe                sample         // blkid -p of a mapped device, by hand
+	crashes              map[string]int // Ceph clients (by process name) whose log shows a fatal signal
 	failures             []string
 	phaseTimes           []phaseTime
 	mainIdleRSS, mainHWM int64
@@ -104,6 +108,9 @@ func (b *bench) setup(ctx context.Context) error {
 	b.cleanHost()
 	b.cleanImages(ctx)
 	if err := os.RemoveAll(b.o.work); err != nil {
+		return err
+	}
+	if err := b.clientLogs(); err != nil {
 		return err
 	}
 	b.raw = &raw{conf: b.env.conf, user: b.env.user, keyring: b.env.keyring,
@@ -238,7 +245,7 @@ func timed(s *sample, fn func() error) error {
 func (b *bench) latency(ctx context.Context) error {
 	p := b.main
 	var create, mount1, mount2, get, unmount2, unmount1, remove sample
-	var rCreate, rMount, rWarm, rGet, rUnmount, rRemove sample
+	var rCreate, rMount, rWarm, rGet, rUnmount, rRemove, rProbe sample
 	for i := 0; i < b.o.n; i++ {
 		name := fmt.Sprintf("%s-lat-%02d", b.prefix, i)
 		id1, id2 := fmt.Sprintf("c1-%d", i), fmt.Sprintf("c2-%d", i)
@@ -279,6 +286,12 @@ func (b *bench) latency(ctx context.Context) error {
 				})
 			},
 			func() error {
+				// Not part of the raw first Mount: what the plugin's blank-device probe costs.
+				// (blkid exits 2 on a device without a filesystem; it has one by now, so this
+				// times the probe of a formatted device.)
+				return timed(&rProbe, func() error { _, err := b.raw.run(ctx, "blkid", "-p", "-o", "export", m.dev); return err })
+			},
+			func() error {
 				return timed(&rWarm, func() error { _, err := b.raw.run(ctx, "mountpoint", "-q", m.target); return err })
 			},
 			func() error {
@@ -307,6 +320,7 @@ func (b *bench) latency(ctx context.Context) error {
 		{call: "Unmount (last: umount + unmap + unlock)", rawWhat: "`umount` + `losetup -d` + `umount` rbd-fuse (wait for it to exit)", plugin: unmount1, raw: rUnmount},
 		{call: "Remove", rawWhat: "`rbd rm`", plugin: remove, raw: rRemove},
 	}
+	b.res.probe = rProbe
 	return nil
 }
 
@@ -494,6 +508,7 @@ func (b *bench) footprint(ctx context.Context) error {
 
 	// Restart: SIGTERM (mounts and mappings stay, as in a plugin upgrade), start again, time the
 	// first answer and the reconcile of every volume.
+	fp.fuseBefore = len(fuseDaemons(p.fuseRoot()))
 	p.stop()
 	before := len(p.reconciles())
 	if fp.firstAnswer, err = p.start(b.o.bin); err != nil {
@@ -518,6 +533,10 @@ func (b *bench) footprint(ctx context.Context) error {
 		time.Sleep(50 * time.Millisecond)
 	}
 	fp.afterRSS, _ = rssKiB(p.pid())
+	fp.fuseAfter = len(fuseDaemons(p.fuseRoot()))
+	if logb, err := os.ReadFile(p.logPath()); err == nil {
+		fp.repairErrors = strings.Count(string(logb), "reconcile: could not repair the volume")
+	}
 	logf("footprint: restart answered after %s, reconciled in %s", fp.firstAnswer.Round(time.Millisecond), fp.reconcile.Round(time.Millisecond))
 	return nil
 }
@@ -557,6 +576,13 @@ func (b *bench) datapath(ctx context.Context) error {
 		rows[i] = fioRow{test: t.name, unit: t.unit}
 	}
 	file := filepath.Join(mp, "fio.dat")
+	// Untimed warm-up: write the whole region once on both, so that the file's blocks are
+	// allocated (a device has nothing to allocate) and every read hits written data.
+	for _, path := range []string{file, m.dev} {
+		if _, err := fio(ctx, path, b.o.fioSize, "write", "1M", 0, "MiB/s"); err != nil {
+			return fmt.Errorf("fio warm-up on %s: %w", path, err)
+		}
+	}
 	for round := 0; round < b.o.fioRounds; round++ {
 		for i, t := range tests {
 			targets := []string{"plugin", "raw"}
@@ -614,14 +640,68 @@ func readCPU() cpuTimes {
 	return t
 }
 
-// busySince is the share of CPU time busy since c0, over all CPUs.
-func (c cpuTimes) busySince(c0 cpuTimes) string {
+// busySince is the share of CPU time busy since c0, over all CPUs (0..1).
+func (c cpuTimes) busySince(c0 cpuTimes) float64 {
 	if c.total <= c0.total {
-		return "?"
+		return 0
 	}
-	return fmt.Sprintf("%.0f%%", 100*float64(c.busy-c0.busy)/float64(c.total-c0.total))
+	return float64(c.busy-c0.busy) / float64(c.total-c0.total)
 }
 
 func contextWithTimeout(d time.Duration) (context.Context, context.CancelFunc) {
 	return context.WithTimeout(context.Background(), d)
+}
+
+// clientLogs points the Ceph clients of the run (the plugins, their rbd-fuse daemons, the raw
+// tools) at a copy of the lab's ceph.conf that logs to files under the work directory instead of
+// /dev/null, so that a client that crashes leaves its backtrace ("Caught signal") to count.
+func (b *bench) clientLogs() error {
+	raw, err := os.ReadFile(b.env.conf)
+	if err != nil {
+		return err
+	}
+	dir := filepath.Join(b.o.work, "client-logs")
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return err
+	}
+	var out []string
+	section := ""
+	for _, l := range strings.Split(string(raw), "\n") {
+		t := strings.TrimSpace(l)
+		if strings.HasPrefix(t, "[") {
+			section = t
+		}
+		if section == "[client]" && strings.HasPrefix(strings.ReplaceAll(t, "_", " "), "log file") {
+			continue
+		}
+		out = append(out, l)
+		if t == "[client]" {
+			out = append(out, "log file = "+filepath.Join(dir, "$name.$pid.log"))
+		}
+	}
+	conf := filepath.Join(b.o.work, "ceph.conf")
+	if err := os.WriteFile(conf, []byte(strings.Join(out, "\n")), 0o644); err != nil {
+		return err
+	}
+	b.env.conf = conf
+	return nil
+}
+
+// clientCrashes counts the Ceph clients whose log shows a fatal signal, by process name.
+func (b *bench) clientCrashes() map[string]int {
+	out := map[string]int{}
+	files, _ := filepath.Glob(filepath.Join(b.o.work, "client-logs", "*.log"))
+	for _, f := range files {
+		raw, err := os.ReadFile(f)
+		if err != nil || !strings.Contains(string(raw), "*** Caught signal") {
+			continue
+		}
+		name := "a Ceph client"
+		if i := strings.Index(string(raw), "process "); i >= 0 {
+			name = strings.Fields(string(raw[i+len("process "):]))[0]
+			name = strings.TrimSuffix(name, ",")
+		}
+		out[name]++
+	}
+	return out
 }

@@ -12,10 +12,11 @@ import (
 
 // fio runs one fio job on path (a file or a block device) and returns MiB/s or IOPS.
 func fio(ctx context.Context, path, size, rw, bs string, runtime time.Duration, unit string) (float64, error) {
-	secs := strconv.Itoa(int(runtime / time.Second))
 	args := []string{"--name=bench", "--filename=" + path, "--size=" + size, "--rw=" + rw, "--bs=" + bs,
-		"--direct=1", "--ioengine=libaio", "--iodepth=16", "--time_based", "--runtime=" + secs,
-		"--ramp_time=1", "--randrepeat=0", "--norandommap", "--output-format=json"}
+		"--direct=1", "--ioengine=libaio", "--iodepth=16", "--randrepeat=0", "--norandommap", "--output-format=json"}
+	if runtime > 0 { // else: one pass over the region
+		args = append(args, "--time_based", "--runtime="+strconv.Itoa(int(runtime/time.Second)), "--ramp_time=1")
+	}
 	cctx, cancel := context.WithTimeout(ctx, runtime+2*time.Minute)
 	defer cancel()
 	res, err := execx.Run(cctx, execx.Cmd{Name: "fio", Args: args})

@@ -62,8 +62,8 @@ func main() {
 	flag.IntVar(&o.n, "n", 30, "runs per call in the latency phase")
 	flag.IntVar(&o.listN, "list", 1000, "volumes in the pool for List")
 	flag.StringVar(&levels, "levels", "1:10,8:4,32:2", "concurrency levels as clients:cycles-per-client")
-	flag.DurationVar(&o.fioRuntime, "fio-runtime", 6*time.Second, "fio runtime per test")
-	flag.IntVar(&o.fioRounds, "fio-rounds", 2, "fio rounds (plugin and raw alternate)")
+	flag.DurationVar(&o.fioRuntime, "fio-runtime", 8*time.Second, "fio runtime per test")
+	flag.IntVar(&o.fioRounds, "fio-rounds", 3, "fio rounds (plugin and raw alternate)")
 	flag.StringVar(&o.fioSize, "fio-size", "512M", "fio region size")
 	flag.IntVar(&o.footprintN, "footprint", 200, "volumes mounted for the footprint phase")
 	flag.IntVar(&o.footprintWorkers, "footprint-workers", 8, "parallel clients mounting them")
@@ -137,6 +137,7 @@ func run(o options) error {
 		logf("phase %s done in %s", p.name, time.Since(start).Round(time.Second))
 	}
 	b.teardown()
+	b.res.crashes = b.clientCrashes()
 	b.res.end = time.Now()
 	b.res.loadEnd = loadavg()
 	b.res.busyEnd = busyProcs()

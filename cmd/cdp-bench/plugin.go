@@ -207,7 +207,7 @@ func (p *plugin) reconciles() []time.Duration {
 		return nil
 	}
 	defer f.Close()
-	re := regexp.MustCompile(`duration=([0-9.]+[µmn]?s)`)
+	re := regexp.MustCompile(`duration=(\S+)`)
 	var out []time.Duration
 	sc := bufio.NewScanner(f)
 	sc.Buffer(make([]byte, 1<<20), 1<<20)
