@@ -5,10 +5,14 @@ import (
 	"time"
 )
 
-func TestBackoffStartsShortAndGrowsToPoll(t *testing.T) {
+func TestBackoffPollsOftenForASecondThenGrowsToPoll(t *testing.T) {
 	p := New(Config{})
 	next := p.backoff()
-	want := []time.Duration{50, 100, 200, 400, 500, 500}
+	var want []time.Duration
+	for i := 0; i < 20; i++ { // the first second
+		want = append(want, 50)
+	}
+	want = append(want, 100, 200, 400, 500, 500)
 	for i, w := range want {
 		if got := next(); got != w*time.Millisecond {
 			t.Fatalf("wait %d: got %v, want %v", i, got, w*time.Millisecond)
