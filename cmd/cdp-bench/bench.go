@@ -565,11 +565,11 @@ func (b *bench) datapath(ctx context.Context) error {
 	}
 	defer func() { _ = b.raw.unmapImage(context.Background(), m) }()
 
-	tests := []struct{ name, rw, bs, unit string }{
-		{"sequential write, 1 MiB", "write", "1M", "MiB/s"},
-		{"sequential read, 1 MiB", "read", "1M", "MiB/s"},
-		{"random write, 4 KiB", "randwrite", "4k", "IOPS"},
-		{"random read, 4 KiB", "randread", "4k", "IOPS"},
+	tests := []struct{ name, rw, bs, ioSize, unit string }{
+		{"sequential write, 1 MiB", "write", "1M", "", "MiB/s"},
+		{"sequential read, 1 MiB", "read", "1M", "", "MiB/s"},
+		{"random write, 4 KiB", "randwrite", "4k", b.o.fioRandIO, "IOPS"},
+		{"random read, 4 KiB", "randread", "4k", b.o.fioRandIO, "IOPS"},
 	}
 	rows := make([]fioRow, len(tests))
 	for i, t := range tests {
@@ -579,7 +579,7 @@ func (b *bench) datapath(ctx context.Context) error {
 	// Untimed warm-up: write the whole region once on both, so that the file's blocks are
 	// allocated (a device has nothing to allocate) and every read hits written data.
 	for _, path := range []string{file, m.dev} {
-		if _, err := fio(ctx, path, b.o.fioSize, "write", "1M", 0, "MiB/s"); err != nil {
+		if _, err := fio(ctx, path, b.o.fioSize, "write", "1M", "", "MiB/s"); err != nil {
 			return fmt.Errorf("fio warm-up on %s: %w", path, err)
 		}
 	}
@@ -595,7 +595,7 @@ func (b *bench) datapath(ctx context.Context) error {
 					path = m.dev
 				}
 				dropCaches()
-				v, err := fio(ctx, path, b.o.fioSize, t.rw, t.bs, b.o.fioRuntime, t.unit)
+				v, err := fio(ctx, path, b.o.fioSize, t.rw, t.bs, t.ioSize, t.unit)
 				if err != nil {
 					return fmt.Errorf("fio %s on %s: %w", t.rw, tg, err)
 				}

@@ -4,20 +4,25 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"strconv"
+	"strings"
 	"time"
 
 	"github.com/cephdocker/ceph-docker-plugin/driver/execx"
 )
 
-// fio runs one fio job on path (a file or a block device) and returns MiB/s or IOPS.
-func fio(ctx context.Context, path, size, rw, bs string, runtime time.Duration, unit string) (float64, error) {
+// fio runs one fio job on path (a file or a block device) and returns MiB/s or IOPS. The job is
+// one pass: over the whole region (size), or over ioSize of it for random jobs (each block at most
+// once). Writes end with an fsync, so that the data has reached rbd-fuse, not only the page cache.
+func fio(ctx context.Context, path, size, rw, bs, ioSize, unit string) (float64, error) {
 	args := []string{"--name=bench", "--filename=" + path, "--size=" + size, "--rw=" + rw, "--bs=" + bs,
-		"--direct=1", "--ioengine=libaio", "--iodepth=16", "--randrepeat=0", "--norandommap", "--output-format=json"}
-	if runtime > 0 { // else: one pass over the region
-		args = append(args, "--time_based", "--runtime="+strconv.Itoa(int(runtime/time.Second)), "--ramp_time=1")
+		"--direct=1", "--ioengine=libaio", "--iodepth=16", "--randrepeat=0", "--output-format=json"}
+	if ioSize != "" {
+		args = append(args, "--io_size="+ioSize)
 	}
-	cctx, cancel := context.WithTimeout(ctx, runtime+2*time.Minute)
+	if strings.Contains(rw, "write") {
+		args = append(args, "--end_fsync=1")
+	}
+	cctx, cancel := context.WithTimeout(ctx, 5*time.Minute)
 	defer cancel()
 	res, err := execx.Run(cctx, execx.Cmd{Name: "fio", Args: args})
 	if err != nil {

@@ -27,7 +27,7 @@ type options struct {
 	n                  int // per-call latency runs
 	listN              int
 	levels             [][2]int // clients, cycles per client
-	fioRuntime         time.Duration
+	fioRandIO          string
 	fioRounds          int
 	fioSize            string
 	footprintN         int
@@ -62,9 +62,9 @@ func main() {
 	flag.IntVar(&o.n, "n", 30, "runs per call in the latency phase")
 	flag.IntVar(&o.listN, "list", 1000, "volumes in the pool for List")
 	flag.StringVar(&levels, "levels", "1:10,8:4,32:2", "concurrency levels as clients:cycles-per-client")
-	flag.DurationVar(&o.fioRuntime, "fio-runtime", 8*time.Second, "fio runtime per test")
+	flag.StringVar(&o.fioRandIO, "fio-rand-io", "32M", "bytes each random fio job moves (one pass, no block twice)")
 	flag.IntVar(&o.fioRounds, "fio-rounds", 3, "fio rounds (plugin and raw alternate)")
-	flag.StringVar(&o.fioSize, "fio-size", "512M", "fio region size")
+	flag.StringVar(&o.fioSize, "fio-size", "512M", "fio region size (sequential jobs pass over all of it)")
 	flag.IntVar(&o.footprintN, "footprint", 200, "volumes mounted for the footprint phase")
 	flag.IntVar(&o.footprintWorkers, "footprint-workers", 8, "parallel clients mounting them")
 	flag.IntVar(&o.cinderN, "cinder-n", 15, "runs in the Cinder phase")

@@ -194,12 +194,15 @@ func (b *bench) report() string {
 
 	if len(r.fio) > 0 {
 		p("## 3. Data path\n\n")
-		p("fio (`--direct=1 --ioengine=libaio --iodepth=16`, %s each, 1 s ramp, %s region) on a file in a 2 GiB\n", o.fioRuntime, o.fioSize)
-		p("volume the plugin mounted (ext4), against fio on the loop device of another 2 GiB image mapped by hand\n")
-		p("(`rbd-fuse` + `losetup`, no filesystem), after one untimed write pass over the region on both (it allocates\n")
-		p("the file's blocks). %d rounds, plugin and raw alternating which goes first; the page\n", o.fioRounds)
-		p("cache is dropped before each job. Figures are medians of the rounds; the plugin adds nothing to the data\n")
-		p("path (the kernel does the I/O), so the ratio measures ext4 on the same device.\n\n")
+		p("fio (`--direct=1 --ioengine=libaio --iodepth=16`) on a file in a 2 GiB volume the plugin mounted (ext4),\n")
+		p("against fio on the loop device of another 2 GiB image mapped by hand (`rbd-fuse` + `losetup`, no\n")
+		p("filesystem). Each job is one pass with the page cache dropped first, so that reads reach rbd-fuse\n")
+		p("and Ceph (a time-based job re-reads its region from the page cache of the loop's backing file and\n")
+		p("measures memory copies): sequential jobs over a %s region, random jobs over %s of it, each block\n", o.fioSize, o.fioRandIO)
+		p("at most once; write jobs end with an fsync. One untimed write pass over the region on both first\n")
+		p("allocates the file's blocks. %d rounds, plugin and raw alternating which goes first. Figures are\n", o.fioRounds)
+		p("medians of the rounds; the plugin adds nothing to the data path (the kernel does the I/O), so the\n")
+		p("ratio measures ext4 on the same device.\n\n")
 		p("| test | plugin volume (file) | raw device | plugin / raw | all runs (plugin; raw) |\n|---|---|---|---|---|\n")
 		for _, f := range r.fio {
 			pm, rm := median(f.plugin), median(f.raw)
@@ -391,9 +394,19 @@ func (b *bench) reportFindings(w *strings.Builder) {
 	}
 	if len(r.fio) > 0 {
 		p("- **Data path**: the plugin is not in it: a container's I/O goes ext4 -> loop device -> rbd-fuse -> librbd,\n")
-		p("  and the raw row is the same loop device without ext4. Differences between the columns are ext4 and\n")
-		p("  the run-to-run spread on a shared machine (see all runs); both go through the page cache of the\n")
-		p("  rbd-fuse file, which the loop device uses as a buffered backing file.\n")
+		p("  and the raw row is the same loop device without ext4, so differences between the columns are ext4\n")
+		p("  and the run-to-run spread of a shared machine. Per test, plugin range vs raw range over the rounds:")
+		var parts []string
+		for _, f := range r.fio {
+			lo1, hi1 := minMax(f.plugin)
+			lo2, hi2 := minMax(f.raw)
+			overlap := "ranges overlap"
+			if hi1 < lo2 || hi2 < lo1 {
+				overlap = "ranges apart"
+			}
+			parts = append(parts, fmt.Sprintf("%s %.0f-%.0f vs %.0f-%.0f %s (%s)", f.test, lo1, hi1, lo2, hi2, f.unit, overlap))
+		}
+		p(" %s.\n", strings.Join(parts, "; "))
 	}
 	if fp := r.fp; fp != nil {
 		p("- **Footprint**: the plugin's RSS is mostly librados/librbd (%s idle, with no volume); %d mounted volumes\n", mib(fp.idleRSS), fp.volumes)
@@ -404,4 +417,15 @@ func (b *bench) reportFindings(w *strings.Builder) {
 		p("  other call is served. The full reconcile is the second figure.\n")
 	}
 	p("\n")
+}
+
+func minMax(v []float64) (float64, float64) {
+	if len(v) == 0 {
+		return 0, 0
+	}
+	lo, hi := v[0], v[0]
+	for _, x := range v {
+		lo, hi = min(lo, x), max(hi, x)
+	}
+	return lo, hi
 }
