@@ -149,7 +149,26 @@ func run(t *testing.T, vol, script string) string {
 
 // TestMain runs the suite, then checks that it left nothing behind: no container, no volume of
 // the plugin, no mount of the plugin's on the host.
+// pluginLoops lists the loop devices the fuse mapper attached: named "rbd-fuse:<pool>/<image>",
+// or whose rbd-fuse died and cannot be asked (ENOTCONN).
+func pluginLoops() map[string]bool {
+	out := map[string]bool{}
+	devs, _ := filepath.Glob("/sys/block/loop*/loop/backing_file")
+	for _, b := range devs {
+		dev := "/dev/" + filepath.Base(filepath.Dir(filepath.Dir(b)))
+		if f, err := os.Open(dev); err == nil {
+			info, err := unix.IoctlLoopGetStatus64(int(f.Fd()))
+			f.Close()
+			if errors.Is(err, unix.ENOTCONN) || (err == nil && strings.HasPrefix(string(info.File_name[:]), "rbd-fuse:")) {
+				out[dev] = true
+			}
+		}
+	}
+	return out
+}
+
 func TestMain(m *testing.M) {
+	before := pluginLoops()
 	code := m.Run()
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
@@ -173,18 +192,13 @@ func TestMain(m *testing.M) {
 			}
 		}
 	}
-	// Loop devices the fuse mapper attached are named "rbd-fuse:<pool>/<image>"; one whose
-	// rbd-fuse died cannot be asked (ENOTCONN) and counts too.
-	devs, _ := filepath.Glob("/sys/block/loop*/loop/backing_file")
-	for _, b := range devs {
-		dev := "/dev/" + filepath.Base(filepath.Dir(filepath.Dir(b)))
-		if f, err := os.Open(dev); err == nil {
-			info, err := unix.IoctlLoopGetStatus64(int(f.Fd()))
-			f.Close()
-			if errors.Is(err, unix.ENOTCONN) || (err == nil && strings.HasPrefix(string(info.File_name[:]), "rbd-fuse:")) {
-				left = append(left, "loop device "+dev)
-			}
+	for dev := range pluginLoops() {
+		if !before[dev] {
+			left = append(left, "loop device "+dev)
 		}
+	}
+	for dev := range before {
+		fmt.Fprintln(os.Stderr, "e2e: loop device", dev, "was left before this run (not counted)")
 	}
 	if len(left) > 0 {
 		fmt.Fprintln(os.Stderr, "e2e left behind:", strings.Join(left, "; "))
