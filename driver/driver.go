@@ -390,6 +390,15 @@ func (d *Driver) Mount(ctx context.Context, name, id string) (string, error) {
 
 // mountFirst is the cold path: attach, map, format if blank, mount; undone in reverse on error.
 func (d *Driver) mountFirst(ctx context.Context, name, id string) (_ string, err error) {
+	// steps times each step for the debug log: where a slow Mount spends its time.
+	steps := logrus.Fields{"volume": name, "caller": id}
+	t0 := time.Now()
+	lap := func(step string) { steps[step] = time.Since(t0).Round(100 * time.Microsecond).String(); t0 = time.Now() }
+	defer func() {
+		if err == nil {
+			d.log.WithFields(steps).Debug("first mount: time per step")
+		}
+	}()
 	vol, err := d.prov.Get(ctx, name)
 	if err != nil {
 		return "", fmt.Errorf("mount volume %s: %w", name, err)
@@ -400,9 +409,11 @@ func (d *Driver) mountFirst(ctx context.Context, name, id string) (_ string, err
 	}
 	st := State{Name: name, Op: "mount", OpID: id, Image: vol.Image, FSType: fstype,
 		Options: vol.MountOptions, Path: d.mountPath(name), Attach: Attachment{MountID: id}, Updated: time.Now()}
+	lap("get")
 	if err := d.state.Save(st); err != nil {
 		return "", err
 	}
+	lap("save")
 	var tx transaction
 	defer func() {
 		if err == nil {
@@ -430,6 +441,7 @@ func (d *Driver) mountFirst(ctx context.Context, name, id string) (_ string, err
 		}
 		return "", fmt.Errorf("mount volume %s: %w", name, err)
 	}
+	lap("attach")
 	if att.MountID == "" {
 		att.MountID = id
 	}
@@ -445,17 +457,20 @@ func (d *Driver) mountFirst(ctx context.Context, name, id string) (_ string, err
 		return "", err
 	}
 	d.fault("mount:attached")
+	lap("save-attached")
 
 	m, err := d.mapper.Map(ctx, att.Map)
 	if err != nil {
 		return "", fmt.Errorf("mount volume %s: map %s: %w", name, att.Map.ImageSpec, err)
 	}
 	tx.add("unmap", func(ctx context.Context) error { return d.mapper.Unmap(ctx, att.Map.ImageSpec) })
+	lap("map")
 	st.Device = m.Device
 	if err := d.state.Save(st); err != nil {
 		return "", err
 	}
 	d.fault("mount:mapped")
+	lap("save-mapped")
 
 	fs, err := d.mounter.FormatIfBlank(ctx, m.Device, fstype, vol.MkfsOptions)
 	if err != nil {
@@ -466,12 +481,14 @@ func (d *Driver) mountFirst(ctx context.Context, name, id string) (_ string, err
 		st.FSType = fs
 	}
 	d.fault("mount:formatted")
+	lap("format")
 
 	if err := d.mounter.Mount(ctx, m.Device, st.Path, st.FSType, st.Options); err != nil {
 		return "", fmt.Errorf("mount volume %s: %w", name, err)
 	}
 	tx.add("unmount", func(ctx context.Context) error { return d.mounter.Unmount(ctx, st.Path) })
 	d.fault("mount:mounted")
+	lap("mount")
 
 	st.IDs = []string{id}
 	st.Op, st.OpID = "", ""
@@ -479,6 +496,7 @@ func (d *Driver) mountFirst(ctx context.Context, name, id string) (_ string, err
 	if err := d.state.Save(st); err != nil {
 		return "", err
 	}
+	lap("save-done")
 	return st.Path, nil
 }
 
