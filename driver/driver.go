@@ -393,7 +393,10 @@ func (d *Driver) mountFirst(ctx context.Context, name, id string) (_ string, err
 	// steps times each step for the debug log: where a slow Mount spends its time.
 	steps := logrus.Fields{"volume": name, "caller": id}
 	t0 := time.Now()
-	lap := func(step string) { steps[step] = time.Since(t0).Round(100 * time.Microsecond).String(); t0 = time.Now() }
+	lap := func(step string) {
+		steps[step] = time.Since(t0).Round(100 * time.Microsecond).String()
+		t0 = time.Now()
+	}
 	defer func() {
 		if err == nil {
 			d.log.WithFields(steps).Debug("first mount: time per step")
