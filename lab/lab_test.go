@@ -264,6 +264,49 @@ func TestKRBDSingleHost(t *testing.T) {
 		t.Logf("CASE mkfs with nodiscard: PASS")
 	})
 
+	t.Run("first Mount vs the raw krbd steps", func(t *testing.T) {
+		defer use(t, g)()
+		// The production path: the plugin's first Mount (get, host lock, map, blank probe,
+		// mkfs, mount, durable state) against the same map + mkfs + mount done by hand through
+		// the agent, interleaved, on fresh images. Medians of 5.
+		const rounds = 5
+		var plugin, raw []time.Duration
+		for i := 0; i < rounds; i++ {
+			vol, bare := uniq("lab-fm"), uniq("lab-fmraw")
+			g.create(vol, map[string]string{"size": "1G"})
+			g.create(bare, map[string]string{"size": "1G"})
+			start := time.Now()
+			g.mount(vol, "c1")
+			plugin = append(plugin, time.Since(start))
+			start = time.Now()
+			dev, e := g.krbdMap(bare, false)
+			if e != "" {
+				t.Fatal(e)
+			}
+			g.sh("mkfs.ext4 -q -E nodiscard,lazy_itable_init=1,lazy_journal_init=1 " + dev + " && mkdir -p /tmp/fm && mount -t ext4 " + dev + " /tmp/fm")
+			raw = append(raw, time.Since(start))
+			g.sh("umount /tmp/fm")
+			g.krbdUnmap(bare)
+			g.unmount(vol, "c1")
+		}
+		med := func(d []time.Duration) time.Duration {
+			d = slices.Clone(d)
+			slices.Sort(d)
+			return d[len(d)/2]
+		}
+		p, r := med(plugin), med(raw)
+		t.Logf("PERF first Mount with krbd, median of %d: plugin %v, raw map + mkfs + mount %v, ratio %.2f (plugin %v; raw %v)",
+			rounds, p.Round(time.Millisecond), r.Round(time.Millisecond), float64(p)/float64(r), plugin, raw)
+		// Where the plugin's time goes (LOG_LEVEL=debug logs each first Mount's steps).
+		if m := regexp.MustCompile(`first mount: time per step"? (.*)`).FindAllStringSubmatch(g.pluginLog(), -1); len(m) > 0 {
+			step(t, "plugin's steps, last first Mount: %s", m[len(m)-1][1])
+		}
+		if float64(p)/float64(r) > 4 { // a guard against gross regressions; the figure is the measurement
+			t.Fatalf("the plugin's first Mount takes more than 4x the raw steps")
+		}
+		t.Logf("CASE first Mount vs raw krbd steps: PASS")
+	})
+
 	t.Run("dd 64 MiB plugin-mounted vs raw /dev/rbd", func(t *testing.T) {
 		defer use(t, g)()
 		vol, raw := uniq("lab-perf"), uniq("lab-raw")
