@@ -9,9 +9,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"strings"
+	"unsafe"
 
 	"github.com/moby/sys/mountinfo"
 	"golang.org/x/sys/unix"
@@ -62,11 +64,66 @@ func mkfsArgs(fstype string, extra []string, dev string) (string, []string, erro
 	return "", nil, fmt.Errorf("%w: cannot format %s", driver.ErrInvalid, fstype)
 }
 
-// FormatIfBlank implements driver.Mounter.
-func (FS) FormatIfBlank(ctx context.Context, dev, fstype string, mkfsOptions []string) (string, error) {
-	found, pt, err := probe(ctx, dev)
+// zeroWindow is how much of each end of a device zeroed reads: every signature blkid looks
+// for (filesystem superblocks, partition tables and their backups, RAID and LVM labels, ZFS
+// labels) lies within the first or the last MiB.
+const zeroWindow = 1 << 20
+
+// zeroed reports whether the first and the last MiB of dev read as zeros: a device that has
+// never been written, on which blkid cannot find anything. It reads past the page cache
+// (O_DIRECT where the file allows it). It costs two reads instead of a blkid process, which
+// matters on a first Mount (about 10 ms here, hundreds of ms on a small VM).
+func zeroed(ctx context.Context, dev string) (bool, error) {
+	var blank bool
+	err := execx.Bounded(ctx, func() error {
+		fd, err := unix.Open(dev, unix.O_RDONLY|unix.O_DIRECT|unix.O_CLOEXEC, 0)
+		if errors.Is(err, unix.EINVAL) { // a filesystem without O_DIRECT (tests on tmpfs)
+			fd, err = unix.Open(dev, unix.O_RDONLY|unix.O_CLOEXEC, 0)
+		}
+		if err != nil {
+			return err
+		}
+		f := os.NewFile(uintptr(fd), dev)
+		defer f.Close()
+		end, err := f.Seek(0, io.SeekEnd) // the size, for block devices and files alike
+		if err != nil {
+			return err
+		}
+		size := uint64(end)
+		// O_DIRECT wants a buffer aligned to the logical block size: 4 KiB covers every device.
+		raw := make([]byte, zeroWindow+4096)
+		off := 4096 - int(uintptr(unsafe.Pointer(&raw[0]))&4095)
+		buf := raw[off%4096 : off%4096+zeroWindow]
+		for _, at := range []uint64{0, max(size, zeroWindow) - zeroWindow} {
+			n, err := f.ReadAt(buf, int64(at))
+			if err != nil && !(errors.Is(err, io.EOF) && n > 0) && !(errors.Is(err, io.EOF) && size == 0) {
+				return err
+			}
+			for _, b := range buf[:n] {
+				if b != 0 {
+					blank = false
+					return nil
+				}
+			}
+		}
+		blank = true
+		return nil
+	})
 	if err != nil {
-		return "", err
+		return false, fmt.Errorf("read %s to see whether it is blank: %w", dev, err)
+	}
+	return blank, nil
+}
+
+// FormatIfBlank implements driver.Mounter. A device whose ends read as zeros is formatted
+// straight away; any other is asked to blkid, and is formatted only if blkid finds nothing.
+func (FS) FormatIfBlank(ctx context.Context, dev, fstype string, mkfsOptions []string) (string, error) {
+	var found, pt string
+	blank, err := zeroed(ctx, dev)
+	if err != nil || !blank {
+		if found, pt, err = probe(ctx, dev); err != nil {
+			return "", err
+		}
 	}
 	if pt != "" && found == "" {
 		return "", fmt.Errorf("%s holds a %s partition table: refusing to format or mount it (the volume was partitioned by hand)", dev, pt)

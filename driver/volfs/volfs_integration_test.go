@@ -164,3 +164,39 @@ func TestUnmountBusy(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// zeroed reads both ends of the device: a byte anywhere blkid looks (the first or the last MiB)
+// makes it not blank; the middle is not read (blkid finds nothing there either).
+func TestZeroedReadsBothEnds(t *testing.T) {
+	const size = 64 << 20
+	at := func(off int64) func(f *os.File) {
+		return func(f *os.File) {
+			if _, err := f.WriteAt([]byte{0x5a}, off); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	for _, c := range []struct {
+		name  string
+		size  int64
+		prep  func(f *os.File)
+		blank bool
+	}{
+		{"never written", size, nil, true},
+		{"a byte at 0", size, at(0), false},
+		{"a byte at 1 MiB - 1", size, at(1<<20 - 1), false},
+		{"a byte in the last MiB", size, at(size - 4000), false},
+		{"the last byte", size, at(size - 1), false},
+		{"a byte in the middle only", size, at(size / 2), true},
+		{"smaller than the window, blank", 512 << 10, nil, true},
+		{"smaller than the window, last byte", 512 << 10, at(512<<10 - 1), false},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			dev := loopDevice(t, c.size, c.prep)
+			got, err := zeroed(testCtx(t), dev)
+			if err != nil || got != c.blank {
+				t.Fatalf("zeroed(%s) = %v, %v; want %v", c.name, got, err, c.blank)
+			}
+		})
+	}
+}
