@@ -669,8 +669,9 @@ func (p *Provisioner) Attach(ctx context.Context, name string, req driver.Attach
 		undo()
 		return driver.Attachment{}, apiError("complete attachment", name, err)
 	}
+	vol := toVolume(v, f.project) // as found before attaching: options, not status
 	return driver.Attachment{
-		ID: a.ID, Fenced: fenced,
+		ID: a.ID, Fenced: fenced, Volume: &vol,
 		Map: driver.MapRequest{ImageSpec: spec, ReadOnly: req.ReadOnly, Monitors: mons, User: p.cfg.CephUser},
 	}, nil
 }

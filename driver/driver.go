@@ -402,17 +402,9 @@ func (d *Driver) mountFirst(ctx context.Context, name, id string) (_ string, err
 			d.log.WithFields(steps).Debug("first mount: time per step")
 		}
 	}()
-	vol, err := d.prov.Get(ctx, name)
-	if err != nil {
-		return "", fmt.Errorf("mount volume %s: %w", name, err)
-	}
-	fstype := vol.FSType
-	if fstype == "" {
-		fstype = d.cfg.Defaults.FSType
-	}
-	st := State{Name: name, Op: "mount", OpID: id, Image: vol.Image, FSType: fstype,
-		Options: vol.MountOptions, Path: d.mountPath(name), Attach: Attachment{MountID: id}, Updated: time.Now()}
-	lap("get")
+	// The state is recorded before anything happens, with the mount's ID: a crash or a failure
+	// from here on is undone by it (the image is known once attached).
+	st := State{Name: name, Op: "mount", OpID: id, Path: d.mountPath(name), Attach: Attachment{MountID: id}, Updated: time.Now()}
 	if err := d.state.Save(st); err != nil {
 		return "", err
 	}
@@ -448,7 +440,22 @@ func (d *Driver) mountFirst(ctx context.Context, name, id string) (_ string, err
 	if att.MountID == "" {
 		att.MountID = id
 	}
+	vol := att.Volume
+	att.Volume = nil // not persisted
 	tx.add("detach", func(ctx context.Context) error { return d.prov.Detach(ctx, name, att) })
+	if vol == nil { // the backend did not read it while attaching
+		v, err := d.prov.Get(ctx, name)
+		if err != nil {
+			return "", fmt.Errorf("mount volume %s: %w", name, err)
+		}
+		vol = &v
+		lap("get")
+	}
+	fstype := vol.FSType
+	if fstype == "" {
+		fstype = d.cfg.Defaults.FSType
+	}
+	st.Image, st.FSType, st.Options = vol.Image, fstype, vol.MountOptions
 	if len(att.Fenced) > 0 {
 		d.log.WithFields(logrus.Fields{"volume": name, "fenced": att.Fenced}).Warn("took the volume over from a dead holder")
 	}

@@ -434,7 +434,8 @@ func TestMountRollback(t *testing.T) {
 		inject func(e *testEnv)
 		want   []string // side effects, the failing one included
 	}{
-		{"get", func(e *testEnv) { e.prov.failNext("Get", errInjected) }, nil},
+		// (Attach comes first: the state records the mount before any side effect.)
+		{"get", func(e *testEnv) { e.prov.failNext("Get", errInjected) }, []string{"prov.Attach data-7", "prov.Detach data-7"}},
 		{"save before attach", func(e *testEnv) { e.store.failSave(1, errInjected) }, nil},
 		// A definite refusal claimed nothing: there is nothing to undo.
 		{"attach refused", func(e *testEnv) { e.prov.failNext("Attach", fmt.Errorf("%w: %w", ErrBusyElsewhere, errInjected)) },
@@ -1310,7 +1311,8 @@ func TestUncertainAttachReleasedInBackground(t *testing.T) {
 	if err := e.d.RepairPending(bg); err != nil {
 		t.Fatalf("RepairPending: %v", err)
 	}
-	assertOps(t, "background repair", e.rec.ops(m), "mnt.Unmount v", "map.Unmap v", "prov.Detach v")
+	// (Nothing to unmap: the image is known only once attached.)
+	assertOps(t, "background repair", e.rec.ops(m), "mnt.Unmount v", "prov.Detach v")
 	if got := e.prov.detached[len(e.prov.detached)-1]; got.MountID != "id1" {
 		t.Errorf("Detach got %+v, want the MountID id1", got)
 	}
@@ -1410,5 +1412,23 @@ func TestKnownVolumesSurviveRestart(t *testing.T) {
 	e.prov.failNext("Get", down)
 	if _, err := d2.Get(bg, "b"); !errors.Is(err, ErrTimeout) {
 		t.Errorf("Get of the removed volume b: %v, want the backend's error", err)
+	}
+}
+
+// A backend whose Attach reads the volume saves the first Mount its Get; the volume's options
+// (fstype, mkfs and mount options) still come through.
+func TestFirstMountUsesTheVolumeAttachRead(t *testing.T) {
+	e := newTestDriver(t)
+	e.prov.attachReadsVolume = true
+	e.prov.add("v", 1<<30, "xfs")
+	m := e.rec.mark()
+	e.mustMount("v", "id1")
+	for _, op := range e.rec.ops(m) {
+		if op == "prov.Get v" {
+			t.Fatalf("first Mount called Get although Attach returned the volume: %v", e.rec.ops(m))
+		}
+	}
+	if st, _, _ := e.files.Load("v"); st.FSType != "xfs" || st.Image.Image != "v" {
+		t.Fatalf("state %+v: want the fstype and image Attach read", st)
 	}
 }

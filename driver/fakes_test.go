@@ -205,6 +205,8 @@ type fakeProvisioner struct {
 	created  []Options         // the options of each successful Create
 	attachID func() string     // when set, the Attachment.ID of each Attach (default "cookie")
 	detached []Attachment      // the argument of each Detach call
+	// attachReadsVolume makes Attach return the volume, as the real backends do.
+	attachReadsVolume bool
 }
 
 var _ Provisioner = (*fakeProvisioner)(nil)
@@ -368,8 +370,13 @@ func (p *fakeProvisioner) Attach(ctx context.Context, name string, req AttachReq
 	if p.attachID != nil {
 		id = p.attachID()
 	}
-	return Attachment{Map: MapRequest{ImageSpec: vol.Image, User: "docker", Monitors: []string{"127.0.0.1:6789"}},
-		ID: id, Fenced: fenced}, nil
+	att := Attachment{Map: MapRequest{ImageSpec: vol.Image, User: "docker", Monitors: []string{"127.0.0.1:6789"}},
+		ID: id, Fenced: fenced}
+	if p.attachReadsVolume {
+		v := vol
+		att.Volume = &v
+	}
+	return att, nil
 }
 
 func (p *fakeProvisioner) Detach(ctx context.Context, name string, att Attachment) error {

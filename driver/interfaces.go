@@ -110,6 +110,9 @@ type Attachment struct {
 	Map    MapRequest
 	ID     string   // backend attachment id (Cinder); empty for rbd
 	Fenced []string // clients fenced to take the volume over
+	// Volume is the volume as Attach read it, when the backend reads it anyway (saves the
+	// first Mount a Get); nil otherwise.
+	Volume *Volume `json:"-"`
 	// MountID is the caller ID the claim was made for. It is recorded before Attach is called,
 	// so that an Attach whose answer never came (a timeout, a crash) can still be undone: the
 	// backend finds the claim by it (Cinder: the attachment's derived instance UUID).

@@ -279,6 +279,11 @@ func (p *Provisioner) Get(ctx context.Context, name string) (driver.Volume, erro
 	if err != nil {
 		return driver.Volume{}, err
 	}
+	return volumeOf(name, spec, d), nil
+}
+
+// volumeOf is the driver.Volume of an image as describe read it.
+func volumeOf(name string, spec Spec, d Description) driver.Volume {
 	info, meta := d.Info, d.Meta
 	vol := driver.Volume{
 		Name: name, Image: spec, Size: info.Size, FSType: meta[metaFSType],
@@ -298,7 +303,7 @@ func (p *Provisioner) Get(ctx context.Context, name string) (driver.Volume, erro
 		vol.Status["data-pool"] = info.DataPool
 	}
 	vol.Holder = holderOf(d, "")
-	return vol, nil
+	return vol
 }
 
 // holder names who holds the image besides host self: the plugin lock's host, or a client that
@@ -452,6 +457,8 @@ func (p *Provisioner) Attach(ctx context.Context, name string, req driver.Attach
 	}
 	att.ID = cookie
 	att.Map = driver.MapRequest{ImageSpec: spec, ReadOnly: req.ReadOnly, Monitors: mons, User: p.c.User()}
+	vol := volumeOf(name, spec, d)
+	att.Volume = &vol // the first Mount needs no Get of its own
 	return att, nil
 }
 
