@@ -23,4 +23,3 @@ go build -tags "${GOTAGS:-pacific}" -o "$bin/cdp-bench" ./cmd/cdp-bench
 log "load average before the run: $(cut -d' ' -f1-3 /proc/loadavg)"
 # shellcheck disable=SC2086 # BENCH_ARGS is a list of flags
 "$bin/cdp-bench" -plugin "$bin/ceph-docker-plugin" -work "$LAB_DIR/bench" -out docs/BENCHMARKS.md ${BENCH_ARGS:-}
-log "wrote docs/BENCHMARKS.md"

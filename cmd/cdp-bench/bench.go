@@ -146,7 +146,7 @@ func (b *bench) teardown() {
 func (b *bench) cleanHost() {
 	root := filepath.Clean(b.o.work)
 	roots := fuseRootsUnder(root)
-	for _, pid := range fuseDaemons(root) {
+	for _, pid := range fuse.Daemons(root) {
 		_ = unix.Kill(pid, unix.SIGKILL)
 	}
 	mounts, _ := mountinfo.GetMounts(mountinfo.PrefixFilter(root))
@@ -497,7 +497,7 @@ func (b *bench) footprint(ctx context.Context) error {
 	logf("footprint: %d volumes created and mounted in %s", b.o.footprintN, fp.mountTime.Round(time.Millisecond))
 	time.Sleep(2 * time.Second)
 	fp.fullRSS, fp.fullHWM = rssKiB(p.pid())
-	pids := fuseDaemons(p.fuseRoot())
+	pids := fuse.Daemons(p.fuseRoot())
 	fp.fuseCount = len(pids)
 	for _, pid := range pids {
 		r, _ := rssKiB(pid)
@@ -508,7 +508,7 @@ func (b *bench) footprint(ctx context.Context) error {
 
 	// Restart: SIGTERM (mounts and mappings stay, as in a plugin upgrade), start again, time the
 	// first answer and the reconcile of every volume.
-	fp.fuseBefore = len(fuseDaemons(p.fuseRoot()))
+	fp.fuseBefore = len(fuse.Daemons(p.fuseRoot()))
 	p.stop()
 	before := len(p.reconciles())
 	if fp.firstAnswer, err = p.start(b.o.bin); err != nil {
@@ -533,7 +533,7 @@ func (b *bench) footprint(ctx context.Context) error {
 		time.Sleep(50 * time.Millisecond)
 	}
 	fp.afterRSS, _ = rssKiB(p.pid())
-	fp.fuseAfter = len(fuseDaemons(p.fuseRoot()))
+	fp.fuseAfter = len(fuse.Daemons(p.fuseRoot()))
 	if logb, err := os.ReadFile(p.logPath()); err == nil {
 		fp.repairErrors = strings.Count(string(logb), "reconcile: could not repair the volume")
 	}

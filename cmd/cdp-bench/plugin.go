@@ -246,33 +246,6 @@ func rssKiB(pid int) (rss, hwm int64) {
 	return rss, hwm
 }
 
-// fuseDaemons returns the pids of rbd-fuse processes serving a mount under root.
-func fuseDaemons(root string) []int {
-	entries, _ := os.ReadDir("/proc")
-	var out []int
-	for _, e := range entries {
-		pid, err := strconv.Atoi(e.Name())
-		if err != nil {
-			continue
-		}
-		raw, err := os.ReadFile(filepath.Join("/proc", e.Name(), "cmdline"))
-		if err != nil || len(raw) == 0 {
-			continue
-		}
-		args := strings.Split(strings.TrimRight(string(raw), "\x00"), "\x00")
-		if !strings.HasSuffix(args[0], "rbd-fuse") {
-			continue
-		}
-		for _, a := range args[1:] {
-			if a == root || strings.HasPrefix(a, root+"/") {
-				out = append(out, pid)
-				break
-			}
-		}
-	}
-	return out
-}
-
 func tail(path string, n int) string {
 	b, _ := os.ReadFile(path)
 	lines := strings.Split(strings.TrimRight(string(b), "\n"), "\n")

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/cephdocker/ceph-docker-plugin/driver/execx"
+	"github.com/cephdocker/ceph-docker-plugin/rbd/fuse"
 )
 
 // raw does by hand, with the CLI tools an operator would type, what the plugin does: rbd create,
@@ -118,7 +119,7 @@ func (r *raw) unmapImage(ctx context.Context, m *rawMap) error {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-	for len(fuseDaemons(m.dir)) > 0 {
+	for len(fuse.Daemons(m.dir)) > 0 {
 		if time.Now().After(deadline) {
 			return fmt.Errorf("rbd-fuse for %s did not exit", m.dir)
 		}

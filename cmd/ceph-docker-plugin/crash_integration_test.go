@@ -4,13 +4,14 @@ package main
 
 import (
 	"crypto/sha256"
-	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/cephdocker/ceph-docker-plugin/rbd/fuse"
 )
 
 // Crash tests: the plugin kills itself with SIGKILL at each step boundary of Mount, Unmount,
@@ -170,16 +171,10 @@ func TestFuseMappingRecoveredAfterPluginDeath(t *testing.T) {
 }
 
 func killFuseUnder(t *testing.T, root string) {
-	procs, _ := filepath.Glob("/proc/[0-9]*/cmdline")
 	n := 0
-	for _, c := range procs {
-		raw, err := os.ReadFile(c)
-		if err == nil && strings.Contains(string(raw), "rbd-fuse") && strings.Contains(string(raw), root) {
-			var pid int
-			fmt.Sscanf(strings.TrimPrefix(c, "/proc/"), "%d", &pid)
-			if syscall.Kill(pid, syscall.SIGKILL) == nil {
-				n++
-			}
+	for _, pid := range fuse.Daemons(root) {
+		if syscall.Kill(pid, syscall.SIGKILL) == nil {
+			n++
 		}
 	}
 	if n == 0 {

@@ -265,14 +265,8 @@ func (p *plugin) cleanHost() {
 	maps, _ := f.List(ctx)
 	// rbd-fuse processes first: a fenced one never completes I/O, and unmounting a filesystem
 	// over it would wait forever for its final writes.
-	procs, _ := filepath.Glob("/proc/[0-9]*/cmdline")
-	for _, c := range procs {
-		raw, err := os.ReadFile(c)
-		if err == nil && strings.Contains(string(raw), "rbd-fuse") && strings.Contains(string(raw), p.fuseRoot()) {
-			var pid int
-			fmt.Sscanf(strings.TrimPrefix(c, "/proc/"), "%d", &pid)
-			_ = syscall.Kill(pid, syscall.SIGKILL)
-		}
+	for _, pid := range fuse.Daemons(p.fuseRoot()) {
+		_ = syscall.Kill(pid, syscall.SIGKILL)
 	}
 	mounts, _ := mountinfo.GetMounts(mountinfo.PrefixFilter(p.mountRoot()))
 	for i := len(mounts) - 1; i >= 0; i-- {

@@ -343,6 +343,19 @@ func fusePidsUnder(root string) []fuseProc {
 	return out
 }
 
+// Daemons returns the pids of the rbd-fuse processes serving root or a mount point under it:
+// for tools and tests that count or kill them (the mapper itself stops its own with Unmap).
+func Daemons(root string) []int {
+	root = filepath.Clean(root)
+	var pids []int
+	for _, p := range fuseProcs() {
+		if p.dir == root || strings.HasPrefix(p.dir, root+"/") {
+			pids = append(pids, p.pid)
+		}
+	}
+	return pids
+}
+
 type fuseProc struct {
 	pid int
 	dir string // its mount point: the last argument that is not an option
