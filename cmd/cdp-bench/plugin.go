@@ -2,13 +2,8 @@ package main
 
 import (
 	"bufio"
-	"bytes"
-	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
-	"net"
-	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -17,6 +12,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/cephdocker/ceph-docker-plugin/driver/volclient"
 )
 
 // plugin is one running plugin binary, driven over its unix socket with the
@@ -28,7 +25,7 @@ type plugin struct {
 	cmd     *exec.Cmd
 	started time.Time
 	exited  chan error
-	client  *http.Client
+	client  *volclient.Client
 }
 
 func newPlugin(bin, work, name string, env ...string) *plugin {
@@ -40,15 +37,7 @@ func newPlugin(bin, work, name string, env ...string) *plugin {
 		"CALL_TIMEOUT=100s",
 	}, env...)
 	p.cmd = exec.Command(bin)
-	p.client = &http.Client{
-		Timeout: 120 * time.Second,
-		Transport: &http.Transport{
-			DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
-				return (&net.Dialer{}).DialContext(ctx, "unix", p.sock())
-			},
-			MaxIdleConnsPerHost: 64,
-		},
-	}
+	p.client = volclient.New(p.sock(), 120*time.Second)
 	return p
 }
 
@@ -67,6 +56,7 @@ func (p *plugin) start(bin string) (time.Duration, error) {
 	if err != nil {
 		return 0, err
 	}
+	p.client.CloseIdle() // a previous process's connections
 	p.cmd = exec.Command(bin)
 	p.cmd.Env = append(os.Environ(), p.env...)
 	p.cmd.Stdout, p.cmd.Stderr = logf, logf
@@ -80,7 +70,7 @@ func (p *plugin) start(bin string) (time.Duration, error) {
 	deadline := p.started.Add(60 * time.Second)
 	for {
 		err := p.call("/VolumeDriver.List", struct{}{}, nil)
-		var pe *pluginError
+		var pe *volclient.Error
 		if err == nil || errors.As(err, &pe) {
 			return time.Since(p.started), nil
 		}
@@ -119,35 +109,8 @@ func (p *plugin) pid() int {
 	return p.cmd.Process.Pid
 }
 
-type pluginError struct{ msg string }
-
-func (e *pluginError) Error() string { return e.msg }
-
-// call posts one request; a non-empty "Err" in the answer is returned as *pluginError.
-func (p *plugin) call(path string, req, resp any) error {
-	body, _ := json.Marshal(req)
-	r, err := p.client.Post("http://plugin"+path, "application/vnd.docker.plugins.v1.2+json", bytes.NewReader(body))
-	if err != nil {
-		return err
-	}
-	defer r.Body.Close()
-	var raw map[string]json.RawMessage
-	if err := json.NewDecoder(r.Body).Decode(&raw); err != nil {
-		return fmt.Errorf("decode answer to %s: %w", path, err)
-	}
-	if e, ok := raw["Err"]; ok {
-		var s string
-		_ = json.Unmarshal(e, &s)
-		if s != "" {
-			return &pluginError{s}
-		}
-	}
-	if resp != nil {
-		b, _ := json.Marshal(raw)
-		return json.Unmarshal(b, resp)
-	}
-	return nil
-}
+// call posts one request; a refusal comes back as *volclient.Error.
+func (p *plugin) call(path string, req, resp any) error { return p.client.Call(path, req, resp) }
 
 func (p *plugin) create(name string, opts map[string]string) error {
 	if err := p.call("/VolumeDriver.Create", map[string]any{"Name": name, "Opts": opts}, nil); err != nil {

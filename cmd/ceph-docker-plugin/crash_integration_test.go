@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cephdocker/ceph-docker-plugin/driver/volclient"
 	"github.com/cephdocker/ceph-docker-plugin/rbd/fuse"
 )
 
@@ -76,7 +77,7 @@ func testCrashAtEachStep(t *testing.T, b backend) {
 			if err == nil {
 				t.Fatalf("the %s call survived a kill at %s", s.op, s.step)
 			}
-			if _, isAnswer := err.(*pluginError); isAnswer {
+			if _, isAnswer := err.(*volclient.Error); isAnswer {
 				t.Fatalf("the plugin answered instead of dying at %s: %v", s.step, err)
 			}
 			p.waitExit(10 * 1e9)

@@ -9,8 +9,6 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
-	"net"
-	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -24,6 +22,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/cephdocker/ceph-docker-plugin/driver/execx"
+	"github.com/cephdocker/ceph-docker-plugin/driver/volclient"
 	"github.com/cephdocker/ceph-docker-plugin/rbd/fuse"
 )
 
@@ -133,6 +132,7 @@ type plugin struct {
 	logMu   sync.Mutex
 	log     bytes.Buffer
 	waitErr chan error
+	client  *volclient.Client
 }
 
 func (p *plugin) sock() string      { return filepath.Join(p.dir, "ceph.sock") }
@@ -146,6 +146,7 @@ func newPlugin(t *testing.T, l lab, node string, extra ...string) *plugin {
 		t.Fatal(err)
 	}
 	p := &plugin{t: t, name: node, dir: dir}
+	p.client = volclient.New(p.sock(), 90*time.Second)
 	p.env = append([]string{
 		"CEPH_CONF=" + l.conf, "CEPH_USER=" + l.user, "CEPH_KEYRING=" + l.keyring, "RBD_POOL=" + l.pool,
 		"MAPPER=fuse", "MOUNT_ROOT=" + p.mountRoot(), "STATE_DIR=" + filepath.Join(dir, "state"),
@@ -169,6 +170,7 @@ func newPlugin(t *testing.T, l lab, node string, extra ...string) *plugin {
 
 func (p *plugin) start(extra ...string) {
 	p.t.Helper()
+	p.client.CloseIdle() // a previous process's connections
 	p.cmd = exec.Command(pluginBin)
 	p.cmd.Env = append(append(os.Environ(), p.env...), extra...)
 	w := writerFunc(func(b []byte) (int, error) { p.logMu.Lock(); defer p.logMu.Unlock(); return p.log.Write(b) })
@@ -186,7 +188,7 @@ func (p *plugin) start(extra ...string) {
 		// they can look at what it repaired. (An error answer from the backend counts.)
 		var resp map[string]any
 		err := p.try("/VolumeDriver.List", struct{}{}, &resp)
-		if pe, ok := err.(*pluginError); (err == nil || (ok && !strings.Contains(pe.msg, "still reconciling"))) && p.reconciles() > reconciled {
+		if pe, ok := err.(*volclient.Error); (err == nil || (ok && !strings.Contains(pe.Msg, "still reconciling"))) && p.reconciles() > reconciled {
 			return
 		}
 		select {
@@ -278,41 +280,10 @@ func (p *plugin) cleanHost() {
 	}
 }
 
-// try posts one request and decodes the answer; a non-empty "Err" is returned as an error.
+// try posts one request and decodes the answer; a refusal (the answer's "Err") is *volclient.Error.
 func (p *plugin) try(path string, req, resp any) error {
-	body, _ := json.Marshal(req)
-	client := &http.Client{
-		Timeout: 90 * time.Second,
-		Transport: &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
-			return (&net.Dialer{}).DialContext(ctx, "unix", p.sock())
-		}},
-	}
-	r, err := client.Post("http://plugin"+path, "application/vnd.docker.plugins.v1.2+json", bytes.NewReader(body))
-	if err != nil {
-		return err
-	}
-	defer r.Body.Close()
-	var raw map[string]json.RawMessage
-	if err := json.NewDecoder(r.Body).Decode(&raw); err != nil {
-		return fmt.Errorf("decode answer to %s: %w", path, err)
-	}
-	if e, ok := raw["Err"]; ok {
-		var s string
-		_ = json.Unmarshal(e, &s)
-		if s != "" {
-			return &pluginError{s}
-		}
-	}
-	b, _ := json.Marshal(raw)
-	if resp != nil {
-		return json.Unmarshal(b, resp)
-	}
-	return nil
+	return p.client.Call(path, req, resp)
 }
-
-type pluginError struct{ msg string }
-
-func (e *pluginError) Error() string { return e.msg }
 
 // call is try for requests that must succeed.
 func (p *plugin) call(path string, req, resp any) {
@@ -326,11 +297,11 @@ func (p *plugin) call(path string, req, resp any) {
 func (p *plugin) fail(path string, req any) string {
 	p.t.Helper()
 	err := p.try(path, req, nil)
-	pe, ok := err.(*pluginError)
+	pe, ok := err.(*volclient.Error)
 	if !ok {
 		p.t.Fatalf("%s %s on %s: want an error answer, got %v", path, mustJSON(req), p.name, err)
 	}
-	return pe.msg
+	return pe.Msg
 }
 
 func mustJSON(v any) string { b, _ := json.Marshal(v); return string(b) }
