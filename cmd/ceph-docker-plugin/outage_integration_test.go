@@ -229,7 +229,13 @@ func TestCinderOutageMidOperation(t *testing.T) {
 	p.start()
 	name := uniq("outage")
 	p.create(name, map[string]string{"size": "1G"})
-	t.Cleanup(func() { _ = p.try("/VolumeDriver.Remove", map[string]string{"Name": name}, nil) })
+	t.Cleanup(func() { // a failed test may leave the line cut: reconnect before removing
+		cinderLine.set(linePass, nil)
+		for _, id := range []string{"c2", "c3"} {
+			_ = p.try("/VolumeDriver.Unmount", map[string]string{"Name": name, "ID": id}, nil)
+		}
+		_ = p.try("/VolumeDriver.Remove", map[string]string{"Name": name}, nil)
+	})
 	id, _ := p.get(name).Volume.Status["cinder-id"].(string)
 
 	// The attachment create is carried out; its answer, and everything after, is lost.
@@ -295,7 +301,11 @@ func TestKnownVolumesAnsweredAcrossRestartDuringOutage(t *testing.T) {
 	p.start()
 	name := uniq("known")
 	p.create(name, map[string]string{"size": "1G"})
-	t.Cleanup(func() { _ = p.try("/VolumeDriver.Remove", map[string]string{"Name": name}, nil) })
+	t.Cleanup(func() { // a failed test may leave the lines cut: reconnect before removing
+		keystone.set(linePass, nil)
+		cinderLine.set(linePass, nil)
+		_ = p.try("/VolumeDriver.Remove", map[string]string{"Name": name}, nil)
+	})
 	p.stop()
 	keystone.set(lineCut, nil)
 	cinderLine.set(lineCut, nil)
