@@ -51,6 +51,9 @@ type Cluster struct {
 	mu     sync.Mutex
 	ioctxs map[string]*rados.IOContext // by pool + "/" + namespace
 	closed bool
+	// inflight counts the calls running, abandoned ones and their undo included: Close waits
+	// for them, because librados aborts the process on an operation submitted after shutdown.
+	inflight sync.WaitGroup
 }
 
 // Connect connects to the cluster within ctx's deadline (and within cfg.OpTimeout).
@@ -104,14 +107,26 @@ func Connect(ctx context.Context, cfg Config) (*Cluster, error) {
 	return c, nil
 }
 
-// Close releases the connection. Calls still running are not waited for.
+// Close releases the connection. Calls still running (those their callers gave up on, and the
+// undo of what they did) are waited for, at most twice the operation timeout that bounds them:
+// librados aborts the process on an operation submitted after shutdown. Calls made after Close
+// fail.
 func (c *Cluster) Close() {
 	c.mu.Lock()
-	defer c.mu.Unlock()
 	if c.closed {
+		c.mu.Unlock()
 		return
 	}
 	c.closed = true
+	c.mu.Unlock()
+	done := make(chan struct{})
+	go func() { c.inflight.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(2 * c.cfg.OpTimeout):
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
 	for _, io := range c.ioctxs {
 		io.Destroy()
 	}
@@ -126,11 +141,18 @@ func (c *Cluster) User() string { return c.cfg.User }
 // ends. fn's result travels only through a channel: an abandoned fn shares nothing with the
 // caller. When the caller has given up, late (if not nil) gets fn's eventual result, to take back
 // what fn did (see undoIfOK). fn is bounded by librados' own timeouts (OpTimeout).
-func call[T any](ctx context.Context, op, what string, fn func() (T, error), late func(T, error)) (T, error) {
+func call[T any](ctx context.Context, c *Cluster, op, what string, fn func() (T, error), late func(T, error)) (T, error) {
 	var zero T
 	if err := ctx.Err(); err != nil {
 		return zero, &OpError{Op: op, What: what, Kind: driver.ErrTimeout, Err: err}
 	}
+	c.mu.Lock()
+	if c.closed {
+		c.mu.Unlock()
+		return zero, &OpError{Op: op, What: what, Kind: driver.ErrInvalid, Err: errors.New("the cluster connection is closed")}
+	}
+	c.inflight.Add(1)
+	c.mu.Unlock()
 	type result struct {
 		v   T
 		err error
@@ -142,14 +164,16 @@ func call[T any](ctx context.Context, op, what string, fn func() (T, error), lat
 	}()
 	select {
 	case r := <-done:
+		c.inflight.Done()
 		return r.v, opErr(op, what, r.err)
 	case <-ctx.Done():
-		if late != nil {
-			go func() {
-				r := <-done
+		go func() {
+			defer c.inflight.Done() // after fn and its undo
+			r := <-done
+			if late != nil {
 				late(r.v, r.err)
-			}()
-		}
+			}
+		}()
 		return zero, &OpError{Op: op, What: what, Kind: driver.ErrTimeout,
 			Err: fmt.Errorf("Ceph did not answer before the deadline: %w", ctx.Err())}
 	}
@@ -161,7 +185,7 @@ func (c *Cluster) do(ctx context.Context, op, what string, fn func() error, late
 	if late != nil {
 		l = func(_ struct{}, err error) { late(err) }
 	}
-	_, err := call(ctx, op, what, func() (struct{}, error) { return struct{}{}, fn() }, l)
+	_, err := call(ctx, c, op, what, func() (struct{}, error) { return struct{}{}, fn() }, l)
 	return err
 }
 
@@ -208,7 +232,7 @@ func (c *Cluster) monCommand(ctx context.Context, op string, cmd map[string]any)
 	if err != nil {
 		return nil, err
 	}
-	return call(ctx, op, "mon", func() ([]byte, error) {
+	return call(ctx, c, op, "mon", func() ([]byte, error) {
 		out, status, err := c.conn.MonCommand(args)
 		if err != nil && status != "" {
 			return nil, fmt.Errorf("%w: %s", err, status)

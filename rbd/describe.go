@@ -28,7 +28,7 @@ func (c *Cluster) Describe(ctx context.Context, spec Spec) (Description, error) 
 		return Description{}, err
 	}
 	self := int64(c.conn.GetInstanceID())
-	return call(ctx, "describe", spec.String(), func() (Description, error) {
+	return call(ctx, c, "describe", spec.String(), func() (Description, error) {
 		img, err := rbd.OpenImageReadOnly(io, spec.Image, "")
 		if err != nil {
 			return Description{}, err

@@ -80,7 +80,7 @@ func imageCall[T any](ctx context.Context, c *Cluster, op string, spec Spec, fn 
 		var zero T
 		return zero, err
 	}
-	return call(ctx, op, spec.String(), func() (T, error) {
+	return call(ctx, c, op, spec.String(), func() (T, error) {
 		img, err := rbd.OpenImage(io, spec.Image, spec.Snap)
 		if err != nil {
 			var zero T
@@ -156,7 +156,7 @@ func (c *Cluster) List(ctx context.Context, pool, namespace string) ([]string, e
 	if err != nil {
 		return nil, err
 	}
-	return call(ctx, "list", pool, func() ([]string, error) {
+	return call(ctx, c, "list", pool, func() ([]string, error) {
 		names, err := rbd.GetImageNames(io)
 		sort.Strings(names)
 		return names, err
@@ -196,7 +196,7 @@ func (c *Cluster) TrashList(ctx context.Context, pool, namespace string) ([]stri
 	if err != nil {
 		return nil, err
 	}
-	return call(ctx, "trash ls", pool, func() ([]string, error) {
+	return call(ctx, c, "trash ls", pool, func() ([]string, error) {
 		entries, err := rbd.GetTrashList(io)
 		var names []string
 		for _, e := range entries {

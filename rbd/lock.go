@@ -52,7 +52,7 @@ func (c *Cluster) AcquireLock(ctx context.Context, spec Spec) (*HeldLock, error)
 	if err != nil {
 		return nil, err
 	}
-	img, err := call(ctx, "lock acquire", spec.String(), func() (*rbd.Image, error) {
+	img, err := call(ctx, c, "lock acquire", spec.String(), func() (*rbd.Image, error) {
 		img, err := rbd.OpenImage(io, spec.Image, "")
 		if err != nil {
 			return nil, err
@@ -178,7 +178,7 @@ func headerCall[T any](ctx context.Context, c *Cluster, op string, spec Spec, fn
 		var zero T
 		return zero, err
 	}
-	return call(ctx, op, spec.String(), func() (T, error) {
+	return call(ctx, c, op, spec.String(), func() (T, error) {
 		var zero T
 		img, err := rbd.OpenImageReadOnly(io, spec.Image, "")
 		if err != nil {

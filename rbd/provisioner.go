@@ -123,7 +123,7 @@ func (p *Provisioner) index(ctx context.Context) (map[string]Spec, error) {
 	if err != nil {
 		return nil, err
 	}
-	raw, err := call(ctx, "read index", p.cfg.Pool+"/"+indexObject, func() (map[string][]byte, error) {
+	raw, err := call(ctx, p.c, "read index", p.cfg.Pool+"/"+indexObject, func() (map[string][]byte, error) {
 		return io.GetAllOmapValues(indexObject, "", "", 1000)
 	}, nil)
 	if errors.Is(err, driver.ErrNotFound) {
