@@ -448,6 +448,7 @@ func (d *Driver) mountFirst(ctx context.Context, name, id string) (_ string, err
 		if err != nil {
 			return "", fmt.Errorf("mount volume %s: %w", name, err)
 		}
+		v.Unwritten = false // only a read made after the claim counts
 		vol = &v
 		lap("get")
 	}
@@ -482,7 +483,7 @@ func (d *Driver) mountFirst(ctx context.Context, name, id string) (_ string, err
 	d.fault("mount:mapped")
 	lap("save-mapped")
 
-	fs, err := d.mounter.FormatIfBlank(ctx, m.Device, fstype, vol.MkfsOptions)
+	fs, err := d.mounter.FormatIfBlank(ctx, m.Device, fstype, vol.MkfsOptions, vol.Unwritten && !att.Map.ReadOnly)
 	if err != nil {
 		return "", fmt.Errorf("mount volume %s: %w", name, err)
 	}

@@ -1432,3 +1432,39 @@ func TestFirstMountUsesTheVolumeAttachRead(t *testing.T) {
 		t.Fatalf("state %+v: want the fstype and image Attach read", st)
 	}
 }
+
+// The backend's word that a volume was never written (Attach's Volume.Unwritten) reaches the
+// formatter, which then does not read the device; a volume read by Get carries no such word.
+func TestFirstMountPassesTheUnwrittenHint(t *testing.T) {
+	e := newTestDriver(t)
+	e.prov.attachReadsVolume = true
+	e.prov.add("fresh", 1<<30, "ext4")
+	e.prov.mu.Lock()
+	v := e.prov.vols["fresh"]
+	v.Unwritten = true
+	e.prov.vols["fresh"] = v
+	e.prov.mu.Unlock()
+	e.prov.add("used", 1<<30, "ext4")
+	e.mustMount("fresh", "id1")
+	e.mustMount("used", "id2")
+
+	e2 := newTestDriver(t) // a backend whose Attach does not read the volume: Get does
+	e2.prov.add("fresh", 1<<30, "ext4")
+	e2.prov.mu.Lock()
+	v = e2.prov.vols["fresh"]
+	v.Unwritten = true // what Get returns must not count: it was read before the claim
+	e2.prov.vols["fresh"] = v
+	e2.prov.mu.Unlock()
+	e2.mustMount("fresh", "id1")
+
+	e.mounter.mu.Lock()
+	e2.mounter.mu.Lock()
+	defer e.mounter.mu.Unlock()
+	defer e2.mounter.mu.Unlock()
+	if got, want := e.mounter.unwritten, []bool{true, false}; !slices.Equal(got, want) {
+		t.Errorf("hints with Attach's volume = %v, want %v", got, want)
+	}
+	if got, want := e2.mounter.unwritten, []bool{false}; !slices.Equal(got, want) {
+		t.Errorf("hints with Get's volume = %v, want %v", got, want)
+	}
+}

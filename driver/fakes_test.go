@@ -526,6 +526,7 @@ type fakeMounter struct {
 	fs        map[string]string // device -> filesystem on it
 	formatted []string          // devices formatted, in order
 	mkfsOpts  [][]string
+	unwritten []bool // the hint of each FormatIfBlank call
 	busy      map[string]bool
 	mounted   []mountCall
 	remounts  int // Mount calls for what was mounted already
@@ -538,7 +539,7 @@ func newFakeMounter(rec *recorder) *fakeMounter {
 		fs: map[string]string{}, busy: map[string]bool{}}
 }
 
-func (m *fakeMounter) FormatIfBlank(ctx context.Context, dev, fstype string, mkfsOptions []string) (string, error) {
+func (m *fakeMounter) FormatIfBlank(ctx context.Context, dev, fstype string, mkfsOptions []string, unwritten bool) (string, error) {
 	done, err := m.enter(ctx, "FormatIfBlank", dev)
 	defer done()
 	if err != nil {
@@ -546,6 +547,7 @@ func (m *fakeMounter) FormatIfBlank(ctx context.Context, dev, fstype string, mkf
 	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	m.unwritten = append(m.unwritten, unwritten)
 	if fs, ok := m.fs[dev]; ok {
 		return fs, nil
 	}

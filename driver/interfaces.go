@@ -32,8 +32,10 @@ type Provisioner interface {
 // Mounter formats and mounts block devices.
 type Mounter interface {
 	// FormatIfBlank makes a filesystem on dev only if dev carries no filesystem and no partition
-	// table. It returns the filesystem type found or made.
-	FormatIfBlank(ctx context.Context, dev, fstype string, mkfsOptions []string) (string, error)
+	// table. It returns the filesystem type found or made. unwritten says the backend has made
+	// sure that both ends of the device were never written (Volume.Unwritten): dev is then
+	// formatted without being read.
+	FormatIfBlank(ctx context.Context, dev, fstype string, mkfsOptions []string, unwritten bool) (string, error)
 	// Mount mounts dev on target (created if missing). Mounting the same dev there again succeeds.
 	Mount(ctx context.Context, dev, target, fstype, options string) error
 	// Unmount unmounts target and removes the directory. Not mounted is success; ErrInUse when busy.
@@ -81,7 +83,16 @@ type Volume struct {
 	Holder string
 	// Status holds backend-specific facts for `docker volume inspect`.
 	Status map[string]any
+	// Unwritten is set by an Attach whose backend made sure, after claiming the volume, that the
+	// first and last SignatureWindow bytes were never written (they read as zeros): the first
+	// Mount then formats without reading the device first.
+	Unwritten bool
 }
+
+// SignatureWindow is how much of each end of a device can hold a signature: every one blkid
+// looks for (filesystem superblocks, partition tables and their backups, RAID and LVM labels,
+// ZFS labels) lies within the first or the last MiB.
+const SignatureWindow = 1 << 20
 
 // KnownStore persists the names of the volumes the backend last described, with their
 // creation times, so that Get can answer for them after a restart while the backend is

@@ -72,6 +72,18 @@ func (c *Cluster) readInfo(img *rbd.Image, spec Spec) (ImageInfo, error) {
 	if info.ID, err = img.GetId(); err != nil {
 		return info, err
 	}
+	// Read from the header the open loaded: no round trip.
+	st, err := img.Stat()
+	if err != nil {
+		return info, err
+	}
+	info.DataPrefix, info.ObjectSize = st.Block_name_prefix, st.Obj_size
+	if info.StripeUnit, err = img.GetStripeUnit(); err != nil {
+		return info, err
+	}
+	if info.StripeCount, err = img.GetStripeCount(); err != nil {
+		return info, err
+	}
 	if feats&rbd.FeatureDataPool != 0 {
 		id, err := img.GetDataPoolID()
 		if err != nil {

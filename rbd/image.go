@@ -32,6 +32,10 @@ type ImageInfo struct {
 	Features []string
 	DataPool string // empty when data lives in the image's pool
 	Parent   string // pool/image@snap of a clone's parent, empty otherwise
+	// The data layout: the objects' name prefix ("rbd_data.<id>"), their size, and the striping.
+	DataPrefix              string
+	ObjectSize              uint64
+	StripeUnit, StripeCount uint64
 }
 
 // KnownFeatures are the feature names Create accepts.

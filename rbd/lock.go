@@ -171,8 +171,9 @@ type Locker struct {
 	Addr   string // ip:port/nonce
 }
 
-// headerCall runs fn with the image's pool context and header object name.
-func headerCall[T any](ctx context.Context, c *Cluster, op string, spec Spec, fn func(io *rados.IOContext, oid string) (T, error)) (T, error) {
+// headerCall runs fn with the image's pool context and header object name. id is the image's ID
+// when the caller knows it already (an open of the image to learn it is several round trips).
+func headerCall[T any](ctx context.Context, c *Cluster, op string, spec Spec, id string, fn func(io *rados.IOContext, oid string) (T, error)) (T, error) {
 	io, err := c.ioctx(spec.Pool, spec.Namespace)
 	if err != nil {
 		var zero T
@@ -180,6 +181,9 @@ func headerCall[T any](ctx context.Context, c *Cluster, op string, spec Spec, fn
 	}
 	return call(ctx, c, op, spec.String(), func() (T, error) {
 		var zero T
+		if id != "" {
+			return fn(io, "rbd_header."+id)
+		}
 		img, err := rbd.OpenImageReadOnly(io, spec.Image, "")
 		if err != nil {
 			return zero, err
@@ -195,13 +199,14 @@ func headerCall[T any](ctx context.Context, c *Cluster, op string, spec Spec, fn
 
 // Lockers lists the image's host locks.
 func (c *Cluster) Lockers(ctx context.Context, spec Spec) ([]Locker, error) {
-	return headerCall(ctx, c, "list host locks", spec, listLockers)
+	return headerCall(ctx, c, "list host locks", spec, "", listLockers)
 }
 
 // LockHost takes the image's host lock with cookie (no expiry). ErrBusyElsewhere when another
-// client holds it; taking it again with the same client and cookie succeeds.
-func (c *Cluster) LockHost(ctx context.Context, spec Spec, cookie, desc string) error {
-	_, err := headerCall(ctx, c, "host lock", spec, func(io *rados.IOContext, oid string) (struct{}, error) {
+// client holds it; taking it again with the same client and cookie succeeds. imageID is the
+// image's ID if the caller has just read it (Describe), else empty.
+func (c *Cluster) LockHost(ctx context.Context, spec Spec, imageID, cookie, desc string) error {
+	_, err := headerCall(ctx, c, "host lock", spec, imageID, func(io *rados.IOContext, oid string) (struct{}, error) {
 		ret, err := io.LockExclusive(oid, HostLockName, cookie, desc, 0, nil)
 		if err != nil {
 			return struct{}{}, err
@@ -217,7 +222,7 @@ func (c *Cluster) LockHost(ctx context.Context, spec Spec, cookie, desc string) 
 // BreakHostLock removes a host lock whoever holds it (no fencing: see BreakLock). A lock that is
 // gone already is success.
 func (c *Cluster) BreakHostLock(ctx context.Context, spec Spec, l Locker) error {
-	_, err := headerCall(ctx, c, "break host lock", spec, func(io *rados.IOContext, oid string) (struct{}, error) {
+	_, err := headerCall(ctx, c, "break host lock", spec, "", func(io *rados.IOContext, oid string) (struct{}, error) {
 		_, err := io.BreakLock(oid, HostLockName, l.Client, l.Cookie)
 		return struct{}{}, err
 	})

@@ -438,7 +438,7 @@ func (p *Provisioner) Attach(ctx context.Context, name string, req driver.Attach
 			}
 		}
 		desc := fmt.Sprintf("host %s, mount %s, since %s", req.Host, req.MountID, time.Now().UTC().Format(time.RFC3339))
-		if err := p.c.LockHost(ctx, spec, cookie, desc); err != nil {
+		if err := p.c.LockHost(ctx, spec, d.Info.ID, cookie, desc); err != nil {
 			if errors.Is(err, driver.ErrBusyElsewhere) {
 				holder, _ := p.holder(ctx, spec, p.cfg.Host)
 				return att, fmt.Errorf("%w: volume %s was just attached by %s", driver.ErrBusyElsewhere, name, holder)
@@ -458,6 +458,8 @@ func (p *Provisioner) Attach(ctx context.Context, name string, req driver.Attach
 	att.ID = cookie
 	att.Map = driver.MapRequest{ImageSpec: spec, ReadOnly: req.ReadOnly, Monitors: mons, User: p.c.User()}
 	vol := volumeOf(name, spec, d)
+	// Asked only now that this host holds the volume: nobody else writes it from here on.
+	vol.Unwritten = !req.ReadOnly && p.c.EndsUnwritten(ctx, d.Info, driver.SignatureWindow)
 	att.Volume = &vol // the first Mount needs no Get of its own
 	return att, nil
 }

@@ -64,10 +64,8 @@ func mkfsArgs(fstype string, extra []string, dev string) (string, []string, erro
 	return "", nil, fmt.Errorf("%w: cannot format %s", driver.ErrInvalid, fstype)
 }
 
-// zeroWindow is how much of each end of a device zeroed reads: every signature blkid looks
-// for (filesystem superblocks, partition tables and their backups, RAID and LVM labels, ZFS
-// labels) lies within the first or the last MiB.
-const zeroWindow = 1 << 20
+// zeroWindow is how much of each end of a device zeroed reads.
+const zeroWindow = driver.SignatureWindow
 
 // zeroed reports whether the first and the last MiB of dev read as zeros: a device that has
 // never been written, on which blkid cannot find anything. It reads past the page cache
@@ -115,11 +113,15 @@ func zeroed(ctx context.Context, dev string) (bool, error) {
 	return blank, nil
 }
 
-// FormatIfBlank implements driver.Mounter. A device whose ends read as zeros is formatted
-// straight away; any other is asked to blkid, and is formatted only if blkid finds nothing.
-func (FS) FormatIfBlank(ctx context.Context, dev, fstype string, mkfsOptions []string) (string, error) {
+// FormatIfBlank implements driver.Mounter. A device the backend vouches for (unwritten), or whose
+// ends read as zeros, is formatted straight away; any other is asked to blkid, and is formatted
+// only if blkid finds nothing.
+func (FS) FormatIfBlank(ctx context.Context, dev, fstype string, mkfsOptions []string, unwritten bool) (string, error) {
 	var found, pt string
-	blank, err := zeroed(ctx, dev)
+	blank, err := unwritten, error(nil)
+	if !blank {
+		blank, err = zeroed(ctx, dev)
+	}
 	if err != nil || !blank {
 		if found, pt, err = probe(ctx, dev); err != nil {
 			return "", err

@@ -81,7 +81,7 @@ func TestFormatOnlyBlankDevices(t *testing.T) {
 			dev := loopDevice(t, 512<<20, nil)
 			var fs FS
 			ctx := testCtx(t)
-			got, err := fs.FormatIfBlank(ctx, dev, fstype, nil)
+			got, err := fs.FormatIfBlank(ctx, dev, fstype, nil, false)
 			if err != nil || got != fstype {
 				t.Fatalf("format blank: %q, %v", got, err)
 			}
@@ -105,7 +105,7 @@ func TestFormatOnlyBlankDevices(t *testing.T) {
 				t.Fatalf("unmount of an unmounted target: %v", err)
 			}
 			other := map[string]string{"ext4": "xfs", "xfs": "ext4"}[fstype]
-			got, err = fs.FormatIfBlank(ctx, dev, other, nil)
+			got, err = fs.FormatIfBlank(ctx, dev, other, nil, false)
 			if err != nil || got != fstype {
 				t.Fatalf("second format as %s: got %q, %v; want the existing %s kept", other, got, err, fstype)
 			}
@@ -133,7 +133,7 @@ func TestRefusePartitionedDevice(t *testing.T) {
 			t.Fatal(err)
 		}
 	})
-	_, err := FS{}.FormatIfBlank(testCtx(t), dev, "ext4", nil)
+	_, err := FS{}.FormatIfBlank(testCtx(t), dev, "ext4", nil, false)
 	if err == nil || !strings.Contains(err.Error(), "partition table") {
 		t.Fatalf("err = %v, want a refusal naming the partition table", err)
 	}
@@ -144,7 +144,7 @@ func TestUnmountBusy(t *testing.T) {
 	dev := loopDevice(t, 64<<20, nil)
 	var fs FS
 	ctx := testCtx(t)
-	if _, err := fs.FormatIfBlank(ctx, dev, "ext4", nil); err != nil {
+	if _, err := fs.FormatIfBlank(ctx, dev, "ext4", nil, false); err != nil {
 		t.Fatal(err)
 	}
 	target := filepath.Join(t.TempDir(), "mnt")

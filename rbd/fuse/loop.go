@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync/atomic"
 
 	"golang.org/x/sys/unix"
 )
@@ -52,29 +53,51 @@ func attachLoop(devRoot, file, tag string, ro bool) (string, error) {
 		if err != nil {
 			return "", fmt.Errorf("open %s: %w", path, err)
 		}
-		err = unix.IoctlSetInt(int(lf.Fd()), unix.LOOP_SET_FD, int(backing.Fd()))
+		info := unix.LoopInfo64{}
+		copy(info.File_name[:len(info.File_name)-1], tag)
+		if ro {
+			info.Flags = unix.LO_FLAGS_READ_ONLY
+		}
+		err = configureLoop(int(lf.Fd()), int(backing.Fd()), &info)
 		if errors.Is(err, unix.EBUSY) {
-			lf.Close() // another process took it between GET_FREE and SET_FD
+			lf.Close() // another process took it between GET_FREE and the attach
 			continue
 		}
 		if err != nil {
 			lf.Close()
 			return "", fmt.Errorf("attach %s to %s: %w", file, path, err)
 		}
-		info := unix.LoopInfo64{}
-		copy(info.File_name[:len(info.File_name)-1], tag)
-		if ro {
-			info.Flags = unix.LO_FLAGS_READ_ONLY
-		}
-		if err := unix.IoctlLoopSetStatus64(int(lf.Fd()), &info); err != nil {
-			_ = unix.IoctlSetInt(int(lf.Fd()), unix.LOOP_CLR_FD, 0)
-			lf.Close()
-			return "", fmt.Errorf("configure %s: %w", path, err)
-		}
 		lf.Close()
 		return path, nil
 	}
 	return "", errors.New("no free loop device after 16 attempts")
+}
+
+// noLoopConfigure is set once the kernel refused LOOP_CONFIGURE (before Linux 5.8).
+var noLoopConfigure atomic.Bool
+
+// configureLoop attaches the backing file to the loop device and sets its status. LOOP_CONFIGURE
+// does both in one ioctl; the older LOOP_SET_FD + LOOP_SET_STATUS64 pair costs a queue freeze
+// (an RCU grace period) in SET_STATUS64: 12-30 ms of every first Mount here, as losetup, which
+// uses LOOP_CONFIGURE, does not pay.
+func configureLoop(loopFd, backingFd int, info *unix.LoopInfo64) error {
+	if !noLoopConfigure.Load() {
+		err := unix.IoctlLoopConfigure(loopFd, &unix.LoopConfig{Fd: uint32(backingFd), Info: *info})
+		if !errors.Is(err, unix.EINVAL) && !errors.Is(err, unix.ENOTTY) {
+			return err
+		}
+		// EINVAL is also what a kernel without LOOP_CONFIGURE answers for an unknown ioctl; the
+		// pair below tells a real EINVAL apart.
+		noLoopConfigure.Store(true)
+	}
+	if err := unix.IoctlSetInt(loopFd, unix.LOOP_SET_FD, backingFd); err != nil {
+		return err
+	}
+	if err := unix.IoctlLoopSetStatus64(loopFd, info); err != nil {
+		_ = unix.IoctlSetInt(loopFd, unix.LOOP_CLR_FD, 0)
+		return err
+	}
+	return nil
 }
 
 // detachLoop detaches a loop device that nobody has open. It opens the device exclusively first,
@@ -93,22 +116,27 @@ func detachLoop(path string) error {
 	return err
 }
 
-// listLoops returns the attached loop devices from sysfs.
+// listLoops returns the attached loop devices from sysfs: one directory read and one file read
+// per loop device. (filepath.Glob of /sys/block/loop*/loop/backing_file read every loop device's
+// directory twice: 3-5 ms with the 210 loop devices of the bench's machine, on every Map and Unmap.)
 func listLoops(sysfsRoot string) ([]loopDev, error) {
-	matches, err := filepath.Glob(filepath.Join(sysfsRoot, "block", "loop*", "loop", "backing_file"))
+	entries, err := os.ReadDir(filepath.Join(sysfsRoot, "block"))
 	if err != nil {
 		return nil, err
 	}
 	var out []loopDev
-	for _, m := range matches {
-		name := filepath.Base(filepath.Dir(filepath.Dir(m)))
-		n, err := strconv.Atoi(strings.TrimPrefix(name, "loop"))
+	for _, e := range entries {
+		rest, ok := strings.CutPrefix(e.Name(), "loop")
+		if !ok {
+			continue
+		}
+		n, err := strconv.Atoi(rest)
 		if err != nil {
 			continue
 		}
-		b, err := os.ReadFile(m)
+		b, err := os.ReadFile(filepath.Join(sysfsRoot, "block", e.Name(), "loop", "backing_file"))
 		if err != nil {
-			continue // detached meanwhile
+			continue // not attached (or detached meanwhile)
 		}
 		out = append(out, loopDev{N: n, Backing: strings.TrimSuffix(strings.TrimSpace(string(b)), " (deleted)")})
 	}

@@ -1,0 +1,123 @@
+//go:build integration
+
+package rbd_test
+
+import (
+	"testing"
+	"time"
+
+	"github.com/ceph/go-ceph/rados"
+	gorbd "github.com/ceph/go-ceph/rbd"
+
+	"github.com/cephdocker/ceph-docker-plugin/driver"
+	"github.com/cephdocker/ceph-docker-plugin/rbd"
+)
+
+// writeAt writes b at off in the image with librbd, as a mapped device's writer would.
+func (e labEnv) writeAt(t *testing.T, spec rbd.Spec, off int64, b []byte) {
+	t.Helper()
+	conn, err := rados.NewConnWithUser(e.user)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := conn.ReadConfigFile(e.conf); err != nil {
+		t.Fatal(err)
+	}
+	if err := conn.SetConfigOption("keyring", e.keyring); err != nil {
+		t.Fatal(err)
+	}
+	if err := conn.Connect(); err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Shutdown()
+	io, err := conn.OpenIOContext(spec.Pool)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer io.Destroy()
+	img, err := gorbd.OpenImage(io, spec.Image, gorbd.NoSnapshot)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer img.Close()
+	if _, err := img.WriteAt(b, off); err != nil {
+		t.Fatal(err)
+	}
+	if err := img.Flush(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// EndsUnwritten says "unwritten" for a new image and for one written only away from its ends,
+// and "not known" as soon as a byte is written in either end window, and for a clone.
+func TestEndsUnwritten(t *testing.T) {
+	e := lab(t)
+	c := e.connect(t)
+	ctx := ctxFor(t, 90*time.Second)
+	const size, window = 64 * mib, driver.SignatureWindow
+	unwritten := func(spec rbd.Spec) bool {
+		t.Helper()
+		d, err := c.Describe(ctx, spec)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return c.EndsUnwritten(ctx, d.Info, window)
+	}
+	newImage := func(prefix string, order int) rbd.Spec {
+		t.Helper()
+		spec := rbd.Spec{Pool: e.pool, Image: uniqueName(prefix)}
+		t.Cleanup(func() { _ = c.Remove(ctxFor(t, 20*time.Second), spec) })
+		if err := c.Create(ctx, spec, rbd.CreateOptions{Size: size, Order: order}); err != nil {
+			t.Fatal(err)
+		}
+		return spec
+	}
+	one := []byte{1}
+
+	fresh := newImage("unw-fresh", 0)
+	if !unwritten(fresh) {
+		t.Fatal("a new image is not reported unwritten")
+	}
+	// 1 MiB objects: the byte just before the last window is in another object than the window.
+	middle := newImage("unw-middle", 20)
+	e.writeAt(t, middle, size/2, one)
+	e.writeAt(t, middle, size-window-1, one)
+	e.writeAt(t, middle, window, one)
+	if !unwritten(middle) {
+		t.Fatal("an image written only outside both end windows is not reported unwritten")
+	}
+	for name, off := range map[string]int64{"first byte": 0, "end of the first window": window - 1,
+		"start of the last window": size - window, "last byte": size - 1} {
+		spec := newImage("unw-written", 20)
+		e.writeAt(t, spec, off, one)
+		if unwritten(spec) {
+			t.Errorf("an image written at its %s (offset %d) is reported unwritten", name, off)
+		}
+	}
+	small := newImage("unw-small-objects", 16) // 64 KiB objects: not answerable from the layout
+	if unwritten(small) {
+		t.Error("an image with objects smaller than the window is reported unwritten")
+	}
+
+	// A clone reads its parent's data where it has no object of its own.
+	if err := c.CreateSnap(ctx, rbd.Spec{Pool: fresh.Pool, Image: fresh.Image, Snap: "base"}); err != nil {
+		t.Fatal(err)
+	}
+	snap := rbd.Spec{Pool: fresh.Pool, Image: fresh.Image, Snap: "base"}
+	if err := c.ProtectSnap(ctx, snap); err != nil {
+		t.Fatal(err)
+	}
+	clone := rbd.Spec{Pool: e.pool, Image: uniqueName("unw-clone")}
+	if err := c.Clone(ctx, snap, clone, rbd.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		cctx := ctxFor(t, 30*time.Second)
+		_ = c.Remove(cctx, clone)
+		_ = c.UnprotectSnap(cctx, snap)
+		_ = c.RemoveSnap(cctx, snap)
+	})
+	if unwritten(clone) {
+		t.Error("a clone is reported unwritten")
+	}
+}

@@ -1,0 +1,36 @@
+package rbd
+
+import (
+	"slices"
+	"testing"
+)
+
+func TestEndObjects(t *testing.T) {
+	const mib = 1 << 20
+	plain := ImageInfo{DataPrefix: "rbd_data.abc", ObjectSize: 4 * mib, StripeUnit: 4 * mib, StripeCount: 1}
+	with := func(f func(*ImageInfo)) ImageInfo { i := plain; f(&i); return i }
+	cases := []struct {
+		name string
+		info ImageInfo
+		want []uint64
+		ok   bool
+	}{
+		{"1 GiB: first object and the last one", with(func(i *ImageInfo) { i.Size = 1024 * mib }), []uint64{0, 255}, true},
+		{"last window across two objects", with(func(i *ImageInfo) { i.Size = 8*mib + mib/2 }), []uint64{0, 1, 2}, true},
+		{"smaller than the window", with(func(i *ImageInfo) { i.Size = mib / 2 }), []uint64{0}, true},
+		{"one object", with(func(i *ImageInfo) { i.Size = 4 * mib }), []uint64{0}, true},
+		{"objects of exactly the window", with(func(i *ImageInfo) { i.Size = 10 * mib; i.ObjectSize, i.StripeUnit = mib, mib }), []uint64{0, 9}, true},
+		{"empty image", with(func(i *ImageInfo) { i.Size = 0 }), nil, true},
+		{"clone", with(func(i *ImageInfo) { i.Size = 64 * mib; i.Parent = "volumes/base@s" }), nil, false},
+		{"journaling", with(func(i *ImageInfo) { i.Size = 64 * mib; i.Features = []string{"exclusive-lock", "journaling"} }), nil, false},
+		{"objects smaller than the window", with(func(i *ImageInfo) { i.Size = 64 * mib; i.ObjectSize, i.StripeUnit = 64 << 10, 64 << 10 }), nil, false},
+		{"fancy striping", with(func(i *ImageInfo) { i.Size = 64 * mib; i.StripeUnit, i.StripeCount = mib, 4 }), nil, false},
+		{"layout unknown", ImageInfo{Size: 64 * mib}, nil, false},
+	}
+	for _, c := range cases {
+		got, ok := endObjects(c.info, mib)
+		if ok != c.ok || !slices.Equal(got, c.want) {
+			t.Errorf("%s: endObjects = %v, %v; want %v, %v", c.name, got, ok, c.want, c.ok)
+		}
+	}
+}
