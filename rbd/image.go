@@ -1,6 +1,7 @@
 package rbd
 
 import (
+	"encoding/binary"
 	"context"
 	"errors"
 	"fmt"
@@ -147,6 +148,43 @@ func imageOptions(opts CreateOptions, features uint64) (*rbd.ImageOptions, error
 		return nil, err
 	}
 	return rio, nil
+}
+
+// ImageID returns the image's ID (the suffix of its rbd_header and rbd_data objects) by reading its
+// rbd_id object: one read, where an open of the image is several round trips and, in librbd,
+// builds a whole copy of the client's configuration (about 5 ms of CPU each, a third of the
+// plugin's CPU in a create-mount-unmount-remove cycle before it was avoided). ErrNotFound when
+// there is no such image. (Images of format 1, which Ceph has not created since Jewel, have no
+// rbd_id object: the plugin does not manage them.)
+func (c *Cluster) ImageID(ctx context.Context, spec Spec) (string, error) {
+	if err := checkSpec(spec, false); err != nil {
+		return "", opErr("image id", spec.String(), err)
+	}
+	io, err := c.ioctx(spec.Pool, spec.Namespace)
+	if err != nil {
+		return "", err
+	}
+	return call(ctx, c, "image id", spec.String(), func() (string, error) {
+		buf := make([]byte, 256)
+		n, err := io.Read("rbd_id."+spec.Image, buf, 0)
+		if err != nil {
+			return "", err
+		}
+		return decodeImageID(buf[:n])
+	}, nil)
+}
+
+// decodeImageID decodes the content of an rbd_id object: the ID as Ceph encodes a string, a
+// little-endian 32-bit length and the bytes.
+func decodeImageID(b []byte) (string, error) {
+	if len(b) < 4 {
+		return "", fmt.Errorf("rbd_id object of %d bytes: too short", len(b))
+	}
+	n := binary.LittleEndian.Uint32(b)
+	if n == 0 || uint64(n) != uint64(len(b)-4) {
+		return "", fmt.Errorf("rbd_id object of %d bytes says its ID has %d", len(b), n)
+	}
+	return string(b[4:]), nil
 }
 
 // Info describes an image.

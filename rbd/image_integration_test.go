@@ -37,6 +37,12 @@ func TestImageLifecycle(t *testing.T) {
 	if info.Size != 64*mib || !reflect.DeepEqual(info.Features, feats) || info.ID == "" || info.Parent != "" {
 		t.Fatalf("info = %+v", info)
 	}
+	if id, err := c.ImageID(ctx, spec); err != nil || id != info.ID {
+		t.Fatalf("ImageID = %q, %v; want %q (Info's)", id, err, info.ID)
+	}
+	if id, err := c.ImageID(ctx, rbd.Spec{Pool: e.pool, Image: uniqueName("none")}); !errors.Is(err, driver.ErrNotFound) {
+		t.Fatalf("ImageID of a missing image = %q, %v; want ErrNotFound", id, err)
+	}
 	names, err := c.List(ctx, e.pool, "")
 	if err != nil || !slices.Contains(names, spec.Image) {
 		t.Fatalf("list = %v, %v; want it to contain %s", names, err, spec.Image)

@@ -174,27 +174,17 @@ type Locker struct {
 // headerCall runs fn with the image's pool context and header object name. id is the image's ID
 // when the caller knows it already (an open of the image to learn it is several round trips).
 func headerCall[T any](ctx context.Context, c *Cluster, op string, spec Spec, id string, fn func(io *rados.IOContext, oid string) (T, error)) (T, error) {
+	var zero T
 	io, err := c.ioctx(spec.Pool, spec.Namespace)
 	if err != nil {
-		var zero T
 		return zero, err
 	}
-	return call(ctx, c, op, spec.String(), func() (T, error) {
-		var zero T
-		if id != "" {
-			return fn(io, "rbd_header."+id)
-		}
-		img, err := rbd.OpenImageReadOnly(io, spec.Image, "")
-		if err != nil {
+	if id == "" {
+		if id, err = c.ImageID(ctx, spec); err != nil {
 			return zero, err
 		}
-		id, err := img.GetId()
-		img.Close()
-		if err != nil {
-			return zero, err
-		}
-		return fn(io, "rbd_header."+id)
-	}, nil)
+	}
+	return call(ctx, c, op, spec.String(), func() (T, error) { return fn(io, "rbd_header."+id) }, nil)
 }
 
 // Lockers lists the image's host locks.

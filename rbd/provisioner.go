@@ -77,7 +77,7 @@ func validPoolName(s string) bool {
 // resolve finds where a volume's image lives.
 func (p *Provisioner) resolve(ctx context.Context, name string) (Spec, error) {
 	spec := Spec{Pool: p.cfg.Pool, Image: name}
-	_, err := p.c.Info(ctx, spec)
+	_, err := p.c.ImageID(ctx, spec) // no open of the image: see ImageID
 	if err == nil {
 		return spec, nil
 	}
@@ -367,15 +367,11 @@ func (p *Provisioner) List(ctx context.Context) ([]driver.Volume, error) {
 
 // Remove implements driver.Provisioner.
 func (p *Provisioner) Remove(ctx context.Context, name string, action driver.RemoveAction) error {
-	spec, err := p.resolve(ctx, name)
+	spec, d, err := p.describe(ctx, name)
 	if err != nil {
 		return err
 	}
-	holder, err := p.holder(ctx, spec, "")
-	if err != nil {
-		return err
-	}
-	if holder != "" {
+	if holder := holderOf(d, ""); holder != "" {
 		return fmt.Errorf("%w: volume %s is in use by %s; stop its containers there first", driver.ErrInUse, name, holder)
 	}
 	switch action {

@@ -269,6 +269,7 @@ func (f *Fuse) Unmap(ctx context.Context, spec driver.ImageSpec) error {
 
 // unmountFuse unmounts an rbd-fuse mount and waits for its daemon to exit.
 func (f *Fuse) unmountFuse(ctx context.Context, dir string) error {
+	daemons := fusePids(dir) // one scan of /proc; the wait below watches these
 	busyWait := time.Millisecond
 	for {
 		mounted, err := mountinfo.Mounted(dir)
@@ -299,13 +300,40 @@ func (f *Fuse) unmountFuse(ctx context.Context, dir string) error {
 		return fmt.Errorf("unmount %s: %w", dir, err)
 	}
 	// rbd-fuse exits once unmounted; wait for it (bounded), then make sure.
-	exitWait := time.Millisecond
-	for len(fusePids(dir)) > 0 && ctx.Err() == nil {
-		time.Sleep(exitWait)
-		exitWait = min(2*exitWait, 20*time.Millisecond)
+	if !waitExit(ctx, daemons) {
+		f.killFuse(dir)
 	}
-	f.killFuse(dir)
 	return nil
+}
+
+// waitExit waits until every process in pids has exited, or ctx ends; it reports whether they
+// all did. It sleeps in poll(2) on a pidfd per process (readable once the process exits) instead
+// of rescanning /proc: a scan reads every process's command line, and repeated scans were 5% of
+// the plugin's CPU in a create-mount-unmount-remove cycle.
+func waitExit(ctx context.Context, pids []int) bool {
+	for _, pid := range pids {
+		fd, err := unix.PidfdOpen(pid, 0)
+		if errors.Is(err, unix.ESRCH) {
+			continue // gone already
+		}
+		if err != nil {
+			return false // cannot tell (a kernel without pidfds): the caller makes sure
+		}
+		exited := false
+		for !exited && ctx.Err() == nil {
+			timeout := 100 // ms; short, so that ctx is looked at again soon
+			if dl, ok := ctx.Deadline(); ok {
+				timeout = max(1, min(timeout, int(time.Until(dl).Milliseconds())))
+			}
+			n, err := unix.Poll([]unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}, timeout)
+			exited = err == nil && n > 0
+		}
+		unix.Close(fd)
+		if !exited {
+			return false
+		}
+	}
+	return true
 }
 
 // fuseDead reports whether the FUSE mount at dir has lost its daemon.

@@ -34,3 +34,16 @@ func TestEndObjects(t *testing.T) {
 		}
 	}
 }
+
+func TestDecodeImageID(t *testing.T) {
+	// What `rados get rbd_id.NAME` showed for an image of the lab cluster.
+	raw := []byte("\x0d\x00\x00\x001a2cf35303822")
+	if id, err := decodeImageID(raw); err != nil || id != "1a2cf35303822" {
+		t.Errorf("decode = %q, %v; want 1a2cf35303822", id, err)
+	}
+	for _, bad := range [][]byte{nil, []byte("\x0d\x00"), []byte("\x00\x00\x00\x00"), []byte("\x05\x00\x00\x00abc"), append(raw, 'x')} {
+		if id, err := decodeImageID(bad); err == nil {
+			t.Errorf("decode %q = %q, want an error", bad, id)
+		}
+	}
+}
