@@ -1,10 +1,12 @@
 package rbd
 
 import (
-	"encoding/binary"
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
+	"maps"
+	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -250,7 +252,22 @@ func (c *Cluster) TrashList(ctx context.Context, pool, namespace string) ([]stri
 
 // SetMeta sets image metadata key=value.
 func (c *Cluster) SetMeta(ctx context.Context, spec Spec, key, value string) error {
-	return c.withImage(ctx, "set metadata", spec, func(img *rbd.Image) error { return img.SetMetadata(key, value) })
+	return c.SetMetas(ctx, spec, map[string]string{key: value})
+}
+
+// SetMetas sets several metadata keys with one open of the image (each open costs round trips
+// and, in librbd, a copy of the whole client configuration). Keys are set in sorted order; on an
+// error, the keys before the failing one are set.
+func (c *Cluster) SetMetas(ctx context.Context, spec Spec, kv map[string]string) error {
+	keys := slices.Sorted(maps.Keys(kv))
+	return c.withImage(ctx, "set metadata", spec, func(img *rbd.Image) error {
+		for _, k := range keys {
+			if err := img.SetMetadata(k, kv[k]); err != nil {
+				return fmt.Errorf("key %s: %w", k, err)
+			}
+		}
+		return nil
+	})
 }
 
 // GetMeta reads one metadata key; ErrNotFound when it is not set.

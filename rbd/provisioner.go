@@ -239,11 +239,9 @@ func (p *Provisioner) Create(ctx context.Context, name string, opts driver.Optio
 	if opts.MountOptions != "" {
 		meta[metaMountOptions] = opts.MountOptions
 	}
-	for k, v := range meta {
-		if err := p.c.SetMeta(ctx, spec, k, v); err != nil {
-			undo()
-			return err
-		}
+	if err := p.c.SetMetas(ctx, spec, meta); err != nil {
+		undo()
+		return err
 	}
 	if spec.Pool != p.cfg.Pool {
 		if err := p.setIndex(ctx, name, spec); err != nil {

@@ -45,6 +45,10 @@ type concRow struct {
 	wall            time.Duration
 	perCycle        sample
 	cpu             float64 // share of the machine's CPU time busy during the level (0..1)
+	// Where the CPU time went, in CPU-ms over the level: the plugin process itself, the children it
+	// waited for (mkfs, rbd-fuse until it daemonizes), and the Ceph daemons (OSD, monitor, manager).
+	// The rest is rbd-fuse daemons, the kernel (loop, FUSE, ext4) and the bench's own client.
+	pluginMS, childrenMS, cephMS float64
 }
 
 type fioRow struct {
@@ -395,6 +399,8 @@ func (b *bench) concurrency(ctx context.Context) error {
 		var mu sync.Mutex
 		var durs sample
 		cpu0 := readCPU()
+		pself0, pchild0 := procCPU(b.main.pid())
+		ceph0 := cephDaemonsCPU()
 		start := time.Now()
 		errs := parallel(ctx, clients, clients, func(c int) error {
 			for k := 0; k < cycles; k++ {
@@ -411,10 +417,13 @@ func (b *bench) concurrency(ctx context.Context) error {
 		})
 		wall := time.Since(start)
 		busy := readCPU().busySince(cpu0)
+		pself1, pchild1 := procCPU(b.main.pid())
+		ceph1 := cephDaemonsCPU()
 		if len(errs) > 0 {
 			return fmt.Errorf("%d clients: %d failed: %w", clients, len(errs), errs[0])
 		}
-		b.res.conc = append(b.res.conc, concRow{clients: clients, cycles: clients * cycles, wall: wall, perCycle: durs, cpu: busy})
+		b.res.conc = append(b.res.conc, concRow{clients: clients, cycles: clients * cycles, wall: wall, perCycle: durs, cpu: busy,
+			pluginMS: pself1 - pself0, childrenMS: pchild1 - pchild0, cephMS: ceph1 - ceph0})
 		logf("concurrency: %d clients, %d cycles in %s", clients, clients*cycles, wall.Round(time.Millisecond))
 	}
 	return nil
@@ -646,6 +655,51 @@ func (c cpuTimes) busySince(c0 cpuTimes) float64 {
 		return 0
 	}
 	return float64(c.busy-c0.busy) / float64(c.total-c0.total)
+}
+
+// userHZ is the unit of the times in /proc/PID/stat (USER_HZ, 100 on Linux).
+const userHZ = 100
+
+// procCPU returns a process's CPU time in ms: its own (user + system, all threads) and that of
+// the children it has waited for. Zero for a process that is gone.
+func procCPU(pid int) (self, children float64) {
+	if pid <= 0 {
+		return 0, 0
+	}
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0, 0
+	}
+	// The command name (field 2) is in parentheses and may hold spaces: count fields after it.
+	s := string(b)
+	f := strings.Fields(s[strings.LastIndexByte(s, ')')+1:])
+	if len(f) < 15 { // f[0] is field 3 (state); utime, stime, cutime, cstime are fields 14-17
+		return 0, 0
+	}
+	n := func(i int) float64 { v, _ := strconv.ParseFloat(f[i-3], 64); return v * 1000 / userHZ }
+	return n(14) + n(15), n(16) + n(17)
+}
+
+// cephDaemonsCPU is the CPU time in ms of the Ceph daemons running on this machine.
+func cephDaemonsCPU() float64 {
+	entries, _ := os.ReadDir("/proc")
+	var total float64
+	for _, e := range entries {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		comm, err := os.ReadFile(filepath.Join("/proc", e.Name(), "comm"))
+		if err != nil {
+			continue
+		}
+		switch strings.TrimSpace(string(comm)) {
+		case "ceph-osd", "ceph-mon", "ceph-mgr":
+			self, _ := procCPU(pid)
+			total += self
+		}
+	}
+	return total
 }
 
 func contextWithTimeout(d time.Duration) (context.Context, context.CancelFunc) {

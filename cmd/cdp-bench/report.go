@@ -189,6 +189,14 @@ func (b *bench) report() string {
 			p("| %d | %d | %s | %.2f cycles/s | %s | %s | %s | %.0f%% (%.0f CPU-ms per cycle) |\n", c.clients, c.cycles, ms(c.wall), tp, vs,
 				ms(c.perCycle.p50()), ms(c.perCycle.p95()), 100*c.cpu, cpuPerCycle(c))
 		}
+		p("\nWhere one cycle's CPU time went (`/proc/PID/stat` of each process, CPU-ms per cycle):\n\n")
+		p("| clients | whole machine | plugin process | its children (mkfs, rbd-fuse until it daemonizes) | Ceph daemons (OSD, mon, mgr) | the rest (rbd-fuse daemons, kernel, bench client) |\n|---|---|---|---|---|---|\n")
+		for _, c := range r.conc {
+			n := float64(c.cycles)
+			all := cpuPerCycle(c)
+			p("| %d | %.0f | %.0f | %.0f | %.0f | %.0f |\n", c.clients, all, c.pluginMS/n, c.childrenMS/n, c.cephMS/n,
+				all-(c.pluginMS+c.childrenMS+c.cephMS)/n)
+		}
 		p("\n")
 	}
 
@@ -396,7 +404,14 @@ func (b *bench) reportFindings(w *strings.Builder) {
 		p("  an rbd-fuse process that starts its own cluster connection, mkfs, the OSD writing and syncing, the\n")
 		p("  plugin), so %d cores can run at most about %.1f cycles/s, %.1fx the single client's %.2f cycles/s, whatever\n", runtime.NumCPU(), bound, bound/tp1, tp1)
 		p("  the plugin does. At 8 clients the CPUs were %.0f%% busy. The plugin serializes only calls on the same\n", 100*eight.cpu)
-		p("  volume; 3x needs more cores (or krbd, which starts no process per map and keeps the OSD's share).\n")
+		if own := one.pluginMS / float64(one.cycles); own > 0 && own < per {
+			free := float64(runtime.NumCPU()) * 1000 / (per - own)
+			p("  volume. The plugin's own process is %.0f of the %.0f CPU-ms: were it free, %d cores would still cap the\n", own, per, runtime.NumCPU())
+			p("  throughput at %.1f cycles/s, %.1fx. 3x needs more cores: with %d, the same cycles would be capped at\n", free, free/tp1, 2*runtime.NumCPU())
+			p("  %.1fx instead (or krbd, which starts no rbd-fuse process per map).\n", 2*bound/tp1)
+		} else {
+			p("  volume; 3x needs more cores (or krbd, which starts no process per map and keeps the OSD's share).\n")
+		}
 	}
 	if len(r.fio) > 0 {
 		p("- **Data path**: the plugin is not in it: a container's I/O goes ext4 -> loop device -> rbd-fuse -> librbd,\n")
