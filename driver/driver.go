@@ -417,7 +417,11 @@ func (d *Driver) mountFirst(ctx context.Context, name, id string) (_ string, err
 		cctx, cancel := context.WithTimeout(context.Background(), d.cfg.CleanupTimeout)
 		defer cancel()
 		if uerr := tx.rollback(cctx); uerr != nil {
-			// Keep the state (Op=mount) so that the next call or a restart finishes the cleanup.
+			// Keep the state (Op=mount) so that the next call or a restart finishes the cleanup;
+			// with the device, if it got as far as mapping, for `docker volume inspect`.
+			if st.Device != "" {
+				_ = d.state.Save(st)
+			}
 			d.log.WithFields(logrus.Fields{"volume": name}).WithError(uerr).Error("undoing a failed mount")
 			err = fmt.Errorf("%w; undoing it also failed (the plugin retries in the background and on the next call): %v", err, uerr)
 			return
@@ -476,12 +480,11 @@ func (d *Driver) mountFirst(ctx context.Context, name, id string) (_ string, err
 	}
 	tx.add("unmap", func(ctx context.Context) error { return d.mapper.Unmap(ctx, att.Map.ImageSpec) })
 	lap("map")
+	// Not saved here: the state already names the image, and a repair finds its device (if it was
+	// mapped) by asking the mapper; the device is recorded with the mount below. (One fsync less:
+	// 6 ms of a first Mount in the krbd lab's guest.)
 	st.Device = m.Device
-	if err := d.state.Save(st); err != nil {
-		return "", err
-	}
 	d.fault("mount:mapped")
-	lap("save-mapped")
 
 	fs, err := d.mounter.FormatIfBlank(ctx, m.Device, fstype, vol.MkfsOptions, vol.Unwritten && !att.Map.ReadOnly)
 	if err != nil {

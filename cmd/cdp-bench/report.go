@@ -377,14 +377,17 @@ func (b *bench) reportFindings(w *strings.Builder) {
 	if first != nil && get != nil && len(first.raw) > 0 {
 		over := first.plugin.p50() - first.raw.p50()
 		p("- **First Mount** (%.2fx): the plugin's first Mount does the raw steps plus what makes it safe, and those\n", ratio(first.plugin.p50(), first.raw.p50()))
-		p("  extras are the %s between the two p50s: it reads the volume twice (Get for its options, then Attach\n", ms(over))
-		p("  to check holders: one read-only open of the image each; a whole Get call takes %s), takes the host lock\n", ms(get.plugin.p50()))
-		p("  (another open for the header), probes the mapped device with `blkid -p` before deciding to format (%s\n", ms(r.probe.p50()))
-		p("  by hand), lists the mapper's loop devices to stay idempotent, and writes its state durably four times\n")
-		p("  (write, fsync, rename, directory fsync) so that a crash at any step is repaired. The raw steps skip all\n")
-		p("  of it. The fixed costs were cut where they were waste (a 50 ms poll for rbd-fuse's file; ten image\n")
-		p("  opens per first Mount, now three); what is left is the safety itself. With krbd the map is a sysfs\n")
-		p("  write instead of an rbd-fuse start, so the same extras weigh the same absolute time over a shorter raw path.\n")
+		p("  extras are the %s between the two p50s: it reads the volume once (one read-only open of the image for\n", ms(over))
+		p("  its options and holders; a whole Get call takes %s), takes the host lock on the image header, asks\n", ms(get.plugin.p50()))
+		p("  RADOS whether the data objects at both ends of the image exist (a new image has none, so the device is\n")
+		p("  not read before mkfs; any other device has its first and last MiB read, and blkid runs, %s by hand,\n", ms(r.probe.p50()))
+		p("  only when they are not zeros), looks at its loop devices to stay idempotent, and writes its state\n")
+		p("  durably three times (write, fsync, rename, directory fsync) so that a crash at any step is repaired.\n")
+		p("  The raw steps skip all of it. What was waste is gone: a 50 ms poll for rbd-fuse's file, ten image opens\n")
+		p("  per first Mount (now one), the loop attach with LOOP_SET_FD + LOOP_SET_STATUS64 (whose queue freeze cost\n")
+		p("  12-30 ms; LOOP_CONFIGURE, as losetup uses, does not freeze), a sysfs glob of every loop device (3-5 ms),\n")
+		p("  the device read before formatting a new volume, one fsync. With krbd the map is a sysfs write instead of\n")
+		p("  an rbd-fuse start, so the same extras weigh the same absolute time over a shorter raw path.\n")
 	}
 	var one, eight *concRow
 	for i := range r.conc {
