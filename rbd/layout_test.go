@@ -23,7 +23,7 @@ func TestEndObjects(t *testing.T) {
 		{"empty image", with(func(i *ImageInfo) { i.Size = 0 }), nil, true},
 		{"clone", with(func(i *ImageInfo) { i.Size = 64 * mib; i.Parent = "volumes/base@s" }), nil, false},
 		{"journaling", with(func(i *ImageInfo) { i.Size = 64 * mib; i.Features = []string{"exclusive-lock", "journaling"} }), nil, false},
-		{"objects smaller than the window", with(func(i *ImageInfo) { i.Size = 64 * mib; i.ObjectSize, i.StripeUnit = 64 << 10, 64 << 10 }), nil, false},
+		{"objects smaller than the window", with(func(i *ImageInfo) { i.Size = 64 * mib; i.ObjectSize, i.StripeUnit = 64<<10, 64<<10 }), nil, false},
 		{"fancy striping", with(func(i *ImageInfo) { i.Size = 64 * mib; i.StripeUnit, i.StripeCount = mib, 4 }), nil, false},
 		{"layout unknown", ImageInfo{Size: 64 * mib}, nil, false},
 	}
