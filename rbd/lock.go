@@ -206,6 +206,50 @@ func (c *Cluster) LockHost(ctx context.Context, spec Spec, imageID, cookie, desc
 		}
 		return struct{}{}, nil // 0, or -EEXIST: we hold it already
 	})
+	if err != nil || imageID == "" {
+		return err
+	}
+	// Taking a lock creates its object when it is missing: had the image been removed (or renamed)
+	// since its ID was read, the lock went to a header that is not the name's any more, or made an
+	// empty one. Make sure the name still leads to that ID; if not, take the lock back.
+	cur, err := c.ImageID(ctx, spec)
+	switch {
+	case err == nil && cur == imageID:
+		return nil
+	case err != nil && !errors.Is(err, driver.ErrNotFound):
+		return err // cannot tell: the caller releases what it may hold
+	}
+	if uerr := c.unlockStale(ctx, spec, imageID, cookie); uerr != nil {
+		return uerr
+	}
+	return &OpError{Op: "host lock", What: spec.String(), Kind: driver.ErrNotFound,
+		Err: errors.New("the image was removed or renamed while this host was taking it")}
+}
+
+// unlockStale releases this client's lock on the header of image ID id, and removes the header
+// object if the lock made it (no data, no omap: a real header always has omap keys; a renamed
+// image's header is left alone).
+func (c *Cluster) unlockStale(ctx context.Context, spec Spec, id, cookie string) error {
+	_, err := headerCall(ctx, c, "release host lock", spec, id, func(io *rados.IOContext, oid string) (struct{}, error) {
+		if _, err := io.Unlock(oid, HostLockName, cookie); err != nil {
+			return struct{}{}, err
+		}
+		st, err := io.Stat(oid)
+		if errors.Is(err, rados.ErrNotFound) {
+			return struct{}{}, nil
+		}
+		if err != nil {
+			return struct{}{}, err
+		}
+		omap, err := io.GetOmapValues(oid, "", "", 1)
+		if err != nil {
+			return struct{}{}, err
+		}
+		if st.Size == 0 && len(omap) == 0 {
+			return struct{}{}, io.Delete(oid)
+		}
+		return struct{}{}, nil
+	})
 	return err
 }
 

@@ -8,6 +8,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ceph/go-ceph/rados"
+	gorbd "github.com/ceph/go-ceph/rbd"
+
 	"github.com/cephdocker/ceph-docker-plugin/driver"
 	"github.com/cephdocker/ceph-docker-plugin/rbd"
 )
@@ -90,4 +93,83 @@ func TestLockOwnersAndBreakWithBlocklist(t *testing.T) {
 		t.Fatal(err)
 	}
 	_ = held.Release(ctxFor(t, 5*time.Second))
+}
+
+// A host lock taken with an image ID read just before (Describe, then LockHost) must not stick to
+// a header that the name no longer leads to: the image was removed, or renamed, in between.
+func TestLockHostAfterTheImageWentAway(t *testing.T) {
+	e := lab(t)
+	c := e.connect(t)
+	ctx := ctxFor(t, 60*time.Second)
+	io := e.radosIO(t, e.pool)
+	headerExists := func(id string) bool {
+		t.Helper()
+		_, err := io.Stat("rbd_header." + id)
+		if err != nil && !errors.Is(err, rados.ErrNotFound) {
+			t.Fatal(err)
+		}
+		return err == nil
+	}
+
+	// Removed: taking the lock would recreate its header as an empty object; none is left.
+	gone := rbd.Spec{Pool: e.pool, Image: uniqueName("lock-gone")}
+	if err := c.Create(ctx, gone, rbd.CreateOptions{Size: 16 * mib}); err != nil {
+		t.Fatal(err)
+	}
+	d, err := c.Describe(ctx, gone)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Remove(ctx, gone); err != nil {
+		t.Fatal(err)
+	}
+	err = c.LockHost(ctx, gone, d.Info.ID, "host-x", "test")
+	if !errors.Is(err, driver.ErrNotFound) {
+		t.Fatalf("LockHost on a removed image = %v, want ErrNotFound", err)
+	}
+	if headerExists(d.Info.ID) {
+		t.Errorf("LockHost on a removed image left rbd_header.%s behind", d.Info.ID)
+		_ = io.Delete("rbd_header." + d.Info.ID)
+	}
+
+	// Renamed: the header is the renamed image's; it stays, without the lock.
+	old := rbd.Spec{Pool: e.pool, Image: uniqueName("lock-old")}
+	renamed := rbd.Spec{Pool: e.pool, Image: uniqueName("lock-new")}
+	if err := c.Create(ctx, old, rbd.CreateOptions{Size: 16 * mib}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = c.Remove(ctxFor(t, 20*time.Second), renamed) })
+	d, err = c.Describe(ctx, old)
+	if err != nil {
+		t.Fatal(err)
+	}
+	img, err := gorbd.OpenImage(io, old.Image, gorbd.NoSnapshot)
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = img.Rename(renamed.Image)
+	img.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.LockHost(ctx, old, d.Info.ID, "host-x", "test"); !errors.Is(err, driver.ErrNotFound) {
+		t.Fatalf("LockHost on a renamed image's old name = %v, want ErrNotFound", err)
+	}
+	if !headerExists(d.Info.ID) {
+		t.Fatal("LockHost removed the header of the renamed image")
+	}
+	if lockers, err := c.Lockers(ctx, renamed); err != nil || len(lockers) != 0 {
+		t.Fatalf("lockers of the renamed image = %v, %v; want none", lockers, err)
+	}
+	if _, err := c.Describe(ctx, renamed); err != nil {
+		t.Fatalf("the renamed image after the refused lock: %v", err)
+	}
+
+	// The name still leads to the ID: the lock is taken.
+	if err := c.LockHost(ctx, renamed, d.Info.ID, "host-x", "test"); err != nil {
+		t.Fatalf("LockHost with the current ID: %v", err)
+	}
+	if lockers, err := c.Lockers(ctx, renamed); err != nil || len(lockers) != 1 || lockers[0].Cookie != "host-x" {
+		t.Fatalf("lockers after LockHost = %v, %v; want host-x's", lockers, err)
+	}
 }

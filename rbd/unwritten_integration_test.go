@@ -13,8 +13,9 @@ import (
 	"github.com/cephdocker/ceph-docker-plugin/rbd"
 )
 
-// writeAt writes b at off in the image with librbd, as a mapped device's writer would.
-func (e labEnv) writeAt(t *testing.T, spec rbd.Spec, off int64, b []byte) {
+// radosIO opens a pool with a connection of its own as the least-privilege user, closed when
+// the test ends: for what the tests do behind the Cluster's back.
+func (e labEnv) radosIO(t *testing.T, pool string) *rados.IOContext {
 	t.Helper()
 	conn, err := rados.NewConnWithUser(e.user)
 	if err != nil {
@@ -29,13 +30,19 @@ func (e labEnv) writeAt(t *testing.T, spec rbd.Spec, off int64, b []byte) {
 	if err := conn.Connect(); err != nil {
 		t.Fatal(err)
 	}
-	defer conn.Shutdown()
-	io, err := conn.OpenIOContext(spec.Pool)
+	io, err := conn.OpenIOContext(pool)
 	if err != nil {
+		conn.Shutdown()
 		t.Fatal(err)
 	}
-	defer io.Destroy()
-	img, err := gorbd.OpenImage(io, spec.Image, gorbd.NoSnapshot)
+	t.Cleanup(func() { io.Destroy(); conn.Shutdown() })
+	return io
+}
+
+// writeAt writes b at off in the image with librbd, as a mapped device's writer would.
+func (e labEnv) writeAt(t *testing.T, spec rbd.Spec, off int64, b []byte) {
+	t.Helper()
+	img, err := gorbd.OpenImage(e.radosIO(t, spec.Pool), spec.Image, gorbd.NoSnapshot)
 	if err != nil {
 		t.Fatal(err)
 	}
