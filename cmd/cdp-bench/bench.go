@@ -49,6 +49,8 @@ type concRow struct {
 	// waited for (mkfs, rbd-fuse until it daemonizes), and the Ceph daemons (OSD, monitor, manager).
 	// The rest is rbd-fuse daemons, the kernel (loop, FUSE, ext4) and the bench's own client.
 	pluginMS, childrenMS, cephMS float64
+	settle                       time.Duration // waited for the machine to go quiet before the level
+	settled                      bool          // false: it was still busy when the wait ended
 }
 
 type fioRow struct {
@@ -398,6 +400,9 @@ func (b *bench) concurrency(ctx context.Context) error {
 		clients, cycles := lvl[0], lvl[1]
 		var mu sync.Mutex
 		var durs sample
+		// The phases before leave work behind (the OSD compacting after the List phase's thousand
+		// images, rbd-fuse daemons exiting): a level that starts on a busy machine measures it too.
+		settle, settled := waitQuiet(ctx, 0.25, 60*time.Second)
 		cpu0 := readCPU()
 		pself0, pchild0 := procCPU(b.main.pid())
 		ceph0 := cephDaemonsCPU()
@@ -423,7 +428,7 @@ func (b *bench) concurrency(ctx context.Context) error {
 			return fmt.Errorf("%d clients: %d failed: %w", clients, len(errs), errs[0])
 		}
 		b.res.conc = append(b.res.conc, concRow{clients: clients, cycles: clients * cycles, wall: wall, perCycle: durs, cpu: busy,
-			pluginMS: pself1 - pself0, childrenMS: pchild1 - pchild0, cephMS: ceph1 - ceph0})
+			pluginMS: pself1 - pself0, childrenMS: pchild1 - pchild0, cephMS: ceph1 - ceph0, settle: settle, settled: settled})
 		logf("concurrency: %d clients, %d cycles in %s", clients, clients*cycles, wall.Round(time.Millisecond))
 	}
 	return nil
@@ -655,6 +660,20 @@ func (c cpuTimes) busySince(c0 cpuTimes) float64 {
 		return 0
 	}
 	return float64(c.busy-c0.busy) / float64(c.total-c0.total)
+}
+
+// waitQuiet waits until the machine's CPU is less than busy (0..1) busy over half a second, or
+// max has passed; it returns how long it waited and whether the machine went quiet.
+func waitQuiet(ctx context.Context, busy float64, max time.Duration) (time.Duration, bool) {
+	start := time.Now()
+	for time.Since(start) < max && ctx.Err() == nil {
+		c0 := readCPU()
+		time.Sleep(500 * time.Millisecond)
+		if readCPU().busySince(c0) < busy {
+			return time.Since(start), true
+		}
+	}
+	return time.Since(start), false
 }
 
 // userHZ is the unit of the times in /proc/PID/stat (USER_HZ, 100 on Linux).
