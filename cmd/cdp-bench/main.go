@@ -106,7 +106,7 @@ func run(o options) error {
 	b.res.start = time.Now()
 	b.res.loadStart = loadavg()
 	b.res.busyStart = busyProcs()
-	b.res.machine = machineInfo()
+	b.res.machine = machineInfo(o.out)
 	b.res.opts = o
 
 	ctx := context.Background()

@@ -3,6 +3,7 @@ package main
 import (
 	"fmt"
 	"os"
+	"path/filepath"
 	"runtime"
 	"sort"
 	"strconv"
@@ -26,7 +27,9 @@ func cmdOut(name string, args ...string) string {
 	return strings.SplitN(s, "\n", 2)[0]
 }
 
-func machineInfo() [][2]string {
+// machineInfo describes the machine and the tree; report is the file this run writes (a change
+// to it alone, a previous run's report, does not make the tree "uncommitted").
+func machineInfo(report string) [][2]string {
 	cpu := "?"
 	if b, err := os.ReadFile("/proc/cpuinfo"); err == nil {
 		for _, l := range strings.Split(string(b), "\n") {
@@ -61,12 +64,16 @@ func machineInfo() [][2]string {
 		{"rbd-fuse", cmdOut("dpkg-query", "-W", "-f=${Version}", "rbd-fuse")},
 		{"fio", cmdOut("fio", "--version")},
 		{"Go", runtime.Version()},
-		{"commit", cmdOut("git", "rev-parse", "--short", "HEAD") + dirty()},
+		{"commit", cmdOut("git", "rev-parse", "--short", "HEAD") + dirty(report)},
 	}
 }
 
-func dirty() string {
-	if cmdOut("git", "status", "--porcelain", "--untracked-files=no") != "" {
+func dirty(report string) string {
+	args := []string{"status", "--porcelain", "--untracked-files=no", "--", "."}
+	if abs, err := filepath.Abs(report); err == nil {
+		args = append(args, ":(exclude)"+abs)
+	}
+	if cmdOut("git", args...) != "" {
 		return " (with uncommitted changes)"
 	}
 	return ""
@@ -430,9 +437,9 @@ func (b *bench) reportFindings(w *strings.Builder) {
 		p("  plugin serializes only calls on the same volume")
 		if own := least.pluginMS / float64(least.cycles); own > 0 && own < per {
 			free := float64(runtime.NumCPU()) * 1000 / (per - own)
-			p(". The plugin's own process is %.0f of the %.0f CPU-ms: were it free, %d cores would still cap the\n", own, per, runtime.NumCPU())
-			p("  throughput at %.1f cycles/s, %.1fx. 3x needs more cores: with %d, the same cycles would be capped at\n", free, free/tp1, 2*runtime.NumCPU())
-			p("  %.1fx instead (or krbd, which starts no rbd-fuse process per map).\n", 2*bound/tp1)
+			p(".\n  The plugin's own process is %.0f of the %.0f CPU-ms: were it free, %d cores would still cap the throughput\n", own, per, runtime.NumCPU())
+			p("  at %.1f cycles/s, %.1fx. 3x needs more cores: with %d, the same cycles would be capped at %.1fx instead\n", free, free/tp1, 2*runtime.NumCPU(), 2*bound/tp1)
+			p("  (or krbd, which starts no rbd-fuse process per map).\n")
 		} else {
 			p("; 3x needs more cores (or krbd, which starts no process per map and keeps the OSD's share).\n")
 		}
