@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"sort"
+	"strings"
 
 	"github.com/ceph/go-ceph/rados"
 	"github.com/ceph/go-ceph/rbd"
@@ -77,7 +78,10 @@ func (c *Cluster) readInfo(img *rbd.Image, spec Spec) (ImageInfo, error) {
 	if err != nil {
 		return info, err
 	}
-	info.DataPrefix, info.ObjectSize = st.Block_name_prefix, st.Obj_size
+	info.ObjectSize = st.Obj_size
+	info.DataPrefix = dataPrefix(st.Block_name_prefix, info.ID, feats&rbd.FeatureDataPool != 0, func() (int64, error) {
+		return c.conn.GetPoolByName(spec.Pool)
+	})
 	if info.StripeUnit, err = img.GetStripeUnit(); err != nil {
 		return info, err
 	}
@@ -125,4 +129,23 @@ func listLockers(io *rados.IOContext, oid string) ([]Locker, error) {
 		out = append(out, l)
 	}
 	return out, nil
+}
+
+// dataPrefix returns the name prefix of the image's data objects: "rbd_data.<id>", or with a data
+// pool "rbd_data.<image pool id>.<id>". librbd's stat truncates it to 23 characters (a data pool's
+// prefix often has 24), so it is built here and checked against what stat says; "" when the two
+// disagree (the layout is then unknown, and nothing relies on it).
+func dataPrefix(statPrefix, id string, dataPool bool, poolID func() (int64, error)) string {
+	want := "rbd_data." + id
+	if dataPool {
+		pid, err := poolID()
+		if err != nil {
+			return ""
+		}
+		want = fmt.Sprintf("rbd_data.%d.%s", pid, id)
+	}
+	if statPrefix == "" || !strings.HasPrefix(want, statPrefix) {
+		return ""
+	}
+	return want
 }

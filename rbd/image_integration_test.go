@@ -198,4 +198,12 @@ func TestCreateWithDataPool(t *testing.T) {
 	if info.DataPool != dataPool || !slices.Contains(info.Features, "data-pool") {
 		t.Fatalf("info = %+v, want data pool %s", info, dataPool)
 	}
+	// The data objects live in the data pool, under a prefix that names the image's pool too.
+	if !a.EndsUnwritten(ctx, info, driver.SignatureWindow) {
+		t.Fatal("a new image with a data pool is not reported unwritten")
+	}
+	writeImage(t, e.radosIOAs(t, "admin", e.adminKeyring, e.pool), spec, int64(info.Size)-1, []byte{1})
+	if a.EndsUnwritten(ctx, info, driver.SignatureWindow) {
+		t.Fatalf("an image with a data pool, written at its last byte, is reported unwritten (prefix %s)", info.DataPrefix)
+	}
 }

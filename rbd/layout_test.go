@@ -1,6 +1,7 @@
 package rbd
 
 import (
+	"errors"
 	"slices"
 	"testing"
 )
@@ -44,6 +45,29 @@ func TestDecodeImageID(t *testing.T) {
 	for _, bad := range [][]byte{nil, []byte("\x0d\x00"), []byte("\x00\x00\x00\x00"), []byte("\x05\x00\x00\x00abc"), append(raw, 'x')} {
 		if id, err := decodeImageID(bad); err == nil {
 			t.Errorf("decode %q = %q, want an error", bad, id)
+		}
+	}
+}
+
+func TestDataPrefix(t *testing.T) {
+	pool := func(id int64, err error) func() (int64, error) { return func() (int64, error) { return id, err } }
+	cases := []struct {
+		name, stat, id string
+		dataPool       bool
+		poolID         func() (int64, error)
+		want           string
+	}{
+		{"plain", "rbd_data.1a2cf35303822", "1a2cf35303822", false, nil, "rbd_data.1a2cf35303822"},
+		// What librbd's stat gave for a data-pool image of the lab cluster: one character short.
+		{"data pool, stat truncated", "rbd_data.2.1bbc49774c0f", "1bbc49774c0fa", true, pool(2, nil), "rbd_data.2.1bbc49774c0fa"},
+		{"data pool, stat whole", "rbd_data.2.1bbc4977", "1bbc4977", true, pool(2, nil), "rbd_data.2.1bbc4977"},
+		{"disagrees", "rbd_data.3.1bbc49774c0f", "1bbc49774c0fa", true, pool(2, nil), ""},
+		{"pool lookup fails", "rbd_data.2.1bbc49774c0f", "1bbc49774c0fa", true, pool(0, errors.New("no pool")), ""},
+		{"no stat prefix", "", "1a2cf35303822", false, nil, ""},
+	}
+	for _, c := range cases {
+		if got := dataPrefix(c.stat, c.id, c.dataPool, c.poolID); got != c.want {
+			t.Errorf("%s: dataPrefix = %q, want %q", c.name, got, c.want)
 		}
 	}
 }

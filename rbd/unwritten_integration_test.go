@@ -16,15 +16,20 @@ import (
 // radosIO opens a pool with a connection of its own as the least-privilege user, closed when
 // the test ends: for what the tests do behind the Cluster's back.
 func (e labEnv) radosIO(t *testing.T, pool string) *rados.IOContext {
+	return e.radosIOAs(t, e.user, e.keyring, pool)
+}
+
+// radosIOAs is radosIO as another cephx user (client.admin for pools the test user has no caps on).
+func (e labEnv) radosIOAs(t *testing.T, user, keyring, pool string) *rados.IOContext {
 	t.Helper()
-	conn, err := rados.NewConnWithUser(e.user)
+	conn, err := rados.NewConnWithUser(user)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if err := conn.ReadConfigFile(e.conf); err != nil {
 		t.Fatal(err)
 	}
-	if err := conn.SetConfigOption("keyring", e.keyring); err != nil {
+	if err := conn.SetConfigOption("keyring", keyring); err != nil {
 		t.Fatal(err)
 	}
 	if err := conn.Connect(); err != nil {
@@ -42,7 +47,12 @@ func (e labEnv) radosIO(t *testing.T, pool string) *rados.IOContext {
 // writeAt writes b at off in the image with librbd, as a mapped device's writer would.
 func (e labEnv) writeAt(t *testing.T, spec rbd.Spec, off int64, b []byte) {
 	t.Helper()
-	img, err := gorbd.OpenImage(e.radosIO(t, spec.Pool), spec.Image, gorbd.NoSnapshot)
+	writeImage(t, e.radosIO(t, spec.Pool), spec, off, b)
+}
+
+func writeImage(t *testing.T, io *rados.IOContext, spec rbd.Spec, off int64, b []byte) {
+	t.Helper()
+	img, err := gorbd.OpenImage(io, spec.Image, gorbd.NoSnapshot)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -67,11 +67,17 @@ func mkfsArgs(fstype string, extra []string, dev string) (string, []string, erro
 // zeroWindow is how much of each end of a device zeroed reads.
 const zeroWindow = driver.SignatureWindow
 
-// zeroed reports whether the first and the last MiB of dev read as zeros: a device that has
-// never been written, on which blkid cannot find anything. It reads past the page cache
-// (O_DIRECT where the file allows it). It costs two reads instead of a blkid process, which
-// matters on a first Mount (about 10 ms here, hundreds of ms on a small VM).
-func zeroed(ctx context.Context, dev string) (bool, error) {
+// headWindow is how much of the start of a device is read even when the backend vouches that it
+// was never written: the superblocks of ext4, XFS and btrfs and the partition tables (MBR, GPT)
+// all begin within it, so a wrong word from the backend cannot make mkfs run over a filesystem.
+const headWindow = 64 << 10
+
+// zeroed reports whether the first and the last window bytes of dev (only the first, if !ends)
+// read as zeros: with window zeroWindow, a device that has never been written, on which blkid
+// cannot find anything. It reads past the page cache (O_DIRECT where the file allows it). It
+// costs two reads instead of a blkid process, which matters on a first Mount (about 10 ms here,
+// hundreds of ms on a small VM).
+func zeroed(ctx context.Context, dev string, window uint64, ends bool) (bool, error) {
 	var blank bool
 	err := execx.Bounded(ctx, func() error {
 		fd, err := unix.Open(dev, unix.O_RDONLY|unix.O_DIRECT|unix.O_CLOEXEC, 0)
@@ -89,10 +95,14 @@ func zeroed(ctx context.Context, dev string) (bool, error) {
 		}
 		size := uint64(end)
 		// O_DIRECT wants a buffer aligned to the logical block size: 4 KiB covers every device.
-		raw := make([]byte, zeroWindow+4096)
+		raw := make([]byte, window+4096)
 		off := 4096 - int(uintptr(unsafe.Pointer(&raw[0]))&4095)
-		buf := raw[off%4096 : off%4096+zeroWindow]
-		for _, at := range []uint64{0, max(size, zeroWindow) - zeroWindow} {
+		buf := raw[off%4096 : off%4096+int(window)]
+		at := []uint64{0}
+		if ends {
+			at = append(at, max(size, window)-window)
+		}
+		for _, at := range at {
 			n, err := f.ReadAt(buf, int64(at))
 			if err != nil && !(errors.Is(err, io.EOF) && n > 0) && !(errors.Is(err, io.EOF) && size == 0) {
 				return err
@@ -113,14 +123,17 @@ func zeroed(ctx context.Context, dev string) (bool, error) {
 	return blank, nil
 }
 
-// FormatIfBlank implements driver.Mounter. A device the backend vouches for (unwritten), or whose
-// ends read as zeros, is formatted straight away; any other is asked to blkid, and is formatted
-// only if blkid finds nothing.
+// FormatIfBlank implements driver.Mounter. A device whose ends read as zeros is formatted straight
+// away; so is one the backend vouches for (unwritten) whose first 64 KiB read as zeros. Any other
+// is asked to blkid, and is formatted only if blkid finds nothing.
 func (FS) FormatIfBlank(ctx context.Context, dev, fstype string, mkfsOptions []string, unwritten bool) (string, error) {
 	var found, pt string
-	blank, err := unwritten, error(nil)
-	if !blank {
-		blank, err = zeroed(ctx, dev)
+	var blank bool
+	var err error
+	if unwritten {
+		blank, err = zeroed(ctx, dev, headWindow, false)
+	} else {
+		blank, err = zeroed(ctx, dev, zeroWindow, true)
 	}
 	if err != nil || !blank {
 		if found, pt, err = probe(ctx, dev); err != nil {

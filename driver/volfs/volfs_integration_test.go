@@ -120,6 +120,35 @@ func TestFormatOnlyBlankDevices(t *testing.T) {
 	}
 }
 
+// The backend's word that a device was never written (unwritten) skips the reads of both ends,
+// but not the read of its head: a wrong word cannot make mkfs run over a filesystem or a
+// partition table. A device that really is blank is formatted.
+func TestUnwrittenHintNeverFormatsOverData(t *testing.T) {
+	ctx := testCtx(t)
+	var fs FS
+	for _, fstype := range []string{"ext4", "xfs"} {
+		dev := loopDevice(t, 512<<20, nil)
+		if got, err := fs.FormatIfBlank(ctx, dev, fstype, nil, true); err != nil || got != fstype {
+			t.Fatalf("%s: format of a blank device with the hint: %q, %v", fstype, got, err)
+		}
+		other := map[string]string{"ext4": "xfs", "xfs": "ext4"}[fstype]
+		if got, err := fs.FormatIfBlank(ctx, dev, other, nil, true); err != nil || got != fstype {
+			t.Fatalf("a %s device with a wrong unwritten hint, asked for %s: got %q, %v; want the %s kept", fstype, other, got, err, fstype)
+		}
+	}
+	dev := loopDevice(t, 64<<20, func(f *os.File) {
+		mbr := make([]byte, 512)
+		mbr[446+4], mbr[510], mbr[511] = 0x83, 0x55, 0xAA
+		copy(mbr[446+8:446+16], []byte{0, 8, 0, 0, 0, 8, 0, 0})
+		if _, err := f.WriteAt(mbr, 0); err != nil {
+			t.Fatal(err)
+		}
+	})
+	if _, err := fs.FormatIfBlank(ctx, dev, "ext4", nil, true); err == nil || !strings.Contains(err.Error(), "partition table") {
+		t.Fatalf("a partitioned device with a wrong unwritten hint: %v, want a refusal naming the partition table", err)
+	}
+}
+
 // A device with a partition table (partitioned by hand) is neither formatted nor mounted.
 func TestRefusePartitionedDevice(t *testing.T) {
 	dev := loopDevice(t, 64<<20, func(f *os.File) {
@@ -193,7 +222,7 @@ func TestZeroedReadsBothEnds(t *testing.T) {
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			dev := loopDevice(t, c.size, c.prep)
-			got, err := zeroed(testCtx(t), dev)
+			got, err := zeroed(testCtx(t), dev, zeroWindow, true)
 			if err != nil || got != c.blank {
 				t.Fatalf("zeroed(%s) = %v, %v; want %v", c.name, got, err, c.blank)
 			}
