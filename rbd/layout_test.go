@@ -23,6 +23,7 @@ func TestEndObjects(t *testing.T) {
 		{"objects of exactly the window", with(func(i *ImageInfo) { i.Size = 10 * mib; i.ObjectSize, i.StripeUnit = mib, mib }), []uint64{0, 9}, true},
 		{"empty image", with(func(i *ImageInfo) { i.Size = 0 }), nil, true},
 		{"clone", with(func(i *ImageInfo) { i.Size = 64 * mib; i.Parent = "volumes/base@s" }), nil, false},
+		{"being migrated", with(func(i *ImageInfo) { i.Size = 64 * mib; i.Features = []string{"layering", "migrating"} }), nil, false},
 		{"journaling", with(func(i *ImageInfo) { i.Size = 64 * mib; i.Features = []string{"exclusive-lock", "journaling"} }), nil, false},
 		{"objects smaller than the window", with(func(i *ImageInfo) { i.Size = 64 * mib; i.ObjectSize, i.StripeUnit = 64<<10, 64<<10 }), nil, false},
 		{"fancy striping", with(func(i *ImageInfo) { i.Size = 64 * mib; i.StripeUnit, i.StripeCount = mib, 4 }), nil, false},

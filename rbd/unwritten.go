@@ -16,8 +16,9 @@ import (
 // through the mapper (2 MiB through rbd-fuse or krbd) on every first Mount of a new volume.
 //
 // It answers true only when that is certain from the layout: an image without a parent (a clone
-// reads its parent's data where it has no object), without journaling (entries not yet applied
-// to the image), with plain striping, and with objects of at least window bytes. Anything else,
+// reads its parent's data where it has no object), not being migrated (the same, from the
+// migration source), without journaling (entries not yet applied to the image), with plain
+// striping, and with objects of at least window bytes. Anything else,
 // or any error, is false: "not known to be unwritten", and the caller reads the device.
 func (c *Cluster) EndsUnwritten(ctx context.Context, info ImageInfo, window uint64) bool {
 	objs, ok := endObjects(info, window)
@@ -50,6 +51,7 @@ func (c *Cluster) EndsUnwritten(ctx context.Context, info ImageInfo, window uint
 func endObjects(info ImageInfo, window uint64) ([]uint64, bool) {
 	switch {
 	case info.Parent != "", slices.Contains(info.Features, rbd.FeatureNameJournaling),
+		slices.Contains(info.Features, rbd.FeatureNameMigrating), // reads fall through to the source
 		info.DataPrefix == "", info.ObjectSize == 0, info.ObjectSize < window,
 		info.StripeCount > 1, info.StripeUnit != 0 && info.StripeUnit != info.ObjectSize:
 		return nil, false
