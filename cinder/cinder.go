@@ -67,9 +67,10 @@ type Config struct {
 	Poll time.Duration
 }
 
-// Fencer blocklists every Ceph client that watches or holds the exclusive lock of an RBD image
-// and breaks that lock, returning the fenced addresses: what a LOCK_BREAK=on takeover does to
-// the dead holder before its Cinder attachment is deleted.
+// Fencer blocklists every Ceph client that holds the exclusive lock of an RBD image and breaks
+// that lock, returning the fenced addresses: what a LOCK_BREAK=on takeover does to the dead
+// holder before its Cinder attachment is deleted. A holder whose client still watches the image
+// is alive: Fence refuses it with ErrBusyElsewhere (after waiting a while for the watch to lapse).
 type Fencer interface {
 	Fence(ctx context.Context, spec driver.ImageSpec) ([]string, error)
 }

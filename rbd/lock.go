@@ -5,7 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
 	"syscall"
+	"time"
 
 	"github.com/ceph/go-ceph/rados"
 	"github.com/ceph/go-ceph/rbd"
@@ -152,6 +154,61 @@ func (c *Cluster) BreakLock(ctx context.Context, spec Spec) ([]string, error) {
 		}
 	}
 	return fenced, nil
+}
+
+// WatchLapse is how long the OSDs keep a watch whose client stopped answering
+// (osd_client_watch_timeout, 30 s by default): a dead client watches an image no longer than that.
+const WatchLapse = 30 * time.Second
+
+// WaitUnwatched waits until no other client watches the image, and returns the watchers still
+// there when it gave up (none: the image is unwatched). A live client (a host with the image
+// mapped, even idle) keeps its watch; a dead or frozen one loses it within WatchLapse. So it waits
+// at most WatchLapse plus a few seconds, and never past ctx's deadline less reserve (the time the
+// caller needs afterwards).
+func (c *Cluster) WaitUnwatched(ctx context.Context, spec Spec, reserve time.Duration) ([]Watcher, error) {
+	until := time.Now().Add(WatchLapse + 5*time.Second)
+	if dl, ok := ctx.Deadline(); ok && dl.Add(-reserve).Before(until) {
+		until = dl.Add(-reserve)
+	}
+	for {
+		ws, err := c.OtherWatchers(ctx, spec)
+		if err != nil || len(ws) == 0 {
+			return ws, err
+		}
+		// Look again in 2 s, if a look (a second at most) still fits before until.
+		wait := min(2*time.Second, time.Until(until)-time.Second)
+		if wait <= 0 {
+			return ws, nil
+		}
+		select {
+		case <-ctx.Done():
+			return ws, nil
+		case <-time.After(wait):
+		}
+	}
+}
+
+// FenceDeadHolder is BreakLock for a holder that is dead: it waits (WaitUnwatched) for the
+// image's watchers to lapse, and refuses with ErrBusyElsewhere while a client still watches it.
+func (c *Cluster) FenceDeadHolder(ctx context.Context, spec Spec, reserve time.Duration) ([]string, error) {
+	live, err := c.WaitUnwatched(ctx, spec, reserve)
+	if err != nil {
+		return nil, err
+	}
+	if len(live) > 0 {
+		return nil, &OpError{Op: "fence", What: spec.String(), Kind: driver.ErrBusyElsewhere, Err: aliveError(live)}
+	}
+	return c.BreakLock(ctx, spec)
+}
+
+// aliveError says that a holder is alive, for a LOCK_BREAK takeover that must not happen.
+func aliveError(live []Watcher) error {
+	addrs := make([]string, 0, len(live))
+	for _, w := range live {
+		addrs = append(addrs, "client "+w.Addr)
+	}
+	return fmt.Errorf("the holder is alive: the image is still watched by %s. LOCK_BREAK=on takes a volume over only from a dead host (a dead client's watch lapses within %s); stop its containers there",
+		strings.Join(addrs, ", "), WatchLapse)
 }
 
 // Host locks. A host that attaches a volume takes an exclusive RADOS object lock, named

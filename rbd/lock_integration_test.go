@@ -5,6 +5,7 @@ package rbd_test
 import (
 	"errors"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -171,5 +172,50 @@ func TestLockHostAfterTheImageWentAway(t *testing.T) {
 	}
 	if lockers, err := c.Lockers(ctx, renamed); err != nil || len(lockers) != 1 || lockers[0].Cookie != "host-x" {
 		t.Fatalf("lockers after LockHost = %v, %v; want host-x's", lockers, err)
+	}
+}
+
+// FenceDeadHolder fences only a holder that is gone: while the holder's client still watches the
+// image it waits, then refuses without fencing anyone; once the watch is gone it breaks the lock.
+func TestFenceDeadHolderRefusesALiveHolder(t *testing.T) {
+	e := lab(t)
+	hostA := e.connect(t)
+	hostB := e.connect(t)
+	ctx := ctxFor(t, 60*time.Second)
+	spec := rbd.Spec{Pool: e.pool, Image: uniqueName("fence-live")}
+	if err := hostB.Create(ctx, spec, rbd.CreateOptions{Size: 16 * mib, Features: []string{"layering", "exclusive-lock"}}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = hostB.Remove(ctxFor(t, 20*time.Second), spec) })
+	held, err := hostA.AcquireLock(ctx, spec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	addrA, err := hostA.ClientAddr()
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	short := ctxFor(t, 3*time.Second)
+	start := time.Now()
+	fenced, err := hostB.FenceDeadHolder(short, spec, 0)
+	if !errors.Is(err, driver.ErrBusyElsewhere) || !strings.Contains(err.Error(), "alive") || !strings.Contains(err.Error(), addrA) {
+		t.Fatalf("FenceDeadHolder of a live holder = %v, %v; want ErrBusyElsewhere saying %s is alive", fenced, err, addrA)
+	}
+	if took := time.Since(start); took < 2*time.Second || took > 5*time.Second {
+		t.Errorf("FenceDeadHolder gave up after %v; want about the 3 s the context allowed", took)
+	}
+	if bl, err := hostB.Blocklisted(ctx, addrA); err != nil || bl {
+		t.Fatalf("the live holder %s was blocklisted (%v, %v)", addrA, bl, err)
+	}
+	if err := held.Write(ctx, []byte("still mine"), 0); err != nil {
+		t.Fatalf("the live holder cannot write after the refused fence: %v", err)
+	}
+
+	if err := held.Release(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if fenced, err = hostB.FenceDeadHolder(ctx, spec, 0); err != nil || len(fenced) != 0 {
+		t.Fatalf("FenceDeadHolder after the holder let go = %v, %v; want nothing to fence", fenced, err)
 	}
 }

@@ -427,8 +427,24 @@ func (p *Provisioner) Attach(ctx context.Context, name string, req driver.Attach
 				return att, fmt.Errorf("%w: volume %s is in use by %s; stop it there, or if that host is dead, set LOCK_BREAK=on to fence it and take the volume over",
 					driver.ErrBusyElsewhere, name, holder)
 			}
-			if att.Fenced, err = p.takeOver(ctx, spec, lockers); err != nil {
+			// LOCK_BREAK takes a volume over only from a dead holder. A live one (a host with the
+			// volume mapped, even idle) keeps its watch on the image; a dead one loses it.
+			live, err := p.c.WaitUnwatched(ctx, spec, TakeOverReserve)
+			if err != nil {
 				return att, fmt.Errorf("take volume %s over from %s: %w", name, holder, err)
+			}
+			if len(live) > 0 {
+				return att, fmt.Errorf("%w: volume %s is in use by %s; %w", driver.ErrBusyElsewhere, name, holder, aliveError(live))
+			}
+			// The holder may have let go while this host waited: look again.
+			if spec, d, err = p.describe(ctx, name); err != nil {
+				return att, err
+			}
+			lockers = d.Lockers
+			if holder := holderOf(d, p.cfg.Host); holder != "" {
+				if att.Fenced, err = p.takeOver(ctx, spec, lockers); err != nil {
+					return att, fmt.Errorf("take volume %s over from %s: %w", name, holder, err)
+				}
 			}
 		}
 		desc := fmt.Sprintf("host %s, mount %s, since %s", req.Host, req.MountID, time.Now().UTC().Format(time.RFC3339))
@@ -457,6 +473,10 @@ func (p *Provisioner) Attach(ctx context.Context, name string, req driver.Attach
 	att.Volume = &vol // the first Mount needs no Get of its own
 	return att, nil
 }
+
+// TakeOverReserve is the part of a call's deadline that a LOCK_BREAK takeover leaves, after
+// waiting for the holder's watch to lapse, for the rest of the first Mount (fence, map, mount).
+const TakeOverReserve = 10 * time.Second
 
 // takeOver fences every other client of the image (blocklist) and breaks other hosts' locks.
 func (p *Provisioner) takeOver(ctx context.Context, spec Spec, lockers []Locker) ([]string, error) {

@@ -183,13 +183,13 @@ func (f *cephFencer) cluster(ctx context.Context) (*rbd.Cluster, error) {
 	return f.c, nil
 }
 
-// Fence implements cinder.Fencer.
+// Fence implements cinder.Fencer: only a dead holder is fenced (see rbd.FenceDeadHolder).
 func (f *cephFencer) Fence(ctx context.Context, spec driver.ImageSpec) ([]string, error) {
 	c, err := f.cluster(ctx)
 	if err != nil {
 		return nil, err
 	}
-	return c.BreakLock(ctx, spec)
+	return c.FenceDeadHolder(ctx, spec, rbd.TakeOverReserve)
 }
 
 func (f *cephFencer) Close() {

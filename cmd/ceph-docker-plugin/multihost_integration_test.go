@@ -8,10 +8,12 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
 	"github.com/cephdocker/ceph-docker-plugin/rbd"
+	"github.com/cephdocker/ceph-docker-plugin/rbd/fuse"
 )
 
 // Two plugin instances as two hosts (own sockets, state, mount roots and cephx client instances)
@@ -66,12 +68,11 @@ func testTwoHosts(t *testing.T, be backend) {
 	b.unmount(name, "b1")
 	b.assertClean()
 
-	// host-a takes it again and dies (its plugin is killed; its mapping stays, as on a host
-	// that is unreachable rather than powered off).
+	// host-a takes it again and its plugin dies (killed; its mapping stays, still connected).
 	pathA = a.mount(name, "a2")
 	admin := adminCluster(t, l)
 	spec := rbd.Spec{Pool: be.pool, Image: be.image(a, name)}
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 150*time.Second) // the takeover below waits up to 35 s
 	defer cancel()
 	var clientsA []string
 	if be.name == "rbd" {
@@ -94,9 +95,45 @@ func testTwoHosts(t *testing.T, be backend) {
 	if !strings.Contains(msg, "host-a") {
 		t.Fatalf("host-b mount of a dead host's volume without LOCK_BREAK: %q", msg)
 	}
+	// host-a's mapping still answers Ceph (its watch on the image lives): host-a is alive, and
+	// LOCK_BREAK=on does not take the volume from it. (CALL_TIMEOUT 14s: the wait for the watch
+	// to lapse gives up after 4 s.)
 	b.stop()
-	b.start("LOCK_BREAK=on")
+	b.start("LOCK_BREAK=on", "CALL_TIMEOUT=14s")
+	msg = b.fail("/VolumeDriver.Mount", map[string]string{"Name": name, "ID": "b2"})
+	if !strings.Contains(msg, "host-a") || !strings.Contains(msg, "alive") || !strings.Contains(msg, name) {
+		t.Fatalf("host-b mount with LOCK_BREAK=on while host-a's mapping is alive: %q, want a refusal saying host-a is alive", msg)
+	}
+	for _, addr := range clientsA {
+		if bl, err := admin.Blocklisted(ctx, addr); err != nil || bl {
+			t.Errorf("host-a client %s blocklisted = %v, %v after a refused takeover", addr, bl, err)
+		}
+	}
+	b.assertClean()
+	// Now host-a becomes unreachable: its rbd-fuse daemons stop (SIGSTOP), their watch lapses
+	// within 30 s, and the takeover goes ahead, fencing them.
+	frozen := fuse.Daemons(a.fuseRoot())
+	if len(frozen) == 0 {
+		t.Fatal("host-a has no rbd-fuse daemon to freeze")
+	}
+	for _, pid := range frozen {
+		if err := syscall.Kill(pid, syscall.SIGSTOP); err != nil {
+			t.Fatal(err)
+		}
+	}
+	t.Cleanup(func() {
+		for _, pid := range frozen {
+			_ = syscall.Kill(pid, syscall.SIGCONT)
+		}
+	})
+	b.stop()
+	b.start("LOCK_BREAK=on", "CALL_TIMEOUT=55s")
+	start := time.Now()
 	pathB = b.mount(name, "b2")
+	t.Logf("host-b took the volume over %.1fs after host-a's clients froze", time.Since(start).Seconds())
+	for _, pid := range frozen {
+		_ = syscall.Kill(pid, syscall.SIGCONT) // back, but fenced
+	}
 	for _, addr := range clientsA {
 		bl, err := admin.Blocklisted(ctx, addr)
 		if err != nil || !bl {
