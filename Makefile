@@ -22,8 +22,9 @@ help: ## list the targets
 deps: ## install the build dependencies (Debian's librbd-dev, librados-dev) if missing
 	scripts/deps.sh
 
-build: deps ## compile every package
+build: deps ## compile every package; the binaries (the plugin, cdp-bench) go to bin/
 	$(GO) build -tags '$(GOTAGS)' ./...
+	$(GO) build -tags '$(GOTAGS)' -o bin/ ./cmd/...
 
 ceph-up: ## start (or bootstrap) the lab Ceph on 127.0.0.1; installs Debian's pacific packages if missing
 	scripts/ceph-up.sh

@@ -83,7 +83,7 @@ var Settings = []Setting{
 	{"OS_USERNAME", "", "BACKEND=cinder: Keystone user (or use an application credential)"},
 	{"OS_PASSWORD", "", "BACKEND=cinder: its password"},
 	{"OS_USER_DOMAIN_NAME", "Default", "BACKEND=cinder: the user's domain"},
-	{"OS_PROJECT_ID", "", "BACKEND=cinder: project (ID or name)"},
+	{"OS_PROJECT_ID", "", "BACKEND=cinder: project ID (or OS_PROJECT_NAME)"},
 	{"OS_PROJECT_NAME", "", "BACKEND=cinder: project name (with OS_PROJECT_DOMAIN_NAME)"},
 	{"OS_PROJECT_DOMAIN_NAME", "Default", "BACKEND=cinder: the project's domain"},
 	{"OS_REGION_NAME", "", "BACKEND=cinder: region of the Cinder endpoint"},
@@ -175,6 +175,9 @@ func LoadConfig(getenv func(string) string) (Config, error) {
 	size, err := driver.ParseSize(get("DEFAULT_SIZE"))
 	if err != nil {
 		bad("DEFAULT_SIZE", get("DEFAULT_SIZE"), "a size such as 10G or 512M")
+	} else if _, err := driver.ParseOptions(nil, driver.OptionDefaults{Size: size, FSType: c.DefaultFSType}, nil); err != nil {
+		// Every Create without -o size would fail with it.
+		bad("DEFAULT_SIZE", get("DEFAULT_SIZE"), strings.TrimPrefix(err.Error(), driver.ErrInvalid.Error()+": "))
 	}
 	c.DefaultSize = size
 	if lvl, err := logrus.ParseLevel(get("LOG_LEVEL")); err != nil {

@@ -110,3 +110,23 @@ func TestPluginConfigDeclaresEverySetting(t *testing.T) {
 		t.Errorf("config.json has %d env entries, Settings %d", len(cfg.Env), len(Settings))
 	}
 }
+
+// A DEFAULT_SIZE below what a volume may be would fail every Create without -o size: start-up
+// refuses it, with the minimum (larger for xfs).
+func TestLoadConfigRefusesADefaultSizeNoVolumeCanHave(t *testing.T) {
+	for _, c := range []struct {
+		env  map[string]string
+		want string
+	}{
+		{map[string]string{"DEFAULT_SIZE": "8M"}, `DEFAULT_SIZE="8M": size 8M is below the minimum of 16M`},
+		{map[string]string{"DEFAULT_SIZE": "100M", "DEFAULT_FSTYPE": "xfs"}, `DEFAULT_SIZE="100M": size 100M is too small for xfs (minimum 300M)`},
+	} {
+		_, err := LoadConfig(env(c.env))
+		if err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("LoadConfig(%v) = %v, want an error saying %q", c.env, err, c.want)
+		}
+	}
+	if _, err := LoadConfig(env(map[string]string{"DEFAULT_SIZE": "300M", "DEFAULT_FSTYPE": "xfs"})); err != nil {
+		t.Errorf("DEFAULT_SIZE=300M with xfs: %v", err)
+	}
+}
