@@ -66,7 +66,10 @@ func NewProvisioner(c *Cluster, cfg ProvisionerConfig) *Provisioner {
 }
 
 // BackendOptions implements driver.Provisioner.
-func (p *Provisioner) BackendOptions() []string {
+func (p *Provisioner) BackendOptions() []string { return BackendOptions() }
+
+// BackendOptions are the -o keys of the rbd backend beyond the common ones.
+func BackendOptions() []string {
 	return []string{OptPool, OptDataPool, OptFeatures, OptFromSnapshot}
 }
 

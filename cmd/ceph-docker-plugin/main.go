@@ -84,16 +84,23 @@ func run() error {
 		}
 		prov = cinder.New(ccfg)
 	default:
-		ctx, cancel := context.WithTimeout(context.Background(), cfg.CallTimeout)
-		cluster, err := rbd.Connect(ctx, rbd.Config{ConfPath: cfg.CephConf, Cluster: cfg.CephCluster,
-			User: cfg.CephUser, Keyring: cfg.CephKeyring, OpTimeout: cfg.CephTimeout})
-		cancel()
-		if err != nil {
-			return fmt.Errorf("connect to Ceph as client.%s: %w", cfg.CephUser, err)
+		// Connected in the background: the plugin serves even while Ceph does not answer yet.
+		rcfg := rbd.Config{ConfPath: cfg.CephConf, Cluster: cfg.CephCluster,
+			User: cfg.CephUser, Keyring: cfg.CephKeyring, OpTimeout: cfg.CephTimeout}
+		connect := func(ctx context.Context) (*rbd.Cluster, error) {
+			ctx, cancel := context.WithTimeout(ctx, cfg.CallTimeout)
+			defer cancel()
+			c, err := rbd.Connect(ctx, rcfg)
+			if err != nil {
+				return nil, fmt.Errorf("connect to Ceph as client.%s: %w", cfg.CephUser, err)
+			}
+			return c, nil
 		}
-		defer cluster.Close()
-		prov = rbd.NewProvisioner(cluster, rbd.ProvisionerConfig{
-			Pool: cfg.Pool, DataPool: cfg.DataPool, Features: cfg.Features, Host: cfg.NodeName})
+		l := startLazyRBD(connect, rbd.ProvisionerConfig{
+			Pool: cfg.Pool, DataPool: cfg.DataPool, Features: cfg.Features, Host: cfg.NodeName},
+			log, min(cfg.CallTimeout/2, 10*time.Second))
+		defer l.Close()
+		prov = l
 	}
 	dcfg := driver.Config{
 		Node: cfg.NodeName, MountRoot: cfg.MountRoot,

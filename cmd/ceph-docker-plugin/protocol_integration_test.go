@@ -6,6 +6,7 @@ import (
 	"crypto/sha256"
 	"os"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strings"
 	"testing"
@@ -174,6 +175,61 @@ func TestProtocolCephUnreachable(t *testing.T) {
 		if !strings.Contains(msg, "timed out") && !strings.Contains(msg, "did not answer") {
 			t.Errorf("%s: %q does not say it timed out", c.path, msg)
 		}
+	}
+}
+
+// A plugin that starts while no monitor answers (a site powering up) serves at once: its calls
+// fail with a message saying Ceph is not reachable yet, within a bounded time; once the monitors
+// answer, it connects by itself and works, without a restart.
+func TestProtocolStartsBeforeCeph(t *testing.T) {
+	l := labEnv(t)
+	raw, err := os.ReadFile(l.conf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Port 9 (discard) on loopback: nothing listens, the connection is refused.
+	down := regexp.MustCompile(`(?m)^mon host = .*$`).ReplaceAll(raw, []byte("mon host = 127.0.0.1:9"))
+	if string(down) == string(raw) {
+		t.Fatalf("no 'mon host' line to replace in %s", l.conf)
+	}
+	conf := filepath.Join(t.TempDir(), "ceph.conf")
+	if err := os.WriteFile(conf, down, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	p := newPlugin(t, l, "host-a", "CEPH_CONF="+conf, "CALL_TIMEOUT=6s", "CEPH_TIMEOUT=2s")
+	p.start() // returns once the socket answers: it would fail if the plugin exited
+	for _, path := range []string{"/VolumeDriver.List", "/VolumeDriver.Get"} {
+		start := time.Now()
+		msg := p.fail(path, map[string]string{"Name": "v"})
+		if took := time.Since(start); took > 5*time.Second {
+			t.Errorf("%s answered after %v; want within half the 6 s CALL_TIMEOUT", path, took)
+		}
+		if !strings.Contains(msg, "not reachable") {
+			t.Errorf("%s: %q does not say Ceph is not reachable", path, msg)
+		}
+	}
+	// The monitors "come up": the plugin's next attempt (backoff at most 8 s by now) connects.
+	if err := os.WriteFile(conf, raw, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	name := uniq("late")
+	deadline := time.Now().Add(40 * time.Second)
+	for {
+		err := p.try("/VolumeDriver.Create", map[string]any{"Name": name, "Opts": map[string]string{"size": "64M"}}, nil)
+		if err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the plugin did not connect after the monitors came back: %v\n%s", err, p.logs())
+		}
+		time.Sleep(time.Second)
+	}
+	t.Cleanup(func() { _ = p.try("/VolumeDriver.Remove", map[string]string{"Name": name}, nil) })
+	if g := p.get(name); g.Volume.Name != name {
+		t.Fatalf("get after connecting late = %+v", g)
+	}
+	if !strings.Contains(p.logs(), "connected to Ceph") {
+		t.Error("the plugin did not log that it connected")
 	}
 }
 
