@@ -26,6 +26,7 @@ import (
 	"github.com/gophercloud/gophercloud/v2"
 	"github.com/gophercloud/gophercloud/v2/openstack"
 	"github.com/gophercloud/gophercloud/v2/openstack/blockstorage/v3/attachments"
+	"github.com/gophercloud/gophercloud/v2/openstack/blockstorage/v3/snapshots"
 	"github.com/gophercloud/gophercloud/v2/openstack/blockstorage/v3/volumes"
 	"github.com/gophercloud/gophercloud/v2/openstack/identity/v3/projects"
 	"github.com/gophercloud/gophercloud/v2/openstack/identity/v3/tokens"
@@ -369,6 +370,31 @@ func (p *Provisioner) find(ctx context.Context, c *gophercloud.ServiceClient, na
 		driver.ErrInvalid, len(found), name, strings.Join(ids, ", "))
 }
 
+// createSize is the size in GiB to ask Cinder for: -o size, rounded up; without it, a volume made
+// from a snapshot or another volume gets its source's size (Cinder requires a size, and the
+// default would grow, or refuse to shrink, the copy).
+func (p *Provisioner) createSize(ctx context.Context, c *gophercloud.ServiceClient, opts driver.Options) (int, error) {
+	size := int(math.Ceil(float64(opts.Size) / (1 << 30)))
+	if opts.SizeGiven {
+		return size, nil
+	}
+	if id := opts.Backend[OptSnapshotID]; id != "" {
+		s, err := snapshots.Get(ctx, c, id).Extract()
+		if err != nil {
+			return 0, apiError("read snapshot", id+" (option "+OptSnapshotID+")", err)
+		}
+		return s.Size, nil
+	}
+	if id := opts.Backend[OptSourceVolumeID]; id != "" {
+		v, err := volumes.Get(ctx, c, id).Extract()
+		if err != nil {
+			return 0, apiError("read volume", id+" (option "+OptSourceVolumeID+")", err)
+		}
+		return v.Size, nil
+	}
+	return size, nil
+}
+
 // Create implements driver.Provisioner.
 func (p *Provisioner) Create(ctx context.Context, name string, opts driver.Options) error {
 	c, err := p.client(ctx, opts.Backend[OptProjectID])
@@ -387,8 +413,12 @@ func (p *Provisioner) Create(ctx context.Context, name string, opts driver.Optio
 	if opts.MountOptions != "" {
 		meta[metaMountOptions] = opts.MountOptions
 	}
+	size, err := p.createSize(ctx, c, opts)
+	if err != nil {
+		return fmt.Errorf("cinder create %s: %w", name, err)
+	}
 	co := volumes.CreateOpts{
-		Name: name, Size: int(math.Ceil(float64(opts.Size) / (1 << 30))), Metadata: meta,
+		Name: name, Size: size, Metadata: meta,
 		VolumeType: opts.Backend[OptVolumeType], AvailabilityZone: opts.Backend[OptAvailabilityZone],
 		SnapshotID: opts.Backend[OptSnapshotID], SourceVolID: opts.Backend[OptSourceVolumeID],
 		Description: "Docker volume " + name + " (ceph-docker-plugin)",

@@ -52,8 +52,14 @@ func uniq(prefix string) string {
 	return prefix + "-" + hex.EncodeToString(b)
 }
 
+// opts are the options of a Create with -o size=size.
 func opts(size uint64, backend map[string]string) driver.Options {
-	return driver.Options{Size: size, FSType: "ext4", Backend: backend}
+	return driver.Options{Size: size, SizeGiven: true, FSType: "ext4", Backend: backend}
+}
+
+// optsNoSize are the options of a Create without -o size: DEFAULT_SIZE (10 GiB) fills in.
+func optsNoSize(backend map[string]string) driver.Options {
+	return driver.Options{Size: 10 << 30, FSType: "ext4", Backend: backend}
 }
 
 func mustCreate(t *testing.T, p *Provisioner, name string, o driver.Options) driver.Volume {
@@ -114,6 +120,13 @@ func TestCreateWithEachOption(t *testing.T) {
 	fromSnap := mustCreate(t, p, uniq("fromsnap"), opts(2<<30, map[string]string{OptSnapshotID: snap.ID}))
 	if fromSnap.Size != 2<<30 {
 		t.Fatalf("from snapshot = %+v", fromSnap)
+	}
+	// Without -o size, a copy has its source's size, not DEFAULT_SIZE.
+	for what, src := range map[string]string{OptSnapshotID: snap.ID, OptSourceVolumeID: base.Status["cinder-id"].(string)} {
+		v := mustCreate(t, p, uniq("nosize"), optsNoSize(map[string]string{what: src}))
+		if v.Size != base.Size {
+			t.Errorf("created with %s and no size: %s, want the source's %s", what, driver.FormatSize(v.Size), driver.FormatSize(base.Size))
+		}
 	}
 	// Bad values come back as ErrInvalid/NotFound with Cinder's reason.
 	err = p.Create(tctx(t, 30*time.Second), uniq("bad"), opts(1<<30, map[string]string{OptVolumeType: "no-such-type"}))

@@ -859,8 +859,8 @@ func TestCreate(t *testing.T) {
 		t.Fatalf("Create with defaults: %v", err)
 	}
 	want := []Options{
-		{Size: 2 << 30, FSType: "xfs", MkfsOptions: []string{"-m", "0"}, MountOptions: "noatime", Backend: map[string]string{"pool": "fast"}},
-		{Size: 1 << 30, FSType: "ext4", Backend: map[string]string{}},
+		{Size: 2 << 30, SizeGiven: true, FSType: "xfs", MkfsOptions: []string{"-m", "0"}, MountOptions: "noatime", Backend: map[string]string{"pool": "fast"}},
+		{Size: 1 << 30, FSType: "ext4", Backend: map[string]string{}}, // DEFAULT_SIZE: not given
 	}
 	if got := e.prov.createdOptions(); !reflect.DeepEqual(got, want) {
 		t.Errorf("created with\n  %+v\nwant\n  %+v", got, want)

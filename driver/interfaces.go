@@ -64,6 +64,7 @@ const (
 // Options are a volume's creation options, parsed and validated.
 type Options struct {
 	Size         uint64 // bytes
+	SizeGiven    bool   // -o size was given; false: Size is DEFAULT_SIZE (a clone keeps its source's size)
 	FSType       string // ext4 | xfs
 	MkfsOptions  []string
 	MountOptions string            // comma-separated, as for mount -o

@@ -132,6 +132,7 @@ func ParseOptions(raw map[string]string, def OptionDefaults, backendKeys []strin
 		switch k {
 		case OptSize:
 			o.Size, err = ParseSize(v)
+			o.SizeGiven = true
 		case OptFSType:
 			if !slices.Contains(FSTypes, v) {
 				err = fmt.Errorf("%w: fstype %q: allowed are %s", ErrInvalid, v, strings.Join(FSTypes, ", "))

@@ -56,7 +56,7 @@ func TestParseOptions(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := Options{Size: 20 << 30, FSType: "xfs", MkfsOptions: []string{"-m", "crc=1", "-L", "data"},
+	want := Options{Size: 20 << 30, SizeGiven: true, FSType: "xfs", MkfsOptions: []string{"-m", "crc=1", "-L", "data"},
 		MountOptions: "noatime,discard", Backend: map[string]string{"pool": "fast"}}
 	if !reflect.DeepEqual(o, want) {
 		t.Fatalf("got %+v\nwant %+v", o, want)

@@ -191,6 +191,12 @@ func TestFenceDeadHolderRefusesALiveHolder(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	released := false
+	t.Cleanup(func() { // before the image's removal (cleanups run last first): a watched image stays
+		if !released {
+			_ = held.Release(ctxFor(t, 10*time.Second))
+		}
+	})
 	addrA, err := hostA.ClientAddr()
 	if err != nil {
 		t.Fatal(err)
@@ -212,6 +218,7 @@ func TestFenceDeadHolderRefusesALiveHolder(t *testing.T) {
 		t.Fatalf("the live holder cannot write after the refused fence: %v", err)
 	}
 
+	released = true
 	if err := held.Release(ctx); err != nil {
 		t.Fatal(err)
 	}

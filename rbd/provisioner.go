@@ -223,7 +223,7 @@ func (p *Provisioner) Create(ctx context.Context, name string, opts driver.Optio
 			undo()
 			return err
 		}
-		if opts.Size > info.Size {
+		if opts.SizeGiven && opts.Size > info.Size { // without -o size, the clone keeps the snapshot's size
 			if err := p.c.Resize(ctx, spec, opts.Size); err != nil {
 				undo()
 				return err

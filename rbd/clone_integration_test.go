@@ -1,0 +1,64 @@
+//go:build integration
+
+package rbd_test
+
+import (
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/cephdocker/ceph-docker-plugin/driver"
+	"github.com/cephdocker/ceph-docker-plugin/rbd"
+)
+
+// -o from-snapshot clones a snapshot, named as volume@snap or pool/image@snap. Without -o size the
+// clone keeps the snapshot's size (DEFAULT_SIZE does not grow it); with a larger size it grows.
+func TestCreateFromSnapshot(t *testing.T) {
+	e := lab(t)
+	c := e.connect(t)
+	p := rbd.NewProvisioner(c, rbd.ProvisionerConfig{Pool: e.pool, Host: "host-a",
+		Features: []string{"layering", "exclusive-lock", "object-map", "fast-diff", "deep-flatten"}})
+	ctx := ctxFor(t, 90*time.Second)
+	remove := func(name string) { _ = p.Remove(ctxFor(t, 30*time.Second), name, driver.RemoveDelete) }
+
+	base := uniqueName("base")
+	if err := p.Create(ctx, base, driver.Options{Size: 64 * mib, SizeGiven: true, FSType: "ext4", Backend: map[string]string{}}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { remove(base) })
+	e.writeAt(t, rbd.Spec{Pool: e.pool, Image: base}, 0, []byte("from the base"))
+	snap := rbd.Spec{Pool: e.pool, Image: base, Snap: "s1"}
+	if err := c.CreateSnap(ctx, snap); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		cctx := ctxFor(t, 30*time.Second)
+		_ = c.UnprotectSnap(cctx, snap)
+		_ = c.RemoveSnap(cctx, snap)
+	})
+
+	for _, tc := range []struct {
+		name, from string
+		opts       driver.Options
+		want       uint64
+	}{
+		{"no size", base + "@s1", driver.Options{Size: 10 << 30, FSType: "ext4"}, 64 * mib},
+		{"larger size", e.pool + "/" + base + "@s1", driver.Options{Size: 128 * mib, SizeGiven: true, FSType: "ext4"}, 128 * mib},
+	} {
+		clone := uniqueName("clone")
+		tc.opts.Backend = map[string]string{rbd.OptFromSnapshot: tc.from}
+		if err := p.Create(ctx, clone, tc.opts); err != nil {
+			t.Fatalf("%s: create from %s: %v", tc.name, tc.from, err)
+		}
+		t.Cleanup(func() { remove(clone) })
+		v, err := p.Get(ctx, clone)
+		if err != nil {
+			t.Fatal(err)
+		}
+		parent, _ := v.Status["parent"].(string)
+		if v.Size != tc.want || !strings.HasSuffix(parent, base+"@s1") {
+			t.Errorf("%s: clone of %s: size %s, parent %q; want %s, parent %s@s1", tc.name, tc.from,
+				driver.FormatSize(v.Size), parent, driver.FormatSize(tc.want), base)
+		}
+	}
+}
