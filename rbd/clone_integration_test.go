@@ -3,6 +3,7 @@
 package rbd_test
 
 import (
+	"errors"
 	"strings"
 	"testing"
 	"time"
@@ -60,5 +61,41 @@ func TestCreateFromSnapshot(t *testing.T) {
 			t.Errorf("%s: clone of %s: size %s, parent %q; want %s, parent %s@s1", tc.name, tc.from,
 				driver.FormatSize(v.Size), parent, driver.FormatSize(tc.want), base)
 		}
+	}
+}
+
+// A Create with -o pool interrupted between making the image and indexing it (kill -9) leaves an
+// image the index does not know: Get cannot find the volume. Creating it again indexes that image
+// (ErrExists, so the driver checks it is compatible), and from then on it is found.
+func TestCreateInOtherPoolIndexesAnUnindexedImage(t *testing.T) {
+	e := lab(t)
+	a := e.admin(t) // the test user has no caps on the other pool
+	other := ensureOtherPool(t, e)
+	p := rbd.NewProvisioner(a, rbd.ProvisionerConfig{Pool: e.pool, Host: "host-a", Features: []string{"layering"}})
+	ctx := ctxFor(t, 60*time.Second)
+	name := uniqueName("unindexed")
+	if err := a.Create(ctx, rbd.Spec{Pool: other, Image: name}, rbd.CreateOptions{Size: 16 * mib, Features: []string{"layering"}}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		_ = p.Remove(ctxFor(t, 30*time.Second), name, driver.RemoveDelete)
+		_ = a.Remove(ctxFor(t, 30*time.Second), rbd.Spec{Pool: other, Image: name})
+	})
+	if _, err := p.Get(ctx, name); !errors.Is(err, driver.ErrNotFound) {
+		t.Fatalf("Get of the unindexed image: %v, want ErrNotFound", err)
+	}
+	err := p.Create(ctx, name, driver.Options{Size: 16 * mib, SizeGiven: true, FSType: "ext4", Backend: map[string]string{rbd.OptPool: other}})
+	if !errors.Is(err, driver.ErrExists) {
+		t.Fatalf("Create again: %v, want ErrExists", err)
+	}
+	v, err := p.Get(ctx, name)
+	if err != nil || v.Image.Pool != other || v.Size != 16*mib {
+		t.Fatalf("Get after the second Create = %+v, %v; want the image in %s", v, err, other)
+	}
+	if err := p.Remove(ctx, name, driver.RemoveDelete); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := p.Get(ctx, name); !errors.Is(err, driver.ErrNotFound) {
+		t.Fatalf("Get after Remove: %v, want ErrNotFound", err)
 	}
 }

@@ -231,6 +231,14 @@ func (p *Provisioner) Create(ctx context.Context, name string, opts driver.Optio
 		}
 	} else {
 		if err := p.c.Create(ctx, spec, co); err != nil {
+			if errors.Is(err, driver.ErrExists) && spec.Pool != p.cfg.Pool {
+				// An image of that name in the other pool that the index does not know: a Create
+				// interrupted (kill -9) between making the image and indexing it. Index it, so
+				// that the volume is found again (the caller then checks it is compatible).
+				if ierr := p.setIndex(ctx, name, spec); ierr != nil {
+					return errors.Join(err, ierr)
+				}
+			}
 			return err
 		}
 		tx = append(tx, func(c context.Context) { _ = p.c.Remove(c, spec) })
