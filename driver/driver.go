@@ -115,13 +115,18 @@ func (d *Driver) fault(step string) {
 	}
 }
 
-// waitReady waits for the start-up reconcile, so that no call acts on state being repaired.
-func (d *Driver) waitReady(ctx context.Context) error {
+// waitReady waits for the start-up reconcile, so that no call acts on state being repaired. name
+// is the volume the call is about ("" for List).
+func (d *Driver) waitReady(ctx context.Context, name string) error {
 	select {
 	case <-d.ready:
 		return nil
 	case <-ctx.Done():
-		return fmt.Errorf("%w: the plugin is still reconciling its volumes after a restart; try again", ErrTimeout)
+		what := "the plugin"
+		if name != "" {
+			what = "volume " + name + ": the plugin"
+		}
+		return fmt.Errorf("%w: %s is still reconciling its volumes after a restart; try again", ErrTimeout, what)
 	}
 }
 
@@ -130,7 +135,7 @@ func (d *Driver) begin(ctx context.Context, name string) (func(), error) {
 	if err := ValidateName(name); err != nil {
 		return nil, err
 	}
-	if err := d.waitReady(ctx); err != nil {
+	if err := d.waitReady(ctx, name); err != nil {
 		return nil, err
 	}
 	return d.locks.lock(ctx, name)
@@ -201,7 +206,7 @@ func (d *Driver) Get(ctx context.Context, name string) (VolumeInfo, error) {
 	if err := ValidateName(name); err != nil {
 		return VolumeInfo{}, err
 	}
-	if err := d.waitReady(ctx); err != nil {
+	if err := d.waitReady(ctx, name); err != nil {
 		return VolumeInfo{}, err
 	}
 	vol, err := d.prov.Get(ctx, name)
@@ -261,7 +266,7 @@ func (d *Driver) Get(ctx context.Context, name string) (VolumeInfo, error) {
 
 // List returns every volume the backend manages.
 func (d *Driver) List(ctx context.Context) ([]VolumeInfo, error) {
-	if err := d.waitReady(ctx); err != nil {
+	if err := d.waitReady(ctx, ""); err != nil {
 		return nil, err
 	}
 	vols, err := d.prov.List(ctx)
@@ -294,7 +299,7 @@ func (d *Driver) Path(ctx context.Context, name string) (string, error) {
 	if err := ValidateName(name); err != nil {
 		return "", err
 	}
-	if err := d.waitReady(ctx); err != nil {
+	if err := d.waitReady(ctx, name); err != nil {
 		return "", err
 	}
 	st, ok, err := d.state.Load(name)

@@ -70,7 +70,10 @@ func (s *FileStore) Save(st State) error {
 	if err := os.Rename(tmp.Name(), s.path(st.Name)); err != nil {
 		return fmt.Errorf("save state of volume %s: %w", st.Name, err)
 	}
-	return s.syncDir()
+	if err := s.syncDir(); err != nil {
+		return fmt.Errorf("save state of volume %s: sync %s: %w", st.Name, s.Dir, err)
+	}
+	return nil
 }
 
 // Delete removes a volume's state; none is success.
@@ -78,7 +81,10 @@ func (s *FileStore) Delete(name string) error {
 	if err := os.Remove(s.path(name)); err != nil && !errors.Is(err, os.ErrNotExist) {
 		return fmt.Errorf("delete state of volume %s: %w", name, err)
 	}
-	return s.syncDir()
+	if err := s.syncDir(); err != nil {
+		return fmt.Errorf("delete state of volume %s: sync %s: %w", name, s.Dir, err)
+	}
+	return nil
 }
 
 // All returns every saved state, by name.
