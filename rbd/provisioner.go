@@ -480,7 +480,7 @@ func (p *Provisioner) Attach(ctx context.Context, name string, req driver.Attach
 	att.Map = driver.MapRequest{ImageSpec: spec, ReadOnly: req.ReadOnly, Monitors: mons, User: p.c.User()}
 	vol := volumeOf(name, spec, d)
 	// Asked only now that this host holds the volume: nobody else writes it from here on.
-	vol.Unwritten = !req.ReadOnly && p.c.EndsUnwritten(ctx, d.Info, driver.SignatureWindow)
+	vol.Unwritten = p.c.EndsUnwritten(ctx, d.Info, driver.SignatureWindow)
 	att.Volume = &vol // the first Mount needs no Get of its own
 	return att, nil
 }
