@@ -7,7 +7,12 @@ export DEBIAN_FRONTEND=noninteractive
 
 _t0=$(date +%s%N)
 log() { local ms=$(( ($(date +%s%N) - _t0) / 1000000 )); printf '[%s %3d.%01ds] %s\n' "${0##*/}" $((ms/1000)) $((ms%1000/100)) "$*" >&2; }
-die() { log "ERROR: $*"; exit 1; }
+# die MESSAGE: log the error and exit 1; the message is kept in FAILED_AT for an EXIT trap that
+# prints it again after a dump of logs (CI shows only the end of the output).
+FAILED_AT=
+die() { FAILED_AT="ERROR: $*"; log "ERROR: $*"; exit 1; }
+# note_failure: for `trap note_failure ERR` under set -eE: keep the first command that failed.
+note_failure() { [ -n "$FAILED_AT" ] || FAILED_AT="line ${BASH_LINENO[0]}: $BASH_COMMAND"; }
 
 # need_root: the rigs start daemons and mount things.
 need_root() { [ "$(id -u)" = 0 ] || die "must run as root (starts Ceph daemons, maps and mounts devices)"; }

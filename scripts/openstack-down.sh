@@ -4,10 +4,12 @@
 set -uo pipefail
 . "$(dirname "$0")/lib.sh"
 ST=$LAB_DIR/openstack/state
+ETC=$LAB_DIR/openstack/etc
+. "$(dirname "$0")/openstack/procs.sh"
 for n in cinder-volume cinder-scheduler cinder-api nova-stub keystone mariadb; do
   f=$ST/run/$n.pid; [ -f "$f" ] || continue
   p=$(cat "$f")
-  if kill -0 "$p" 2>/dev/null; then
+  if os_alive "$n"; then
     kill -TERM -- "-$p" 2>/dev/null || kill -TERM "$p"
     for _ in $(seq 1 40); do kill -0 "$p" 2>/dev/null || break; sleep 0.25; done
     kill -0 "$p" 2>/dev/null && kill -KILL -- "-$p" 2>/dev/null
@@ -15,10 +17,10 @@ for n in cinder-volume cinder-scheduler cinder-api nova-stub keystone mariadb; d
   fi
   rm -f "$f"
 done
-if [ -f "$ST/run/rabbitmq.pid" ]; then
+if os_alive rabbitmq; then
   timeout 60 rabbitmqctl -q stop >/dev/null 2>&1 || true
-  rm -f "$ST/run/rabbitmq.pid"
   log "stopped rabbitmq"
 fi
+rm -f "$ST/run/rabbitmq.pid"
 if [ "${1:-}" = --purge ]; then rm -rf "$LAB_DIR/openstack"; log "purged $LAB_DIR/openstack"; fi
 true

@@ -5,8 +5,9 @@
 # 404-only "Nova" so that Cinder can delete attachments. Installs what is missing (about 3.5 min
 # the first time). Idempotent; state under $LAB_DIR/openstack; every wait bounded.
 # Writes $LAB_DIR/openstack/env: OS_* for the demo user (project demo, role member).
-set -euo pipefail
+set -eEuo pipefail
 . "$(dirname "$0")/lib.sh"
+trap note_failure ERR
 need_root
 HERE=$(cd "$(dirname "$0")" && pwd)
 OSL=$LAB_DIR/openstack
@@ -37,12 +38,13 @@ apt_ensure keystone cinder-api cinder-scheduler cinder-volume rabbitmq-server py
   python3-rbd python3-rados mariadb-server uwsgi uwsgi-plugin-python3 curl
 rm -f /usr/sbin/policy-rc.d
 
-alive() { [ -f "$ST/run/$1.pid" ] && kill -0 "$(cat "$ST/run/$1.pid")" 2>/dev/null; }
+. "$HERE/openstack/procs.sh"
+alive() { os_alive "$1"; }
 start() { local n=$1; shift; alive "$n" && return 0
   setsid "$@" >>"$ST/log/$n.out" 2>&1 </dev/null & echo $! >"$ST/run/$n.pid"; }
 http_ok() { curl -fs -o /dev/null "$1"; }
 fail_logs() { for f in "$ST"/log/*.out "$ST"/log/*.log; do [ -f "$f" ] && { echo "--- $f" >&2; tail -n 8 "$f" >&2; }; done; }
-trap 'rc=$?; [ $rc -ne 0 ] && fail_logs; exit $rc' EXIT
+trap 'rc=$?; if [ $rc -ne 0 ]; then fail_logs; log "FAILED (exit $rc) at ${FAILED_AT:-an unknown step}"; fi; exit $rc' EXIT
 
 # ---- Cinder's own pool and cephx user on the lab Ceph; the hosts' user (client.docker) may map
 # its images too (Cinder returns no key: hosts map with their own).
