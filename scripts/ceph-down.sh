@@ -6,7 +6,7 @@ set -uo pipefail
 . "$(dirname "$0")/lib.sh"
 CONF=$CEPH_LAB/ceph.conf
 for n in osd.0 mgr.x mon.a; do
-  stop_pidfile "$CEPH_LAB/run/ceph-$n.pid" "$CONF" "ceph $n"
+  stop_pidfile "$CEPH_LAB/run/ceph-$n.pid" "ceph-${n%.*} -c $CONF -i ${n#*.}" "ceph $n"
 done
 if [ "${1:-}" = --purge ]; then
   rm -rf "$CEPH_LAB"

@@ -61,7 +61,7 @@ ETC_CEPH=${ETC_CEPH:-unknown}
 ENV
 }
 
-if [ -f "$CONF" ] && pid_alive "$RUN/ceph-osd.0.pid" "$CONF" && ceph_ -s >/dev/null 2>&1 && [ -f "$USER_KR" ]; then
+if [ -f "$CONF" ] && pid_alive "$RUN/ceph-osd.0.pid" "ceph-osd -c $CONF -i 0" && ceph_ -s >/dev/null 2>&1 && [ -f "$USER_KR" ]; then
   install_etc_ceph; write_env; log "cluster already running: $(ceph_ health 2>&1)"; exit 0
 fi
 
@@ -119,12 +119,12 @@ CFG
   rm -rf "$TMP"; touch "$CEPH_LAB/mon-a/done"
 fi
 
-pid_alive "$RUN/ceph-mon.a.pid" "$CONF" || { log "starting mon.a"; ceph-mon -c "$CONF" -i a; }
+pid_alive "$RUN/ceph-mon.a.pid" "ceph-mon -c $CONF -i a" || { log "starting mon.a"; ceph-mon -c "$CONF" -i a; }
 wait_until 60 "the monitor to answer" ceph_ mon stat
 log "mon up"
 
 [ -f "$CEPH_LAB/mgr-x/keyring" ] || ceph_ auth get-or-create mgr.x mon 'allow profile mgr' osd 'allow *' mds 'allow *' -o "$CEPH_LAB/mgr-x/keyring"
-pid_alive "$RUN/ceph-mgr.x.pid" "$CONF" || { log "starting mgr.x"; ceph-mgr -c "$CONF" -i x; }
+pid_alive "$RUN/ceph-mgr.x.pid" "ceph-mgr -c $CONF -i x" || { log "starting mgr.x"; ceph-mgr -c "$CONF" -i x; }
 
 if [ ! -f "$CEPH_LAB/osd-0/done" ]; then
   log "creating osd.0 (bluestore on a ${OSD_SIZE} sparse file)"
@@ -135,7 +135,7 @@ if [ ! -f "$CEPH_LAB/osd-0/done" ]; then
   timeout 120 ceph-osd -c "$CONF" -i 0 --mkfs --osd-uuid "$UUID" >"$CEPH_LAB/log/osd-mkfs.log" 2>&1 || die "ceph-osd --mkfs failed: $(tail -n 3 "$CEPH_LAB/log/osd-mkfs.log")"
   touch "$CEPH_LAB/osd-0/done"
 fi
-pid_alive "$RUN/ceph-osd.0.pid" "$CONF" || { log "starting osd.0"; ceph-osd -c "$CONF" -i 0; }
+pid_alive "$RUN/ceph-osd.0.pid" "ceph-osd -c $CONF -i 0" || { log "starting osd.0"; ceph-osd -c "$CONF" -i 0; }
 osd_up() { ceph_ osd stat | grep -q '1 up'; }
 wait_until 90 "osd.0 to come up" osd_up
 log "osd.0 up"
