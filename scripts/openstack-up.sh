@@ -219,7 +219,13 @@ start cinder-api uwsgi --plugin python3 --http-socket 127.0.0.1:8776 \
   --wsgi-file /usr/bin/cinder-wsgi --pyargv "--config-file $ETC/cinder.conf" \
   --master --processes 1 --threads 4 --enable-threads --lazy-apps --die-on-term \
   --buffer-size 65535 --add-header 'Connection: close'
+# cinder-volume sends its capabilities to the scheduler once at start (then every 60 s, after a
+# random delay of up to 60 s), on a fanout exchange that drops what no queue is bound to yet; and
+# creates wait for those capabilities for up to 60 s, then fail with "No valid backend". Start the
+# scheduler first and cinder-volume only once the scheduler's fanout queue exists.
 start cinder-scheduler cinder-scheduler --config-file "$ETC/cinder.conf"
+scheduler_listens() { timeout 20 rabbitmqctl -q list_queues name | grep -q '^cinder-scheduler_fanout_'; }
+alive cinder-volume || wait_until 120 "cinder-scheduler's queue on RabbitMQ" scheduler_listens
 start cinder-volume cinder-volume --config-file "$ETC/cinder.conf"
 wait_until 120 "cinder-api on 127.0.0.1:8776" http_ok http://127.0.0.1:8776/
 OS_LAB_PASSWORD=$PW BACKENDS=rbd timeout 150 /usr/bin/python3 "$HERE/openstack/cinder_types.py"

@@ -26,6 +26,20 @@ for _ in range(240):
 else:
     raise SystemExit(f"cinder services not up: want {want}, have {up}")
 
+# 'up' only means a heartbeat in the database within service_down_time (60 s): right after the
+# processes were killed and restarted, the dead ones' heartbeats still count. A create is
+# scheduled only once the scheduler holds the backend's capabilities (sent by cinder-volume at its
+# start and every periodic_interval), so wait until the scheduler lists a pool for each backend.
+for _ in range(300):
+    pools = s.get("/scheduler-stats/get_pools?detail=True", endpoint_filter=ep, headers=hdr).json()["pools"]
+    have = {p["name"].split("@")[1].split("#")[0] for p in pools
+            if "@" in p["name"] and "free_capacity_gb" in p.get("capabilities", {})}
+    if set(BACKENDS) <= have:
+        break
+    time.sleep(0.5)
+else:
+    raise SystemExit(f"cinder-scheduler has no capabilities for {set(BACKENDS) - have} after 150 s: see cinder-volume.log")
+
 types = {t["name"]: t for t in s.get("/types", endpoint_filter=ep).json()["volume_types"]}
 for b in BACKENDS:
     if b not in types:
