@@ -28,6 +28,7 @@ import (
 	"github.com/gophercloud/gophercloud/v2/openstack/blockstorage/v3/attachments"
 	"github.com/gophercloud/gophercloud/v2/openstack/blockstorage/v3/snapshots"
 	"github.com/gophercloud/gophercloud/v2/openstack/blockstorage/v3/volumes"
+	"github.com/gophercloud/gophercloud/v2/openstack/blockstorage/v3/volumetypes"
 	"github.com/gophercloud/gophercloud/v2/openstack/identity/v3/projects"
 	"github.com/gophercloud/gophercloud/v2/openstack/identity/v3/tokens"
 	"github.com/gophercloud/gophercloud/v2/pagination"
@@ -484,6 +485,12 @@ func toVolume(v volumes.Volume, project string) driver.Volume {
 	if project != "" {
 		vol.Status["project-id"] = project
 	}
+	if v.SnapshotID != "" {
+		vol.Status[OptSnapshotID] = v.SnapshotID
+	}
+	if v.SourceVolID != "" {
+		vol.Status[OptSourceVolumeID] = v.SourceVolID
+	}
 	if m := v.Metadata[metaMkfsOptions]; m != "" {
 		vol.MkfsOptions = strings.Fields(m)
 	}
@@ -502,6 +509,42 @@ func (p *Provisioner) Get(ctx context.Context, name string) (driver.Volume, erro
 		return driver.Volume{}, err
 	}
 	return toVolume(f.v, f.project), nil
+}
+
+// Differences implements driver.OptionComparer for the project-id, volume-type,
+// availability-zone, snapshot-id and source-volume-id options of an idempotent Create.
+func (p *Provisioner) Differences(ctx context.Context, vol driver.Volume, opts driver.Options) []string {
+	var diffs []string
+	for _, k := range []string{OptProjectID, OptAvailabilityZone, OptSnapshotID, OptSourceVolumeID} {
+		v, ok := opts.Backend[k]
+		if !ok {
+			continue
+		}
+		if have, _ := vol.Status[k].(string); have != v {
+			if have == "" {
+				have = "none"
+			}
+			diffs = append(diffs, fmt.Sprintf("%s %s (it has %s)", k, v, have))
+		}
+	}
+	if v, ok := opts.Backend[OptVolumeType]; ok {
+		have, _ := vol.Status[OptVolumeType].(string)
+		if have != v && !p.typeNamed(ctx, v, have) {
+			diffs = append(diffs, fmt.Sprintf("%s %s (it has %s)", OptVolumeType, v, have))
+		}
+	}
+	return diffs
+}
+
+// typeNamed reports whether the volume type with ID id is named name (Cinder takes a type's
+// name or ID, and reports a volume's type by name). False when the type cannot be read.
+func (p *Provisioner) typeNamed(ctx context.Context, id, name string) bool {
+	c, err := p.client(ctx, "")
+	if err != nil {
+		return false
+	}
+	t, err := volumetypes.Get(ctx, c, id).Extract()
+	return err == nil && t.Name == name
 }
 
 // RoundSize implements driver.SizeRounder: Cinder sizes volumes in whole GiB.

@@ -16,6 +16,7 @@ import (
 
 	"github.com/gophercloud/gophercloud/v2"
 	"github.com/gophercloud/gophercloud/v2/openstack/blockstorage/v3/snapshots"
+	"github.com/gophercloud/gophercloud/v2/openstack/blockstorage/v3/volumetypes"
 
 	"github.com/cephdocker/ceph-docker-plugin/driver"
 )
@@ -126,6 +127,42 @@ func TestCreateWithEachOption(t *testing.T) {
 		v := mustCreate(t, p, uniq("nosize"), optsNoSize(map[string]string{what: src}))
 		if v.Size != base.Size {
 			t.Errorf("created with %s and no size: %s, want the source's %s", what, driver.FormatSize(v.Size), driver.FormatSize(base.Size))
+		}
+	}
+	// An idempotent Create compares the backend options it gives with the existing volume; a
+	// volume type may be given by name or ID.
+	types, err := volumetypes.List(c, nil).AllPages(tctx(t, 30*time.Second))
+	if err != nil {
+		t.Fatal(err)
+	}
+	all, err := volumetypes.ExtractVolumeTypes(types)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rbdTypeID := ""
+	for _, vt := range all {
+		if vt.Name == "rbd" {
+			rbdTypeID = vt.ID
+		}
+	}
+	baseID := base.Status["cinder-id"].(string)
+	for _, tc := range []struct {
+		vol     driver.Volume
+		backend map[string]string
+		want    string
+	}{
+		{base, map[string]string{OptVolumeType: "rbd", OptAvailabilityZone: "nova"}, ""},
+		{base, map[string]string{OptVolumeType: rbdTypeID}, ""},
+		{base, map[string]string{OptVolumeType: "__DEFAULT__"}, "volume-type __DEFAULT__ (it has rbd)"},
+		{base, map[string]string{OptAvailabilityZone: "az2"}, "availability-zone az2 (it has nova)"},
+		{base, map[string]string{OptSourceVolumeID: baseID}, "source-volume-id " + baseID + " (it has none)"},
+		{clone, map[string]string{OptSourceVolumeID: baseID}, ""},
+		{fromSnap, map[string]string{OptSnapshotID: snap.ID}, ""},
+		{fromSnap, map[string]string{OptSnapshotID: "other"}, "snapshot-id other (it has " + snap.ID + ")"},
+	} {
+		got := strings.Join(p.Differences(tctx(t, 30*time.Second), tc.vol, driver.Options{Backend: tc.backend}), "; ")
+		if got != tc.want {
+			t.Errorf("Differences of %s with %v = %q, want %q", tc.vol.Name, tc.backend, got, tc.want)
 		}
 	}
 	// Bad values come back as ErrInvalid/NotFound with Cinder's reason.

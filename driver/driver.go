@@ -166,7 +166,7 @@ func (d *Driver) Create(ctx context.Context, name string, raw map[string]string)
 		if gerr != nil {
 			return fmt.Errorf("create volume %s: it exists but cannot be read: %w", name, gerr)
 		}
-		return compatible(name, vol, raw, opts)
+		return d.compatible(ctx, name, vol, raw, opts)
 	}
 	if err != nil {
 		return fmt.Errorf("create volume %s: %w", name, err)
@@ -177,14 +177,25 @@ func (d *Driver) Create(ctx context.Context, name string, raw map[string]string)
 	return nil
 }
 
-// compatible accepts a Create of an existing volume unless it asks for something different.
-func compatible(name string, vol Volume, raw map[string]string, opts Options) error {
+// compatible accepts a Create of an existing volume unless it gives an option the volume does
+// not have. Options left out are not compared: `docker volume create NAME` of any existing volume
+// succeeds, as the daemon's own Get-then-Create expects.
+func (d *Driver) compatible(ctx context.Context, name string, vol Volume, raw map[string]string, opts Options) error {
 	var diffs []string
 	if _, ok := raw[OptSize]; ok && vol.Size != opts.Size {
 		diffs = append(diffs, fmt.Sprintf("size %s (it has %s)", FormatSize(opts.Size), FormatSize(vol.Size)))
 	}
 	if _, ok := raw[OptFSType]; ok && vol.FSType != "" && vol.FSType != opts.FSType {
 		diffs = append(diffs, fmt.Sprintf("fstype %s (it has %s)", opts.FSType, vol.FSType))
+	}
+	if _, ok := raw[OptMkfsOptions]; ok && !slices.Equal(vol.MkfsOptions, opts.MkfsOptions) {
+		diffs = append(diffs, fmt.Sprintf("mkfs-options %q (it has %q)", strings.Join(opts.MkfsOptions, " "), strings.Join(vol.MkfsOptions, " ")))
+	}
+	if _, ok := raw[OptMountOptions]; ok && vol.MountOptions != opts.MountOptions {
+		diffs = append(diffs, fmt.Sprintf("mount-options %q (it has %q)", opts.MountOptions, vol.MountOptions))
+	}
+	if c, ok := d.prov.(OptionComparer); ok && len(opts.Backend) > 0 {
+		diffs = append(diffs, c.Differences(ctx, vol, opts)...)
 	}
 	if len(diffs) > 0 {
 		return fmt.Errorf("create volume %s: %w: a volume of that name exists with other options: asked for %s; remove it first or use another name",

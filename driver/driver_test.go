@@ -918,6 +918,53 @@ func TestCreateExisting(t *testing.T) {
 	assertErr(t, err, nil, "volume v", "cannot be read", "connection lost")
 }
 
+func TestCreateExistingComparesEveryGivenOption(t *testing.T) {
+	e := newTestDriver(t)
+	if err := e.d.Create(bg, "v", map[string]string{"mkfs-options": "-m 0", "mount-options": "noatime"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.d.Create(bg, "v", map[string]string{"mkfs-options": "-m 0", "mount-options": "noatime"}); err != nil {
+		t.Errorf("Create again with the same options: %v", err)
+	}
+	err := e.d.Create(bg, "v", map[string]string{"mkfs-options": "-m 1"})
+	assertErr(t, err, ErrExists, "volume v", `mkfs-options "-m 1" (it has "-m 0")`, "remove it first")
+	err = e.d.Create(bg, "v", map[string]string{"mount-options": "noatime,nodiratime"})
+	assertErr(t, err, ErrExists, "volume v", `mount-options "noatime,nodiratime" (it has "noatime")`)
+
+	// The backend's own options are the backend's to compare, and only those given.
+	cmp := &comparingProvisioner{fakeProvisioner: e.prov, diffs: []string{"pool fast (it is in pool volumes)"}}
+	d := New(e.cfg, cmp, e.mapper, e.mounter, e.store)
+	if err := d.Reconcile(bg); err != nil {
+		t.Fatal(err)
+	}
+	if err := d.Create(bg, "v", map[string]string{"size": "1G"}); err != nil || cmp.calls != 0 {
+		t.Errorf("Create without backend options: %v, %d comparisons, want nil and 0", err, cmp.calls)
+	}
+	err = d.Create(bg, "v", map[string]string{"pool": "fast"})
+	assertErr(t, err, ErrExists, "volume v", "pool fast (it is in pool volumes)")
+	if cmp.calls != 1 || cmp.asked["pool"] != "fast" {
+		t.Errorf("comparer called %d times with %v, want once with pool=fast", cmp.calls, cmp.asked)
+	}
+	cmp.diffs = nil
+	if err := d.Create(bg, "v", map[string]string{"pool": "volumes"}); err != nil {
+		t.Errorf("Create with a matching backend option: %v", err)
+	}
+}
+
+// comparingProvisioner is a fakeProvisioner that compares backend options (OptionComparer).
+type comparingProvisioner struct {
+	*fakeProvisioner
+	diffs []string
+	calls int
+	asked map[string]string
+}
+
+func (p *comparingProvisioner) Differences(_ context.Context, _ Volume, opts Options) []string {
+	p.calls++
+	p.asked = opts.Backend
+	return p.diffs
+}
+
 func TestCreateBackendError(t *testing.T) {
 	e := newTestDriver(t)
 	e.prov.failNext("Create", fmt.Errorf("%w: pool fast", ErrNotFound))

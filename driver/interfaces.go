@@ -103,6 +103,16 @@ type KnownStore interface {
 	SaveKnown(map[string]time.Time) error
 }
 
+// OptionComparer is implemented by a Provisioner with backend options (pool, volume-type, a
+// clone's source, ...): an idempotent Create of an existing volume succeeds only if the volume
+// has every backend option the Create gives, rather than handing out a volume that is not what
+// was asked for.
+type OptionComparer interface {
+	// Differences lists each backend option in opts.Backend that vol does not match, as
+	// "option value (it has other)". A source that can no longer be read is no difference.
+	Differences(ctx context.Context, vol Volume, opts Options) []string
+}
+
 // SizeRounder is implemented by a Provisioner whose volumes come only in some sizes (Cinder's
 // whole GiB): Create asks for the rounded size, and an idempotent Create compares with it.
 type SizeRounder interface {

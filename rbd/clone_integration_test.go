@@ -38,6 +38,7 @@ func TestCreateFromSnapshot(t *testing.T) {
 		_ = c.RemoveSnap(cctx, snap)
 	})
 
+	var clones []driver.Volume
 	for _, tc := range []struct {
 		name, from string
 		opts       driver.Options
@@ -60,6 +61,33 @@ func TestCreateFromSnapshot(t *testing.T) {
 		if v.Size != tc.want || !strings.HasSuffix(parent, base+"@s1") {
 			t.Errorf("%s: clone of %s: size %s, parent %q; want %s, parent %s@s1", tc.name, tc.from,
 				driver.FormatSize(v.Size), parent, driver.FormatSize(tc.want), base)
+		}
+		clones = append(clones, v)
+	}
+
+	// An idempotent Create compares the backend options it gives with the existing image.
+	baseVol, err := p.Get(ctx, base)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		vol     driver.Volume
+		backend map[string]string
+		want    string // "" for no difference
+	}{
+		{clones[0], map[string]string{rbd.OptFromSnapshot: base + "@s1"}, ""},
+		{clones[0], map[string]string{rbd.OptFromSnapshot: e.pool + "/" + base + "@s1"}, ""},
+		{clones[0], map[string]string{rbd.OptFromSnapshot: base + "@s2"}, "from-snapshot " + base + "@s2 (it is a clone of " + e.pool + "/" + base + "@s1)"},
+		{baseVol, map[string]string{rbd.OptFromSnapshot: base + "@s1"}, "from-snapshot " + base + "@s1 (it is not a clone)"},
+		{baseVol, map[string]string{rbd.OptFeatures: "deep-flatten, layering,exclusive-lock,object-map,fast-diff"}, ""},
+		{baseVol, map[string]string{rbd.OptFeatures: "layering"}, "features layering (it has deep-flatten,exclusive-lock,fast-diff,layering,object-map)"},
+		{baseVol, map[string]string{rbd.OptPool: e.pool}, ""},
+		{baseVol, map[string]string{rbd.OptPool: "fast"}, "pool fast (it is in pool " + e.pool + ")"},
+		{baseVol, map[string]string{rbd.OptDataPool: "ec"}, "data-pool ec (it has none)"},
+	} {
+		got := strings.Join(p.Differences(ctx, tc.vol, driver.Options{Backend: tc.backend}), "; ")
+		if got != tc.want {
+			t.Errorf("Differences of %s with %v = %q, want %q", tc.vol.Name, tc.backend, got, tc.want)
 		}
 	}
 }

@@ -1,0 +1,63 @@
+package rbd
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"strings"
+
+	"github.com/ceph/go-ceph/rbd"
+
+	"github.com/cephdocker/ceph-docker-plugin/driver"
+)
+
+// Differences implements driver.OptionComparer for the pool, data-pool, features and
+// from-snapshot options of an idempotent Create.
+func (p *Provisioner) Differences(ctx context.Context, vol driver.Volume, opts driver.Options) []string {
+	var diffs []string
+	if v, ok := opts.Backend[OptPool]; ok && v != vol.Image.Pool {
+		diffs = append(diffs, fmt.Sprintf("pool %s (it is in pool %s)", v, vol.Image.Pool))
+	}
+	if v, ok := opts.Backend[OptDataPool]; ok {
+		if have, _ := vol.Status["data-pool"].(string); have != v {
+			diffs = append(diffs, fmt.Sprintf("data-pool %s (it has %s)", v, orNone(have)))
+		}
+	}
+	if v, ok := opts.Backend[OptFeatures]; ok {
+		have, _ := vol.Status["features"].(string)
+		if want, got := chosenFeatures(v), chosenFeatures(have); !slices.Equal(want, got) {
+			diffs = append(diffs, fmt.Sprintf("features %s (it has %s)", strings.Join(want, ","), orNone(strings.Join(got, ","))))
+		}
+	}
+	if v, ok := opts.Backend[OptFromSnapshot]; ok {
+		have, _ := vol.Status["parent"].(string)
+		switch src, err := p.parseSnapshot(ctx, v); {
+		case have == "":
+			diffs = append(diffs, fmt.Sprintf("from-snapshot %s (it is not a clone)", v))
+		case err == nil && src.String() != have:
+			diffs = append(diffs, fmt.Sprintf("from-snapshot %s (it is a clone of %s)", v, have))
+		}
+	}
+	return diffs
+}
+
+// chosenFeatures are the features in a comma-separated list that Create's -o features chooses,
+// sorted: not data-pool (set by the data-pool option) nor those librbd sets itself (operations,
+// migrating, non-primary).
+func chosenFeatures(list string) []string {
+	var out []string
+	for _, f := range strings.Split(strings.ReplaceAll(list, " ", ""), ",") {
+		if f != "" && f != rbd.FeatureNameDataPool && slices.Contains(KnownFeatures, f) && !slices.Contains(out, f) {
+			out = append(out, f)
+		}
+	}
+	slices.Sort(out)
+	return out
+}
+
+func orNone(s string) string {
+	if s == "" {
+		return "none"
+	}
+	return s
+}
