@@ -47,7 +47,7 @@ lint: deps ## go vet (with and without the integration tag) and gofmt
 fmt: ## gofmt the tree
 	gofmt -w $$(git ls-files '*.go')
 
-demo: ## the main job: real Ceph + dockerd, build and install the managed plugin, walk the user's scenario
+demo: ## the main job: real Ceph + dockerd, build and install the managed plugin, walk the user's scenario; BACKEND=cinder adds real Keystone + Cinder
 	scripts/demo.sh
 
 docker-up: ## start the private dockerd (installs Debian's docker.io if missing) and import base images
