@@ -46,7 +46,22 @@ func imageFeatures(t *testing.T, image string) []string {
 // TestKRBDSingleHost: one guest, the plugin with MAPPER=krbd on Debian's stock kernel.
 func TestKRBDSingleHost(t *testing.T) {
 	g := boot(t, "lab-a")
-	g.startPlugin()
+
+	// Hosts have the rbd module installed but load it on first use: with MAPPER=auto (the
+	// default) the plugin loads it rather than falling back to rbd-fuse.
+	g.sh("rmmod rbd && [ ! -e /sys/bus/rbd ]")
+	g.startPlugin("MAPPER=auto")
+	for deadline := time.Now().Add(30 * time.Second); !strings.Contains(g.pluginLog(), "loaded the kernel's rbd driver"); {
+		if time.Now().After(deadline) {
+			t.Fatalf("MAPPER=auto with the rbd module unloaded: the plugin did not load it:\n%s", tailOf(g.pluginLog(), 2000))
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	g.sh("[ -e /sys/bus/rbd/add_single_major ]")
+	if strings.Contains(g.pluginLog(), "rbd-fuse") {
+		t.Fatalf("MAPPER=auto fell back to rbd-fuse after loading the module:\n%s", tailOf(g.pluginLog(), 2000))
+	}
+	step(t, "MAPPER=auto with the rbd module unloaded (rmmod rbd): the plugin ran modprobe rbd and uses krbd")
 
 	t.Run("lifecycle", func(t *testing.T) {
 		life := uniq("lab-life")

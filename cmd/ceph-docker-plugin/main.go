@@ -228,21 +228,31 @@ func listen(path string) (net.Listener, error) {
 	return ln, nil
 }
 
+// modprobeTimeout bounds loading the rbd module at start (it takes well under a second).
+const modprobeTimeout = 10 * time.Second
+
 func newMapper(cfg Config, log *logrus.Entry) (driver.Mapper, error) {
 	kind := cfg.Mapper
-	if kind == "auto" {
-		kind = "fuse"
-		if krbd.Available("/sys") {
-			kind = "krbd"
-		} else {
-			log.Warn("MAPPER=auto: this kernel has no rbd driver (/sys/bus/rbd); using rbd-fuse + loop, whose I/O stops if the plugin restarts")
+	if kind != "fuse" && !krbd.Available("/sys") {
+		// The host usually has the module, loaded only on first use: load it, as rbd map does.
+		ctx, cancel := context.WithTimeout(context.Background(), modprobeTimeout)
+		err := krbd.Load(ctx, "/sys", "modprobe")
+		cancel()
+		switch {
+		case err == nil:
+			log.Info("loaded the kernel's rbd driver (modprobe rbd)")
+		case kind == "auto":
+			log.WithError(err).Warn("MAPPER=auto: the kernel's rbd driver is not loaded and modprobe rbd failed; using rbd-fuse + loop, whose I/O stops if the plugin restarts")
+			kind = "fuse"
+		default:
+			return nil, fmt.Errorf("MAPPER=krbd: the kernel's rbd driver is not loaded (/sys/bus/rbd/add_single_major is missing) and loading it failed: %w: run modprobe rbd on the host, or use MAPPER=fuse", err)
 		}
+	}
+	if kind == "auto" {
+		kind = "krbd"
 	}
 	switch kind {
 	case "krbd":
-		if !krbd.Available("/sys") {
-			return nil, errors.New("MAPPER=krbd: this kernel has no rbd driver (/sys/bus/rbd/add_single_major is missing): load the rbd module, or use MAPPER=fuse")
-		}
 		return krbd.New(krbd.KeyringFile{Path: cfg.CephKeyring, Cluster: cfg.CephCluster}), nil
 	default:
 		m := fuse.New(filepath.Join(cfg.MountRoot, ".rbd-fuse"), cfg.CephConf, cfg.CephKeyring)

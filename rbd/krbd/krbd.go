@@ -26,6 +26,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/cephdocker/ceph-docker-plugin/driver"
+	"github.com/cephdocker/ceph-docker-plugin/driver/execx"
 )
 
 // KRBD is the kernel rbd Mapper.
@@ -72,6 +73,23 @@ func ThreadKey(user, secret string) (string, func(), error) {
 func Available(sysfsRoot string) bool {
 	_, err := os.Stat(filepath.Join(sysfsRoot, "bus/rbd/add_single_major"))
 	return err == nil
+}
+
+// Load loads the kernel's rbd driver with modprobe (the command, normally "modprobe") when it is
+// not loaded yet, as `rbd device map` and ceph-csi do: hosts usually have the module installed
+// but load it only on first use. It needs the host's /lib/modules and CAP_SYS_MODULE, which the
+// managed plugin has. The error carries modprobe's own message.
+func Load(ctx context.Context, sysfsRoot, modprobe string) error {
+	if Available(sysfsRoot) {
+		return nil
+	}
+	if _, err := execx.Run(ctx, execx.Cmd{Name: modprobe, Args: []string{"rbd"}}); err != nil {
+		return err
+	}
+	if !Available(sysfsRoot) {
+		return fmt.Errorf("%s rbd succeeded but %s is still missing", modprobe, filepath.Join(sysfsRoot, "bus/rbd/add_single_major"))
+	}
+	return nil
 }
 
 func (k *KRBD) busPath(name string) string { return filepath.Join(k.SysfsRoot, "bus/rbd", name) }

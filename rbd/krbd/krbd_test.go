@@ -436,3 +436,40 @@ func TestMapRetriesWithTheSecretWhenTheKernelFindsNoKey(t *testing.T) {
 		t.Fatalf("writes = %q, %d keys left; want one map with the secret and no key left", got, kr.live)
 	}
 }
+
+// Load runs modprobe rbd only when the driver is missing, and checks the driver appeared.
+func TestLoadRunsModprobeWhenTheDriverIsMissing(t *testing.T) {
+	dir := t.TempDir()
+	sys := filepath.Join(dir, "sys")
+	calls := filepath.Join(dir, "calls")
+	script := func(name, body string) string {
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, []byte("#!/bin/sh\necho \"$@\" >> "+calls+"\n"+body), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	loads := script("modprobe-ok", "mkdir -p "+sys+"/bus/rbd && touch "+sys+"/bus/rbd/add_single_major\n")
+	fails := script("modprobe-fails", "echo 'modprobe: FATAL: Module rbd not found in directory /lib/modules/6.1.0' >&2; exit 1\n")
+	noop := script("modprobe-noop", "exit 0\n")
+	ctx := context.Background()
+
+	err := Load(ctx, sys, fails)
+	if err == nil || !strings.Contains(err.Error(), "Module rbd not found") {
+		t.Errorf("Load with a failing modprobe: %v, want its message", err)
+	}
+	err = Load(ctx, sys, noop)
+	if err == nil || !strings.Contains(err.Error(), "still missing") {
+		t.Errorf("Load with a modprobe that loads nothing: %v, want an error", err)
+	}
+	if err := Load(ctx, sys, loads); err != nil || !Available(sys) {
+		t.Fatalf("Load: %v (available %v)", err, Available(sys))
+	}
+	if err := Load(ctx, sys, fails); err != nil {
+		t.Errorf("Load with the driver loaded: %v, want nil without running modprobe", err)
+	}
+	b, _ := os.ReadFile(calls)
+	if got := strings.Count(string(b), "rbd\n"); got != 3 {
+		t.Errorf("modprobe ran %d times with rbd, want 3:\n%s", got, b)
+	}
+}
