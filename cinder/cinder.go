@@ -615,6 +615,12 @@ func (p *Provisioner) Remove(ctx context.Context, name string, action driver.Rem
 	}
 	switch action {
 	case driver.RemoveKeep:
+		kept := driver.KeptName(name, time.Now())
+		desc := fmt.Sprintf("Docker volume %s (ceph-docker-plugin), removed from Docker at %s with REMOVE_ACTION=keep; rename it back to use it again",
+			name, time.Now().UTC().Format(time.RFC3339))
+		if _, err := volumes.Update(ctx, c, v.ID, volumes.UpdateOpts{Name: &kept, Description: &desc}).Extract(); err != nil {
+			return apiError("rename (REMOVE_ACTION=keep) to "+kept, name, err)
+		}
 		return nil
 	case driver.RemoveTrash:
 		return fmt.Errorf("%w: REMOVE_ACTION=trash needs BACKEND=rbd (Cinder has no trash); use delete or keep", driver.ErrInvalid)

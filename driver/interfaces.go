@@ -58,7 +58,7 @@ type RemoveAction string
 const (
 	RemoveDelete RemoveAction = "delete" // delete it
 	RemoveTrash  RemoveAction = "trash"  // move it to the rbd trash (recoverable)
-	RemoveKeep   RemoveAction = "keep"   // leave it; Docker forgets it
+	RemoveKeep   RemoveAction = "keep"   // keep the data under KeptName; Docker forgets it
 )
 
 // Options are a volume's creation options, parsed and validated.
@@ -101,6 +101,14 @@ const SignatureWindow = 1 << 20
 type KnownStore interface {
 	LoadKnown() (map[string]time.Time, error)
 	SaveKnown(map[string]time.Time) error
+}
+
+// KeptName is the name a volume removed with REMOVE_ACTION=keep gets in the backend: the data
+// stays, under a name that is not a valid volume name (so that List and Get no longer see it and
+// the name is free again) and that sorts next to the original: "db~removed-20261122T054900Z".
+// An operator restores it by renaming it back (rbd rename, openstack volume set --name).
+func KeptName(name string, at time.Time) string {
+	return name + "~removed-" + at.UTC().Format("20060102T150405Z")
 }
 
 // OptionComparer is implemented by a Provisioner with backend options (pool, volume-type, a

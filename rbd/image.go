@@ -228,6 +228,11 @@ func (c *Cluster) Remove(ctx context.Context, spec Spec) error {
 	return c.do(ctx, "remove", spec.String(), func() error { return rbd.RemoveImage(io, spec.Image) }, nil)
 }
 
+// Rename gives an image another name in its pool. ErrExists if the new name is taken.
+func (c *Cluster) Rename(ctx context.Context, spec Spec, newName string) error {
+	return c.withImage(ctx, "rename", spec, func(img *rbd.Image) error { return img.Rename(newName) })
+}
+
 // Trash moves an image to the pool's trash, where it can be restored until delay has passed
 // (`rbd trash ls`, `rbd trash restore`).
 func (c *Cluster) Trash(ctx context.Context, spec Spec, delay time.Duration) error {

@@ -385,6 +385,10 @@ func (p *Provisioner) Remove(ctx context.Context, name string, action driver.Rem
 	}
 	switch action {
 	case driver.RemoveKeep:
+		kept := driver.KeptName(name, time.Now())
+		if err := p.c.Rename(ctx, spec, kept); err != nil {
+			return fmt.Errorf("keep volume %s as %s/%s: %w", name, spec.Pool, kept, err)
+		}
 	case driver.RemoveTrash:
 		if err := p.c.Trash(ctx, spec, 0); err != nil {
 			return err

@@ -72,7 +72,7 @@ var Settings = []Setting{
 	{"MOUNT_ROOT", "/mnt/volumes", "where volumes are mounted (the plugin's PropagatedMount)"},
 	{"STATE_DIR", "/mnt/volumes/.state", "persisted state"},
 	{"PLUGIN_SOCKET", "/run/docker/plugins/ceph.sock", "unix socket the daemon talks to"},
-	{"REMOVE_ACTION", "delete", "delete, trash (recoverable) or keep (forget only)"},
+	{"REMOVE_ACTION", "delete", "delete, trash (rbd trash, recoverable) or keep (Docker forgets it; the data stays as NAME~removed-TIME)"},
 	{"LOCK_BREAK", "off", "on: take over a volume whose holder is dead, after fencing it (blocklist)"},
 	{"LOG_LEVEL", "info", "logrus level; debug logs every request with its duration"},
 	{"LOG_FORMAT", "text", "text or json"},

@@ -22,6 +22,9 @@ type Harness struct {
 	New func(t *testing.T, host string) driver.Provisioner
 	// Options are backend options for Create (e.g. a volume type); may be nil.
 	Options map[string]string
+	// Kept returns the backend's names of what Remove with RemoveKeep left of the volume name
+	// (images or Cinder volumes named driver.KeptName(name, ...)), and deletes them at cleanup.
+	Kept func(t *testing.T, name string) []string
 }
 
 // Run runs the suite.
@@ -29,6 +32,7 @@ func Run(t *testing.T, h Harness) {
 	t.Run("CreateGetListRemove", func(t *testing.T) { createGetListRemove(t, h) })
 	t.Run("OneHostAtATime", func(t *testing.T) { oneHostAtATime(t, h) })
 	t.Run("MissingVolume", func(t *testing.T) { missingVolume(t, h) })
+	t.Run("RemoveKeep", func(t *testing.T) { removeKeep(t, h) })
 }
 
 func ctx(t *testing.T) context.Context {
@@ -91,6 +95,41 @@ func createGetListRemove(t *testing.T, h Harness) {
 	}
 	if _, err := p.Get(ctx(t), name); !errors.Is(err, driver.ErrNotFound) {
 		t.Fatalf("get after remove: %v, want ErrNotFound", err)
+	}
+}
+
+// Remove with REMOVE_ACTION=keep: Docker forgets the volume (Get and List no longer see it, the
+// name can be used again) and the backend keeps it under driver.KeptName.
+func removeKeep(t *testing.T, h Harness) {
+	p := h.New(t, "host-a")
+	name := uniq("keep")
+	create(t, h, p, name)
+	if err := p.Remove(ctx(t), name, driver.RemoveKeep); err != nil {
+		t.Fatalf("remove (keep): %v", err)
+	}
+	kept := h.Kept(t, name)
+	if len(kept) != 1 || !strings.HasPrefix(kept[0], name+"~removed-") {
+		t.Fatalf("after Remove (keep) the backend holds %q; want one %s~removed-<time>", kept, name)
+	}
+	if _, err := p.Get(ctx(t), name); !errors.Is(err, driver.ErrNotFound) {
+		t.Fatalf("get after remove (keep): %v, want ErrNotFound", err)
+	}
+	vols, err := p.List(ctx(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, v := range vols {
+		if strings.HasPrefix(v.Name, name) {
+			t.Fatalf("list after remove (keep) has %s", v.Name)
+		}
+	}
+	// The name is free: a new volume, not the kept one.
+	create(t, h, p, name)
+	if v, err := p.Get(ctx(t), name); err != nil || v.Holder != "" {
+		t.Fatalf("get of the new %s: %+v, %v", name, v, err)
+	}
+	if again := h.Kept(t, name); len(again) != 1 || again[0] != kept[0] {
+		t.Fatalf("kept copies after the new Create: %q, want %q", again, kept)
 	}
 }
 
