@@ -29,6 +29,10 @@ type Config struct {
 	Fault func(step string)
 	// Known persists the names of the volumes seen (nil: kept in memory only).
 	Known KnownStore
+	// BootID identifies this boot of the host's kernel (/proc/sys/kernel/random/boot_id). Every
+	// state record carries it; Reconcile releases, rather than maps again, the volumes recorded in
+	// an earlier boot. Empty: records are taken as of this boot.
+	BootID string
 }
 
 // Driver implements the volume semantics on the interfaces it consumes. Every method takes a
@@ -61,6 +65,9 @@ func New(cfg Config, prov Provisioner, mapper Mapper, mounter Mounter, state Sta
 	}
 	if cfg.RemoveAction == "" {
 		cfg.RemoveAction = RemoveDelete
+	}
+	if cfg.BootID != "" {
+		state = bootStamped{StateStore: state, boot: cfg.BootID}
 	}
 	d := &Driver{cfg: cfg, prov: prov, mapper: mapper, mounter: mounter, state: state,
 		ready: make(chan struct{}), log: cfg.Log}
@@ -788,12 +795,30 @@ func (d *Driver) Reconcile(ctx context.Context) error {
 // reconcileWorkers is how many volumes Reconcile repairs at once.
 const reconcileWorkers = 8
 
+// bootStamped records the boot every state record is written in (State.Boot).
+type bootStamped struct {
+	StateStore
+	boot string
+}
+
+func (s bootStamped) Save(st State) error {
+	st.Boot = s.boot
+	return s.StateStore.Save(st)
+}
+
 // reconcileOne repairs one recorded volume after a start; the caller holds its lock. listed is
 // the mapper's mappings listed at the start of the reconcile (nil if that failed).
 func (d *Driver) reconcileOne(ctx context.Context, st State, listed *[]Mapping) error {
 	log := d.log.WithFields(logrus.Fields{"volume": st.Name, "refs": len(st.IDs), "op": st.Op})
 	var err error
-	if st.Op != "" {
+	if st.Boot != "" && d.cfg.BootID != "" && st.Boot != d.cfg.BootID {
+		// The host rebooted: its containers died, and with them every reference. Mapping the
+		// volumes again would keep them claimed by this host (dockerd may never call Unmount for
+		// containers it does not restart), so release them; containers that restart Mount again.
+		log.Info("recorded before the host rebooted: releasing the volume, whose containers ended with the reboot")
+		st.IDs, st.Op, st.OpID = nil, "", ""
+		err = d.teardown(ctx, &st)
+	} else if st.Op != "" {
 		err = d.repair(ctx, &st)
 	} else if len(st.IDs) > 0 {
 		err = d.ensureUpWith(ctx, &st, true, listed)

@@ -165,4 +165,7 @@ type State struct {
 	Device  string     `json:",omitempty"` // the mapped device, once mapped
 	Path    string     // the mount point
 	Updated time.Time
+	// Boot is the kernel boot (Config.BootID) the record was written in: a record of an earlier
+	// boot holds no live mount, since a reboot ended every container (empty: not known).
+	Boot string `json:",omitempty"`
 }

@@ -3,6 +3,7 @@ package driver
 import (
 	"context"
 	"errors"
+	"strings"
 	"testing"
 	"time"
 )
@@ -57,4 +58,56 @@ func TestReconcileDoesNotHoldOtherCalls(t *testing.T) {
 	}
 	e.assertUp("v", "id1", "id2")
 	e.assertUp("w", "id1", "id2")
+}
+
+// After a reboot no container holds a reference: the reconcile releases the volumes recorded in
+// the earlier boot (no map, no mount; the claim goes) instead of mapping them again, and Unmount
+// calls for the dead containers' IDs succeed. A plugin restart in the same boot maps again.
+func TestReconcileAfterRebootReleasesInsteadOfMapping(t *testing.T) {
+	e := newTestDriver(t, func(c *Config) { c.BootID = "boot-1" })
+	for _, v := range []string{"v", "w"} {
+		e.prov.add(v, 1<<30, "ext4")
+		e.mustMount(v, "c1")
+	}
+	e.mustMount("w", "c2")
+	if st, _ := e.state("v"); st.Boot != "boot-1" {
+		t.Fatalf("state records boot %q, want boot-1", st.Boot)
+	}
+
+	// The same boot: a plugin restart after losing the mapping maps it again.
+	e.mapper.lose(image("v"))
+	e.mounter.lose(e.path("v"))
+	d := e.restart()
+	if err := d.Reconcile(bg); err != nil {
+		t.Fatal(err)
+	}
+	e.assertUp("v", "c1")
+	e.assertUp("w", "c1", "c2")
+
+	// A reboot: the kernel's mappings and mounts are gone, and the boot ID is new.
+	for _, v := range []string{"v", "w"} {
+		e.mapper.lose(image(v))
+		e.mounter.lose(e.path(v))
+	}
+	mark := e.rec.mark()
+	e.cfg.BootID = "boot-2"
+	d = e.restart()
+	if err := d.Reconcile(bg); err != nil {
+		t.Fatal(err)
+	}
+	for _, op := range e.rec.ops(mark) {
+		if strings.HasPrefix(op, "map.Map") || strings.HasPrefix(op, "prov.Attach") || strings.HasPrefix(op, "mnt.Mount") {
+			t.Errorf("the reconcile after a reboot called %s; want only releases", op)
+		}
+	}
+	e.assertGone("v")
+	e.assertGone("w")
+	if err := d.Unmount(bg, "w", "c2"); err != nil {
+		t.Errorf("Unmount for a container of the earlier boot: %v", err)
+	}
+	// A container that restarts mounts it as new, recorded in this boot.
+	e.mustMount("v", "c3")
+	if st := e.assertUp("v", "c3"); st.Boot != "boot-2" {
+		t.Errorf("state records boot %q, want boot-2", st.Boot)
+	}
 }

@@ -42,6 +42,8 @@ type Config struct {
 	OpenStack     OpenStack
 	// FaultKillAt is for crash tests only: the process kills itself with SIGKILL at that step.
 	FaultKillAt string
+	// BootID overrides the kernel's boot ID (tests only: a restart with another one is a reboot).
+	BootID string
 }
 
 // OpenStack are the Keystone settings, as the openstack CLI reads them.
@@ -149,6 +151,7 @@ func LoadConfig(getenv func(string) string) (Config, error) {
 		CephTimeout:   duration("CEPH_TIMEOUT"),
 		NodeName:      get("NODE_NAME"),
 		FaultKillAt:   strings.TrimSpace(getenv("TEST_FAULT_KILL_AT")),
+		BootID:        strings.TrimSpace(getenv("TEST_BOOT_ID")),
 	}
 	if c.CephKeyring != "" && !filepath.IsAbs(c.CephKeyring) {
 		bad("CEPH_KEYRING", c.CephKeyring, "an absolute path, or empty")

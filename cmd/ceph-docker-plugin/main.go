@@ -12,6 +12,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -111,6 +112,7 @@ func run() error {
 		// background.
 		CleanupTimeout: cfg.CallTimeout,
 		Known:          store,
+		BootID:         bootID(cfg, log),
 	}
 	if cfg.FaultKillAt != "" {
 		log.WithField("step", cfg.FaultKillAt).Warn("TEST_FAULT_KILL_AT is set: this process kills itself at that step (tests only)")
@@ -226,6 +228,22 @@ func listen(path string) (net.Listener, error) {
 		return nil, err
 	}
 	return ln, nil
+}
+
+// bootID identifies this boot of the kernel (the same inside the plugin's container), so that
+// the reconcile knows state recorded before a reboot. "" if unreadable: state is then taken as
+// of this boot, as before.
+func bootID(cfg Config, log *logrus.Entry) string {
+	if cfg.BootID != "" {
+		log.WithField("boot", cfg.BootID).Warn("TEST_BOOT_ID is set: it stands for the kernel's boot ID (tests only)")
+		return cfg.BootID
+	}
+	b, err := os.ReadFile("/proc/sys/kernel/random/boot_id")
+	if err != nil {
+		log.WithError(err).Warn("cannot read the kernel's boot ID: after a reboot, volumes of containers that ended with it are mapped again until dockerd unmounts them")
+		return ""
+	}
+	return strings.TrimSpace(string(b))
 }
 
 // modprobeTimeout bounds loading the rbd module at start (it takes well under a second).
