@@ -272,8 +272,21 @@ func TestProtocolRemoveActions(t *testing.T) {
 	name = uniq("keep")
 	keep.create(name, map[string]string{"size": "32M"})
 	keep.remove(name)
-	if !strings.Contains(l.admin(t, "rbd", "ls", l.pool), name) {
+	// keep: Docker forgets the volume, the image stays as NAME~removed-TIME.
+	kept := ""
+	for _, img := range strings.Fields(l.admin(t, "rbd", "ls", l.pool)) {
+		if img == name {
+			t.Fatalf("REMOVE_ACTION=keep left %s under its name: Docker would still list it", name)
+		}
+		if strings.HasPrefix(img, name+"~removed-") {
+			kept = img
+		}
+	}
+	if kept == "" {
 		t.Fatalf("REMOVE_ACTION=keep removed %s", name)
 	}
-	l.admin(t, "rbd", "rm", l.pool+"/"+name)
+	if msg := keep.fail("/VolumeDriver.Get", map[string]string{"Name": name}); !strings.Contains(msg, "not found") {
+		t.Fatalf("Get after Remove with keep: %q, want not found", msg)
+	}
+	l.admin(t, "rbd", "rm", l.pool+"/"+kept)
 }
