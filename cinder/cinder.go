@@ -65,6 +65,8 @@ type Config struct {
 	CephUser string // the host's own cephx user for mapping (Cinder returns no key)
 	// Fencer fences a dead holder's Ceph clients for LOCK_BREAK=on takeovers (nil: refused).
 	Fencer Fencer
+	// Watchers tells who has a volume's RBD image open (nil: only attachments are checked).
+	Watchers Watchers
 	// Poll is the longest interval between status polls (default 500 ms); polls start at 50 ms.
 	Poll time.Duration
 }
@@ -75,6 +77,15 @@ type Config struct {
 // is alive: Fence refuses it with ErrBusyElsewhere (after waiting a while for the watch to lapse).
 type Fencer interface {
 	Fence(ctx context.Context, spec driver.ImageSpec) ([]string, error)
+}
+
+// Watchers lists the Ceph clients that keep an RBD image open: a mapping watches its image. A
+// new attachment is completed only when no client does, so that an image mapped outside Cinder's
+// attachments (by hand, or by a host whose attachment was deleted) is never mapped a second time.
+type Watchers interface {
+	// LiveWatchers waits a while for watches to lapse (a dead client's does within 30 s, never
+	// past ctx's deadline) and returns the addresses of the clients still watching.
+	LiveWatchers(ctx context.Context, spec driver.ImageSpec) ([]string, error)
 }
 
 // Provisioner is the Cinder driver.Provisioner.
@@ -744,6 +755,19 @@ func (p *Provisioner) Attach(ctx context.Context, name string, req driver.Attach
 	if err != nil {
 		undo()
 		return driver.Attachment{}, fmt.Errorf("cinder attach %s: %w", name, err)
+	}
+	if p.cfg.Watchers != nil {
+		// With the attachment reserved (no other host can attach meanwhile), make sure no
+		// client maps the image without one.
+		live, err := p.cfg.Watchers.LiveWatchers(ctx, spec)
+		if err == nil && len(live) > 0 {
+			err = fmt.Errorf("%w: volume %s: its RBD image %s is open by Ceph client(s) %s that have no Cinder attachment (mapped by hand, or by a host whose attachment was deleted); unmap it there first",
+				driver.ErrBusyElsewhere, name, spec, strings.Join(live, ", "))
+		}
+		if err != nil {
+			undo()
+			return driver.Attachment{}, err
+		}
 	}
 	if err := attachments.Complete(ctx, c, a.ID).ExtractErr(); err != nil {
 		undo()

@@ -19,6 +19,7 @@ import (
 	"github.com/gophercloud/gophercloud/v2/openstack/blockstorage/v3/volumetypes"
 
 	"github.com/cephdocker/ceph-docker-plugin/driver"
+	"github.com/cephdocker/ceph-docker-plugin/rbd"
 )
 
 // Integration tests against the real lab Keystone + Cinder (scripts/openstack-up.sh), as the
@@ -352,5 +353,87 @@ func TestProjectIDVolumeFoundEverywhere(t *testing.T) {
 	}
 	if _, err := creator.Get(tctx(t, 30*time.Second), name); !errors.Is(err, driver.ErrNotFound) {
 		t.Fatalf("get after remove: %v", err)
+	}
+}
+
+// rbdWatchers is the plugin's Watchers (cmd/ceph-docker-plugin's cephClient) on a real cluster.
+type rbdWatchers struct{ c *rbd.Cluster }
+
+func (w rbdWatchers) LiveWatchers(ctx context.Context, spec driver.ImageSpec) ([]string, error) {
+	ws, err := w.c.WaitUnwatched(ctx, spec, rbd.TakeOverReserve)
+	var addrs []string
+	for _, x := range ws {
+		addrs = append(addrs, x.Addr)
+	}
+	return addrs, err
+}
+
+// An image mapped outside Cinder's attachments (here: `rbd watch`, which holds a watch as a
+// mapping does) is refused by a new attachment, which is undone; once the client is gone the
+// attachment goes through.
+func TestAttachRefusesAnImageOpenWithoutAttachment(t *testing.T) {
+	conf, user, kr, admin := os.Getenv("CEPH_CONF"), os.Getenv("CEPH_USER"), os.Getenv("CEPH_KEYRING"), os.Getenv("CEPH_ADMIN_KEYRING")
+	if conf == "" || user == "" || kr == "" || admin == "" {
+		t.Fatal("CEPH_CONF, CEPH_USER, CEPH_KEYRING and CEPH_ADMIN_KEYRING must be set: run `make test`")
+	}
+	c, err := rbd.Connect(tctx(t, 30*time.Second), rbd.Config{ConfPath: conf, User: user, Keyring: kr, OpTimeout: 20 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(c.Close)
+	a, b := newProv(t, "host-a"), newProv(t, "host-b")
+	a.cfg.Watchers, b.cfg.Watchers = rbdWatchers{c}, rbdWatchers{c}
+	v := mustCreate(t, a, uniq("watched"), opts(1<<30, nil))
+
+	att, err := a.Attach(tctx(t, 60*time.Second), v.Name, driver.AttachRequest{Host: "host-a", MountID: "m1"})
+	if err != nil {
+		t.Fatalf("attach of an unwatched image: %v", err)
+	}
+	spec := att.Map.ImageSpec
+	if err := a.Detach(tctx(t, 60*time.Second), v.Name, att); err != nil {
+		t.Fatal(err)
+	}
+
+	// A client opens the image without an attachment; it exits when its stdin closes.
+	watch := exec.Command("rbd", "-c", conf, "-n", "client.admin", "-k", admin, "watch", spec.Pool+"/"+spec.Image)
+	stdin, err := watch.StdinPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := watch.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = watch.Process.Kill(); _ = watch.Wait() })
+	for i := 0; ; i++ {
+		ws, err := c.Watchers(tctx(t, 10*time.Second), spec)
+		if err == nil && len(ws) > 0 {
+			break
+		}
+		if i > 100 {
+			t.Fatalf("rbd watch did not watch %s: %v", spec, err)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+
+	// 25 s: the wait for the watch to lapse ends 10 s before the deadline.
+	_, err = b.Attach(tctx(t, 25*time.Second), v.Name, driver.AttachRequest{Host: "host-b", MountID: "m2"})
+	if !errors.Is(err, driver.ErrBusyElsewhere) || !strings.Contains(err.Error(), "no Cinder attachment") || !strings.Contains(err.Error(), spec.String()) {
+		t.Fatalf("attach while a client watches the image: %v, want ErrBusyElsewhere naming the image", err)
+	}
+	got, err := b.Get(tctx(t, 30*time.Second), v.Name)
+	if err != nil || got.Holder != "" || got.Status["cinder-status"] != "available" {
+		t.Fatalf("after the refused attach: %+v, %v; want it available, unattached", got, err)
+	}
+
+	stdin.Close()
+	if err := watch.Wait(); err != nil {
+		t.Logf("rbd watch: %v", err)
+	}
+	att, err = b.Attach(tctx(t, 60*time.Second), v.Name, driver.AttachRequest{Host: "host-b", MountID: "m2"})
+	if err != nil {
+		t.Fatalf("attach once the client is gone: %v", err)
+	}
+	if err := b.Detach(tctx(t, 60*time.Second), v.Name, att); err != nil {
+		t.Fatal(err)
 	}
 }

@@ -214,6 +214,28 @@ func TestPluginInstalledAndEnabled(t *testing.T) {
 	if out != "true ceph.sock /mnt/volumes" {
 		t.Fatalf("plugin inspect = %q", out)
 	}
+	// Its start-up checks find MOUNT_ROOT to be the shared propagated mount, with STATE_DIR under
+	// it (dockerd logs the plugin's output with the plugin's ID).
+	id := must(t, "plugin", "inspect", "-f", "{{.Id}}", pluginName())
+	raw, err := os.ReadFile(filepath.Join(labDir(), "docker", "dockerd.log"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var lines []string
+	for _, l := range strings.Split(string(raw), "\n") {
+		if strings.Contains(l, "plugin="+id) {
+			lines = append(lines, l)
+		}
+	}
+	log := strings.Join(lines, "\n")
+	if !strings.Contains(log, "msg=serving") {
+		t.Fatalf("dockerd's log has no start of plugin %s:\n%s", id, log)
+	}
+	for _, bad := range []string{"is not a shared mount point", "STATE_DIR is not under MOUNT_ROOT"} {
+		if strings.Contains(log, bad) {
+			t.Errorf("the plugin warns %q at start:\n%s", bad, log)
+		}
+	}
 }
 
 // Settings change with `docker plugin set` while the plugin is disabled, never while enabled.

@@ -193,6 +193,9 @@ func TestRebootReleasesVolumes(t *testing.T) {
 }
 
 func testRebootReleasesVolumes(t *testing.T, b backend) {
+	// Both backends at once: each waits about 30 s for a dead client's watch to lapse, and their
+	// plugins share nothing (own directories, own images).
+	t.Parallel()
 	l := labEnv(t)
 	p := newPlugin(t, l, "host-a", b.env...)
 	p.start("TEST_BOOT_ID=boot-1")

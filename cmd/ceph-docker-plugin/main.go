@@ -19,6 +19,7 @@ import (
 
 	"github.com/docker/go-plugins-helpers/volume"
 	"github.com/gophercloud/gophercloud/v2"
+	"github.com/moby/sys/mountinfo"
 	"github.com/sirupsen/logrus"
 
 	"github.com/cephdocker/ceph-docker-plugin/cinder"
@@ -55,6 +56,7 @@ func run() error {
 	}
 	defer ln.Close()
 
+	checkMountRoot(cfg, log)
 	mapper, err := newMapper(cfg, log)
 	if err != nil {
 		return err
@@ -77,11 +79,12 @@ func run() error {
 			auth.Scope = &gophercloud.AuthScope{ProjectName: o.ProjectName, DomainName: o.ProjectDomain}
 		}
 		ccfg := cinder.Config{Auth: auth, Region: o.Region, CACert: o.CACert, Host: cfg.NodeName, CephUser: cfg.CephUser}
+		ceph := &cephClient{cfg: rbd.Config{ConfPath: cfg.CephConf, Cluster: cfg.CephCluster,
+			User: cfg.CephUser, Keyring: cfg.CephKeyring, OpTimeout: cfg.CephTimeout}}
+		defer ceph.Close()
+		ccfg.Watchers = ceph
 		if cfg.LockBreak {
-			f := &cephFencer{cfg: rbd.Config{ConfPath: cfg.CephConf, Cluster: cfg.CephCluster,
-				User: cfg.CephUser, Keyring: cfg.CephKeyring, OpTimeout: cfg.CephTimeout}}
-			defer f.Close()
-			ccfg.Fencer = f
+			ccfg.Fencer = ceph
 		}
 		prov = cinder.New(ccfg)
 	default:
@@ -171,21 +174,22 @@ func run() error {
 	}
 }
 
-// cephFencer fences for Cinder-mode takeovers (LOCK_BREAK=on). It connects to Ceph, with the
-// host's own cephx user, on first use: Cinder mode needs no Ceph connection otherwise.
-type cephFencer struct {
+// cephClient is Cinder mode's own view of Ceph, with the host's cephx user: who watches an image
+// before a new attachment completes, and fencing for LOCK_BREAK=on takeovers. It connects on
+// first use.
+type cephClient struct {
 	cfg rbd.Config
 	mu  sync.Mutex
 	c   *rbd.Cluster
 }
 
-func (f *cephFencer) cluster(ctx context.Context) (*rbd.Cluster, error) {
+func (f *cephClient) cluster(ctx context.Context) (*rbd.Cluster, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if f.c == nil {
 		c, err := rbd.Connect(ctx, f.cfg)
 		if err != nil {
-			return nil, fmt.Errorf("connect to Ceph as client.%s to fence the dead holder: %w", f.cfg.User, err)
+			return nil, fmt.Errorf("connect to Ceph as client.%s: %w", f.cfg.User, err)
 		}
 		f.c = c
 	}
@@ -193,7 +197,7 @@ func (f *cephFencer) cluster(ctx context.Context) (*rbd.Cluster, error) {
 }
 
 // Fence implements cinder.Fencer: only a dead holder is fenced (see rbd.FenceDeadHolder).
-func (f *cephFencer) Fence(ctx context.Context, spec driver.ImageSpec) ([]string, error) {
+func (f *cephClient) Fence(ctx context.Context, spec driver.ImageSpec) ([]string, error) {
 	c, err := f.cluster(ctx)
 	if err != nil {
 		return nil, err
@@ -201,7 +205,21 @@ func (f *cephFencer) Fence(ctx context.Context, spec driver.ImageSpec) ([]string
 	return c.FenceDeadHolder(ctx, spec, rbd.TakeOverReserve)
 }
 
-func (f *cephFencer) Close() {
+// LiveWatchers implements cinder.Watchers (see rbd.WaitUnwatched).
+func (f *cephClient) LiveWatchers(ctx context.Context, spec driver.ImageSpec) ([]string, error) {
+	c, err := f.cluster(ctx)
+	if err != nil {
+		return nil, err
+	}
+	ws, err := c.WaitUnwatched(ctx, spec, rbd.TakeOverReserve)
+	addrs := make([]string, 0, len(ws))
+	for _, w := range ws {
+		addrs = append(addrs, w.Addr)
+	}
+	return addrs, err
+}
+
+func (f *cephClient) Close() {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if f.c != nil {
@@ -244,6 +262,22 @@ func bootID(cfg Config, log *logrus.Entry) string {
 		return ""
 	}
 	return strings.TrimSpace(string(b))
+}
+
+// checkMountRoot warns about MOUNT_ROOT and STATE_DIR settings that break a managed plugin
+// without an error of their own: dockerd shares only config.json's propagatedMount
+// (/mnt/volumes) with the containers, and keeps nothing else of the plugin's files across an
+// upgrade.
+func checkMountRoot(cfg Config, log *logrus.Entry) {
+	ms, err := mountinfo.GetMounts(mountinfo.SingleEntryFilter(cfg.MountRoot))
+	if err == nil && (len(ms) != 1 || !strings.Contains(ms[0].Optional, "shared:")) {
+		log.WithField("mount_root", cfg.MountRoot).Warn("MOUNT_ROOT is not a shared mount point: containers will not see the volumes mounted under it. " +
+			"In the managed plugin it must be config.json's propagatedMount, /mnt/volumes (the default)")
+	}
+	if rel, err := filepath.Rel(cfg.MountRoot, cfg.StateDir); err != nil || rel == "." || strings.HasPrefix(rel, "..") {
+		log.WithFields(logrus.Fields{"state_dir": cfg.StateDir, "mount_root": cfg.MountRoot}).Warn("STATE_DIR is not under MOUNT_ROOT: " +
+			"in the managed plugin, the state is then lost when the plugin is upgraded or reinstalled, and volumes in use are not released")
+	}
 }
 
 // modprobeTimeout bounds loading the rbd module at start (it takes well under a second).
