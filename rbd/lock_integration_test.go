@@ -4,6 +4,8 @@ package rbd_test
 
 import (
 	"errors"
+	"os"
+	"os/exec"
 	"slices"
 	"strings"
 	"testing"
@@ -224,5 +226,67 @@ func TestFenceDeadHolderRefusesALiveHolder(t *testing.T) {
 	}
 	if fenced, err = hostB.FenceDeadHolder(ctx, spec, 0); err != nil || len(fenced) != 0 {
 		t.Fatalf("FenceDeadHolder after the holder let go = %v, %v; want nothing to fence", fenced, err)
+	}
+}
+
+// startWatch runs `rbd watch` on the image, which keeps a watch on it as a mapping does, and
+// returns once the watch is there.
+func startWatch(t *testing.T, e labEnv, c *rbd.Cluster, spec rbd.Spec) *exec.Cmd {
+	t.Helper()
+	cmd := exec.Command("rbd", "-c", e.conf, "-n", "client."+e.user, "-k", e.keyring, "watch", spec.String())
+	pr, pw, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd.Stdin = pr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	pr.Close()
+	t.Cleanup(func() { pw.Close(); _ = cmd.Process.Kill(); _ = cmd.Wait() })
+	for i := 0; ; i++ {
+		if ws, err := c.OtherWatchers(ctxFor(t, 10*time.Second), spec); err == nil && len(ws) > 0 {
+			return cmd
+		}
+		if i > 100 {
+			t.Fatalf("rbd watch did not watch %s", spec)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// A volume whose image a client watches without the plugin's host lock: a live client is refused
+// after the wait for its watch to lapse; a dead one's watch (a crashed plugin, this host before a
+// quick reboot) lapses and the Attach goes through, without LOCK_BREAK.
+func TestAttachWaitsOutADeadClientsWatch(t *testing.T) {
+	e := lab(t)
+	c := e.connect(t)
+	p := rbd.NewProvisioner(c, rbd.ProvisionerConfig{Pool: e.pool, Host: "host-a", Features: []string{"layering", "exclusive-lock"}})
+	name := uniqueName("watched")
+	if err := p.Create(ctxFor(t, 30*time.Second), name, driver.Options{Size: 16 * mib, SizeGiven: true, FSType: "ext4", Backend: map[string]string{}}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = p.Remove(ctxFor(t, 60*time.Second), name, driver.RemoveDelete) })
+	spec := rbd.Spec{Pool: e.pool, Image: name}
+	req := driver.AttachRequest{Host: "host-a", MountID: "m1"}
+
+	watch := startWatch(t, e, c, spec)
+	start := time.Now()
+	_, err := p.Attach(ctxFor(t, 20*time.Second), name, req) // waits until 10 s before the deadline
+	if !errors.Is(err, driver.ErrBusyElsewhere) || !strings.Contains(err.Error(), "kept watching the image") {
+		t.Fatalf("attach while a live client watches: %v, want ErrBusyElsewhere", err)
+	}
+	t.Logf("a live client's watch: refused after %.1fs: %v", time.Since(start).Seconds(), err)
+
+	_ = watch.Process.Kill() // dies without unwatching: the watch lingers until it lapses
+	_ = watch.Wait()
+	start = time.Now()
+	att, err := p.Attach(ctxFor(t, 60*time.Second), name, req)
+	if err != nil {
+		t.Fatalf("attach after the client died: %v", err)
+	}
+	t.Logf("a dead client's watch: attached after %.1fs (it lapses within %s)", time.Since(start).Seconds(), rbd.WatchLapse)
+	if err := p.Detach(ctxFor(t, 30*time.Second), name, att); err != nil {
+		t.Fatal(err)
 	}
 }

@@ -438,18 +438,26 @@ func (p *Provisioner) Attach(ctx context.Context, name string, req driver.Attach
 	}
 	if !ours {
 		if holder := holderOf(d, p.cfg.Host); holder != "" {
-			if !req.TakeOver {
+			locked := otherHostLocked(lockers, cookie)
+			if !req.TakeOver && locked {
 				return att, fmt.Errorf("%w: volume %s is in use by %s; stop it there, or if that host is dead, set LOCK_BREAK=on to fence it and take the volume over",
 					driver.ErrBusyElsewhere, name, holder)
 			}
-			// LOCK_BREAK takes a volume over only from a dead holder. A live one (a host with the
-			// volume mapped, even idle) keeps its watch on the image; a dead one loses it.
+			// A live holder (a host with the volume mapped, even idle) keeps its watch on the
+			// image; a dead one loses it within WatchLapse. LOCK_BREAK takes a volume over only
+			// from a dead holder, and a holder with no host lock is only watches, which a dead
+			// client leaves behind (a plugin that crashed, or this host before a quick reboot):
+			// wait for them to lapse.
 			live, err := p.c.WaitUnwatched(ctx, spec, TakeOverReserve)
 			if err != nil {
-				return att, fmt.Errorf("take volume %s over from %s: %w", name, holder, err)
+				return att, fmt.Errorf("volume %s, in use by %s: %w", name, holder, err)
+			}
+			if len(live) > 0 && req.TakeOver {
+				return att, fmt.Errorf("%w: volume %s is in use by %s; %w", driver.ErrBusyElsewhere, name, holder, aliveError(live))
 			}
 			if len(live) > 0 {
-				return att, fmt.Errorf("%w: volume %s is in use by %s; %w", driver.ErrBusyElsewhere, name, holder, aliveError(live))
+				return att, fmt.Errorf("%w: volume %s is in use by %s, which kept watching the image while this host waited for it to go (a dead client's watch lapses within %s): unmap it there first",
+					driver.ErrBusyElsewhere, name, holder, WatchLapse)
 			}
 			// The holder may have let go while this host waited: look again.
 			if spec, d, err = p.describe(ctx, name); err != nil {
@@ -457,6 +465,9 @@ func (p *Provisioner) Attach(ctx context.Context, name string, req driver.Attach
 			}
 			lockers = d.Lockers
 			if holder := holderOf(d, p.cfg.Host); holder != "" {
+				if !req.TakeOver {
+					return att, fmt.Errorf("%w: volume %s was just attached by %s", driver.ErrBusyElsewhere, name, holder)
+				}
 				if att.Fenced, err = p.takeOver(ctx, spec, lockers); err != nil {
 					return att, fmt.Errorf("take volume %s over from %s: %w", name, holder, err)
 				}
@@ -487,6 +498,16 @@ func (p *Provisioner) Attach(ctx context.Context, name string, req driver.Attach
 	vol.Unwritten = p.c.EndsUnwritten(ctx, d.Info, driver.SignatureWindow)
 	att.Volume = &vol // the first Mount needs no Get of its own
 	return att, nil
+}
+
+// otherHostLocked reports whether another host's plugin holds the host lock (not just watches).
+func otherHostLocked(lockers []Locker, cookie string) bool {
+	for _, l := range lockers {
+		if strings.HasPrefix(l.Cookie, cookiePrefix) && l.Cookie != cookie {
+			return true
+		}
+	}
+	return false
 }
 
 // TakeOverReserve is the part of a call's deadline that a LOCK_BREAK takeover leaves, after
