@@ -65,10 +65,21 @@ func TestCreateFromSnapshot(t *testing.T) {
 		clones = append(clones, v)
 	}
 
-	// An idempotent Create compares the backend options it gives with the existing image.
+	// An idempotent Create compares the backend options it gives with the existing image. The
+	// source is recorded at Create: a flattened clone, which has no parent any more, still matches.
 	baseVol, err := p.Get(ctx, base)
 	if err != nil {
 		t.Fatal(err)
+	}
+	if err := c.Flatten(ctx, clones[1].Image); err != nil {
+		t.Fatal(err)
+	}
+	flat, err := p.Get(ctx, clones[1].Name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if flat.Status["parent"] != nil || flat.Status[rbd.OptFromSnapshot] != e.pool+"/"+base+"@s1" {
+		t.Fatalf("flattened clone: Status %v, want no parent and from-snapshot %s/%s@s1", flat.Status, e.pool, base)
 	}
 	for _, tc := range []struct {
 		vol     driver.Volume
@@ -77,7 +88,9 @@ func TestCreateFromSnapshot(t *testing.T) {
 	}{
 		{clones[0], map[string]string{rbd.OptFromSnapshot: base + "@s1"}, ""},
 		{clones[0], map[string]string{rbd.OptFromSnapshot: e.pool + "/" + base + "@s1"}, ""},
-		{clones[0], map[string]string{rbd.OptFromSnapshot: base + "@s2"}, "from-snapshot " + base + "@s2 (it is a clone of " + e.pool + "/" + base + "@s1)"},
+		{clones[0], map[string]string{rbd.OptFromSnapshot: base + "@s2"}, "from-snapshot " + base + "@s2 (it was cloned from " + e.pool + "/" + base + "@s1)"},
+		{flat, map[string]string{rbd.OptFromSnapshot: base + "@s1"}, ""},
+		{flat, map[string]string{rbd.OptFromSnapshot: base + "@s2"}, "from-snapshot " + base + "@s2 (it was cloned from " + e.pool + "/" + base + "@s1)"},
 		{baseVol, map[string]string{rbd.OptFromSnapshot: base + "@s1"}, "from-snapshot " + base + "@s1 (it is not a clone)"},
 		{baseVol, map[string]string{rbd.OptFeatures: "deep-flatten, layering,exclusive-lock,object-map,fast-diff"}, ""},
 		{baseVol, map[string]string{rbd.OptFeatures: "layering"}, "features layering (it has deep-flatten,exclusive-lock,fast-diff,layering,object-map)"},

@@ -30,12 +30,20 @@ func (p *Provisioner) Differences(ctx context.Context, vol driver.Volume, opts d
 		}
 	}
 	if v, ok := opts.Backend[OptFromSnapshot]; ok {
-		have, _ := vol.Status["parent"].(string)
-		switch src, err := p.parseSnapshot(ctx, v); {
-		case have == "":
+		// The source recorded at Create outlives a flatten; an image without one (made before
+		// the plugin recorded it, or by hand) is compared by its parent link.
+		recorded, _ := vol.Status[OptFromSnapshot].(string)
+		parent, _ := vol.Status["parent"].(string)
+		src, err := p.parseSnapshot(ctx, v)
+		switch {
+		case recorded != "":
+			if err == nil && src.String() != recorded {
+				diffs = append(diffs, fmt.Sprintf("from-snapshot %s (it was cloned from %s)", v, recorded))
+			}
+		case parent == "":
 			diffs = append(diffs, fmt.Sprintf("from-snapshot %s (it is not a clone)", v))
-		case err == nil && src.String() != have:
-			diffs = append(diffs, fmt.Sprintf("from-snapshot %s (it is a clone of %s)", v, have))
+		case err == nil && src.String() != parent:
+			diffs = append(diffs, fmt.Sprintf("from-snapshot %s (it is a clone of %s)", v, parent))
 		}
 	}
 	return diffs

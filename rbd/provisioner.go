@@ -20,6 +20,9 @@ const (
 	metaMkfsOptions  = metaPrefix + "mkfs-options"
 	metaMountOptions = metaPrefix + "mount-options"
 	metaCreated      = metaPrefix + "created"
+	// metaFromSnapshot is the snapshot a clone was made from (pool/image@snap): the parent link
+	// goes when the clone is flattened, this record stays.
+	metaFromSnapshot = metaPrefix + "from-snapshot"
 	// indexObject is a RADOS object in the default pool whose omap maps the names of volumes
 	// created in other pools (-o pool=...) to pool/image, so that Get finds them from any host.
 	indexObject = "ceph-docker-plugin.volumes"
@@ -198,6 +201,7 @@ func (p *Provisioner) Create(ctx context.Context, name string, opts driver.Optio
 		return err
 	}
 
+	meta := map[string]string{metaFSType: opts.FSType, metaCreated: time.Now().UTC().Format(time.RFC3339)}
 	var tx []func(context.Context)
 	undo := func() {
 		cctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
@@ -211,6 +215,7 @@ func (p *Provisioner) Create(ctx context.Context, name string, opts driver.Optio
 		if err != nil {
 			return err
 		}
+		meta[metaFromSnapshot] = parent.String()
 		if err := p.c.ProtectSnap(ctx, parent); err != nil {
 			return fmt.Errorf("from-snapshot %s: %w", src, err)
 		}
@@ -243,7 +248,6 @@ func (p *Provisioner) Create(ctx context.Context, name string, opts driver.Optio
 		}
 		tx = append(tx, func(c context.Context) { _ = p.c.Remove(c, spec) })
 	}
-	meta := map[string]string{metaFSType: opts.FSType, metaCreated: time.Now().UTC().Format(time.RFC3339)}
 	if len(opts.MkfsOptions) > 0 {
 		meta[metaMkfsOptions] = strings.Join(opts.MkfsOptions, " ")
 	}
@@ -307,6 +311,9 @@ func volumeOf(name string, spec Spec, d Description) driver.Volume {
 	}
 	if info.Parent != "" {
 		vol.Status["parent"] = info.Parent
+	}
+	if v := meta[metaFromSnapshot]; v != "" {
+		vol.Status[OptFromSnapshot] = v
 	}
 	if info.DataPool != "" {
 		vol.Status["data-pool"] = info.DataPool
