@@ -816,8 +816,13 @@ func (d *Driver) reconcileOne(ctx context.Context, st State, listed *[]Mapping) 
 		// volumes again would keep them claimed by this host (dockerd may never call Unmount for
 		// containers it does not restart), so release them; containers that restart Mount again.
 		log.Info("recorded before the host rebooted: releasing the volume, whose containers ended with the reboot")
-		st.IDs, st.Op, st.OpID = nil, "", ""
-		err = d.teardown(ctx, &st)
+		// Recorded first as an unmount in progress: if the release fails (the backend is away),
+		// the background repair and the next call finish it, and a Mount does not join the
+		// dead references.
+		st.IDs, st.Op, st.OpID = nil, "unmount", ""
+		if err = d.state.Save(st); err == nil {
+			err = d.teardown(ctx, &st)
+		}
 	} else if st.Op != "" {
 		err = d.repair(ctx, &st)
 	} else if len(st.IDs) > 0 {

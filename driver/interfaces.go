@@ -105,10 +105,11 @@ type KnownStore interface {
 
 // KeptName is the name a volume removed with REMOVE_ACTION=keep gets in the backend: the data
 // stays, under a name that is not a valid volume name (so that List and Get no longer see it and
-// the name is free again) and that sorts next to the original: "db~removed-20261122T054900Z".
-// An operator restores it by renaming it back (rbd rename, openstack volume set --name).
+// the name is free again) and that sorts next to the original: "db~removed-20261122T054900.123Z"
+// (milliseconds: a name created and removed twice in a second gets two). An operator restores it
+// by renaming it back (rbd rename, openstack volume set --name).
 func KeptName(name string, at time.Time) string {
-	return name + "~removed-" + at.UTC().Format("20060102T150405Z")
+	return name + "~removed-" + at.UTC().Format("20060102T150405.000Z")
 }
 
 // OptionComparer is implemented by a Provisioner with backend options (pool, volume-type, a

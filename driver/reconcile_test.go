@@ -111,3 +111,44 @@ func TestReconcileAfterRebootReleasesInsteadOfMapping(t *testing.T) {
 		t.Errorf("state records boot %q, want boot-2", st.Boot)
 	}
 }
+
+// A release after a reboot that fails (the backend is away) stays pending: the background
+// repair finishes it, and a Mount meanwhile does not join the dead references.
+func TestReconcileAfterRebootFailedReleaseStaysPending(t *testing.T) {
+	e := newTestDriver(t, func(c *Config) { c.BootID = "boot-1" })
+	e.prov.add("v", 1<<30, "ext4")
+	e.mustMount("v", "c1")
+	e.mapper.lose(image("v"))
+	e.mounter.lose(e.path("v"))
+	e.cfg.BootID = "boot-2"
+	d := e.restart()
+	e.prov.failNext("Detach", errors.New("cinder: connection refused"))
+	if err := d.Reconcile(bg); err == nil {
+		t.Fatal("Reconcile with the release failing: no error")
+	}
+	if st, ok := e.state("v"); !ok || len(st.IDs) != 0 || st.Op != "unmount" {
+		t.Fatalf("state after the failed release: %+v (found %v); want no IDs and a pending unmount", st, ok)
+	}
+	e.mustMount("v", "c2")
+	e.assertUp("v", "c2")
+	e.mustUnmount("v", "c2")
+	e.assertGone("v")
+
+	// The same, finished by the background repair instead.
+	e.cfg.BootID = "boot-1"
+	e.d = e.restart()
+	if err := e.d.Reconcile(bg); err != nil {
+		t.Fatal(err)
+	}
+	e.mustMount("v", "c3")
+	e.mapper.lose(image("v"))
+	e.mounter.lose(e.path("v"))
+	e.cfg.BootID = "boot-3"
+	d = e.restart()
+	e.prov.failNext("Detach", errors.New("cinder: connection refused"))
+	_ = d.Reconcile(bg)
+	if err := d.RepairPending(bg); err != nil {
+		t.Fatal(err)
+	}
+	e.assertGone("v")
+}

@@ -97,6 +97,9 @@ func TestCreateFromSnapshot(t *testing.T) {
 		{baseVol, map[string]string{rbd.OptPool: e.pool}, ""},
 		{baseVol, map[string]string{rbd.OptPool: "fast"}, "pool fast (it is in pool " + e.pool + ")"},
 		{baseVol, map[string]string{rbd.OptDataPool: "ec"}, "data-pool ec (it has none)"},
+		{baseVol, map[string]string{rbd.OptDataPool: e.pool}, ""},
+		{baseVol, map[string]string{rbd.OptFeatures: "deep-flatten,layering,exclusive-lock,object-map,fast-diff,striping"}, ""},
+		{clones[0], map[string]string{rbd.OptFromSnapshot: "no-snapshot-given"}, "from-snapshot no-snapshot-given (not image@snapshot or volume@snapshot)"},
 	} {
 		got := strings.Join(p.Differences(ctx, tc.vol, driver.Options{Backend: tc.backend}), "; ")
 		if got != tc.want {

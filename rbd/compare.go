@@ -2,6 +2,7 @@ package rbd
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"slices"
 	"strings"
@@ -19,7 +20,11 @@ func (p *Provisioner) Differences(ctx context.Context, vol driver.Volume, opts d
 		diffs = append(diffs, fmt.Sprintf("pool %s (it is in pool %s)", v, vol.Image.Pool))
 	}
 	if v, ok := opts.Backend[OptDataPool]; ok {
-		if have, _ := vol.Status["data-pool"].(string); have != v {
+		want := v
+		if want == vol.Image.Pool {
+			want = "" // librbd keeps no data pool that is the image's own pool
+		}
+		if have, _ := vol.Status["data-pool"].(string); have != want {
 			diffs = append(diffs, fmt.Sprintf("data-pool %s (it has %s)", v, orNone(have)))
 		}
 	}
@@ -36,6 +41,8 @@ func (p *Provisioner) Differences(ctx context.Context, vol driver.Volume, opts d
 		parent, _ := vol.Status["parent"].(string)
 		src, err := p.parseSnapshot(ctx, v)
 		switch {
+		case errors.Is(err, driver.ErrInvalid):
+			diffs = append(diffs, fmt.Sprintf("from-snapshot %s (not image@snapshot or volume@snapshot)", v))
 		case recorded != "":
 			if err == nil && src.String() != recorded {
 				diffs = append(diffs, fmt.Sprintf("from-snapshot %s (it was cloned from %s)", v, recorded))
@@ -50,12 +57,13 @@ func (p *Provisioner) Differences(ctx context.Context, vol driver.Volume, opts d
 }
 
 // chosenFeatures are the features in a comma-separated list that Create's -o features chooses,
-// sorted: not data-pool (set by the data-pool option) nor those librbd sets itself (operations,
-// migrating, non-primary).
+// sorted: not data-pool (set by the data-pool option), nor striping (librbd keeps it only with a
+// stripe unit or count other than the default, which the plugin never sets), nor those librbd
+// sets itself (operations, migrating, non-primary).
 func chosenFeatures(list string) []string {
 	var out []string
 	for _, f := range strings.Split(strings.ReplaceAll(list, " ", ""), ",") {
-		if f != "" && f != rbd.FeatureNameDataPool && slices.Contains(KnownFeatures, f) && !slices.Contains(out, f) {
+		if f != "" && f != rbd.FeatureNameDataPool && f != rbd.FeatureNameStripingV2 && slices.Contains(KnownFeatures, f) && !slices.Contains(out, f) {
 			out = append(out, f)
 		}
 	}

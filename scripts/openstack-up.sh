@@ -43,8 +43,8 @@ alive() { os_alive "$1"; }
 start() { local n=$1; shift; alive "$n" && return 0
   setsid "$@" >>"$ST/log/$n.out" 2>&1 </dev/null & echo $! >"$ST/run/$n.pid"; }
 http_ok() { curl -fs -o /dev/null "$1"; }
-fail_logs() { for f in "$ST"/log/*.out "$ST"/log/*.log; do [ -f "$f" ] && { echo "--- $f" >&2; tail -n 8 "$f" >&2; }; done; }
-trap 'rc=$?; if [ $rc -ne 0 ]; then fail_logs; log "FAILED (exit $rc) at ${FAILED_AT:-an unknown step}"; fi; exit $rc' EXIT
+fail_logs() { for f in "$ST"/log/*.out "$ST"/log/*.log; do if [ -f "$f" ]; then echo "--- $f" >&2; tail -n 8 "$f" >&2; fi; done; }
+trap 'rc=$?; if [ $rc -ne 0 ]; then fail_logs || true; log "FAILED (exit $rc) at ${FAILED_AT:-an unknown step}"; fi; exit $rc' EXIT
 
 # ---- Cinder's own pool and cephx user on the lab Ceph; the hosts' user (client.docker) may map
 # its images too (Cinder returns no key: hosts map with their own).
@@ -224,11 +224,12 @@ start cinder-api uwsgi --plugin python3 --http-socket 127.0.0.1:8776 \
 # creates wait for those capabilities for up to 60 s, then fail with "No valid backend". Start the
 # scheduler first and cinder-volume only once the scheduler's fanout queue exists.
 start cinder-scheduler cinder-scheduler --config-file "$ETC/cinder.conf"
-scheduler_listens() { timeout 20 rabbitmqctl -q list_queues name | grep -q '^cinder-scheduler_fanout_'; }
+# (A dead scheduler's fanout queue outlives it for 30 min: count only queues with a consumer.)
+scheduler_listens() { timeout 20 rabbitmqctl -q list_queues name consumers | awk '$1 ~ /^cinder-scheduler_fanout_/ && $2 > 0 {f=1} END {exit !f}'; }
 alive cinder-volume || wait_until 120 "cinder-scheduler's queue on RabbitMQ" scheduler_listens
 start cinder-volume cinder-volume --config-file "$ETC/cinder.conf"
 wait_until 120 "cinder-api on 127.0.0.1:8776" http_ok http://127.0.0.1:8776/
-OS_LAB_PASSWORD=$PW BACKENDS=rbd timeout 150 /usr/bin/python3 "$HERE/openstack/cinder_types.py"
+OS_LAB_PASSWORD=$PW BACKENDS=rbd timeout 330 /usr/bin/python3 "$HERE/openstack/cinder_types.py"
 
 cat >"$OSL/env" <<ENV
 OS_AUTH_URL=$KS

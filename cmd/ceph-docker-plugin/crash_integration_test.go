@@ -221,13 +221,15 @@ func testRebootReleasesVolumes(t *testing.T, b backend) {
 	if h, _ := p.get(name).Volume.Status["holder"].(string); strings.Contains(h, "host-a") {
 		t.Fatalf("after the reboot the volume is still claimed: %q\n%s", h, p.logs())
 	}
+	image := b.pool + "/" + b.image(p, name)
 	for deadline := time.Now().Add(45 * time.Second); ; time.Sleep(time.Second) {
 		h, _ := p.get(name).Volume.Status["holder"].(string)
-		if h == "" {
+		st := l.admin(t, "rbd", "status", image)
+		if h == "" && strings.Contains(st, "Watchers: none") {
 			break
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("after the reboot the volume is still held: %q", h)
+			t.Fatalf("after the reboot the volume is still held: %q; %s: %s", h, image, st)
 		}
 	}
 	b.assertReleased(p, name)

@@ -270,9 +270,10 @@ func bootID(cfg Config, log *logrus.Entry) string {
 // upgrade.
 func checkMountRoot(cfg Config, log *logrus.Entry) {
 	ms, err := mountinfo.GetMounts(mountinfo.SingleEntryFilter(cfg.MountRoot))
-	if err == nil && (len(ms) != 1 || !strings.Contains(ms[0].Optional, "shared:")) {
-		log.WithField("mount_root", cfg.MountRoot).Warn("MOUNT_ROOT is not a shared mount point: containers will not see the volumes mounted under it. " +
-			"In the managed plugin it must be config.json's propagatedMount, /mnt/volumes (the default)")
+	// (Of mounts stacked there, the last one listed is the one on top.)
+	if err == nil && (len(ms) == 0 || !strings.Contains(ms[len(ms)-1].Optional, "shared:")) {
+		log.WithField("mount_root", cfg.MountRoot).Warn("MOUNT_ROOT is not a shared mount point: in the managed plugin, containers will not see the volumes mounted under it; " +
+			"there it must be config.json's propagatedMount, /mnt/volumes (the default)")
 	}
 	if rel, err := filepath.Rel(cfg.MountRoot, cfg.StateDir); err != nil || rel == "." || strings.HasPrefix(rel, "..") {
 		log.WithFields(logrus.Fields{"state_dir": cfg.StateDir, "mount_root": cfg.MountRoot}).Warn("STATE_DIR is not under MOUNT_ROOT: " +
