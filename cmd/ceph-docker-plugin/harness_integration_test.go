@@ -270,14 +270,23 @@ func (p *plugin) cleanHost() {
 	for _, pid := range fuse.Daemons(p.fuseRoot()) {
 		_ = syscall.Kill(pid, syscall.SIGKILL)
 	}
-	mounts, _ := mountinfo.GetMounts(mountinfo.PrefixFilter(p.mountRoot()))
-	for i := len(mounts) - 1; i >= 0; i-- {
-		_ = unix.Unmount(mounts[i].Mountpoint, unix.MNT_DETACH)
+	// The volumes' mounts first, then the loops, while their backing files still have a path
+	// (Unmap finds a loop by it; once the rbd-fuse mount under it is detached, the loop would
+	// be left attached to a dead file, its flush stuck in the kernel), then rbd-fuse's mounts.
+	unmount := func(keep func(string) bool) {
+		mounts, _ := mountinfo.GetMounts(mountinfo.PrefixFilter(p.mountRoot()))
+		for i := len(mounts) - 1; i >= 0; i-- {
+			if !keep(mounts[i].Mountpoint) {
+				_ = unix.Unmount(mounts[i].Mountpoint, unix.MNT_DETACH)
+			}
+		}
 	}
-	// Unmap releases the loops, live or stale, of what was mapped.
+	underFuse := func(mp string) bool { return strings.HasPrefix(mp, p.fuseRoot()) }
+	unmount(underFuse)
 	for _, m := range maps {
 		_ = f.Unmap(ctx, m.ImageSpec)
 	}
+	unmount(func(string) bool { return false })
 }
 
 // try posts one request and decodes the answer; a refusal (the answer's "Err") is *volclient.Error.
