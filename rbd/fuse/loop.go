@@ -8,7 +8,9 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
+	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -19,10 +21,18 @@ type loopDev struct {
 	Backing string
 }
 
+// loopAlloc serialises this process's loop allocations: concurrent Maps all asked GET_FREE for
+// the same device, one won each round, and with 32 at once some ran out of attempts (measured by
+// make bench: "no free loop device after 16 attempts"). The retries remain for other processes
+// on the host that allocate loops too.
+var loopAlloc sync.Mutex
+
 // attachLoop attaches file to a free loop device (read-only if ro) with the loop ioctls, and
 // records tag as the device's file name (it identifies the mapping even after the backing file's
 // path is gone).
 func attachLoop(devRoot, file, tag string, ro bool) (string, error) {
+	loopAlloc.Lock()
+	defer loopAlloc.Unlock()
 	ctl, err := os.OpenFile(filepath.Join(devRoot, "loop-control"), os.O_RDWR, 0)
 	if err != nil {
 		return "", fmt.Errorf("open loop-control (is the loop driver available?): %w", err)
@@ -61,6 +71,7 @@ func attachLoop(devRoot, file, tag string, ro bool) (string, error) {
 		err = configureLoop(int(lf.Fd()), int(backing.Fd()), &info)
 		if errors.Is(err, unix.EBUSY) {
 			lf.Close() // another process took it between GET_FREE and the attach
+			time.Sleep(time.Duration(attempt+1) * time.Millisecond)
 			continue
 		}
 		if err != nil {
