@@ -356,18 +356,6 @@ func TestProjectIDVolumeFoundEverywhere(t *testing.T) {
 	}
 }
 
-// rbdWatchers is the plugin's Watchers (cmd/ceph-docker-plugin's cephClient) on a real cluster.
-type rbdWatchers struct{ c *rbd.Cluster }
-
-func (w rbdWatchers) LiveWatchers(ctx context.Context, spec driver.ImageSpec) ([]string, error) {
-	ws, err := w.c.WaitUnwatched(ctx, spec, rbd.TakeOverReserve)
-	var addrs []string
-	for _, x := range ws {
-		addrs = append(addrs, x.Addr)
-	}
-	return addrs, err
-}
-
 // An image mapped outside Cinder's attachments (here: `rbd watch`, which holds a watch as a
 // mapping does) is refused by a new attachment, which is undone; once the client is gone the
 // attachment goes through.
@@ -382,7 +370,7 @@ func TestAttachRefusesAnImageOpenWithoutAttachment(t *testing.T) {
 	}
 	t.Cleanup(c.Close)
 	a, b := newProv(t, "host-a"), newProv(t, "host-b")
-	a.cfg.Watchers, b.cfg.Watchers = rbdWatchers{c}, rbdWatchers{c}
+	a.cfg.Watchers, b.cfg.Watchers = c, c // as the plugin's cephClient does
 	v := mustCreate(t, a, uniq("watched"), opts(1<<30, nil))
 
 	att, err := a.Attach(tctx(t, 60*time.Second), v.Name, driver.AttachRequest{Host: "host-a", MountID: "m1"})

@@ -188,6 +188,17 @@ func (c *Cluster) WaitUnwatched(ctx context.Context, spec Spec, reserve time.Dur
 	}
 }
 
+// LiveWatchers is WaitUnwatched reserving TakeOverReserve, with the addresses of the clients
+// still watching (cinder.Watchers).
+func (c *Cluster) LiveWatchers(ctx context.Context, spec Spec) ([]string, error) {
+	ws, err := c.WaitUnwatched(ctx, spec, TakeOverReserve)
+	addrs := make([]string, 0, len(ws))
+	for _, w := range ws {
+		addrs = append(addrs, w.Addr)
+	}
+	return addrs, err
+}
+
 // FenceDeadHolder is BreakLock for a holder that is dead: it waits (WaitUnwatched) for the
 // image's watchers to lapse, and refuses with ErrBusyElsewhere while a client still watches it.
 func (c *Cluster) FenceDeadHolder(ctx context.Context, spec Spec, reserve time.Duration) ([]string, error) {

@@ -334,10 +334,8 @@ func (p *Provisioner) holder(ctx context.Context, spec Spec, self string) (strin
 
 // holderOf is holder for an image already described.
 func holderOf(d Description, self string) string {
-	for _, l := range d.Lockers {
-		if host, ok := strings.CutPrefix(l.Cookie, cookiePrefix); ok && host != self {
-			return fmt.Sprintf("host %s (client %s at %s)", host, l.Client, l.Addr)
-		}
+	if l, host, ok := otherHostLock(d.Lockers, self); ok {
+		return fmt.Sprintf("host %s (client %s at %s)", host, l.Client, l.Addr)
 	}
 	for _, l := range d.Lockers {
 		if self != "" && l.Cookie == cookiePrefix+self {
@@ -445,8 +443,7 @@ func (p *Provisioner) Attach(ctx context.Context, name string, req driver.Attach
 	}
 	if !ours {
 		if holder := holderOf(d, p.cfg.Host); holder != "" {
-			locked := otherHostLocked(lockers, cookie)
-			if !req.TakeOver && locked {
+			if _, _, locked := otherHostLock(lockers, p.cfg.Host); locked && !req.TakeOver {
 				return att, fmt.Errorf("%w: volume %s is in use by %s; stop it there, or if that host is dead, set LOCK_BREAK=on to fence it and take the volume over",
 					driver.ErrBusyElsewhere, name, holder)
 			}
@@ -507,14 +504,14 @@ func (p *Provisioner) Attach(ctx context.Context, name string, req driver.Attach
 	return att, nil
 }
 
-// otherHostLocked reports whether another host's plugin holds the host lock (not just watches).
-func otherHostLocked(lockers []Locker, cookie string) bool {
+// otherHostLock finds the host lock of a plugin on a host other than self, and that host.
+func otherHostLock(lockers []Locker, self string) (Locker, string, bool) {
 	for _, l := range lockers {
-		if strings.HasPrefix(l.Cookie, cookiePrefix) && l.Cookie != cookie {
-			return true
+		if host, ok := strings.CutPrefix(l.Cookie, cookiePrefix); ok && host != self {
+			return l, host, true
 		}
 	}
-	return false
+	return Locker{}, "", false
 }
 
 // TakeOverReserve is the part of a call's deadline that a LOCK_BREAK takeover leaves, after

@@ -205,18 +205,13 @@ func (f *cephClient) Fence(ctx context.Context, spec driver.ImageSpec) ([]string
 	return c.FenceDeadHolder(ctx, spec, rbd.TakeOverReserve)
 }
 
-// LiveWatchers implements cinder.Watchers (see rbd.WaitUnwatched).
+// LiveWatchers implements cinder.Watchers (see rbd.Cluster.LiveWatchers).
 func (f *cephClient) LiveWatchers(ctx context.Context, spec driver.ImageSpec) ([]string, error) {
 	c, err := f.cluster(ctx)
 	if err != nil {
 		return nil, err
 	}
-	ws, err := c.WaitUnwatched(ctx, spec, rbd.TakeOverReserve)
-	addrs := make([]string, 0, len(ws))
-	for _, w := range ws {
-		addrs = append(addrs, w.Addr)
-	}
-	return addrs, err
+	return c.LiveWatchers(ctx, spec)
 }
 
 func (f *cephClient) Close() {
