@@ -2,6 +2,7 @@ package driver
 
 import (
 	"context"
+	"slices"
 	"time"
 )
 
@@ -153,8 +154,15 @@ type Attachment struct {
 // State is one volume's persisted local state on this host.
 type State struct {
 	Name string
-	// IDs are Docker's mount caller IDs currently holding the volume on this host.
+	// IDs are Docker's mount caller IDs using the volume on this host, in the order of their
+	// first use.
 	IDs []string
+	// Uses counts the uses of each ID in IDs: dockerd mounts a container's volume again with the
+	// same ID for each nested use (`docker cp` in and out, and its stat) and unmounts once per
+	// use, so the volume is released only when every use of every ID is gone. An ID missing
+	// from Uses has one use: state written before uses were counted. (IDs alone stays the set
+	// of holders, so that a plugin of that earlier format still reads this state correctly.)
+	Uses map[string]int `json:",omitempty"`
 	// Op is the operation in flight ("mount" or "unmount"), with its caller ID: a crash
 	// mid-operation leaves it set and reconcile finishes or undoes it.
 	Op      string `json:",omitempty"`
@@ -169,4 +177,53 @@ type State struct {
 	// Boot is the kernel boot (Config.BootID) the record was written in: a record of an earlier
 	// boot holds no live mount, since a reboot ended every container (empty: not known).
 	Boot string `json:",omitempty"`
+}
+
+// UsesOf is how many uses id has on this host (0: it is not among the IDs).
+func (st *State) UsesOf(id string) int {
+	if !slices.Contains(st.IDs, id) {
+		return 0
+	}
+	if n := st.Uses[id]; n > 0 {
+		return n
+	}
+	return 1
+}
+
+// TotalUses is the number of uses of every ID together.
+func (st *State) TotalUses() int {
+	n := 0
+	for _, id := range st.IDs {
+		n += st.UsesOf(id)
+	}
+	return n
+}
+
+// AddUse records one more use of id and returns its count.
+func (st *State) AddUse(id string) int {
+	n := st.UsesOf(id)
+	if n == 0 {
+		st.IDs = append(st.IDs, id)
+	}
+	if st.Uses == nil {
+		st.Uses = map[string]int{}
+	}
+	st.Uses[id] = n + 1
+	return n + 1
+}
+
+// DropUse forgets one use of id and returns how many it has left; its last use removes it
+// from IDs. Dropping a use of an unknown ID does nothing.
+func (st *State) DropUse(id string) int {
+	n := st.UsesOf(id)
+	if n <= 1 {
+		st.IDs = slices.DeleteFunc(st.IDs, func(s string) bool { return s == id })
+		delete(st.Uses, id)
+		if len(st.Uses) == 0 {
+			st.Uses = nil
+		}
+		return 0
+	}
+	st.Uses[id] = n - 1
+	return n - 1
 }
