@@ -159,9 +159,7 @@ func (d *Driver) Create(ctx context.Context, name string, raw map[string]string)
 	if err != nil {
 		return fmt.Errorf("create volume %s: %w", name, err)
 	}
-	if r, ok := d.prov.(SizeRounder); ok {
-		opts.Size = r.RoundSize(opts.Size)
-	}
+	opts.Size = d.prov.RoundSize(opts.Size)
 	unlock, err := d.begin(ctx, name)
 	if err != nil {
 		return err
@@ -201,8 +199,12 @@ func (d *Driver) compatible(ctx context.Context, name string, vol Volume, raw ma
 	if _, ok := raw[OptMountOptions]; ok && vol.MountOptions != opts.MountOptions {
 		diffs = append(diffs, fmt.Sprintf("mount-options %q (it has %q)", opts.MountOptions, vol.MountOptions))
 	}
-	if c, ok := d.prov.(OptionComparer); ok && len(opts.Backend) > 0 {
-		diffs = append(diffs, c.Differences(ctx, vol, opts)...)
+	if len(opts.Backend) > 0 {
+		more, err := d.prov.Differences(ctx, vol, opts)
+		if err != nil {
+			return fmt.Errorf("create volume %s: it exists, and its options cannot be compared with the request: %w", name, err)
+		}
+		diffs = append(diffs, more...)
 	}
 	if len(diffs) > 0 {
 		return fmt.Errorf("create volume %s: %w: a volume of that name exists with other options: asked for %s; remove it first or use another name",

@@ -1052,20 +1052,25 @@ func TestCreateExistingComparesEveryGivenOption(t *testing.T) {
 	if err := d.Create(bg, "v", map[string]string{"pool": "volumes"}); err != nil {
 		t.Errorf("Create with a matching backend option: %v", err)
 	}
+	// A comparison that cannot be made is no "compatible".
+	cmp.err = fmt.Errorf("%w: Ceph is not reachable yet", ErrTimeout)
+	err = d.Create(bg, "v", map[string]string{"pool": "volumes"})
+	assertErr(t, err, ErrTimeout, "volume v", "cannot be compared", "not reachable")
 }
 
-// comparingProvisioner is a fakeProvisioner that compares backend options (OptionComparer).
+// comparingProvisioner is a fakeProvisioner that compares backend options.
 type comparingProvisioner struct {
 	*fakeProvisioner
 	diffs []string
+	err   error
 	calls int
 	asked map[string]string
 }
 
-func (p *comparingProvisioner) Differences(_ context.Context, _ Volume, opts Options) []string {
+func (p *comparingProvisioner) Differences(_ context.Context, _ Volume, opts Options) ([]string, error) {
 	p.calls++
 	p.asked = opts.Backend
-	return p.diffs
+	return p.diffs, p.err
 }
 
 func TestCreateBackendError(t *testing.T) {

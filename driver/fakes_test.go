@@ -399,6 +399,14 @@ func (p *fakeProvisioner) Detach(ctx context.Context, name string, att Attachmen
 
 func (p *fakeProvisioner) BackendOptions() []string { return []string{"pool"} }
 
+// Differences finds none: comparingProvisioner scripts them.
+func (p *fakeProvisioner) Differences(context.Context, Volume, Options) ([]string, error) {
+	return nil, nil
+}
+
+// RoundSize makes what is asked for: gibProvisioner rounds.
+func (p *fakeProvisioner) RoundSize(size uint64) uint64 { return size }
+
 // ---------------------------------------------------------------------------------------------
 
 // fakeMapper maps images to /dev/fake0, /dev/fake1, ... (a new number each time, or the lowest

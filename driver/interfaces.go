@@ -28,7 +28,21 @@ type Provisioner interface {
 	Detach(ctx context.Context, name string, att Attachment) error
 	// BackendOptions are the -o keys this backend accepts beyond the common ones.
 	BackendOptions() []string
+	// Differences lists each backend option in opts.Backend that vol does not match, as
+	// "option value (it has other)", so that an idempotent Create of an existing volume
+	// succeeds only if the volume is what was asked for (pool, volume-type, a clone's source,
+	// ...). A source that can no longer be read is no difference. An error means the
+	// comparison could not be made (the backend is not reachable).
+	Differences(ctx context.Context, vol Volume, opts Options) ([]string, error)
+	// RoundSize is the size the backend makes for a request of size bytes (Cinder: whole GiB):
+	// Create asks for it, and an idempotent Create compares with it.
+	RoundSize(size uint64) uint64
 }
+
+// Every capability a backend has is a method of Provisioner, not an optional interface found by
+// a type assertion: a wrapper (the lazy connector of cmd/) that forwarded only some methods
+// dropped the rbd option comparison from the shipped binary, silently. Now the compiler refuses
+// such a wrapper.
 
 // Mounter formats and mounts block devices.
 type Mounter interface {
@@ -111,22 +125,6 @@ type KnownStore interface {
 // by renaming it back (rbd rename, openstack volume set --name).
 func KeptName(name string, at time.Time) string {
 	return name + "~removed-" + at.UTC().Format("20060102T150405.000Z")
-}
-
-// OptionComparer is implemented by a Provisioner with backend options (pool, volume-type, a
-// clone's source, ...): an idempotent Create of an existing volume succeeds only if the volume
-// has every backend option the Create gives, rather than handing out a volume that is not what
-// was asked for.
-type OptionComparer interface {
-	// Differences lists each backend option in opts.Backend that vol does not match, as
-	// "option value (it has other)". A source that can no longer be read is no difference.
-	Differences(ctx context.Context, vol Volume, opts Options) []string
-}
-
-// SizeRounder is implemented by a Provisioner whose volumes come only in some sizes (Cinder's
-// whole GiB): Create asks for the rounded size, and an idempotent Create compares with it.
-type SizeRounder interface {
-	RoundSize(size uint64) uint64
 }
 
 // AttachRequest is a host's claim on a volume.
