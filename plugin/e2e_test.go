@@ -49,6 +49,15 @@ func dockerLab() string {
 	return filepath.Join(labDir(), "docker")
 }
 
+// swarmListenAddr is the swarm manager's address on loopback: its own port per engine, so that the
+// two engines' dockerds can both run a swarm (SWARM_LISTEN_ADDR, written by docker-up.sh).
+func swarmListenAddr() string {
+	if a := os.Getenv("SWARM_LISTEN_ADDR"); a != "" {
+		return a
+	}
+	return "127.0.0.1:2377"
+}
+
 // readPID reads a pid file the lab scripts wrote.
 func readPID(t *testing.T, path string) int {
 	t.Helper()
@@ -370,7 +379,7 @@ func itoa(i int) string { return strconv.Itoa(i) }
 // down and up keeps each slot's data.
 func TestSwarmPerSlotVolumes(t *testing.T) {
 	if out, _ := docker(t, 30*time.Second, "info", "-f", "{{.Swarm.LocalNodeState}}"); out != "active" {
-		must(t, "swarm", "init", "--advertise-addr", "127.0.0.1", "--listen-addr", "127.0.0.1:2377")
+		must(t, "swarm", "init", "--advertise-addr", "127.0.0.1", "--listen-addr", swarmListenAddr())
 		t.Cleanup(func() { _, _ = docker(t, time.Minute, "swarm", "leave", "--force") })
 	}
 	prefix := uniq("slot")

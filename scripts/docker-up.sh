@@ -22,6 +22,7 @@ DOCKER_HOST=unix://$SOCK
 DOCKER_EXEC_ROOT=$EXEC
 DOCKER_DATA_ROOT=$D/root
 DOCKERD_LOG=$D/dockerd.log
+SWARM_LISTEN_ADDR=$SWARM_LISTEN_ADDR
 ENV
 export DOCKER_HOST=unix://$SOCK
 # /lib/modules is bind-mounted read-only into the plugin; a kernel without modules has none.
