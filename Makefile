@@ -19,7 +19,7 @@ DOCKER_ENGINE ?= 20.10
 export DOCKER_ENGINE
 DOCKER_LAB := $(LAB_DIR)/$(if $(filter 28,$(DOCKER_ENGINE)),docker-28,docker)
 
-.PHONY: help deps build test unit lint fmt down ceph-up openstack-up demo plugin e2e e2e-cinder e2e-all docker-up lab lab-build
+.PHONY: help deps build test unit lint fmt down ceph-up openstack-up demo plugin e2e e2e-cinder e2e-all docker-up lab lab-build lab-docker lab-docker-build
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-13s %s\n", $$1, $$2}'
@@ -47,6 +47,7 @@ lint: deps ## go vet (with and without the integration tag) and gofmt
 	$(GO) vet -tags '$(GOTAGS)' ./...
 	$(GO) vet -tags '$(GOTAGS) integration' ./...
 	$(GO) vet -tags '$(GOTAGS) lab' ./lab/...
+	$(GO) vet -tags '$(GOTAGS) lab labdocker' ./lab/...
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
 
 fmt: ## gofmt the tree
@@ -82,6 +83,13 @@ lab-build: ## build the krbd lab's guest: Debian's stock kernel (unpacked, not i
 lab: ceph-up lab-build ## krbd and two-host cases in QEMU guests (Debian's kernel, TCG) running the plugin; LAB_RUN=regexp picks cases
 	$(WITH_CEPH_ENV) set -a && . $(LAB_DIR)/lab/env && set +a && \
 	  $(GO) test -count=1 -timeout 30m -tags '$(GOTAGS) lab' -v $(if $(LAB_RUN),-run '$(LAB_RUN)') ./lab/ 2>&1 | grep -vE '^=== (RUN|PAUSE|CONT)'; exit $${PIPESTATUS[0]}
+
+lab-docker-build: docker-up ## build the docker guest: trixie + its kernel + forky's docker.io (cached under $(LAB_DIR)/lab-docker), and the plugin's rootfs
+	scripts/lab-docker-build.sh
+
+lab-docker: ceph-up lab-build lab-docker-build ## the managed plugin (MAPPER=krbd) under the real dockerd in a QEMU guest, driven by the docker CLI
+	$(WITH_CEPH_ENV) set -a && . $(LAB_DIR)/lab/env && . $(LAB_DIR)/lab-docker/env && set +a && \
+	  $(GO) test -count=1 -timeout 30m -tags '$(GOTAGS) lab labdocker' -v -run '^TestDockerGuest$$' ./lab/ 2>&1 | grep -vE '^=== (RUN|PAUSE|CONT)'; exit $${PIPESTATUS[0]}
 
 .PHONY: bench
 bench: ceph-up openstack-up ## benchmarks against the raw tools (about 15 min); writes docs/BENCHMARKS.md
