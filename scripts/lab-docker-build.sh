@@ -43,7 +43,8 @@ PRUNE="sound drivers/gpu drivers/media drivers/net/wireless drivers/infiniband d
   drivers/input drivers/scsi drivers/ata drivers/net/ethernet drivers/isdn drivers/nfc
   drivers/platform drivers/mtd drivers/hwmon drivers/thunderbolt"
 T=$OUT/tree
-RECIPE="v1 suite=$SUITE engine=$ENGINE_SUITE base=$BASE_PKGS engine-pkgs=$ENGINE_PKGS initrd=$INITRD_MODULES prune=$(echo $PRUNE)"
+BASE_RECIPE="v1 suite=$SUITE base=$BASE_PKGS initrd=$INITRD_MODULES"
+RECIPE="$BASE_RECIPE engine=$ENGINE_SUITE engine-pkgs=$ENGINE_PKGS prune=$(echo $PRUNE)"
 
 mounted=()
 cleanup_mounts() {
@@ -65,34 +66,49 @@ chroot_mounts() {
     mounted+=("$T/$m")
   done
 }
+# reset_tree: empty the tree, never through a mount left in it (a bind of /dev!).
+reset_tree() {
+  local m
+  for m in dev/pts dev sys proc; do umount -l "$T/$m" 2>/dev/null || true; done
+  ! awk -v t="$T/" 'index($2 "/", t) == 1' /proc/mounts | grep -q . || die "mounts left under $T: not removing it"
+  rm -rf "$T"; mkdir -p "$T"
+}
 in_chroot() { chroot "$T" /usr/bin/env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin DEBIAN_FRONTEND=noninteractive "$@"; }
 
-# 1. The tree (minutes; cached).
+# 1. The tree (minutes; cached): the base system and kernel, then the engine over it.
 if [ ! -f "$T/.done" ] || [ "$(cat "$T/.done")" != "$RECIPE" ]; then
   t0=$(date +%s)
-  for m in proc sys dev/pts dev; do umount -l "$T/$m" 2>/dev/null || true; done
-  rm -rf "$T"; mkdir -p "$T"
-  script=$SUITE; [ -e "/usr/share/debootstrap/scripts/$SUITE" ] || script=sid
-  log "debootstrap $SUITE (minbase + $BASE_PKGS) from $MIRROR"
-  timeout 1200 debootstrap --variant=minbase --include="$(echo $BASE_PKGS | tr ' ' ,)" "$SUITE" "$T" "$MIRROR" "$script" \
-    >"$OUT/debootstrap.log" 2>&1 || die "debootstrap $SUITE failed: $(tail -n 3 "$OUT/debootstrap.log")"
+  for m in dev/pts dev sys proc; do umount -l "$T/$m" 2>/dev/null || true; done
+  if [ ! -f "$T/.base" ] || [ "$(cat "$T/.base")" != "$BASE_RECIPE" ]; then
+    reset_tree
+    script=$SUITE; [ -e "/usr/share/debootstrap/scripts/$SUITE" ] || script=sid
+    log "debootstrap $SUITE (minbase + $BASE_PKGS) from $MIRROR"
+    timeout 1200 debootstrap --variant=minbase --include="$(echo $BASE_PKGS | tr ' ' ,)" "$SUITE" "$T" "$MIRROR" "$script" \
+      >"$OUT/debootstrap.log" 2>&1 || die "debootstrap $SUITE failed: $(tail -n 3 "$OUT/debootstrap.log")"
+    chroot_mounts
+    # A small initramfs with only what mounts the root disk.
+    mkdir -p "$T/etc/initramfs-tools/conf.d"
+    echo "MODULES=list" >"$T/etc/initramfs-tools/conf.d/lab.conf"
+    echo "COMPRESS=gzip" >>"$T/etc/initramfs-tools/conf.d/lab.conf"
+    printf '%s\n' $INITRD_MODULES >>"$T/etc/initramfs-tools/modules"
+    log "installing the $SUITE kernel"
+    in_chroot apt-get -q -y install --no-install-recommends linux-image-amd64 initramfs-tools >"$OUT/apt.log" 2>&1 \
+      || die "kernel install failed: $(tail -n 5 "$OUT/apt.log")"
+    cleanup_mounts
+    echo "$BASE_RECIPE" >"$T/.base"
+  fi
   chroot_mounts
-  # No service starts in the chroot; a small initramfs with only what mounts the root disk.
+  # No service starts in the chroot.
   printf '#!/bin/sh\nexit 101\n' >"$T/usr/sbin/policy-rc.d"; chmod 755 "$T/usr/sbin/policy-rc.d"
-  mkdir -p "$T/etc/initramfs-tools/conf.d"
-  echo "MODULES=list" >"$T/etc/initramfs-tools/conf.d/lab.conf"
-  echo "COMPRESS=gzip" >>"$T/etc/initramfs-tools/conf.d/lab.conf"
-  printf '%s\n' $INITRD_MODULES >>"$T/etc/initramfs-tools/modules"
-  log "installing the $SUITE kernel"
-  in_chroot apt-get -q -y install --no-install-recommends linux-image-amd64 initramfs-tools >"$OUT/apt.log" 2>&1 \
-    || die "kernel install failed: $(tail -n 5 "$OUT/apt.log")"
   ENGINE_SEL=$ENGINE_PKGS
   if [ "$ENGINE_SUITE" != "$SUITE" ]; then
     echo "deb $MIRROR $ENGINE_SUITE main" >"$T/etc/apt/sources.list.d/engine.list"
     printf 'Package: *\nPin: release n=%s\nPin-Priority: 100\n' "$ENGINE_SUITE" >"$T/etc/apt/preferences.d/engine"
-    timeout 600 chroot "$T" apt-get -q update >>"$OUT/apt.log" 2>&1 || die "apt-get update ($ENGINE_SUITE) failed: $(tail -n 3 "$OUT/apt.log")"
     ENGINE_SEL=$(for p in $ENGINE_PKGS tini-static; do printf '%s/%s ' "$p" "$ENGINE_SUITE"; done)
   fi
+  # The mirror may serve Release files past their Valid-Until (this host's apt is set up alike).
+  timeout 600 chroot "$T" apt-get -q -o Acquire::Check-Valid-Until=false update >>"$OUT/apt.log" 2>&1 \
+    || die "apt-get update failed: $(tail -n 3 "$OUT/apt.log")"
   log "installing $ENGINE_SEL"
   in_chroot apt-get -q -y install --no-install-recommends $ENGINE_SEL iptables >>"$OUT/apt.log" 2>&1 \
     || die "engine install failed: $(tail -n 5 "$OUT/apt.log")"
