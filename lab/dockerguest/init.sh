@@ -38,7 +38,7 @@ agent=$!
 t "LAB_AGENT_START"
 # Docker on the guest: no bridge, no iptables (the test containers run with --network none; the
 # plugin uses the host network, which is the route trick above).
-containerd >/var/log/containerd.log 2>&1 &
+containerd -c /etc/lab/containerd.toml >/var/log/containerd.log 2>&1 &
 i=0
 while [ ! -S /run/containerd/containerd.sock ] && [ $i -lt 600 ]; do sleep 0.1; i=$((i + 1)); done
 t "containerd up"
