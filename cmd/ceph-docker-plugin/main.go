@@ -43,6 +43,7 @@ func run() error {
 	if err != nil {
 		return err
 	}
+	unsetEmpty("CEPH_KEYRING", "CEPH_CONF")
 	splitOutput(logrus.StandardLogger(), os.Stdout, os.Stderr)
 	logrus.SetLevel(cfg.LogLevel)
 	if cfg.LogFormat == "json" {
@@ -307,5 +308,18 @@ func newMapper(cfg Config, log *logrus.Entry) (driver.Mapper, error) {
 		m := fuse.New(filepath.Join(cfg.MountRoot, ".rbd-fuse"), cfg.CephConf, cfg.CephKeyring)
 		m.Cluster = cfg.CephCluster
 		return m, nil
+	}
+}
+
+// unsetEmpty removes the variables that are set but empty. librados reads CEPH_KEYRING and
+// CEPH_CONF from the environment as its keyring and conf options: the managed plugin's settings
+// put CEPH_KEYRING="" there when it is left at its default ("search the default places"), and
+// librados then has no keyring at all and fails to authenticate (EACCES). Found in the docker
+// guest of the krbd lab, where the plugin runs with its config.json defaults.
+func unsetEmpty(names ...string) {
+	for _, n := range names {
+		if v, ok := os.LookupEnv(n); ok && v == "" {
+			_ = os.Unsetenv(n)
+		}
 	}
 }
