@@ -9,7 +9,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
-	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -483,9 +482,8 @@ func assertNoKeyDocker(t *testing.T, g *guest) {
 			t.Errorf("the %s is empty: the check proves nothing", what)
 		}
 	}
-	if !slices.ContainsFunc(strings.Split(where["process listing (/proc/*/cmdline, /proc/*/environ)"], "\n"), func(l string) bool {
-		return strings.Contains(l, "ceph-docker-plugin") && strings.Contains(l, "MAPPER=krbd")
-	}) {
+	// The listing holds the plugin's command line and its environment (with its settings).
+	if ps := where["process listing (/proc/*/cmdline, /proc/*/environ)"]; !strings.Contains(ps, "/usr/bin/ceph-docker-plugin") || !strings.Contains(ps, "MAPPER=krbd") {
 		t.Errorf("the process listing shows no ceph-docker-plugin with MAPPER=krbd: the check proves nothing")
 	}
 }
