@@ -19,7 +19,7 @@ DOCKER_ENGINE ?= 20.10
 export DOCKER_ENGINE
 DOCKER_LAB := $(LAB_DIR)/$(if $(filter 28,$(DOCKER_ENGINE)),docker-28,docker)
 
-.PHONY: help deps build test unit lint fmt down ceph-up openstack-up demo plugin e2e e2e-cinder e2e-all docker-up lab lab-build
+.PHONY: help deps build test unit lint fmt down ceph-up openstack-up demo plugin plugin-csi e2e e2e-cinder e2e-all docker-up lab lab-build
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-13s %s\n", $$1, $$2}'
@@ -61,6 +61,9 @@ docker-up: ## start the private dockerd (installs Debian's docker.io if missing)
 
 plugin: ceph-up docker-up ## build the managed plugin (config.json + rootfs), `docker plugin create` and enable it
 	scripts/plugin-build.sh CEPH_USER=docker CEPH_KEYRING=/etc/ceph/ceph.client.docker.keyring
+
+plugin-csi: ceph-up docker-up ## the swarm cluster-volume plugin ceph-csi:latest (plugin/config-csi.json; needs DOCKER_ENGINE=28)
+	PLUGIN=ceph-csi:latest CONFIG=config-csi.json scripts/plugin-build.sh CEPH_USER=docker CEPH_KEYRING=/etc/ceph/ceph.client.docker.keyring
 
 e2e: plugin ## end-to-end suite: the real docker CLI against the private dockerd (DOCKER_ENGINE=20.10|28) and the managed plugin
 	set -a && . $(DOCKER_LAB)/env && set +a && $(GO) test -count=1 -timeout 20m -tags e2e -v ./plugin/ 2>&1 | grep -vE '^=== (RUN|PAUSE|CONT)'; exit $${PIPESTATUS[0]}

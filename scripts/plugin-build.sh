@@ -2,12 +2,14 @@
 # Build the managed plugin: the binary (-tags pacific, against bookworm's librbd), the rootfs from
 # plugin/Dockerfile, config.json; then `docker plugin create` it as $PLUGIN (default ceph:latest)
 # and, with settings given as arguments (KEY=VALUE), set and enable it.
+# CONFIG=config-csi.json builds the swarm cluster-volume (CSI) plugin from the same binary and rootfs.
 #   scripts/plugin-build.sh [KEY=VALUE ...]
 set -euo pipefail
 . "$(dirname "$0")/lib.sh"
 docker_env
 TOP=$(cd "$(dirname "$0")/.." && pwd)
 PLUGIN=${PLUGIN:-ceph:latest}
+CONFIG=${CONFIG:-config.json}
 B=$LAB_DIR/plugin-build/${PLUGIN%%:*}
 rm -rf "$B"; mkdir -p "$B/ctx" "$B/plugin/rootfs"
 export PATH=$PATH:/usr/local/go/bin
@@ -17,7 +19,7 @@ timeout 900 docker build --network host -q -t ceph-docker-plugin-rootfs "$B/ctx"
 cid=$(docker create ceph-docker-plugin-rootfs)
 docker export "$cid" | tar -C "$B/plugin/rootfs" -x
 docker rm "$cid" >/dev/null
-cp "$TOP/plugin/config.json" "$B/plugin/config.json"
+cp "$TOP/plugin/$CONFIG" "$B/plugin/config.json"
 # dockerd refuses a second plugin whose rootfs layer is byte-identical to an installed one's.
 echo "$PLUGIN" >"$B/plugin/rootfs/etc/ceph-docker-plugin.name"
 if docker plugin inspect "$PLUGIN" >/dev/null 2>&1; then
