@@ -72,12 +72,12 @@ func (s *Server) NodePublishVolume(ctx context.Context, req *csi.NodePublishVolu
 	if req.GetTargetPath() == "" {
 		return nil, status.Error(codes.InvalidArgument, "a target path is required")
 	}
-	if req.GetStagingTargetPath() == "" {
-		return nil, status.Error(codes.FailedPrecondition, "a staging target path is required: this plugin stages every volume first")
-	}
 	a, err := checkCapability(req.GetVolumeCapability())
 	if err != nil {
 		return nil, err
+	}
+	if req.GetStagingTargetPath() == "" {
+		return nil, status.Error(codes.FailedPrecondition, "a staging target path is required: this plugin stages every volume first")
 	}
 	err = s.Node.Publish(ctx, req.GetVolumeId(), driver.PublishRequest{StagingPath: req.GetStagingTargetPath(),
 		Target: req.GetTargetPath(), ReadOnly: req.GetReadonly() || a.readOnly})

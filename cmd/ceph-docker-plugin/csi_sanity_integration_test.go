@@ -49,6 +49,9 @@ func TestCSISanity(t *testing.T) {
 		// case leaves.
 		cfg.StagingPath = filepath.Join(p.mountRoot(), ".csi", "staging")
 		cfg.TargetPath = filepath.Join(p.mountRoot(), ".csi", "target")
+		if err := os.MkdirAll(filepath.Join(p.mountRoot(), ".csi"), 0o755); err != nil {
+			t.Fatal(err)
+		}
 		// Cinder makes whole GiB: the suite compares the size it asked for with the size made.
 		cfg.TestVolumeSize = 1 << 30
 		runs = append(runs, &run{b.name, p, cfg})
