@@ -93,7 +93,7 @@ func (n *Node) load(ctx context.Context, name string) (StageState, bool, error) 
 // Stage makes the volume available at req.StagingPath on this node: claim, map, format if
 // blank, mount (the core), then a bind mount at the staging path. Staging again at the same
 // path succeeds (and repairs a lost bind).
-func (n *Node) Stage(ctx context.Context, name string, req StageRequest) (err error) {
+func (n *Node) Stage(ctx context.Context, name string, req StageRequest) error {
 	req.StagingPath = filepath.Clean(req.StagingPath)
 	unlock, err := n.begin(ctx, name)
 	if err != nil {
@@ -113,6 +113,9 @@ func (n *Node) Stage(ctx context.Context, name string, req StageRequest) (err er
 			return fmt.Errorf("%w: volume %s is staged at %s with another access mode (read-only %t, single writer %t); unstage it first",
 				ErrExists, name, st.StagingPath, st.ReadOnly, st.Single)
 		}
+		if st.Released {
+			return n.restage(ctx, &st)
+		}
 		live, err := n.ensure(ctx, &st)
 		if err != nil {
 			return fmt.Errorf("stage volume %s: %w", name, err)
@@ -128,6 +131,21 @@ func (n *Node) Stage(ctx context.Context, name string, req StageRequest) (err er
 	if err := n.store.SaveStage(st); err != nil {
 		return err
 	}
+	if err := n.up(ctx, &st); err != nil {
+		// Undone: forget the record, unless the undo failed too (Op=stage stays for the repair).
+		if st.Op == "" {
+			err = errors.Join(err, n.store.DeleteStage(name))
+		}
+		return err
+	}
+	log.Info("volume staged")
+	return nil
+}
+
+// up takes the stage's use in the core (claim, map, format if blank, mount) and binds the
+// core's mount at the staging path, recording the stage done; on error it undoes both and
+// clears st.Op, or leaves st.Op set (and recorded) when the undo failed too.
+func (n *Node) up(ctx context.Context, st *StageState) (err error) {
 	var tx transaction
 	defer func() {
 		if err == nil {
@@ -136,32 +154,61 @@ func (n *Node) Stage(ctx context.Context, name string, req StageRequest) (err er
 		cctx, cancel := context.WithTimeout(context.Background(), n.d.cfg.CleanupTimeout)
 		defer cancel()
 		if uerr := tx.rollback(cctx); uerr != nil {
-			// The record keeps Op=stage: the next call or the restart's reconcile undoes the rest.
-			log.WithError(uerr).Error("undoing a failed stage")
+			// The record keeps its Op: the next call or the restart's reconcile undoes the rest.
+			n.log.WithField("volume", st.Name).WithError(uerr).Error("undoing a failed stage")
 			err = fmt.Errorf("%w; undoing it also failed (the plugin retries on the next call and at restart): %v", err, uerr)
 			return
 		}
-		if derr := n.store.DeleteStage(name); derr != nil {
-			err = errors.Join(err, derr)
-		}
+		st.Op, st.OpPath = "", ""
 	}()
-	tx.add("release", func(ctx context.Context) error { return n.d.Unmount(ctx, name, st.ID) })
-	src, err := n.d.Mount(ctx, name, st.ID)
+	tx.add("release", func(ctx context.Context) error { return n.d.Unmount(ctx, st.Name, st.ID) })
+	src, err := n.d.Mount(ctx, st.Name, st.ID)
 	if err != nil {
 		return err
 	}
 	n.d.fault("stage:mounted")
-	tx.add("unbind staging path", func(ctx context.Context) error { return n.d.mounter.Unmount(ctx, req.StagingPath) })
-	if err := n.bind.Bind(ctx, src, req.StagingPath, req.ReadOnly); err != nil {
-		return fmt.Errorf("stage volume %s: %w", name, err)
+	tx.add("unbind staging path", func(ctx context.Context) error { return n.d.mounter.Unmount(ctx, st.StagingPath) })
+	if err := n.bind.Bind(ctx, src, st.StagingPath, st.ReadOnly); err != nil {
+		return fmt.Errorf("stage volume %s: %w", st.Name, err)
 	}
 	n.d.fault("stage:bound")
-	st.Op, st.OpPath, st.Updated = "", "", time.Now()
-	if err := n.store.SaveStage(st); err != nil {
+	st.Op, st.OpPath, st.Released, st.Updated = "", "", false, time.Now()
+	return n.store.SaveStage(*st)
+}
+
+// restage stages again a stage released at its last unpublish. A failure leaves it released.
+func (n *Node) restage(ctx context.Context, st *StageState) error {
+	st.Op, st.OpPath, st.Updated = "restage", st.StagingPath, time.Now()
+	if err := n.store.SaveStage(*st); err != nil {
 		return err
 	}
-	log.Info("volume staged")
+	if err := n.up(ctx, st); err != nil {
+		if st.Op == "" {
+			st.Released = true
+			err = errors.Join(err, n.store.SaveStage(*st))
+		}
+		return err
+	}
+	n.log.WithFields(logrus.Fields{"volume": st.Name, "staging": st.StagingPath}).Info("volume staged again")
 	return nil
+}
+
+// release drops a stage's claim while keeping its record: the staging bind is removed and the
+// core's use dropped (its last use unmounts, unmaps and releases the volume).
+func (n *Node) release(ctx context.Context, st *StageState) error {
+	st.Op, st.OpPath, st.Updated = "release", st.StagingPath, time.Now()
+	if err := n.store.SaveStage(*st); err != nil {
+		return err
+	}
+	if err := n.d.mounter.Unmount(ctx, st.StagingPath); err != nil {
+		return err
+	}
+	if err := n.d.Unmount(ctx, st.Name, st.ID); err != nil {
+		return err
+	}
+	n.d.fault("release:released")
+	st.Op, st.OpPath, st.Released, st.Updated = "", "", true, time.Now()
+	return n.store.SaveStage(*st)
 }
 
 // Unstage undoes Stage. A volume not staged at that path succeeds; one still published is
@@ -242,6 +289,11 @@ func (n *Node) Publish(ctx context.Context, name string, req PublishRequest) err
 	if !ok || st.StagingPath != req.StagingPath {
 		return fmt.Errorf("%w: volume %s is not staged at %s on this node; stage it first", ErrNotStaged, name, req.StagingPath)
 	}
+	if st.Released {
+		if err := n.restage(ctx, &st); err != nil {
+			return fmt.Errorf("publish volume %s: %w", name, err)
+		}
+	}
 	ro := req.ReadOnly || st.ReadOnly
 	if was, had := st.Targets[req.Target]; had {
 		if was != ro {
@@ -303,7 +355,16 @@ func (n *Node) Unpublish(ctx context.Context, name, target string) error {
 	if err := n.repair(ctx, &st); err != nil {
 		return fmt.Errorf("unpublish volume %s: %w", name, err)
 	}
-	n.log.WithFields(logrus.Fields{"volume": name, "target": target}).Info("volume unpublished")
+	log := n.log.WithFields(logrus.Fields{"volume": name, "target": target})
+	if len(st.Targets) == 0 {
+		// Released now rather than at NodeUnstage, which swarm never calls (swarmkit#3178).
+		if err := n.release(ctx, &st); err != nil {
+			return fmt.Errorf("unpublish volume %s: release it after its last target: %w", name, err)
+		}
+		log.Info("volume unpublished from its last target and released; staged again on the next publish")
+		return nil
+	}
+	log.Info("volume unpublished")
 	return nil
 }
 
@@ -314,6 +375,8 @@ func (n *Node) repair(ctx context.Context, st *StageState) error {
 	switch st.Op {
 	case "stage", "unstage":
 		return n.finishUnstage(ctx, st)
+	case "release", "restage":
+		return n.release(ctx, st)
 	case "publish", "unpublish":
 		if err := n.d.mounter.Unmount(ctx, st.OpPath); err != nil {
 			return err
@@ -329,6 +392,9 @@ func (n *Node) repair(ctx context.Context, st *StageState) error {
 // and mounts the volume anew). live is false when the core no longer holds the stage's use (it
 // released the volume after a reboot): the stale binds and the record are then dropped.
 func (n *Node) ensure(ctx context.Context, st *StageState) (live bool, err error) {
+	if st.Released {
+		return true, nil // nothing is up, by design
+	}
 	core, ok, err := n.d.state.Load(st.Name)
 	if err != nil {
 		return false, err

@@ -111,15 +111,28 @@ func TestNodeLifecycle(t *testing.T) {
 			t.Errorf("%s still shows %s", tg, dev)
 		}
 	}
-	e.assertUp("v", "csi:"+stg) // unpublished, still staged
+	// The last unpublish released the volume (swarm never unstages): the record stays.
+	e.assertGone("v")
+	if st, _ := e.stage("v"); !st.Released || st.Op != "" || len(st.Targets) != 0 {
+		t.Errorf("stage record after the last unpublish: %+v", st)
+	}
+	// Swarm publishes again without staging: the stage is taken again first.
+	m = e.rec.mark()
+	if err := n.Publish(bg, "v", PublishRequest{StagingPath: stg, Target: tgt1}); err != nil {
+		t.Fatalf("Publish of a released stage: %v", err)
+	}
+	assertOps(t, "Publish of a released stage", e.rec.ops(m), "prov.Attach v", "map.Map v", "mnt.FormatIfBlank /dev/fake1", "mnt.Mount v", "mnt.Bind v", "mnt.Bind a")
+	e.assertUp("v", "csi:"+stg)
+	if err := n.Unpublish(bg, "v", tgt1); err != nil {
+		t.Fatal(err)
+	}
+	e.assertGone("v")
 	if err := n.Unstage(bg, "v", "/elsewhere"); err != nil {
 		t.Errorf("Unstage of another path: %v", err)
 	}
-	m = e.rec.mark()
 	if err := n.Unstage(bg, "v", stg); err != nil {
 		t.Fatal(err)
 	}
-	assertOps(t, "Unstage", e.rec.ops(m), "mnt.Unmount v", "mnt.Unmount v", "map.Unmap v", "prov.Detach v")
 	e.assertGone("v")
 	if st, ok := e.stage("v"); ok {
 		t.Errorf("stage record remains: %+v", st)
@@ -128,6 +141,25 @@ func TestNodeLifecycle(t *testing.T) {
 		t.Errorf("Unstage again: %v", err)
 	}
 	assertErr(t, n.Publish(bg, "v", PublishRequest{StagingPath: stg, Target: tgt1}), ErrNotStaged, "stage it first")
+}
+
+// Unstage of a staged volume that was never published releases it.
+func TestNodeUnstage(t *testing.T) {
+	e := newTestDriver(t)
+	n := newTestNode(t, e)
+	e.prov.add("v", 1<<30, "ext4")
+	if err := n.Stage(bg, "v", StageRequest{StagingPath: stg}); err != nil {
+		t.Fatal(err)
+	}
+	m := e.rec.mark()
+	if err := n.Unstage(bg, "v", stg); err != nil {
+		t.Fatal(err)
+	}
+	assertOps(t, "Unstage", e.rec.ops(m), "mnt.Unmount v", "mnt.Unmount v", "map.Unmap v", "prov.Detach v")
+	e.assertGone("v")
+	if st, ok := e.stage("v"); ok {
+		t.Errorf("stage record remains: %+v", st)
+	}
 }
 
 // SINGLE_NODE_SINGLE_WRITER: one publish target at a time.
@@ -192,6 +224,47 @@ func TestNodeCrashRepair(t *testing.T) {
 		e.assertUp("v", "csi:"+stg)
 		if err := n.Publish(bg, "v", PublishRequest{StagingPath: stg, Target: tgt1}); err != nil {
 			t.Errorf("Publish after the repair: %v", err)
+		}
+	})
+	t.Run("release after the core let go", func(t *testing.T) {
+		e := newTestDriver(t)
+		n := newTestNode(t, e)
+		e.prov.add("v", 1<<30, "ext4")
+		if err := n.Stage(bg, "v", StageRequest{StagingPath: stg}); err != nil {
+			t.Fatal(err)
+		}
+		if err := n.Publish(bg, "v", PublishRequest{StagingPath: stg, Target: tgt1}); err != nil {
+			t.Fatal(err)
+		}
+		e.crashing("release:released", func() { _ = n.Unpublish(bg, "v", tgt1) })
+		n = e.restartNode(t)
+		e.assertGone("v")
+		if st, _ := e.stage("v"); !st.Released || st.Op != "" {
+			t.Errorf("stage record: %+v", st)
+		}
+		if err := n.Publish(bg, "v", PublishRequest{StagingPath: stg, Target: tgt1}); err != nil {
+			t.Errorf("Publish after the repair: %v", err)
+		}
+		e.assertUp("v", "csi:"+stg)
+	})
+	t.Run("restage after the core mounted", func(t *testing.T) {
+		e := newTestDriver(t)
+		n := newTestNode(t, e)
+		e.prov.add("v", 1<<30, "ext4")
+		if err := n.Stage(bg, "v", StageRequest{StagingPath: stg}); err != nil {
+			t.Fatal(err)
+		}
+		if err := n.Publish(bg, "v", PublishRequest{StagingPath: stg, Target: tgt1}); err != nil {
+			t.Fatal(err)
+		}
+		if err := n.Unpublish(bg, "v", tgt1); err != nil {
+			t.Fatal(err)
+		}
+		e.crashing("stage:mounted", func() { _ = n.Publish(bg, "v", PublishRequest{StagingPath: stg, Target: tgt1}) })
+		e.restartNode(t)
+		e.assertGone("v")
+		if st, _ := e.stage("v"); !st.Released || st.Op != "" {
+			t.Errorf("stage record: %+v", st)
 		}
 	})
 	t.Run("unstage after the unbind", func(t *testing.T) {

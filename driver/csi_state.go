@@ -25,7 +25,13 @@ type StageState struct {
 	Single bool `json:",omitempty"`
 	// Targets are the publish targets, each with whether it is read-only.
 	Targets map[string]bool `json:",omitempty"`
-	// Op is the step in flight ("stage", "unstage", "publish", "unpublish") and OpPath its
+	// Released: the last target was unpublished, so the stage was released (the staging bind
+	// removed, the core's use dropped, the claim released) while the record stays: the next
+	// Publish stages the volume again. (Swarm never calls NodeUnstage, swarmkit#3178: without
+	// this a volume would stay claimed by the node it last ran on.)
+	Released bool `json:",omitempty"`
+	// Op is the step in flight ("stage", "restage", "release", "unstage", "publish",
+	// "unpublish") and OpPath its
 	// target: a crash mid-step leaves it set and the reconcile undoes or finishes it.
 	Op      string `json:",omitempty"`
 	OpPath  string `json:",omitempty"`
