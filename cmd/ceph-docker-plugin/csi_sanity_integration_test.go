@@ -26,7 +26,8 @@ import (
 // binary serving CSI (PROTOCOL=csi) with the fuse mapper and the real lab Ceph, once per backend:
 // BACKEND=rbd and BACKEND=cinder. Ginkgo runs one suite per process, so both backends are
 // registered under one suite, each in its own container; the counts per backend, and the reason
-// of each skipped case, are printed at the end.
+// of each skipped case, are printed at the end. Each backend works in a pool or project of its
+// own (csi_isolation_integration_test.go): the suite counts every volume the backend lists.
 func TestCSISanity(t *testing.T) {
 	l := labEnv(t)
 	type run struct {
@@ -38,7 +39,7 @@ func TestCSISanity(t *testing.T) {
 	for _, b := range []struct {
 		name string
 		env  []string
-	}{{"rbd", nil}, {"cinder", cinderEnv(t)}} {
+	}{{"rbd", isolatedRBD(t, l)}, {"cinder", isolatedCinder(t)}} {
 		p := newPlugin(t, l, uniq("csi-"+b.name), append([]string{"PROTOCOL=csi", "LOG_LEVEL=info"}, b.env...)...)
 		endpoint := "unix://" + filepath.Join(p.dir, "csi.sock")
 		p.env = append(p.env, "CSI_ENDPOINT="+endpoint)
