@@ -24,6 +24,7 @@ import (
 
 	"github.com/cephdocker/ceph-docker-plugin/cinder"
 	"github.com/cephdocker/ceph-docker-plugin/driver"
+	"github.com/cephdocker/ceph-docker-plugin/driver/metrics"
 	"github.com/cephdocker/ceph-docker-plugin/driver/volfs"
 	"github.com/cephdocker/ceph-docker-plugin/rbd"
 	"github.com/cephdocker/ceph-docker-plugin/rbd/fuse"
@@ -126,8 +127,22 @@ func run() error {
 			}
 		}
 	}
+	var rec *metrics.Recorder
+	if cfg.MetricsAddr != "" {
+		rec = metrics.New(store, cfg.Backend)
+		dcfg.Observer = rec
+	}
 	d := driver.New(dcfg, prov, mapper, volfs.FS{}, store)
-	h := volume.NewHandler(&driver.Plugin{D: d, Timeout: cfg.CallTimeout, Log: log})
+	plugin := &driver.Plugin{D: d, Timeout: cfg.CallTimeout, Log: log}
+	if rec != nil {
+		plugin.Observer = rec
+		stopMetrics, err := serveMetrics(cfg.MetricsAddr, rec, log)
+		if err != nil {
+			return err
+		}
+		defer stopMetrics()
+	}
+	h := volume.NewHandler(plugin)
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- h.Serve(ln) }()
 	log.WithFields(logrus.Fields{"socket": cfg.Socket, "pool": cfg.Pool, "mapper": fmt.Sprintf("%T", mapper)}).Info("serving")
