@@ -32,6 +32,12 @@ import (
 )
 
 func main() {
+	if len(os.Args) > 1 && os.Args[1] == "doctor" {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+		code := runDoctor(ctx, os.Getenv, os.Stdout, defaultDoctorEnv)
+		cancel()
+		os.Exit(code)
+	}
 	if err := run(); err != nil {
 		logrus.WithError(err).Error("ceph-docker-plugin stopped")
 		fmt.Fprintln(os.Stderr, "ceph-docker-plugin:", err)
