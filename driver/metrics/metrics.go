@@ -120,9 +120,9 @@ func (r *Recorder) Handler() http.Handler {
 
 // stateCollector reads this host's volume states at each scrape.
 type stateCollector struct {
-	states States
-	labels prometheus.Labels
-	once   sync.Once
+	states                          States
+	labels                          prometheus.Labels
+	once                            sync.Once
 	mounted, uses, pending, readErr *prometheus.Desc
 }
 
