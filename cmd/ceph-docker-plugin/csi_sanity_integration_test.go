@@ -105,6 +105,7 @@ func TestCSISanity(t *testing.T) {
 func (p *plugin) startCSI(endpoint string) {
 	p.t.Helper()
 	p.cmd = nil
+	before := p.reconciles()
 	p.startProcess()
 	conn, err := grpc.NewClient(endpoint, grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
@@ -117,7 +118,7 @@ func (p *plugin) startCSI(endpoint string) {
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 		r, err := id.Probe(ctx, &csi.ProbeRequest{})
 		cancel()
-		if err == nil && r.GetReady().GetValue() && strings.Contains(p.logs(), "msg=reconciled") {
+		if err == nil && r.GetReady().GetValue() && p.reconciles() > before {
 			return
 		}
 		select {
