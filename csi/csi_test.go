@@ -2,8 +2,10 @@ package csi
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
+	"path/filepath"
 	"sort"
 	"strings"
 	"testing"
@@ -11,7 +13,9 @@ import (
 
 	"github.com/container-storage-interface/spec/lib/go/csi"
 	"github.com/sirupsen/logrus"
+	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
 
 	"github.com/cephdocker/ceph-docker-plugin/driver"
@@ -278,5 +282,52 @@ func TestDeleteAndValidate(t *testing.T) {
 		VolumeCapabilities: []*csi.VolumeCapability{mountCap(csi.VolumeCapability_AccessMode_SINGLE_NODE_WRITER)}})
 	if got := Status(err); status.Code(got) != codes.NotFound {
 		t.Errorf("validate a missing volume: %v", got)
+	}
+}
+
+type call struct {
+	op  string
+	err error
+}
+
+type recordCalls struct{ calls chan call }
+
+func (r recordCalls) Call(op string, err error, _ time.Duration) { r.calls <- call{op, err} }
+
+// Over a real socket: the interceptor gives the client the CSI code of the core's error, and the
+// observer the core's own error (with its sentinel) under the CSI method's name.
+func TestServeTranslatesAndObserves(t *testing.T) {
+	core := newFakeCore()
+	core.vols["v"] = driver.Volume{Name: "v", Size: 1 << 30}
+	obs := recordCalls{make(chan call, 4)}
+	s := newServer(core)
+	s.Observer = obs
+	ln, path, err := Listen("unix://" + filepath.Join(t.TempDir(), "csi.sock"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	go func() { _ = s.Serve(ln) }()
+	t.Cleanup(func() { ln.Close() })
+	conn, err := grpc.NewClient("unix://"+path, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	_, err = csi.NewControllerClient(conn).CreateVolume(context.Background(), &csi.CreateVolumeRequest{Name: "v",
+		VolumeCapabilities: []*csi.VolumeCapability{mountCap(csi.VolumeCapability_AccessMode_SINGLE_NODE_WRITER)},
+		Parameters:         map[string]string{"size": "2G"}})
+	if status.Code(err) != codes.AlreadyExists {
+		t.Errorf("CreateVolume of an existing volume with another size: %v, want AlreadyExists", err)
+	}
+	select {
+	case c := <-obs.calls:
+		if c.op != "CreateVolume" || !errors.Is(c.err, driver.ErrExists) {
+			t.Errorf("observed %q, %v; want CreateVolume with the core's ErrExists", c.op, c.err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("the observer was not told of the call")
+	}
+	if _, _, err := Listen("csi.sock"); err == nil {
+		t.Error("Listen accepted a relative endpoint")
 	}
 }

@@ -64,6 +64,14 @@ type Server struct {
 	// Timeout bounds each call (a shorter deadline from the caller wins).
 	Timeout time.Duration
 	Log     *logrus.Entry
+	// Observer, when set, is told of every call's outcome and duration (metrics), with the
+	// CSI method's name as the operation.
+	Observer CallObserver
+}
+
+// CallObserver is told of each call (driver.Observer has this method).
+type CallObserver interface {
+	Call(op string, err error, took time.Duration)
 }
 
 // Serve registers the services on a gRPC server and serves ln until it is closed.
@@ -85,8 +93,11 @@ func (s *Server) intercept(ctx context.Context, req any, info *grpc.UnaryServerI
 	defer cancel()
 	start := time.Now()
 	resp, err := h(ctx, req)
-	log := s.Log.WithFields(logrus.Fields{"op": info.FullMethod[strings.LastIndex(info.FullMethod, "/")+1:],
-		"duration": time.Since(start).Round(time.Millisecond)})
+	op, took := info.FullMethod[strings.LastIndex(info.FullMethod, "/")+1:], time.Since(start)
+	if s.Observer != nil {
+		s.Observer.Call(op, err, took) // the core's error: its sentinels, not the status code
+	}
+	log := s.Log.WithFields(logrus.Fields{"op": op, "duration": took.Round(time.Millisecond)})
 	if v, ok := req.(volumeIDer); ok && v.GetVolumeId() != "" {
 		log = log.WithField("volume", v.GetVolumeId())
 	} else if r, ok := req.(*csi.CreateVolumeRequest); ok {

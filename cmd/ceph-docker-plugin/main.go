@@ -23,6 +23,7 @@ import (
 	"github.com/sirupsen/logrus"
 
 	"github.com/cephdocker/ceph-docker-plugin/cinder"
+	"github.com/cephdocker/ceph-docker-plugin/csi"
 	"github.com/cephdocker/ceph-docker-plugin/driver"
 	"github.com/cephdocker/ceph-docker-plugin/driver/metrics"
 	"github.com/cephdocker/ceph-docker-plugin/driver/volfs"
@@ -152,7 +153,11 @@ func run() error {
 	var node *driver.Node
 	if cfg.Protocol == "csi" {
 		node = driver.NewNode(d, volfs.FS{}, store)
-		go func() { serveErr <- serveCSI(cfg, d, node, ln, log) }()
+		var obs csi.CallObserver
+		if rec != nil {
+			obs = rec
+		}
+		go func() { serveErr <- serveCSI(cfg, d, node, ln, log, obs) }()
 	} else {
 		h := volume.NewHandler(plugin)
 		go func() { serveErr <- h.Serve(ln) }()
