@@ -105,6 +105,13 @@ func (n *Node) Stage(ctx context.Context, name string, req StageRequest) error {
 	if err != nil {
 		return err
 	}
+	if ok && st.Released && (st.StagingPath != req.StagingPath || st.ReadOnly != req.ReadOnly || st.Single != req.Single) {
+		// A released stage holds nothing: a stage elsewhere, or in another mode, replaces it.
+		if err := n.store.DeleteStage(name); err != nil {
+			return err
+		}
+		ok = false
+	}
 	if ok {
 		if st.StagingPath != req.StagingPath {
 			return fmt.Errorf("%w: volume %s is staged on this node at %s already; unstage it there first", ErrInUse, name, st.StagingPath)

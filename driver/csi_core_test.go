@@ -130,6 +130,26 @@ func TestNodeLifecycle(t *testing.T) {
 	if err := n.Unstage(bg, "v", "/elsewhere"); err != nil {
 		t.Errorf("Unstage of another path: %v", err)
 	}
+	// A released stage holds nothing: staging elsewhere replaces it.
+	if err := n.Stage(bg, "v", StageRequest{StagingPath: "/elsewhere"}); err != nil {
+		t.Fatalf("Stage elsewhere after a release: %v", err)
+	}
+	e.assertUp("v", "csi:/elsewhere")
+	if err := n.Unstage(bg, "v", "/elsewhere"); err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := e.stage("v"); ok {
+		t.Fatal("stage record remains")
+	}
+	if err := n.Stage(bg, "v", StageRequest{StagingPath: stg}); err != nil {
+		t.Fatal(err)
+	}
+	if err := n.Publish(bg, "v", PublishRequest{StagingPath: stg, Target: tgt1}); err != nil {
+		t.Fatal(err)
+	}
+	if err := n.Unpublish(bg, "v", tgt1); err != nil {
+		t.Fatal(err)
+	}
 	if err := n.Unstage(bg, "v", stg); err != nil {
 		t.Fatal(err)
 	}
