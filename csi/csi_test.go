@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"path/filepath"
 	"sort"
 	"strings"
@@ -130,6 +131,7 @@ func TestStatusCodes(t *testing.T) {
 		{fmt.Errorf("%w: Ceph is not reachable yet", driver.ErrTimeout), codes.DeadlineExceeded},
 		{fmt.Errorf("cinder get v: %w", context.DeadlineExceeded), codes.DeadlineExceeded},
 		{fmt.Errorf("cinder get v: Cinder unreachable or failing: dial tcp: connection refused"), codes.Unavailable},
+		{fmt.Errorf("keystone: %w", &net.OpError{Op: "dial", Net: "tcp", Err: errors.New("connection refused")}), codes.Unavailable},
 		{fmt.Errorf("something else"), codes.Internal},
 		{status.Error(codes.OutOfRange, "kept"), codes.OutOfRange},
 	} {

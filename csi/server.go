@@ -137,10 +137,16 @@ func Status(err error) error {
 		code = codes.DeadlineExceeded
 	case errors.Is(err, context.Canceled):
 		code = codes.Canceled
-	case strings.Contains(err.Error(), "unreachable"):
+	case isNetError(err) || strings.Contains(err.Error(), "unreachable"):
+		// A backend that could not be reached (Cinder's errors say "unreachable").
 		code = codes.Unavailable
 	}
 	return status.Error(code, err.Error())
+}
+
+func isNetError(err error) bool {
+	var ne net.Error
+	return errors.As(err, &ne)
 }
 
 // Listen opens the CSI endpoint: unix:///path, unix:path or a plain path. A stale socket is
