@@ -3,9 +3,11 @@ package main
 import (
 	"errors"
 	"fmt"
+	"net"
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -32,6 +34,8 @@ type Config struct {
 	MountRoot     string
 	StateDir      string
 	Socket        string
+	Protocol      string
+	CSIEndpoint   string
 	RemoveAction  driver.RemoveAction
 	LockBreak     bool
 	LogLevel      logrus.Level
@@ -39,6 +43,7 @@ type Config struct {
 	CallTimeout   time.Duration
 	CephTimeout   time.Duration
 	NodeName      string
+	MetricsAddr   string // "" when off
 	OpenStack     OpenStack
 	// FaultKillAt is for crash tests only: the process kills itself with SIGKILL at that step.
 	FaultKillAt string
@@ -58,6 +63,9 @@ type Setting struct {
 	Name, Default, Help string
 }
 
+// DefaultMetricsAddr is where METRICS_ADDR=on serves: loopback only, as metrics name volumes.
+const DefaultMetricsAddr = "127.0.0.1:9380"
+
 // Settings lists every setting with its default.
 var Settings = []Setting{
 	{"BACKEND", "rbd", "rbd (images directly in Ceph) or cinder (Cinder volumes via Keystone)"},
@@ -74,6 +82,8 @@ var Settings = []Setting{
 	{"MOUNT_ROOT", "/mnt/volumes", "where volumes are mounted (the plugin's PropagatedMount)"},
 	{"STATE_DIR", "/mnt/volumes/.state", "persisted state"},
 	{"PLUGIN_SOCKET", "/run/docker/plugins/ceph.sock", "unix socket the daemon talks to"},
+	{"PROTOCOL", "volume", "volume (docker.volumedriver/1.0 on PLUGIN_SOCKET) or csi (swarm cluster volumes: CSI on CSI_ENDPOINT)"},
+	{"CSI_ENDPOINT", "unix:///run/docker/plugins/csi.sock", "PROTOCOL=csi: the CSI gRPC endpoint (unix:///path)"},
 	{"REMOVE_ACTION", "delete", "delete, trash (rbd trash, recoverable) or keep (Docker forgets it; the data stays as NAME~removed-TIME)"},
 	{"LOCK_BREAK", "off", "on: take over a volume whose holder is dead, after fencing it (blocklist)"},
 	{"LOG_LEVEL", "info", "logrus level; debug logs every request with its duration"},
@@ -81,6 +91,7 @@ var Settings = []Setting{
 	{"CALL_TIMEOUT", "50s", "deadline of each Docker request (the daemon gives up at 60 s)"},
 	{"CEPH_TIMEOUT", "20s", "deadline of each single Ceph operation"},
 	{"NODE_NAME", "", "this host's name as other hosts see it (empty: the hostname)"},
+	{"METRICS_ADDR", "", "Prometheus metrics at http://ADDR/metrics: off (empty), on (127.0.0.1:9380) or HOST:PORT"},
 	{"OS_AUTH_URL", "", "BACKEND=cinder: Keystone v3 URL"},
 	{"OS_USERNAME", "", "BACKEND=cinder: Keystone user (or use an application credential)"},
 	{"OS_PASSWORD", "", "BACKEND=cinder: its password"},
@@ -145,6 +156,8 @@ func LoadConfig(getenv func(string) string) (Config, error) {
 		MountRoot:     absPath("MOUNT_ROOT"),
 		StateDir:      absPath("STATE_DIR"),
 		Socket:        absPath("PLUGIN_SOCKET"),
+		Protocol:      oneOf("PROTOCOL", "volume", "csi"),
+		CSIEndpoint:   get("CSI_ENDPOINT"),
 		RemoveAction:  driver.RemoveAction(oneOf("REMOVE_ACTION", "delete", "trash", "keep")),
 		LogFormat:     oneOf("LOG_FORMAT", "text", "json"),
 		CallTimeout:   duration("CALL_TIMEOUT"),
@@ -152,6 +165,9 @@ func LoadConfig(getenv func(string) string) (Config, error) {
 		NodeName:      get("NODE_NAME"),
 		FaultKillAt:   strings.TrimSpace(getenv("TEST_FAULT_KILL_AT")),
 		BootID:        strings.TrimSpace(getenv("TEST_BOOT_ID")),
+	}
+	if p := strings.TrimPrefix(strings.TrimPrefix(c.CSIEndpoint, "unix://"), "unix:"); !filepath.IsAbs(p) {
+		bad("CSI_ENDPOINT", c.CSIEndpoint, "unix:///absolute/path")
 	}
 	if c.CephKeyring != "" && !filepath.IsAbs(c.CephKeyring) {
 		bad("CEPH_KEYRING", c.CephKeyring, "an absolute path, or empty")
@@ -187,6 +203,17 @@ func LoadConfig(getenv func(string) string) (Config, error) {
 		bad("LOG_LEVEL", get("LOG_LEVEL"), "panic, fatal, error, warn, info, debug or trace")
 	} else {
 		c.LogLevel = lvl
+	}
+	switch v := get("METRICS_ADDR"); v {
+	case "", "off":
+	case "on":
+		c.MetricsAddr = DefaultMetricsAddr
+	default:
+		host, port, err := net.SplitHostPort(v)
+		if p, perr := strconv.Atoi(port); err != nil || perr != nil || p < 1 || p > 65535 || (host != "" && net.ParseIP(host) == nil) {
+			bad("METRICS_ADDR", v, "off, on (127.0.0.1:9380), or an IP address and port such as 127.0.0.1:9380")
+		}
+		c.MetricsAddr = v
 	}
 	if c.NodeName == "" {
 		h, err := os.Hostname()
