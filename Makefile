@@ -101,8 +101,11 @@ lab: ceph-up lab-build ## krbd and two-host cases in QEMU guests (Debian's kerne
 lab-docker-build: docker-up ## build the docker guest: trixie + its kernel + forky's docker.io (cached under $(LAB_DIR)/lab-docker), and the plugin's rootfs
 	scripts/lab-docker-build.sh
 
-lab-docker: ceph-up lab-build lab-docker-build ## the managed plugin (MAPPER=krbd) under the real dockerd in a QEMU guest, driven by the docker CLI
-	$(WITH_CEPH_ENV) set -a && . $(LAB_DIR)/lab/env && . $(LAB_DIR)/lab-docker/env && set +a && \
+# The lab package's TestMain asks for a kernel and an initrd: the docker guest's stand in (its test
+# boots only those), so that this target never rebuilds $(LAB_DIR)/lab under a running `make lab`.
+lab-docker: ceph-up lab-docker-build ## the managed plugin (MAPPER=krbd) under the real dockerd in a QEMU guest (TestDockerGuest), driven by the docker CLI
+	$(WITH_CEPH_ENV) set -a && . $(LAB_DIR)/lab-docker/env && set +a && \
+	  LAB_KERNEL=$$LAB_DOCKER_KERNEL LAB_INITRD=$$LAB_DOCKER_INITRD \
 	  $(GO) test -count=1 -timeout 30m -tags '$(GOTAGS) lab labdocker' -v -run '^TestDockerGuest$$' ./lab/ 2>&1 | grep -vE '^=== (RUN|PAUSE|CONT)'; exit $${PIPESTATUS[0]}
 
 .PHONY: bench
