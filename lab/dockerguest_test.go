@@ -286,7 +286,9 @@ func TestDockerGuest(t *testing.T) {
 			dev, mp := assertMapped(t, g, vol)
 			waitGuestFile(t, g, mp+"/f", "hello-1")
 			assertNoKeyDocker(t, g)
-			step(t, "container w1 wrote through %s (mounted at %s); key path: %s", dev, mp, keyPath)
+			// Why the keyring works: dockerd gives managed plugins no seccomp filter (containers get one).
+			seccomp := strings.TrimSpace(g.sh("grep '^Seccomp:' /proc/$(pidof ceph-docker-plugin)/status"))
+			step(t, "container w1 wrote through %s (mounted at %s); key path: %s; the plugin's %s", dev, mp, keyPath, seccomp)
 			dk(g, 2*time.Minute, "rm", "-f", "w1")
 			assertNoRBD(t, g, "after w1 was removed")
 			out := dk(g, 3*time.Minute, append(run, "--rm", "-v", vol+":/data", "busybox:lab", "sh", "-c", "cat /data/f; cat /proc/mounts")...)
