@@ -17,6 +17,7 @@
 # DOCKER_ENGINE=28` runs on the host), pinned so that nothing else comes from forky. Both are
 # settable: LAB_DOCKER_SUITE, LAB_DOCKER_ENGINE_SUITE (= LAB_DOCKER_SUITE for a single suite).
 # Nothing is installed on the host beyond debootstrap, QEMU and e2fsprogs. No key goes in.
+# LAB_DOCKER_PLUGIN=0 skips step 3 (the plugin's rootfs, which needs the host's lab dockerd).
 set -euo pipefail
 . "$(dirname "$0")/lib.sh"
 need_root
