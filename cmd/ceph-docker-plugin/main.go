@@ -31,15 +31,28 @@ import (
 )
 
 func main() {
-	if err := run(); err != nil {
+	// First of all: the secret settings leave the environment (this may re-execute the binary).
+	secrets, warning, err := takeSecrets()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "ceph-docker-plugin:", err)
+		os.Exit(1)
+	}
+	if err := run(secrets, warning); err != nil {
 		logrus.WithError(err).Error("ceph-docker-plugin stopped")
 		fmt.Fprintln(os.Stderr, "ceph-docker-plugin:", err)
 		os.Exit(1)
 	}
 }
 
-func run() error {
-	cfg, err := LoadConfig(os.Getenv)
+// run serves until SIGTERM. secrets are the secret settings takeSecrets took out of the
+// environment; warning, if set, says why the environment could not be scrubbed.
+func run(secrets map[string]string, warning string) error {
+	cfg, err := LoadConfig(func(name string) string {
+		if v, ok := secrets[name]; ok {
+			return v
+		}
+		return os.Getenv(name)
+	})
 	if err != nil {
 		return err
 	}
@@ -48,6 +61,9 @@ func run() error {
 		logrus.SetFormatter(&logrus.JSONFormatter{})
 	}
 	log := logrus.WithFields(logrus.Fields{"node": cfg.NodeName, "backend": cfg.Backend})
+	if warning != "" {
+		log.Warn(warning)
+	}
 
 	// Socket first.
 	ln, err := listen(cfg.Socket)
