@@ -317,7 +317,9 @@ func newMapper(cfg Config, log *logrus.Entry) (driver.Mapper, error) {
 	}
 	switch kind {
 	case "krbd":
-		return krbd.New(krbd.KeyringFile{Path: cfg.CephKeyring, Cluster: cfg.CephCluster}), nil
+		k := krbd.New(krbd.KeyringFile{Path: cfg.CephKeyring, Cluster: cfg.CephCluster})
+		k.Log = log
+		return k, nil
 	default:
 		m := fuse.New(filepath.Join(cfg.MountRoot, ".rbd-fuse"), cfg.CephConf, cfg.CephKeyring)
 		m.Cluster = cfg.CephCluster
