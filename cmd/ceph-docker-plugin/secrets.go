@@ -20,7 +20,7 @@ import (
 // block the kernel laid out at execve, which keeps the values for the life of the process (any
 // root process on the host, and anything that reads a core dump, sees them). Overwriting that
 // block in place would mean writing through memory the Go runtime hands out as immutable strings.
-// So the plugin re-executes itself (execve of /proc/self/exe: same PID, same arguments, same
+// So the plugin re-executes itself (execve of its own binary: same PID, same arguments, same
 // stdout/stderr) with the secrets removed from the environment, and hands them to its new image
 // through a pipe whose number is in CDP_SECRETS_FD: the new image reads the pipe once and closes
 // it. The kernel's environ block of the process is then the scrubbed one, and every child
@@ -64,8 +64,8 @@ func splitSecrets(environ []string) (secrets map[string]string, rest []string) {
 // takeSecrets returns the secret settings and makes sure they are in neither this process's
 // environment nor its children's. On the first run with secrets in the environment it does not
 // return: it re-executes the binary (see above), whose takeSecrets then reads them from the pipe.
-// warning is set when the environ block could not be scrubbed (no /proc/self/exe): the values are
-// then removed from the runtime's copy only, which children inherit from.
+// warning is set when the environ block could not be scrubbed (the re-exec failed): the values are
+// then removed from the runtime's copy only, the one children inherit from.
 func takeSecrets() (secrets map[string]string, warning string, err error) {
 	if fdStr, ok := os.LookupEnv(secretsFDEnv); ok {
 		os.Unsetenv(secretsFDEnv)
@@ -101,7 +101,7 @@ func takeSecrets() (secrets map[string]string, warning string, err error) {
 		"they stay readable there by root on this host", strings.Join(names, ", "), err), nil
 }
 
-// reexecWithout writes secrets into a pipe and executes /proc/self/exe with env and the pipe's
+// reexecWithout writes secrets into a pipe and executes this binary again with env and the pipe's
 // number. It returns only on failure.
 func reexecWithout(secrets map[string]string, env []string) error {
 	payload, err := json.Marshal(secrets)
@@ -127,9 +127,15 @@ func reexecWithout(secrets map[string]string, env []string) error {
 	}
 	unix.Close(w) // the new image reads to EOF
 	env = append(env, secretsFDEnv+"="+strconv.Itoa(r))
-	err = unix.Exec("/proc/self/exe", os.Args, env)
+	// By its path, so that the process keeps its name (comm); /proc/self/exe if the binary was
+	// replaced or removed since it started.
+	self, err := os.Executable()
+	if err != nil || strings.HasSuffix(self, " (deleted)") {
+		self = "/proc/self/exe"
+	}
+	err = unix.Exec(self, os.Args, env)
 	unix.Close(r)
-	return fmt.Errorf("re-exec /proc/self/exe: %w", err)
+	return fmt.Errorf("re-exec %s: %w", self, err)
 }
 
 // readSecrets reads and closes the pipe the previous image wrote the secrets into.
