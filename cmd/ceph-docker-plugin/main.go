@@ -56,6 +56,7 @@ func run(secrets map[string]string, warning string) error {
 	if err != nil {
 		return err
 	}
+	splitOutput(logrus.StandardLogger(), os.Stdout, os.Stderr)
 	logrus.SetLevel(cfg.LogLevel)
 	if cfg.LogFormat == "json" {
 		logrus.SetFormatter(&logrus.JSONFormatter{})
