@@ -5,7 +5,10 @@ package main
 import (
 	"context"
 	"fmt"
+	"net/http"
 	"os"
+	"os/exec"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -36,8 +39,23 @@ func TestCinderFirstMountRace(t *testing.T) {
 }
 
 func testCinderFirstMountRace(t *testing.T, l lab, volumeType string) {
-	env := cinderEnv(t)
-	hosts := []*plugin{newPlugin(t, l, "host-a", env...), newPlugin(t, l, "host-b", env...)}
+	// host-b reaches Keystone and Cinder through lines (test proxies) that can hold its
+	// requests back. host-a maps slowly in some rounds (a loaded host: its rbd-fuse starts 6 s
+	// late), so that its attachment is complete for a while before any Ceph client of it watches
+	// the image.
+	_, cinderLine, envB := outageLab(t)
+	slowMap := t.TempDir()
+	real, err := exec.LookPath("rbd-fuse")
+	if err != nil {
+		t.Fatal(err)
+	}
+	mapDelay := filepath.Join(slowMap, "delay")
+	script := "#!/bin/sh\nsleep $(cat " + mapDelay + ")\nexec " + real + " \"$@\"\n"
+	if err := os.WriteFile(filepath.Join(slowMap, "rbd-fuse"), []byte(script), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	envA := append(cinderEnv(t), "PATH="+slowMap+":"+os.Getenv("PATH"))
+	hosts := []*plugin{newPlugin(t, l, "host-a", envA...), newPlugin(t, l, "host-b", envB...)}
 	for _, h := range hosts {
 		h.start()
 	}
@@ -61,19 +79,32 @@ func testCinderFirstMountRace(t *testing.T, l lab, volumeType string) {
 		errs := make([]error, 2)
 		var wg sync.WaitGroup
 		start := make(chan struct{})
-		// Every other round starts both at once; the others give one host a head start of
-		// 0.2-0.8 s, so that its attachment completes while the other is between finding the
-		// volume free and reserving it (the window a multiattach volume leaves open).
-		delay := make([]time.Duration, 2)
+		// Odd rounds start both at once. Even rounds hold host-b's reservation (POST
+		// /attachments) back by 0.5-5 s after it found the volume free, and host-a maps 6 s
+		// late: host-a's attachment then completes while host-b waits, and host-b reserves and
+		// checks the image's watchers before host-a maps (the window a multiattach volume leaves
+		// open: Cinder reserves it again once the first attachment is complete, and the watcher
+		// check sees no client yet).
+		var hold time.Duration
+		delayA := "0"
 		if round%2 == 0 {
-			delay[(round/2)%2] = time.Duration(200*((round/2)%4+1)) * time.Millisecond
+			hold = time.Duration(500*(round/2)) * time.Millisecond
+			delayA = "6"
 		}
+		if err := os.WriteFile(mapDelay, []byte(delayA), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		cinderLine.setSlow(func(r *http.Request) time.Duration {
+			if r.Method == http.MethodPost && strings.HasSuffix(r.URL.Path, "/attachments") {
+				return hold
+			}
+			return 0
+		})
 		for i, h := range hosts {
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
 				<-start
-				time.Sleep(delay[i])
 				var r mountResp
 				errs[i] = h.try("/VolumeDriver.Mount", map[string]string{"Name": name, "ID": ids[i]}, &r)
 			}()
@@ -117,9 +148,7 @@ func testCinderFirstMountRace(t *testing.T, l lab, volumeType string) {
 			t.Fatalf("round %d: Cinder's attachments of %s = %+v; want only the winner %s's (instance %s)",
 				round, name, atts, w.name, cinder.InstanceUUID(ids[winner]))
 		}
-		if round == 1 || round == raceRounds {
-			t.Logf("round %d: %s won; %s was refused: %s", round, w.name, lo.name, msg)
-		}
+		t.Logf("round %d (host-b's reservation held back %v): %s won; %s was refused: %s", round, hold, w.name, lo.name, msg[max(0, len(msg)-200):])
 		w.unmount(name, ids[winner])
 		w.assertClean()
 		if atts := cinderAttachments(t, bs, id); len(atts) != 0 {
