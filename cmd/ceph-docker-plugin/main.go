@@ -24,6 +24,7 @@ import (
 
 	"github.com/cephdocker/ceph-docker-plugin/cinder"
 	"github.com/cephdocker/ceph-docker-plugin/driver"
+	"github.com/cephdocker/ceph-docker-plugin/driver/metrics"
 	"github.com/cephdocker/ceph-docker-plugin/driver/volfs"
 	"github.com/cephdocker/ceph-docker-plugin/rbd"
 	"github.com/cephdocker/ceph-docker-plugin/rbd/fuse"
@@ -37,22 +38,30 @@ func main() {
 		fmt.Fprintln(os.Stderr, "ceph-docker-plugin:", err)
 		os.Exit(1)
 	}
-	if err := run(secrets, warning); err != nil {
+	getenv := func(name string) string {
+		if v, ok := secrets[name]; ok {
+			return v
+		}
+		return os.Getenv(name)
+	}
+	if len(os.Args) > 1 && os.Args[1] == "doctor" {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+		code := runDoctor(ctx, getenv, os.Stdout, defaultDoctorEnv)
+		cancel()
+		os.Exit(code)
+	}
+	if err := run(getenv, warning); err != nil {
 		logrus.WithError(err).Error("ceph-docker-plugin stopped")
 		fmt.Fprintln(os.Stderr, "ceph-docker-plugin:", err)
 		os.Exit(1)
 	}
 }
 
-// run serves until SIGTERM. secrets are the secret settings takeSecrets took out of the
-// environment; warning, if set, says why the environment could not be scrubbed.
-func run(secrets map[string]string, warning string) error {
-	cfg, err := LoadConfig(func(name string) string {
-		if v, ok := secrets[name]; ok {
-			return v
-		}
-		return os.Getenv(name)
-	})
+// run serves until SIGTERM. getenv reads the settings, the secret ones among them (which
+// takeSecrets took out of the environment); warning, if set, says why the environment could not
+// be scrubbed.
+func run(getenv func(string) string, warning string) error {
+	cfg, err := LoadConfig(getenv)
 	if err != nil {
 		return err
 	}
@@ -142,8 +151,22 @@ func run(secrets map[string]string, warning string) error {
 			}
 		}
 	}
+	var rec *metrics.Recorder
+	if cfg.MetricsAddr != "" {
+		rec = metrics.New(store, cfg.Backend)
+		dcfg.Observer = rec
+	}
 	d := driver.New(dcfg, prov, mapper, volfs.FS{}, store)
-	h := volume.NewHandler(&driver.Plugin{D: d, Timeout: cfg.CallTimeout, Log: log})
+	plugin := &driver.Plugin{D: d, Timeout: cfg.CallTimeout, Log: log}
+	if rec != nil {
+		plugin.Observer = rec
+		stopMetrics, err := serveMetrics(cfg.MetricsAddr, rec, log)
+		if err != nil {
+			return err
+		}
+		defer stopMetrics()
+	}
+	h := volume.NewHandler(plugin)
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- h.Serve(ln) }()
 	log.WithFields(logrus.Fields{"socket": cfg.Socket, "pool": cfg.Pool, "mapper": fmt.Sprintf("%T", mapper)}).Info("serving")
@@ -262,7 +285,7 @@ func listen(path string) (net.Listener, error) {
 
 // bootID identifies this boot of the kernel (the same inside the plugin's container), so that
 // the reconcile knows state recorded before a reboot. "" if unreadable: state is then taken as
-// of this boot, as before.
+// of this boot.
 func bootID(cfg Config, log *logrus.Entry) string {
 	if cfg.BootID != "" {
 		log.WithField("boot", cfg.BootID).Warn("TEST_BOOT_ID is set: it stands for the kernel's boot ID (tests only)")
