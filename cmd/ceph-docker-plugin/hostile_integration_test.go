@@ -6,8 +6,8 @@ import (
 	"bufio"
 	"context"
 	"crypto/sha256"
+	"errors"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -15,10 +15,14 @@ import (
 	"testing"
 	"time"
 
+	"github.com/gophercloud/gophercloud/v2"
+	"github.com/gophercloud/gophercloud/v2/openstack"
+	"github.com/gophercloud/gophercloud/v2/openstack/blockstorage/v3/volumes"
 	"github.com/moby/sys/mountinfo"
 
 	"github.com/cephdocker/ceph-docker-plugin/driver"
 	"github.com/cephdocker/ceph-docker-plugin/driver/execx"
+	"github.com/cephdocker/ceph-docker-plugin/rbd"
 	"github.com/cephdocker/ceph-docker-plugin/rbd/fuse"
 )
 
@@ -128,6 +132,10 @@ func (c *canaries) assertUntouched(t *testing.T) {
 		was, is := c.seen[p], c.look(t, p, true)
 		if is.sum != was.sum || !slices.Equal(is.entries, was.entries) {
 			t.Errorf("canary %s changed: contents or entries differ (%v -> %v)", p, was.entries, is.entries)
+		}
+		// This check's own read moved the access time: put it back for the next check.
+		if err := os.Chtimes(p, was.atime, was.mtime); err != nil {
+			t.Fatal(err)
 		}
 	}
 }
@@ -253,21 +261,36 @@ func plantedCases(c *canaries) []plantedCase {
 // planter writes a volume's stored options as another actor would.
 type planter func(t *testing.T, fstype, mkfs, mount string)
 
-func rbdPlanter(l lab, b backend, p *plugin, name string) planter {
-	spec := b.pool + "/" + b.image(p, name)
+// rbdPlanter writes the image's metadata with go-ceph as client.admin (the rbd CLI reads a value
+// that starts with '-' as an option of its own).
+func rbdPlanter(t *testing.T, l lab, b backend, p *plugin, name string) planter {
+	spec := driver.ImageSpec{Pool: b.pool, Image: b.image(p, name)}
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	admin, err := rbd.Connect(ctx, rbd.Config{ConfPath: l.conf, User: "admin", Keyring: l.adminKeyring})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(admin.Close)
 	return func(t *testing.T, fstype, mkfs, mount string) {
+		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+		defer cancel()
 		for k, v := range map[string]string{"fstype": fstype, "mkfs-options": mkfs, "mount-options": mount} {
+			var err error
 			if v == "" {
-				l.admin(t, "rbd", "image-meta", "remove", spec, "docker-plugin."+k)
-				continue
+				err = admin.RemoveMeta(ctx, spec, "docker-plugin."+k)
+			} else {
+				err = admin.SetMeta(ctx, spec, "docker-plugin."+k, v)
 			}
-			l.admin(t, "rbd", "image-meta", "set", spec, "docker-plugin."+k, v)
+			if err != nil && !errors.Is(err, driver.ErrNotFound) {
+				t.Fatalf("plant %s=%.40q in %s as client.admin: %v", k, v, spec, err)
+			}
 		}
 	}
 }
 
-// adminOpenStackEnv is the lab Keystone's admin: another user than the plugin's.
-func adminOpenStackEnv(t *testing.T) []string {
+// adminOpenStackEnv reads the lab Keystone's admin credentials: another user than the plugin's.
+func adminOpenStackEnv(t *testing.T) map[string]string {
 	t.Helper()
 	path := filepath.Join(os.Getenv("LAB_DIR"), "openstack", "admin-env")
 	if os.Getenv("LAB_DIR") == "" {
@@ -278,40 +301,49 @@ func adminOpenStackEnv(t *testing.T) []string {
 		t.Fatalf("the lab's admin credentials (scripts/openstack-up.sh writes them): %v", err)
 	}
 	defer f.Close()
-	var env []string
+	env := map[string]string{}
 	sc := bufio.NewScanner(f)
 	for sc.Scan() {
-		if k, _, ok := strings.Cut(sc.Text(), "="); ok && strings.HasPrefix(k, "OS_") {
-			env = append(env, sc.Text())
+		if k, v, ok := strings.Cut(sc.Text(), "="); ok && strings.HasPrefix(k, "OS_") {
+			env[k] = v
 		}
 	}
 	return env
 }
 
-func cinderPlanter(b backend, p *plugin, name string) planter {
+// cinderPlanter writes the volume's properties (what `openstack volume set --property` writes)
+// through gophercloud as Keystone's admin, not as the plugin's user. An empty value stands for
+// "not set": the plugin reads both the same way.
+func cinderPlanter(t *testing.T, b backend, p *plugin, name string) planter {
 	id := strings.TrimPrefix(b.image(p, name), "volume-")
+	env := adminOpenStackEnv(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	provider, err := openstack.AuthenticatedClient(ctx, gophercloud.AuthOptions{
+		IdentityEndpoint: env["OS_AUTH_URL"], Username: env["OS_USERNAME"], Password: env["OS_PASSWORD"],
+		DomainName: env["OS_USER_DOMAIN_NAME"], TenantName: env["OS_PROJECT_NAME"],
+		Scope: &gophercloud.AuthScope{ProjectName: env["OS_PROJECT_NAME"], DomainName: env["OS_PROJECT_DOMAIN_NAME"]},
+	})
+	if err != nil {
+		t.Fatalf("authenticate as the lab's Keystone admin: %v", err)
+	}
+	client, err := openstack.NewBlockStorageV3(provider, gophercloud.EndpointOpts{Region: env["OS_REGION_NAME"]})
+	if err != nil {
+		t.Fatal(err)
+	}
 	return func(t *testing.T, fstype, mkfs, mount string) {
-		set := []string{"volume", "set"}
-		unset := []string{"volume", "unset"}
-		for k, v := range map[string]string{"fstype": fstype, "mkfs-options": mkfs, "mount-options": mount} {
-			if v == "" {
-				unset = append(unset, "--property", "docker-plugin."+k)
-			} else {
-				set = append(set, "--property", "docker-plugin."+k+"="+v)
-			}
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		v, err := volumes.Get(ctx, client, id).Extract()
+		if err != nil {
+			t.Fatalf("volume %s as admin: %v", id, err)
 		}
-		for _, args := range [][]string{set, unset} {
-			if len(args) == 2 {
-				continue
-			}
-			ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-			cmd := exec.CommandContext(ctx, "/usr/bin/openstack", append(args, id)...)
-			cmd.Env = append(os.Environ(), adminOpenStackEnv(t)...)
-			out, err := cmd.CombinedOutput()
-			cancel()
-			if err != nil {
-				t.Fatalf("openstack %s (as admin): %v: %s", strings.Join(args[:2], " "), err, out)
-			}
+		meta := v.Metadata
+		for k, v := range map[string]string{"fstype": fstype, "mkfs-options": mkfs, "mount-options": mount} {
+			meta["docker-plugin."+k] = v
+		}
+		if _, err := volumes.Update(ctx, client, id, volumes.UpdateOpts{Metadata: meta}).Extract(); err != nil {
+			t.Fatalf("set properties of volume %s as admin: %v", id, err)
 		}
 	}
 }
@@ -361,9 +393,9 @@ func testHostileInput(t *testing.T, b backend) {
 	t.Cleanup(func() { _ = p.try("/VolumeDriver.Remove", map[string]string{"Name": name}, nil) })
 	var plant planter
 	if b.name == "rbd" {
-		plant = rbdPlanter(l, b, p, name)
+		plant = rbdPlanter(t, l, b, p, name)
 	} else {
-		plant = cinderPlanter(b, p, name)
+		plant = cinderPlanter(t, b, p, name)
 	}
 	for i, pc := range plantedCases(c) {
 		if pc.rbdOnly && b.name != "rbd" {
