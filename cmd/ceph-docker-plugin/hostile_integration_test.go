@@ -412,6 +412,9 @@ func testHostileInput(t *testing.T, b backend) {
 				t.Errorf("planted %d (%q %.60q %q): refusal %.400q does not contain %q", i, pc.fstype, pc.mkfs, pc.mount, msg, w)
 			}
 		}
+		if i == 0 {
+			t.Logf("planted %q: %s", pc.mkfs, msg)
+		}
 		p.unmount(name, "hostile") // as dockerd does after a failed Mount
 		p.assertClean()
 		b.assertReleased(p, name)
@@ -509,6 +512,7 @@ func testForeignFilesystem(t *testing.T, b backend) {
 				t.Errorf("%s: refusal %q does not contain %q", fs.name, msg, w)
 			}
 		}
+		t.Logf("%s on the device: %s", fs.name, msg)
 		p.unmount(name, "c1")
 		p.assertClean()
 		b.assertReleased(p, name)
