@@ -280,6 +280,19 @@ func checkArg(fstype string, l byte, r letterRule, arg string) error {
 	return nil
 }
 
+// SplitMkfsOptions splits a stored mkfs-options value into words on ASCII spaces only, so that
+// every other character (tabs, newlines, NUL, Unicode spaces) stays in a word, where MkfsArgs
+// refuses it. Backends use it on the value they read back.
+func SplitMkfsOptions(s string) []string {
+	var words []string
+	for _, w := range strings.Split(s, " ") {
+		if w != "" {
+			words = append(words, w)
+		}
+	}
+	return words
+}
+
 // ParseMkfsOptions checks an mkfs-options value for fstype and splits it into words.
 func ParseMkfsOptions(fstype, s string) ([]string, error) {
 	if err := checkChars("mkfs-options", s); err != nil {

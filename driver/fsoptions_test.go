@@ -388,3 +388,14 @@ func TestMountRefusesForeignFilesystems(t *testing.T) {
 	assertErr(t, err, nil, "carries ext4 while xfs was recorded", `mount-options "inode64" is not allowed for ext4`)
 	e.assertGone("v")
 }
+
+func TestSplitMkfsOptions(t *testing.T) {
+	got := SplitMkfsOptions("  -m 1\t-d\u00a0etc  -L x\n")
+	want := []string{"-m", "1\t-d\u00a0etc", "-L", "x\n"}
+	if strings.Join(got, "|") != strings.Join(want, "|") {
+		t.Fatalf("got %q, want %q", got, want)
+	}
+	if _, err := MkfsArgs("ext4", got); !errors.Is(err, ErrInvalid) || !strings.Contains(err.Error(), "control character") {
+		t.Fatalf("stored words with a tab: %v", err)
+	}
+}
