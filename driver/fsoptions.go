@@ -74,7 +74,7 @@ var ext4Features = []string{"\\^?(has_journal", "extent", "extents", "huge_file"
 // writer of the volume can corrupt must not panic the host).
 var mkfsRules = map[string]map[byte]letterRule{
 	"ext4": {
-		'b': {arg: rp(ruleEnum("1024", "2048", "4096", "65536")), note: "block size"},
+		'b': {arg: rp(ruleEnum("1024", "2048", "4096")), note: "block size"},
 		'C': {arg: rp(ruleSize), note: "cluster size (bigalloc)"},
 		'e': {arg: rp(ruleEnum("continue", "remount-ro")), note: "behaviour on errors"},
 		'E': {subs: map[string]subRule{
