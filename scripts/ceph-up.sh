@@ -12,8 +12,7 @@ set -euo pipefail
 need_root
 OSD_SIZE=${OSD_SIZE:-10G}
 mkdir -p "$CEPH_LAB" "$LAB_DIR"
-# dosfstools, btrfs-progs: the hostile-input suite writes foreign filesystems onto volumes by hand.
-apt_ensure ceph-mon ceph-mgr ceph-osd ceph-common librbd-dev librados-dev rbd-fuse uuid-runtime e2fsprogs xfsprogs util-linux dosfstools btrfs-progs
+apt_ensure ceph-mon ceph-mgr ceph-osd ceph-common librbd-dev librados-dev rbd-fuse uuid-runtime e2fsprogs xfsprogs util-linux
 
 CONF=$CEPH_LAB/ceph.conf
 ADMIN_KR=$CEPH_LAB/ceph.client.admin.keyring
