@@ -23,6 +23,7 @@ import (
 	"github.com/sirupsen/logrus"
 
 	"github.com/cephdocker/ceph-docker-plugin/cinder"
+	"github.com/cephdocker/ceph-docker-plugin/csi"
 	"github.com/cephdocker/ceph-docker-plugin/driver"
 	"github.com/cephdocker/ceph-docker-plugin/driver/metrics"
 	"github.com/cephdocker/ceph-docker-plugin/driver/volfs"
@@ -32,21 +33,36 @@ import (
 )
 
 func main() {
+	// First of all: the secret settings leave the environment (this may re-execute the binary).
+	secrets, warning, err := takeSecrets()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "ceph-docker-plugin:", err)
+		os.Exit(1)
+	}
+	getenv := func(name string) string {
+		if v, ok := secrets[name]; ok {
+			return v
+		}
+		return os.Getenv(name)
+	}
 	if len(os.Args) > 1 && os.Args[1] == "doctor" {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
-		code := doctorCommand(ctx, os.Getenv, os.Stdout, defaultDoctorEnv)
+		code := doctorCommand(ctx, getenv, os.Stdout, defaultDoctorEnv)
 		cancel()
 		os.Exit(code)
 	}
-	if err := run(); err != nil {
+	if err := run(getenv, warning); err != nil {
 		logrus.WithError(err).Error("ceph-docker-plugin stopped")
 		fmt.Fprintln(os.Stderr, "ceph-docker-plugin:", err)
 		os.Exit(1)
 	}
 }
 
-func run() error {
-	cfg, err := LoadConfig(os.Getenv)
+// run serves until SIGTERM. getenv reads the settings, the secret ones among them (which
+// takeSecrets took out of the environment); warning, if set, says why the environment could not
+// be scrubbed.
+func run(getenv func(string) string, warning string) error {
+	cfg, err := LoadConfig(getenv)
 	if err != nil {
 		return err
 	}
@@ -56,9 +72,12 @@ func run() error {
 		logrus.SetFormatter(&logrus.JSONFormatter{})
 	}
 	log := logrus.WithFields(logrus.Fields{"node": cfg.NodeName, "backend": cfg.Backend})
+	if warning != "" {
+		log.Warn(warning)
+	}
 
 	// Socket first.
-	ln, err := listen(cfg.Socket)
+	ln, err := listenFor(cfg)
 	if err != nil {
 		return err
 	}
@@ -148,16 +167,30 @@ func run() error {
 		}
 		defer stopMetrics()
 	}
-	h := volume.NewHandler(plugin)
-	h.HandleFunc(doctorPath, doctorHandler(cfg, defaultDoctorEnv))
 	serveErr := make(chan error, 1)
-	go func() { serveErr <- h.Serve(ln) }()
-	log.WithFields(logrus.Fields{"socket": cfg.Socket, "pool": cfg.Pool, "mapper": fmt.Sprintf("%T", mapper)}).Info("serving")
+	var node *driver.Node
+	if cfg.Protocol == "csi" {
+		node = driver.NewNode(d, volfs.FS{}, store)
+		var obs csi.CallObserver
+		if rec != nil {
+			obs = rec
+		}
+		go func() { serveErr <- serveCSI(cfg, d, node, ln, log, obs) }()
+	} else {
+		h := volume.NewHandler(plugin)
+		h.HandleFunc(doctorPath, doctorHandler(cfg, defaultDoctorEnv))
+		go func() { serveErr <- h.Serve(ln) }()
+		log.WithFields(logrus.Fields{"socket": cfg.Socket, "pool": cfg.Pool, "mapper": fmt.Sprintf("%T", mapper)}).Info("serving")
+	}
 
 	rctx, rcancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	start := time.Now()
 	if err := d.Reconcile(rctx); err != nil {
 		log.WithError(err).Error("reconcile left volumes to repair on their next call")
+	}
+	if node != nil {
+		// The CSI stages ride on the core's volumes: repaired once those are.
+		_ = node.Reconcile(rctx) // logs what it leaves
 	}
 	rcancel()
 	log.WithField("duration", time.Since(start).Round(time.Millisecond)).Info("reconciled")
@@ -193,7 +226,7 @@ func run() error {
 		if errors.Is(err, net.ErrClosed) {
 			return nil
 		}
-		return fmt.Errorf("serve %s: %w", cfg.Socket, err)
+		return fmt.Errorf("serve %s: %w", ln.Addr(), err)
 	}
 }
 
@@ -289,7 +322,8 @@ func bootID(cfg Config, log *logrus.Entry) string {
 func checkMountRoot(cfg Config, log *logrus.Entry) {
 	ms, err := mountinfo.GetMounts(mountinfo.SingleEntryFilter(cfg.MountRoot))
 	// (Of mounts stacked there, the last one listed is the one on top.)
-	if err == nil && (len(ms) == 0 || !strings.Contains(ms[len(ms)-1].Optional, "shared:")) {
+	// (In CSI mode only swarm's publish targets, binds under /data/published, must propagate.)
+	if err == nil && cfg.Protocol != "csi" && (len(ms) == 0 || !strings.Contains(ms[len(ms)-1].Optional, "shared:")) {
 		log.WithField("mount_root", cfg.MountRoot).Warn("MOUNT_ROOT is not a shared mount point: in the managed plugin, containers will not see the volumes mounted under it; " +
 			"there it must be config.json's propagatedMount, /mnt/volumes (the default)")
 	}
@@ -324,7 +358,9 @@ func newMapper(cfg Config, log *logrus.Entry) (driver.Mapper, error) {
 	}
 	switch kind {
 	case "krbd":
-		return krbd.New(krbd.KeyringFile{Path: cfg.CephKeyring, Cluster: cfg.CephCluster}), nil
+		k := krbd.New(krbd.KeyringFile{Path: cfg.CephKeyring, Cluster: cfg.CephCluster})
+		k.Log = log
+		return k, nil
 	default:
 		m := fuse.New(filepath.Join(cfg.MountRoot, ".rbd-fuse"), cfg.CephConf, cfg.CephKeyring)
 		m.Cluster = cfg.CephCluster
