@@ -134,6 +134,11 @@ type AttachRequest struct {
 	MountID  string // Docker's caller ID of the mount that made the claim
 	TakeOver bool   // LOCK_BREAK=on: fence a holder and take the volume over
 	ReadOnly bool
+	// Claimed is the backend's record of the claim (Attachment.ID) that this host's state holds
+	// for the volume, when it attaches again what it held (after a restart): a claim written
+	// under NODE_NAME alone, by a version without host identities, is this host's only if its
+	// own state names it.
+	Claimed string
 }
 
 // Attachment is what Attach returns: how to map the volume, and the backend's record of the claim.
