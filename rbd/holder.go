@@ -60,10 +60,14 @@ type LocalClients func(ctx context.Context) (addrs []string, exact bool)
 // addresses, nor (when local is not exact) at selfIP, the IP address of this host's own Ceph
 // connection. The connection itself is not among ws (Describe and OtherWatchers leave it out).
 func foreignWatchers(ws []Watcher, local []string, exact bool, selfIP string) []Watcher {
+	mine := make([]string, 0, len(local))
+	for _, a := range local {
+		mine = append(mine, normalizeAddr(a))
+	}
 	var out []Watcher
 	for _, w := range ws {
 		a := normalizeAddr(w.Addr)
-		if slices.Contains(local, a) || (!exact && selfIP != "" && addrIP(a) == selfIP) {
+		if slices.Contains(mine, a) || (!exact && selfIP != "" && addrIP(a) == selfIP) {
 			continue
 		}
 		out = append(out, w)
@@ -71,11 +75,16 @@ func foreignWatchers(ws []Watcher, local []string, exact bool, selfIP string) []
 	return out
 }
 
-// addrIP is the IP address of ip:port/nonce ("" when it has none).
+// addrIP is the IP address of ip:port/nonce ("" when it has none). IPv6 addresses may come
+// with or without their brackets.
 func addrIP(a string) string {
 	a, _, _ = strings.Cut(normalizeAddr(a), "/")
-	host, _, err := net.SplitHostPort(a)
-	if err != nil {
+	i := strings.LastIndexByte(a, ':')
+	if i < 0 {
+		return ""
+	}
+	host := strings.Trim(a[:i], "[]")
+	if net.ParseIP(host) == nil {
 		return ""
 	}
 	return host

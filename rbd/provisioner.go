@@ -370,7 +370,10 @@ func holderOf(d Description, owns func(Locker) bool) string {
 // describeLock names the holder of a host lock for people.
 func describeLock(l Locker) string {
 	name, id, _ := ParseCookie(l.Cookie)
-	return fmt.Sprintf("%s (%s at %s)", DescribeHolder(name, id), l.Client, l.Addr)
+	if id == "" {
+		return fmt.Sprintf("host %s (%s at %s)", name, l.Client, l.Addr)
+	}
+	return fmt.Sprintf("host %s (host ID %s, %s at %s)", name, driver.ShortHostID(id), l.Client, l.Addr)
 }
 
 // otherLock finds a plugin's host lock that is not this host's.
