@@ -58,10 +58,10 @@ const (
 
 // Config are the Cinder backend's settings.
 type Config struct {
-	Auth     gophercloud.AuthOptions // from OS_*; AllowReauth is forced on
-	Region   string
-	CACert   string // OS_CACERT: PEM bundle for Keystone's and Cinder's TLS
-	Host     string // NODE_NAME: this host's name as people see it, recorded in attachments
+	Auth   gophercloud.AuthOptions // from OS_*; AllowReauth is forced on
+	Region string
+	CACert string // OS_CACERT: PEM bundle for Keystone's and Cinder's TLS
+	Host   string // NODE_NAME: this host's name as people see it, recorded in attachments
 	// HostID is this host's identity (driver.HostID), recorded in attachments with Host: an
 	// attachment is this host's when it carries this identity. Empty: Host alone, as before
 	// host identities (tests).
