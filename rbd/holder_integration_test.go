@@ -210,3 +210,49 @@ func TestHostLockLandingAfterTheDeadlineIsUndone(t *testing.T) {
 		}
 	}
 }
+
+// A host lock taken before host identities (cookie "ceph-docker-plugin/<name>"): after the
+// upgrade, the host whose state records that lock attaches again under it and releases it; a host
+// that only has the same name is refused, named, and does not release it.
+func TestLockWithoutIdentityIsThisHostsOnlyIfItsStateNamesIt(t *testing.T) {
+	e := lab(t)
+	c := e.connect(t)
+	p := rbd.NewProvisioner(c, rbd.ProvisionerConfig{Pool: e.pool, Host: "node-1", HostID: hostIDA,
+		Features: []string{"layering"}, Local: noLocalClients})
+	name := identityVolume(t, e, p, "legacy")
+	t.Cleanup(func() { _ = p.Remove(ctxFor(t, 60*time.Second), name, driver.RemoveDelete) })
+	spec := rbd.Spec{Pool: e.pool, Image: name}
+	ctx := ctxFor(t, 60*time.Second)
+	id, err := c.ImageID(ctx, spec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	old := rbd.HostCookie("node-1", "")
+	if err := c.LockHost(ctx, spec, id, old, "taken by a version without host identities"); err != nil {
+		t.Fatal(err)
+	}
+
+	// Same name, no state naming the lock: another host's.
+	_, err = p.Attach(ctx, name, driver.AttachRequest{Host: "node-1", MountID: "m2"})
+	if !errors.Is(err, driver.ErrBusyElsewhere) || !strings.Contains(err.Error(), "node-1") || !strings.Contains(err.Error(), "before host identities") {
+		t.Fatalf("attach without a state naming the old lock: %v", err)
+	}
+	if err := p.Detach(ctx, name, driver.Attachment{}); err != nil {
+		t.Fatal(err)
+	}
+	if lockers, _ := c.Lockers(ctx, spec); len(lockers) != 1 || lockers[0].Cookie != old {
+		t.Fatalf("a Detach without a claim released the old lock: %+v", lockers)
+	}
+
+	// The state records it (the restart after the upgrade): this host's.
+	att, err := p.Attach(ctx, name, driver.AttachRequest{Host: "node-1", MountID: "m1", Claimed: old})
+	if err != nil || att.ID != old {
+		t.Fatalf("attach with the state naming the old lock: %+v, %v", att, err)
+	}
+	if err := p.Detach(ctx, name, att); err != nil {
+		t.Fatal(err)
+	}
+	if lockers, _ := c.Lockers(ctx, spec); len(lockers) != 0 {
+		t.Fatalf("after the Detach: %+v", lockers)
+	}
+}
