@@ -134,10 +134,7 @@ type found struct {
 	project string
 }
 
-var (
-	_ driver.Provisioner    = (*Provisioner)(nil)
-	_ driver.ClientRecorder = (*Provisioner)(nil)
-)
+var _ driver.Provisioner = (*Provisioner)(nil)
 
 // New returns the Cinder provisioner. It authenticates lazily, on the first call.
 func New(cfg Config) *Provisioner {
@@ -872,7 +869,7 @@ func (p *Provisioner) checkIdentity(ctx context.Context, name string, spec drive
 		driver.ErrBusyElsewhere, name, p.cfg.Host, driver.ShortHostID(p.cfg.HostID), strings.Join(live, ", "), spec, driver.HostIDFile)
 }
 
-// RecordClients implements driver.ClientRecorder through Config.Recorder.
+// RecordClients implements driver.Provisioner through Config.Recorder.
 func (p *Provisioner) RecordClients(ctx context.Context, name string, att driver.Attachment, m driver.Mapping) error {
 	if p.cfg.Recorder == nil || p.cfg.HostID == "" {
 		return nil

@@ -9,7 +9,7 @@ import (
 	"testing"
 )
 
-// recordingProv is the fake backend with a ClientRecorder: it logs each record in the call log
+// recordingProv is the fake backend that keeps its records: it logs each record in the call log
 // and keeps the attachment and mapping it was given.
 type recordingProv struct {
 	*fakeProvisioner

@@ -37,6 +37,10 @@ type Provisioner interface {
 	// RoundSize is the size the backend makes for a request of size bytes (Cinder: whole GiB):
 	// Create asks for it, and an idempotent Create compares with it.
 	RoundSize(size uint64) uint64
+	// RecordClients records, with this host's claim, the Ceph clients this host uses the
+	// volume through (see fence.go), for a host that may have to fence them. Called after
+	// every Map of a read-write mapping; an error fails the Mount.
+	RecordClients(ctx context.Context, name string, att Attachment, m Mapping) error
 }
 
 // Every capability a backend has is a method of Provisioner, not an optional interface found by

@@ -70,10 +70,7 @@ type Provisioner struct {
 	mons  []string
 }
 
-var (
-	_ driver.Provisioner    = (*Provisioner)(nil)
-	_ driver.ClientRecorder = (*Provisioner)(nil)
-)
+var _ driver.Provisioner = (*Provisioner)(nil)
 
 // NewProvisioner returns the direct-RBD provisioner.
 func NewProvisioner(c *Cluster, cfg ProvisionerConfig) *Provisioner {
@@ -643,7 +640,7 @@ func (p *Provisioner) takeOver(ctx context.Context, spec Spec, others []Locker) 
 	return fenced, nil
 }
 
-// RecordClients implements driver.ClientRecorder: it records this host's clients of the image
+// RecordClients implements driver.Provisioner: it records this host's clients of the image
 // (its own connection, the mapping's client, the image's watchers) with its identity on the
 // image header, for a host that may have to fence it.
 func (p *Provisioner) RecordClients(ctx context.Context, name string, att driver.Attachment, m driver.Mapping) error {

@@ -3,14 +3,17 @@
 package main
 
 import (
+	"context"
 	"crypto/sha256"
 	"encoding/json"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/cephdocker/ceph-docker-plugin/driver"
+	"github.com/cephdocker/ceph-docker-plugin/rbd"
 )
 
 // Two plugin instances with the same NODE_NAME (two machines cloned with one hostname) on one
@@ -40,6 +43,18 @@ func testSameNodeName(t *testing.T, be backend) {
 	pathA := a.mount(name, "a1")
 	dataA := randomData(t, 1<<20)
 	writeFile(t, filepath.Join(pathA, "from-a.bin"), dataA)
+
+	// The holder recorded its clients (its own connection and its rbd-fuse daemon) under its
+	// identity, for a host that may have to fence it.
+	admin := adminCluster(t, l)
+	spec := rbd.Spec{Pool: be.pool, Image: be.image(a, name)}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	rec, ok, err := admin.Holder(ctx, spec)
+	if err != nil || !ok || rec.ID != idA || rec.Host != node || len(rec.Clients) < 2 {
+		t.Fatalf("holder record of %s = %+v, %v, %v; want %s's identity with its connection and its mapping's client", spec, rec, ok, err, node)
+	}
+	t.Logf("holder record: %s (host ID %s), clients %v", rec.Host, driver.ShortHostID(rec.ID), rec.Clients)
 
 	msg := b.fail("/VolumeDriver.Mount", map[string]string{"Name": name, "ID": "b1"})
 	t.Logf("the second %s's Mount: %s", node, msg)
@@ -79,6 +94,9 @@ func testSameNodeName(t *testing.T, be backend) {
 	b.unmount(name, "b3")
 	b.assertClean()
 	be.assertReleased(b, name)
+	if _, ok, err := admin.Holder(ctx, spec); err != nil || ok {
+		t.Fatalf("holder record after the last release: present %v, %v", ok, err)
+	}
 }
 
 // hostID is the identity the plugin keeps in its STATE_DIR.
