@@ -151,10 +151,11 @@ type HolderRecord struct {
 	At      time.Time `json:"at"`
 }
 
-// RecordClients records host (name, id) as the image's holder, with this connection's address,
-// the extra addresses (the mapping's client, when the mapper knows it) and the image's current
-// watchers: the holder has just checked that nobody else has the image open, so they are its own
-// (rbd-fuse, whose address nothing else tells). It replaces any earlier record.
+// RecordClients records host (name, id) as the image's holder, with this connection's address
+// and the extra addresses (the mapping's client, when the mapper knows it), or when there are
+// none, the image's current watchers: the holder has just checked that nobody else has the image
+// open, so they are its own (rbd-fuse, whose address nothing else tells; asking costs an open of
+// the image, which a krbd mapping does without). It replaces any earlier record.
 func (c *Cluster) RecordClients(ctx context.Context, spec Spec, host, id string, extra []string) (HolderRecord, error) {
 	self, err := c.ClientAddr()
 	if err != nil {
@@ -169,12 +170,14 @@ func (c *Cluster) RecordClients(ctx context.Context, spec Spec, host, id string,
 	for _, a := range extra {
 		add(a)
 	}
-	ws, err := c.OtherWatchers(ctx, spec)
-	if err != nil {
-		return rec, err
-	}
-	for _, w := range ws {
-		add(w.Addr)
+	if len(rec.Clients) == 1 {
+		ws, err := c.OtherWatchers(ctx, spec)
+		if err != nil {
+			return rec, err
+		}
+		for _, w := range ws {
+			add(w.Addr)
+		}
 	}
 	b, err := json.Marshal(rec)
 	if err != nil {
