@@ -287,7 +287,7 @@ func listen(path string) (net.Listener, error) {
 
 // bootID identifies this boot of the kernel (the same inside the plugin's container), so that
 // the reconcile knows state recorded before a reboot. "" if unreadable: state is then taken as
-// of this boot, as before.
+// of this boot.
 func bootID(cfg Config, log *logrus.Entry) string {
 	if cfg.BootID != "" {
 		log.WithField("boot", cfg.BootID).Warn("TEST_BOOT_ID is set: it stands for the kernel's boot ID (tests only)")
