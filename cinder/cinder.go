@@ -63,8 +63,8 @@ type Config struct {
 	CACert string // OS_CACERT: PEM bundle for Keystone's and Cinder's TLS
 	Host   string // NODE_NAME: this host's name as people see it, recorded in attachments
 	// HostID is this host's identity (driver.HostID), recorded in attachments with Host: an
-	// attachment is this host's when it carries this identity. Empty: Host alone, as before
-	// host identities (tests).
+	// attachment is this host's when it carries this identity. Empty: attachments name the host
+	// alone (tests).
 	HostID   string
 	CephUser string // the host's own cephx user for mapping (Cinder returns no key)
 	// Fencer fences a dead holder's Ceph clients for LOCK_BREAK=on takeovers (nil: refused).
@@ -356,8 +356,8 @@ func InstanceUUID(mountID string) string {
 
 // mountpoint is what the attachment records as its mount point: Cinder's attachments API leaves
 // host_name empty, so the host is kept here, with its identity and Docker's full mount ID:
-// "docker:<host>/<host ID>/<mount id>". Versions without host identities wrote
-// "docker:<host>/<mount id>".
+// "docker:<host>/<host ID>/<mount id>". The older format, "docker:<host>/<mount id>", names the
+// host alone.
 func mountpoint(host, id, mountID string) string {
 	if id == "" {
 		return "docker:" + host + "/" + mountID
@@ -394,7 +394,7 @@ func attachedHost(a volumes.Attachment) string {
 }
 
 // owns says whether attachment a is this host's: made under this host's identity, or made under
-// this host's name alone by a version without identities and named by this host's own state
+// this host's name alone (the older name-only format) and named by this host's own state
 // (claimed: the attachment ID its state recorded). A name is not enough: two machines can share
 // one.
 func (p *Provisioner) owns(a volumes.Attachment, claimed string) bool {

@@ -83,7 +83,7 @@ func LoadHostID(dir, hardware string) (h HostID, note string, err error) {
 	case hardware == "" || h.Hardware == hardware:
 		return h, "", nil
 	case h.Hardware == "":
-		// Made where the hardware ID could not be read (or by a version that did not record it):
+		// Made where the hardware ID could not be read (or without it recorded):
 		// bind it now.
 		h.Hardware = hardware
 		return h, "", saveHostID(path, h)

@@ -139,7 +139,7 @@ type AttachRequest struct {
 	ReadOnly bool
 	// Claimed is the backend's record of the claim (Attachment.ID) that this host's state holds
 	// for the volume, when it attaches again what it held (after a restart): a claim written
-	// under NODE_NAME alone, by a version without host identities, is this host's only if its
+	// under NODE_NAME alone (the older name-only format) is this host's only if its
 	// own state names it.
 	Claimed string
 }

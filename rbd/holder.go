@@ -20,7 +20,7 @@ import (
 // share an identity by accident.
 
 // HostCookie is the cookie of the host lock a host takes: "ceph-docker-plugin/<name>/<host ID>".
-// Versions without host identities used "ceph-docker-plugin/<name>" (ParseCookie reads both).
+// The older format, "ceph-docker-plugin/<name>", names the host alone (ParseCookie reads both).
 func HostCookie(name, id string) string {
 	if id == "" {
 		return cookiePrefix + name
@@ -29,7 +29,7 @@ func HostCookie(name, id string) string {
 }
 
 // ParseCookie reads a host lock's cookie back: the holder's name and identity (id is "" for a
-// lock taken by a version without identities). ok is false for a cookie the plugin did not make.
+// lock in the older name-only format). ok is false for a cookie the plugin did not make.
 // The identity is the last path element when it has the form of one, so a name may hold "/".
 func ParseCookie(cookie string) (name, id string, ok bool) {
 	rest, ok := strings.CutPrefix(cookie, cookiePrefix)

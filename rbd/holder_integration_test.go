@@ -234,7 +234,7 @@ func TestLockWithoutIdentityIsThisHostsOnlyIfItsStateNamesIt(t *testing.T) {
 
 	// Same name, no state naming the lock: another host's.
 	_, err = p.Attach(ctx, name, driver.AttachRequest{Host: "node-1", MountID: "m2"})
-	if !errors.Is(err, driver.ErrBusyElsewhere) || !strings.Contains(err.Error(), "node-1") || !strings.Contains(err.Error(), "before host identities") {
+	if !errors.Is(err, driver.ErrBusyElsewhere) || !strings.Contains(err.Error(), "node-1") || !strings.Contains(err.Error(), "older format") {
 		t.Fatalf("attach without a state naming the old lock: %v", err)
 	}
 	if err := p.Detach(ctx, name, driver.Attachment{}); err != nil {

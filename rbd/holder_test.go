@@ -61,7 +61,7 @@ func TestOwns(t *testing.T) {
 			t.Errorf("%s: owns(%q, claimed %q) = %v", c.what, c.cookie, c.claimed, got)
 		}
 	}
-	// Without an identity configured (tests), the name decides, as before.
+	// Without an identity configured (tests), the name decides.
 	old := &Provisioner{cfg: ProvisionerConfig{Host: "node-1"}}
 	if !old.owns(Locker{Cookie: legacy}, "") || old.owns(Locker{Cookie: HostCookie("node-2", "")}, "") {
 		t.Error("without an identity, the name does not decide")

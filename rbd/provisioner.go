@@ -46,8 +46,8 @@ type ProvisionerConfig struct {
 	Features []string // RBD_FEATURES
 	Host     string   // NODE_NAME: this host's name as people see it
 	// HostID is this host's identity (driver.HostID): its lock cookie is
-	// "ceph-docker-plugin/<Host>/<HostID>". Empty: the cookie is "ceph-docker-plugin/<Host>", as
-	// before host identities (tests).
+	// "ceph-docker-plugin/<Host>/<HostID>". Empty: the cookie is "ceph-docker-plugin/<Host>", the
+	// older name-only format (tests).
 	HostID string
 	// Local lists the Ceph clients of this host's mappings (nil: none known), to tell this
 	// host's clients from another machine's among an image's watchers.
@@ -384,7 +384,7 @@ func otherLock(lockers []Locker, owns func(Locker) bool) (Locker, bool) {
 }
 
 // owns says whether host lock l is this host's: taken under this host's identity, or taken under
-// this host's name alone by a version without identities, and named by this host's own state
+// this host's name alone (the older name-only format), and named by this host's own state
 // (claimed: the cookie its state recorded for the volume). A name is not enough: two machines
 // can share one, and a host that lost its STATE_DIR cannot tell its old lock from another's.
 func (p *Provisioner) owns(l Locker, claimed string) bool {
@@ -408,7 +408,7 @@ func (p *Provisioner) sameName(l Locker) string {
 		return ""
 	}
 	if id == "" {
-		return fmt.Sprintf(" (a lock taken under the name %s alone, before host identities, that this host's state does not name: another machine named %s, or this host before it lost its STATE_DIR)", name, name)
+		return fmt.Sprintf(" (a lock in the older format, naming only the host %s, that this host's state does not name: another machine named %s, or this host before it lost its STATE_DIR)", name, name)
 	}
 	return fmt.Sprintf(" (it has this host's NODE_NAME, not its identity %s: another machine named %s, or this host before it lost its STATE_DIR/%s)", driver.ShortHostID(p.cfg.HostID), name, driver.HostIDFile)
 }
