@@ -24,6 +24,7 @@ import (
 
 	"github.com/cephdocker/ceph-docker-plugin/cinder"
 	"github.com/cephdocker/ceph-docker-plugin/driver"
+	"github.com/cephdocker/ceph-docker-plugin/driver/metrics"
 	"github.com/cephdocker/ceph-docker-plugin/driver/volfs"
 	"github.com/cephdocker/ceph-docker-plugin/rbd"
 	"github.com/cephdocker/ceph-docker-plugin/rbd/fuse"
@@ -31,6 +32,12 @@ import (
 )
 
 func main() {
+	if len(os.Args) > 1 && os.Args[1] == "doctor" {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+		code := doctorCommand(ctx, os.Getenv, os.Stdout, defaultDoctorEnv)
+		cancel()
+		os.Exit(code)
+	}
 	if err := run(); err != nil {
 		logrus.WithError(err).Error("ceph-docker-plugin stopped")
 		fmt.Fprintln(os.Stderr, "ceph-docker-plugin:", err)
@@ -133,8 +140,23 @@ func run() error {
 			}
 		}
 	}
+	var rec *metrics.Recorder
+	if cfg.MetricsAddr != "" {
+		rec = metrics.New(store, cfg.Backend)
+		dcfg.Observer = rec
+	}
 	d := driver.New(dcfg, prov, mapper, volfs.FS{}, store)
-	h := volume.NewHandler(&driver.Plugin{D: d, Timeout: cfg.CallTimeout, Log: log})
+	plugin := &driver.Plugin{D: d, Timeout: cfg.CallTimeout, Log: log}
+	if rec != nil {
+		plugin.Observer = rec
+		stopMetrics, err := serveMetrics(cfg.MetricsAddr, rec, log)
+		if err != nil {
+			return err
+		}
+		defer stopMetrics()
+	}
+	h := volume.NewHandler(plugin)
+	h.HandleFunc(doctorPath, doctorHandler(cfg, defaultDoctorEnv))
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- h.Serve(ln) }()
 	log.WithFields(logrus.Fields{"socket": cfg.Socket, "pool": cfg.Pool, "mapper": fmt.Sprintf("%T", mapper)}).Info("serving")
