@@ -94,7 +94,9 @@ func testSameNodeName(t *testing.T, be backend) {
 	b.unmount(name, "b3")
 	b.assertClean()
 	be.assertReleased(b, name)
-	if _, ok, err := admin.Holder(ctx, spec); err != nil || ok {
+	ctx2, cancel2 := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel2()
+	if _, ok, err := admin.Holder(ctx2, spec); err != nil || ok {
 		t.Fatalf("holder record after the last release: present %v, %v", ok, err)
 	}
 }
