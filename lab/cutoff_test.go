@@ -93,7 +93,10 @@ func TestKRBDCutOffHolder(t *testing.T) {
 	if !containsAll(atTakeover, before) {
 		t.Fatalf("lab-b does not read lab-a's files as lab-a wrote them:\nlab-a:\n%s\nlab-b:\n%s", before, atTakeover)
 	}
-	step(t, "lab-b reads lab-a's 4 files with their checksums and wrote its own")
+	step(t, "lab-b reads lab-a's 4 files with their checksums and wrote its own; sha256 at the takeover:")
+	for _, l := range strings.Split(strings.TrimSpace(atTakeover), "\n") {
+		step(t, "  %s", l)
+	}
 
 	a.monitor("set_link n0 on")
 	step(t, "lab-a's link is up again")
@@ -109,7 +112,7 @@ func TestKRBDCutOffHolder(t *testing.T) {
 	late = strings.TrimSpace(a.run(20*time.Second, "sh", "-c", "cat /tmp/late.ok 2>/dev/null | wc -l").Stdout)
 	lateErr = strings.TrimSpace(a.run(20*time.Second, "sh", "-c", "tail -n 2 /tmp/late.err 2>/dev/null").Stdout)
 	step(t, "lab-a's kernel: %s", strings.Join(strings.Split(klog, "\n"), " | "))
-	step(t, "lab-a's writer: %s writes reported fsynced (into its page cache and a journal that cannot reach Ceph); errors: %q", late, lateErr)
+	step(t, "lab-a's writer since the cut: %s writes completed with fsync; last errors: %q", late, lateErr)
 
 	b.unmount(vol, "b1")
 	mpB = b.mount(vol, "b2")
