@@ -50,7 +50,7 @@ type HeldLock struct {
 // AcquireLock opens the image and acquires its exclusive lock. While another live client owns it,
 // librbd asks that client to release it; ErrBusyElsewhere when it does not. Release gives it back.
 func (c *Cluster) AcquireLock(ctx context.Context, spec Spec) (*HeldLock, error) {
-	io, err := c.ioctx(spec.Pool, spec.Namespace)
+	io, err := c.ioctx(ctx, spec.Pool, spec.Namespace)
 	if err != nil {
 		return nil, err
 	}
@@ -272,7 +272,7 @@ func headerCall[T any](ctx context.Context, c *Cluster, op string, spec Spec, id
 // the header object, when the caller gave up before fn returned.
 func headerCallLate[T any](ctx context.Context, c *Cluster, op string, spec Spec, id string, fn func(io *rados.IOContext, oid string) (T, error), late func(io *rados.IOContext, oid string, v T, err error)) (T, error) {
 	var zero T
-	io, err := c.ioctx(spec.Pool, spec.Namespace)
+	io, err := c.ioctx(ctx, spec.Pool, spec.Namespace)
 	if err != nil {
 		return zero, err
 	}
