@@ -488,6 +488,9 @@ func (d *Driver) mountFirst(ctx context.Context, name, id string) (_ string, err
 	if fstype == "" {
 		fstype = d.cfg.Defaults.FSType
 	}
+	if err := CheckStored(fstype, *vol); err != nil {
+		return "", storedRefusal(name, err)
+	}
 	st.Image, st.FSType, st.Options = vol.Image, fstype, vol.MountOptions
 	if len(att.Fenced) > 0 {
 		d.log.WithFields(logrus.Fields{"volume": name, "fenced": att.Fenced}).Warn("took the volume over from a dead holder")
@@ -508,6 +511,10 @@ func (d *Driver) mountFirst(ctx context.Context, name, id string) (_ string, err
 	}
 	tx.add("unmap", func(ctx context.Context) error { return d.mapper.Unmap(ctx, att.Map.ImageSpec) })
 	lap("map")
+	if err := d.recordClients(ctx, name, att, m); err != nil {
+		return "", fmt.Errorf("mount volume %s: record this host's Ceph clients of %s (a host taking the volume over fences them): %w", name, att.Map.ImageSpec, err)
+	}
+	lap("record")
 	// Not saved here: the state already names the image, and a repair finds its device (if it was
 	// mapped) by asking the mapper; the device is recorded with the mount below. (One fsync less:
 	// 6 ms of a first Mount in the krbd lab's guest.)
@@ -518,14 +525,21 @@ func (d *Driver) mountFirst(ctx context.Context, name, id string) (_ string, err
 	if err != nil {
 		return "", fmt.Errorf("mount volume %s: %w", name, err)
 	}
+	if err := checkFound(name, fstype, fs, st.Options); err != nil {
+		return "", err
+	}
 	if fs != fstype {
-		d.log.WithFields(logrus.Fields{"volume": name, "found": fs, "expected": fstype}).Warn("the device has another filesystem than recorded; mounting what it has")
+		d.log.WithFields(logrus.Fields{"volume": name, "found": fs, "expected": fstype}).Warn("the device has another supported filesystem than recorded; mounting what it has")
 		st.FSType = fs
 	}
 	d.fault("mount:formatted")
 	lap("format")
 
-	if err := d.mounter.Mount(ctx, m.Device, st.Path, st.FSType, st.Options); err != nil {
+	mopts, err := MountOptionsFor(st.FSType, st.Options)
+	if err != nil {
+		return "", storedRefusal(name, err)
+	}
+	if err := d.mounter.Mount(ctx, m.Device, st.Path, st.FSType, mopts); err != nil {
 		return "", fmt.Errorf("mount volume %s: %w", name, err)
 	}
 	tx.add("unmount", func(ctx context.Context) error { return d.mounter.Unmount(ctx, st.Path) })
@@ -651,7 +665,7 @@ func (d *Driver) ensureUp(ctx context.Context, st *State, verifyClaim bool) erro
 func (d *Driver) ensureUpWith(ctx context.Context, st *State, verifyClaim bool, listed *[]Mapping) error {
 	claimed := false
 	if verifyClaim {
-		att, err := d.prov.Attach(ctx, st.Name, AttachRequest{Host: d.cfg.Node, MountID: st.IDs[0]})
+		att, err := d.prov.Attach(ctx, st.Name, AttachRequest{Host: d.cfg.Node, MountID: st.IDs[0], Claimed: st.Attach.ID})
 		if errors.Is(err, ErrBusyElsewhere) {
 			return fmt.Errorf("this host no longer holds the volume (another host took it over, fencing this one): its containers get I/O errors; stop them: %w", err)
 		}
@@ -677,6 +691,13 @@ func (d *Driver) ensureUpWith(ctx context.Context, st *State, verifyClaim bool, 
 	for _, m := range maps {
 		if m.ImageSpec == st.Image {
 			dev = m.Device
+			if claimed {
+				// A restarted plugin has a new Ceph client of its own: record it with the
+				// mapping's, for a host that may have to fence this one.
+				if err := d.recordClients(ctx, st.Name, st.Attach, m); err != nil {
+					return fmt.Errorf("record this host's Ceph clients of %s: %w", st.Image, err)
+				}
+			}
 			break
 		}
 	}
@@ -689,7 +710,7 @@ func (d *Driver) ensureUpWith(ctx context.Context, st *State, verifyClaim bool, 
 			}
 		}
 		if !claimed {
-			att, err := d.prov.Attach(ctx, st.Name, AttachRequest{Host: d.cfg.Node, MountID: st.IDs[0]})
+			att, err := d.prov.Attach(ctx, st.Name, AttachRequest{Host: d.cfg.Node, MountID: st.IDs[0], Claimed: st.Attach.ID})
 			if err != nil {
 				return err
 			}
@@ -704,6 +725,9 @@ func (d *Driver) ensureUpWith(ctx context.Context, st *State, verifyClaim bool, 
 		m, err := d.mapper.Map(ctx, st.Attach.Map)
 		if err != nil {
 			return fmt.Errorf("map %s again: %w", st.Image, err)
+		}
+		if err := d.recordClients(ctx, st.Name, st.Attach, m); err != nil {
+			return fmt.Errorf("record this host's Ceph clients of %s: %w", st.Image, err)
 		}
 		dev = m.Device
 	}
@@ -724,7 +748,11 @@ func (d *Driver) ensureUpWith(ctx context.Context, st *State, verifyClaim bool, 
 		return fmt.Errorf("%s has %s mounted, not the volume's device %s: unmount it", st.Path, cur, dev)
 	}
 	d.log.WithFields(logrus.Fields{"volume": st.Name, "device": dev}).Warn("mount lost; mounting again")
-	return d.mounter.Mount(ctx, dev, st.Path, st.FSType, st.Options)
+	mopts, err := MountOptionsFor(st.FSType, st.Options)
+	if err != nil {
+		return storedRefusal(st.Name, err)
+	}
+	return d.mounter.Mount(ctx, dev, st.Path, st.FSType, mopts)
 }
 
 // Reconcile compares the persisted state with the mapper, the mount table and the backend after
