@@ -11,7 +11,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -169,7 +168,22 @@ func pluginLoops() map[string]bool {
 
 func TestMain(m *testing.M) {
 	before := pluginLoops()
+	logFrom := dockerdLogSize()
 	code := m.Run()
+	if bad, err := falseErrors(logFrom); err != nil {
+		fmt.Fprintln(os.Stderr, "e2e: reading dockerd's log:", err)
+		code = 1
+	} else if len(bad) > 0 {
+		fmt.Fprintf(os.Stderr, "e2e: dockerd's log holds %d plugin line(s) at level=error that the plugin did not log as errors:\n", len(bad))
+		for i, l := range bad {
+			if i == 20 {
+				fmt.Fprintf(os.Stderr, "  ... and %d more\n", len(bad)-20)
+				break
+			}
+			fmt.Fprintln(os.Stderr, " ", l)
+		}
+		code = 1
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	var left []string
@@ -477,7 +491,6 @@ func TestPluginKilledWhileMounted(t *testing.T) {
 // dockerd restarts while a container uses a volume: the daemon stops the container (Unmount),
 // the plugin with it; after the restart the container starts again with its data.
 func TestDockerdRestart(t *testing.T) {
-	lab := labDir()
 	name := uniq("restart")
 	volume(t, name, "size=128M")
 	c := uniq("survivor")
@@ -485,22 +498,7 @@ func TestDockerdRestart(t *testing.T) {
 	t.Cleanup(func() { _, _ = docker(t, time.Minute, "rm", "-f", c) })
 	must(t, "exec", c, "sh", "-c", "echo kept > /data/f; sync")
 
-	pid := readPID(t, filepath.Join(lab, "docker", "dockerd.pid"))
-	if err := syscall.Kill(pid, syscall.SIGTERM); err != nil {
-		t.Fatal(err)
-	}
-	for i := 0; syscall.Kill(pid, 0) == nil; i++ {
-		if i > 600 {
-			t.Fatal("dockerd did not stop in 60s")
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
-	top, _ := filepath.Abs("..")
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	defer cancel()
-	if out, err := exec.CommandContext(ctx, filepath.Join(top, "scripts", "docker-up.sh")).CombinedOutput(); err != nil {
-		t.Fatalf("restart dockerd: %v\n%s", err, out)
-	}
+	restartDockerd(t)
 	must(t, "start", c)
 	if out := must(t, "exec", c, "cat", "/data/f"); out != "kept" {
 		t.Fatalf("after the dockerd restart: %q", out)
@@ -518,32 +516,9 @@ func TestInstallFromRegistryWithAlias(t *testing.T) {
 	if cinderMode() {
 		t.Skip("the registry install is the same plugin image: checked once, in the rbd run of the suite")
 	}
-	lab := labDir()
-	built := filepath.Join(lab, "plugin-build", strings.Split(pluginName(), ":")[0], "plugin")
-	if _, err := os.Stat(filepath.Join(built, "config.json")); err != nil {
-		t.Fatalf("no built plugin in %s (make plugin builds it): %v", built, err)
-	}
+	built := builtPlugin(t)
 	dir := t.TempDir()
-	cfg := filepath.Join(dir, "registry.yml")
-	if err := os.WriteFile(cfg, []byte("version: 0.1\nstorage:\n  filesystem:\n    rootdirectory: "+filepath.Join(dir, "data")+
-		"\nhttp:\n  addr: 127.0.0.1:45123\n"), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	reg := exec.Command("docker-registry", "serve", cfg)
-	if err := reg.Start(); err != nil {
-		t.Fatalf("start docker-registry: %v", err)
-	}
-	t.Cleanup(func() { _ = reg.Process.Kill(); _ = reg.Wait() })
-	for i := 0; ; i++ {
-		if c, err := net.DialTimeout("tcp", "127.0.0.1:45123", time.Second); err == nil {
-			c.Close()
-			break
-		}
-		if i > 100 {
-			t.Fatal("registry did not listen on 127.0.0.1:45123")
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
+	startRegistry(t, 45123)
 
 	// dockerd refuses a second plugin whose rootfs layer is byte-identical: vary one file.
 	variant := filepath.Join(dir, "plugin")
