@@ -75,18 +75,28 @@ func volumeMountsOnHost(name string) []string {
 
 // assertReleased fails unless no container holds the volume: the plugin reports no device, no
 // mount reference and no holder (with Cinder: the volume is available), and the host has no
-// mount of it.
+// mount of it. dockerd may answer `docker stop` before its exit handling has unmounted the
+// container's volumes, so this polls for a while.
 func assertReleased(t *testing.T, name string) {
 	t.Helper()
-	st := inspectStatus(t, name)
-	if st["device"] != nil || st["mounts"] != nil || st["holder"] != nil {
-		t.Fatalf("volume %s is still held: Status %v", name, st)
-	}
-	if cinderMode() && st["cinder-status"] != "available" {
-		t.Fatalf("volume %s: Cinder status %v, want available", name, st["cinder-status"])
-	}
-	if m := volumeMountsOnHost(name); len(m) > 0 {
-		t.Fatalf("volume %s is released but still mounted on the host: %v", name, m)
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		st := inspectStatus(t, name)
+		var why string
+		switch {
+		case st["device"] != nil || st["mounts"] != nil || st["holder"] != nil:
+			why = fmt.Sprintf("still held: Status %v", st)
+		case cinderMode() && st["cinder-status"] != "available":
+			why = fmt.Sprintf("Cinder status %v, want available", st["cinder-status"])
+		case len(volumeMountsOnHost(name)) > 0:
+			why = fmt.Sprintf("released but still mounted on the host: %v", volumeMountsOnHost(name))
+		default:
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("volume %s %s", name, why)
+		}
+		time.Sleep(300 * time.Millisecond)
 	}
 }
 
