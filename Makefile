@@ -13,8 +13,13 @@ CEPH_ENV := $(LAB_DIR)/ceph/env
 WITH_CEPH_ENV = set -a && . $(CEPH_ENV) && set +a &&
 # ... and of the lab Keystone + Cinder (OS_*), written by scripts/openstack-up.sh.
 WITH_LAB_ENV = set -a && . $(CEPH_ENV) && . $(LAB_DIR)/openstack/env && set +a &&
+# The Docker engine of docker-up, plugin, e2e, e2e-cinder and demo: 20.10 (Debian 12's docker.io) or
+# 28 (Debian forky's, unpacked privately); `make e2e-all` runs both suites on both.
+DOCKER_ENGINE ?= 20.10
+export DOCKER_ENGINE
+DOCKER_LAB := $(LAB_DIR)/$(if $(filter 28,$(DOCKER_ENGINE)),docker-28,docker)
 
-.PHONY: help deps build test unit lint fmt down ceph-up openstack-up demo plugin e2e e2e-cinder docker-up lab lab-build
+.PHONY: help deps build test unit lint fmt down ceph-up openstack-up demo plugin e2e e2e-cinder e2e-all docker-up lab lab-build
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-13s %s\n", $$1, $$2}'
@@ -57,15 +62,19 @@ docker-up: ## start the private dockerd (installs Debian's docker.io if missing)
 plugin: ceph-up docker-up ## build the managed plugin (config.json + rootfs), `docker plugin create` and enable it
 	scripts/plugin-build.sh CEPH_USER=docker CEPH_KEYRING=/etc/ceph/ceph.client.docker.keyring
 
-e2e: plugin ## end-to-end suite: the real docker CLI against the private dockerd and the managed plugin
-	set -a && . $(LAB_DIR)/docker/env && set +a && $(GO) test -count=1 -timeout 20m -tags e2e -v ./plugin/ 2>&1 | grep -vE '^=== (RUN|PAUSE|CONT)'; exit $${PIPESTATUS[0]}
+e2e: plugin ## end-to-end suite: the real docker CLI against the private dockerd (DOCKER_ENGINE=20.10|28) and the managed plugin
+	set -a && . $(DOCKER_LAB)/env && set +a && $(GO) test -count=1 -timeout 20m -tags e2e -v ./plugin/ 2>&1 | grep -vE '^=== (RUN|PAUSE|CONT)'; exit $${PIPESTATUS[0]}
 
 e2e-cinder: ceph-up openstack-up docker-up ## the end-to-end suite again with BACKEND=cinder (plugin ceph-cinder:latest)
 	set -a && . $(LAB_DIR)/openstack/env && set +a && PLUGIN=ceph-cinder:latest scripts/plugin-build.sh BACKEND=cinder \
 	  CEPH_USER=docker CEPH_KEYRING=/etc/ceph/ceph.client.docker.keyring OS_AUTH_URL=$$OS_AUTH_URL OS_USERNAME=$$OS_USERNAME \
 	  OS_PASSWORD=$$OS_PASSWORD OS_PROJECT_NAME=$$OS_PROJECT_NAME OS_REGION_NAME=$$OS_REGION_NAME
-	set -a && . $(LAB_DIR)/docker/env && set +a && CDP_PLUGIN=ceph-cinder:latest CDP_BACKEND=cinder \
+	set -a && . $(DOCKER_LAB)/env && set +a && CDP_PLUGIN=ceph-cinder:latest CDP_BACKEND=cinder \
 	  $(GO) test -count=1 -timeout 20m -tags e2e -v ./plugin/ 2>&1 | grep -vE '^=== (RUN|PAUSE|CONT)'; exit $${PIPESTATUS[0]}
+
+e2e-all: ## e2e and e2e-cinder on both engines: Debian 12's dockerd 20.10, then 28.x
+	$(MAKE) e2e e2e-cinder DOCKER_ENGINE=20.10
+	$(MAKE) e2e e2e-cinder DOCKER_ENGINE=28
 
 lab-build: ## build the krbd lab's guest: Debian's stock kernel (unpacked, not installed) + an initramfs with the plugin
 	scripts/lab-build.sh

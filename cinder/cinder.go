@@ -522,9 +522,9 @@ func (p *Provisioner) Get(ctx context.Context, name string) (driver.Volume, erro
 	return toVolume(f.v, f.project), nil
 }
 
-// Differences implements driver.OptionComparer for the project-id, volume-type,
+// Differences implements driver.Provisioner: it compares the project-id, volume-type,
 // availability-zone, snapshot-id and source-volume-id options of an idempotent Create.
-func (p *Provisioner) Differences(ctx context.Context, vol driver.Volume, opts driver.Options) []string {
+func (p *Provisioner) Differences(ctx context.Context, vol driver.Volume, opts driver.Options) ([]string, error) {
 	var diffs []string
 	for _, k := range []string{OptProjectID, OptAvailabilityZone, OptSnapshotID, OptSourceVolumeID} {
 		v, ok := opts.Backend[k]
@@ -544,7 +544,7 @@ func (p *Provisioner) Differences(ctx context.Context, vol driver.Volume, opts d
 			diffs = append(diffs, fmt.Sprintf("%s %s (it has %s)", OptVolumeType, v, have))
 		}
 	}
-	return diffs
+	return diffs, nil
 }
 
 // typeNamed reports whether the volume type with ID id is named name (Cinder takes a type's
@@ -558,7 +558,7 @@ func (p *Provisioner) typeNamed(ctx context.Context, id, name string) bool {
 	return err == nil && t.Name == name
 }
 
-// RoundSize implements driver.SizeRounder: Cinder sizes volumes in whole GiB.
+// RoundSize implements driver.Provisioner: Cinder sizes volumes in whole GiB.
 func (p *Provisioner) RoundSize(size uint64) uint64 {
 	const gib = 1 << 30
 	return (size + gib - 1) / gib * gib

@@ -161,7 +161,11 @@ func TestCreateWithEachOption(t *testing.T) {
 		{fromSnap, map[string]string{OptSnapshotID: snap.ID}, ""},
 		{fromSnap, map[string]string{OptSnapshotID: "other"}, "snapshot-id other (it has " + snap.ID + ")"},
 	} {
-		got := strings.Join(p.Differences(tctx(t, 30*time.Second), tc.vol, driver.Options{Backend: tc.backend}), "; ")
+		diffs, err := p.Differences(tctx(t, 30*time.Second), tc.vol, driver.Options{Backend: tc.backend})
+		if err != nil {
+			t.Fatalf("Differences of %s: %v", tc.vol.Name, err)
+		}
+		got := strings.Join(diffs, "; ")
 		if got != tc.want {
 			t.Errorf("Differences of %s with %v = %q, want %q", tc.vol.Name, tc.backend, got, tc.want)
 		}

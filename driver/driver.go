@@ -159,9 +159,7 @@ func (d *Driver) Create(ctx context.Context, name string, raw map[string]string)
 	if err != nil {
 		return fmt.Errorf("create volume %s: %w", name, err)
 	}
-	if r, ok := d.prov.(SizeRounder); ok {
-		opts.Size = r.RoundSize(opts.Size)
-	}
+	opts.Size = d.prov.RoundSize(opts.Size)
 	unlock, err := d.begin(ctx, name)
 	if err != nil {
 		return err
@@ -201,8 +199,12 @@ func (d *Driver) compatible(ctx context.Context, name string, vol Volume, raw ma
 	if _, ok := raw[OptMountOptions]; ok && vol.MountOptions != opts.MountOptions {
 		diffs = append(diffs, fmt.Sprintf("mount-options %q (it has %q)", opts.MountOptions, vol.MountOptions))
 	}
-	if c, ok := d.prov.(OptionComparer); ok && len(opts.Backend) > 0 {
-		diffs = append(diffs, c.Differences(ctx, vol, opts)...)
+	if len(opts.Backend) > 0 {
+		more, err := d.prov.Differences(ctx, vol, opts)
+		if err != nil {
+			return fmt.Errorf("create volume %s: it exists, and its options cannot be compared with the request: %w", name, err)
+		}
+		diffs = append(diffs, more...)
 	}
 	if len(diffs) > 0 {
 		return fmt.Errorf("create volume %s: %w: a volume of that name exists with other options: asked for %s; remove it first or use another name",
@@ -360,8 +362,8 @@ func (d *Driver) Remove(ctx context.Context, name string) error {
 }
 
 // Mount makes the volume available on this host for caller id and returns its mount point. The
-// first Mount on the host attaches, maps, formats a blank device and mounts; later Mounts with
-// other IDs only add a reference.
+// first Mount on the host attaches, maps, formats a blank device and mounts; later Mounts, with
+// other IDs or again with the same one (dockerd's nested uses: `docker cp`), only count a use.
 func (d *Driver) Mount(ctx context.Context, name, id string) (string, error) {
 	if id == "" {
 		return "", fmt.Errorf("mount volume %s: %w: no caller ID", name, ErrInvalid)
@@ -393,14 +395,12 @@ func (d *Driver) Mount(ctx context.Context, name, id string) (string, error) {
 		if err := d.ensureUp(ctx, &st, false); err != nil {
 			return "", fmt.Errorf("mount volume %s: %w", name, err)
 		}
-		if !slices.Contains(st.IDs, id) {
-			st.IDs = append(st.IDs, id)
-			st.Updated = time.Now()
-			if err := d.state.Save(st); err != nil {
-				return "", err
-			}
+		uses := st.AddUse(id)
+		st.Updated = time.Now()
+		if err := d.state.Save(st); err != nil {
+			return "", err
 		}
-		log.WithField("refs", len(st.IDs)).Info("volume mounted (another reference)")
+		log.WithFields(logrus.Fields{"uses": uses, "refs": len(st.IDs)}).Info("volume mounted (another use)")
 		return st.Path, nil
 	}
 	path, err := d.mountFirst(ctx, name, id)
@@ -527,7 +527,7 @@ func (d *Driver) mountFirst(ctx context.Context, name, id string) (_ string, err
 	d.fault("mount:mounted")
 	lap("mount")
 
-	st.IDs = []string{id}
+	st.IDs, st.Uses = []string{id}, map[string]int{id: 1}
 	st.Op, st.OpID = "", ""
 	st.Updated = time.Now()
 	if err := d.state.Save(st); err != nil {
@@ -537,8 +537,9 @@ func (d *Driver) mountFirst(ctx context.Context, name, id string) (_ string, err
 	return st.Path, nil
 }
 
-// Unmount drops caller id's reference; the last one unmounts, unmaps and detaches. An unknown
-// ID succeeds (Docker calls Unmount after a failed Mount).
+// Unmount drops one use of caller id; the last use of any ID unmounts, unmaps and detaches. An
+// unknown ID succeeds (Docker calls Unmount after a failed Mount), and so does an Unmount beyond
+// the uses counted for an ID.
 func (d *Driver) Unmount(ctx context.Context, name, id string) error {
 	unlock, err := d.begin(ctx, name)
 	if err != nil {
@@ -559,17 +560,18 @@ func (d *Driver) Unmount(ctx context.Context, name, id string) error {
 			return err
 		}
 	}
-	if !slices.Contains(st.IDs, id) {
+	if st.UsesOf(id) == 0 {
+		// Also an Unmount beyond the uses counted for an ID.
 		log.Debug("unmount of an unknown caller ID: nothing to do")
 		return nil
 	}
-	if len(st.IDs) > 1 {
-		st.IDs = slices.DeleteFunc(st.IDs, func(s string) bool { return s == id })
+	if st.TotalUses() > 1 {
+		left := st.DropUse(id)
 		st.Updated = time.Now()
 		if err := d.state.Save(st); err != nil {
 			return err
 		}
-		log.WithField("refs", len(st.IDs)).Info("volume reference dropped; still mounted")
+		log.WithFields(logrus.Fields{"uses": left, "refs": len(st.IDs)}).Info("volume use dropped; still mounted")
 		return nil
 	}
 	st.Op, st.OpID = "unmount", id
@@ -612,7 +614,8 @@ func (d *Driver) teardown(ctx context.Context, st *State) error {
 func (d *Driver) repair(ctx context.Context, st *State) error {
 	log := d.log.WithFields(logrus.Fields{"volume": st.Name, "op": st.Op, "caller": st.OpID})
 	if st.Op == "unmount" {
-		st.IDs = slices.DeleteFunc(st.IDs, func(s string) bool { return s == st.OpID })
+		// The interrupted Unmount was of the last use.
+		st.DropUse(st.OpID)
 	}
 	st.Op, st.OpID = "", ""
 	if len(st.IDs) == 0 {
@@ -819,7 +822,7 @@ func (d *Driver) reconcileOne(ctx context.Context, st State, listed *[]Mapping) 
 		// Recorded first as an unmount in progress: if the release fails (the backend is away),
 		// the background repair and the next call finish it, and a Mount does not join the
 		// dead references.
-		st.IDs, st.Op, st.OpID = nil, "unmount", ""
+		st.IDs, st.Uses, st.Op, st.OpID = nil, nil, "unmount", ""
 		if err = d.state.Save(st); err == nil {
 			err = d.teardown(ctx, &st)
 		}

@@ -2,9 +2,11 @@ package driver
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
 	"reflect"
 	"slices"
 	"strings"
@@ -84,11 +86,16 @@ func TestMountRefCounting(t *testing.T) {
 	m = e.rec.mark()
 	e.mustMount("v", "id1")
 	assertOps(t, "Mount again with the same ID", e.rec.ops(m))
-	e.assertUp("v", "id1", "id2")
+	e.assertUses("v", map[string]int{"id1": 2, "id2": 1})
 
 	m = e.rec.mark()
 	e.mustUnmount("v", "id1")
-	assertOps(t, "Unmount of one of two IDs", e.rec.ops(m))
+	assertOps(t, "Unmount of one of id1's two uses", e.rec.ops(m))
+	e.assertUses("v", map[string]int{"id1": 1, "id2": 1})
+
+	m = e.rec.mark()
+	e.mustUnmount("v", "id1")
+	assertOps(t, "Unmount of id1's last use, id2 still up", e.rec.ops(m))
 	e.assertUp("v", "id2")
 
 	m = e.rec.mark()
@@ -125,6 +132,102 @@ func TestMountRefCounting(t *testing.T) {
 			t.Errorf("%s.%s called %d times, want %d", c.s.prefix, c.method, got, c.want)
 		}
 	}
+}
+
+// dockerd mounts a container's volume again with the container's own mount ID for each nested use
+// (`docker cp` in and out and its stat: moby's MountPoint.Setup counts them and Cleanup calls
+// Unmount once per use). The first nested Unmount must not release the volume under the running
+// container.
+func TestNestedUsesOfOneID(t *testing.T) {
+	e := newTestDriver(t)
+	e.prov.add("v", 1<<30, "ext4")
+	e.mustMount("v", "A")
+	m := e.rec.mark()
+	e.mustMount("v", "A")
+	e.mustMount("v", "A")
+	assertOps(t, "nested Mounts with the same ID", e.rec.ops(m))
+	e.assertUses("v", map[string]int{"A": 3})
+	e.mustUnmount("v", "A")
+	e.mustUnmount("v", "A")
+	assertOps(t, "two nested Unmounts", e.rec.ops(m))
+	e.assertUses("v", map[string]int{"A": 1})
+	e.mustUnmount("v", "A")
+	assertOps(t, "the last use's Unmount", e.rec.ops(m), "mnt.Unmount v", "map.Unmap v", "prov.Detach v")
+	e.assertGone("v")
+	m = e.rec.mark()
+	if err := e.d.Unmount(bg, "v", "A"); err != nil {
+		t.Fatalf("an Unmount beyond the uses counted: %v", err)
+	}
+	assertOps(t, "an Unmount beyond the uses counted (any call)", e.rec.since(m))
+}
+
+// The uses are persisted: a restart (after a crash between nested calls) keeps them.
+func TestNestedUsesSurviveRestart(t *testing.T) {
+	e := newTestDriver(t)
+	e.prov.add("v", 1<<30, "ext4")
+	e.mustMount("v", "A")
+	e.mustMount("v", "A")
+	e.mustMount("v", "B")
+	d := e.restart()
+	if err := d.Reconcile(bg); err != nil {
+		t.Fatal(err)
+	}
+	e.assertUses("v", map[string]int{"A": 2, "B": 1})
+	e.mustUnmount("v", "A")
+	e.mustUnmount("v", "B")
+	e.assertUses("v", map[string]int{"A": 1})
+	m := e.rec.mark()
+	e.mustUnmount("v", "A")
+	assertOps(t, "the last use's Unmount after a restart", e.rec.ops(m), "mnt.Unmount v", "map.Unmap v", "prov.Detach v")
+	e.assertGone("v")
+}
+
+// State written before uses were counted (a set of IDs, no Uses) reads as one use per ID after an
+// upgrade, and state written now still carries the set of IDs, so that the earlier plugin reads
+// it correctly after a downgrade.
+func TestStateOfTheSetFormat(t *testing.T) {
+	e := newTestDriver(t)
+	e.prov.add("v", 1<<30, "ext4")
+	e.mustMount("v", "id1")
+	e.mustMount("v", "id2")
+	// Rewrite the record as the earlier format wrote it: the set of IDs, no uses.
+	file := filepath.Join(e.files.Dir, "v.json")
+	var rec map[string]any
+	raw, err := os.ReadFile(file)
+	if err == nil {
+		err = json.Unmarshal(raw, &rec)
+	}
+	if err != nil || rec["Uses"] == nil {
+		t.Fatalf("state file: %v, %s", err, raw)
+	}
+	delete(rec, "Uses")
+	if raw, err = json.Marshal(rec); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(file, raw, 0o600); err != nil {
+		t.Fatal(err)
+	}
+
+	d := e.restart()
+	if err := d.Reconcile(bg); err != nil {
+		t.Fatal(err)
+	}
+	e.assertUses("v", map[string]int{"id1": 1, "id2": 1})
+	e.mustMount("v", "id1")
+	e.assertUses("v", map[string]int{"id1": 2, "id2": 1})
+	raw, err = os.ReadFile(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var set struct{ IDs []string }
+	if err := json.Unmarshal(raw, &set); err != nil || !slices.Equal(set.IDs, []string{"id1", "id2"}) {
+		t.Fatalf("the state as the earlier format reads it: IDs %q (%v), want [id1 id2]\n%s", set.IDs, err, raw)
+	}
+	e.mustUnmount("v", "id2")
+	e.mustUnmount("v", "id1")
+	e.assertUses("v", map[string]int{"id1": 1})
+	e.mustUnmount("v", "id1")
+	e.assertGone("v")
 }
 
 func TestMountNeedsCallerID(t *testing.T) {
@@ -949,20 +1052,25 @@ func TestCreateExistingComparesEveryGivenOption(t *testing.T) {
 	if err := d.Create(bg, "v", map[string]string{"pool": "volumes"}); err != nil {
 		t.Errorf("Create with a matching backend option: %v", err)
 	}
+	// A comparison that cannot be made is no "compatible".
+	cmp.err = fmt.Errorf("%w: Ceph is not reachable yet", ErrTimeout)
+	err = d.Create(bg, "v", map[string]string{"pool": "volumes"})
+	assertErr(t, err, ErrTimeout, "volume v", "cannot be compared", "not reachable")
 }
 
-// comparingProvisioner is a fakeProvisioner that compares backend options (OptionComparer).
+// comparingProvisioner is a fakeProvisioner that compares backend options.
 type comparingProvisioner struct {
 	*fakeProvisioner
 	diffs []string
+	err   error
 	calls int
 	asked map[string]string
 }
 
-func (p *comparingProvisioner) Differences(_ context.Context, _ Volume, opts Options) []string {
+func (p *comparingProvisioner) Differences(_ context.Context, _ Volume, opts Options) ([]string, error) {
 	p.calls++
 	p.asked = opts.Backend
-	return p.diffs
+	return p.diffs, p.err
 }
 
 func TestCreateBackendError(t *testing.T) {

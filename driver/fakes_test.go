@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"path/filepath"
 	"runtime"
 	"slices"
@@ -397,6 +398,14 @@ func (p *fakeProvisioner) Detach(ctx context.Context, name string, att Attachmen
 }
 
 func (p *fakeProvisioner) BackendOptions() []string { return []string{"pool"} }
+
+// Differences finds none: comparingProvisioner scripts them.
+func (p *fakeProvisioner) Differences(context.Context, Volume, Options) ([]string, error) {
+	return nil, nil
+}
+
+// RoundSize makes what is asked for: gibProvisioner rounds.
+func (p *fakeProvisioner) RoundSize(size uint64) uint64 { return size }
 
 // ---------------------------------------------------------------------------------------------
 
@@ -862,6 +871,27 @@ func (e *testEnv) assertUp(name string, ids ...string) State {
 		e.t.Errorf("%s is held by %q, want %q", name, h, e.cfg.Node)
 	}
 	return st
+}
+
+// assertUses checks that name is up with exactly these uses per caller ID.
+func (e *testEnv) assertUses(name string, uses map[string]int) {
+	e.t.Helper()
+	ids := slices.Sorted(maps.Keys(uses))
+	st, ok := e.state(name)
+	if !ok {
+		e.t.Fatalf("no state for %s", name)
+	}
+	got := map[string]int{}
+	for _, id := range st.IDs {
+		got[id] = st.UsesOf(id)
+	}
+	if !maps.Equal(got, uses) {
+		e.t.Errorf("uses of %s: %v, want %v", name, got, uses)
+	}
+	if !slices.Equal(slices.Sorted(slices.Values(st.IDs)), ids) {
+		e.t.Errorf("IDs of %s: %q, want %q", name, st.IDs, ids)
+	}
+	e.assertUp(name, st.IDs...)
 }
 
 // lockRefs is how many callers hold or wait for a volume's lock.

@@ -2,6 +2,7 @@ package driver
 
 import (
 	"context"
+	"slices"
 	"time"
 )
 
@@ -27,7 +28,21 @@ type Provisioner interface {
 	Detach(ctx context.Context, name string, att Attachment) error
 	// BackendOptions are the -o keys this backend accepts beyond the common ones.
 	BackendOptions() []string
+	// Differences lists each backend option in opts.Backend that vol does not match, as
+	// "option value (it has other)", so that an idempotent Create of an existing volume
+	// succeeds only if the volume is what was asked for (pool, volume-type, a clone's source,
+	// ...). A source that can no longer be read is no difference. An error means the
+	// comparison could not be made (the backend is not reachable).
+	Differences(ctx context.Context, vol Volume, opts Options) ([]string, error)
+	// RoundSize is the size the backend makes for a request of size bytes (Cinder: whole GiB):
+	// Create asks for it, and an idempotent Create compares with it.
+	RoundSize(size uint64) uint64
 }
+
+// Every capability a backend has is a method of Provisioner, not an optional interface found by
+// a type assertion: a wrapper (the lazy connector of cmd/) that forwarded only some methods
+// dropped the rbd option comparison from the shipped binary, silently. Now the compiler refuses
+// such a wrapper.
 
 // Mounter formats and mounts block devices.
 type Mounter interface {
@@ -112,22 +127,6 @@ func KeptName(name string, at time.Time) string {
 	return name + "~removed-" + at.UTC().Format("20060102T150405.000Z")
 }
 
-// OptionComparer is implemented by a Provisioner with backend options (pool, volume-type, a
-// clone's source, ...): an idempotent Create of an existing volume succeeds only if the volume
-// has every backend option the Create gives, rather than handing out a volume that is not what
-// was asked for.
-type OptionComparer interface {
-	// Differences lists each backend option in opts.Backend that vol does not match, as
-	// "option value (it has other)". A source that can no longer be read is no difference.
-	Differences(ctx context.Context, vol Volume, opts Options) []string
-}
-
-// SizeRounder is implemented by a Provisioner whose volumes come only in some sizes (Cinder's
-// whole GiB): Create asks for the rounded size, and an idempotent Create compares with it.
-type SizeRounder interface {
-	RoundSize(size uint64) uint64
-}
-
 // AttachRequest is a host's claim on a volume.
 type AttachRequest struct {
 	Host     string // this host's name
@@ -153,8 +152,15 @@ type Attachment struct {
 // State is one volume's persisted local state on this host.
 type State struct {
 	Name string
-	// IDs are Docker's mount caller IDs currently holding the volume on this host.
+	// IDs are Docker's mount caller IDs using the volume on this host, in the order of their
+	// first use.
 	IDs []string
+	// Uses counts the uses of each ID in IDs: dockerd mounts a container's volume again with the
+	// same ID for each nested use (`docker cp` in and out, and its stat) and unmounts once per
+	// use, so the volume is released only when every use of every ID is gone. An ID missing
+	// from Uses has one use: state written before uses were counted. (IDs alone stays the set
+	// of holders, so that a plugin of that earlier format still reads this state correctly.)
+	Uses map[string]int `json:",omitempty"`
 	// Op is the operation in flight ("mount" or "unmount"), with its caller ID: a crash
 	// mid-operation leaves it set and reconcile finishes or undoes it.
 	Op      string `json:",omitempty"`
@@ -169,4 +175,53 @@ type State struct {
 	// Boot is the kernel boot (Config.BootID) the record was written in: a record of an earlier
 	// boot holds no live mount, since a reboot ended every container (empty: not known).
 	Boot string `json:",omitempty"`
+}
+
+// UsesOf is how many uses id has on this host (0: it is not among the IDs).
+func (st *State) UsesOf(id string) int {
+	if !slices.Contains(st.IDs, id) {
+		return 0
+	}
+	if n := st.Uses[id]; n > 0 {
+		return n
+	}
+	return 1
+}
+
+// TotalUses is the number of uses of every ID together.
+func (st *State) TotalUses() int {
+	n := 0
+	for _, id := range st.IDs {
+		n += st.UsesOf(id)
+	}
+	return n
+}
+
+// AddUse records one more use of id and returns its count.
+func (st *State) AddUse(id string) int {
+	n := st.UsesOf(id)
+	if n == 0 {
+		st.IDs = append(st.IDs, id)
+	}
+	if st.Uses == nil {
+		st.Uses = map[string]int{}
+	}
+	st.Uses[id] = n + 1
+	return n + 1
+}
+
+// DropUse forgets one use of id and returns how many it has left; its last use removes it
+// from IDs. Dropping a use of an unknown ID does nothing.
+func (st *State) DropUse(id string) int {
+	n := st.UsesOf(id)
+	if n <= 1 {
+		st.IDs = slices.DeleteFunc(st.IDs, func(s string) bool { return s == id })
+		delete(st.Uses, id)
+		if len(st.Uses) == 0 {
+			st.Uses = nil
+		}
+		return 0
+	}
+	st.Uses[id] = n - 1
+	return n - 1
 }

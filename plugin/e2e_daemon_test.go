@@ -360,7 +360,7 @@ func TestDockerRestart(t *testing.T) {
 // it again with scripts/docker-up.sh.
 func restartDockerd(t *testing.T) {
 	t.Helper()
-	pid := readPID(t, filepath.Join(labDir(), "docker", "dockerd.pid"))
+	pid := readPID(t, filepath.Join(dockerLab(), "dockerd.pid"))
 	if err := syscall.Kill(pid, syscall.SIGTERM); err != nil {
 		t.Fatal(err)
 	}

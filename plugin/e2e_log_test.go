@@ -18,7 +18,7 @@ import (
 // The check after the suite (TestMain) fails on any such line at level=error whose own text is
 // not an error: the plugin must log info, warnings and debug to stdout.
 
-func dockerdLog() string { return filepath.Join(labDir(), "docker", "dockerd.log") }
+func dockerdLog() string { return filepath.Join(dockerLab(), "dockerd.log") }
 
 // dockerdLogSize is where this run's part of dockerd's log starts (the lab appends to it).
 func dockerdLogSize() int64 {

@@ -39,6 +39,24 @@ func labDir() string {
 	return "/var/lib/ceph-docker-plugin-lab"
 }
 
+// dockerLab is the directory of the private dockerd under test (its env file, log and pid file):
+// one per engine (DOCKER_ENGINE=20.10 or 28), named in the env file docker-up.sh writes.
+func dockerLab() string {
+	if d := os.Getenv("DOCKER_LAB"); d != "" {
+		return d
+	}
+	return filepath.Join(labDir(), "docker")
+}
+
+// swarmListenAddr is the swarm manager's address on loopback: its own port per engine, so that the
+// two engines' dockerds can both run a swarm (SWARM_LISTEN_ADDR, written by docker-up.sh).
+func swarmListenAddr() string {
+	if a := os.Getenv("SWARM_LISTEN_ADDR"); a != "" {
+		return a
+	}
+	return "127.0.0.1:2377"
+}
+
 // readPID reads a pid file the lab scripts wrote.
 func readPID(t *testing.T, path string) int {
 	t.Helper()
@@ -231,7 +249,7 @@ func TestPluginInstalledAndEnabled(t *testing.T) {
 	// Its start-up checks find MOUNT_ROOT to be the shared propagated mount, with STATE_DIR under
 	// it (dockerd logs the plugin's output with the plugin's ID).
 	id := must(t, "plugin", "inspect", "-f", "{{.Id}}", pluginName())
-	raw, err := os.ReadFile(filepath.Join(labDir(), "docker", "dockerd.log"))
+	raw, err := os.ReadFile(filepath.Join(dockerLab(), "dockerd.log"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -375,7 +393,7 @@ func itoa(i int) string { return strconv.Itoa(i) }
 // down and up keeps each slot's data.
 func TestSwarmPerSlotVolumes(t *testing.T) {
 	if out, _ := docker(t, 30*time.Second, "info", "-f", "{{.Swarm.LocalNodeState}}"); out != "active" {
-		must(t, "swarm", "init", "--advertise-addr", "127.0.0.1", "--listen-addr", "127.0.0.1:2377")
+		must(t, "swarm", "init", "--advertise-addr", "127.0.0.1", "--listen-addr", swarmListenAddr())
 		t.Cleanup(func() { _, _ = docker(t, time.Minute, "swarm", "leave", "--force") })
 	}
 	prefix := uniq("slot")

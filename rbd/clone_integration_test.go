@@ -101,7 +101,11 @@ func TestCreateFromSnapshot(t *testing.T) {
 		{baseVol, map[string]string{rbd.OptFeatures: "deep-flatten,layering,exclusive-lock,object-map,fast-diff,striping"}, ""},
 		{clones[0], map[string]string{rbd.OptFromSnapshot: "no-snapshot-given"}, "from-snapshot no-snapshot-given (not image@snapshot or volume@snapshot)"},
 	} {
-		got := strings.Join(p.Differences(ctx, tc.vol, driver.Options{Backend: tc.backend}), "; ")
+		diffs, err := p.Differences(ctx, tc.vol, driver.Options{Backend: tc.backend})
+		if err != nil {
+			t.Fatalf("Differences of %s: %v", tc.vol.Name, err)
+		}
+		got := strings.Join(diffs, "; ")
 		if got != tc.want {
 			t.Errorf("Differences of %s with %v = %q, want %q", tc.vol.Name, tc.backend, got, tc.want)
 		}

@@ -12,9 +12,9 @@ import (
 	"github.com/cephdocker/ceph-docker-plugin/driver"
 )
 
-// Differences implements driver.OptionComparer for the pool, data-pool, features and
+// Differences implements driver.Provisioner: it compares the pool, data-pool, features and
 // from-snapshot options of an idempotent Create.
-func (p *Provisioner) Differences(ctx context.Context, vol driver.Volume, opts driver.Options) []string {
+func (p *Provisioner) Differences(ctx context.Context, vol driver.Volume, opts driver.Options) ([]string, error) {
 	var diffs []string
 	if v, ok := opts.Backend[OptPool]; ok && v != vol.Image.Pool {
 		diffs = append(diffs, fmt.Sprintf("pool %s (it is in pool %s)", v, vol.Image.Pool))
@@ -53,7 +53,7 @@ func (p *Provisioner) Differences(ctx context.Context, vol driver.Volume, opts d
 			diffs = append(diffs, fmt.Sprintf("from-snapshot %s (it is a clone of %s)", v, parent))
 		}
 	}
-	return diffs
+	return diffs, nil
 }
 
 // chosenFeatures are the features in a comma-separated list that Create's -o features chooses,
@@ -77,3 +77,6 @@ func orNone(s string) string {
 	}
 	return s
 }
+
+// RoundSize implements driver.Provisioner: an image is made with the size asked for.
+func (p *Provisioner) RoundSize(size uint64) uint64 { return size }

@@ -24,10 +24,10 @@ if [ "$BACKEND" = cinder ]; then
   os() { (set -a; . "$OS_ENV"; set +a; timeout 60 openstack "$@"); }
 fi
 
-say "2. A private dockerd (Debian's docker.io), and base images without a registry"
+say "2. A private dockerd (DOCKER_ENGINE=${DOCKER_ENGINE:-20.10}: Debian's docker.io), and base images without a registry"
 "$TOP/scripts/docker-up.sh"
 "$TOP/scripts/docker-images.sh"
-. "$LAB_DIR/docker/env"; export DOCKER_HOST
+docker_env
 D=/usr/bin/docker
 if [ "$BACKEND" = rbd ]; then
   PLUGIN=ceph:latest
@@ -80,7 +80,7 @@ show $D volume rm "$V" || true
 $D rm -f demo-writer demo-reader >/dev/null
 
 say "9. A swarm service with per-slot volumes, scaled 3 -> 1 -> 3: each slot keeps its data"
-$D swarm init --advertise-addr 127.0.0.1 --listen-addr 127.0.0.1:2377 >/dev/null
+$D swarm init --advertise-addr 127.0.0.1 --listen-addr "$SWARM_LISTEN_ADDR" >/dev/null
 show $D service create --detach --name demo-db --replicas 3 --network host --env 'SLOT={{.Task.Slot}}' \
   --mount "type=volume,src=demo-db.{{.Task.Slot}},dst=/data,volume-driver=$PLUGIN,volume-opt=size=64M" \
   busybox sh -c '[ -f /data/first ] || { echo "slot $SLOT first started $(date +%T)" > /data/first; sync; }; exec sleep 3600'

@@ -4,8 +4,11 @@
 # plugin's Dockerfile. Skips what exists.
 set -euo pipefail
 . "$(dirname "$0")/lib.sh"
-. "$LAB_DIR/docker/env"; export DOCKER_HOST
+docker_env
+# The rootfs trees are cached once for every engine (in the 20.10 engine's directory, where they
+# always were).
 D=$LAB_DIR/docker
+mkdir -p "$D"
 if ! docker image inspect busybox:latest >/dev/null 2>&1; then
   BB=$D/rootfs-busybox; rm -rf "$BB"; mkdir -p "$BB"/{bin,etc,tmp,proc,sys,dev,root,data}
   cp /bin/busybox "$BB/bin/busybox"

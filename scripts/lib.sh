@@ -68,3 +68,28 @@ stop_pidfile() {
   fi
   rm -f "$pf"
 }
+
+# docker_engine: the Docker engine the docker rigs use, chosen by DOCKER_ENGINE, and its paths:
+#   20.10  Debian 12's docker.io (installed from bookworm): $LAB_DIR/docker, exec-root /run/cdp-docker
+#   28     Debian forky's docker.io 28.x and containerd 2.x, unpacked privately under
+#          $LAB_DIR/engines/28 (nothing installed over the system; Debian 12's runc runs it):
+#          $LAB_DIR/docker-28, exec-root /run/cdp-docker28
+# Sets DOCKER_LAB (state, env file, log), DOCKER_EXEC (exec-root; short: plugin sockets live
+# at <exec-root>/plugins/<64-hex-id>/, within the 108-byte limit of a socket path) and
+# SWARM_LISTEN_ADDR (a swarm manager port of its own, so that both engines can run a swarm).
+docker_engine() {
+  DOCKER_ENGINE=${DOCKER_ENGINE:-20.10}
+  case $DOCKER_ENGINE in
+    20.10) DOCKER_LAB=$LAB_DIR/docker; DOCKER_EXEC=/run/cdp-docker; SWARM_LISTEN_ADDR=127.0.0.1:2377 ;;
+    28) DOCKER_LAB=$LAB_DIR/docker-28; DOCKER_EXEC=/run/cdp-docker28; SWARM_LISTEN_ADDR=127.0.0.1:2378 ;;
+    *) die "DOCKER_ENGINE=$DOCKER_ENGINE: use 20.10 (Debian 12's docker.io) or 28 (Debian forky's, unpacked privately)" ;;
+  esac
+  export DOCKER_ENGINE DOCKER_LAB DOCKER_EXEC SWARM_LISTEN_ADDR
+}
+
+# docker_env: load the chosen engine's env file (DOCKER_HOST, ...), written by docker-up.sh.
+docker_env() {
+  docker_engine
+  [ -f "$DOCKER_LAB/env" ] || die "no $DOCKER_LAB/env: run scripts/docker-up.sh (DOCKER_ENGINE=$DOCKER_ENGINE) first"
+  . "$DOCKER_LAB/env"; export DOCKER_HOST
+}

@@ -5,7 +5,7 @@
 #   scripts/plugin-build.sh [KEY=VALUE ...]
 set -euo pipefail
 . "$(dirname "$0")/lib.sh"
-. "$LAB_DIR/docker/env"; export DOCKER_HOST
+docker_env
 TOP=$(cd "$(dirname "$0")/.." && pwd)
 PLUGIN=${PLUGIN:-ceph:latest}
 B=$LAB_DIR/plugin-build/${PLUGIN%%:*}
@@ -30,6 +30,6 @@ if [ $# -gt 0 ]; then
   docker plugin set "$PLUGIN" "$@"
 fi
 if [ "${ENABLE:-1}" = 1 ]; then
-  timeout 60 docker plugin enable "$PLUGIN" >/dev/null || die "enable failed: see the plugin's log in $LAB_DIR/docker/dockerd.log"
+  timeout 60 docker plugin enable "$PLUGIN" >/dev/null || die "enable failed: see the plugin's log in $DOCKER_LAB/dockerd.log"
   log "plugin $PLUGIN enabled"
 fi

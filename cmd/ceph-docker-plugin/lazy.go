@@ -166,3 +166,14 @@ func (l *lazyRBD) Detach(ctx context.Context, name string, att driver.Attachment
 func (l *lazyRBD) BackendOptions() []string {
 	return rbd.BackendOptions()
 }
+
+func (l *lazyRBD) Differences(ctx context.Context, vol driver.Volume, opts driver.Options) ([]string, error) {
+	p, err := l.p(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return p.Differences(ctx, vol, opts)
+}
+
+// RoundSize needs no connection.
+func (l *lazyRBD) RoundSize(size uint64) uint64 { return size }

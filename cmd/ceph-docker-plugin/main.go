@@ -43,6 +43,7 @@ func run() error {
 	if err != nil {
 		return err
 	}
+	splitOutput(logrus.StandardLogger(), os.Stdout, os.Stderr)
 	logrus.SetLevel(cfg.LogLevel)
 	if cfg.LogFormat == "json" {
 		logrus.SetFormatter(&logrus.JSONFormatter{})
