@@ -36,15 +36,15 @@ func pluginID(t *testing.T) string {
 	return must(t, "plugin", "inspect", "-f", "{{.Id}}", pluginName())
 }
 
-// pluginClient speaks to the managed plugin's own socket, as dockerd does (dockerd keeps it at
-// <exec-root>/plugins/<id>/<interface socket>).
+// pluginClient speaks to the managed plugin's own socket, as dockerd does: dockerd puts a managed
+// plugin's socket in /run/docker/plugins/<id>/ whatever its --exec-root (measured on 20.10 and 28).
 func pluginClient(t *testing.T) *volclient.Client {
 	t.Helper()
-	execRoot := os.Getenv("DOCKER_EXEC_ROOT")
-	if execRoot == "" {
-		t.Fatal("DOCKER_EXEC_ROOT must be set: run `make e2e`")
+	sock := filepath.Join("/run/docker/plugins", pluginID(t), "ceph.sock")
+	if _, err := os.Stat(sock); err != nil {
+		t.Fatalf("the plugin's socket: %v", err)
 	}
-	return volclient.New(filepath.Join(execRoot, "plugins", pluginID(t), "ceph.sock"), 90*time.Second)
+	return volclient.New(sock, 90*time.Second)
 }
 
 // mountIDs is the plugin's list of Docker mount IDs holding the volume on this host.
@@ -59,14 +59,17 @@ func mountIDs(t *testing.T, name string) []string {
 	return ids
 }
 
-// volumeMountsOnHost lists the host's mounts of the volume (the plugin's propagated mount
-// <data-root>/plugins/<id>/propagated-mount/<name>).
+// volumeMountsOnHost lists the host's mount points of the volume under this dockerd: the
+// plugin's propagated mount <data-root>/plugins/<id>/propagated-mount/<name> (dockerd's
+// propagation shows each mount there twice; rbd-fuse's own mounts under .rbd-fuse are not it).
 func volumeMountsOnHost(name string) []string {
+	seen := map[string]bool{}
 	var out []string
 	mi, _ := os.ReadFile("/proc/self/mountinfo")
 	for _, line := range strings.Split(string(mi), "\n") {
 		f := strings.Fields(line)
-		if len(f) > 4 && strings.Contains(f[4], "/propagated-mount/") && strings.HasSuffix(f[4], "/"+name) {
+		if len(f) > 4 && strings.HasPrefix(f[4], os.Getenv("DOCKER_DATA_ROOT")+"/") && strings.HasSuffix(f[4], "/propagated-mount/"+name) && !seen[f[4]] {
+			seen[f[4]] = true
 			out = append(out, f[4])
 		}
 	}

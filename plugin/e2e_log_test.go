@@ -4,12 +4,15 @@ package plugin
 
 import (
 	"bufio"
+	"context"
 	"encoding/json"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strconv"
 	"strings"
+	"time"
 )
 
 // dockerd files each line a managed plugin writes with the plugin's ID as the only field:
@@ -31,9 +34,25 @@ func dockerdLogSize() int64 {
 
 var pluginField = regexp.MustCompile(` plugin=[0-9a-f]{64}\s*$`)
 
+// otherPlugins are the IDs of the plugins installed before the suite other than the one under
+// test (the other backend's, built by its own run of the suite): their lines are that run's
+// concern. Plugins the suite installs itself are checked.
+func otherPlugins() map[string]bool {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	out, _ := exec.CommandContext(ctx, dockerBin(), "plugin", "ls", "--no-trunc", "--format", "{{.ID}} {{.Name}}").Output()
+	ids := map[string]bool{}
+	for _, l := range strings.Split(strings.TrimSpace(string(out)), "\n") {
+		if id, name, ok := strings.Cut(l, " "); ok && name != pluginName() {
+			ids[id] = true
+		}
+	}
+	return ids
+}
+
 // falseErrors returns the plugin lines at level=error, from offset on, whose plugin text is not
-// itself at level error, fatal or panic.
-func falseErrors(offset int64) ([]string, error) {
+// itself at level error, fatal or panic (lines of the plugins in skip excepted).
+func falseErrors(offset int64, skip map[string]bool) ([]string, error) {
 	f, err := os.Open(dockerdLog())
 	if err != nil {
 		return nil, err
@@ -47,7 +66,8 @@ func falseErrors(offset int64) ([]string, error) {
 	sc.Buffer(make([]byte, 1<<20), 1<<20)
 	for sc.Scan() {
 		line := sc.Text()
-		if !pluginField.MatchString(line) {
+		m := pluginField.FindString(line)
+		if m == "" || skip[strings.TrimSpace(strings.TrimPrefix(m, " plugin="))] {
 			continue
 		}
 		outer := logfmt(line)

@@ -186,9 +186,9 @@ func pluginLoops() map[string]bool {
 
 func TestMain(m *testing.M) {
 	before := pluginLoops()
-	logFrom := dockerdLogSize()
+	logFrom, others := dockerdLogSize(), otherPlugins()
 	code := m.Run()
-	if bad, err := falseErrors(logFrom); err != nil {
+	if bad, err := falseErrors(logFrom, others); err != nil {
 		fmt.Fprintln(os.Stderr, "e2e: reading dockerd's log:", err)
 		code = 1
 	} else if len(bad) > 0 {
@@ -219,7 +219,9 @@ func TestMain(m *testing.M) {
 	}
 	if mi, err := os.ReadFile("/proc/self/mountinfo"); err == nil {
 		for _, line := range strings.Split(string(mi), "\n") {
-			if strings.Contains(line, "/propagated-mount/") && !strings.HasSuffix(strings.Fields(line + " x x x x")[4], "/propagated-mount") {
+			// Only this dockerd's: another engine's suite may run at the same time.
+			mp := strings.Fields(line + " x x x x")[4]
+			if strings.HasPrefix(mp, os.Getenv("DOCKER_DATA_ROOT")+"/") && strings.Contains(mp, "/propagated-mount/") && !strings.HasSuffix(mp, "/propagated-mount") {
 				left = append(left, "mount "+strings.Fields(line)[4])
 			}
 		}
