@@ -220,9 +220,9 @@ func TestMain(m *testing.M) {
 	if mi, err := os.ReadFile("/proc/self/mountinfo"); err == nil {
 		for _, line := range strings.Split(string(mi), "\n") {
 			// Only this dockerd's: another engine's suite may run at the same time.
-			mp := strings.Fields(line + " x x x x")[4]
+			mp := strings.Fields(line + " x x x x x")[4]
 			if strings.HasPrefix(mp, os.Getenv("DOCKER_DATA_ROOT")+"/") && strings.Contains(mp, "/propagated-mount/") && !strings.HasSuffix(mp, "/propagated-mount") {
-				left = append(left, "mount "+strings.Fields(line)[4])
+				left = append(left, "mount "+mp)
 			}
 		}
 	}
