@@ -517,13 +517,15 @@ func TestDockerdRestart(t *testing.T) {
 	name := uniq("restart")
 	volume(t, name, "size=128M")
 	c := uniq("survivor")
-	must(t, "run", "-d", "--name", c, "--network", "none", "-v", name+":/data", "busybox", "sleep", "600")
+	// --stop-timeout 1: dockerd's shutdown waits that long (default 10 s) before killing them
+	// (sleep as PID 1 ignores SIGTERM).
+	must(t, "run", "-d", "--name", c, "--stop-timeout", "1", "--network", "none", "-v", name+":/data", "busybox", "sleep", "600")
 	t.Cleanup(func() { _, _ = docker(t, time.Minute, "rm", "-f", c) })
 	must(t, "exec", c, "sh", "-c", "echo kept > /data/f; sync")
 	always := uniq("always")
 	volume(t, always, "size=128M")
 	ca := uniq("always")
-	must(t, "run", "-d", "--name", ca, "--restart", "always", "--network", "none", "-v", always+":/data", "busybox", "sleep", "600")
+	must(t, "run", "-d", "--name", ca, "--restart", "always", "--stop-timeout", "1", "--network", "none", "-v", always+":/data", "busybox", "sleep", "600")
 	t.Cleanup(func() { _, _ = docker(t, time.Minute, "rm", "-f", ca) })
 	must(t, "exec", ca, "sh", "-c", "echo survives > /data/f; sync")
 	alwaysBefore := mountIDs(t, always)
