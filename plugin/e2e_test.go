@@ -166,6 +166,18 @@ func run(t *testing.T, vol, script string) string {
 
 // TestMain runs the suite, then checks that it left nothing behind: no container, no volume of
 // the plugin, no mount of the plugin's on the host.
+// ourLoop tells a loop device of this suite's plugins from one of another program using rbd-fuse
+// on the machine at the same time: its backing file is under a managed plugin's MOUNT_ROOT
+// (/mnt/volumes, as the plugin sees it) or under the suite's second host (cdp-e2e-other-*).
+func ourLoop(dev string) bool {
+	b, err := os.ReadFile(filepath.Join("/sys/block", filepath.Base(dev), "loop", "backing_file"))
+	if err != nil {
+		return true // gone or unreadable: count it, as before
+	}
+	path := strings.TrimSpace(string(b))
+	return strings.HasPrefix(path, "/mnt/volumes/") || strings.Contains(path, "/cdp-e2e-other-")
+}
+
 // pluginLoops lists the loop devices the fuse mapper attached: named "rbd-fuse:<pool>/<image>",
 // or whose rbd-fuse died and cannot be asked (ENOTCONN).
 func pluginLoops() map[string]bool {
@@ -227,7 +239,7 @@ func TestMain(m *testing.M) {
 		}
 	}
 	for dev := range pluginLoops() {
-		if !before[dev] {
+		if !before[dev] && ourLoop(dev) {
 			left = append(left, "loop device "+dev)
 		}
 	}
