@@ -172,7 +172,7 @@ func run(t *testing.T, vol, script string) string {
 func ourLoop(dev string) bool {
 	b, err := os.ReadFile(filepath.Join("/sys/block", filepath.Base(dev), "loop", "backing_file"))
 	if err != nil {
-		return true // gone or unreadable: count it, as before
+		return false // detached meanwhile
 	}
 	path := strings.TrimSpace(string(b))
 	return strings.HasPrefix(path, "/mnt/volumes/") || strings.Contains(path, "/cdp-e2e-other-")
