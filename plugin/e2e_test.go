@@ -75,6 +75,9 @@ func readPID(t *testing.T, path string) int {
 func cinderMode() bool { return os.Getenv("CDP_BACKEND") == "cinder" }
 
 func dockerBin() string {
+	if c := os.Getenv("DOCKER_CLI"); c != "" { // the engine's own CLI (docker-up.sh, DOCKER_ENGINE=28)
+		return c
+	}
 	if _, err := os.Stat("/usr/bin/docker"); err == nil {
 		return "/usr/bin/docker"
 	}

@@ -13,6 +13,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/sirupsen/logrus"
+	logtest "github.com/sirupsen/logrus/hooks/test"
+
 	"github.com/cephdocker/ceph-docker-plugin/driver"
 )
 
@@ -57,6 +60,9 @@ func newFakeKernel(t *testing.T, images ...string) (*fakeKernel, *KRBD) {
 	return fk, k
 }
 
+// fakeClientAddr is the kernel client address the fake kernel gives device id.
+func fakeClientAddr(id int) string { return "10.0.0.9:0/" + strconv.Itoa(1000+id) }
+
 // addDevice creates /sys/bus/rbd/devices/<id> as the kernel would.
 func (fk *fakeKernel) addDevice(id int, pool, ns, image, snap string, ro bool) {
 	dir := filepath.Join(fk.root, "bus/rbd/devices", strconv.Itoa(id))
@@ -66,7 +72,8 @@ func (fk *fakeKernel) addDevice(id int, pool, ns, image, snap string, ro bool) {
 	if snap == "" {
 		snap = "-"
 	}
-	for name, v := range map[string]string{"pool": pool, "pool_ns": ns, "name": image, "current_snap": snap} {
+	for name, v := range map[string]string{"pool": pool, "pool_ns": ns, "name": image, "current_snap": snap,
+		"client_addr": fakeClientAddr(id)} {
 		if err := os.WriteFile(filepath.Join(dir, name), []byte(v+"\n"), 0o444); err != nil {
 			fk.t.Fatal(err)
 		}
@@ -155,7 +162,8 @@ func TestMapWritesTheExactRequest(t *testing.T) {
 	if got := fk.written(); !reflect.DeepEqual(got, want) {
 		t.Fatalf("writes = %q\nwant     %q", got, want)
 	}
-	wantM := driver.Mapping{ImageSpec: driver.ImageSpec{Pool: "volumes", Image: "img"}, Device: "/dev/rbd0"}
+	// The kernel client's address comes with the mapping: a host taking the image over fences it.
+	wantM := driver.Mapping{ImageSpec: driver.ImageSpec{Pool: "volumes", Image: "img"}, Device: "/dev/rbd0", Client: fakeClientAddr(0)}
 	if m != wantM {
 		t.Fatalf("mapping = %+v, want %+v", m, wantM)
 	}
@@ -228,9 +236,9 @@ func TestListFindsDevicesByPoolImageAndSnapshot(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := []driver.Mapping{
-		{ImageSpec: driver.ImageSpec{Pool: "volumes", Image: "a"}, Device: "/dev/rbd0"},
-		{ImageSpec: driver.ImageSpec{Pool: "volumes", Image: "b", Snap: "snap"}, Device: "/dev/rbd3", ReadOnly: true},
-		{ImageSpec: driver.ImageSpec{Pool: "other", Namespace: "ns1", Image: "c"}, Device: "/dev/rbd10"},
+		{ImageSpec: driver.ImageSpec{Pool: "volumes", Image: "a"}, Device: "/dev/rbd0", Client: fakeClientAddr(0)},
+		{ImageSpec: driver.ImageSpec{Pool: "volumes", Image: "b", Snap: "snap"}, Device: "/dev/rbd3", ReadOnly: true, Client: fakeClientAddr(3)},
+		{ImageSpec: driver.ImageSpec{Pool: "other", Namespace: "ns1", Image: "c"}, Device: "/dev/rbd10", Client: fakeClientAddr(10)},
 	}
 	if !reflect.DeepEqual(got, want) {
 		t.Fatalf("list = %+v\nwant   %+v", got, want)
@@ -399,16 +407,35 @@ func TestMapPassesTheSecretInTheKernelKeyring(t *testing.T) {
 	}
 }
 
-// Without a usable kernel keyring (add_key forbidden), the secret goes in the request.
+// Without a usable kernel keyring (add_key forbidden), the secret goes in the request, and the
+// mapper says so once (a warning that names the cause, never the secret).
 func TestMapFallsBackToSecretWhenTheKeyringRefuses(t *testing.T) {
-	fk, k := newFakeKernel(t, "volumes/img")
+	fk, k := newFakeKernel(t, "volumes/img", "volumes/img2")
 	k.AddKey = (&fakeKeyring{refuse: syscall.EPERM}).add
+	logger, hook := logtest.NewNullLogger()
+	k.Log = logger
 	if _, err := k.Map(context.Background(), req("img")); err != nil {
 		t.Fatal(err)
 	}
 	want := []string{"add_single_major: 127.0.0.1:6789,10.0.0.2:6789 name=docker,secret=" + testKey + " volumes img"}
 	if got := fk.written(); !reflect.DeepEqual(got, want) {
 		t.Fatalf("writes = %q\nwant     %q", got, want)
+	}
+	if _, err := k.Map(context.Background(), req("img2")); err != nil {
+		t.Fatal(err)
+	}
+	var warnings []string
+	for _, e := range hook.AllEntries() {
+		line, _ := e.String()
+		if strings.Contains(line, testKey) {
+			t.Fatalf("the log holds the secret: %s", line)
+		}
+		if e.Level == logrus.WarnLevel {
+			warnings = append(warnings, line)
+		}
+	}
+	if len(warnings) != 1 || !strings.Contains(warnings[0], "secret=") || !strings.Contains(warnings[0], "operation not permitted") {
+		t.Fatalf("warnings after two maps = %q; want one, naming secret= and the keyring's refusal", warnings)
 	}
 }
 
@@ -423,6 +450,8 @@ func TestMapRetriesWithTheSecretWhenTheKernelFindsNoKey(t *testing.T) {
 	fk, k := newFakeKernel(t, "volumes/img")
 	kr := &fakeKeyring{}
 	k.AddKey = kr.add
+	logger, hook := logtest.NewNullLogger()
+	k.Log = logger
 	k.WriteFile = func(path string, data []byte) error {
 		if strings.Contains(string(data), "key=client.") {
 			return syscall.ENOKEY
@@ -434,6 +463,9 @@ func TestMapRetriesWithTheSecretWhenTheKernelFindsNoKey(t *testing.T) {
 	}
 	if got := fk.written(); len(got) != 1 || !strings.Contains(got[0], "secret="+testKey) || kr.live != 0 {
 		t.Fatalf("writes = %q, %d keys left; want one map with the secret and no key left", got, kr.live)
+	}
+	if e := hook.LastEntry(); e == nil || e.Level != logrus.WarnLevel || !strings.Contains(e.Message, "secret=") {
+		t.Fatalf("no warning that the secret went in the map request: %+v", e)
 	}
 }
 
