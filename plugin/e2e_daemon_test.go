@@ -478,7 +478,7 @@ func TestPluginDisableInUseAndUpgrade(t *testing.T) {
 	// No container uses it now, but dockerd still knows the volume: measured on 20.10.
 	out, err := docker(t, time.Minute, "plugin", "disable", pluginName())
 	if err == nil {
-		_, _ = docker(t, time.Minute, "plugin", "enable", pluginName())
+		_, _ = docker(t, time.Minute, "plugin", "enable", "--timeout", "120", pluginName())
 		t.Fatalf("plugin disable without -f succeeded while dockerd knows volume %s (expected moby's per-volume reference to refuse it): %s", name, out)
 	}
 	if !strings.Contains(out, "in use") {
@@ -511,10 +511,10 @@ func TestPluginDisableInUseAndUpgrade(t *testing.T) {
 	must(t, "plugin", "rm", ref)
 
 	must(t, "plugin", "disable", "-f", pluginName())
-	t.Cleanup(func() { _, _ = docker(t, time.Minute, "plugin", "enable", pluginName()) })
+	t.Cleanup(func() { _, _ = docker(t, time.Minute, "plugin", "enable", "--timeout", "120", pluginName()) })
 	must(t, "plugin", "upgrade", "--grant-all-permissions", "--skip-remote-check", pluginName(), ref)
 	start := time.Now()
-	must(t, "plugin", "enable", pluginName())
+	must(t, "plugin", "enable", "--timeout", "120", pluginName())
 	t.Logf("upgraded plugin enabled in %v", time.Since(start).Round(100*time.Millisecond))
 
 	if now := pluginID(t); now != id {

@@ -294,13 +294,13 @@ func TestPluginSetWhileDisabled(t *testing.T) {
 		t.Fatalf("set while enabled: %s", out)
 	}
 	must(t, "plugin", "disable", pluginName())
-	t.Cleanup(func() { _, _ = docker(t, time.Minute, "plugin", "enable", pluginName()) })
+	t.Cleanup(func() { _, _ = docker(t, time.Minute, "plugin", "enable", "--timeout", "120", pluginName()) })
 	must(t, "plugin", "set", pluginName(), "LOG_LEVEL=debug", "REMOVE_ACTION=delete")
 	env := must(t, "plugin", "inspect", "-f", "{{json .Settings.Env}}", pluginName())
 	if !strings.Contains(env, "LOG_LEVEL=debug") {
 		t.Fatalf("settings after set: %s", env)
 	}
-	must(t, "plugin", "enable", pluginName())
+	must(t, "plugin", "enable", "--timeout", "120", pluginName())
 }
 
 func TestVolumeCreateInspectAndErrors(t *testing.T) {
