@@ -260,7 +260,9 @@ func TestDockerGuest(t *testing.T) {
 	dk(g, time.Minute, "plugin", "set", dockerPlugin, "MAPPER=krbd", "CEPH_USER="+lab.user, "RBD_POOL="+lab.pool,
 		"DEFAULT_SIZE=256M", "NODE_NAME="+g.name, "LOG_LEVEL=debug")
 	t0 = time.Now()
-	dk(g, 3*time.Minute, "plugin", "enable", dockerPlugin)
+	// --timeout 120: dockerd's own deadline for each call to the plugin (30 s by default, below
+	// the plugin's CALL_TIMEOUT), as scripts/plugin-build.sh enables it.
+	dk(g, 3*time.Minute, "plugin", "enable", "--timeout", "120", dockerPlugin)
 	enable := time.Since(t0)
 	step(t, "managed plugin %s: rootfs untarred from the second disk %.1fs, `docker plugin create` %.1fs, enable %.1fs",
 		dockerPlugin, untar.Seconds(), create.Seconds(), enable.Seconds())
