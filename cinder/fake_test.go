@@ -183,7 +183,9 @@ func (f *fakeOpenStack) scriptFunc(service, method, path string, fn func(w http.
 }
 
 // count is the number of requests matching service, method and the path pattern.
-func (f *fakeOpenStack) count(service, method, path string) int { return len(f.find(service, method, path)) }
+func (f *fakeOpenStack) count(service, method, path string) int {
+	return len(f.find(service, method, path))
+}
 
 // find returns the requests matching service, method and the path pattern, in order.
 func (f *fakeOpenStack) find(service, method, path string) []fakeCall {
