@@ -114,11 +114,13 @@ type fakeOpenStack struct {
 	attachments map[string]*fakeAttachment
 	snapshots   map[string]int // id -> size
 	quota       int            // volumes per project; 0: none
-	pageSize    int            // Cinder's osapi_max_limit
-	seq         int
-	scripts     []*fakeScript
-	calls       []fakeCall
-	unexpected  []string
+	// nextConnInfo, when set, is the connection info of the next attachment created.
+	nextConnInfo map[string]any
+	pageSize     int // Cinder's osapi_max_limit
+	seq          int
+	scripts      []*fakeScript
+	calls        []fakeCall
+	unexpected   []string
 	// CreateSettle and DeleteSettle are the statuses a new volume and a deleted one take, one
 	// per GET.
 	createSettle, deleteSettle []string
@@ -438,6 +440,14 @@ func (f *fakeOpenStack) keystone(w http.ResponseWriter, r *http.Request) {
 	default:
 		f.unknown(w, r)
 	}
+}
+
+func mustJSON(v any) string {
+	b, err := json.Marshal(v)
+	if err != nil {
+		panic(err)
+	}
+	return string(b)
 }
 
 func deepCopy(m map[string]any) map[string]any {
@@ -869,6 +879,9 @@ func (f *fakeOpenStack) attachmentsAPI(w http.ResponseWriter, r *http.Request, c
 			a.Status, v.Status = "attaching", "attaching"
 			a.Mountpoint, _ = conn["mountpoint"].(string)
 			a.ConnInfo = connInfo(v.ID)
+			if f.nextConnInfo != nil {
+				a.ConnInfo, f.nextConnInfo = f.nextConnInfo, nil
+			}
 		}
 		f.attachments[a.ID] = a
 		out := attachmentJSON(a)
