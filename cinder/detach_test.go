@@ -27,7 +27,7 @@ func TestDetach(t *testing.T) {
 	}, {
 		name: "by ID, only that one on a multiattach volume",
 		setup: func(f *fakeOpenStack, v *fakeVolume) seeded {
-			v.Multiattach = true
+			f.edit(func() { v.Multiattach = true })
 			return seeded{mine: f.attach(v, "host-a", mountA), theirs: f.attach(v, "host-b", mountB)}
 		},
 		att:     func(s seeded) driver.Attachment { return driver.Attachment{ID: s.mine.ID} },
@@ -36,7 +36,7 @@ func TestDetach(t *testing.T) {
 	}, {
 		name: "ID unknown (a crash before it was recorded): this host's attachments, not another's",
 		setup: func(f *fakeOpenStack, v *fakeVolume) seeded {
-			v.Multiattach = true
+			f.edit(func() { v.Multiattach = true })
 			return seeded{mine: f.attach(v, "host-a", mountA), theirs: f.attach(v, "host-b", mountB)}
 		},
 		att:     func(s seeded) driver.Attachment { return driver.Attachment{MountID: mountA} },

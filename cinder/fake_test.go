@@ -222,6 +222,13 @@ func (f *fakeOpenStack) resetCalls() {
 	f.calls = nil
 }
 
+// edit runs fn with the fake's state locked: for changes to it once it serves.
+func (f *fakeOpenStack) edit(fn func()) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	fn()
+}
+
 // expireTokens makes every token issued so far invalid, as at their expiry.
 func (f *fakeOpenStack) expireTokens() {
 	f.mu.Lock()
