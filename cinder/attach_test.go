@@ -55,7 +55,6 @@ type attachCase struct {
 	req      driver.AttachRequest
 	fencer   *fakeFencer
 	watchers *fakeWatchers
-	timeout  time.Duration
 	err      error    // sentinel; nil: success
 	says     []string // parts of the error's text ("%ID": the volume's id)
 	check    func(t *testing.T, f *fakeOpenStack, v *fakeVolume, att driver.Attachment, fe *fakeFencer, w *fakeWatchers)
@@ -344,14 +343,14 @@ func TestAttach(t *testing.T) {
 			checkNewAttachment(t, f, v, att, mountA, "rw", nil)
 		},
 	}, {
-		name: "pending attachment deleted but the volume never becomes available: deadline",
+		name: "attaching with no attachment listed, never available again: the deadline",
 		setup: func(f *fakeOpenStack, v *fakeVolume) {
-			f.setStatus(v, "attaching", slices.Repeat([]string{"detaching"}, 10000)...)
+			f.setStatus(v, "attaching", slices.Repeat([]string{"detaching"}, 100)...)
+			f.deadlineAt("cinder", "GET", "/volumes/"+v.ID, 3)
 		},
-		req:     driver.AttachRequest{MountID: mountA},
-		timeout: 200 * time.Millisecond,
-		err:     driver.ErrTimeout, // while polling or between polls
-		says:    []string{"cinder attach db"},
+		req:  driver.AttachRequest{MountID: mountA},
+		err:  driver.ErrTimeout, // while polling or between polls
+		says: []string{"cinder attach db"},
 	}, {
 		name: "Cinder refuses the attachment (attached meanwhile elsewhere)",
 		req:  driver.AttachRequest{MountID: mountA},
@@ -363,11 +362,10 @@ func TestAttach(t *testing.T) {
 			}
 		},
 	}, {
-		name:    "Cinder hangs on the attachment create: the deadline, as ErrTimeout",
-		req:     driver.AttachRequest{MountID: mountA},
-		timeout: 200 * time.Millisecond,
-		err:     driver.ErrTimeout,
-		says:    []string{"cinder attach db"},
+		name: "Cinder hangs on the attachment create: the deadline, as ErrTimeout",
+		req:  driver.AttachRequest{MountID: mountA},
+		err:  driver.ErrTimeout,
+		says: []string{"cinder attach db"},
 	}, {
 		name: "Cinder fails to complete the attachment: the reserved attachment deleted",
 		req:  driver.AttachRequest{MountID: mountA},
@@ -472,11 +470,7 @@ func TestAttach(t *testing.T) {
 				t.Fatal(err)
 			}
 			f.resetCalls()
-			timeout := tc.timeout
-			if timeout == 0 {
-				timeout = 5 * time.Second
-			}
-			att, err := p.Attach(tctx(t, timeout), "db", tc.req)
+			att, err := p.Attach(f.ctx(t), "db", tc.req)
 			var says []string
 			for _, s := range tc.says {
 				says = append(says, strings.ReplaceAll(s, "%ID", v.ID))

@@ -306,6 +306,19 @@ func unreachable(err error) error {
 
 // apiError translates a Cinder API error.
 func apiError(op, what string, err error) error {
+	// A token that expired and could not be renewed: gophercloud's error does not unwrap, so
+	// judge by Keystone's answer to the renewal (credentials rotated or revoked, role removed,
+	// Keystone down or past the deadline), not as a failure of Cinder.
+	var reauth *gophercloud.ErrUnableToReauthenticate
+	if errors.As(err, &reauth) {
+		for _, code := range []int{http.StatusUnauthorized, http.StatusForbidden, http.StatusNotFound} {
+			if gophercloud.ResponseCodeIs(reauth.ErrReauth, code) {
+				return fmt.Errorf("cinder %s %s: %w: Keystone refused to renew the token (were the credentials changed or revoked, or the role removed?): %v",
+					op, what, driver.ErrPermission, reauth.ErrReauth)
+			}
+		}
+		return fmt.Errorf("cinder %s %s: Keystone unreachable or failing while renewing the token: %w", op, what, unreachable(reauth.ErrReauth))
+	}
 	switch {
 	case err == nil:
 		return nil

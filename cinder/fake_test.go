@@ -62,7 +62,7 @@ func (c fakeCall) String() string { return c.Service + " " + c.Method + " " + c.
 type fakeReply struct {
 	Status int
 	Body   string // JSON
-	Hang   bool   // never answer: block until the client gives up
+	Hang   bool   // never answer: block until the client gives up (the call's deadline expires: see ctx)
 }
 
 type fakeScript struct {
@@ -110,6 +110,7 @@ type fakeOpenStack struct {
 	projects    []fakeProject
 	tokens      map[string]string // token -> project id
 	noCinder    bool              // the catalog has no block-storage endpoint
+	noIdentity  bool              // the catalog has no identity endpoint
 	volumes     map[string]*fakeVolume
 	attachments map[string]*fakeAttachment
 	snapshots   map[string]int // id -> size
@@ -121,6 +122,9 @@ type fakeOpenStack struct {
 	scripts      []*fakeScript
 	calls        []fakeCall
 	unexpected   []string
+	// deadline expires the context of the test's call (see ctx): a hanging reply calls it once
+	// it hangs, and deadlineAt at the request it names.
+	deadline func()
 	// CreateSettle and DeleteSettle are the statuses a new volume and a deleted one take, one
 	// per GET.
 	createSettle, deleteSettle []string
@@ -128,7 +132,10 @@ type fakeOpenStack struct {
 
 // newFake starts the fake with the recorded projects: demo (the configured one), demo2 (listed,
 // with a role), demo3 (not listed).
-func newFake(t *testing.T) *fakeOpenStack {
+func newFake(t *testing.T) *fakeOpenStack { t.Helper(); return newFakeOn(t, false) }
+
+// newFakeOn is newFake, serving HTTPS when tls (httptest's certificate: see caFile).
+func newFakeOn(t *testing.T, tls bool) *fakeOpenStack {
 	t.Helper()
 	f := &fakeOpenStack{
 		t: t, stop: make(chan struct{}), password: fakePassword, appCreds: map[string]string{},
@@ -141,8 +148,12 @@ func newFake(t *testing.T) *fakeOpenStack {
 		snapshots: map[string]int{}, pageSize: 1000,
 		createSettle: []string{"creating", "available"}, deleteSettle: []string{"deleting", "gone"},
 	}
-	f.ks = httptest.NewServer(http.HandlerFunc(f.keystone))
-	f.cs = httptest.NewServer(http.HandlerFunc(f.cinder))
+	start := httptest.NewServer
+	if tls {
+		start = httptest.NewTLSServer
+	}
+	f.ks = start(http.HandlerFunc(f.keystone))
+	f.cs = start(http.HandlerFunc(f.cinder))
 	t.Cleanup(func() {
 		close(f.stop)
 		f.ks.Close()
@@ -220,6 +231,31 @@ func (f *fakeOpenStack) resetCalls() {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.calls = nil
+}
+
+// ctx is the context of the call under test: 5 s, or until the fake makes it expire (a reply
+// that hangs, deadlineAt), so that deadlines fall at a known point whatever the machine's load.
+func (f *fakeOpenStack) ctx(t *testing.T) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	t.Cleanup(cancel)
+	f.edit(func() { f.deadline = cancel })
+	return ctx
+}
+
+// deadlineAt makes the call's deadline expire when the fake receives the n-th request matching
+// service, method and the path pattern (before it answers it).
+func (f *fakeOpenStack) deadlineAt(service, method, path string, n int) {
+	seen := 0
+	f.scriptFunc(service, method, path, func(http.ResponseWriter, fakeCall) bool {
+		f.mu.Lock()
+		seen++
+		expire := f.deadline
+		f.mu.Unlock()
+		if seen == n && expire != nil {
+			expire()
+		}
+		return false
+	})
 }
 
 // edit runs fn with the fake's state locked: for changes to it once it serves.
@@ -392,6 +428,12 @@ func (f *fakeOpenStack) record(w http.ResponseWriter, r *http.Request, c fakeCal
 		return s.fn(w, c)
 	}
 	if s.reply.Hang {
+		f.mu.Lock()
+		expire := f.deadline
+		f.mu.Unlock()
+		if expire != nil {
+			expire()
+		}
 		select {
 		case <-r.Context().Done():
 		case <-f.stop:
@@ -528,10 +570,11 @@ func (f *fakeOpenStack) issueToken(w http.ResponseWriter, body map[string]any) {
 	now := time.Now().UTC()
 	t["issued_at"] = now.Format("2006-01-02T15:04:05.000000Z")
 	t["expires_at"] = now.Add(time.Hour).Format("2006-01-02T15:04:05.000000Z")
-	if f.noCinder {
+	if f.noCinder || f.noIdentity {
 		var cat []any
 		for _, e := range t["catalog"].([]any) {
-			if ty := e.(map[string]any)["type"]; ty != "block-storage" && ty != "volumev3" {
+			ty := e.(map[string]any)["type"]
+			if !(f.noCinder && (ty == "block-storage" || ty == "volumev3")) && !(f.noIdentity && ty == "identity") {
 				cat = append(cat, e)
 			}
 		}

@@ -69,13 +69,12 @@ func TestCreate(t *testing.T) {
 
 func TestCreateErrors(t *testing.T) {
 	cases := []struct {
-		name    string
-		setup   func(f *fakeOpenStack)
-		opts    driver.Options
-		timeout time.Duration
-		err     error
-		says    []string
-		check   func(t *testing.T, f *fakeOpenStack)
+		name  string
+		setup func(f *fakeOpenStack)
+		opts  driver.Options
+		err   error
+		says  []string
+		check func(t *testing.T, f *fakeOpenStack)
 	}{{
 		name:  "exists in another project",
 		setup: func(f *fakeOpenStack) { f.addVolume(projDemo2, "db") },
@@ -97,12 +96,12 @@ func TestCreateErrors(t *testing.T) {
 	}, {
 		name: "never available: the deadline, and the volume deleted",
 		setup: func(f *fakeOpenStack) {
-			f.edit(func() { f.createSettle = slices.Repeat([]string{"creating"}, 100000) })
+			f.edit(func() { f.createSettle = slices.Repeat([]string{"creating"}, 100) })
+			f.deadlineAt("cinder", "GET", "/volumes/[^/]+", 3)
 		},
-		opts:    newOpts(1<<30, nil),
-		timeout: 200 * time.Millisecond,
-		err:     driver.ErrTimeout, // while polling or between polls
-		says:    []string{"cinder create db"},
+		opts: newOpts(1<<30, nil),
+		err:  driver.ErrTimeout, // while polling or between polls
+		says: []string{"cinder create db"},
 		check: func(t *testing.T, f *fakeOpenStack) {
 			if n := f.count("cinder", "DELETE", "/volumes/[^/]+"); n != 1 {
 				t.Errorf("%d deletes of the volume left creating", n)
@@ -122,9 +121,9 @@ func TestCreateErrors(t *testing.T) {
 	}, {
 		name:  "Cinder hangs on create",
 		setup: func(f *fakeOpenStack) { f.script("cinder", "POST", "/volumes", 1, fakeReply{Hang: true}) },
-		opts:  newOpts(1<<30, nil), timeout: 200 * time.Millisecond,
-		err:  driver.ErrTimeout,
-		says: []string{"cinder create db", "Cinder unreachable or failing"},
+		opts:  newOpts(1<<30, nil),
+		err:   driver.ErrTimeout,
+		says:  []string{"cinder create db", "Cinder unreachable or failing"},
 	}, {
 		name: "a snapshot that does not exist",
 		opts: driver.Options{Size: 10 << 30, FSType: "ext4", Backend: map[string]string{OptSnapshotID: "1e0d6a1c-3c5e-4f6a-9b8c-7d6e5f4a3b2c"}},
@@ -149,11 +148,7 @@ func TestCreateErrors(t *testing.T) {
 			if tc.setup != nil {
 				tc.setup(f)
 			}
-			timeout := tc.timeout
-			if timeout == 0 {
-				timeout = 5 * time.Second
-			}
-			err := f.prov("host-a").Create(tctx(t, timeout), "db", tc.opts)
+			err := f.prov("host-a").Create(f.ctx(t), "db", tc.opts)
 			if tc.err == nil {
 				if err == nil {
 					t.Fatal("no error")
@@ -487,14 +482,13 @@ func TestListFails(t *testing.T) {
 func TestRemove(t *testing.T) {
 	keptRE := regexp.MustCompile(`^db~removed-\d{8}T\d{6}\.\d{3}Z$`)
 	cases := []struct {
-		name    string
-		setup   func(f *fakeOpenStack, v *fakeVolume)
-		action  driver.RemoveAction
-		timeout time.Duration
-		err     error
-		says    []string
-		writes  []string // the Cinder writes, "%ID" for the volume's id
-		check   func(t *testing.T, f *fakeOpenStack, v *fakeVolume)
+		name   string
+		setup  func(f *fakeOpenStack, v *fakeVolume)
+		action driver.RemoveAction
+		err    error
+		says   []string
+		writes []string // the Cinder writes, "%ID" for the volume's id
+		check  func(t *testing.T, f *fakeOpenStack, v *fakeVolume)
 	}{{
 		name:   "delete: waits until it is gone",
 		action: driver.RemoveDelete,
@@ -562,13 +556,13 @@ func TestRemove(t *testing.T) {
 	}, {
 		name: "deletion never ends: the deadline",
 		setup: func(f *fakeOpenStack, v *fakeVolume) {
-			f.edit(func() { f.deleteSettle = slices.Repeat([]string{"deleting"}, 100000) })
+			f.edit(func() { f.deleteSettle = slices.Repeat([]string{"deleting"}, 100) })
+			f.deadlineAt("cinder", "GET", "/volumes/"+v.ID, 3)
 		},
-		action:  driver.RemoveDelete,
-		timeout: 200 * time.Millisecond,
-		err:     driver.ErrTimeout, // while polling or between polls
-		says:    []string{"db"},
-		writes:  []string{"cinder DELETE /volumes/%ID"},
+		action: driver.RemoveDelete,
+		err:    driver.ErrTimeout, // while polling or between polls
+		says:   []string{"db"},
+		writes: []string{"cinder DELETE /volumes/%ID"},
 	}, {
 		name: "Cinder fails while polling the deletion",
 		setup: func(f *fakeOpenStack, v *fakeVolume) {
@@ -600,11 +594,7 @@ func TestRemove(t *testing.T) {
 			if tc.setup != nil {
 				tc.setup(f, v)
 			}
-			timeout := tc.timeout
-			if timeout == 0 {
-				timeout = 5 * time.Second
-			}
-			err := f.prov("host-a").Remove(tctx(t, timeout), "db", tc.action)
+			err := f.prov("host-a").Remove(f.ctx(t), "db", tc.action)
 			var says []string
 			for _, s := range tc.says {
 				says = append(says, strings.ReplaceAll(s, "%ID", v.ID))
