@@ -19,7 +19,7 @@ DOCKER_ENGINE ?= 20.10
 export DOCKER_ENGINE
 DOCKER_LAB := $(LAB_DIR)/$(if $(filter 28,$(DOCKER_ENGINE)),docker-28,docker)
 
-.PHONY: help deps build test unit lint fmt down ceph-up openstack-up demo plugin e2e e2e-cinder e2e-all docker-up lab lab-build
+.PHONY: help deps test-deps build test unit lint fmt down ceph-up openstack-up demo plugin e2e e2e-cinder e2e-all docker-up lab lab-build
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-13s %s\n", $$1, $$2}'
@@ -37,7 +37,10 @@ ceph-up: ## start (or bootstrap) the lab Ceph on 127.0.0.1; installs Debian's pa
 openstack-up: ceph-up ## start (or install and bootstrap) the lab Keystone + Cinder (RBD backend) on 127.0.0.1
 	scripts/openstack-up.sh
 
-test: ceph-up openstack-up ## unit tests (-race) and integration tests against the real lab Ceph and Keystone + Cinder
+test-deps: ## install the tools integration tests use beside the services (Debian's Prometheus)
+	scripts/test-deps.sh
+
+test: ceph-up openstack-up test-deps ## unit tests (-race) and integration tests against the real lab Ceph and Keystone + Cinder
 	$(WITH_LAB_ENV) $(GO) test -race -count=1 -tags '$(GOTAGS) integration' ./...
 
 unit: deps ## unit tests only (no services)

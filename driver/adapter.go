@@ -15,6 +15,8 @@ type Plugin struct {
 	D       *Driver
 	Timeout time.Duration
 	Log     *logrus.Entry
+	// Observer, when set, is told of every call's outcome and duration (metrics).
+	Observer Observer
 }
 
 var _ volume.Driver = (*Plugin)(nil)
@@ -24,7 +26,11 @@ func (p *Plugin) call(op, name string, fn func(ctx context.Context) error) error
 	defer cancel()
 	start := time.Now()
 	err := fn(ctx)
-	log := p.Log.WithFields(logrus.Fields{"op": op, "duration": time.Since(start).Round(time.Millisecond)})
+	took := time.Since(start)
+	if p.Observer != nil {
+		p.Observer.Call(op, err, took)
+	}
+	log := p.Log.WithFields(logrus.Fields{"op": op, "duration": took.Round(time.Millisecond)})
 	if name != "" {
 		log = log.WithField("volume", name)
 	}

@@ -29,6 +29,8 @@ type Config struct {
 	Fault func(step string)
 	// Known persists the names of the volumes seen (nil: kept in memory only).
 	Known KnownStore
+	// Observer, when set, is told of the backend's answers and of fencing (metrics).
+	Observer Observer
 	// BootID identifies this boot of the host's kernel (/proc/sys/kernel/random/boot_id). Every
 	// state record carries it; Reconcile releases, rather than maps again, the volumes recorded in
 	// an earlier boot. Empty: records are taken as of this boot.
@@ -68,6 +70,9 @@ func New(cfg Config, prov Provisioner, mapper Mapper, mounter Mounter, state Sta
 	}
 	if cfg.BootID != "" {
 		state = bootStamped{StateStore: state, boot: cfg.BootID}
+	}
+	if cfg.Observer != nil {
+		prov = observed{p: prov, obs: cfg.Observer}
 	}
 	d := &Driver{cfg: cfg, prov: prov, mapper: mapper, mounter: mounter, state: state,
 		ready: make(chan struct{}), log: cfg.Log}

@@ -305,7 +305,9 @@ func normalizeAddr(a string) string {
 func (c *Cluster) Blocklist(ctx context.Context, addr string, expire time.Duration) error {
 	cmd := map[string]any{"prefix": "osd blocklist", "blocklistop": "add", "addr": normalizeAddr(addr)}
 	if expire > 0 {
-		cmd["expire"] = expire.Seconds()
+		// A JSON real: the monitor refuses an integer for this float field ("bad or missing
+		// field 'expire'").
+		cmd["expire"] = json.Number(strconv.FormatFloat(expire.Seconds(), 'f', 3, 64))
 	}
 	_, err := c.monCommand(ctx, "blocklist", cmd)
 	return err

@@ -3,9 +3,11 @@ package main
 import (
 	"errors"
 	"fmt"
+	"net"
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -39,6 +41,7 @@ type Config struct {
 	CallTimeout   time.Duration
 	CephTimeout   time.Duration
 	NodeName      string
+	MetricsAddr   string // "" when off
 	OpenStack     OpenStack
 	// FaultKillAt is for crash tests only: the process kills itself with SIGKILL at that step.
 	FaultKillAt string
@@ -57,6 +60,9 @@ type OpenStack struct {
 type Setting struct {
 	Name, Default, Help string
 }
+
+// DefaultMetricsAddr is where METRICS_ADDR=on serves: loopback only, as metrics name volumes.
+const DefaultMetricsAddr = "127.0.0.1:9380"
 
 // Settings lists every setting with its default.
 var Settings = []Setting{
@@ -81,6 +87,7 @@ var Settings = []Setting{
 	{"CALL_TIMEOUT", "50s", "deadline of each Docker request (the daemon gives up at 60 s)"},
 	{"CEPH_TIMEOUT", "20s", "deadline of each single Ceph operation"},
 	{"NODE_NAME", "", "this host's name as other hosts see it (empty: the hostname)"},
+	{"METRICS_ADDR", "", "Prometheus metrics at http://ADDR/metrics: off (empty), on (127.0.0.1:9380) or HOST:PORT"},
 	{"OS_AUTH_URL", "", "BACKEND=cinder: Keystone v3 URL"},
 	{"OS_USERNAME", "", "BACKEND=cinder: Keystone user (or use an application credential)"},
 	{"OS_PASSWORD", "", "BACKEND=cinder: its password"},
@@ -187,6 +194,17 @@ func LoadConfig(getenv func(string) string) (Config, error) {
 		bad("LOG_LEVEL", get("LOG_LEVEL"), "panic, fatal, error, warn, info, debug or trace")
 	} else {
 		c.LogLevel = lvl
+	}
+	switch v := get("METRICS_ADDR"); v {
+	case "", "off":
+	case "on":
+		c.MetricsAddr = DefaultMetricsAddr
+	default:
+		host, port, err := net.SplitHostPort(v)
+		if p, perr := strconv.Atoi(port); err != nil || perr != nil || p < 1 || p > 65535 || (host != "" && net.ParseIP(host) == nil) {
+			bad("METRICS_ADDR", v, "off, on (127.0.0.1:9380), or an IP address and port such as 127.0.0.1:9380")
+		}
+		c.MetricsAddr = v
 	}
 	if c.NodeName == "" {
 		h, err := os.Hostname()

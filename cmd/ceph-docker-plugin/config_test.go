@@ -130,3 +130,19 @@ func TestLoadConfigRefusesADefaultSizeNoVolumeCanHave(t *testing.T) {
 		t.Errorf("DEFAULT_SIZE=300M with xfs: %v", err)
 	}
 }
+
+// METRICS_ADDR: off by default, loopback when just "on", any IP and port when given.
+func TestLoadConfigMetricsAddr(t *testing.T) {
+	for v, want := range map[string]string{"": "", "off": "", "on": "127.0.0.1:9380", "0.0.0.0:9999": "0.0.0.0:9999", ":9380": ":9380", "[::1]:9380": "[::1]:9380"} {
+		c, err := LoadConfig(env(map[string]string{"NODE_NAME": "n", "METRICS_ADDR": v}))
+		if err != nil || c.MetricsAddr != want {
+			t.Errorf("METRICS_ADDR=%q: %q, %v; want %q", v, c.MetricsAddr, err, want)
+		}
+	}
+	for _, v := range []string{"yes", "9380", "host.example:9380", "127.0.0.1:0", "127.0.0.1:http", "127.0.0.1:70000"} {
+		_, err := LoadConfig(env(map[string]string{"NODE_NAME": "n", "METRICS_ADDR": v}))
+		if err == nil || !strings.Contains(err.Error(), `METRICS_ADDR="`+v+`"`) {
+			t.Errorf("METRICS_ADDR=%q: %v, want a refusal naming it", v, err)
+		}
+	}
+}

@@ -16,8 +16,8 @@ import (
 // a monitor quorum still forming): the plugin serves at once, as dockerd needs, while a background
 // loop connects and retries with backoff. Calls made before the connection wait for it briefly,
 // then fail with ErrTimeout, so that Get answers for known volumes from memory and the rest say
-// what is wrong. Exiting instead, as before, left dockerd with a plugin that would not enable and
-// the reason only in its log.
+// what is wrong. (A plugin that exits when Ceph does not answer leaves dockerd with a plugin that
+// will not enable, and the reason only in dockerd's log.)
 type lazyRBD struct {
 	connect func(ctx context.Context) (*rbd.Cluster, error)
 	cfg     rbd.ProvisionerConfig

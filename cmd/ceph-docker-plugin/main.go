@@ -24,6 +24,7 @@ import (
 
 	"github.com/cephdocker/ceph-docker-plugin/cinder"
 	"github.com/cephdocker/ceph-docker-plugin/driver"
+	"github.com/cephdocker/ceph-docker-plugin/driver/metrics"
 	"github.com/cephdocker/ceph-docker-plugin/driver/volfs"
 	"github.com/cephdocker/ceph-docker-plugin/rbd"
 	"github.com/cephdocker/ceph-docker-plugin/rbd/fuse"
@@ -31,6 +32,12 @@ import (
 )
 
 func main() {
+	if len(os.Args) > 1 && os.Args[1] == "doctor" {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+		code := runDoctor(ctx, os.Getenv, os.Stdout, defaultDoctorEnv)
+		cancel()
+		os.Exit(code)
+	}
 	if err := run(); err != nil {
 		logrus.WithError(err).Error("ceph-docker-plugin stopped")
 		fmt.Fprintln(os.Stderr, "ceph-docker-plugin:", err)
@@ -126,8 +133,22 @@ func run() error {
 			}
 		}
 	}
+	var rec *metrics.Recorder
+	if cfg.MetricsAddr != "" {
+		rec = metrics.New(store, cfg.Backend)
+		dcfg.Observer = rec
+	}
 	d := driver.New(dcfg, prov, mapper, volfs.FS{}, store)
-	h := volume.NewHandler(&driver.Plugin{D: d, Timeout: cfg.CallTimeout, Log: log})
+	plugin := &driver.Plugin{D: d, Timeout: cfg.CallTimeout, Log: log}
+	if rec != nil {
+		plugin.Observer = rec
+		stopMetrics, err := serveMetrics(cfg.MetricsAddr, rec, log)
+		if err != nil {
+			return err
+		}
+		defer stopMetrics()
+	}
+	h := volume.NewHandler(plugin)
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- h.Serve(ln) }()
 	log.WithFields(logrus.Fields{"socket": cfg.Socket, "pool": cfg.Pool, "mapper": fmt.Sprintf("%T", mapper)}).Info("serving")
@@ -246,7 +267,7 @@ func listen(path string) (net.Listener, error) {
 
 // bootID identifies this boot of the kernel (the same inside the plugin's container), so that
 // the reconcile knows state recorded before a reboot. "" if unreadable: state is then taken as
-// of this boot, as before.
+// of this boot.
 func bootID(cfg Config, log *logrus.Entry) string {
 	if cfg.BootID != "" {
 		log.WithField("boot", cfg.BootID).Warn("TEST_BOOT_ID is set: it stands for the kernel's boot ID (tests only)")

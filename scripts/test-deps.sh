@@ -1,0 +1,9 @@
+#!/usr/bin/env bash
+# Install the tools the integration tests use beside the services: a real Prometheus server
+# (Debian's) that scrapes the plugin's metrics endpoint. Nothing is started here: each test
+# starts its own Prometheus on loopback and stops it.
+set -euo pipefail
+. "$(dirname "$0")/lib.sh"
+need_root
+mkdir -p "$LAB_DIR"
+apt_ensure prometheus
