@@ -182,6 +182,9 @@ func TestAttach(t *testing.T) {
 			if len(fe.calls) != 1 || fe.calls[0] != imageOf(v) {
 				t.Errorf("fenced %v, want %v once", fe.calls, imageOf(v))
 			}
+			if len(fe.writesBefore) != 1 || len(fe.writesBefore[0]) != 0 {
+				t.Errorf("Cinder writes before the fence: %v, want none (fence first)", fe.writesBefore)
+			}
 			if !reflect.DeepEqual(att.Fenced, []string{fencedClient}) {
 				t.Errorf("Fenced %v", att.Fenced)
 			}
@@ -317,6 +320,9 @@ func TestAttach(t *testing.T) {
 			if len(fe.calls) != 1 || !reflect.DeepEqual(att.Fenced, []string{fencedClient}) {
 				t.Errorf("fence calls %v, Fenced %v", fe.calls, att.Fenced)
 			}
+			if len(fe.writesBefore) != 1 || len(fe.writesBefore[0]) != 0 {
+				t.Errorf("Cinder writes before the fence: %v, want none (fence first)", fe.writesBefore)
+			}
 			checkNewAttachment(t, f, v, att, mountA, "rw", nil)
 		},
 	}, {
@@ -392,6 +398,45 @@ func TestAttach(t *testing.T) {
 			checkUndone(t, f, v)
 		},
 	}, {
+		name:  "this mount's pending attachment cannot be deleted",
+		setup: func(f *fakeOpenStack, v *fakeVolume) { f.reserve(v, "host-a", mountA) },
+		req:   driver.AttachRequest{MountID: mountA},
+		says:  []string{"cinder delete attachment", "of db", "Cinder unreachable or failing"},
+		check: func(t *testing.T, f *fakeOpenStack, v *fakeVolume, _ driver.Attachment, _ *fakeFencer, _ *fakeWatchers) {
+			if n := f.count("cinder", "POST", "/attachments"); n != 0 {
+				t.Errorf("%d attachment creates", n)
+			}
+		},
+	}, {
+		name:   "takeover: the holder fenced, but its attachment cannot be deleted: the fenced clients are reported",
+		setup:  func(f *fakeOpenStack, v *fakeVolume) { f.attach(v, "host-b", mountB) },
+		req:    driver.AttachRequest{MountID: mountA, TakeOver: true},
+		fencer: &fakeFencer{fenced: []string{fencedClient}},
+		err:    driver.ErrPermission,
+		says:   []string{"take volume db over from host host-b", "cinder delete attachment"},
+		check: func(t *testing.T, f *fakeOpenStack, v *fakeVolume, att driver.Attachment, _ *fakeFencer, _ *fakeWatchers) {
+			if !reflect.DeepEqual(att.Fenced, []string{fencedClient}) {
+				t.Errorf("Fenced %v, want the clients fenced before the failure", att.Fenced)
+			}
+			if n := f.count("cinder", "POST", "/attachments"); n != 0 {
+				t.Errorf("%d attachment creates", n)
+			}
+		},
+	}, {
+		name: "takeover: the volume goes to an error status once the holder's attachment is deleted",
+		setup: func(f *fakeOpenStack, v *fakeVolume) {
+			f.attach(v, "host-b", mountB)
+			f.setStatus(v, "in-use", "error_detaching")
+		},
+		req:    driver.AttachRequest{MountID: mountA, TakeOver: true},
+		fencer: &fakeFencer{fenced: []string{fencedClient}},
+		says:   []string{"take volume db over from host host-b", "after deleting the attachment of host host-b", `went to status "error_detaching"`},
+		check: func(t *testing.T, f *fakeOpenStack, v *fakeVolume, att driver.Attachment, _ *fakeFencer, _ *fakeWatchers) {
+			if !reflect.DeepEqual(att.Fenced, []string{fencedClient}) {
+				t.Errorf("Fenced %v", att.Fenced)
+			}
+		},
+	}, {
 		name:  "this host's attachment cannot be read",
 		setup: func(f *fakeOpenStack, v *fakeVolume) { f.attach(v, "host-a", mountA) },
 		req:   driver.AttachRequest{MountID: mountA},
@@ -436,6 +481,12 @@ func TestAttach(t *testing.T) {
 		"a volume on another backend: refused, the attachment deleted": func(f *fakeOpenStack, v *fakeVolume) {
 			setConnInfoOnCreate(f, map[string]any{"driver_volume_type": "iscsi", "data": map[string]any{"target_iqn": "iqn.x"}})
 		},
+		"this mount's pending attachment cannot be deleted": func(f *fakeOpenStack, v *fakeVolume) {
+			f.script("cinder", "DELETE", "/attachments/[^/]+", 1, fakeReply{Status: 500, Body: apiErr("computeFault", 500, "boom")})
+		},
+		"takeover: the holder fenced, but its attachment cannot be deleted: the fenced clients are reported": func(f *fakeOpenStack, v *fakeVolume) {
+			f.script("cinder", "DELETE", "/attachments/[^/]+", 1, fakeReply{Status: 403, Body: apiErr("forbidden", 403, "Policy doesn't allow volume:attachment_delete")})
+		},
 		"this host's attachment cannot be read": func(f *fakeOpenStack, v *fakeVolume) {
 			f.script("cinder", "GET", "/attachments/[^/]+", 1, fakeReply{Status: 404, Body: mustJSON(fixture("cinder_attachment_notfound.json"))})
 		},
@@ -460,6 +511,7 @@ func TestAttach(t *testing.T) {
 			}
 			cfg := f.config("host-a")
 			if tc.fencer != nil {
+				tc.fencer.os = f
 				cfg.Fencer = tc.fencer
 			}
 			if tc.watchers != nil {

@@ -1000,12 +1000,18 @@ type fakeFencer struct {
 	calls  []driver.ImageSpec
 	fenced []string
 	err    error
+	// writesBefore are the Cinder writes made before each Fence (set when os is).
+	os           *fakeOpenStack
+	writesBefore [][]string
 }
 
 func (f *fakeFencer) Fence(_ context.Context, spec driver.ImageSpec) ([]string, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.calls = append(f.calls, spec)
+	if f.os != nil {
+		f.writesBefore = append(f.writesBefore, f.os.writes())
+	}
 	return f.fenced, f.err
 }
 
