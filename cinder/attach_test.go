@@ -19,7 +19,7 @@ const (
 	mountB = "0c1d2e3f4a5b6c7d8e9f0a1b2c3d4e5f6a7b8c9d0e1f2a3b4c5d6e7f8a9b0c1d"
 )
 
-func tctx(t *testing.T, d time.Duration) context.Context {
+func withTimeout(t *testing.T, d time.Duration) context.Context {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), d)
 	t.Cleanup(cancel)
@@ -518,7 +518,7 @@ func TestAttach(t *testing.T) {
 				cfg.Watchers = tc.watchers
 			}
 			p := New(cfg)
-			if _, err := p.Get(tctx(t, 5*time.Second), "db"); err != nil { // authenticated, nothing written
+			if _, err := p.Get(withTimeout(t, 5*time.Second), "db"); err != nil { // authenticated, nothing written
 				t.Fatal(err)
 			}
 			f.resetCalls()
@@ -571,7 +571,7 @@ func setConnInfoOnCreate(f *fakeOpenStack, ci map[string]any) {
 func TestAttachUnknownVolume(t *testing.T) {
 	f := newFake(t)
 	p := f.prov("host-a")
-	_, err := p.Attach(tctx(t, 5*time.Second), "nope", driver.AttachRequest{MountID: mountA})
+	_, err := p.Attach(withTimeout(t, 5*time.Second), "nope", driver.AttachRequest{MountID: mountA})
 	wantErr(t, err, driver.ErrNotFound, `no volume named "nope"`)
 	if w := f.writes(); len(w) != 0 {
 		t.Errorf("writes %v", w)
@@ -583,17 +583,17 @@ func TestAttachTwoMountsOneHost(t *testing.T) {
 	f := newFake(t)
 	v := f.addVolume(projDemo, "db")
 	p := f.prov("host-a")
-	a1, err := p.Attach(tctx(t, 5*time.Second), "db", driver.AttachRequest{MountID: mountA})
+	a1, err := p.Attach(withTimeout(t, 5*time.Second), "db", driver.AttachRequest{MountID: mountA})
 	wantErr(t, err, nil)
-	a2, err := p.Attach(tctx(t, 5*time.Second), "db", driver.AttachRequest{MountID: mountB})
+	a2, err := p.Attach(withTimeout(t, 5*time.Second), "db", driver.AttachRequest{MountID: mountB})
 	wantErr(t, err, nil)
 	if a1.ID == "" || a1.ID != a2.ID || f.count("cinder", "POST", "/attachments") != 1 {
 		t.Fatalf("attachments %q and %q, %d created", a1.ID, a2.ID, f.count("cinder", "POST", "/attachments"))
 	}
 	// Another host is refused, naming this one.
-	_, err = f.prov("host-b").Attach(tctx(t, 5*time.Second), "db", driver.AttachRequest{MountID: mountB})
+	_, err = f.prov("host-b").Attach(withTimeout(t, 5*time.Second), "db", driver.AttachRequest{MountID: mountB})
 	wantErr(t, err, driver.ErrBusyElsewhere, "attached to host host-a")
-	if got, _ := f.prov("host-c").Get(tctx(t, 5*time.Second), "db"); got.Holder != "host host-a (container "+InstanceUUID(mountA)+")" {
+	if got, _ := f.prov("host-c").Get(withTimeout(t, 5*time.Second), "db"); got.Holder != "host host-a (container "+InstanceUUID(mountA)+")" {
 		t.Errorf("holder %q", got.Holder)
 	}
 	_ = v

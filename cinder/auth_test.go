@@ -156,7 +156,7 @@ func TestApplicationCredential(t *testing.T) {
 	cfg := f.config("host-a")
 	cfg.Auth = gophercloud.AuthOptions{IdentityEndpoint: f.ks.URL + "/v3", ApplicationCredentialID: "ac-1", ApplicationCredentialSecret: "s3cret"}
 	p := New(cfg)
-	v, err := p.Get(tctx(t, 5*time.Second), "db")
+	v, err := p.Get(withTimeout(t, 5*time.Second), "db")
 	wantErr(t, err, nil)
 	if v.Status["project-id"] != projDemo {
 		t.Errorf("project %v", v.Status["project-id"])
@@ -174,7 +174,7 @@ func TestTokenExpiry(t *testing.T) {
 	f.addVolume(projDemo, "db")
 	f.addVolume(projDemo2, "elsewhere")
 	p := f.prov("host-a")
-	ctx := tctx(t, 5*time.Second)
+	ctx := withTimeout(t, 5*time.Second)
 	if _, err := p.Get(ctx, "db"); err != nil {
 		t.Fatal(err)
 	}
@@ -219,13 +219,13 @@ func TestTokenRenewalFails(t *testing.T) {
 	f := newFake(t)
 	f.addVolume(projDemo, "db")
 	p := f.prov("host-a")
-	if _, err := p.Get(tctx(t, 5*time.Second), "db"); err != nil {
+	if _, err := p.Get(withTimeout(t, 5*time.Second), "db"); err != nil {
 		t.Fatal(err)
 	}
 	// The password changed meanwhile: refused credentials.
 	f.edit(func() { f.password = "changed" })
 	f.expireTokens()
-	_, err := p.Get(tctx(t, 5*time.Second), "db")
+	_, err := p.Get(withTimeout(t, 5*time.Second), "db")
 	wantErr(t, err, driver.ErrPermission, "cinder list db", "Keystone refused to renew the token")
 	if strings.Contains(err.Error(), fakePassword) || strings.Contains(err.Error(), "Cinder unreachable") {
 		t.Errorf("error %q", err)
@@ -233,7 +233,7 @@ func TestTokenRenewalFails(t *testing.T) {
 	// Keystone fails to renew it.
 	f.edit(func() { f.password = fakePassword })
 	f.script("keystone", "POST", "/v3/auth/tokens", 1, fakeReply{Status: 503, Body: `{"error": {"code": 503, "message": "down"}}`})
-	_, err = p.Get(tctx(t, 5*time.Second), "db")
+	_, err = p.Get(withTimeout(t, 5*time.Second), "db")
 	wantErr(t, err, err, "cinder list db", "Keystone unreachable or failing while renewing the token")
 	if errors.Is(err, driver.ErrPermission) || errors.Is(err, driver.ErrTimeout) {
 		t.Errorf("error %q", err)
@@ -243,7 +243,7 @@ func TestTokenRenewalFails(t *testing.T) {
 	_, err = p.Get(f.ctx(t), "db")
 	wantErr(t, err, driver.ErrTimeout, "Keystone unreachable or failing while renewing the token")
 	// Renewed at last.
-	if _, err := p.Get(tctx(t, 5*time.Second), "db"); err != nil {
+	if _, err := p.Get(withTimeout(t, 5*time.Second), "db"); err != nil {
 		t.Fatalf("once Keystone answers again: %v", err)
 	}
 }
@@ -254,7 +254,7 @@ func TestTLS(t *testing.T) {
 	f.addVolume(projDemo, "db")
 	cfg := f.config("host-a")
 	// Without the CA, the certificate is refused.
-	if _, err := New(cfg).Get(tctx(t, 5*time.Second), "db"); err == nil || !strings.Contains(err.Error(), "certificate") {
+	if _, err := New(cfg).Get(withTimeout(t, 5*time.Second), "db"); err == nil || !strings.Contains(err.Error(), "certificate") {
 		t.Fatalf("untrusted certificate: %v", err)
 	}
 	cfg.CACert = filepath.Join(t.TempDir(), "ca.pem")
@@ -262,7 +262,7 @@ func TestTLS(t *testing.T) {
 	if err := os.WriteFile(cfg.CACert, pemBytes, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	v, err := New(cfg).Get(tctx(t, 5*time.Second), "db")
+	v, err := New(cfg).Get(withTimeout(t, 5*time.Second), "db")
 	wantErr(t, err, nil)
 	if v.Name != "db" || f.count("cinder", "GET", "/volumes/detail") != 1 {
 		t.Errorf("Get over TLS: %+v", v)
@@ -277,12 +277,12 @@ func TestNoIdentityEndpoint(t *testing.T) {
 	f.addVolume(projDemo, "db")
 	f.addVolume(projDemo2, "elsewhere")
 	p := f.prov("host-a")
-	if _, err := p.Get(tctx(t, 5*time.Second), "db"); err != nil {
+	if _, err := p.Get(withTimeout(t, 5*time.Second), "db"); err != nil {
 		t.Fatal(err)
 	}
-	_, err := p.Get(tctx(t, 5*time.Second), "elsewhere")
+	_, err := p.Get(withTimeout(t, 5*time.Second), "elsewhere")
 	wantErr(t, err, driver.ErrNotFound)
-	vs, err := p.List(tctx(t, 5*time.Second))
+	vs, err := p.List(withTimeout(t, 5*time.Second))
 	wantErr(t, err, nil)
 	if len(vs) != 1 || vs[0].Name != "db" || f.count("keystone", "GET", "/v3/auth/projects") != 0 {
 		t.Errorf("List %+v", vs)
@@ -295,11 +295,11 @@ func TestListOtherProjectAuthFails(t *testing.T) {
 	f := newFake(t)
 	f.addVolume(projDemo, "db")
 	p := f.prov("host-a")
-	if _, err := p.Get(tctx(t, 5*time.Second), "db"); err != nil {
+	if _, err := p.Get(withTimeout(t, 5*time.Second), "db"); err != nil {
 		t.Fatal(err)
 	}
 	f.script("keystone", "POST", "/v3/auth/tokens", -1, fakeReply{Status: 500, Body: `{"error": {"code": 500, "message": "boom"}}`})
-	_, err := p.List(tctx(t, 5*time.Second))
+	_, err := p.List(withTimeout(t, 5*time.Second))
 	wantErr(t, err, err, "Keystone at "+f.ks.URL+"/v3 unreachable or failing")
 }
 

@@ -96,7 +96,7 @@ func TestDetach(t *testing.T) {
 			if tc.script != nil {
 				tc.script(f)
 			}
-			err := f.prov("host-a").Detach(tctx(t, 5*time.Second), "db", tc.att(s))
+			err := f.prov("host-a").Detach(withTimeout(t, 5*time.Second), "db", tc.att(s))
 			if len(tc.says) > 0 && tc.err == nil {
 				if err == nil {
 					t.Fatal("no error")
@@ -134,7 +134,7 @@ func TestDetach(t *testing.T) {
 
 func TestDetachVolumeGone(t *testing.T) {
 	f := newFake(t)
-	err := f.prov("host-a").Detach(tctx(t, 5*time.Second), "db", driver.Attachment{ID: "0f2c5a1e-9d8b-4c7a-8e6f-5d4c3b2a1908", MountID: mountA})
+	err := f.prov("host-a").Detach(withTimeout(t, 5*time.Second), "db", driver.Attachment{ID: "0f2c5a1e-9d8b-4c7a-8e6f-5d4c3b2a1908", MountID: mountA})
 	wantErr(t, err, nil)
 	if w := f.writes(); len(w) != 0 {
 		t.Errorf("writes %v: the volume is gone, and its attachments with it", w)
@@ -145,7 +145,7 @@ func TestDetachKeystoneDown(t *testing.T) {
 	f := newFake(t)
 	f.addVolume(projDemo, "db")
 	f.script("keystone", "POST", "/v3/auth/tokens", -1, fakeReply{Status: 503, Body: `{"error": {"code": 503, "message": "down"}}`})
-	err := f.prov("host-a").Detach(tctx(t, 5*time.Second), "db", driver.Attachment{ID: "x", MountID: mountA})
+	err := f.prov("host-a").Detach(withTimeout(t, 5*time.Second), "db", driver.Attachment{ID: "x", MountID: mountA})
 	wantErr(t, err, err, "Keystone at "+f.ks.URL+"/v3 unreachable or failing")
 }
 
@@ -155,18 +155,18 @@ func TestAttachDetachRoundTrip(t *testing.T) {
 	f := newFake(t)
 	v := f.addVolume(projDemo, "db")
 	a, b := f.prov("host-a"), f.prov("host-b")
-	att, err := a.Attach(tctx(t, 5*time.Second), "db", driver.AttachRequest{MountID: mountA})
+	att, err := a.Attach(withTimeout(t, 5*time.Second), "db", driver.AttachRequest{MountID: mountA})
 	wantErr(t, err, nil)
 	att.MountID = mountA
-	wantErr(t, a.Detach(tctx(t, 5*time.Second), "db", att), nil)
+	wantErr(t, a.Detach(withTimeout(t, 5*time.Second), "db", att), nil)
 	if st, _ := f.volume(v.ID); st.Status != "available" || len(f.attachmentsOf(v.ID)) != 0 {
 		t.Fatalf("after Detach: status %q, attachments %+v", st.Status, f.attachmentsOf(v.ID))
 	}
-	if _, err := b.Attach(tctx(t, 5*time.Second), "db", driver.AttachRequest{MountID: mountB}); err != nil {
+	if _, err := b.Attach(withTimeout(t, 5*time.Second), "db", driver.AttachRequest{MountID: mountB}); err != nil {
 		t.Fatalf("host-b after host-a detached: %v", err)
 	}
 	// Detaching again what is no longer attached succeeds.
-	wantErr(t, a.Detach(tctx(t, 5*time.Second), "db", att), nil)
+	wantErr(t, a.Detach(withTimeout(t, 5*time.Second), "db", att), nil)
 	if as := f.attachmentsOf(v.ID); len(as) != 1 || as[0].Mountpoint != "docker:host-b/"+mountB {
 		t.Errorf("host-b's attachment: %+v", as)
 	}

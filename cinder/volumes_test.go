@@ -33,7 +33,7 @@ func TestCreate(t *testing.T) {
 	p := f.prov("host-a")
 	opts := driver.Options{Size: 3<<30 + 1, SizeGiven: true, FSType: "xfs", MkfsOptions: []string{"-m", "crc=1"},
 		MountOptions: "noatime,nodiscard", Backend: map[string]string{OptVolumeType: "rbd", OptAvailabilityZone: "nova"}}
-	wantErr(t, p.Create(tctx(t, 5*time.Second), "db", opts), nil)
+	wantErr(t, p.Create(withTimeout(t, 5*time.Second), "db", opts), nil)
 	body, project := created(t, f)
 	want := map[string]any{
 		"name": "db", "size": float64(4), "volume_type": "rbd", "availability_zone": "nova",
@@ -53,14 +53,14 @@ func TestCreate(t *testing.T) {
 		t.Errorf("volume %q status %q after %d polls", id, st.Status, f.count("cinder", "GET", "/volumes/"+id))
 	}
 	// It reads back with every option.
-	v, err := p.Get(tctx(t, 5*time.Second), "db")
+	v, err := p.Get(withTimeout(t, 5*time.Second), "db")
 	wantErr(t, err, nil)
 	if v.Size != 4<<30 || v.FSType != "xfs" || !slices.Equal(v.MkfsOptions, []string{"-m", "crc=1"}) || v.MountOptions != "noatime,nodiscard" ||
 		v.Status["volume-type"] != "rbd" || v.Status["availability-zone"] != "nova" || v.Status["cinder-id"] != id || v.Holder != "" {
 		t.Errorf("Get: %+v", v)
 	}
 	// Again: it exists, naming it.
-	err = p.Create(tctx(t, 5*time.Second), "db", opts)
+	err = p.Create(withTimeout(t, 5*time.Second), "db", opts)
 	wantErr(t, err, driver.ErrExists, "cinder create db", "volume "+id+" in project "+projDemo)
 	if n := f.count("cinder", "POST", "/volumes"); n != 1 {
 		t.Errorf("%d creates", n)
@@ -174,11 +174,11 @@ func TestCreateSizeFromSource(t *testing.T) {
 	})
 	p := f.prov("host-a")
 	def := uint64(10 << 30) // DEFAULT_SIZE
-	wantErr(t, p.Create(tctx(t, 5*time.Second), "from-snap", driver.Options{Size: def, FSType: "ext4",
+	wantErr(t, p.Create(withTimeout(t, 5*time.Second), "from-snap", driver.Options{Size: def, FSType: "ext4",
 		Backend: map[string]string{OptSnapshotID: "5a4b3c2d-1e0f-4a9b-8c7d-6e5f4a3b2c1d"}}), nil)
-	wantErr(t, p.Create(tctx(t, 5*time.Second), "from-vol", driver.Options{Size: def, FSType: "ext4",
+	wantErr(t, p.Create(withTimeout(t, 5*time.Second), "from-vol", driver.Options{Size: def, FSType: "ext4",
 		Backend: map[string]string{OptSourceVolumeID: src.ID}}), nil)
-	wantErr(t, p.Create(tctx(t, 5*time.Second), "sized", driver.Options{Size: 2 << 30, SizeGiven: true, FSType: "ext4",
+	wantErr(t, p.Create(withTimeout(t, 5*time.Second), "sized", driver.Options{Size: 2 << 30, SizeGiven: true, FSType: "ext4",
 		Backend: map[string]string{OptSourceVolumeID: src.ID}}), nil)
 	var got []string
 	for _, c := range f.find("cinder", "POST", "/volumes") {
@@ -193,12 +193,12 @@ func TestCreateSizeFromSource(t *testing.T) {
 	if n := f.count("cinder", "GET", "/snapshots/.*"); n != 1 {
 		t.Errorf("%d snapshot reads", n)
 	}
-	v, err := p.Get(tctx(t, 5*time.Second), "from-snap")
+	v, err := p.Get(withTimeout(t, 5*time.Second), "from-snap")
 	wantErr(t, err, nil)
 	if v.Status[OptSnapshotID] != "5a4b3c2d-1e0f-4a9b-8c7d-6e5f4a3b2c1d" || v.Size != 3<<30 {
 		t.Errorf("Get: %+v", v)
 	}
-	v, err = p.Get(tctx(t, 5*time.Second), "from-vol")
+	v, err = p.Get(withTimeout(t, 5*time.Second), "from-vol")
 	wantErr(t, err, nil)
 	if v.Status[OptSourceVolumeID] != src.ID || v.Size != 7<<30 {
 		t.Errorf("Get: %+v", v)
@@ -210,7 +210,7 @@ func TestCreateSizeFromSource(t *testing.T) {
 func TestCreateInAnotherProject(t *testing.T) {
 	f := newFake(t)
 	p := f.prov("host-a")
-	wantErr(t, p.Create(tctx(t, 5*time.Second), "db", newOpts(1<<30, map[string]string{OptProjectID: projDemo3})), nil)
+	wantErr(t, p.Create(withTimeout(t, 5*time.Second), "db", newOpts(1<<30, map[string]string{OptProjectID: projDemo3})), nil)
 	if _, project := created(t, f); project != projDemo3 {
 		t.Errorf("created in %s, want %s", project, projDemo3)
 	}
@@ -222,18 +222,18 @@ func TestCreateInAnotherProject(t *testing.T) {
 		t.Error("no token scoped to the project by id")
 	}
 	// demo3 is not in /v3/auth/projects: another host does not find it there...
-	_, err := f.prov("host-b").Get(tctx(t, 5*time.Second), "db")
+	_, err := f.prov("host-b").Get(withTimeout(t, 5*time.Second), "db")
 	wantErr(t, err, driver.ErrNotFound, `no volume named "db"`)
 	// ... but once listed, it does.
 	f.edit(func() { f.projects[2].Listed = true })
-	v, err := f.prov("host-b").Get(tctx(t, 5*time.Second), "db")
+	v, err := f.prov("host-b").Get(withTimeout(t, 5*time.Second), "db")
 	wantErr(t, err, nil)
 	if v.Status["project-id"] != projDemo3 {
 		t.Errorf("project-id %v", v.Status["project-id"])
 	}
 	// A project where the user has no role.
 	f.edit(func() { f.projects[1].Role = false })
-	err = f.prov("host-a").Create(tctx(t, 5*time.Second), "db2", newOpts(1<<30, map[string]string{OptProjectID: projDemo2}))
+	err = f.prov("host-a").Create(withTimeout(t, 5*time.Second), "db2", newOpts(1<<30, map[string]string{OptProjectID: projDemo2}))
 	wantErr(t, err, driver.ErrPermission, "does not let user demo work in project "+projDemo2, "does the user have a role there?")
 	if strings.Contains(err.Error(), fakePassword) {
 		t.Errorf("the error shows the password: %v", err)
@@ -250,7 +250,7 @@ func TestGet(t *testing.T) {
 	})
 	f.attach(v, "host-b", mountB)
 	f.attach(v, "host-c", mountA)
-	got, err := f.prov("host-a").Get(tctx(t, 5*time.Second), "db")
+	got, err := f.prov("host-a").Get(withTimeout(t, 5*time.Second), "db")
 	wantErr(t, err, nil)
 	want := driver.Volume{Name: "db", Size: 1 << 30, FSType: "ext4", MkfsOptions: []string{"-E", "nodiscard"}, MountOptions: "noatime",
 		CreatedAt: v.Created,
@@ -327,6 +327,11 @@ func TestLocate(t *testing.T) {
 			if n := f.count("cinder", "GET", "/volumes/detail"); n != 1 {
 				t.Errorf("%d volume lists, want only the configured project's", n)
 			}
+			for _, c := range f.find("keystone", "POST", "/v3/auth/tokens") {
+				if str(c.Body, "auth", "scope", "project", "id") == projDemo2 {
+					t.Error("a token was asked for the disabled project")
+				}
+			}
 		},
 	}, {
 		name:  "nowhere",
@@ -364,7 +369,7 @@ func TestLocate(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			f := newFake(t)
 			vs := tc.setup(f)
-			v, err := f.prov("host-a").Get(tctx(t, 5*time.Second), "db")
+			v, err := f.prov("host-a").Get(withTimeout(t, 5*time.Second), "db")
 			var says []string
 			for _, s := range tc.says {
 				for k, fv := range vs {
@@ -397,7 +402,7 @@ func TestOtherProjectsCached(t *testing.T) {
 	f.addVolume(projDemo2, "db")
 	p := f.prov("host-a")
 	for i := 0; i < 3; i++ {
-		if _, err := p.Get(tctx(t, 5*time.Second), "db"); err != nil {
+		if _, err := p.Get(withTimeout(t, 5*time.Second), "db"); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -409,7 +414,7 @@ func TestOtherProjectsCached(t *testing.T) {
 	p.othersAt = time.Now().Add(-othersTTL)
 	p.mu.Unlock()
 	f.script("keystone", "GET", "/v3/auth/projects", 1, fakeReply{Status: 500, Body: `{"error": {"code": 500, "message": "boom"}}`})
-	v, err := p.Get(tctx(t, 5*time.Second), "db")
+	v, err := p.Get(withTimeout(t, 5*time.Second), "db")
 	wantErr(t, err, nil)
 	if v.Status["project-id"] != projDemo2 || f.count("keystone", "GET", "/v3/auth/projects") != 2 {
 		t.Errorf("found in %v after %d lists", v.Status["project-id"], f.count("keystone", "GET", "/v3/auth/projects"))
@@ -428,7 +433,7 @@ func TestList(t *testing.T) {
 	theirs := f.addVolume(projDemo2, "theirs")
 	f.edit(func() { unmanaged.Metadata, theirs.Metadata = map[string]string{}, map[string]string{} })
 	f.addVolume(projDemo3, "unlisted")
-	vs, err := f.prov("host-a").List(tctx(t, 5*time.Second))
+	vs, err := f.prov("host-a").List(withTimeout(t, 5*time.Second))
 	wantErr(t, err, nil)
 	var got []string
 	for _, v := range vs {
@@ -454,7 +459,7 @@ func TestListFails(t *testing.T) {
 	f := newFake(t)
 	f.addVolume(projDemo, "db")
 	f.script("cinder", "GET", "/volumes/detail", 1, fakeReply{Status: 503, Body: apiErr("computeFault", 503, "down")})
-	_, err := f.prov("host-a").List(tctx(t, 5*time.Second))
+	_, err := f.prov("host-a").List(withTimeout(t, 5*time.Second))
 	wantErr(t, err, err, "cinder list volumes of project "+projDemo, "Cinder unreachable or failing")
 
 	f = newFake(t)
@@ -465,14 +470,14 @@ func TestListFails(t *testing.T) {
 		f.reply(w, 403, apiErr("forbidden", 403, "no"))
 		return true
 	})
-	_, err = f.prov("host-a").List(tctx(t, 5*time.Second))
+	_, err = f.prov("host-a").List(withTimeout(t, 5*time.Second))
 	wantErr(t, err, driver.ErrPermission, "cinder list volumes of project "+projDemo2)
 
 	// A listed project without a role is skipped.
 	f = newFake(t)
 	f.addVolume(projDemo2, "x")
 	f.edit(func() { f.projects[1].Role = false })
-	vs, err := f.prov("host-a").List(tctx(t, 5*time.Second))
+	vs, err := f.prov("host-a").List(withTimeout(t, 5*time.Second))
 	wantErr(t, err, nil)
 	if len(vs) != 0 {
 		t.Errorf("List %+v", vs)
@@ -510,7 +515,7 @@ func TestRemove(t *testing.T) {
 			if !keptRE.MatchString(st.Name) || !strings.Contains(st.Description, "REMOVE_ACTION=keep") || st.Status != "available" {
 				t.Errorf("kept as %q (%q), status %s", st.Name, st.Description, st.Status)
 			}
-			if _, err := f.prov("host-a").Get(tctx(t, 5*time.Second), "db"); !errors.Is(err, driver.ErrNotFound) {
+			if _, err := f.prov("host-a").Get(withTimeout(t, 5*time.Second), "db"); !errors.Is(err, driver.ErrNotFound) {
 				t.Errorf("Get after keep: %v", err)
 			}
 		},
@@ -626,7 +631,7 @@ func TestDifferences(t *testing.T) {
 	v := f.addVolume(projDemo, "db")
 	f.edit(func() { v.VolumeType = "rbd-multiattach" })
 	p := f.prov("host-a")
-	vol, err := p.Get(tctx(t, 5*time.Second), "db")
+	vol, err := p.Get(withTimeout(t, 5*time.Second), "db")
 	wantErr(t, err, nil)
 	cases := []struct {
 		backend map[string]string
@@ -642,7 +647,7 @@ func TestDifferences(t *testing.T) {
 			[]string{"project-id " + projDemo2 + " (it has " + projDemo + ")", "availability-zone az2 (it has nova)", "snapshot-id s1 (it has none)"}},
 	}
 	for _, tc := range cases {
-		got, err := p.Differences(tctx(t, 5*time.Second), vol, driver.Options{Backend: tc.backend})
+		got, err := p.Differences(withTimeout(t, 5*time.Second), vol, driver.Options{Backend: tc.backend})
 		wantErr(t, err, nil)
 		if !slices.Equal(got, tc.want) {
 			t.Errorf("Differences(%v) = %q, want %q", tc.backend, got, tc.want)
