@@ -55,6 +55,7 @@ type attachCase struct {
 	req      driver.AttachRequest
 	fencer   *fakeFencer
 	watchers *fakeWatchers
+	between  int      // the deadline expires in the n-th wait between status polls
 	err      error    // sentinel; nil: success
 	says     []string // parts of the error's text ("%ID": the volume's id)
 	check    func(t *testing.T, f *fakeOpenStack, v *fakeVolume, att driver.Attachment, fe *fakeFencer, w *fakeWatchers)
@@ -358,6 +359,15 @@ func TestAttach(t *testing.T) {
 		err:  driver.ErrTimeout, // while polling or between polls
 		says: []string{"cinder attach db"},
 	}, {
+		name: "attaching with no attachment listed, never available again: the deadline between two polls",
+		setup: func(f *fakeOpenStack, v *fakeVolume) {
+			f.setStatus(v, "attaching", slices.Repeat([]string{"detaching"}, 100)...)
+		},
+		req:     driver.AttachRequest{MountID: mountA},
+		between: 2,
+		err:     driver.ErrTimeout,
+		says:    []string{"cinder attach db", `volume %ID still "detaching", not "available", at the deadline`},
+	}, {
 		name: "Cinder refuses the attachment (attached meanwhile elsewhere)",
 		req:  driver.AttachRequest{MountID: mountA},
 		err:  driver.ErrBusyElsewhere,
@@ -522,6 +532,9 @@ func TestAttach(t *testing.T) {
 				t.Fatal(err)
 			}
 			f.resetCalls()
+			if tc.between > 0 {
+				f.expireBetweenPolls(p, tc.between)
+			}
 			att, err := p.Attach(f.ctx(t), "db", tc.req)
 			var says []string
 			for _, s := range tc.says {

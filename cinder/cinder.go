@@ -103,6 +103,8 @@ type Provisioner struct {
 	home     string                                // the configured scope's project id
 	others   []string                              // other projects the credentials can use
 	othersAt time.Time
+
+	after func(time.Duration) <-chan time.Time // time.After: the wait between status polls
 }
 
 // othersTTL is how long the list of other projects is trusted.
@@ -123,7 +125,7 @@ func New(cfg Config) *Provisioner {
 		cfg.Poll = 500 * time.Millisecond
 	}
 	cfg.Auth.AllowReauth = true
-	return &Provisioner{cfg: cfg, clients: map[string]*gophercloud.ServiceClient{}}
+	return &Provisioner{cfg: cfg, clients: map[string]*gophercloud.ServiceClient{}, after: time.After}
 }
 
 // BackendOptions implements driver.Provisioner.
@@ -478,7 +480,7 @@ func (p *Provisioner) waitStatus(ctx context.Context, c *gophercloud.ServiceClie
 		select {
 		case <-ctx.Done():
 			return v, fmt.Errorf("%w: volume %s still %q, not %q, at the deadline", driver.ErrTimeout, id, v.Status, want)
-		case <-time.After(next()):
+		case <-p.after(next()):
 		}
 	}
 }
@@ -668,7 +670,7 @@ func (p *Provisioner) Remove(ctx context.Context, name string, action driver.Rem
 		select {
 		case <-ctx.Done():
 			return fmt.Errorf("%w: volume %s (%s) still %q at the deadline", driver.ErrTimeout, name, v.ID, got.Status)
-		case <-time.After(next()):
+		case <-p.after(next()):
 		}
 	}
 }

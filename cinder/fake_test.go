@@ -13,6 +13,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"log"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
@@ -148,9 +149,15 @@ func newFakeOn(t *testing.T, tls bool) *fakeOpenStack {
 		snapshots: map[string]int{}, pageSize: 1000,
 		createSettle: []string{"creating", "available"}, deleteSettle: []string{"deleting", "gone"},
 	}
-	start := httptest.NewServer
-	if tls {
-		start = httptest.NewTLSServer
+	start := func(h http.Handler) *httptest.Server {
+		srv := httptest.NewUnstartedServer(h)
+		srv.Config.ErrorLog = log.New(io.Discard, "", 0) // a client refusing the certificate is a test case
+		if tls {
+			srv.StartTLS()
+		} else {
+			srv.Start()
+		}
+		return srv
 	}
 	f.ks = start(http.HandlerFunc(f.keystone))
 	f.cs = start(http.HandlerFunc(f.cinder))
@@ -256,6 +263,22 @@ func (f *fakeOpenStack) deadlineAt(service, method, path string, n int) {
 		}
 		return false
 	})
+}
+
+// expireBetweenPolls makes the call's deadline expire during p's n-th wait between two status
+// polls (not while a request is in flight, which deadlineAt does).
+func (f *fakeOpenStack) expireBetweenPolls(p *Provisioner, n int) {
+	waits := 0
+	p.after = func(d time.Duration) <-chan time.Time {
+		if waits++; waits < n {
+			return time.After(d)
+		}
+		f.mu.Lock()
+		expire := f.deadline
+		f.mu.Unlock()
+		expire()
+		return nil // never: the deadline comes first
+	}
 }
 
 // edit runs fn with the fake's state locked: for changes to it once it serves.

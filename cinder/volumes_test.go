@@ -69,12 +69,13 @@ func TestCreate(t *testing.T) {
 
 func TestCreateErrors(t *testing.T) {
 	cases := []struct {
-		name  string
-		setup func(f *fakeOpenStack)
-		opts  driver.Options
-		err   error
-		says  []string
-		check func(t *testing.T, f *fakeOpenStack)
+		name    string
+		setup   func(f *fakeOpenStack)
+		opts    driver.Options
+		between int // the deadline expires in the n-th wait between polls
+		err     error
+		says    []string
+		check   func(t *testing.T, f *fakeOpenStack)
 	}{{
 		name:  "exists in another project",
 		setup: func(f *fakeOpenStack) { f.addVolume(projDemo2, "db") },
@@ -103,6 +104,21 @@ func TestCreateErrors(t *testing.T) {
 		err:  driver.ErrTimeout, // while polling or between polls
 		says: []string{"cinder create db"},
 		check: func(t *testing.T, f *fakeOpenStack) {
+			if n := f.count("cinder", "DELETE", "/volumes/[^/]+"); n != 1 {
+				t.Errorf("%d deletes of the volume left creating", n)
+			}
+		},
+	}, {
+		name:    "never available: the deadline between two polls, the volume deleted",
+		setup:   func(f *fakeOpenStack) { f.edit(func() { f.createSettle = slices.Repeat([]string{"creating"}, 100) }) },
+		opts:    newOpts(1<<30, nil),
+		between: 3,
+		err:     driver.ErrTimeout,
+		says:    []string{"cinder create db", `still "creating", not "available", at the deadline`},
+		check: func(t *testing.T, f *fakeOpenStack) {
+			if n := f.count("cinder", "GET", "/volumes/[0-9a-f-]{36}"); n != 3 {
+				t.Errorf("%d polls, want 3", n)
+			}
 			if n := f.count("cinder", "DELETE", "/volumes/[^/]+"); n != 1 {
 				t.Errorf("%d deletes of the volume left creating", n)
 			}
@@ -148,7 +164,11 @@ func TestCreateErrors(t *testing.T) {
 			if tc.setup != nil {
 				tc.setup(f)
 			}
-			err := f.prov("host-a").Create(f.ctx(t), "db", tc.opts)
+			p := f.prov("host-a")
+			if tc.between > 0 {
+				f.expireBetweenPolls(p, tc.between)
+			}
+			err := p.Create(f.ctx(t), "db", tc.opts)
 			if tc.err == nil {
 				if err == nil {
 					t.Fatal("no error")
@@ -180,13 +200,14 @@ func TestCreateSizeFromSource(t *testing.T) {
 		Backend: map[string]string{OptSourceVolumeID: src.ID}}), nil)
 	wantErr(t, p.Create(withTimeout(t, 5*time.Second), "sized", driver.Options{Size: 2 << 30, SizeGiven: true, FSType: "ext4",
 		Backend: map[string]string{OptSourceVolumeID: src.ID}}), nil)
+	wantErr(t, p.Create(withTimeout(t, 5*time.Second), "default", driver.Options{Size: def, FSType: "ext4"}), nil)
 	var got []string
 	for _, c := range f.find("cinder", "POST", "/volumes") {
 		b := c.Body["volume"].(map[string]any)
 		got = append(got, strings.Join([]string{b["name"].(string), strings.TrimSuffix(mustJSON(b["size"]), ".0"),
 			str(b, "snapshot_id"), str(b, "source_volid")}, " "))
 	}
-	want := []string{"from-snap 3 5a4b3c2d-1e0f-4a9b-8c7d-6e5f4a3b2c1d ", "from-vol 7  " + src.ID, "sized 2  " + src.ID}
+	want := []string{"from-snap 3 5a4b3c2d-1e0f-4a9b-8c7d-6e5f4a3b2c1d ", "from-vol 7  " + src.ID, "sized 2  " + src.ID, "default 10  "}
 	if !slices.Equal(got, want) {
 		t.Errorf("creates\n%q, want\n%q", got, want)
 	}
@@ -487,13 +508,14 @@ func TestListFails(t *testing.T) {
 func TestRemove(t *testing.T) {
 	keptRE := regexp.MustCompile(`^db~removed-\d{8}T\d{6}\.\d{3}Z$`)
 	cases := []struct {
-		name   string
-		setup  func(f *fakeOpenStack, v *fakeVolume)
-		action driver.RemoveAction
-		err    error
-		says   []string
-		writes []string // the Cinder writes, "%ID" for the volume's id
-		check  func(t *testing.T, f *fakeOpenStack, v *fakeVolume)
+		name    string
+		setup   func(f *fakeOpenStack, v *fakeVolume)
+		action  driver.RemoveAction
+		between int // the deadline expires in the n-th wait between polls
+		err     error
+		says    []string
+		writes  []string // the Cinder writes, "%ID" for the volume's id
+		check   func(t *testing.T, f *fakeOpenStack, v *fakeVolume)
 	}{{
 		name:   "delete: waits until it is gone",
 		action: driver.RemoveDelete,
@@ -569,6 +591,16 @@ func TestRemove(t *testing.T) {
 		says:   []string{"db"},
 		writes: []string{"cinder DELETE /volumes/%ID"},
 	}, {
+		name: "deletion never ends: the deadline between two polls",
+		setup: func(f *fakeOpenStack, v *fakeVolume) {
+			f.edit(func() { f.deleteSettle = slices.Repeat([]string{"deleting"}, 100) })
+		},
+		action:  driver.RemoveDelete,
+		between: 2,
+		err:     driver.ErrTimeout,
+		says:    []string{`volume db (%ID) still "deleting" at the deadline`},
+		writes:  []string{"cinder DELETE /volumes/%ID"},
+	}, {
 		name: "Cinder fails while polling the deletion",
 		setup: func(f *fakeOpenStack, v *fakeVolume) {
 			f.script("cinder", "GET", "/volumes/"+v.ID, 1, fakeReply{Status: 500, Body: apiErr("computeFault", 500, "boom")})
@@ -599,7 +631,11 @@ func TestRemove(t *testing.T) {
 			if tc.setup != nil {
 				tc.setup(f, v)
 			}
-			err := f.prov("host-a").Remove(f.ctx(t), "db", tc.action)
+			p := f.prov("host-a")
+			if tc.between > 0 {
+				f.expireBetweenPolls(p, tc.between)
+			}
+			err := p.Remove(f.ctx(t), "db", tc.action)
 			var says []string
 			for _, s := range tc.says {
 				says = append(says, strings.ReplaceAll(s, "%ID", v.ID))
