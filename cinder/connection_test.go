@@ -21,7 +21,12 @@ func TestParseConnectionTable(t *testing.T) {
 		spec: driver.ImageSpec{Pool: "cinder", Image: "volume-" + recordedVolume},
 		mons: []string{"127.0.0.1:6789"},
 	}, {
-		name: "as os-initialize_connection answers: nested under data",
+		name: "as os-initialize_connection answers (recorded): nested under data",
+		ci:   fixture("cinder_initialize_connection.json")["connection_info"].(map[string]any),
+		spec: driver.ImageSpec{Pool: "cinder", Image: "volume-" + recordedVolume},
+		mons: []string{"127.0.0.1:6789"},
+	}, {
+		name: "nested, with several monitors",
 		ci: map[string]any{"driver_volume_type": "rbd", "data": map[string]any{"name": "volumes/volume-1",
 			"hosts": []any{"10.0.0.1", "10.0.0.2", "10.0.0.3"}, "ports": []any{"6789", "6789", "3300"}, "auth_username": "cinder"}},
 		spec: driver.ImageSpec{Pool: "volumes", Image: "volume-1"},

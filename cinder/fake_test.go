@@ -41,9 +41,8 @@ const (
 
 	fakeUser     = "demo"
 	fakePassword = "fake-password"
-	// recorded is the volume and attachment of the recordings, replaced by the fake's own ids.
-	recordedVolume     = "91cca663-81b6-4b84-b651-aec3fcf58be5"
-	recordedAttachment = "d29859fe-6c57-4872-b241-83aa2c3ea9a1"
+	// recordedVolume is the volume of the recordings, replaced by the fake's own ids.
+	recordedVolume = "dba06060-976d-4b75-a1c2-d67d49e5559b"
 )
 
 // fakeCall is one request the fake received.

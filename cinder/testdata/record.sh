@@ -65,6 +65,10 @@ for _ in $(seq 60); do
 	sleep 0.5
 done
 rec cinder_volumes_detail GET "$C/volumes/detail?name=$NAME" >/dev/null
+# The older volume action that the connection parser also reads (fields nested under data).
+ic_conn=$(jq -n '{host: "fixture-host", platform: "x86_64", os_type: "linux", multipath: false, do_local_attach: false}')
+rec cinder_initialize_connection POST "$C/volumes/$VOL/action" "$(jq -n --argjson c "$ic_conn" '{"os-initialize_connection": {connector: $c}}')" >/dev/null
+rec cinder_terminate_connection POST "$C/volumes/$VOL/action" "$(jq -n --argjson c "$ic_conn" '{"os-terminate_connection": {connector: $c}}')" >/dev/null
 rec cinder_volumes_detail_empty GET "$C/volumes/detail?name=$NAME-none" >/dev/null
 rec cinder_snapshot_create POST "$C/snapshots" "$(jq -n --arg v "$VOL" --arg n "$NAME-snap" '{snapshot: {volume_id: $v, name: $n}}')" >/dev/null
 SNAP=$(jq -r .snapshot.id cinder_snapshot_create.json)
