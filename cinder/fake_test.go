@@ -323,7 +323,7 @@ func (f *fakeOpenStack) attach(v *fakeVolume, host, mountID string) *fakeAttachm
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	a := &fakeAttachment{ID: f.newID(), VolumeID: v.ID, Instance: InstanceUUID(mountID), Status: "attached", Mode: "rw",
-		Mountpoint: mountpoint(host, mountID), ConnInfo: connInfo(v.ID), At: time.Now().UTC()}
+		Mountpoint: "docker:" + host + "/" + mountID, ConnInfo: connInfo(v.ID), At: time.Now().UTC()}
 	f.attachments[a.ID] = a
 	v.Status = "in-use"
 	return a
