@@ -42,7 +42,7 @@ const (
 	fakeUser     = "demo"
 	fakePassword = "fake-password"
 	// recordedVolume is the volume of the recordings, replaced by the fake's own ids.
-	recordedVolume = "dba06060-976d-4b75-a1c2-d67d49e5559b"
+	recordedVolume = "17212b0b-d14e-4160-96ea-38281c2e5d6c"
 )
 
 // fakeCall is one request the fake received.
@@ -892,7 +892,12 @@ func (f *fakeOpenStack) volumesAPI(w http.ResponseWriter, r *http.Request, c fak
 			notFound(rest[0])
 			return
 		}
-		if v.Status != "available" && !strings.HasPrefix(v.Status, "error") {
+		// Cinder deletes a volume available, in an error status, or still creating (recorded in
+		// cinder_volume_delete_creating.json); not one attached or being attached.
+		creating := fixture("cinder_volume_delete_creating.json")
+		deletable := v.Status == "available" || strings.HasPrefix(v.Status, "error") ||
+			(v.Status == creating["status"] && creating["delete_answer"] == float64(http.StatusAccepted))
+		if !deletable {
 			answer(http.StatusBadRequest, fixture("cinder_volume_delete_in_use.json"))
 			return
 		}

@@ -67,6 +67,19 @@ func TestCreate(t *testing.T) {
 	}
 }
 
+// statusesNamed lists the statuses of the fake's volumes named name.
+func statusesNamed(f *fakeOpenStack, name string) []string {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	var out []string
+	for _, v := range f.volumes {
+		if v.Name == name {
+			out = append(out, v.Status)
+		}
+	}
+	return out
+}
+
 func TestCreateErrors(t *testing.T) {
 	cases := []struct {
 		name    string
@@ -93,6 +106,9 @@ func TestCreateErrors(t *testing.T) {
 			if n := f.count("cinder", "DELETE", "/volumes/[^/]+"); n != 1 {
 				t.Errorf("%d deletes of the failed volume", n)
 			}
+			if st := statusesNamed(f, "db"); !slices.Equal(st, []string{"deleting"}) {
+				t.Errorf("volumes named db: %v, want the failed one being deleted", st)
+			}
 		},
 	}, {
 		name: "never available: the deadline, and the volume deleted",
@@ -106,6 +122,9 @@ func TestCreateErrors(t *testing.T) {
 		check: func(t *testing.T, f *fakeOpenStack) {
 			if n := f.count("cinder", "DELETE", "/volumes/[^/]+"); n != 1 {
 				t.Errorf("%d deletes of the volume left creating", n)
+			}
+			if st := statusesNamed(f, "db"); !slices.Equal(st, []string{"deleting"}) {
+				t.Errorf("volumes named db: %v, want the one created being deleted", st)
 			}
 		},
 	}, {
@@ -121,6 +140,9 @@ func TestCreateErrors(t *testing.T) {
 			}
 			if n := f.count("cinder", "DELETE", "/volumes/[^/]+"); n != 1 {
 				t.Errorf("%d deletes of the volume left creating", n)
+			}
+			if st := statusesNamed(f, "db"); !slices.Equal(st, []string{"deleting"}) {
+				t.Errorf("volumes named db: %v, want the one created being deleted", st)
 			}
 		},
 	}, {

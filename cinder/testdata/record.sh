@@ -105,6 +105,22 @@ rec cinder_volume_delete_in_use DELETE "$C/volumes/$VOL" >/dev/null
 rec cinder_attachment_delete DELETE "$C/attachments/$ATT" >/dev/null
 rec cinder_attachment_notfound GET "$C/attachments/$ATT" >/dev/null
 
+# Deleting a volume still being created (what Create's undo meets at its deadline): the status
+# it had and the answer's code, in cinder_volume_delete_creating.json.
+rec cinder_volume_create_second POST "$C/volumes" "$(jq -n --arg n "$NAME-2" '{volume: {name: $n, size: 1}}')" >/dev/null
+VOL2=$(jq -r .volume.id cinder_volume_create_second.json)
+rec cinder_volume_creating GET "$C/volumes/$VOL2" >/dev/null
+code=$(rec cinder_volume_delete_creating DELETE "$C/volumes/$VOL2")
+echo "deleting a volume in status $(jq -r .volume.status cinder_volume_creating.json): $code" >&2
+jq -n --argjson c "$code" --arg s "$(jq -r .volume.status cinder_volume_creating.json)" '{status: $s, delete_answer: $c}' >cinder_volume_delete_creating.json
+rm -f cinder_volume_create_second.json cinder_volume_creating.json
+for _ in $(seq 60); do
+	[ "$(rec x GET "$C/volumes/$VOL2" 2>/dev/null)" = 404 ] && break
+	[ "$(jq -r .volume.status x.json)" = available ] && rec x DELETE "$C/volumes/$VOL2" >/dev/null 2>&1
+	sleep 0.5
+done
+rm -f x.json
+
 # Rename (REMOVE_ACTION=keep), delete, gone.
 rec cinder_volume_update PUT "$C/volumes/$VOL" "$(jq -n --arg n "$NAME~removed-20261129T150000.000Z" \
 	'{volume: {name: $n, description: "Docker volume (ceph-docker-plugin), removed from Docker with REMOVE_ACTION=keep"}}')" >/dev/null
