@@ -609,5 +609,7 @@ func TestAttachTwoMountsOneHost(t *testing.T) {
 	if got, _ := f.prov("host-c").Get(withTimeout(t, 5*time.Second), "db"); got.Holder != "host host-a (container "+InstanceUUID(mountA)+")" {
 		t.Errorf("holder %q", got.Holder)
 	}
-	_ = v
+	if as := f.attachmentsOf(v.ID); len(as) != 1 || as[0].Mountpoint != "docker:host-a/"+mountA {
+		t.Errorf("attachments %+v: want the first mount's only", as)
+	}
 }
