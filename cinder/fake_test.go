@@ -42,7 +42,7 @@ const (
 	fakeUser     = "demo"
 	fakePassword = "fake-password"
 	// recordedVolume is the volume of the recordings, replaced by the fake's own ids.
-	recordedVolume = "17212b0b-d14e-4160-96ea-38281c2e5d6c"
+	recordedVolume = "b8e3ee18-f537-40a2-898d-a6905fa7c138"
 )
 
 // fakeCall is one request the fake received.
@@ -581,7 +581,8 @@ func (f *fakeOpenStack) issueToken(w http.ResponseWriter, body map[string]any) {
 		}
 	}
 	if proj == nil || !proj.Role || !proj.Enabled {
-		deny() // Keystone answers 401 to a scope without a role, as to a wrong password
+		// Keystone answers 401 to a scope without a role, as to a wrong password (recorded).
+		f.reply(w, http.StatusUnauthorized, fixture("keystone_no_role.json"))
 		return
 	}
 	b, _ := json.Marshal(fixture("keystone_token.json"))
@@ -892,12 +893,14 @@ func (f *fakeOpenStack) volumesAPI(w http.ResponseWriter, r *http.Request, c fak
 			notFound(rest[0])
 			return
 		}
-		// Cinder deletes a volume available, in an error status, or still creating (recorded in
-		// cinder_volume_delete_creating.json); not one attached or being attached.
-		creating := fixture("cinder_volume_delete_creating.json")
-		deletable := v.Status == "available" || strings.HasPrefix(v.Status, "error") ||
-			(v.Status == creating["status"] && creating["delete_answer"] == float64(http.StatusAccepted))
-		if !deletable {
+		// Cinder deletes a volume available or in an error status; not one attached, being
+		// attached, or creating once scheduled to a backend (recorded: a volume not scheduled yet
+		// is deleted, 202; the fake's volumes are scheduled at once).
+		switch {
+		case v.Status == "creating":
+			answer(http.StatusBadRequest, fixture("cinder_volume_delete_creating.json"))
+			return
+		case v.Status != "available" && !strings.HasPrefix(v.Status, "error"):
 			answer(http.StatusBadRequest, fixture("cinder_volume_delete_in_use.json"))
 			return
 		}

@@ -120,11 +120,10 @@ func TestCreateErrors(t *testing.T) {
 		err:  driver.ErrTimeout, // while polling or between polls
 		says: []string{"cinder create db"},
 		check: func(t *testing.T, f *fakeOpenStack) {
+			// Undone: a delete is tried (Cinder refuses it while the volume is creating: see
+			// TestCreateUndoAtTheDeadline).
 			if n := f.count("cinder", "DELETE", "/volumes/[^/]+"); n != 1 {
 				t.Errorf("%d deletes of the volume left creating", n)
-			}
-			if st := statusesNamed(f, "db"); !slices.Equal(st, []string{"deleting"}) {
-				t.Errorf("volumes named db: %v, want the one created being deleted", st)
 			}
 		},
 	}, {
@@ -138,11 +137,10 @@ func TestCreateErrors(t *testing.T) {
 			if n := f.count("cinder", "GET", "/volumes/[0-9a-f-]{36}"); n != 3 {
 				t.Errorf("%d polls, want 3", n)
 			}
+			// Undone: a delete is tried (Cinder refuses it while the volume is creating: see
+			// TestCreateUndoAtTheDeadline).
 			if n := f.count("cinder", "DELETE", "/volumes/[^/]+"); n != 1 {
 				t.Errorf("%d deletes of the volume left creating", n)
-			}
-			if st := statusesNamed(f, "db"); !slices.Equal(st, []string{"deleting"}) {
-				t.Errorf("volumes named db: %v, want the one created being deleted", st)
 			}
 		},
 	}, {

@@ -9,8 +9,8 @@ set -euo pipefail
 cd "$(dirname "$0")"
 : "${OS_AUTH_URL:?source the lab env first}"
 KS=${OS_AUTH_URL%/v3}
-auth() { # auth USER PASSWORD -> token body on stdout, token in $TOKEN_FILE
-	jq -n --arg u "$1" --arg p "$2" --arg pr "$OS_PROJECT_NAME" '{auth: {identity: {methods: ["password"],
+auth() { # auth USER PASSWORD [PROJECT] -> the token request's body
+	jq -n --arg u "$1" --arg p "$2" --arg pr "${3:-$OS_PROJECT_NAME}" '{auth: {identity: {methods: ["password"],
 		password: {user: {name: $u, domain: {name: "Default"}, password: $p}}},
 		scope: {project: {name: $pr, domain: {name: "Default"}}}}}'
 }
@@ -46,6 +46,8 @@ PROJECT=$(jq -r .token.project.id tok.raw)
 redact <tok.raw >keystone_token.json && rm -f tok.raw
 T=$TOKEN; TOKEN=""
 rec keystone_wrong_password POST "$KS/v3/auth/tokens" "$(auth "$OS_USERNAME" not-the-password)" >/dev/null
+# A project where the user has no role (admin): Keystone answers as to a wrong password.
+rec keystone_no_role POST "$KS/v3/auth/tokens" "$(auth "$OS_USERNAME" "$OS_PASSWORD" admin)" >/dev/null
 TOKEN=$T
 rec keystone_auth_projects GET "$KS/v3/auth/projects" >/dev/null
 C="$CINDER/v3/$PROJECT"
@@ -105,19 +107,24 @@ rec cinder_volume_delete_in_use DELETE "$C/volumes/$VOL" >/dev/null
 rec cinder_attachment_delete DELETE "$C/attachments/$ATT" >/dev/null
 rec cinder_attachment_notfound GET "$C/attachments/$ATT" >/dev/null
 
-# Deleting a volume still being created (what Create's undo meets at its deadline): the status
-# it had and the answer's code, in cinder_volume_delete_creating.json.
-rec cinder_volume_create_second POST "$C/volumes" "$(jq -n --arg n "$NAME-2" '{volume: {name: $n, size: 1}}')" >/dev/null
-VOL2=$(jq -r .volume.id cinder_volume_create_second.json)
-rec cinder_volume_creating GET "$C/volumes/$VOL2" >/dev/null
-code=$(rec cinder_volume_delete_creating DELETE "$C/volumes/$VOL2")
-echo "deleting a volume in status $(jq -r .volume.status cinder_volume_creating.json): $code" >&2
-jq -n --argjson c "$code" --arg s "$(jq -r .volume.status cinder_volume_creating.json)" '{status: $s, delete_answer: $c}' >cinder_volume_delete_creating.json
-rm -f cinder_volume_create_second.json cinder_volume_creating.json
-for _ in $(seq 60); do
-	[ "$(rec x GET "$C/volumes/$VOL2" 2>/dev/null)" = 404 ] && break
-	[ "$(jq -r .volume.status x.json)" = available ] && rec x DELETE "$C/volumes/$VOL2" >/dev/null 2>&1
-	sleep 0.5
+# Deleting a volume still being created (what Create's undo meets at its deadline). Cinder deletes
+# one not yet scheduled to a backend (202) and refuses one scheduled and still creating (400):
+# a race, so try until the refusal is seen, and keep it in cinder_volume_delete_creating.json.
+for try in 1 2 3 4 5 6; do
+	rec x POST "$C/volumes" "$(jq -n --arg n "$NAME-$try" '{volume: {name: $n, size: 1}}')" >/dev/null 2>&1
+	VOL2=$(jq -r .volume.id x.json)
+	sleep 0.1
+	rec x GET "$C/volumes/$VOL2" >/dev/null 2>&1
+	status=$(jq -r .volume.status x.json)
+	code=$(rec cinder_volume_delete_creating DELETE "$C/volumes/$VOL2" 2>/dev/null)
+	echo "deleting a volume in status $status: $code" >&2
+	for _ in $(seq 60); do
+		[ "$(rec x GET "$C/volumes/$VOL2" 2>/dev/null)" = 404 ] && break
+		[ "$(jq -r .volume.status x.json)" = available ] && rec x DELETE "$C/volumes/$VOL2" >/dev/null 2>&1
+		sleep 0.5
+	done
+	[ "$status" = creating ] && [ "$code" = 400 ] && break
+	rm -f cinder_volume_delete_creating.json
 done
 rm -f x.json
 
