@@ -18,6 +18,10 @@ WITH_LAB_ENV = set -a && . $(CEPH_ENV) && . $(LAB_DIR)/openstack/env && set +a &
 DOCKER_ENGINE ?= 20.10
 export DOCKER_ENGINE
 DOCKER_LAB := $(LAB_DIR)/$(if $(filter 28,$(DOCKER_ENGINE)),docker-28,docker)
+# The e2e plugins serve metrics (scraped by a real Prometheus in the suite), each on a loopback
+# port of its own: plugins share the host's network, and both engines' plugins stay installed.
+E2E_METRICS_RBD := 127.0.0.1:$(if $(filter 28,$(DOCKER_ENGINE)),9382,9380)
+E2E_METRICS_CINDER := 127.0.0.1:$(if $(filter 28,$(DOCKER_ENGINE)),9383,9381)
 
 .PHONY: help deps test-deps build test unit lint fmt down ceph-up openstack-up demo plugin e2e e2e-cinder e2e-all docker-up lab lab-build
 
@@ -63,16 +67,16 @@ docker-up: ## start the private dockerd (installs Debian's docker.io if missing)
 	scripts/docker-images.sh
 
 plugin: ceph-up docker-up ## build the managed plugin (config.json + rootfs), `docker plugin create` and enable it
-	scripts/plugin-build.sh CEPH_USER=docker CEPH_KEYRING=/etc/ceph/ceph.client.docker.keyring
+	scripts/plugin-build.sh CEPH_USER=docker CEPH_KEYRING=/etc/ceph/ceph.client.docker.keyring METRICS_ADDR=$(E2E_METRICS_RBD)
 
-e2e: plugin ## end-to-end suite: the real docker CLI against the private dockerd (DOCKER_ENGINE=20.10|28) and the managed plugin
-	set -a && . $(DOCKER_LAB)/env && set +a && $(GO) test -count=1 -timeout 20m -tags e2e -v ./plugin/ 2>&1 | grep -vE '^=== (RUN|PAUSE|CONT)'; exit $${PIPESTATUS[0]}
+e2e: plugin test-deps ## end-to-end suite: the real docker CLI against the private dockerd (DOCKER_ENGINE=20.10|28) and the managed plugin
+	set -a && . $(DOCKER_LAB)/env && set +a && CDP_METRICS_ADDR=$(E2E_METRICS_RBD) $(GO) test -count=1 -timeout 20m -tags e2e -v ./plugin/ 2>&1 | grep -vE '^=== (RUN|PAUSE|CONT)'; exit $${PIPESTATUS[0]}
 
-e2e-cinder: ceph-up openstack-up docker-up ## the end-to-end suite again with BACKEND=cinder (plugin ceph-cinder:latest)
+e2e-cinder: ceph-up openstack-up docker-up test-deps ## the end-to-end suite again with BACKEND=cinder (plugin ceph-cinder:latest)
 	set -a && . $(LAB_DIR)/openstack/env && set +a && PLUGIN=ceph-cinder:latest scripts/plugin-build.sh BACKEND=cinder \
 	  CEPH_USER=docker CEPH_KEYRING=/etc/ceph/ceph.client.docker.keyring OS_AUTH_URL=$$OS_AUTH_URL OS_USERNAME=$$OS_USERNAME \
-	  OS_PASSWORD=$$OS_PASSWORD OS_PROJECT_NAME=$$OS_PROJECT_NAME OS_REGION_NAME=$$OS_REGION_NAME
-	set -a && . $(DOCKER_LAB)/env && set +a && CDP_PLUGIN=ceph-cinder:latest CDP_BACKEND=cinder \
+	  OS_PASSWORD=$$OS_PASSWORD OS_PROJECT_NAME=$$OS_PROJECT_NAME OS_REGION_NAME=$$OS_REGION_NAME METRICS_ADDR=$(E2E_METRICS_CINDER)
+	set -a && . $(DOCKER_LAB)/env && set +a && CDP_PLUGIN=ceph-cinder:latest CDP_BACKEND=cinder CDP_METRICS_ADDR=$(E2E_METRICS_CINDER) \
 	  $(GO) test -count=1 -timeout 20m -tags e2e -v ./plugin/ 2>&1 | grep -vE '^=== (RUN|PAUSE|CONT)'; exit $${PIPESTATUS[0]}
 
 e2e-all: ## e2e and e2e-cinder on both engines: Debian 12's dockerd 20.10, then 28.x

@@ -21,14 +21,21 @@ import (
 	"github.com/cephdocker/ceph-docker-plugin/rbd/krbd"
 )
 
-// `ceph-docker-plugin doctor` checks, with the plugin's own settings, what the plugin needs from
-// the host and the cluster, and prints each finding with what to do about it. In a managed plugin
-// it runs inside the plugin (same settings, mounts and capabilities):
+// The doctor checks, with the plugin's own settings, what the plugin needs from the host and the
+// cluster, and reports each finding with what to do about it. An installed plugin answers it on
+// its own socket, from inside the plugin (its settings, mounts and capabilities):
 //
-//	ctr --namespace plugins.moby task exec --exec-id doctor $(docker plugin inspect -f '{{.Id}}' ceph) \
-//	    /usr/bin/ceph-docker-plugin doctor
+//	curl -s --unix-socket /run/docker/plugins/$(docker plugin inspect -f '{{.Id}}' ceph)/ceph.sock \
+//	    http://plugin/Plugin.Doctor
 //
-// It exits 1 when a check failed, 0 otherwise (warnings included).
+// and `ceph-docker-plugin doctor` runs it from the command line with the settings of its
+// environment (a host, a lab guest). The command exits 1 when a check failed, 0 otherwise.
+// (Not `ctr task exec` into the plugin: dockerd takes the exit of any process of the plugin's
+// task for the plugin's own and restarts it, measured with 28.5 to loop for as long as the
+// plugin stays enabled.)
+
+// doctorPath is where the plugin's socket answers the doctor.
+const doctorPath = "/Plugin.Doctor"
 
 // finding is the outcome of one check.
 type finding struct {
@@ -52,8 +59,35 @@ var defaultDoctorEnv = doctorEnv{sysfs: "/sys", modprobe: "modprobe", dockerSock
 // maxClockSkew is the largest difference to the cluster's clock the doctor accepts quietly.
 const maxClockSkew = 2 * time.Second
 
-// runDoctor runs every check, prints the findings to out and returns the exit status.
-func runDoctor(ctx context.Context, getenv func(string) string, out io.Writer, env doctorEnv) int {
+// doctorCommand is `ceph-docker-plugin doctor`: the settings from getenv, the report on out, the
+// exit status returned.
+func doctorCommand(ctx context.Context, getenv func(string) string, out io.Writer, env doctorEnv) int {
+	cfg, err := LoadConfig(getenv)
+	if h := getenv("DOCKER_HOST"); strings.HasPrefix(h, "unix://") {
+		env.dockerSocket = strings.TrimPrefix(h, "unix://")
+	}
+	return runDoctor(ctx, cfg, err, out, env)
+}
+
+// doctorHandler answers the doctor on the plugin's socket, with the running plugin's settings:
+// HTTP 200 when no check failed, 500 otherwise, the report as text either way.
+func doctorHandler(cfg Config, env doctorEnv) func(http.ResponseWriter, *http.Request) {
+	return func(w http.ResponseWriter, r *http.Request) {
+		ctx, cancel := context.WithTimeout(r.Context(), 2*cfg.CallTimeout)
+		defer cancel()
+		var buf strings.Builder
+		code := runDoctor(ctx, cfg, nil, &buf, env)
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		if code != 0 {
+			w.WriteHeader(http.StatusInternalServerError)
+		}
+		_, _ = io.WriteString(w, buf.String())
+	}
+}
+
+// runDoctor runs every check with cfg (cfgErr: what was wrong with the settings), prints the
+// findings to out and returns the exit status.
+func runDoctor(ctx context.Context, cfg Config, cfgErr error, out io.Writer, env doctorEnv) int {
 	var fs []finding
 	add := func(f finding) {
 		fs = append(fs, f)
@@ -63,9 +97,8 @@ func runDoctor(ctx context.Context, getenv func(string) string, out io.Writer, e
 			fmt.Fprintf(out, "       %-10s fix: %s\n", "", f.fix)
 		}
 	}
-	cfg, err := LoadConfig(getenv)
-	if err != nil {
-		add(finding{"settings", "fail", err.Error(), "docker plugin disable ceph; docker plugin set ceph KEY=VALUE ...; docker plugin enable ceph"})
+	if cfgErr != nil {
+		add(finding{"settings", "fail", cfgErr.Error(), "docker plugin disable ceph; docker plugin set ceph KEY=VALUE ...; docker plugin enable ceph"})
 		return 1
 	}
 	add(finding{"settings", "ok", fmt.Sprintf("BACKEND=%s MAPPER=%s pool %s, node %s", cfg.Backend, cfg.Mapper, cfg.Pool, cfg.NodeName), ""})
@@ -91,9 +124,6 @@ func runDoctor(ctx context.Context, getenv func(string) string, out io.Writer, e
 	}
 	if cfg.Backend == "cinder" {
 		add(checkCinder(ctx, cfg))
-	}
-	if h := getenv("DOCKER_HOST"); strings.HasPrefix(h, "unix://") {
-		env.dockerSocket = strings.TrimPrefix(h, "unix://")
 	}
 	add(checkDocker(ctx, env))
 

@@ -4,6 +4,9 @@ package main
 
 import (
 	"context"
+	"io"
+	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -99,4 +102,33 @@ func TestDoctorReportsEachBrokenCondition(t *testing.T) {
 			}
 		})
 	}
+}
+
+// A running plugin answers the doctor on its socket, with its own settings: here MOUNT_ROOT is
+// the harness's temporary directory, not a shared mount point, so the report says so (HTTP 500).
+func TestDoctorOnThePluginSocket(t *testing.T) {
+	l := labEnv(t)
+	p := newPlugin(t, l, "host-a")
+	p.start()
+	client := &http.Client{Timeout: time.Minute, Transport: &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+		return (&net.Dialer{}).DialContext(ctx, "unix", p.sock())
+	}}}
+	resp, err := client.Get("http://plugin/Plugin.Doctor")
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	report := string(raw)
+	if resp.StatusCode != http.StatusInternalServerError {
+		t.Errorf("HTTP %d, want 500 (a failed check)", resp.StatusCode)
+	}
+	for _, w := range []string{"[ OK ] settings   BACKEND=rbd MAPPER=fuse", "[ OK ] ceph       connected as client." + l.user,
+		"[FAIL] mount-root MOUNT_ROOT " + p.mountRoot() + " is not a shared mount point", "1 check(s) failed"} {
+		if !strings.Contains(report, w) {
+			t.Errorf("report lacks %q:\n%s", w, report)
+		}
+	}
+	// The plugin serves on.
+	p.call("/VolumeDriver.List", struct{}{}, nil)
 }

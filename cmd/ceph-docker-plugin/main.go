@@ -34,7 +34,7 @@ import (
 func main() {
 	if len(os.Args) > 1 && os.Args[1] == "doctor" {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
-		code := runDoctor(ctx, os.Getenv, os.Stdout, defaultDoctorEnv)
+		code := doctorCommand(ctx, os.Getenv, os.Stdout, defaultDoctorEnv)
 		cancel()
 		os.Exit(code)
 	}
@@ -149,6 +149,7 @@ func run() error {
 		defer stopMetrics()
 	}
 	h := volume.NewHandler(plugin)
+	h.HandleFunc(doctorPath, doctorHandler(cfg, defaultDoctorEnv))
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- h.Serve(ln) }()
 	log.WithFields(logrus.Fields{"socket": cfg.Socket, "pool": cfg.Pool, "mapper": fmt.Sprintf("%T", mapper)}).Info("serving")
