@@ -15,6 +15,10 @@ WITH_CEPH_ENV = set -a && . $(CEPH_ENV) && set +a &&
 WITH_LAB_ENV = set -a && . $(CEPH_ENV) && . $(LAB_DIR)/openstack/env && set +a &&
 # The Docker engine of docker-up, plugin, e2e, e2e-cinder and demo: 20.10 (Debian 12's docker.io) or
 # 28 (Debian forky's, unpacked privately); `make e2e-all` runs both suites on both.
+# Where make lab-build puts the guests' kernel and initramfs (another directory lets a second
+# checkout run its own lab at the same time).
+LAB_OUT ?= $(LAB_DIR)/lab
+export LAB_OUT
 DOCKER_ENGINE ?= 20.10
 export DOCKER_ENGINE
 DOCKER_LAB := $(LAB_DIR)/$(if $(filter 28,$(DOCKER_ENGINE)),docker-28,docker)
@@ -87,7 +91,7 @@ lab-build: ## build the krbd lab's guest: Debian's stock kernel (unpacked, not i
 	scripts/lab-build.sh
 
 lab: ceph-up lab-build ## krbd and two-host cases in QEMU guests (Debian's kernel, TCG) running the plugin; LAB_RUN=regexp picks cases
-	$(WITH_CEPH_ENV) set -a && . $(LAB_DIR)/lab/env && set +a && \
+	$(WITH_CEPH_ENV) set -a && . $(LAB_OUT)/env && set +a && \
 	  $(GO) test -count=1 -timeout 30m -tags '$(GOTAGS) lab' -v $(if $(LAB_RUN),-run '$(LAB_RUN)') ./lab/ 2>&1 | grep -vE '^=== (RUN|PAUSE|CONT)'; exit $${PIPESTATUS[0]}
 
 .PHONY: bench

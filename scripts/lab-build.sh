@@ -12,7 +12,9 @@ cd "$(dirname "$0")/.."
 export PATH=$PATH:/usr/local/go/bin
 GO=${GO:-go}
 GOTAGS=${GOTAGS:-pacific}
-OUT=$LAB_DIR/lab
+# LAB_OUT: where the build goes (default $LAB_DIR/lab); another one lets a second checkout build its
+# own guests while the first runs.
+OUT=${LAB_OUT:-$LAB_DIR/lab}
 mkdir -p "$OUT"
 apt_ensure qemu-system-x86 busybox-static cpio kmod e2fsprogs util-linux
 

@@ -9,16 +9,31 @@ docker_env
 TOP=$(cd "$(dirname "$0")/.." && pwd)
 PLUGIN=${PLUGIN:-ceph:latest}
 B=$LAB_DIR/plugin-build/${PLUGIN%%:*}
-rm -rf "$B"; mkdir -p "$B/ctx" "$B/plugin/rootfs"
+rm -rf "$B"; mkdir -p "$B/ctx" "$B/plugin"
 export PATH=$PATH:/usr/local/go/bin
 (cd "$TOP" && go build -tags pacific -trimpath -o "$B/ctx/ceph-docker-plugin" ./cmd/ceph-docker-plugin)
 cp "$TOP/plugin/Dockerfile" "$B/ctx/"
-timeout 900 docker build --network host -q -t ceph-docker-plugin-rootfs "$B/ctx" >/dev/null || die "docker build of the plugin rootfs failed"
-cid=$(docker create ceph-docker-plugin-rootfs)
-docker export "$cid" | tar -C "$B/plugin/rootfs" -x
-docker rm "$cid" >/dev/null
+# The rootfs depends only on the binary and the Dockerfile: one built for them (by any engine, for
+# any plugin name) is reused, so the second plugin and the second engine skip the docker build.
+KEY=$(cat "$B/ctx/ceph-docker-plugin" "$B/ctx/Dockerfile" | sha256sum | cut -c1-16)
+CACHE=$LAB_DIR/plugin-build/rootfs-$KEY
+if [ ! -d "$CACHE" ]; then
+  timeout 900 docker build --network host -q -t ceph-docker-plugin-rootfs "$B/ctx" >/dev/null || die "docker build of the plugin rootfs failed"
+  cid=$(docker create ceph-docker-plugin-rootfs)
+  rm -rf "$CACHE.tmp"; mkdir -p "$CACHE.tmp"
+  docker export "$cid" | tar -C "$CACHE.tmp" -x
+  docker rm "$cid" >/dev/null
+  # Keep the newest few rootfs trees only.
+  for old in $(ls -dt "$LAB_DIR"/plugin-build/rootfs-*[^p] 2>/dev/null | tail -n +4); do rm -rf "$old"; done
+  mv "$CACHE.tmp" "$CACHE"
+else
+  log "reusing the rootfs built for this binary and Dockerfile ($CACHE)"
+fi
+cp -al "$CACHE" "$B/plugin/rootfs"   # hard links: instant; nothing in it is written in place
 cp "$TOP/plugin/config.json" "$B/plugin/config.json"
 # dockerd refuses a second plugin whose rootfs layer is byte-identical to an installed one's.
+# (A new file, not a write through a hard link into the cache.)
+rm -f "$B/plugin/rootfs/etc/ceph-docker-plugin.name"
 echo "$PLUGIN" >"$B/plugin/rootfs/etc/ceph-docker-plugin.name"
 if docker plugin inspect "$PLUGIN" >/dev/null 2>&1; then
   docker plugin disable -f "$PLUGIN" >/dev/null 2>&1 || true
