@@ -27,7 +27,7 @@ DOCKER_LAB := $(LAB_DIR)/$(if $(filter 28,$(DOCKER_ENGINE)),docker-28,docker)
 E2E_METRICS_RBD := 127.0.0.1:$(if $(filter 28,$(DOCKER_ENGINE)),9382,9380)
 E2E_METRICS_CINDER := 127.0.0.1:$(if $(filter 28,$(DOCKER_ENGINE)),9383,9381)
 
-.PHONY: help deps test-deps build test unit lint fmt down ceph-up openstack-up demo plugin e2e e2e-cinder e2e-all docker-up lab lab-build
+.PHONY: help deps test-deps build test unit lint fmt down ceph-up openstack-up demo plugin plugin-csi e2e e2e-cinder e2e-all docker-up lab lab-build
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-13s %s\n", $$1, $$2}'
@@ -49,7 +49,7 @@ test-deps: ## install the tools integration tests use beside the services (Debia
 	scripts/test-deps.sh
 
 test: ceph-up openstack-up test-deps ## unit tests (-race) and integration tests against the real lab Ceph and Keystone + Cinder
-	$(WITH_LAB_ENV) $(GO) test -race -count=1 -tags '$(GOTAGS) integration' ./...
+	$(WITH_LAB_ENV) $(GO) test -race -count=1 -timeout 40m -tags '$(GOTAGS) integration' ./...
 
 unit: deps ## unit tests only (no services)
 	$(GO) test -race -count=1 -tags '$(GOTAGS)' ./...
@@ -72,6 +72,9 @@ docker-up: ## start the private dockerd (installs Debian's docker.io if missing)
 
 plugin: ceph-up docker-up ## build the managed plugin (config.json + rootfs), `docker plugin create` and enable it
 	scripts/plugin-build.sh CEPH_USER=docker CEPH_KEYRING=/etc/ceph/ceph.client.docker.keyring METRICS_ADDR=$(E2E_METRICS_RBD)
+
+plugin-csi: ceph-up docker-up ## the swarm cluster-volume plugin ceph-csi:latest (plugin/config-csi.json; needs DOCKER_ENGINE=28)
+	PLUGIN=ceph-csi:latest CONFIG=config-csi.json scripts/plugin-build.sh CEPH_USER=docker CEPH_KEYRING=/etc/ceph/ceph.client.docker.keyring
 
 e2e: plugin test-deps ## end-to-end suite: the real docker CLI against the private dockerd (DOCKER_ENGINE=20.10|28) and the managed plugin
 	set -a && . $(DOCKER_LAB)/env && set +a && CDP_METRICS_ADDR=$(E2E_METRICS_RBD) $(GO) test -count=1 -timeout 20m -tags e2e -v ./plugin/ 2>&1 | grep -vE '^=== (RUN|PAUSE|CONT)'; exit $${PIPESTATUS[0]}

@@ -2,12 +2,14 @@
 # Build the managed plugin: the binary (-tags pacific, against bookworm's librbd), the rootfs from
 # plugin/Dockerfile, config.json; then `docker plugin create` it as $PLUGIN (default ceph:latest)
 # and, with settings given as arguments (KEY=VALUE), set and enable it.
+# CONFIG=config-csi.json builds the swarm cluster-volume (CSI) plugin from the same binary and rootfs.
 #   scripts/plugin-build.sh [KEY=VALUE ...]
 set -euo pipefail
 . "$(dirname "$0")/lib.sh"
 docker_env
 TOP=$(cd "$(dirname "$0")/.." && pwd)
 PLUGIN=${PLUGIN:-ceph:latest}
+CONFIG=${CONFIG:-config.json}
 B=$LAB_DIR/plugin-build/${PLUGIN%%:*}
 rm -rf "$B"; mkdir -p "$B/ctx" "$B/plugin"
 export PATH=$PATH:/usr/local/go/bin
@@ -30,7 +32,7 @@ else
   log "reusing the rootfs built for this binary and Dockerfile ($CACHE)"
 fi
 cp -al "$CACHE" "$B/plugin/rootfs"   # hard links: instant; nothing in it is written in place
-cp "$TOP/plugin/config.json" "$B/plugin/config.json"
+cp "$TOP/plugin/$CONFIG" "$B/plugin/config.json"
 # dockerd refuses a second plugin whose rootfs layer is byte-identical to an installed one's.
 # (A new file, not a write through a hard link into the cache.)
 rm -f "$B/plugin/rootfs/etc/ceph-docker-plugin.name"

@@ -34,6 +34,8 @@ type Config struct {
 	MountRoot     string
 	StateDir      string
 	Socket        string
+	Protocol      string
+	CSIEndpoint   string
 	RemoveAction  driver.RemoveAction
 	LockBreak     bool
 	LogLevel      logrus.Level
@@ -80,6 +82,8 @@ var Settings = []Setting{
 	{"MOUNT_ROOT", "/mnt/volumes", "where volumes are mounted (the plugin's PropagatedMount)"},
 	{"STATE_DIR", "/mnt/volumes/.state", "persisted state"},
 	{"PLUGIN_SOCKET", "/run/docker/plugins/ceph.sock", "unix socket the daemon talks to"},
+	{"PROTOCOL", "volume", "volume (docker.volumedriver/1.0 on PLUGIN_SOCKET) or csi (swarm cluster volumes: CSI on CSI_ENDPOINT)"},
+	{"CSI_ENDPOINT", "unix:///run/docker/plugins/csi.sock", "PROTOCOL=csi: the CSI gRPC endpoint (unix:///path)"},
 	{"REMOVE_ACTION", "delete", "delete, trash (rbd trash, recoverable) or keep (Docker forgets it; the data stays as NAME~removed-TIME)"},
 	{"LOCK_BREAK", "off", "on: take over a volume whose holder is dead, after fencing it (blocklist)"},
 	{"LOG_LEVEL", "info", "logrus level; debug logs every request with its duration"},
@@ -152,6 +156,8 @@ func LoadConfig(getenv func(string) string) (Config, error) {
 		MountRoot:     absPath("MOUNT_ROOT"),
 		StateDir:      absPath("STATE_DIR"),
 		Socket:        absPath("PLUGIN_SOCKET"),
+		Protocol:      oneOf("PROTOCOL", "volume", "csi"),
+		CSIEndpoint:   get("CSI_ENDPOINT"),
 		RemoveAction:  driver.RemoveAction(oneOf("REMOVE_ACTION", "delete", "trash", "keep")),
 		LogFormat:     oneOf("LOG_FORMAT", "text", "json"),
 		CallTimeout:   duration("CALL_TIMEOUT"),
@@ -159,6 +165,9 @@ func LoadConfig(getenv func(string) string) (Config, error) {
 		NodeName:      get("NODE_NAME"),
 		FaultKillAt:   strings.TrimSpace(getenv("TEST_FAULT_KILL_AT")),
 		BootID:        strings.TrimSpace(getenv("TEST_BOOT_ID")),
+	}
+	if p := strings.TrimPrefix(strings.TrimPrefix(c.CSIEndpoint, "unix://"), "unix:"); !filepath.IsAbs(p) {
+		bad("CSI_ENDPOINT", c.CSIEndpoint, "unix:///absolute/path")
 	}
 	if c.CephKeyring != "" && !filepath.IsAbs(c.CephKeyring) {
 		bad("CEPH_KEYRING", c.CephKeyring, "an absolute path, or empty")

@@ -170,6 +170,10 @@ func checkMountRootFindings(cfg Config) []finding {
 	switch {
 	case err != nil:
 		fs = append(fs, finding{"mount-root", "fail", fmt.Sprintf("cannot read the mount table: %v", err), ""})
+	case cfg.Protocol == "csi":
+		// Swarm's publish targets (binds under the propagated /data/published) are what
+		// containers see; the volumes' own mounts under MOUNT_ROOT need not propagate.
+		fs = append(fs, finding{"mount-root", "ok", fmt.Sprintf("PROTOCOL=csi: MOUNT_ROOT %s need not be shared (swarm publishes under /data/published)", cfg.MountRoot), ""})
 	case len(ms) == 0 || !strings.Contains(ms[len(ms)-1].Optional, "shared:"):
 		fs = append(fs, finding{"mount-root", "fail", fmt.Sprintf("MOUNT_ROOT %s is not a shared mount point: containers will not see the volumes mounted under it", cfg.MountRoot),
 			"leave MOUNT_ROOT at config.json's propagatedMount (/mnt/volumes), which dockerd makes shared; outside a managed plugin, mount --bind " + cfg.MountRoot + " " + cfg.MountRoot + " && mount --make-rshared " + cfg.MountRoot})

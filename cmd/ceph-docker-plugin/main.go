@@ -23,6 +23,7 @@ import (
 	"github.com/sirupsen/logrus"
 
 	"github.com/cephdocker/ceph-docker-plugin/cinder"
+	"github.com/cephdocker/ceph-docker-plugin/csi"
 	"github.com/cephdocker/ceph-docker-plugin/driver"
 	"github.com/cephdocker/ceph-docker-plugin/driver/metrics"
 	"github.com/cephdocker/ceph-docker-plugin/driver/volfs"
@@ -58,7 +59,7 @@ func run() error {
 	log := logrus.WithFields(logrus.Fields{"node": cfg.NodeName, "backend": cfg.Backend})
 
 	// Socket first.
-	ln, err := listen(cfg.Socket)
+	ln, err := listenFor(cfg)
 	if err != nil {
 		return err
 	}
@@ -148,16 +149,30 @@ func run() error {
 		}
 		defer stopMetrics()
 	}
-	h := volume.NewHandler(plugin)
-	h.HandleFunc(doctorPath, doctorHandler(cfg, defaultDoctorEnv))
 	serveErr := make(chan error, 1)
-	go func() { serveErr <- h.Serve(ln) }()
-	log.WithFields(logrus.Fields{"socket": cfg.Socket, "pool": cfg.Pool, "mapper": fmt.Sprintf("%T", mapper)}).Info("serving")
+	var node *driver.Node
+	if cfg.Protocol == "csi" {
+		node = driver.NewNode(d, volfs.FS{}, store)
+		var obs csi.CallObserver
+		if rec != nil {
+			obs = rec
+		}
+		go func() { serveErr <- serveCSI(cfg, d, node, ln, log, obs) }()
+	} else {
+		h := volume.NewHandler(plugin)
+		h.HandleFunc(doctorPath, doctorHandler(cfg, defaultDoctorEnv))
+		go func() { serveErr <- h.Serve(ln) }()
+		log.WithFields(logrus.Fields{"socket": cfg.Socket, "pool": cfg.Pool, "mapper": fmt.Sprintf("%T", mapper)}).Info("serving")
+	}
 
 	rctx, rcancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	start := time.Now()
 	if err := d.Reconcile(rctx); err != nil {
 		log.WithError(err).Error("reconcile left volumes to repair on their next call")
+	}
+	if node != nil {
+		// The CSI stages ride on the core's volumes: repaired once those are.
+		_ = node.Reconcile(rctx) // logs what it leaves
 	}
 	rcancel()
 	log.WithField("duration", time.Since(start).Round(time.Millisecond)).Info("reconciled")
@@ -193,7 +208,7 @@ func run() error {
 		if errors.Is(err, net.ErrClosed) {
 			return nil
 		}
-		return fmt.Errorf("serve %s: %w", cfg.Socket, err)
+		return fmt.Errorf("serve %s: %w", ln.Addr(), err)
 	}
 }
 
@@ -289,7 +304,8 @@ func bootID(cfg Config, log *logrus.Entry) string {
 func checkMountRoot(cfg Config, log *logrus.Entry) {
 	ms, err := mountinfo.GetMounts(mountinfo.SingleEntryFilter(cfg.MountRoot))
 	// (Of mounts stacked there, the last one listed is the one on top.)
-	if err == nil && (len(ms) == 0 || !strings.Contains(ms[len(ms)-1].Optional, "shared:")) {
+	// (In CSI mode only swarm's publish targets, binds under /data/published, must propagate.)
+	if err == nil && cfg.Protocol != "csi" && (len(ms) == 0 || !strings.Contains(ms[len(ms)-1].Optional, "shared:")) {
 		log.WithField("mount_root", cfg.MountRoot).Warn("MOUNT_ROOT is not a shared mount point: in the managed plugin, containers will not see the volumes mounted under it; " +
 			"there it must be config.json's propagatedMount, /mnt/volumes (the default)")
 	}

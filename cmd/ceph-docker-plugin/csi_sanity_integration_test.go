@@ -1,0 +1,147 @@
+//go:build integration
+
+package main
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sort"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/container-storage-interface/spec/lib/go/csi"
+	"github.com/kubernetes-csi/csi-test/v5/pkg/sanity"
+	"github.com/onsi/ginkgo/v2"
+	"github.com/onsi/ginkgo/v2/types"
+	"github.com/onsi/gomega"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+)
+
+// The CSI sanity suite (kubernetes-csi/csi-test pkg/sanity, as published) against the plugin
+// binary serving CSI (PROTOCOL=csi) with the fuse mapper and the real lab Ceph, once per backend:
+// BACKEND=rbd and BACKEND=cinder. Ginkgo runs one suite per process, so both backends are
+// registered under one suite, each in its own container; the counts per backend, and the reason
+// of each skipped case, are printed at the end. Each backend works in a pool or project of its
+// own (csi_isolation_integration_test.go): the suite counts every volume the backend lists.
+func TestCSISanity(t *testing.T) {
+	l := labEnv(t)
+	type run struct {
+		name string
+		p    *plugin
+		cfg  sanity.TestConfig
+	}
+	var runs []*run
+	for _, b := range []struct {
+		name string
+		env  []string
+	}{{"rbd", isolatedRBD(t, l)}, {"cinder", isolatedCinder(t)}} {
+		p := newPlugin(t, l, uniq("csi-"+b.name), append([]string{"PROTOCOL=csi", "LOG_LEVEL=info"}, b.env...)...)
+		endpoint := "unix://" + filepath.Join(p.dir, "csi.sock")
+		p.env = append(p.env, "CSI_ENDPOINT="+endpoint)
+		p.startCSI(endpoint)
+		cfg := sanity.NewTestConfig()
+		cfg.Address = endpoint
+		// Under the plugin's mount root, so that the harness's clean-up unmounts what a failed
+		// case leaves.
+		cfg.StagingPath = filepath.Join(p.mountRoot(), ".csi", "staging")
+		cfg.TargetPath = filepath.Join(p.mountRoot(), ".csi", "target")
+		if err := os.MkdirAll(filepath.Join(p.mountRoot(), ".csi"), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		// Cinder makes whole GiB: the suite compares the size it asked for with the size made.
+		cfg.TestVolumeSize = 1 << 30
+		runs = append(runs, &run{b.name, p, cfg})
+	}
+	for _, r := range runs {
+		ginkgo.Describe(r.name, func() { sanity.GinkgoTest(&r.cfg) })
+	}
+	ginkgo.ReportAfterSuite("counts per backend", func(rep ginkgo.Report) {
+		for _, r := range runs {
+			counts := map[types.SpecState]int{}
+			var skips, fails []string
+			for _, s := range rep.SpecReports {
+				if s.LeafNodeType != types.NodeTypeIt || len(s.ContainerHierarchyTexts) == 0 || s.ContainerHierarchyTexts[0] != r.name {
+					continue
+				}
+				counts[s.State]++
+				what := strings.Join(append(s.ContainerHierarchyTexts[1:], s.LeafNodeText), " / ")
+				switch s.State {
+				case types.SpecStateSkipped:
+					skips = append(skips, fmt.Sprintf("%s: %s", what, s.Failure.Message))
+				case types.SpecStateFailed, types.SpecStatePanicked, types.SpecStateTimedout:
+					fails = append(fails, fmt.Sprintf("%s: %s", what, s.Failure.Message))
+				}
+			}
+			sort.Strings(skips)
+			t.Logf("CSI sanity, BACKEND=%s: %d passed, %d failed, %d skipped, %d pending (disabled upstream)",
+				r.name, counts[types.SpecStatePassed], len(fails), counts[types.SpecStateSkipped], counts[types.SpecStatePending])
+			for _, s := range skips {
+				t.Logf("  skipped: %s", s)
+			}
+			for _, f := range fails {
+				t.Logf("  FAILED: %s", f)
+			}
+			if counts[types.SpecStatePassed] == 0 {
+				t.Errorf("BACKEND=%s: no sanity case ran", r.name)
+			}
+		}
+	})
+	gomega.RegisterFailHandler(ginkgo.Fail)
+	suite, rep := ginkgo.GinkgoConfiguration()
+	suite.Timeout = 40 * time.Minute
+	rep.Succinct = true
+	ginkgo.RunSpecs(t, "CSI sanity against ceph-docker-plugin", suite, rep)
+	for _, r := range runs {
+		r.p.assertClean()
+	}
+}
+
+// startCSI starts the plugin serving CSI and waits until it answers Probe with ready.
+func (p *plugin) startCSI(endpoint string) {
+	p.t.Helper()
+	p.cmd = nil
+	before := p.reconciles()
+	p.startProcess()
+	conn, err := grpc.NewClient(endpoint, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		p.t.Fatal(err)
+	}
+	defer conn.Close()
+	id := csi.NewIdentityClient(conn)
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		r, err := id.Probe(ctx, &csi.ProbeRequest{})
+		cancel()
+		if err == nil && r.GetReady().GetValue() && p.reconciles() > before {
+			return
+		}
+		select {
+		case err := <-p.waitErr:
+			p.t.Fatalf("plugin %s exited at start: %v\n%s", p.name, err, p.logs())
+		default:
+		}
+		if time.Now().After(deadline) {
+			p.t.Fatalf("plugin %s did not answer Probe on %s within 60s: %v\n%s", p.name, endpoint, err, p.logs())
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// startProcess starts the binary with the plugin's settings, its output in the plugin's log.
+func (p *plugin) startProcess() {
+	p.cmd = exec.Command(pluginBin)
+	p.cmd.Env = append(os.Environ(), p.env...)
+	w := writerFunc(func(b []byte) (int, error) { p.logMu.Lock(); defer p.logMu.Unlock(); return p.log.Write(b) })
+	p.cmd.Stdout, p.cmd.Stderr = w, w
+	if err := p.cmd.Start(); err != nil {
+		p.t.Fatal(err)
+	}
+	p.waitErr = make(chan error, 1)
+	go func(c *exec.Cmd, ch chan error) { ch <- c.Wait() }(p.cmd, p.waitErr)
+}

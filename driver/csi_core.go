@@ -1,0 +1,535 @@
+package driver
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"path/filepath"
+	"sort"
+	"time"
+
+	"github.com/sirupsen/logrus"
+)
+
+// The CSI node service on the driver core. A stage is one use of the volume in the core (caller
+// ID "csi:<staging path>"): the core claims, maps, formats a blank device and mounts it at
+// MOUNT_ROOT/<name>, with its persisted state, per-volume lock, undo and reconcile, exactly as
+// for a Docker Mount; the stage then bind-mounts that mount at the staging path, and each
+// publish bind-mounts the staging path at its target. The node's own records (StageState) are
+// persisted around each bind the way the core persists around each side effect.
+
+// ErrNotStaged: a publish asks for a volume that is not staged at the given staging path.
+var ErrNotStaged = errors.New("not staged")
+
+// Binder bind-mounts a mounted directory onto another path.
+type Binder interface {
+	// Bind mounts source on target (a directory, created if missing), read-only if asked.
+	// Binding the same source there again succeeds.
+	Bind(ctx context.Context, source, target string, readOnly bool) error
+}
+
+// StageRequest is a NodeStage's request, validated by the CSI front end.
+type StageRequest struct {
+	StagingPath string
+	ReadOnly    bool // SINGLE_NODE_READER_ONLY: the staging bind, and so every publish, is read-only
+	Single      bool // SINGLE_NODE_SINGLE_WRITER: one publish target at most
+}
+
+// PublishRequest is a NodePublish's request.
+type PublishRequest struct {
+	StagingPath string
+	Target      string
+	ReadOnly    bool
+}
+
+// Node implements the CSI node service's steps on a Driver. Safe for concurrent use; calls on
+// one volume are serialized (and wait), other volumes proceed in parallel.
+type Node struct {
+	d     *Driver
+	bind  Binder
+	store StageStore
+	locks volumeLocks
+	ready chan struct{}
+	log   *logrus.Entry
+}
+
+// NewNode returns the node service on d. Call Reconcile once, after d.Reconcile: calls wait for it.
+func NewNode(d *Driver, b Binder, store StageStore) *Node {
+	return &Node{d: d, bind: b, store: store, ready: make(chan struct{}), log: d.log.WithField("protocol", "csi")}
+}
+
+// NodeID is this node's identity for the container orchestrator: the host name the core
+// records as the holder of what it claims.
+func (n *Node) NodeID() string { return n.d.cfg.Node }
+
+func stageID(path string) string { return "csi:" + path }
+
+func (n *Node) begin(ctx context.Context, name string) (func(), error) {
+	if err := ValidateName(name); err != nil {
+		return nil, err
+	}
+	select {
+	case <-n.ready:
+	case <-ctx.Done():
+		return nil, fmt.Errorf("%w: volume %s: the plugin is still reconciling its volumes after a restart; try again", ErrTimeout, name)
+	}
+	return n.locks.lock(ctx, name)
+}
+
+// load reads the volume's stage record and first finishes or undoes a step a crash or a failed
+// undo left in flight.
+func (n *Node) load(ctx context.Context, name string) (StageState, bool, error) {
+	st, ok, err := n.store.LoadStage(name)
+	if err != nil || !ok || st.Op == "" {
+		return st, ok, err
+	}
+	op := st.Op
+	if err := n.repair(ctx, &st); err != nil {
+		return st, ok, fmt.Errorf("volume %s: finishing an interrupted %s first: %w", name, op, err)
+	}
+	return n.store.LoadStage(name)
+}
+
+// Stage makes the volume available at req.StagingPath on this node: claim, map, format if
+// blank, mount (the core), then a bind mount at the staging path. Staging again at the same
+// path succeeds (and repairs a lost bind).
+func (n *Node) Stage(ctx context.Context, name string, req StageRequest) error {
+	req.StagingPath = filepath.Clean(req.StagingPath)
+	unlock, err := n.begin(ctx, name)
+	if err != nil {
+		return err
+	}
+	defer unlock()
+	log := n.log.WithFields(logrus.Fields{"volume": name, "staging": req.StagingPath})
+	st, ok, err := n.load(ctx, name)
+	if err != nil {
+		return err
+	}
+	if ok && st.Released && (st.StagingPath != req.StagingPath || st.ReadOnly != req.ReadOnly || st.Single != req.Single) {
+		// A released stage holds nothing: a stage elsewhere, or in another mode, replaces it.
+		if err := n.store.DeleteStage(name); err != nil {
+			return err
+		}
+		ok = false
+	}
+	if ok {
+		if st.StagingPath != req.StagingPath {
+			return fmt.Errorf("%w: volume %s is staged on this node at %s already; unstage it there first", ErrInUse, name, st.StagingPath)
+		}
+		if st.ReadOnly != req.ReadOnly || st.Single != req.Single {
+			return fmt.Errorf("%w: volume %s is staged at %s with another access mode (read-only %t, single writer %t); unstage it first",
+				ErrExists, name, st.StagingPath, st.ReadOnly, st.Single)
+		}
+		if st.Released {
+			return n.restage(ctx, &st)
+		}
+		live, err := n.ensure(ctx, &st)
+		if err != nil {
+			return fmt.Errorf("stage volume %s: %w", name, err)
+		}
+		if live {
+			log.Debug("already staged")
+			return nil
+		}
+		// The core had released it (a reboot): stage it afresh.
+	}
+	st = StageState{Name: name, StagingPath: req.StagingPath, ID: stageID(req.StagingPath), ReadOnly: req.ReadOnly,
+		Single: req.Single, Op: "stage", OpPath: req.StagingPath, Updated: time.Now()}
+	if err := n.store.SaveStage(st); err != nil {
+		return err
+	}
+	if err := n.up(ctx, &st); err != nil {
+		// Undone: forget the record, unless the undo failed too (Op=stage stays for the repair).
+		if st.Op == "" {
+			err = errors.Join(err, n.store.DeleteStage(name))
+		}
+		return err
+	}
+	log.Info("volume staged")
+	return nil
+}
+
+// up takes the stage's use in the core (claim, map, format if blank, mount) and binds the
+// core's mount at the staging path, recording the stage done; on error it undoes both and
+// clears st.Op, or leaves st.Op set (and recorded) when the undo failed too.
+func (n *Node) up(ctx context.Context, st *StageState) (err error) {
+	var tx transaction
+	defer func() {
+		if err == nil {
+			return
+		}
+		cctx, cancel := context.WithTimeout(context.Background(), n.d.cfg.CleanupTimeout)
+		defer cancel()
+		if uerr := tx.rollback(cctx); uerr != nil {
+			// The record keeps its Op: the next call or the restart's reconcile undoes the rest.
+			n.log.WithField("volume", st.Name).WithError(uerr).Error("undoing a failed stage")
+			err = fmt.Errorf("%w; undoing it also failed (the plugin retries on the next call and at restart): %v", err, uerr)
+			return
+		}
+		st.Op, st.OpPath = "", ""
+	}()
+	tx.add("release", func(ctx context.Context) error { return n.d.Unmount(ctx, st.Name, st.ID) })
+	src, err := n.d.Mount(ctx, st.Name, st.ID)
+	if err != nil {
+		return err
+	}
+	n.d.fault("stage:mounted")
+	tx.add("unbind staging path", func(ctx context.Context) error { return n.d.mounter.Unmount(ctx, st.StagingPath) })
+	if err := n.bind.Bind(ctx, src, st.StagingPath, st.ReadOnly); err != nil {
+		return fmt.Errorf("stage volume %s: %w", st.Name, err)
+	}
+	n.d.fault("stage:bound")
+	st.Op, st.OpPath, st.Released, st.Updated = "", "", false, time.Now()
+	return n.store.SaveStage(*st)
+}
+
+// restage stages again a stage released at its last unpublish. A failure leaves it released.
+func (n *Node) restage(ctx context.Context, st *StageState) error {
+	st.Op, st.OpPath, st.Updated = "restage", st.StagingPath, time.Now()
+	if err := n.store.SaveStage(*st); err != nil {
+		return err
+	}
+	if err := n.up(ctx, st); err != nil {
+		if st.Op == "" {
+			st.Released = true
+			err = errors.Join(err, n.store.SaveStage(*st))
+		}
+		return err
+	}
+	n.log.WithFields(logrus.Fields{"volume": st.Name, "staging": st.StagingPath}).Info("volume staged again")
+	return nil
+}
+
+// release drops a stage's claim while keeping its record: the staging bind is removed and the
+// core's use dropped (its last use unmounts, unmaps and releases the volume).
+func (n *Node) release(ctx context.Context, st *StageState) error {
+	st.Op, st.OpPath, st.Updated = "release", st.StagingPath, time.Now()
+	if err := n.store.SaveStage(*st); err != nil {
+		return err
+	}
+	if err := n.d.mounter.Unmount(ctx, st.StagingPath); err != nil {
+		return err
+	}
+	if err := n.d.Unmount(ctx, st.Name, st.ID); err != nil {
+		return err
+	}
+	n.d.fault("release:released")
+	st.Op, st.OpPath, st.Released, st.Updated = "", "", true, time.Now()
+	return n.store.SaveStage(*st)
+}
+
+// Unstage undoes Stage. A volume not staged at that path succeeds; one still published is
+// refused (the orchestrator unpublishes first).
+func (n *Node) Unstage(ctx context.Context, name, stagingPath string) error {
+	stagingPath = filepath.Clean(stagingPath)
+	unlock, err := n.begin(ctx, name)
+	if err != nil {
+		return err
+	}
+	defer unlock()
+	st, ok, err := n.load(ctx, name)
+	if err != nil || !ok {
+		return err
+	}
+	if st.StagingPath != stagingPath {
+		n.log.WithFields(logrus.Fields{"volume": name, "staging": stagingPath, "staged": st.StagingPath}).Debug("unstage of a path the volume is not staged at: nothing to do")
+		return nil
+	}
+	if len(st.Targets) > 0 {
+		return fmt.Errorf("%w: volume %s is still published on this node at %s; unpublish it first", ErrInUse, name, targets(st))
+	}
+	st.Op, st.OpPath, st.Updated = "unstage", stagingPath, time.Now()
+	if err := n.store.SaveStage(st); err != nil {
+		return err
+	}
+	if err := n.finishUnstage(ctx, &st); err != nil {
+		return fmt.Errorf("unstage volume %s: %w", name, err)
+	}
+	n.log.WithFields(logrus.Fields{"volume": name, "staging": stagingPath}).Info("volume unstaged")
+	return nil
+}
+
+// finishUnstage unbinds the staging path and drops the stage's use in the core (the last use
+// unmounts, unmaps and releases the claim), then forgets the record. Each step is idempotent.
+func (n *Node) finishUnstage(ctx context.Context, st *StageState) error {
+	if err := n.d.mounter.Unmount(ctx, st.StagingPath); err != nil {
+		return err
+	}
+	n.d.fault("unstage:unbound")
+	if err := n.d.Unmount(ctx, st.Name, st.ID); err != nil {
+		return err
+	}
+	n.d.fault("unstage:released")
+	return n.store.DeleteStage(st.Name)
+}
+
+func targets(st StageState) []string {
+	out := make([]string, 0, len(st.Targets))
+	for t := range st.Targets {
+		out = append(out, t)
+	}
+	sort.Strings(out)
+	return out
+}
+
+// Publish bind-mounts the staged volume at req.Target. Publishing again at the same target
+// with the same read-only flag succeeds (and repairs a lost bind).
+func (n *Node) Publish(ctx context.Context, name string, req PublishRequest) error {
+	req.StagingPath, req.Target = filepath.Clean(req.StagingPath), filepath.Clean(req.Target)
+	unlock, err := n.begin(ctx, name)
+	if err != nil {
+		return err
+	}
+	defer unlock()
+	log := n.log.WithFields(logrus.Fields{"volume": name, "target": req.Target})
+	st, ok, err := n.load(ctx, name)
+	if err != nil {
+		return err
+	}
+	if ok {
+		live, err := n.ensure(ctx, &st)
+		if err != nil {
+			return fmt.Errorf("publish volume %s: %w", name, err)
+		}
+		ok = live
+	}
+	if !ok || st.StagingPath != req.StagingPath {
+		return fmt.Errorf("%w: volume %s is not staged at %s on this node; stage it first", ErrNotStaged, name, req.StagingPath)
+	}
+	if st.Released {
+		if err := n.restage(ctx, &st); err != nil {
+			return fmt.Errorf("publish volume %s: %w", name, err)
+		}
+	}
+	ro := req.ReadOnly || st.ReadOnly
+	if was, had := st.Targets[req.Target]; had {
+		if was != ro {
+			return fmt.Errorf("%w: volume %s is published at %s already with read-only %t; unpublish it first", ErrExists, name, req.Target, was)
+		}
+		log.Debug("already published")
+		return nil
+	}
+	if st.Single && len(st.Targets) > 0 {
+		return fmt.Errorf("%w: volume %s has the access mode SINGLE_NODE_SINGLE_WRITER and is published at %s already",
+			ErrInUse, name, targets(st))
+	}
+	st.Op, st.OpPath, st.Updated = "publish", req.Target, time.Now()
+	if err := n.store.SaveStage(st); err != nil {
+		return err
+	}
+	if err := n.bind.Bind(ctx, st.StagingPath, req.Target, ro); err != nil {
+		cctx, cancel := context.WithTimeout(context.Background(), n.d.cfg.CleanupTimeout)
+		defer cancel()
+		if uerr := n.d.mounter.Unmount(cctx, req.Target); uerr != nil {
+			return fmt.Errorf("publish volume %s: %w; undoing it also failed (retried on the next call): %v", name, err, uerr)
+		}
+		st.Op, st.OpPath = "", ""
+		return errors.Join(fmt.Errorf("publish volume %s: %w", name, err), n.store.SaveStage(st))
+	}
+	n.d.fault("publish:bound")
+	if st.Targets == nil {
+		st.Targets = map[string]bool{}
+	}
+	st.Targets[req.Target] = ro
+	st.Op, st.OpPath, st.Updated = "", "", time.Now()
+	if err := n.store.SaveStage(st); err != nil {
+		return err
+	}
+	log.WithField("readonly", ro).Info("volume published")
+	return nil
+}
+
+// Unpublish undoes Publish: it unmounts the target and removes it. A target the volume is not
+// published at succeeds.
+func (n *Node) Unpublish(ctx context.Context, name, target string) error {
+	target = filepath.Clean(target)
+	unlock, err := n.begin(ctx, name)
+	if err != nil {
+		return err
+	}
+	defer unlock()
+	st, ok, err := n.load(ctx, name)
+	if err != nil || !ok {
+		return err
+	}
+	if _, had := st.Targets[target]; !had {
+		return nil
+	}
+	st.Op, st.OpPath, st.Updated = "unpublish", target, time.Now()
+	if err := n.store.SaveStage(st); err != nil {
+		return err
+	}
+	if err := n.repair(ctx, &st); err != nil {
+		return fmt.Errorf("unpublish volume %s: %w", name, err)
+	}
+	log := n.log.WithFields(logrus.Fields{"volume": name, "target": target})
+	if len(st.Targets) == 0 {
+		// Released now rather than at NodeUnstage, which swarm never calls (swarmkit#3178).
+		if err := n.release(ctx, &st); err != nil {
+			return fmt.Errorf("unpublish volume %s: release it after its last target: %w", name, err)
+		}
+		log.Info("volume unpublished from its last target and released; staged again on the next publish")
+		return nil
+	}
+	log.Info("volume unpublished")
+	return nil
+}
+
+// repair finishes (unstage, unpublish) or undoes (stage, publish) the step in flight. Every
+// step is idempotent, so a repair interrupted in turn is finished by running it again.
+func (n *Node) repair(ctx context.Context, st *StageState) error {
+	n.log.WithFields(logrus.Fields{"volume": st.Name, "op": st.Op, "path": st.OpPath}).Info("finishing an interrupted step")
+	switch st.Op {
+	case "stage", "unstage":
+		return n.finishUnstage(ctx, st)
+	case "release", "restage":
+		return n.release(ctx, st)
+	case "publish", "unpublish":
+		if err := n.d.mounter.Unmount(ctx, st.OpPath); err != nil {
+			return err
+		}
+		delete(st.Targets, st.OpPath)
+	}
+	st.Op, st.OpPath, st.Updated = "", "", time.Now()
+	return n.store.SaveStage(*st)
+}
+
+// ensure checks that the core still holds the staged volume and that the staging path and every
+// target show its mount, binding again what a restart lost (with the fuse mapper, a restart maps
+// and mounts the volume anew). live is false when the core no longer holds the stage's use (it
+// released the volume after a reboot): the stale binds and the record are then dropped.
+func (n *Node) ensure(ctx context.Context, st *StageState) (live bool, err error) {
+	if st.Released {
+		return true, nil // nothing is up, by design
+	}
+	core, ok, err := n.d.state.Load(st.Name)
+	if err != nil {
+		return false, err
+	}
+	if !ok || core.UsesOf(st.ID) == 0 {
+		n.log.WithField("volume", st.Name).Warn("the core no longer holds this stage (released after a reboot?): dropping its binds")
+		var errs []error
+		for _, t := range targets(*st) {
+			errs = append(errs, n.d.mounter.Unmount(ctx, t))
+		}
+		errs = append(errs, n.d.mounter.Unmount(ctx, st.StagingPath))
+		if err := errors.Join(errs...); err != nil {
+			return false, err
+		}
+		return false, n.store.DeleteStage(st.Name)
+	}
+	dev, err := n.d.mounter.MountedDevice(core.Path)
+	if err != nil {
+		return true, err
+	}
+	if dev == "" {
+		return true, fmt.Errorf("the volume is not mounted at %s although the plugin holds it (its repair failed; see the log)", core.Path)
+	}
+	rebind := func(src, target string, ro bool) error {
+		cur, err := n.d.mounter.MountedDevice(target)
+		if err != nil || cur == dev {
+			return err
+		}
+		n.log.WithFields(logrus.Fields{"volume": st.Name, "path": target, "found": cur, "device": dev}).Warn("bind mount lost or stale; binding again")
+		if cur != "" {
+			if err := n.d.mounter.Unmount(ctx, target); err != nil {
+				return err
+			}
+		}
+		return n.bind.Bind(ctx, src, target, ro)
+	}
+	if err := rebind(core.Path, st.StagingPath, st.ReadOnly); err != nil {
+		return true, err
+	}
+	for _, t := range targets(*st) {
+		if err := rebind(st.StagingPath, t, st.Targets[t]); err != nil {
+			return true, err
+		}
+	}
+	return true, nil
+}
+
+// Reconcile repairs every stage record after a start: steps in flight are finished or undone,
+// lost binds are made again. Call it after the Driver's Reconcile; node calls wait for it.
+func (n *Node) Reconcile(ctx context.Context) error {
+	defer close(n.ready)
+	stages, err := n.store.AllStages()
+	errs := []error{err}
+	for _, st := range stages {
+		unlock, err := n.locks.lock(ctx, st.Name)
+		if err != nil {
+			errs = append(errs, err)
+			break
+		}
+		if _, ok, err := n.load(ctx, st.Name); err != nil {
+			errs = append(errs, err)
+		} else if ok {
+			cur, _, _ := n.store.LoadStage(st.Name)
+			if _, err := n.ensure(ctx, &cur); err != nil {
+				errs = append(errs, fmt.Errorf("volume %s: %w", st.Name, err))
+			}
+		}
+		unlock()
+	}
+	if err := errors.Join(errs...); err != nil {
+		n.log.WithError(err).Error("reconcile of staged volumes: some are left to repair on their next call")
+		return err
+	}
+	return nil
+}
+
+// The controller's reads of the core, for the CSI front end.
+
+// Ready says whether the start-up reconcile has let calls in.
+func (d *Driver) Ready() bool {
+	select {
+	case <-d.ready:
+		return true
+	default:
+		return false
+	}
+}
+
+// Describe returns the volume as the backend knows it. ErrNotFound when there is none.
+func (d *Driver) Describe(ctx context.Context, name string) (Volume, error) {
+	if err := ValidateName(name); err != nil {
+		return Volume{}, err
+	}
+	if err := d.waitReady(ctx, name); err != nil {
+		return Volume{}, err
+	}
+	vol, err := d.prov.Get(ctx, name)
+	if err != nil {
+		return Volume{}, fmt.Errorf("volume %s: %w", name, err)
+	}
+	if vol.FSType == "" {
+		vol.FSType = d.cfg.Defaults.FSType
+	}
+	return vol, nil
+}
+
+// Volumes lists every volume the backend manages, with their sizes.
+func (d *Driver) Volumes(ctx context.Context) ([]Volume, error) {
+	if err := d.waitReady(ctx, ""); err != nil {
+		return nil, err
+	}
+	vols, err := d.prov.List(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("list volumes: %w", err)
+	}
+	return vols, nil
+}
+
+// RoundSize is the size the backend makes for a request of size bytes.
+func (d *Driver) RoundSize(size uint64) uint64 { return d.prov.RoundSize(size) }
+
+// DefaultFSType is DEFAULT_FSTYPE.
+func (d *Driver) DefaultFSType() string { return d.cfg.Defaults.FSType }
+
+// MinSize is the smallest volume the plugin makes with a filesystem of that type.
+func MinSize(fstype string) uint64 {
+	if fstype == "xfs" {
+		return minXFSSize
+	}
+	return minSize
+}

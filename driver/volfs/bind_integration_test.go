@@ -1,0 +1,80 @@
+//go:build integration
+
+package volfs
+
+import (
+	"context"
+	"errors"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// Bind shows the source's mount at the target (made if missing), read-only if asked; binding it
+// there again succeeds; a target with something else mounted is refused; Unmount removes it.
+func TestBind(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	var fs FS
+	src := filepath.Join(t.TempDir(), "src")
+	if err := os.MkdirAll(src, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := unix.Mount("cdp-bind-test", src, "tmpfs", 0, "size=1m"); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = unix.Unmount(src, unix.MNT_DETACH) })
+	if err := os.WriteFile(filepath.Join(src, "f"), []byte("x"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	rw, ro := filepath.Join(dir, "a", "rw"), filepath.Join(dir, "ro")
+	if err := fs.Bind(ctx, src, rw, false); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = unix.Unmount(rw, unix.MNT_DETACH) })
+	if err := fs.Bind(ctx, src, rw, false); err != nil {
+		t.Errorf("Bind again: %v", err)
+	}
+	if dev, _ := fs.MountedDevice(rw); dev != "cdp-bind-test" {
+		t.Errorf("%s shows %q", rw, dev)
+	}
+	if err := os.WriteFile(filepath.Join(rw, "g"), []byte("y"), 0o644); err != nil {
+		t.Errorf("write through the read-write bind: %v", err)
+	}
+	if err := fs.Bind(ctx, rw, ro, true); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = unix.Unmount(ro, unix.MNT_DETACH) })
+	if b, err := os.ReadFile(filepath.Join(ro, "f")); err != nil || string(b) != "x" {
+		t.Errorf("read through the read-only bind: %q, %v", b, err)
+	}
+	if err := os.WriteFile(filepath.Join(ro, "h"), []byte("z"), 0o644); !errors.Is(err, unix.EROFS) {
+		t.Errorf("write through the read-only bind: %v, want EROFS", err)
+	}
+	other := filepath.Join(t.TempDir(), "other")
+	if err := os.MkdirAll(other, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := unix.Mount("cdp-bind-other", other, "tmpfs", 0, "size=1m"); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = unix.Unmount(other, unix.MNT_DETACH) })
+	if err := fs.Bind(ctx, other, rw, false); err == nil {
+		t.Errorf("Bind over another mount succeeded")
+	}
+	if err := fs.Bind(ctx, filepath.Join(dir, "a"), filepath.Join(dir, "x"), false); err == nil {
+		t.Errorf("Bind of a directory that is not a mount point succeeded")
+	}
+	for _, p := range []string{ro, rw} {
+		if err := fs.Unmount(ctx, p); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := os.Stat(p); !os.IsNotExist(err) {
+			t.Errorf("%s remains after Unmount: %v", p, err)
+		}
+	}
+}
