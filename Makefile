@@ -27,7 +27,7 @@ DOCKER_LAB := $(LAB_DIR)/$(if $(filter 28,$(DOCKER_ENGINE)),docker-28,docker)
 E2E_METRICS_RBD := 127.0.0.1:$(if $(filter 28,$(DOCKER_ENGINE)),9382,9380)
 E2E_METRICS_CINDER := 127.0.0.1:$(if $(filter 28,$(DOCKER_ENGINE)),9383,9381)
 
-.PHONY: help deps test-deps build test unit lint fmt down ceph-up openstack-up demo plugin plugin-csi e2e e2e-cinder e2e-all docker-up lab lab-build
+.PHONY: help deps test-deps build test unit lint fmt down ceph-up openstack-up demo plugin plugin-csi e2e e2e-cinder e2e-csi e2e-all docker-up lab lab-build
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-13s %s\n", $$1, $$2}'
@@ -86,9 +86,15 @@ e2e-cinder: ceph-up openstack-up docker-up test-deps ## the end-to-end suite aga
 	set -a && . $(DOCKER_LAB)/env && set +a && CDP_PLUGIN=ceph-cinder:latest CDP_BACKEND=cinder CDP_METRICS_ADDR=$(E2E_METRICS_CINDER) \
 	  $(GO) test -count=1 -timeout 20m -tags e2e -v ./plugin/ 2>&1 | grep -vE '^=== (RUN|PAUSE|CONT)'; exit $${PIPESTATUS[0]}
 
-e2e-all: ## e2e and e2e-cinder on both engines: Debian 12's dockerd 20.10, then 28.x
+e2e-csi: ## swarm cluster volumes through the CSI plugin on Docker 28 (builds and installs ceph-csi:latest)
+	@[ "$(DOCKER_ENGINE)" = 28 ] || { echo "make e2e-csi needs DOCKER_ENGINE=28 (cluster volumes work from Docker 28.2)"; exit 1; }
+	$(MAKE) plugin-csi
+	$(WITH_CEPH_ENV) set -a && . $(DOCKER_LAB)/env && set +a && CDP_CSI_PLUGIN=ceph-csi:latest \
+	  $(GO) test -count=1 -timeout 20m -tags e2e -v -run 'TestClusterVolumes' ./plugin/ 2>&1 | grep -vE '^=== (RUN|PAUSE|CONT)'; exit $${PIPESTATUS[0]}
+
+e2e-all: ## e2e and e2e-cinder on both engines (Debian 12's dockerd 20.10, then 28.x), and e2e-csi on 28
 	$(MAKE) e2e e2e-cinder DOCKER_ENGINE=20.10
-	$(MAKE) e2e e2e-cinder DOCKER_ENGINE=28
+	$(MAKE) e2e e2e-cinder e2e-csi DOCKER_ENGINE=28
 
 lab-build: ## build the krbd lab's guest: Debian's stock kernel (unpacked, not installed) + an initramfs with the plugin
 	scripts/lab-build.sh

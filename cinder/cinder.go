@@ -771,6 +771,23 @@ func (p *Provisioner) Attach(ctx context.Context, name string, req driver.Attach
 		undo()
 		return driver.Attachment{}, fmt.Errorf("cinder attach %s: %w", name, err)
 	}
+	if v.Multiattach {
+		// Cinder reserves a multiattach volume again as soon as a first attachment is completed,
+		// before its host has mapped the image (so before the watcher check below can see it),
+		// but never while another reservation is pending: a host that finds another attachment
+		// after reserving its own is the later one, and gives way. Exactly one host wins.
+		holder, err := p.otherAttachment(ctx, c, v.ID, a.ID)
+		if err == nil && holder != "" {
+			err = fmt.Errorf("%w: volume %s (a multiattach volume) is attached to %s; this plugin attaches a volume to one host at a time: stop its container there first",
+				driver.ErrBusyElsewhere, name, holder)
+		} else if err != nil {
+			err = apiError("list attachments of", name, err)
+		}
+		if err != nil {
+			undo()
+			return driver.Attachment{}, err
+		}
+	}
 	if p.cfg.Watchers != nil {
 		// With the attachment reserved (no other host can attach meanwhile), make sure no
 		// client maps the image without one.
@@ -836,6 +853,33 @@ func (p *Provisioner) pendingAttachments(ctx context.Context, c *gophercloud.Ser
 		return true, err
 	})
 	return out, err
+}
+
+// otherAttachment describes an attachment of the volume other than mine (of any host, completed
+// or not), or returns "" when there is none.
+func (p *Provisioner) otherAttachment(ctx context.Context, c *gophercloud.ServiceClient, volumeID, mine string) (string, error) {
+	var other []attachments.Attachment
+	err := attachments.List(c, attachments.ListOpts{VolumeID: volumeID}).EachPage(ctx, func(_ context.Context, page pagination.Page) (bool, error) {
+		as, err := attachments.ExtractAttachments(page)
+		for _, a := range as {
+			if a.ID != mine && a.Status != "detached" {
+				other = append(other, a)
+			}
+		}
+		return true, err
+	})
+	if err != nil || len(other) == 0 {
+		return "", err
+	}
+	// The volume's view names the host of a completed attachment.
+	if v, err := volumes.Get(ctx, c, volumeID).Extract(); err == nil {
+		for _, va := range v.Attachments {
+			if va.AttachmentID == other[0].ID {
+				return fmt.Sprintf("host %s (container %s)", attachedHost(va), va.ServerID), nil
+			}
+		}
+	}
+	return fmt.Sprintf("another host (attachment %s for instance %s, %s)", other[0].ID, other[0].Instance, other[0].Status), nil
 }
 
 // deleteAttachment deletes one attachment; one already gone is fine.

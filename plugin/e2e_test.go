@@ -76,6 +76,9 @@ func readPID(t *testing.T, path string) int {
 func cinderMode() bool { return os.Getenv("CDP_BACKEND") == "cinder" }
 
 func dockerBin() string {
+	if c := os.Getenv("DOCKER_CLI"); c != "" { // the engine's own CLI (docker-up.sh, DOCKER_ENGINE=28)
+		return c
+	}
 	if _, err := os.Stat("/usr/bin/docker"); err == nil {
 		return "/usr/bin/docker"
 	}
@@ -205,7 +208,9 @@ func TestMain(m *testing.M) {
 	}
 	if mi, err := os.ReadFile("/proc/self/mountinfo"); err == nil {
 		for _, line := range strings.Split(string(mi), "\n") {
-			if strings.Contains(line, "/propagated-mount/") && !strings.HasSuffix(strings.Fields(line + " x x x x")[4], "/propagated-mount") {
+			// This engine's plugins only (another engine's suite may run meanwhile).
+			if strings.Contains(line, "/propagated-mount/") && !strings.HasSuffix(strings.Fields(line + " x x x x")[4], "/propagated-mount") &&
+				strings.Contains(line, os.Getenv("DOCKER_DATA_ROOT")+"/") {
 				left = append(left, "mount "+strings.Fields(line)[4])
 			}
 		}

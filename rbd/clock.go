@@ -11,7 +11,7 @@ import (
 // identify the asker (an object of that name is overwritten and removed). Round trip is the
 // time the write and stat took, within which the server's time lies.
 func (c *Cluster) ServerTime(ctx context.Context, pool, name string) (server time.Time, roundTrip time.Duration, err error) {
-	io, err := c.ioctx(pool, "")
+	io, err := c.ioctx(ctx, pool, "")
 	if err != nil {
 		return time.Time{}, 0, err
 	}

@@ -48,9 +48,18 @@ type Cluster struct {
 	cfg  Config
 	conn *rados.Conn
 
+	// mu guards the fields below; it is never held across a call into librados that can wait on
+	// the cluster.
 	mu     sync.Mutex
 	ioctxs map[string]*rados.IOContext // by pool + "/" + namespace
-	closed bool
+	// opening are the pools being opened, by the same key: callers of one pool wait for one open.
+	opening map[string]*poolOpen
+	closed  bool
+	// shutdown is set once the connection is shut down: a late pool open then leaks its context
+	// instead of touching the dead connection.
+	shutdown bool
+	// openIOContext opens a pool (conn.OpenIOContext; tests fake it).
+	openIOContext func(pool string) (*rados.IOContext, error)
 	// inflight counts the calls running, abandoned ones and their undo included: Close waits
 	// for them, because librados aborts the process on an operation submitted after shutdown.
 	inflight sync.WaitGroup
@@ -89,7 +98,7 @@ func Connect(ctx context.Context, cfg Config) (*Cluster, error) {
 			return nil, opErr("connect", what, fmt.Errorf("set %s: %w", o[0], err))
 		}
 	}
-	c := &Cluster{cfg: cfg, conn: conn, ioctxs: map[string]*rados.IOContext{}}
+	c := newCluster(cfg, conn)
 	// A connect abandoned at the deadline shuts its connection down when it finally returns.
 	err = c.do(ctx, "connect", what, conn.Connect, func(error) { conn.Shutdown() })
 	if err != nil {
@@ -105,6 +114,14 @@ func Connect(ctx context.Context, cfg Config) (*Cluster, error) {
 		return nil, err
 	}
 	return c, nil
+}
+
+func newCluster(cfg Config, conn *rados.Conn) *Cluster {
+	c := &Cluster{cfg: cfg, conn: conn, ioctxs: map[string]*rados.IOContext{}, opening: map[string]*poolOpen{}}
+	if conn != nil {
+		c.openIOContext = conn.OpenIOContext
+	}
+	return c
 }
 
 // Close releases the connection. Calls still running (those their callers gave up on, and the
@@ -132,6 +149,7 @@ func (c *Cluster) Close() {
 	}
 	c.ioctxs = nil
 	c.conn.Shutdown()
+	c.shutdown = true
 }
 
 // User is the cephx user this cluster connection authenticates as (without "client.").
@@ -198,31 +216,81 @@ func undoIfOK(undo func()) func(error) {
 	}
 }
 
-// ioctx returns a cached IOContext for the pool and namespace.
-func (c *Cluster) ioctx(pool, ns string) (*rados.IOContext, error) {
+// ioctx returns the IOContext for the pool and namespace, opening it on first use.
+//
+// Opening looks the pool up in the client's OSD map; a pool missing from it (new since the map
+// was fetched, or misspelt) makes librados wait for the latest map from the monitors, with no
+// timeout of its own. So the open runs in a goroutine of its own, without c.mu: the caller waits
+// for it at most until ctx ends, while calls on pools already open go on. An open the caller gave
+// up on completes in the background (once a monitor answers) and is kept for the next call;
+// concurrent callers for one pool share one open.
+func (c *Cluster) ioctx(ctx context.Context, pool, ns string) (*rados.IOContext, error) {
 	if pool == "" {
 		return nil, &OpError{Op: "open pool", What: "(empty)", Kind: driver.ErrInvalid, Err: errors.New("no pool given")}
 	}
 	key := pool + "/" + ns
 	c.mu.Lock()
-	defer c.mu.Unlock()
 	if c.closed {
-		return nil, errors.New("rbd: cluster connection is closed")
+		c.mu.Unlock()
+		return nil, &OpError{Op: "open pool", What: pool, Kind: driver.ErrInvalid, Err: errors.New("the cluster connection is closed")}
 	}
 	if io, ok := c.ioctxs[key]; ok {
+		c.mu.Unlock()
 		return io, nil
 	}
-	// OpenIOContext only looks the pool up in the cached OSD map: it does not block on the cluster.
-	io, err := c.conn.OpenIOContext(pool)
-	if err != nil {
-		return nil, &OpError{Op: "open pool", What: pool, Kind: kindOf(err),
-			Err: fmt.Errorf("pool %q cannot be opened (does it exist, and may client.%s use it?): %w", pool, c.cfg.User, err)}
+	if err := ctx.Err(); err != nil {
+		c.mu.Unlock()
+		return nil, &OpError{Op: "open pool", What: pool, Kind: driver.ErrTimeout, Err: err}
 	}
-	if ns != "" {
+	op, ok := c.opening[key]
+	if !ok {
+		op = &poolOpen{done: make(chan struct{})}
+		c.opening[key] = op
+		c.inflight.Add(1)
+		go c.openPool(key, pool, ns, op)
+	}
+	c.mu.Unlock()
+	select {
+	case <-op.done:
+		return op.io, op.err
+	case <-ctx.Done():
+		return nil, &OpError{Op: "open pool", What: pool, Kind: driver.ErrTimeout,
+			Err: fmt.Errorf("pool %q is not in this client's OSD map, and no monitor sent a newer map before the deadline "+
+				"(check that the pool exists and that the monitors answer): %w", pool, ctx.Err())}
+	}
+}
+
+// poolOpen is one open of a pool: done is closed once io or err is set.
+type poolOpen struct {
+	done chan struct{}
+	io   *rados.IOContext
+	err  error
+}
+
+// openPool opens a pool for ioctx and keeps the context for later calls.
+func (c *Cluster) openPool(key, pool, ns string, op *poolOpen) {
+	defer c.inflight.Done()
+	io, err := c.openIOContext(pool)
+	if err == nil && ns != "" {
 		io.SetNamespace(ns)
 	}
-	c.ioctxs[key] = io
-	return io, nil
+	c.mu.Lock()
+	delete(c.opening, key)
+	switch {
+	case err != nil:
+		op.err = &OpError{Op: "open pool", What: pool, Kind: kindOf(err),
+			Err: fmt.Errorf("pool %q cannot be opened (does it exist, and may client.%s use it?): %w", pool, c.cfg.User, err)}
+	case c.closed:
+		if !c.shutdown {
+			io.Destroy()
+		}
+		op.err = &OpError{Op: "open pool", What: pool, Kind: driver.ErrInvalid, Err: errors.New("the cluster connection is closed")}
+	default:
+		c.ioctxs[key] = io
+		op.io = io
+	}
+	c.mu.Unlock()
+	close(op.done)
 }
 
 // monCommand runs a monitor command under ctx and returns its JSON output.

@@ -24,7 +24,7 @@ type Description struct {
 // open of an image is several round trips to the cluster; asking each question with its own open
 // (Info, ListMeta, Lockers, OtherWatchers) made a first Mount open the image ten times.
 func (c *Cluster) Describe(ctx context.Context, spec Spec) (Description, error) {
-	io, err := c.ioctx(spec.Pool, spec.Namespace)
+	io, err := c.ioctx(ctx, spec.Pool, spec.Namespace)
 	if err != nil {
 		return Description{}, err
 	}

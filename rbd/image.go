@@ -82,7 +82,7 @@ func checkSpec(spec Spec, wantSnap bool) error {
 // imageCall opens the image (its head, or spec.Snap), runs fn and closes it, all in one bounded
 // call.
 func imageCall[T any](ctx context.Context, c *Cluster, op string, spec Spec, fn func(*rbd.Image) (T, error)) (T, error) {
-	io, err := c.ioctx(spec.Pool, spec.Namespace)
+	io, err := c.ioctx(ctx, spec.Pool, spec.Namespace)
 	if err != nil {
 		var zero T
 		return zero, err
@@ -112,7 +112,7 @@ func (c *Cluster) Create(ctx context.Context, spec Spec, opts CreateOptions) err
 	if opts.Size == 0 {
 		return opErr("create", spec.String(), fmt.Errorf("%w: size must be greater than zero", driver.ErrInvalid))
 	}
-	io, err := c.ioctx(spec.Pool, spec.Namespace)
+	io, err := c.ioctx(ctx, spec.Pool, spec.Namespace)
 	if err != nil {
 		return err
 	}
@@ -162,7 +162,7 @@ func (c *Cluster) ImageID(ctx context.Context, spec Spec) (string, error) {
 	if err := checkSpec(spec, false); err != nil {
 		return "", opErr("image id", spec.String(), err)
 	}
-	io, err := c.ioctx(spec.Pool, spec.Namespace)
+	io, err := c.ioctx(ctx, spec.Pool, spec.Namespace)
 	if err != nil {
 		return "", err
 	}
@@ -196,7 +196,7 @@ func (c *Cluster) Info(ctx context.Context, spec Spec) (ImageInfo, error) {
 
 // List returns the names of the images in a pool (and namespace), sorted.
 func (c *Cluster) List(ctx context.Context, pool, namespace string) ([]string, error) {
-	io, err := c.ioctx(pool, namespace)
+	io, err := c.ioctx(ctx, pool, namespace)
 	if err != nil {
 		return nil, err
 	}
@@ -221,7 +221,7 @@ func (c *Cluster) Remove(ctx context.Context, spec Spec) error {
 	if err := checkSpec(spec, false); err != nil {
 		return opErr("remove", spec.String(), err)
 	}
-	io, err := c.ioctx(spec.Pool, spec.Namespace)
+	io, err := c.ioctx(ctx, spec.Pool, spec.Namespace)
 	if err != nil {
 		return err
 	}
@@ -241,7 +241,7 @@ func (c *Cluster) Trash(ctx context.Context, spec Spec, delay time.Duration) err
 
 // TrashList returns the original names of the images in the pool's trash.
 func (c *Cluster) TrashList(ctx context.Context, pool, namespace string) ([]string, error) {
-	io, err := c.ioctx(pool, namespace)
+	io, err := c.ioctx(ctx, pool, namespace)
 	if err != nil {
 		return nil, err
 	}

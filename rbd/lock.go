@@ -50,7 +50,7 @@ type HeldLock struct {
 // AcquireLock opens the image and acquires its exclusive lock. While another live client owns it,
 // librbd asks that client to release it; ErrBusyElsewhere when it does not. Release gives it back.
 func (c *Cluster) AcquireLock(ctx context.Context, spec Spec) (*HeldLock, error) {
-	io, err := c.ioctx(spec.Pool, spec.Namespace)
+	io, err := c.ioctx(ctx, spec.Pool, spec.Namespace)
 	if err != nil {
 		return nil, err
 	}
@@ -243,7 +243,7 @@ type Locker struct {
 // when the caller knows it already (an open of the image to learn it is several round trips).
 func headerCall[T any](ctx context.Context, c *Cluster, op string, spec Spec, id string, fn func(io *rados.IOContext, oid string) (T, error)) (T, error) {
 	var zero T
-	io, err := c.ioctx(spec.Pool, spec.Namespace)
+	io, err := c.ioctx(ctx, spec.Pool, spec.Namespace)
 	if err != nil {
 		return zero, err
 	}

@@ -125,7 +125,7 @@ func (p *Provisioner) describe(ctx context.Context, name string) (Spec, Descript
 }
 
 func (p *Provisioner) index(ctx context.Context) (map[string]Spec, error) {
-	io, err := p.c.ioctx(p.cfg.Pool, "")
+	io, err := p.c.ioctx(ctx, p.cfg.Pool, "")
 	if err != nil {
 		return nil, err
 	}
@@ -149,7 +149,7 @@ func (p *Provisioner) index(ctx context.Context) (map[string]Spec, error) {
 }
 
 func (p *Provisioner) setIndex(ctx context.Context, name string, spec Spec) error {
-	io, err := p.c.ioctx(p.cfg.Pool, "")
+	io, err := p.c.ioctx(ctx, p.cfg.Pool, "")
 	if err != nil {
 		return err
 	}
@@ -159,7 +159,7 @@ func (p *Provisioner) setIndex(ctx context.Context, name string, spec Spec) erro
 }
 
 func (p *Provisioner) dropIndex(ctx context.Context, name string) error {
-	io, err := p.c.ioctx(p.cfg.Pool, "")
+	io, err := p.c.ioctx(ctx, p.cfg.Pool, "")
 	if err != nil {
 		return err
 	}

@@ -14,7 +14,7 @@ func (c *Cluster) CreateSnap(ctx context.Context, spec Spec) error {
 	}
 	head := spec
 	head.Snap = ""
-	io, err := c.ioctx(spec.Pool, spec.Namespace)
+	io, err := c.ioctx(ctx, spec.Pool, spec.Namespace)
 	if err != nil {
 		return err
 	}
@@ -89,11 +89,11 @@ func (c *Cluster) Clone(ctx context.Context, parent, child Spec, opts CreateOpti
 	if err := checkSpec(child, false); err != nil {
 		return opErr("clone", child.String(), err)
 	}
-	pio, err := c.ioctx(parent.Pool, parent.Namespace)
+	pio, err := c.ioctx(ctx, parent.Pool, parent.Namespace)
 	if err != nil {
 		return err
 	}
-	cio, err := c.ioctx(child.Pool, child.Namespace)
+	cio, err := c.ioctx(ctx, child.Pool, child.Namespace)
 	if err != nil {
 		return err
 	}

@@ -29,7 +29,7 @@ func (c *Cluster) EndsUnwritten(ctx context.Context, info ImageInfo, window uint
 	if info.DataPool != "" {
 		pool = info.DataPool
 	}
-	io, err := c.ioctx(pool, info.Spec.Namespace)
+	io, err := c.ioctx(ctx, pool, info.Spec.Namespace)
 	if err != nil {
 		return false
 	}

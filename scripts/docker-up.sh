@@ -24,22 +24,17 @@ DOCKER_DATA_ROOT=$D/root
 DOCKERD_LOG=$D/dockerd.log
 SWARM_LISTEN_ADDR=$SWARM_LISTEN_ADDR
 ENV
+# Engine 28's own CLI (28.5, set up below): the cluster-volume flags of docker volume create are
+# not in 20.10's.
+[ "$DOCKER_ENGINE" != 28 ] || echo "DOCKER_CLI=$LAB_DIR/engines/28/bin/docker" >>"$D/env"
 export DOCKER_HOST=unix://$SOCK
 # /lib/modules is bind-mounted read-only into the plugin; a kernel without modules has none.
 [ -d /lib/modules ] || mkdir -p /lib/modules
-if pid_alive "$D/dockerd.pid" "$D/root" && timeout 5 docker version >/dev/null 2>&1; then
-  log "dockerd $DOCKER_ENGINE already running"; exit 0
-fi
-# dockerd trusts containerd's pid file: a stale one whose PID another process now has makes it
-# wait for a containerd that is not there ("containerd is still running", then a timeout).
-if [ -f "$EXEC/containerd/containerd.pid" ] && ! pid_alive "$EXEC/containerd/containerd.pid" containerd; then
-  log "removing a stale containerd pid file"; rm -f "$EXEC/containerd/containerd.pid"
-fi
 ENGINE_PATH=$PATH
 EXTRA=()
 if [ "$DOCKER_ENGINE" = 28 ]; then
   E=$LAB_DIR/engines/28
-  if [ ! -x "$E/root/usr/sbin/dockerd" ] || [ ! -x "$E/root/usr/bin/containerd" ]; then
+  if [ ! -x "$E/root/usr/sbin/dockerd" ] || [ ! -x "$E/root/usr/bin/containerd" ] || [ ! -x "$E/root/usr/bin/docker" ]; then
     # A private apt configuration naming forky: reads its index without touching the system's.
     A=$LAB_DIR/engines/apt; rm -rf "$E"; mkdir -p "$A/lists/partial" "$A/cache/archives/partial" "$E/debs"
     MIRROR=$(awk '/^URIs:/{print $2; exit}' /etc/apt/sources.list.d/debian.sources 2>/dev/null || true)
@@ -47,9 +42,9 @@ if [ "$DOCKER_ENGINE" = 28 ]; then
     echo "deb $MIRROR forky main" >"$A/sources.list"
     APTO=(-o Dir::Etc::sourcelist="$A/sources.list" -o Dir::Etc::sourceparts=/dev/null -o Dir::State::Lists="$A/lists"
           -o Dir::Cache="$A/cache" -o Debug::NoLocking=1 -o APT::Sandbox::User=root)
-    log "fetching docker.io and containerd from Debian forky ($MIRROR), unpacked under $E"
+    log "fetching docker.io, docker-cli and containerd from Debian forky ($MIRROR), unpacked under $E"
     timeout 300 apt-get -q "${APTO[@]}" update >"$E/apt.log" 2>&1 || die "apt-get update (forky) failed: $(tail -n 3 "$E/apt.log")"
-    (cd "$E/debs" && timeout 300 apt-get -q "${APTO[@]}" download docker.io/forky containerd/forky >>"$E/apt.log" 2>&1) \
+    (cd "$E/debs" && timeout 300 apt-get -q "${APTO[@]}" download docker.io/forky docker-cli/forky containerd/forky >>"$E/apt.log" 2>&1) \
       || die "apt-get download (forky) failed: $(tail -n 3 "$E/apt.log")"
     for deb in "$E"/debs/*.deb; do dpkg-deb -x "$deb" "$E/root"; done
     rm -rf "$E/debs"
@@ -57,13 +52,21 @@ if [ "$DOCKER_ENGINE" = 28 ]; then
   # A bin directory first on dockerd's PATH: forky's dockerd, containerd and shim; Debian 12's
   # runc (forky's needs glibc 2.38) and docker-init.
   mkdir -p "$E/bin"
-  for b in usr/sbin/dockerd usr/sbin/docker-proxy usr/bin/containerd usr/bin/containerd-shim-runc-v2 usr/bin/ctr; do
+  for b in usr/sbin/dockerd usr/sbin/docker-proxy usr/bin/containerd usr/bin/containerd-shim-runc-v2 usr/bin/ctr usr/bin/docker; do
     ln -sf "$E/root/$b" "$E/bin/${b##*/}"
   done
   ln -sf /usr/sbin/runc "$E/bin/runc"
   ln -sf /usr/bin/docker-init "$E/bin/docker-init"
   ENGINE_PATH=$E/bin:$PATH
   EXTRA=(--ip6tables=false)
+fi
+if pid_alive "$D/dockerd.pid" "$D/root" && timeout 5 docker version >/dev/null 2>&1; then
+  log "dockerd $DOCKER_ENGINE already running"; exit 0
+fi
+# dockerd trusts containerd's pid file: a stale one whose PID another process now has makes it
+# wait for a containerd that is not there ("containerd is still running", then a timeout).
+if [ -f "$EXEC/containerd/containerd.pid" ] && ! pid_alive "$EXEC/containerd/containerd.pid" containerd; then
+  log "removing a stale containerd pid file"; rm -f "$EXEC/containerd/containerd.pid"
 fi
 PATH=$ENGINE_PATH nohup dockerd -H "$DOCKER_HOST" --data-root "$D/root" --exec-root "$EXEC" --pidfile "$D/dockerd.pid" \
   --bridge=none --iptables=false --ip-masq=false "${EXTRA[@]}" >>"$D/dockerd.log" 2>&1 &

@@ -21,8 +21,10 @@ func TestProtocolCreateComparesBackendOptions(t *testing.T) {
 		t.Cleanup(func() { _ = p.try("/VolumeDriver.Remove", map[string]string{"Name": base}, nil) })
 		l.admin(t, "rbd", "snap", "create", l.pool+"/"+base+"@s1")
 		t.Cleanup(func() {
-			// The clone's parent snapshot: unprotect and remove it once the clone is gone.
+			// The clone's parent snapshot (protected by the clone's Create): unprotect and remove
+			// it once the clone is gone, so that the base can be removed.
 			_ = p.try("/VolumeDriver.Remove", map[string]string{"Name": name}, nil)
+			l.admin(t, "rbd", "snap", "unprotect", l.pool+"/"+base+"@s1")
 			l.admin(t, "rbd", "snap", "purge", l.pool+"/"+base)
 		})
 		clone := uniq("cmp-clone")

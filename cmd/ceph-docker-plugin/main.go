@@ -33,21 +33,36 @@ import (
 )
 
 func main() {
+	// First of all: the secret settings leave the environment (this may re-execute the binary).
+	secrets, warning, err := takeSecrets()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "ceph-docker-plugin:", err)
+		os.Exit(1)
+	}
+	getenv := func(name string) string {
+		if v, ok := secrets[name]; ok {
+			return v
+		}
+		return os.Getenv(name)
+	}
 	if len(os.Args) > 1 && os.Args[1] == "doctor" {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
-		code := doctorCommand(ctx, os.Getenv, os.Stdout, defaultDoctorEnv)
+		code := doctorCommand(ctx, getenv, os.Stdout, defaultDoctorEnv)
 		cancel()
 		os.Exit(code)
 	}
-	if err := run(); err != nil {
+	if err := run(getenv, warning); err != nil {
 		logrus.WithError(err).Error("ceph-docker-plugin stopped")
 		fmt.Fprintln(os.Stderr, "ceph-docker-plugin:", err)
 		os.Exit(1)
 	}
 }
 
-func run() error {
-	cfg, err := LoadConfig(os.Getenv)
+// run serves until SIGTERM. getenv reads the settings, the secret ones among them (which
+// takeSecrets took out of the environment); warning, if set, says why the environment could not
+// be scrubbed.
+func run(getenv func(string) string, warning string) error {
+	cfg, err := LoadConfig(getenv)
 	if err != nil {
 		return err
 	}
@@ -57,6 +72,9 @@ func run() error {
 		logrus.SetFormatter(&logrus.JSONFormatter{})
 	}
 	log := logrus.WithFields(logrus.Fields{"node": cfg.NodeName, "backend": cfg.Backend})
+	if warning != "" {
+		log.Warn(warning)
+	}
 
 	// Socket first.
 	ln, err := listenFor(cfg)
@@ -340,7 +358,9 @@ func newMapper(cfg Config, log *logrus.Entry) (driver.Mapper, error) {
 	}
 	switch kind {
 	case "krbd":
-		return krbd.New(krbd.KeyringFile{Path: cfg.CephKeyring, Cluster: cfg.CephCluster}), nil
+		k := krbd.New(krbd.KeyringFile{Path: cfg.CephKeyring, Cluster: cfg.CephCluster})
+		k.Log = log
+		return k, nil
 	default:
 		m := fuse.New(filepath.Join(cfg.MountRoot, ".rbd-fuse"), cfg.CephConf, cfg.CephKeyring)
 		m.Cluster = cfg.CephCluster

@@ -44,6 +44,8 @@ type line struct {
 	match  func(*http.Request) bool // lineLoseAck: which requests are carried out
 	lost   []string                 // requests carried out whose answers were lost
 	target *url.URL
+	// slow, when set, holds back each request it gives a duration for before passing it on.
+	slow func(*http.Request) time.Duration
 }
 
 func newLine(t *testing.T, target string, rewrite func([]byte) []byte) *line {
@@ -71,8 +73,11 @@ func newLine(t *testing.T, target string, rewrite func([]byte) []byte) *line {
 	}
 	l.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		l.mu.Lock()
-		mode, match := l.mode, l.match
+		mode, match, slow := l.mode, l.match, l.slow
 		l.mu.Unlock()
+		if slow != nil {
+			time.Sleep(slow(r))
+		}
 		switch {
 		case mode == lineHang:
 			// Read the body first: the server notices the client leaving only after that.
@@ -106,6 +111,13 @@ func (l *line) set(m lineMode, match func(*http.Request) bool) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	l.mode, l.match = m, match
+}
+
+// setSlow makes the line hold requests back (see line.slow); nil passes them at once again.
+func (l *line) setSlow(slow func(*http.Request) time.Duration) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.slow = slow
 }
 
 func (l *line) lostAnswers() []string {

@@ -1,7 +1,8 @@
 // Package execx is the one way this project runs external commands: bound by a context (the
-// whole process group is killed when it expires), stdout and stderr kept apart, secrets redacted
-// from everything that can reach a log or an error, and errors that carry the command and its
-// stderr.
+// whole process group is killed when it expires, and a child that does not die is left to a
+// reaper instead of holding the caller), stdout and stderr kept apart, secrets redacted from
+// everything that can reach a log or an error, errors that carry the command and its stderr, and
+// a minimal environment: children inherit nothing of the plugin's own.
 package execx
 
 import (
@@ -9,10 +10,15 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
 	"os/exec"
+	"sort"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
+
+	"github.com/sirupsen/logrus"
 
 	"github.com/cephdocker/ceph-docker-plugin/driver"
 )
@@ -21,7 +27,8 @@ import (
 type Cmd struct {
 	Name string
 	Args []string
-	// Env is added to the parent's environment.
+	// Env is the command's environment besides PATH. Nothing else of the plugin's environment is
+	// passed on: a child never sees a setting it was not given (Keystone secrets included).
 	Env []string
 	// Stdin, when set, is written to the command's standard input (keys go here, not in Args).
 	Stdin []byte
@@ -56,8 +63,26 @@ func (e *Error) Unwrap() error { return e.Err }
 // (a grandchild that escaped the group could otherwise keep them open forever).
 const waitDelay = 2 * time.Second
 
+// killGrace bounds how long Run waits for a killed command to exit. A process in uninterruptible
+// sleep (mkfs writing to a device whose I/O hangs) dies only when the kernel lets it, perhaps
+// never: Run returns after killGrace and a reaper goroutine waits for it instead.
+var killGrace = 2 * time.Second
+
+// defaultPath is the children's PATH when the plugin has none.
+const defaultPath = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+// environ is a child's whole environment: PATH and what the command was given.
+func environ(extra []string) []string {
+	path := os.Getenv("PATH")
+	if path == "" {
+		path = defaultPath
+	}
+	return append([]string{"PATH=" + path}, extra...)
+}
+
 // Run runs c and waits for it or for ctx. When ctx ends first, the command's whole process group
-// is killed and the returned error wraps ctx.Err().
+// is killed and the returned error wraps ctx.Err(); Run then waits at most killGrace for the
+// command to exit (see Abandoned).
 func Run(ctx context.Context, c Cmd) (Result, error) {
 	if err := ctx.Err(); err != nil {
 		return Result{}, &Error{Cmd: c.String(), ExitCode: -1, Err: err}
@@ -69,28 +94,110 @@ func Run(ctx context.Context, c Cmd) (Result, error) {
 		return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
 	}
 	cmd.WaitDelay = waitDelay
-	if len(c.Env) > 0 {
-		cmd.Env = append(cmd.Environ(), c.Env...)
-	}
+	cmd.Env = environ(c.Env)
 	if c.Stdin != nil {
 		cmd.Stdin = bytes.NewReader(c.Stdin)
 	}
-	var stdout, stderr bytes.Buffer
+	var stdout, stderr lockedBuffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
-	err := cmd.Run()
+	if err := cmd.Start(); err != nil {
+		return Result{}, &Error{Cmd: c.String(), ExitCode: -1, Err: err}
+	}
+	err, gone := waitBounded(ctx, cmd.Wait, killGrace, c.String(), cmd.Process.Pid)
 	res := Result{Stdout: stdout.Bytes(), Stderr: stderr.Bytes()}
-	if err == nil {
+	if err == nil && gone {
 		return res, nil
 	}
-	e := &Error{Cmd: c.String(), Stderr: c.redact(tail(stderr.String(), 5)), ExitCode: -1, Err: err}
+	e := &Error{Cmd: c.String(), Stderr: c.redact(tail(string(res.Stderr), 5)), ExitCode: -1, Err: err}
 	var exitErr *exec.ExitError
-	if ctx.Err() != nil {
+	switch {
+	case !gone:
+		e.Err = fmt.Errorf("%w: killed after its deadline, but it has not exited %v later (stuck in the kernel, e.g. on a hung device); "+
+			"a reaper waits for it: %w", driver.ErrTimeout, killGrace, ctx.Err())
+	case ctx.Err() != nil:
 		e.Err = fmt.Errorf("%w: killed after its deadline: %w", driver.ErrTimeout, ctx.Err())
-	} else if errors.As(err, &exitErr) {
+	case errors.As(err, &exitErr):
 		e.ExitCode = exitErr.ExitCode()
 		e.Err = fmt.Errorf("exit status %d", e.ExitCode)
 	}
 	return res, e
+}
+
+// waitBounded runs wait (a started command's Wait) and returns its error with gone=true, or, once
+// ctx has ended (the command was killed then) and grace has passed as well, gone=false: wait then
+// goes on in a reaper goroutine, and the process is listed by Abandoned until it returns.
+func waitBounded(ctx context.Context, wait func() error, grace time.Duration, what string, pid int) (err error, gone bool) {
+	done := make(chan error, 1)
+	go func() { done <- wait() }()
+	select {
+	case err := <-done:
+		return err, true
+	case <-ctx.Done():
+	}
+	t := time.NewTimer(grace)
+	defer t.Stop()
+	select {
+	case err := <-done:
+		return err, true
+	case <-t.C:
+	}
+	abandon(pid, what)
+	log := logrus.WithFields(logrus.Fields{"cmd": what, "pid": pid})
+	log.WithField("grace", grace).Warn("a command killed at its deadline has not exited: left to a reaper (it may be stuck on a hung device)")
+	go func() {
+		<-done
+		release(pid)
+		log.Info("a command left to the reaper has exited")
+	}()
+	return nil, false
+}
+
+var (
+	abandonedMu sync.Mutex
+	abandoned   = map[int]string{}
+)
+
+func abandon(pid int, what string) {
+	abandonedMu.Lock()
+	defer abandonedMu.Unlock()
+	abandoned[pid] = what
+}
+
+func release(pid int) {
+	abandonedMu.Lock()
+	defer abandonedMu.Unlock()
+	delete(abandoned, pid)
+}
+
+// Abandoned lists the commands killed at their deadline that have not exited yet ("pid: command"):
+// the reaper waits for each, and drops it from this list when it exits.
+func Abandoned() []string {
+	abandonedMu.Lock()
+	defer abandonedMu.Unlock()
+	out := make([]string, 0, len(abandoned))
+	for pid, what := range abandoned {
+		out = append(out, fmt.Sprintf("%d: %s", pid, what))
+	}
+	sort.Strings(out)
+	return out
+}
+
+// lockedBuffer is a bytes.Buffer safe to read while an abandoned command may still write to it.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) Bytes() []byte {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return bytes.Clone(l.b.Bytes())
 }
 
 // String is the command line with secrets redacted, for logs and errors.

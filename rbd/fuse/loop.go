@@ -30,14 +30,11 @@ var loopAlloc sync.Mutex
 // attachLoop attaches file to a free loop device (read-only if ro) with the loop ioctls, and
 // records tag as the device's file name (it identifies the mapping even after the backing file's
 // path is gone).
+//
+// The backing file is opened before the allocation lock is taken: it is a file of a FUSE server
+// (rbd-fuse), and an open of it waits as long as the server does, which must hold up only this
+// Map, not every other image's.
 func attachLoop(devRoot, file, tag string, ro bool) (string, error) {
-	loopAlloc.Lock()
-	defer loopAlloc.Unlock()
-	ctl, err := os.OpenFile(filepath.Join(devRoot, "loop-control"), os.O_RDWR, 0)
-	if err != nil {
-		return "", fmt.Errorf("open loop-control (is the loop driver available?): %w", err)
-	}
-	defer ctl.Close()
 	flag := os.O_RDWR
 	if ro {
 		flag = os.O_RDONLY
@@ -47,6 +44,13 @@ func attachLoop(devRoot, file, tag string, ro bool) (string, error) {
 		return "", fmt.Errorf("open %s: %w", file, err)
 	}
 	defer backing.Close()
+	loopAlloc.Lock()
+	defer loopAlloc.Unlock()
+	ctl, err := os.OpenFile(filepath.Join(devRoot, "loop-control"), os.O_RDWR, 0)
+	if err != nil {
+		return "", fmt.Errorf("open loop-control (is the loop driver available?): %w", err)
+	}
+	defer ctl.Close()
 	for attempt := 0; attempt < 16; attempt++ {
 		n, err := unix.IoctlRetInt(int(ctl.Fd()), unix.LOOP_CTL_GET_FREE)
 		if err != nil {

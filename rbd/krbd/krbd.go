@@ -20,9 +20,11 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
+	"github.com/sirupsen/logrus"
 	"golang.org/x/sys/unix"
 
 	"github.com/cephdocker/ceph-docker-plugin/driver"
@@ -44,6 +46,11 @@ type KRBD struct {
 	// removes the key. Nil, or an error (a seccomp profile that forbids add_key), and the secret
 	// goes in the map request itself (secret=).
 	AddKey func(user, secret string) (desc string, remove func(), err error)
+	// Log receives the warning, given once per mapper, that the secret went in the map request
+	// (nil: logrus' standard logger).
+	Log logrus.FieldLogger
+
+	fallbackOnce sync.Once
 }
 
 var _ driver.Mapper = (*KRBD)(nil)
@@ -250,8 +257,24 @@ func (k *KRBD) mapWrite(req driver.MapRequest, key string, timeout time.Duration
 				return err
 			}
 		}
+		k.warnSecretInRequest(err)
+	} else {
+		k.warnSecretInRequest(errors.New("this mapper is configured without the kernel keyring"))
 	}
 	return k.write(add, []byte(mapLine(req, "secret="+key, timeout)))
+}
+
+// warnSecretInRequest says, once, that the cephx secret goes in the map request itself, where
+// root can read it back from /sys/bus/rbd/devices/*/config_info. why never carries the secret.
+func (k *KRBD) warnSecretInRequest(why error) {
+	k.fallbackOnce.Do(func() {
+		log := k.Log
+		if log == nil {
+			log = logrus.StandardLogger()
+		}
+		log.WithError(why).Warn("krbd: the kernel keyring cannot hold the cephx secret, so it goes in the map request (secret=), " +
+			"where root on this host can read it from /sys/bus/rbd/devices/*/config_info; allow add_key and keyctl to the plugin (seccomp) to keep it out")
+	})
 }
 
 // mapError explains a failed add_single_major write. It never includes what was written.

@@ -13,6 +13,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/sirupsen/logrus"
+	logtest "github.com/sirupsen/logrus/hooks/test"
+
 	"github.com/cephdocker/ceph-docker-plugin/driver"
 )
 
@@ -399,16 +402,35 @@ func TestMapPassesTheSecretInTheKernelKeyring(t *testing.T) {
 	}
 }
 
-// Without a usable kernel keyring (add_key forbidden), the secret goes in the request.
+// Without a usable kernel keyring (add_key forbidden), the secret goes in the request, and the
+// mapper says so once (a warning that names the cause, never the secret).
 func TestMapFallsBackToSecretWhenTheKeyringRefuses(t *testing.T) {
-	fk, k := newFakeKernel(t, "volumes/img")
+	fk, k := newFakeKernel(t, "volumes/img", "volumes/img2")
 	k.AddKey = (&fakeKeyring{refuse: syscall.EPERM}).add
+	logger, hook := logtest.NewNullLogger()
+	k.Log = logger
 	if _, err := k.Map(context.Background(), req("img")); err != nil {
 		t.Fatal(err)
 	}
 	want := []string{"add_single_major: 127.0.0.1:6789,10.0.0.2:6789 name=docker,secret=" + testKey + " volumes img"}
 	if got := fk.written(); !reflect.DeepEqual(got, want) {
 		t.Fatalf("writes = %q\nwant     %q", got, want)
+	}
+	if _, err := k.Map(context.Background(), req("img2")); err != nil {
+		t.Fatal(err)
+	}
+	var warnings []string
+	for _, e := range hook.AllEntries() {
+		line, _ := e.String()
+		if strings.Contains(line, testKey) {
+			t.Fatalf("the log holds the secret: %s", line)
+		}
+		if e.Level == logrus.WarnLevel {
+			warnings = append(warnings, line)
+		}
+	}
+	if len(warnings) != 1 || !strings.Contains(warnings[0], "secret=") || !strings.Contains(warnings[0], "operation not permitted") {
+		t.Fatalf("warnings after two maps = %q; want one, naming secret= and the keyring's refusal", warnings)
 	}
 }
 
@@ -423,6 +445,8 @@ func TestMapRetriesWithTheSecretWhenTheKernelFindsNoKey(t *testing.T) {
 	fk, k := newFakeKernel(t, "volumes/img")
 	kr := &fakeKeyring{}
 	k.AddKey = kr.add
+	logger, hook := logtest.NewNullLogger()
+	k.Log = logger
 	k.WriteFile = func(path string, data []byte) error {
 		if strings.Contains(string(data), "key=client.") {
 			return syscall.ENOKEY
@@ -434,6 +458,9 @@ func TestMapRetriesWithTheSecretWhenTheKernelFindsNoKey(t *testing.T) {
 	}
 	if got := fk.written(); len(got) != 1 || !strings.Contains(got[0], "secret="+testKey) || kr.live != 0 {
 		t.Fatalf("writes = %q, %d keys left; want one map with the secret and no key left", got, kr.live)
+	}
+	if e := hook.LastEntry(); e == nil || e.Level != logrus.WarnLevel || !strings.Contains(e.Message, "secret=") {
+		t.Fatalf("no warning that the secret went in the map request: %+v", e)
 	}
 }
 

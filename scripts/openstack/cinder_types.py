@@ -1,7 +1,8 @@
 #!/usr/bin/python3
 # (adapted from the team's lab recipe; run by scripts/openstack-up.sh)
 # cinder_types.py: (admin) wait until cinder-scheduler and cinder-volume report 'up',
-# then make sure one public volume type per backend exists (volume_backend_name=<b>).
+# then make sure one public volume type per backend exists (volume_backend_name=<b>), and a
+# multiattach one (<b>-multiattach).
 import os
 import time
 from keystoneauth1 import session
@@ -46,6 +47,15 @@ for b in BACKENDS:
         t = s.post("/types", endpoint_filter=ep, json={"volume_type": {
             "name": b, "os-volume-type-access:is_public": True,
             "extra_specs": {"volume_backend_name": b}}}).json()["volume_type"]
+# A multiattach type per backend (<backend>-multiattach): Cinder lets two hosts reserve such a
+# volume at once, which the plugin must refuse (tests race two hosts' first Mounts on one).
+for b in BACKENDS:
+    name = f"{b}-multiattach"
+    if name not in types:
+        s.post("/types", endpoint_filter=ep, json={"volume_type": {
+            "name": name, "os-volume-type-access:is_public": True,
+            "extra_specs": {"volume_backend_name": b, "multiattach": "<is> True"}}})
+    types[name] = True
 print("cinder services up:", sorted(up), "types:", sorted(set(types) | set(BACKENDS)))
 
 # default Cinder quotas (10 volumes / 10 snapshots per project) are too small for parallel
