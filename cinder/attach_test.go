@@ -7,6 +7,7 @@ import (
 	"reflect"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -368,6 +369,67 @@ func TestAttach(t *testing.T) {
 		err:     driver.ErrTimeout,
 		says:    []string{"cinder attach db", `volume %ID still "detaching", not "available", at the deadline`},
 	}, {
+		name:     "multiattach volume, no other attachment: attached",
+		setup:    func(f *fakeOpenStack, v *fakeVolume) { f.edit(func() { v.Multiattach = true }) },
+		req:      driver.AttachRequest{MountID: mountA},
+		watchers: &fakeWatchers{},
+		check: func(t *testing.T, f *fakeOpenStack, v *fakeVolume, att driver.Attachment, _ *fakeFencer, w *fakeWatchers) {
+			checkNewAttachment(t, f, v, att, mountA, "rw", w)
+			if n := f.count("cinder", "GET", "/attachments/detail"); n != 1 {
+				t.Errorf("%d attachment lists, want one (is there another attachment?)", n)
+			}
+		},
+	}, {
+		name: "multiattach volume attached meanwhile by another host: this one gives way naming it",
+		setup: func(f *fakeOpenStack, v *fakeVolume) {
+			f.edit(func() { v.Multiattach = true })
+			var once sync.Once // host-b completes its attachment between this host's lookup and reservation
+			f.scriptFunc("cinder", "POST", "/attachments", func(http.ResponseWriter, fakeCall) bool {
+				once.Do(func() { f.attach(v, "host-b", mountB) })
+				return false
+			})
+		},
+		req:      driver.AttachRequest{MountID: mountA},
+		watchers: &fakeWatchers{},
+		err:      driver.ErrBusyElsewhere,
+		says:     []string{"volume db (a multiattach volume) is attached to host host-b (container " + InstanceUUID(mountB) + ")", "one host at a time"},
+		check: func(t *testing.T, f *fakeOpenStack, v *fakeVolume, _ driver.Attachment, _ *fakeFencer, w *fakeWatchers) {
+			as := f.attachmentsOf(v.ID)
+			if len(as) != 1 || as[0].Mountpoint != "docker:host-b/"+mountB {
+				t.Errorf("attachments %+v: want host-b's alone (this host's reservation deleted)", as)
+			}
+			if n := f.count("cinder", "POST", "/attachments/[^/]+/action"); n != 0 || len(w.calls) != 0 {
+				t.Errorf("%d completes, watchers asked %v", n, w.calls)
+			}
+		},
+	}, {
+		name: "multiattach volume reserved meanwhile by another host: named by its attachment",
+		setup: func(f *fakeOpenStack, v *fakeVolume) {
+			f.edit(func() { v.Multiattach = true })
+			var once sync.Once
+			f.scriptFunc("cinder", "GET", "/attachments/detail", func(http.ResponseWriter, fakeCall) bool {
+				once.Do(func() { f.reserve(v, "host-b", mountB) })
+				return false
+			})
+		},
+		req:  driver.AttachRequest{MountID: mountA},
+		err:  driver.ErrBusyElsewhere,
+		says: []string{"volume db (a multiattach volume) is attached to another host (attachment ", "for instance " + InstanceUUID(mountB) + ", attaching)"},
+		check: func(t *testing.T, f *fakeOpenStack, v *fakeVolume, _ driver.Attachment, _ *fakeFencer, _ *fakeWatchers) {
+			if as := f.attachmentsOf(v.ID); len(as) != 1 || as[0].Instance != InstanceUUID(mountB) {
+				t.Errorf("attachments %+v: want host-b's alone", as)
+			}
+		},
+	}, {
+		name:  "multiattach volume whose attachments cannot be listed: the reservation deleted",
+		setup: func(f *fakeOpenStack, v *fakeVolume) { f.edit(func() { v.Multiattach = true }) },
+		req:   driver.AttachRequest{MountID: mountA},
+		err:   driver.ErrPermission,
+		says:  []string{"cinder list attachments of db"},
+		check: func(t *testing.T, f *fakeOpenStack, v *fakeVolume, _ driver.Attachment, _ *fakeFencer, _ *fakeWatchers) {
+			checkUndone(t, f, v)
+		},
+	}, {
 		name: "Cinder refuses the attachment (attached meanwhile elsewhere)",
 		req:  driver.AttachRequest{MountID: mountA},
 		err:  driver.ErrBusyElsewhere,
@@ -490,6 +552,9 @@ func TestAttach(t *testing.T) {
 		},
 		"a volume on another backend: refused, the attachment deleted": func(f *fakeOpenStack, v *fakeVolume) {
 			setConnInfoOnCreate(f, map[string]any{"driver_volume_type": "iscsi", "data": map[string]any{"target_iqn": "iqn.x"}})
+		},
+		"multiattach volume whose attachments cannot be listed: the reservation deleted": func(f *fakeOpenStack, v *fakeVolume) {
+			f.script("cinder", "GET", "/attachments/detail", 1, fakeReply{Status: 403, Body: apiErr("forbidden", 403, "no")})
 		},
 		"this mount's pending attachment cannot be deleted": func(f *fakeOpenStack, v *fakeVolume) {
 			f.script("cinder", "DELETE", "/attachments/[^/]+", 1, fakeReply{Status: 500, Body: apiErr("computeFault", 500, "boom")})
