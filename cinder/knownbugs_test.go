@@ -22,7 +22,8 @@ func knownBug(t *testing.T, what string) {
 // TestAttachTakeOverTwoHolders: a multiattach volume held by two dead hosts. takeOver waits for
 // the volume to become "available" after deleting the first holder's attachment, but the second
 // keeps it "in-use": the takeover runs into the deadline with one holder fenced and its
-// attachment deleted, the other left, and nothing attached.
+// attachment deleted, the other left, and nothing attached. (The plugin itself attaches a
+// multiattach volume to one host at a time: two holders come from attachments made outside it.)
 func TestAttachTakeOverTwoHolders(t *testing.T) {
 	knownBug(t, "a takeover from two holders waits for status available after the first")
 	f := newFake(t)
