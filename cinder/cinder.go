@@ -58,15 +58,22 @@ const (
 
 // Config are the Cinder backend's settings.
 type Config struct {
-	Auth     gophercloud.AuthOptions // from OS_*; AllowReauth is forced on
-	Region   string
-	CACert   string // OS_CACERT: PEM bundle for Keystone's and Cinder's TLS
-	Host     string // this host's name, recorded in attachments
+	Auth   gophercloud.AuthOptions // from OS_*; AllowReauth is forced on
+	Region string
+	CACert string // OS_CACERT: PEM bundle for Keystone's and Cinder's TLS
+	Host   string // NODE_NAME: this host's name as people see it, recorded in attachments
+	// HostID is this host's identity (driver.HostID), recorded in attachments with Host: an
+	// attachment is this host's when it carries this identity. Empty: attachments name the host
+	// alone (tests).
+	HostID   string
 	CephUser string // the host's own cephx user for mapping (Cinder returns no key)
 	// Fencer fences a dead holder's Ceph clients for LOCK_BREAK=on takeovers (nil: refused).
 	Fencer Fencer
 	// Watchers tells who has a volume's RBD image open (nil: only attachments are checked).
 	Watchers Watchers
+	// Recorder records this host's Ceph clients of a mapped volume, for a host that may have to
+	// fence them (nil: none recorded; a takeover fences what it sees).
+	Recorder Recorder
 	// Poll is the longest interval between status polls (default 500 ms); polls start at 50 ms.
 	Poll time.Duration
 }
@@ -75,8 +82,18 @@ type Config struct {
 // that lock, returning the fenced addresses: what a LOCK_BREAK=on takeover does to the dead
 // holder before its Cinder attachment is deleted. A holder whose client still watches the image
 // is alive: Fence refuses it with ErrBusyElsewhere (after waiting a while for the watch to lapse).
+// holder is the dead host's identity ("" when its attachment has none): the clients it recorded
+// (see Recorder) are fenced too.
 type Fencer interface {
-	Fence(ctx context.Context, spec driver.ImageSpec) ([]string, error)
+	Fence(ctx context.Context, spec driver.ImageSpec, holder string) ([]string, error)
+}
+
+// Recorder records, on the RBD image, this host (name and identity) as its holder with the
+// addresses of the Ceph clients it uses the image through (its own, the mapping's client when
+// known), and clears that record.
+type Recorder interface {
+	RecordClients(ctx context.Context, spec driver.ImageSpec, host, id string, clients []string) error
+	ClearClients(ctx context.Context, spec driver.ImageSpec, id string) error
 }
 
 // Watchers lists the Ceph clients that keep an RBD image open: a mapping watches its image. A
@@ -86,6 +103,8 @@ type Watchers interface {
 	// LiveWatchers waits a while for watches to lapse (a dead client's does within 30 s, never
 	// past ctx's deadline) and returns the addresses of the clients still watching.
 	LiveWatchers(ctx context.Context, spec driver.ImageSpec) ([]string, error)
+	// ForeignWatchers is LiveWatchers for the clients that are not this host's.
+	ForeignWatchers(ctx context.Context, spec driver.ImageSpec) ([]string, error)
 }
 
 // Provisioner is the Cinder driver.Provisioner.
@@ -351,21 +370,68 @@ func InstanceUUID(mountID string) string {
 }
 
 // mountpoint is what the attachment records as its mount point: Cinder's attachments API leaves
-// host_name empty, so the host is kept here, with Docker's full mount ID:
-// "docker:<host>/<mount id>".
-func mountpoint(host, mountID string) string { return "docker:" + host + "/" + mountID }
-
-// attachedHost reads the host back from an attachment (host_name when Cinder set it).
-func attachedHost(a volumes.Attachment) string {
-	if a.HostName != "" {
-		return a.HostName
+// host_name empty, so the host is kept here, with its identity and Docker's full mount ID:
+// "docker:<host>/<host ID>/<mount id>". The older format, "docker:<host>/<mount id>", names the
+// host alone.
+func mountpoint(host, id, mountID string) string {
+	if id == "" {
+		return "docker:" + host + "/" + mountID
 	}
+	return "docker:" + host + "/" + id + "/" + mountID
+}
+
+// attacher reads the host (name and identity, "" for an attachment made without one) back from an
+// attachment (the name from host_name when Cinder set it).
+func attacher(a volumes.Attachment) (host, id string) {
+	host = "(unknown host)"
 	if rest, ok := strings.CutPrefix(a.Device, "docker:"); ok {
-		if host, _, ok := strings.Cut(rest, "/"); ok {
-			return host
+		parts := strings.Split(rest, "/")
+		if len(parts) >= 2 {
+			host = parts[0]
+		}
+		if len(parts) == 3 && driver.ValidHostID(parts[1]) {
+			id = parts[1]
 		}
 	}
-	return "(unknown host)"
+	if a.HostName != "" {
+		host = a.HostName
+	}
+	return host, id
+}
+
+// attachedHost names an attachment's host for people: "host node-3 (host ID 1f2e3d4c5b6a)".
+func attachedHost(a volumes.Attachment) string {
+	host, id := attacher(a)
+	if id == "" {
+		return "host " + host
+	}
+	return fmt.Sprintf("host %s (host ID %s)", host, driver.ShortHostID(id))
+}
+
+// owns says whether attachment a is this host's: made under this host's identity, or made under
+// this host's name alone (the older name-only format) and named by this host's own state
+// (claimed: the attachment ID its state recorded). A name is not enough: two machines can share
+// one.
+func (p *Provisioner) owns(a volumes.Attachment, claimed string) bool {
+	host, id := attacher(a)
+	switch {
+	case id != "":
+		return p.cfg.HostID != "" && id == p.cfg.HostID
+	case host != p.cfg.Host:
+		return false
+	}
+	return p.cfg.HostID == "" || (claimed != "" && a.AttachmentID == claimed)
+}
+
+// sameName adds to a refusal naming another host's attachment what to do when that host has
+// this host's NODE_NAME.
+func (p *Provisioner) sameName(a volumes.Attachment) string {
+	host, _ := attacher(a)
+	if host != p.cfg.Host {
+		return ""
+	}
+	return fmt.Sprintf(" (it has this host's NODE_NAME, not its identity %s: another machine named %s, or this host before it lost its STATE_DIR/%s)",
+		driver.ShortHostID(p.cfg.HostID), host, driver.HostIDFile)
 }
 
 // find returns the one volume named name in the project.
@@ -522,7 +588,7 @@ func toVolume(v volumes.Volume, project string) driver.Volume {
 	}
 	var holders []string
 	for _, a := range v.Attachments {
-		holders = append(holders, fmt.Sprintf("host %s (container %s)", attachedHost(a), a.ServerID))
+		holders = append(holders, fmt.Sprintf("%s (container %s)", attachedHost(a), a.ServerID))
 	}
 	vol.Holder = strings.Join(holders, ", ")
 	return vol
@@ -685,18 +751,19 @@ func (p *Provisioner) Attach(ctx context.Context, name string, req driver.Attach
 	c, v := f.c, f.v
 	var fenced []string
 	for _, a := range v.Attachments {
-		h := attachedHost(a)
-		if h == p.cfg.Host {
+		if p.owns(a, req.Claimed) {
 			continue
 		}
+		h := attachedHost(a)
 		if !req.TakeOver {
-			return driver.Attachment{}, fmt.Errorf("%w: volume %s is attached to host %s (container %s); stop it there, or if that host is dead, set LOCK_BREAK=on to fence it and take the volume over",
-				driver.ErrBusyElsewhere, name, h, a.ServerID)
+			return driver.Attachment{}, fmt.Errorf("%w: volume %s is attached to %s (container %s)%s; stop it there, or if that host is dead, set LOCK_BREAK=on to fence it and take the volume over",
+				driver.ErrBusyElsewhere, name, h, a.ServerID, p.sameName(a))
 		}
-		gone, err := p.takeOver(ctx, c, name, "host "+h, a.AttachmentID)
+		_, holder := attacher(a)
+		gone, err := p.takeOver(ctx, c, name, h, a.AttachmentID, holder)
 		fenced = append(fenced, gone...)
 		if err != nil {
-			return driver.Attachment{Fenced: fenced}, fmt.Errorf("take volume %s over from host %s: %w", name, h, err)
+			return driver.Attachment{Fenced: fenced}, fmt.Errorf("take volume %s over from %s: %w", name, h, err)
 		}
 		v.Attachments = nil // only this host's may remain, and a takeover leaves none of its own
 	}
@@ -720,7 +787,7 @@ func (p *Provisioner) Attach(ctx context.Context, name string, req driver.Attach
 				return driver.Attachment{}, fmt.Errorf("%w: volume %s is being attached elsewhere (Cinder status %s, attachment %s for instance %s, not completed); try again, or if that host died while attaching, set LOCK_BREAK=on to fence it and take the volume over",
 					driver.ErrBusyElsewhere, name, v.Status, a.ID, a.Instance)
 			}
-			gone, err := p.takeOver(ctx, c, name, "the host of instance "+a.Instance, a.ID)
+			gone, err := p.takeOver(ctx, c, name, "the host of instance "+a.Instance, a.ID, "")
 			fenced = append(fenced, gone...)
 			if err != nil {
 				return driver.Attachment{Fenced: fenced}, fmt.Errorf("take volume %s over from instance %s: %w", name, a.Instance, err)
@@ -740,6 +807,9 @@ func (p *Provisioner) Attach(ctx context.Context, name string, req driver.Attach
 		if err != nil {
 			return driver.Attachment{}, fmt.Errorf("cinder attach %s: %w", name, err)
 		}
+		if err := p.checkIdentity(ctx, name, spec); err != nil {
+			return driver.Attachment{}, err
+		}
 		return driver.Attachment{ID: got.ID,
 			Map: driver.MapRequest{ImageSpec: spec, ReadOnly: req.ReadOnly, Monitors: mons, User: p.cfg.CephUser}}, nil
 	}
@@ -749,7 +819,7 @@ func (p *Provisioner) Attach(ctx context.Context, name string, req driver.Attach
 	}
 	connector := map[string]any{
 		"host": p.cfg.Host, "platform": "x86_64", "os_type": "linux", "multipath": false,
-		"do_local_attach": false, "mountpoint": mountpoint(p.cfg.Host, req.MountID),
+		"do_local_attach": false, "mountpoint": mountpoint(p.cfg.Host, p.cfg.HostID, req.MountID),
 	}
 	a, err := attachments.Create(ctx, c, attachments.CreateOpts{
 		VolumeUUID: v.ID, InstanceUUID: InstanceUUID(req.MountID), Connector: connector, Mode: mode,
@@ -812,10 +882,48 @@ func (p *Provisioner) Attach(ctx context.Context, name string, req driver.Attach
 	}, nil
 }
 
+// checkIdentity makes sure that a volume attached under this host's identity is not open on
+// another machine: an attachment that names this host's identity, but whose RBD image a client
+// that is not this host's keeps open, is another machine's (one using a copy of this host's
+// STATE_DIR, as on a cloned disk).
+func (p *Provisioner) checkIdentity(ctx context.Context, name string, spec driver.ImageSpec) error {
+	if p.cfg.Watchers == nil || p.cfg.HostID == "" {
+		return nil
+	}
+	live, err := p.cfg.Watchers.ForeignWatchers(ctx, spec)
+	if err != nil {
+		return fmt.Errorf("volume %s: %w", name, err)
+	}
+	if len(live) == 0 {
+		return nil
+	}
+	return fmt.Errorf("%w: volume %s is attached under this host's identity (host %s, host ID %s), but Ceph client(s) %s, not this host's, keep its RBD image %s open: another machine uses this host's identity (a copy of its STATE_DIR, as on a cloned disk) or maps the image by hand. On that machine, stop the plugin, remove %s from its STATE_DIR and start it again (it then makes an identity of its own); this host leaves the volume alone meanwhile",
+		driver.ErrBusyElsewhere, name, p.cfg.Host, driver.ShortHostID(p.cfg.HostID), strings.Join(live, ", "), spec, driver.HostIDFile)
+}
+
+// RecordClients implements driver.Provisioner through Config.Recorder.
+func (p *Provisioner) RecordClients(ctx context.Context, name string, att driver.Attachment, m driver.Mapping) error {
+	if p.cfg.Recorder == nil || p.cfg.HostID == "" {
+		return nil
+	}
+	spec := att.Map.ImageSpec
+	if spec.Image == "" {
+		spec = m.ImageSpec
+	}
+	var clients []string
+	if m.Client != "" {
+		clients = append(clients, m.Client)
+	}
+	if err := p.cfg.Recorder.RecordClients(ctx, spec, p.cfg.Host, p.cfg.HostID, clients); err != nil {
+		return fmt.Errorf("volume %s: %w", name, err)
+	}
+	return nil
+}
+
 // takeOver fences the Ceph clients of a dead host's attachment (blocklist, lock break) and
 // deletes the attachment. Fencing comes first: a holder that is only unreachable must not write
 // once the volume is someone else's.
-func (p *Provisioner) takeOver(ctx context.Context, c *gophercloud.ServiceClient, name, host, attachmentID string) ([]string, error) {
+func (p *Provisioner) takeOver(ctx context.Context, c *gophercloud.ServiceClient, name, host, attachmentID, holder string) ([]string, error) {
 	if p.cfg.Fencer == nil {
 		return nil, fmt.Errorf("%w: this plugin has no Ceph access to fence %s with", driver.ErrInvalid, host)
 	}
@@ -825,7 +933,7 @@ func (p *Provisioner) takeOver(ctx context.Context, c *gophercloud.ServiceClient
 	}
 	var fenced []string
 	if spec, _, err := parseConnection(got.ConnectionInfo); err == nil {
-		if fenced, err = p.cfg.Fencer.Fence(ctx, spec); err != nil {
+		if fenced, err = p.cfg.Fencer.Fence(ctx, spec, holder); err != nil {
 			return fenced, err
 		}
 	} else if len(got.ConnectionInfo) > 0 {
@@ -965,10 +1073,15 @@ func (p *Provisioner) Detach(ctx context.Context, name string, att driver.Attach
 	} else {
 		// Not recorded (a crash between attach and its record): this host's attachments.
 		for _, a := range v.Attachments {
-			if attachedHost(a) == p.cfg.Host {
+			if p.owns(a, "") {
 				ids = append(ids, a.AttachmentID)
 			}
 		}
+	}
+	if len(ids) > 0 && p.cfg.Recorder != nil && p.cfg.HostID != "" && att.Map.Image != "" {
+		// Best effort: a record left behind is fenced only by a host taking the volume over
+		// from this identity.
+		_ = p.cfg.Recorder.ClearClients(ctx, att.Map.ImageSpec, p.cfg.HostID)
 	}
 	for _, id := range ids {
 		if err := p.deleteAttachment(ctx, c, name, id); err != nil {

@@ -407,6 +407,11 @@ func (p *fakeProvisioner) Differences(context.Context, Volume, Options) ([]strin
 // RoundSize makes what is asked for: gibProvisioner rounds.
 func (p *fakeProvisioner) RoundSize(size uint64) uint64 { return size }
 
+// RecordClients records nothing (recordingProv in fence_test.go does).
+func (p *fakeProvisioner) RecordClients(context.Context, string, Attachment, Mapping) error {
+	return nil
+}
+
 // ---------------------------------------------------------------------------------------------
 
 // fakeMapper maps images to /dev/fake0, /dev/fake1, ... (a new number each time, or the lowest

@@ -37,6 +37,10 @@ type Provisioner interface {
 	// RoundSize is the size the backend makes for a request of size bytes (Cinder: whole GiB):
 	// Create asks for it, and an idempotent Create compares with it.
 	RoundSize(size uint64) uint64
+	// RecordClients records, with this host's claim, the Ceph clients this host uses the
+	// volume through (see fence.go), for a host that may have to fence them. Called after
+	// every Map of a read-write mapping; an error fails the Mount.
+	RecordClients(ctx context.Context, name string, att Attachment, m Mapping) error
 }
 
 // Every capability a backend has is a method of Provisioner, not an optional interface found by
@@ -133,6 +137,11 @@ type AttachRequest struct {
 	MountID  string // Docker's caller ID of the mount that made the claim
 	TakeOver bool   // LOCK_BREAK=on: fence a holder and take the volume over
 	ReadOnly bool
+	// Claimed is the backend's record of the claim (Attachment.ID) that this host's state holds
+	// for the volume, when it attaches again what it held (after a restart): a claim written
+	// under NODE_NAME alone (the older name-only format) is this host's only if its
+	// own state names it.
+	Claimed string
 }
 
 // Attachment is what Attach returns: how to map the volume, and the backend's record of the claim.

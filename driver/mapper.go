@@ -40,6 +40,9 @@ type Mapping struct {
 	ImageSpec
 	Device   string // block device path, e.g. /dev/rbd0 or /dev/loop3
 	ReadOnly bool
+	// Client is the address (ip:port/nonce) of the Ceph client that does the mapping's I/O, when
+	// the mapper knows it (krbd: the kernel client's client_addr); "" otherwise.
+	Client string `json:",omitempty"`
 }
 
 // Mapper makes RBD images block devices on this host. Every method honours ctx's deadline.

@@ -77,6 +77,12 @@ func (o observed) Detach(ctx context.Context, name string, att Attachment) error
 	return err
 }
 
+func (o observed) RecordClients(ctx context.Context, name string, att Attachment, m Mapping) error {
+	err := o.p.RecordClients(ctx, name, att, m)
+	o.report(err)
+	return err
+}
+
 func (o observed) BackendOptions() []string { return o.p.BackendOptions() }
 
 func (o observed) Differences(ctx context.Context, vol Volume, opts Options) ([]string, error) {

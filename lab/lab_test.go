@@ -71,8 +71,9 @@ func TestKRBDSingleHost(t *testing.T) {
 		step(t, "created %s through the plugin; image features (plugin defaults): %s", life, strings.Join(feats, ","))
 		start := time.Now()
 		mp := g.mount(life, "c1")
-		if h := hostLockers(t, life); len(h) != 1 || !strings.HasSuffix(h[0], "ceph-docker-plugin/lab-a") {
-			t.Fatalf("while mounted, the host lock holders are %v; want lab-a's cookie", h)
+		// The cookie names the host and its identity: ceph-docker-plugin/<NODE_NAME>/<host ID>.
+		if h := hostLockers(t, life); len(h) != 1 || !regexp.MustCompile(` ceph-docker-plugin/lab-a/[0-9a-f]{32}$`).MatchString(h[0]) {
+			t.Fatalf("while mounted, the host lock holders are %v; want lab-a's cookie with its host identity", h)
 		}
 		devs := g.mappings(life)
 		if len(devs) != 1 {

@@ -55,7 +55,9 @@ func TestClusterVolumes(t *testing.T) {
 	if len(data) != 32 {
 		t.Fatalf("the task wrote %q", data)
 	}
-	st := waitCluster(t, name, time.Minute, func(st clusterVolume) bool { return len(st.PublishStatus) == 1 && st.PublishStatus[0].State == "published" })
+	st := waitCluster(t, name, time.Minute, func(st clusterVolume) bool {
+		return len(st.PublishStatus) == 1 && st.PublishStatus[0].State == "published"
+	})
 	t.Logf("volume %s published on node %s", name, st.PublishStatus[0].NodeID)
 
 	must(t, "service", "update", "--detach", "--force", svc)

@@ -53,7 +53,7 @@ func TestOperationsHonourDeadlineWhenPoolBlocks(t *testing.T) {
 			}
 			return err
 		},
-		"break lock": func(ctx context.Context) error { _, err := c.BreakLock(ctx, spec); return err },
+		"break lock": func(ctx context.Context) error { _, err := c.BreakLock(ctx, spec, ""); return err },
 	}
 	const deadline = 1500 * time.Millisecond
 	const slack = time.Second // scheduling on a loaded 2-core CI machine

@@ -105,12 +105,13 @@ func (l *HeldLock) Release(ctx context.Context) error {
 	}, nil)
 }
 
-// BreakLock takes the image away from its current holders: every other watcher and every
-// exclusive-lock owner is blocklisted (fenced, so that a holder that is only unreachable cannot
-// write any more), then the owners' locks are broken. It returns the fenced addresses. Use it only
-// when the holder is known to be dead or must be stopped: this is the explicit LOCK_BREAK=on
-// takeover.
-func (c *Cluster) BreakLock(ctx context.Context, spec Spec) ([]string, error) {
+// BreakLock takes the image away from its current holders: every other watcher, every
+// exclusive-lock owner and every client that holder (a host identity, "" for none) recorded (see
+// RecordClients) is blocklisted (fenced, so that a holder that is only unreachable cannot write
+// any more, a kernel mapping that let the lock go included), then the owners' locks are broken.
+// It returns the fenced addresses. Use it only when the holder is known to be dead or must be
+// stopped: this is the explicit LOCK_BREAK=on takeover.
+func (c *Cluster) BreakLock(ctx context.Context, spec Spec, holder string) ([]string, error) {
 	watchers, err := c.OtherWatchers(ctx, spec)
 	if err != nil {
 		return nil, err
@@ -118,6 +119,14 @@ func (c *Cluster) BreakLock(ctx context.Context, spec Spec) ([]string, error) {
 	owners, err := c.LockOwners(ctx, spec)
 	if err != nil {
 		return nil, err
+	}
+	var recorded []string
+	if holder != "" {
+		rec, ok, err := c.Holder(ctx, spec)
+		if err != nil {
+			return nil, err
+		}
+		recorded = recordedClients(rec, ok, holder)
 	}
 	self, err := c.ClientAddr()
 	if err != nil {
@@ -145,6 +154,11 @@ func (c *Cluster) BreakLock(ctx context.Context, spec Spec) ([]string, error) {
 			return fenced, err
 		}
 	}
+	for _, a := range recorded {
+		if err := fence(a); err != nil {
+			return fenced, err
+		}
+	}
 	for _, o := range owners {
 		err := c.withImage(ctx, "lock break", spec, func(img *rbd.Image) error {
 			return img.LockBreak(rbd.LockModeExclusive, o)
@@ -166,12 +180,20 @@ const WatchLapse = 30 * time.Second
 // at most WatchLapse plus a few seconds, and never past ctx's deadline less reserve (the time the
 // caller needs afterwards).
 func (c *Cluster) WaitUnwatched(ctx context.Context, spec Spec, reserve time.Duration) ([]Watcher, error) {
+	return c.waitWatchers(ctx, spec, reserve, nil)
+}
+
+// waitWatchers is WaitUnwatched for the watchers that filter keeps (nil: all of them).
+func (c *Cluster) waitWatchers(ctx context.Context, spec Spec, reserve time.Duration, filter func([]Watcher) []Watcher) ([]Watcher, error) {
 	until := time.Now().Add(WatchLapse + 5*time.Second)
 	if dl, ok := ctx.Deadline(); ok && dl.Add(-reserve).Before(until) {
 		until = dl.Add(-reserve)
 	}
 	for {
 		ws, err := c.OtherWatchers(ctx, spec)
+		if err == nil && filter != nil {
+			ws = filter(ws)
+		}
 		if err != nil || len(ws) == 0 {
 			return ws, err
 		}
@@ -199,9 +221,10 @@ func (c *Cluster) LiveWatchers(ctx context.Context, spec Spec) ([]string, error)
 	return addrs, err
 }
 
-// FenceDeadHolder is BreakLock for a holder that is dead: it waits (WaitUnwatched) for the
-// image's watchers to lapse, and refuses with ErrBusyElsewhere while a client still watches it.
-func (c *Cluster) FenceDeadHolder(ctx context.Context, spec Spec, reserve time.Duration) ([]string, error) {
+// FenceDeadHolder is BreakLock for a holder (a host identity, "" when not known) that is dead: it
+// waits (WaitUnwatched) for the image's watchers to lapse, and refuses with ErrBusyElsewhere while
+// a client still watches it.
+func (c *Cluster) FenceDeadHolder(ctx context.Context, spec Spec, reserve time.Duration, holder string) ([]string, error) {
 	live, err := c.WaitUnwatched(ctx, spec, reserve)
 	if err != nil {
 		return nil, err
@@ -209,7 +232,7 @@ func (c *Cluster) FenceDeadHolder(ctx context.Context, spec Spec, reserve time.D
 	if len(live) > 0 {
 		return nil, &OpError{Op: "fence", What: spec.String(), Kind: driver.ErrBusyElsewhere, Err: aliveError(live)}
 	}
-	return c.BreakLock(ctx, spec)
+	return c.BreakLock(ctx, spec, holder)
 }
 
 // aliveError says that a holder is alive, for a LOCK_BREAK takeover that must not happen.
@@ -242,6 +265,12 @@ type Locker struct {
 // headerCall runs fn with the image's pool context and header object name. id is the image's ID
 // when the caller knows it already (an open of the image to learn it is several round trips).
 func headerCall[T any](ctx context.Context, c *Cluster, op string, spec Spec, id string, fn func(io *rados.IOContext, oid string) (T, error)) (T, error) {
+	return headerCallLate(ctx, c, op, spec, id, fn, nil)
+}
+
+// headerCallLate is headerCall with call's late: it gets fn's result, with the pool context and
+// the header object, when the caller gave up before fn returned.
+func headerCallLate[T any](ctx context.Context, c *Cluster, op string, spec Spec, id string, fn func(io *rados.IOContext, oid string) (T, error), late func(io *rados.IOContext, oid string, v T, err error)) (T, error) {
 	var zero T
 	io, err := c.ioctx(ctx, spec.Pool, spec.Namespace)
 	if err != nil {
@@ -252,7 +281,12 @@ func headerCall[T any](ctx context.Context, c *Cluster, op string, spec Spec, id
 			return zero, err
 		}
 	}
-	return call(ctx, c, op, spec.String(), func() (T, error) { return fn(io, "rbd_header."+id) }, nil)
+	oid := "rbd_header." + id
+	var l func(T, error)
+	if late != nil {
+		l = func(v T, err error) { late(io, oid, v, err) }
+	}
+	return call(ctx, c, op, spec.String(), func() (T, error) { return fn(io, oid) }, l)
 }
 
 // Lockers lists the image's host locks.
@@ -264,15 +298,21 @@ func (c *Cluster) Lockers(ctx context.Context, spec Spec) ([]Locker, error) {
 // client holds it; taking it again with the same client and cookie succeeds. imageID is the
 // image's ID if the caller has just read it (Describe), else empty.
 func (c *Cluster) LockHost(ctx context.Context, spec Spec, imageID, cookie, desc string) error {
-	_, err := headerCall(ctx, c, "host lock", spec, imageID, func(io *rados.IOContext, oid string) (struct{}, error) {
+	// taken says the lock was taken by this call (not held already): a lock that lands after the
+	// caller gave up is given back then, or this host would hold a volume it never mounted.
+	_, err := headerCallLate(ctx, c, "host lock", spec, imageID, func(io *rados.IOContext, oid string) (bool, error) {
 		ret, err := io.LockExclusive(oid, HostLockName, cookie, desc, 0, nil)
 		if err != nil {
-			return struct{}{}, err
+			return false, err
 		}
 		if ret == -int(syscall.EBUSY) {
-			return struct{}{}, fmt.Errorf("%w: another client holds the host lock", driver.ErrBusyElsewhere)
+			return false, fmt.Errorf("%w: another client holds the host lock", driver.ErrBusyElsewhere)
 		}
-		return struct{}{}, nil // 0, or -EEXIST: we hold it already
+		return ret == 0, nil // 0, or -EEXIST: we hold it already
+	}, func(io *rados.IOContext, oid string, taken bool, err error) {
+		if err == nil && taken {
+			_ = unlockHeader(io, oid, cookie)
+		}
 	})
 	if err != nil || imageID == "" {
 		return err
@@ -299,26 +339,32 @@ func (c *Cluster) LockHost(ctx context.Context, spec Spec, imageID, cookie, desc
 // image's header is left alone).
 func (c *Cluster) unlockStale(ctx context.Context, spec Spec, id, cookie string) error {
 	_, err := headerCall(ctx, c, "release host lock", spec, id, func(io *rados.IOContext, oid string) (struct{}, error) {
-		if _, err := io.Unlock(oid, HostLockName, cookie); err != nil {
-			return struct{}{}, err
-		}
-		st, err := io.Stat(oid)
-		if errors.Is(err, rados.ErrNotFound) {
-			return struct{}{}, nil
-		}
-		if err != nil {
-			return struct{}{}, err
-		}
-		omap, err := io.GetOmapValues(oid, "", "", 1)
-		if err != nil {
-			return struct{}{}, err
-		}
-		if st.Size == 0 && len(omap) == 0 {
-			return struct{}{}, io.Delete(oid)
-		}
-		return struct{}{}, nil
+		return struct{}{}, unlockHeader(io, oid, cookie)
 	})
 	return err
+}
+
+// unlockHeader releases this client's host lock with cookie on header object oid, and removes
+// the object if the lock made it (no data, no omap: a real header always has omap keys).
+func unlockHeader(io *rados.IOContext, oid, cookie string) error {
+	if _, err := io.Unlock(oid, HostLockName, cookie); err != nil {
+		return err
+	}
+	st, err := io.Stat(oid)
+	if errors.Is(err, rados.ErrNotFound) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	omap, err := io.GetOmapValues(oid, "", "", 1)
+	if err != nil {
+		return err
+	}
+	if st.Size == 0 && len(omap) == 0 {
+		return io.Delete(oid)
+	}
+	return nil
 }
 
 // BreakHostLock removes a host lock whoever holds it (no fencing: see BreakLock). A lock that is

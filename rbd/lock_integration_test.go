@@ -67,7 +67,7 @@ func TestLockOwnersAndBreakWithBlocklist(t *testing.T) {
 		t.Fatalf("B acquires while A holds: %v, want ErrBusyElsewhere", err)
 	}
 
-	fenced, err := hostB.BreakLock(ctx, spec)
+	fenced, err := hostB.BreakLock(ctx, spec, "")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -206,7 +206,7 @@ func TestFenceDeadHolderRefusesALiveHolder(t *testing.T) {
 
 	short := ctxFor(t, 3*time.Second)
 	start := time.Now()
-	fenced, err := hostB.FenceDeadHolder(short, spec, 0)
+	fenced, err := hostB.FenceDeadHolder(short, spec, 0, "")
 	if !errors.Is(err, driver.ErrBusyElsewhere) || !strings.Contains(err.Error(), "alive") || !strings.Contains(err.Error(), addrA) {
 		t.Fatalf("FenceDeadHolder of a live holder = %v, %v; want ErrBusyElsewhere saying %s is alive", fenced, err, addrA)
 	}
@@ -224,7 +224,7 @@ func TestFenceDeadHolderRefusesALiveHolder(t *testing.T) {
 	if err := held.Release(ctx); err != nil {
 		t.Fatal(err)
 	}
-	if fenced, err = hostB.FenceDeadHolder(ctx, spec, 0); err != nil || len(fenced) != 0 {
+	if fenced, err = hostB.FenceDeadHolder(ctx, spec, 0, ""); err != nil || len(fenced) != 0 {
 		t.Fatalf("FenceDeadHolder after the holder let go = %v, %v; want nothing to fence", fenced, err)
 	}
 }

@@ -26,8 +26,8 @@ const (
 	// indexObject is a RADOS object in the default pool whose omap maps the names of volumes
 	// created in other pools (-o pool=...) to pool/image, so that Get finds them from any host.
 	indexObject = "ceph-docker-plugin.volumes"
-	// cookiePrefix + host is the cookie of the host lock (see Cluster.LockHost) a host holds
-	// while it has the volume.
+	// cookiePrefix starts the cookie of the host lock (see Cluster.LockHost and HostCookie) a
+	// host holds while it has the volume.
 	cookiePrefix = "ceph-docker-plugin/"
 )
 
@@ -44,15 +44,24 @@ type ProvisionerConfig struct {
 	Pool     string   // RBD_POOL
 	DataPool string   // RBD_DATA_POOL
 	Features []string // RBD_FEATURES
-	Host     string   // this host's name: its lock cookie is "ceph-docker-plugin/<Host>"
+	Host     string   // NODE_NAME: this host's name as people see it
+	// HostID is this host's identity (driver.HostID): its lock cookie is
+	// "ceph-docker-plugin/<Host>/<HostID>". Empty: the cookie is "ceph-docker-plugin/<Host>", the
+	// older name-only format (tests).
+	HostID string
+	// Local lists the Ceph clients of this host's mappings (nil: none known), to tell this
+	// host's clients from another machine's among an image's watchers.
+	Local LocalClients
 }
 
 // Provisioner is the direct-RBD driver.Provisioner: a volume is an image named after it in
 // RBD_POOL (or in the pool given at create time, found through an index in RBD_POOL).
 //
-// A host holds a volume with a host lock on its image header (cookie "ceph-docker-plugin/<host>"):
-// taking it is atomic, so two hosts cannot both attach, it names the holder in refusals, and it
-// outlives a crashed plugin (the restarted plugin recognises its own cookie).
+// A host holds a volume with a host lock on its image header (cookie
+// "ceph-docker-plugin/<host>/<host ID>"): taking it is atomic, so two hosts cannot both attach,
+// it names the holder in refusals, and it outlives a crashed plugin (the restarted plugin
+// recognises its own identity). The holder records its Ceph clients on the header (see
+// RecordClients) for a host that may have to fence it.
 type Provisioner struct {
 	c   *Cluster
 	cfg ProvisionerConfig
@@ -318,28 +327,30 @@ func volumeOf(name string, spec Spec, d Description) driver.Volume {
 	if info.DataPool != "" {
 		vol.Status["data-pool"] = info.DataPool
 	}
-	vol.Holder = holderOf(d, "")
+	vol.Holder = holderOf(d, nil)
 	return vol
 }
 
-// holder names who holds the image besides host self: the plugin lock's host, or a client that
-// has it open or mapped without the plugin. "" when nobody does.
-func (p *Provisioner) holder(ctx context.Context, spec Spec, self string) (string, error) {
+// holder names who holds the image besides this host (owns says which host locks are this
+// host's).
+func (p *Provisioner) holder(ctx context.Context, spec Spec, owns func(Locker) bool) (string, error) {
 	d, err := p.c.Describe(ctx, spec)
 	if err != nil {
 		return "", err
 	}
-	return holderOf(d, self), nil
+	return holderOf(d, owns), nil
 }
 
-// holderOf is holder for an image already described.
-func holderOf(d Description, self string) string {
-	if l, host, ok := otherHostLock(d.Lockers, self); ok {
-		return fmt.Sprintf("host %s (client %s at %s)", host, l.Client, l.Addr)
+// holderOf names who holds an image already described, besides this host: another host's lock
+// (owns says which locks are this host's; nil: none), or a client that has it open or mapped
+// without the plugin. "" when nobody does.
+func holderOf(d Description, owns func(Locker) bool) string {
+	if l, ok := otherLock(d.Lockers, owns); ok {
+		return describeLock(l)
 	}
 	for _, l := range d.Lockers {
-		if self != "" && l.Cookie == cookiePrefix+self {
-			// This host holds it: the watchers are its own mapping.
+		if owns != nil && owns(l) {
+			// This host holds it: the watchers are its own mapping (see checkIdentity).
 			return ""
 		}
 	}
@@ -351,6 +362,55 @@ func holderOf(d Description, self string) string {
 		return fmt.Sprintf("client(s) %s (mapped without this plugin, or by a plugin that crashed)", strings.Join(others, ", "))
 	}
 	return ""
+}
+
+// describeLock names the holder of a host lock for people.
+func describeLock(l Locker) string {
+	name, id, _ := ParseCookie(l.Cookie)
+	if id == "" {
+		return fmt.Sprintf("host %s (%s at %s)", name, l.Client, l.Addr)
+	}
+	return fmt.Sprintf("host %s (host ID %s, %s at %s)", name, driver.ShortHostID(id), l.Client, l.Addr)
+}
+
+// otherLock finds a plugin's host lock that is not this host's.
+func otherLock(lockers []Locker, owns func(Locker) bool) (Locker, bool) {
+	for _, l := range lockers {
+		if _, _, ok := ParseCookie(l.Cookie); ok && (owns == nil || !owns(l)) {
+			return l, true
+		}
+	}
+	return Locker{}, false
+}
+
+// owns says whether host lock l is this host's: taken under this host's identity, or taken under
+// this host's name alone (the older name-only format), and named by this host's own state
+// (claimed: the cookie its state recorded for the volume). A name is not enough: two machines
+// can share one, and a host that lost its STATE_DIR cannot tell its old lock from another's.
+func (p *Provisioner) owns(l Locker, claimed string) bool {
+	name, id, ok := ParseCookie(l.Cookie)
+	switch {
+	case !ok:
+		return false
+	case id != "":
+		return p.cfg.HostID != "" && id == p.cfg.HostID
+	case name != p.cfg.Host:
+		return false
+	}
+	return p.cfg.HostID == "" || (claimed != "" && l.Cookie == claimed)
+}
+
+// sameName adds to a refusal naming another host's lock what to do when that host has this
+// host's NODE_NAME.
+func (p *Provisioner) sameName(l Locker) string {
+	name, id, _ := ParseCookie(l.Cookie)
+	if name != p.cfg.Host {
+		return ""
+	}
+	if id == "" {
+		return fmt.Sprintf(" (a lock in the older format, naming only the host %s, that this host's state does not name: another machine named %s, or this host before it lost its STATE_DIR)", name, name)
+	}
+	return fmt.Sprintf(" (it has this host's NODE_NAME, not its identity %s: another machine named %s, or this host before it lost its STATE_DIR/%s)", driver.ShortHostID(p.cfg.HostID), name, driver.HostIDFile)
 }
 
 // List implements driver.Provisioner: the images in the default pool whose names are valid
@@ -385,7 +445,7 @@ func (p *Provisioner) Remove(ctx context.Context, name string, action driver.Rem
 	if err != nil {
 		return err
 	}
-	if holder := holderOf(d, ""); holder != "" {
+	if holder := holderOf(d, nil); holder != "" {
 		return fmt.Errorf("%w: volume %s is in use by %s; stop its containers there first", driver.ErrInUse, name, holder)
 	}
 	switch action {
@@ -432,20 +492,25 @@ func (p *Provisioner) Attach(ctx context.Context, name string, req driver.Attach
 	if err != nil {
 		return driver.Attachment{}, err
 	}
-	cookie := p.cookie()
-	lockers := d.Lockers
+	owns := func(l Locker) bool { return p.owns(l, req.Claimed) }
 	att := driver.Attachment{}
-	ours := false
-	for _, l := range lockers {
-		if l.Cookie == cookie {
-			ours = true // taken before a restart of this host's plugin
+	held := ""    // the cookie of this host's lock
+	took := false // taken by this call
+	for _, l := range d.Lockers {
+		if owns(l) {
+			held = l.Cookie // taken before a restart of this host's plugin
 		}
 	}
-	if !ours {
-		if holder := holderOf(d, p.cfg.Host); holder != "" {
-			if _, _, locked := otherHostLock(lockers, p.cfg.Host); locked && !req.TakeOver {
-				return att, fmt.Errorf("%w: volume %s is in use by %s; stop it there, or if that host is dead, set LOCK_BREAK=on to fence it and take the volume over",
-					driver.ErrBusyElsewhere, name, holder)
+	if held != "" {
+		if err := p.checkIdentity(ctx, name, spec, d); err != nil {
+			return att, err
+		}
+	} else {
+		if holder := holderOf(d, owns); holder != "" {
+			other, locked := otherLock(d.Lockers, owns)
+			if locked && !req.TakeOver {
+				return att, fmt.Errorf("%w: volume %s is in use by %s%s; stop it there, or if that host is dead, set LOCK_BREAK=on to fence it and take the volume over",
+					driver.ErrBusyElsewhere, name, holder, p.sameName(other))
 			}
 			// A live holder (a host with the volume mapped, even idle) keeps its watch on the
 			// image; a dead one loses it within WatchLapse. LOCK_BREAK takes a volume over only
@@ -467,35 +532,37 @@ func (p *Provisioner) Attach(ctx context.Context, name string, req driver.Attach
 			if spec, d, err = p.describe(ctx, name); err != nil {
 				return att, err
 			}
-			lockers = d.Lockers
-			if holder := holderOf(d, p.cfg.Host); holder != "" {
+			if holder := holderOf(d, owns); holder != "" {
 				if !req.TakeOver {
 					return att, fmt.Errorf("%w: volume %s was just attached by %s", driver.ErrBusyElsewhere, name, holder)
 				}
-				if att.Fenced, err = p.takeOver(ctx, spec, lockers); err != nil {
+				others := slices.DeleteFunc(slices.Clone(d.Lockers), owns)
+				if att.Fenced, err = p.takeOver(ctx, spec, others); err != nil {
 					return att, fmt.Errorf("take volume %s over from %s: %w", name, holder, err)
 				}
 			}
 		}
-		desc := fmt.Sprintf("host %s, mount %s, since %s", req.Host, req.MountID, time.Now().UTC().Format(time.RFC3339))
-		if err := p.c.LockHost(ctx, spec, d.Info.ID, cookie, desc); err != nil {
+		held = p.cookie()
+		desc := fmt.Sprintf("host %s, host ID %s, mount %s, since %s", req.Host, p.cfg.HostID, req.MountID, time.Now().UTC().Format(time.RFC3339))
+		if err := p.c.LockHost(ctx, spec, d.Info.ID, held, desc); err != nil {
 			if errors.Is(err, driver.ErrBusyElsewhere) {
-				holder, _ := p.holder(ctx, spec, p.cfg.Host)
+				holder, _ := p.holder(ctx, spec, owns)
 				return att, fmt.Errorf("%w: volume %s was just attached by %s", driver.ErrBusyElsewhere, name, holder)
 			}
 			return att, err
 		}
+		took = true
 	}
 	mons, err := p.monitors(ctx)
 	if err != nil {
-		if !ours {
+		if took {
 			cctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 			defer cancel()
-			_ = p.Detach(cctx, name, driver.Attachment{Map: driver.MapRequest{ImageSpec: spec}})
+			_ = p.Detach(cctx, name, driver.Attachment{ID: held, Map: driver.MapRequest{ImageSpec: spec}})
 		}
 		return att, err
 	}
-	att.ID = cookie
+	att.ID = held
 	att.Map = driver.MapRequest{ImageSpec: spec, ReadOnly: req.ReadOnly, Monitors: mons, User: p.c.User()}
 	vol := volumeOf(name, spec, d)
 	// Asked only now that this host holds the volume: nobody else writes it from here on.
@@ -504,27 +571,62 @@ func (p *Provisioner) Attach(ctx context.Context, name string, req driver.Attach
 	return att, nil
 }
 
-// otherHostLock finds the host lock of a plugin on a host other than self, and that host.
-func otherHostLock(lockers []Locker, self string) (Locker, string, bool) {
-	for _, l := range lockers {
-		if host, ok := strings.CutPrefix(l.Cookie, cookiePrefix); ok && host != self {
-			return l, host, true
-		}
+// checkIdentity makes sure that a volume held under this host's identity is not open on another
+// machine. A lock that names this host's identity, but whose image a client that is not this
+// host's keeps open, is another machine's: one using a copy of this host's STATE_DIR (a cloned
+// disk), since identities are not shared by accident. A dead client of this host (the rbd-fuse
+// of a plugin that crashed) lapses within WatchLapse, which it waits for.
+func (p *Provisioner) checkIdentity(ctx context.Context, name string, spec Spec, d Description) error {
+	if len(d.Watchers) == 0 {
+		return nil
 	}
-	return Locker{}, "", false
+	self, err := p.c.ClientAddr()
+	if err != nil {
+		return err
+	}
+	addrs, exact := localAddrs(ctx, p.cfg.Local)
+	if len(foreignWatchers(d.Watchers, addrs, exact, addrIP(self))) == 0 {
+		return nil
+	}
+	live, err := p.c.WaitForeign(ctx, spec, p.cfg.Local, TakeOverReserve)
+	if err != nil {
+		return fmt.Errorf("volume %s: %w", name, err)
+	}
+	if len(live) == 0 {
+		return nil
+	}
+	return fmt.Errorf("%w: volume %s is held under this host's identity (%s), but Ceph client(s) %s, not this host's, keep it open: another machine uses this host's identity (a copy of its STATE_DIR, as on a cloned disk) or maps the image by hand. On that machine, stop the plugin, remove %s from its STATE_DIR and start it again (it then makes an identity of its own); this host leaves the volume alone meanwhile",
+		driver.ErrBusyElsewhere, name, DescribeHolder(p.cfg.Host, p.cfg.HostID), watcherAddrs(live), driver.HostIDFile)
+}
+
+// watcherAddrs lists watchers' addresses for a message.
+func watcherAddrs(ws []Watcher) string {
+	out := make([]string, 0, len(ws))
+	for _, w := range ws {
+		out = append(out, w.Addr)
+	}
+	return strings.Join(out, ", ")
 }
 
 // TakeOverReserve is the part of a call's deadline that a LOCK_BREAK takeover leaves, after
 // waiting for the holder's watch to lapse, for the rest of the first Mount (fence, map, mount).
 const TakeOverReserve = 10 * time.Second
 
-// takeOver fences every other client of the image (blocklist) and breaks other hosts' locks.
-func (p *Provisioner) takeOver(ctx context.Context, spec Spec, lockers []Locker) ([]string, error) {
-	fenced, err := p.c.BreakLock(ctx, spec)
+// takeOver fences every client of the image's other holders (blocklist: the watchers, the
+// exclusive-lock owners, the clients the holder recorded, the host locks' own clients) and breaks
+// their host locks.
+func (p *Provisioner) takeOver(ctx context.Context, spec Spec, others []Locker) ([]string, error) {
+	holder := ""
+	for _, l := range others {
+		if _, id, ok := ParseCookie(l.Cookie); ok && id != "" {
+			holder = id
+		}
+	}
+	fenced, err := p.c.BreakLock(ctx, spec, holder)
 	if err != nil {
 		return fenced, err
 	}
-	for _, l := range lockers {
+	for _, l := range others {
 		if !slices.Contains(fenced, normalizeAddr(l.Addr)) {
 			if err := p.c.Blocklist(ctx, l.Addr, 0); err != nil {
 				return fenced, err
@@ -538,7 +640,22 @@ func (p *Provisioner) takeOver(ctx context.Context, spec Spec, lockers []Locker)
 	return fenced, nil
 }
 
-// Detach implements driver.Provisioner: it releases this host's lock.
+// RecordClients implements driver.Provisioner: it records this host's clients of the image
+// (its own connection, the mapping's client, the image's watchers) with its identity on the
+// image header, for a host that may have to fence it.
+func (p *Provisioner) RecordClients(ctx context.Context, name string, att driver.Attachment, m driver.Mapping) error {
+	if p.cfg.HostID == "" {
+		return nil // nothing could match the record to this host's lock
+	}
+	spec := att.Map.ImageSpec
+	if spec.Image == "" {
+		spec = m.ImageSpec
+	}
+	_, err := p.c.RecordClients(ctx, spec, p.cfg.Host, p.cfg.HostID, []string{m.Client})
+	return err
+}
+
+// Detach implements driver.Provisioner: it releases this host's lock (and its record of clients).
 func (p *Provisioner) Detach(ctx context.Context, name string, att driver.Attachment) error {
 	spec := att.Map.ImageSpec
 	if spec.Image == "" {
@@ -557,8 +674,13 @@ func (p *Provisioner) Detach(ctx context.Context, name string, att driver.Attach
 		return err
 	}
 	for _, l := range lockers {
-		if l.Cookie != p.cookie() {
+		if !p.owns(l, att.ID) {
 			continue
+		}
+		if p.cfg.HostID != "" {
+			// Best effort: a record left behind names this host's identity, and is fenced only
+			// by a host taking the volume over from this identity.
+			_ = p.c.ClearHolder(ctx, spec, p.cfg.HostID)
 		}
 		if err := p.c.BreakHostLock(ctx, spec, l); err != nil && !errors.Is(err, driver.ErrNotFound) {
 			return err
@@ -567,4 +689,4 @@ func (p *Provisioner) Detach(ctx context.Context, name string, att driver.Attach
 	return nil
 }
 
-func (p *Provisioner) cookie() string { return cookiePrefix + p.cfg.Host }
+func (p *Provisioner) cookie() string { return HostCookie(p.cfg.Host, p.cfg.HostID) }

@@ -78,9 +78,10 @@ func TestProtocolLifecycleCinder(t *testing.T) {
 		t.Fatalf("cinder shows %+v", show)
 	}
 	a := show.Attachments[0]
-	// (Cinder's attachments API leaves host_name empty: the host is in the mount point.)
-	if a["server_id"] != cinder.InstanceUUID(c1) || a["device"] != "docker:host-a/"+c1 {
-		t.Fatalf("attachment %v: want server %s, device docker:host-a/%s", a, cinder.InstanceUUID(c1), c1)
+	// (Cinder's attachments API leaves host_name empty: the host, by name and identity, is in
+	// the mount point.)
+	if device := "docker:host-a/" + p.hostID() + "/" + c1; a["server_id"] != cinder.InstanceUUID(c1) || a["device"] != device {
+		t.Fatalf("attachment %v: want server %s, device %s", a, cinder.InstanceUUID(c1), device)
 	}
 	data := randomData(t, 1<<20)
 	writeFile(t, filepath.Join(path, "data.bin"), data)

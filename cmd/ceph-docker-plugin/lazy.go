@@ -177,3 +177,11 @@ func (l *lazyRBD) Differences(ctx context.Context, vol driver.Volume, opts drive
 
 // RoundSize needs no connection.
 func (l *lazyRBD) RoundSize(size uint64) uint64 { return size }
+
+func (l *lazyRBD) RecordClients(ctx context.Context, name string, att driver.Attachment, m driver.Mapping) error {
+	p, err := l.p(ctx)
+	if err != nil {
+		return err
+	}
+	return p.RecordClients(ctx, name, att, m)
+}

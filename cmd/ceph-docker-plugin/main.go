@@ -92,6 +92,11 @@ func run(getenv func(string) string, warning string) error {
 	if err != nil {
 		return err
 	}
+	host, err := hostIdentity(cfg, log)
+	if err != nil {
+		return err
+	}
+	local := mapperClients(mapper)
 	var prov driver.Provisioner
 	switch cfg.Backend {
 	case "cinder":
@@ -105,11 +110,12 @@ func run(getenv func(string) string, warning string) error {
 		} else if o.ProjectID == "" {
 			auth.Scope = &gophercloud.AuthScope{ProjectName: o.ProjectName, DomainName: o.ProjectDomain}
 		}
-		ccfg := cinder.Config{Auth: auth, Region: o.Region, CACert: o.CACert, Host: cfg.NodeName, CephUser: cfg.CephUser}
+		ccfg := cinder.Config{Auth: auth, Region: o.Region, CACert: o.CACert, Host: cfg.NodeName, HostID: host.ID, CephUser: cfg.CephUser}
 		ceph := &cephClient{cfg: rbd.Config{ConfPath: cfg.CephConf, Cluster: cfg.CephCluster,
-			User: cfg.CephUser, Keyring: cfg.CephKeyring, OpTimeout: cfg.CephTimeout}}
+			User: cfg.CephUser, Keyring: cfg.CephKeyring, OpTimeout: cfg.CephTimeout}, local: local}
 		defer ceph.Close()
 		ccfg.Watchers = ceph
+		ccfg.Recorder = ceph
 		if cfg.LockBreak {
 			ccfg.Fencer = ceph
 		}
@@ -128,7 +134,8 @@ func run(getenv func(string) string, warning string) error {
 			return c, nil
 		}
 		l := startLazyRBD(connect, rbd.ProvisionerConfig{
-			Pool: cfg.Pool, DataPool: cfg.DataPool, Features: cfg.Features, Host: cfg.NodeName},
+			Pool: cfg.Pool, DataPool: cfg.DataPool, Features: cfg.Features, Host: cfg.NodeName,
+			HostID: host.ID, Local: local},
 			log, min(cfg.CallTimeout/2, 10*time.Second))
 		defer l.Close()
 		prov = l
@@ -234,9 +241,10 @@ func run(getenv func(string) string, warning string) error {
 // before a new attachment completes, and fencing for LOCK_BREAK=on takeovers. It connects on
 // first use.
 type cephClient struct {
-	cfg rbd.Config
-	mu  sync.Mutex
-	c   *rbd.Cluster
+	cfg   rbd.Config
+	local rbd.LocalClients // this host's mappings' clients
+	mu    sync.Mutex
+	c     *rbd.Cluster
 }
 
 func (f *cephClient) cluster(ctx context.Context) (*rbd.Cluster, error) {
@@ -253,12 +261,45 @@ func (f *cephClient) cluster(ctx context.Context) (*rbd.Cluster, error) {
 }
 
 // Fence implements cinder.Fencer: only a dead holder is fenced (see rbd.FenceDeadHolder).
-func (f *cephClient) Fence(ctx context.Context, spec driver.ImageSpec) ([]string, error) {
+func (f *cephClient) Fence(ctx context.Context, spec driver.ImageSpec, holder string) ([]string, error) {
 	c, err := f.cluster(ctx)
 	if err != nil {
 		return nil, err
 	}
-	return c.FenceDeadHolder(ctx, spec, rbd.TakeOverReserve)
+	return c.FenceDeadHolder(ctx, spec, rbd.TakeOverReserve, holder)
+}
+
+// ForeignWatchers implements cinder.Watchers (see rbd.Cluster.ForeignWatchers).
+func (f *cephClient) ForeignWatchers(ctx context.Context, spec driver.ImageSpec) ([]string, error) {
+	c, err := f.cluster(ctx)
+	if err != nil {
+		return nil, err
+	}
+	ws, err := c.WaitForeign(ctx, spec, f.local, rbd.TakeOverReserve)
+	addrs := make([]string, 0, len(ws))
+	for _, w := range ws {
+		addrs = append(addrs, w.Addr)
+	}
+	return addrs, err
+}
+
+// RecordClients implements cinder.Recorder (see rbd.Cluster.RecordClients).
+func (f *cephClient) RecordClients(ctx context.Context, spec driver.ImageSpec, host, id string, clients []string) error {
+	c, err := f.cluster(ctx)
+	if err != nil {
+		return err
+	}
+	_, err = c.RecordClients(ctx, spec, host, id, clients)
+	return err
+}
+
+// ClearClients implements cinder.Recorder (see rbd.Cluster.ClearHolder).
+func (f *cephClient) ClearClients(ctx context.Context, spec driver.ImageSpec, id string) error {
+	c, err := f.cluster(ctx)
+	if err != nil {
+		return err
+	}
+	return c.ClearHolder(ctx, spec, id)
 }
 
 // LiveWatchers implements cinder.Watchers (see rbd.Cluster.LiveWatchers).

@@ -385,6 +385,9 @@ func (k *KRBD) readDevice(dir string, id int) (driver.Mapping, bool) {
 		ImageSpec: driver.ImageSpec{Pool: pool, Namespace: readAttr(dir, "pool_ns"), Image: image, Snap: snap},
 		Device:    filepath.Join(k.DevRoot, dev),
 		ReadOnly:  readAttr(filepath.Join(k.SysfsRoot, "block", dev), "ro") == "1",
+		// The kernel client's address (ip:port/nonce), as the OSDs see it: what a host taking
+		// the image over must blocklist. It stays the same while the image is mapped.
+		Client: readAttr(dir, "client_addr"),
 	}, true
 }
 

@@ -60,6 +60,9 @@ func newFakeKernel(t *testing.T, images ...string) (*fakeKernel, *KRBD) {
 	return fk, k
 }
 
+// fakeClientAddr is the kernel client address the fake kernel gives device id.
+func fakeClientAddr(id int) string { return "10.0.0.9:0/" + strconv.Itoa(1000+id) }
+
 // addDevice creates /sys/bus/rbd/devices/<id> as the kernel would.
 func (fk *fakeKernel) addDevice(id int, pool, ns, image, snap string, ro bool) {
 	dir := filepath.Join(fk.root, "bus/rbd/devices", strconv.Itoa(id))
@@ -69,7 +72,8 @@ func (fk *fakeKernel) addDevice(id int, pool, ns, image, snap string, ro bool) {
 	if snap == "" {
 		snap = "-"
 	}
-	for name, v := range map[string]string{"pool": pool, "pool_ns": ns, "name": image, "current_snap": snap} {
+	for name, v := range map[string]string{"pool": pool, "pool_ns": ns, "name": image, "current_snap": snap,
+		"client_addr": fakeClientAddr(id)} {
 		if err := os.WriteFile(filepath.Join(dir, name), []byte(v+"\n"), 0o444); err != nil {
 			fk.t.Fatal(err)
 		}
@@ -158,7 +162,8 @@ func TestMapWritesTheExactRequest(t *testing.T) {
 	if got := fk.written(); !reflect.DeepEqual(got, want) {
 		t.Fatalf("writes = %q\nwant     %q", got, want)
 	}
-	wantM := driver.Mapping{ImageSpec: driver.ImageSpec{Pool: "volumes", Image: "img"}, Device: "/dev/rbd0"}
+	// The kernel client's address comes with the mapping: a host taking the image over fences it.
+	wantM := driver.Mapping{ImageSpec: driver.ImageSpec{Pool: "volumes", Image: "img"}, Device: "/dev/rbd0", Client: fakeClientAddr(0)}
 	if m != wantM {
 		t.Fatalf("mapping = %+v, want %+v", m, wantM)
 	}
@@ -231,9 +236,9 @@ func TestListFindsDevicesByPoolImageAndSnapshot(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := []driver.Mapping{
-		{ImageSpec: driver.ImageSpec{Pool: "volumes", Image: "a"}, Device: "/dev/rbd0"},
-		{ImageSpec: driver.ImageSpec{Pool: "volumes", Image: "b", Snap: "snap"}, Device: "/dev/rbd3", ReadOnly: true},
-		{ImageSpec: driver.ImageSpec{Pool: "other", Namespace: "ns1", Image: "c"}, Device: "/dev/rbd10"},
+		{ImageSpec: driver.ImageSpec{Pool: "volumes", Image: "a"}, Device: "/dev/rbd0", Client: fakeClientAddr(0)},
+		{ImageSpec: driver.ImageSpec{Pool: "volumes", Image: "b", Snap: "snap"}, Device: "/dev/rbd3", ReadOnly: true, Client: fakeClientAddr(3)},
+		{ImageSpec: driver.ImageSpec{Pool: "other", Namespace: "ns1", Image: "c"}, Device: "/dev/rbd10", Client: fakeClientAddr(10)},
 	}
 	if !reflect.DeepEqual(got, want) {
 		t.Fatalf("list = %+v\nwant   %+v", got, want)
