@@ -54,17 +54,17 @@ type attachCase struct {
 	name     string
 	setup    func(f *fakeOpenStack, v *fakeVolume)
 	req      driver.AttachRequest
-	fencer   *fakeFencer
-	watchers *fakeWatchers
+	fencer   *scriptedFencer
+	watchers *scriptedWatchers
 	between  int      // the deadline expires in the n-th wait between status polls
 	err      error    // sentinel; nil: success
 	says     []string // parts of the error's text ("%ID": the volume's id)
-	check    func(t *testing.T, f *fakeOpenStack, v *fakeVolume, att driver.Attachment, fe *fakeFencer, w *fakeWatchers)
+	check    func(t *testing.T, f *fakeOpenStack, v *fakeVolume, att driver.Attachment, fe *scriptedFencer, w *scriptedWatchers)
 }
 
 // checkNewAttachment checks that the mount's attachment was created for host-a, the watchers
 // asked, and the attachment completed, in that order, and what Attach returned.
-func checkNewAttachment(t *testing.T, f *fakeOpenStack, v *fakeVolume, att driver.Attachment, mountID, mode string, w *fakeWatchers) {
+func checkNewAttachment(t *testing.T, f *fakeOpenStack, v *fakeVolume, att driver.Attachment, mountID, mode string, w *scriptedWatchers) {
 	t.Helper()
 	creates := f.find("cinder", "POST", "/attachments")
 	if len(creates) != 1 {
@@ -106,8 +106,8 @@ func TestAttach(t *testing.T) {
 	cases := []attachCase{{
 		name:     "new attachment: reserved, watchers asked, completed",
 		req:      driver.AttachRequest{MountID: mountA},
-		watchers: &fakeWatchers{},
-		check: func(t *testing.T, f *fakeOpenStack, v *fakeVolume, att driver.Attachment, _ *fakeFencer, w *fakeWatchers) {
+		watchers: &scriptedWatchers{},
+		check: func(t *testing.T, f *fakeOpenStack, v *fakeVolume, att driver.Attachment, _ *scriptedFencer, w *scriptedWatchers) {
 			checkNewAttachment(t, f, v, att, mountA, "rw", w)
 			if len(att.Fenced) != 0 {
 				t.Errorf("fenced %v", att.Fenced)
@@ -116,15 +116,15 @@ func TestAttach(t *testing.T) {
 	}, {
 		name: "read-only",
 		req:  driver.AttachRequest{MountID: mountA, ReadOnly: true},
-		check: func(t *testing.T, f *fakeOpenStack, v *fakeVolume, att driver.Attachment, _ *fakeFencer, _ *fakeWatchers) {
+		check: func(t *testing.T, f *fakeOpenStack, v *fakeVolume, att driver.Attachment, _ *scriptedFencer, _ *scriptedWatchers) {
 			checkNewAttachment(t, f, v, att, mountA, "ro", nil)
 		},
 	}, {
 		name:     "this host's attachment again (plugin restarted): the same one serves",
 		setup:    func(f *fakeOpenStack, v *fakeVolume) { f.attach(v, "host-a", mountA) },
 		req:      driver.AttachRequest{MountID: mountB},
-		watchers: &fakeWatchers{live: []string{"127.0.0.1:0/1"}}, // its own mapping: not asked
-		check: func(t *testing.T, f *fakeOpenStack, v *fakeVolume, att driver.Attachment, _ *fakeFencer, w *fakeWatchers) {
+		watchers: &scriptedWatchers{live: []string{"127.0.0.1:0/1"}}, // its own mapping: not asked
+		check: func(t *testing.T, f *fakeOpenStack, v *fakeVolume, att driver.Attachment, _ *scriptedFencer, w *scriptedWatchers) {
 			as := f.attachmentsOf(v.ID)
 			if len(as) != 1 || att.ID != as[0].ID {
 				t.Fatalf("attachment %q, Cinder has %+v", att.ID, as)
@@ -148,7 +148,7 @@ func TestAttach(t *testing.T) {
 		req:   driver.AttachRequest{MountID: mountA},
 		err:   driver.ErrBusyElsewhere,
 		says:  []string{"volume db", "attached to host host-b", "container " + InstanceUUID(mountB), "LOCK_BREAK=on"},
-		check: func(t *testing.T, f *fakeOpenStack, v *fakeVolume, _ driver.Attachment, _ *fakeFencer, _ *fakeWatchers) {
+		check: func(t *testing.T, f *fakeOpenStack, v *fakeVolume, _ driver.Attachment, _ *scriptedFencer, _ *scriptedWatchers) {
 			if w := f.writes(); len(w) != 0 {
 				t.Errorf("writes %v", w)
 			}
@@ -179,8 +179,8 @@ func TestAttach(t *testing.T) {
 		name:   "takeover: the holder fenced before its attachment is deleted, then a new attachment",
 		setup:  func(f *fakeOpenStack, v *fakeVolume) { f.attach(v, "host-b", mountB) },
 		req:    driver.AttachRequest{MountID: mountA, TakeOver: true},
-		fencer: &fakeFencer{fenced: []string{fencedClient}},
-		check: func(t *testing.T, f *fakeOpenStack, v *fakeVolume, att driver.Attachment, fe *fakeFencer, _ *fakeWatchers) {
+		fencer: &scriptedFencer{fenced: []string{fencedClient}},
+		check: func(t *testing.T, f *fakeOpenStack, v *fakeVolume, att driver.Attachment, fe *scriptedFencer, _ *scriptedWatchers) {
 			if len(fe.calls) != 1 || fe.calls[0] != imageOf(v) {
 				t.Errorf("fenced %v, want %v once", fe.calls, imageOf(v))
 			}
@@ -202,7 +202,7 @@ func TestAttach(t *testing.T) {
 		req:   driver.AttachRequest{MountID: mountA, TakeOver: true},
 		err:   driver.ErrInvalid,
 		says:  []string{"take volume db over from host host-b", "no Ceph access to fence host host-b"},
-		check: func(t *testing.T, f *fakeOpenStack, v *fakeVolume, _ driver.Attachment, _ *fakeFencer, _ *fakeWatchers) {
+		check: func(t *testing.T, f *fakeOpenStack, v *fakeVolume, _ driver.Attachment, _ *scriptedFencer, _ *scriptedWatchers) {
 			if w := f.writes(); len(w) != 0 {
 				t.Errorf("writes %v", w)
 			}
@@ -211,9 +211,9 @@ func TestAttach(t *testing.T) {
 		name:   "takeover of a live holder: the fencer refuses, the attachment stays",
 		setup:  func(f *fakeOpenStack, v *fakeVolume) { f.attach(v, "host-b", mountB) },
 		req:    driver.AttachRequest{MountID: mountA, TakeOver: true},
-		fencer: &fakeFencer{err: errors.New("the holder still watches: " + driver.ErrBusyElsewhere.Error())},
+		fencer: &scriptedFencer{err: errors.New("the holder still watches: " + driver.ErrBusyElsewhere.Error())},
 		says:   []string{"take volume db over from host host-b", "still watches"},
-		check: func(t *testing.T, f *fakeOpenStack, v *fakeVolume, _ driver.Attachment, fe *fakeFencer, _ *fakeWatchers) {
+		check: func(t *testing.T, f *fakeOpenStack, v *fakeVolume, _ driver.Attachment, fe *scriptedFencer, _ *scriptedWatchers) {
 			if len(fe.calls) != 1 {
 				t.Errorf("fence calls %v", fe.calls)
 			}
@@ -233,9 +233,9 @@ func TestAttach(t *testing.T) {
 			f.mu.Unlock()
 		},
 		req:    driver.AttachRequest{MountID: mountA, TakeOver: true},
-		fencer: &fakeFencer{},
+		fencer: &scriptedFencer{},
 		says:   []string{"cannot tell which RBD image host host-b maps"},
-		check: func(t *testing.T, f *fakeOpenStack, v *fakeVolume, _ driver.Attachment, fe *fakeFencer, _ *fakeWatchers) {
+		check: func(t *testing.T, f *fakeOpenStack, v *fakeVolume, _ driver.Attachment, fe *scriptedFencer, _ *scriptedWatchers) {
 			if len(fe.calls) != 0 || len(f.writes()) != 0 {
 				t.Errorf("fenced %v, writes %v", fe.calls, f.writes())
 			}
@@ -249,8 +249,8 @@ func TestAttach(t *testing.T) {
 			f.mu.Unlock()
 		},
 		req:    driver.AttachRequest{MountID: mountA, TakeOver: true},
-		fencer: &fakeFencer{},
-		check: func(t *testing.T, f *fakeOpenStack, v *fakeVolume, att driver.Attachment, fe *fakeFencer, _ *fakeWatchers) {
+		fencer: &scriptedFencer{},
+		check: func(t *testing.T, f *fakeOpenStack, v *fakeVolume, att driver.Attachment, fe *scriptedFencer, _ *scriptedWatchers) {
 			if len(fe.calls) != 0 {
 				t.Errorf("fenced %v", fe.calls)
 			}
@@ -260,9 +260,9 @@ func TestAttach(t *testing.T) {
 		name:   "takeover when Cinder cannot read the holder's attachment",
 		setup:  func(f *fakeOpenStack, v *fakeVolume) { f.attach(v, "host-b", mountB) },
 		req:    driver.AttachRequest{MountID: mountA, TakeOver: true},
-		fencer: &fakeFencer{},
+		fencer: &scriptedFencer{},
 		says:   []string{"take volume db over from host host-b", "cinder get attachment db", "Cinder unreachable or failing"},
-		check: func(t *testing.T, f *fakeOpenStack, v *fakeVolume, _ driver.Attachment, fe *fakeFencer, _ *fakeWatchers) {
+		check: func(t *testing.T, f *fakeOpenStack, v *fakeVolume, _ driver.Attachment, fe *scriptedFencer, _ *scriptedWatchers) {
 			if len(fe.calls) != 0 || len(f.writes()) != 0 {
 				t.Errorf("fenced %v, writes %v", fe.calls, f.writes())
 			}
@@ -270,10 +270,10 @@ func TestAttach(t *testing.T) {
 	}, {
 		name:     "live watcher without an attachment: refused, the reserved attachment deleted",
 		req:      driver.AttachRequest{MountID: mountA},
-		watchers: &fakeWatchers{live: []string{"127.0.0.1:0/4242", "127.0.0.1:0/4343"}},
+		watchers: &scriptedWatchers{live: []string{"127.0.0.1:0/4242", "127.0.0.1:0/4343"}},
 		err:      driver.ErrBusyElsewhere,
 		says:     []string{"volume db", "cinder/volume-%ID", "127.0.0.1:0/4242, 127.0.0.1:0/4343", "unmap it there first"},
-		check: func(t *testing.T, f *fakeOpenStack, v *fakeVolume, _ driver.Attachment, _ *fakeFencer, w *fakeWatchers) {
+		check: func(t *testing.T, f *fakeOpenStack, v *fakeVolume, _ driver.Attachment, _ *scriptedFencer, w *scriptedWatchers) {
 			checkUndone(t, f, v)
 			if len(w.calls) != 1 || w.calls[0] != imageOf(v) {
 				t.Errorf("watchers asked about %v", w.calls)
@@ -282,16 +282,16 @@ func TestAttach(t *testing.T) {
 	}, {
 		name:     "watchers cannot be read: the reserved attachment deleted",
 		req:      driver.AttachRequest{MountID: mountA},
-		watchers: &fakeWatchers{err: errors.New("rados: " + driver.ErrTimeout.Error())},
+		watchers: &scriptedWatchers{err: errors.New("rados: " + driver.ErrTimeout.Error())},
 		says:     []string{"rados: timed out"},
-		check: func(t *testing.T, f *fakeOpenStack, v *fakeVolume, _ driver.Attachment, _ *fakeFencer, _ *fakeWatchers) {
+		check: func(t *testing.T, f *fakeOpenStack, v *fakeVolume, _ driver.Attachment, _ *scriptedFencer, _ *scriptedWatchers) {
 			checkUndone(t, f, v)
 		},
 	}, {
 		name:  "this mount's pending attachment (an answer lost): found by instance UUID, deleted, attached anew",
 		setup: func(f *fakeOpenStack, v *fakeVolume) { f.reserve(v, "host-a", mountA) },
 		req:   driver.AttachRequest{MountID: mountA},
-		check: func(t *testing.T, f *fakeOpenStack, v *fakeVolume, att driver.Attachment, _ *fakeFencer, _ *fakeWatchers) {
+		check: func(t *testing.T, f *fakeOpenStack, v *fakeVolume, att driver.Attachment, _ *scriptedFencer, _ *scriptedWatchers) {
 			lists := f.find("cinder", "GET", "/attachments/detail")
 			if len(lists) != 1 || lists[0].Query.Get("volume_id") != v.ID {
 				t.Errorf("attachment lists %v", lists)
@@ -308,7 +308,7 @@ func TestAttach(t *testing.T) {
 		req:   driver.AttachRequest{MountID: mountA},
 		err:   driver.ErrBusyElsewhere,
 		says:  []string{"volume db is being attached elsewhere", "status attaching", "for instance " + InstanceUUID(mountB), "LOCK_BREAK=on"},
-		check: func(t *testing.T, f *fakeOpenStack, v *fakeVolume, _ driver.Attachment, _ *fakeFencer, _ *fakeWatchers) {
+		check: func(t *testing.T, f *fakeOpenStack, v *fakeVolume, _ driver.Attachment, _ *scriptedFencer, _ *scriptedWatchers) {
 			if w := f.writes(); len(w) != 0 {
 				t.Errorf("writes %v", w)
 			}
@@ -317,8 +317,8 @@ func TestAttach(t *testing.T) {
 		name:   "another mount's pending attachment, taken over",
 		setup:  func(f *fakeOpenStack, v *fakeVolume) { f.reserve(v, "host-b", mountB) },
 		req:    driver.AttachRequest{MountID: mountA, TakeOver: true},
-		fencer: &fakeFencer{fenced: []string{fencedClient}},
-		check: func(t *testing.T, f *fakeOpenStack, v *fakeVolume, att driver.Attachment, fe *fakeFencer, _ *fakeWatchers) {
+		fencer: &scriptedFencer{fenced: []string{fencedClient}},
+		check: func(t *testing.T, f *fakeOpenStack, v *fakeVolume, att driver.Attachment, fe *scriptedFencer, _ *scriptedWatchers) {
 			if len(fe.calls) != 1 || !reflect.DeepEqual(att.Fenced, []string{fencedClient}) {
 				t.Errorf("fence calls %v, Fenced %v", fe.calls, att.Fenced)
 			}
@@ -344,7 +344,7 @@ func TestAttach(t *testing.T) {
 			f.setStatus(v, "reserved", "reserved", "reserved", "available")
 		},
 		req: driver.AttachRequest{MountID: mountA},
-		check: func(t *testing.T, f *fakeOpenStack, v *fakeVolume, att driver.Attachment, _ *fakeFencer, _ *fakeWatchers) {
+		check: func(t *testing.T, f *fakeOpenStack, v *fakeVolume, att driver.Attachment, _ *scriptedFencer, _ *scriptedWatchers) {
 			if n := f.count("cinder", "GET", "/volumes/"+v.ID); n != 3 {
 				t.Errorf("%d polls of the volume, want 3", n)
 			}
@@ -372,8 +372,8 @@ func TestAttach(t *testing.T) {
 		name:     "multiattach volume, no other attachment: attached",
 		setup:    func(f *fakeOpenStack, v *fakeVolume) { f.edit(func() { v.Multiattach = true }) },
 		req:      driver.AttachRequest{MountID: mountA},
-		watchers: &fakeWatchers{},
-		check: func(t *testing.T, f *fakeOpenStack, v *fakeVolume, att driver.Attachment, _ *fakeFencer, w *fakeWatchers) {
+		watchers: &scriptedWatchers{},
+		check: func(t *testing.T, f *fakeOpenStack, v *fakeVolume, att driver.Attachment, _ *scriptedFencer, w *scriptedWatchers) {
 			checkNewAttachment(t, f, v, att, mountA, "rw", w)
 			if n := f.count("cinder", "GET", "/attachments/detail"); n != 1 {
 				t.Errorf("%d attachment lists, want one (is there another attachment?)", n)
@@ -390,10 +390,10 @@ func TestAttach(t *testing.T) {
 			})
 		},
 		req:      driver.AttachRequest{MountID: mountA},
-		watchers: &fakeWatchers{},
+		watchers: &scriptedWatchers{},
 		err:      driver.ErrBusyElsewhere,
 		says:     []string{"volume db (a multiattach volume) is attached to host host-b (container " + InstanceUUID(mountB) + ")", "one host at a time"},
-		check: func(t *testing.T, f *fakeOpenStack, v *fakeVolume, _ driver.Attachment, _ *fakeFencer, w *fakeWatchers) {
+		check: func(t *testing.T, f *fakeOpenStack, v *fakeVolume, _ driver.Attachment, _ *scriptedFencer, w *scriptedWatchers) {
 			as := f.attachmentsOf(v.ID)
 			if len(as) != 1 || as[0].Mountpoint != "docker:host-b/"+mountB {
 				t.Errorf("attachments %+v: want host-b's alone (this host's reservation deleted)", as)
@@ -415,7 +415,7 @@ func TestAttach(t *testing.T) {
 		req:  driver.AttachRequest{MountID: mountA},
 		err:  driver.ErrBusyElsewhere,
 		says: []string{"volume db (a multiattach volume) is attached to another host (attachment ", "for instance " + InstanceUUID(mountB) + ", attaching)"},
-		check: func(t *testing.T, f *fakeOpenStack, v *fakeVolume, _ driver.Attachment, _ *fakeFencer, _ *fakeWatchers) {
+		check: func(t *testing.T, f *fakeOpenStack, v *fakeVolume, _ driver.Attachment, _ *scriptedFencer, _ *scriptedWatchers) {
 			if as := f.attachmentsOf(v.ID); len(as) != 1 || as[0].Instance != InstanceUUID(mountB) {
 				t.Errorf("attachments %+v: want host-b's alone", as)
 			}
@@ -426,7 +426,7 @@ func TestAttach(t *testing.T) {
 		req:   driver.AttachRequest{MountID: mountA},
 		err:   driver.ErrPermission,
 		says:  []string{"cinder list attachments of db"},
-		check: func(t *testing.T, f *fakeOpenStack, v *fakeVolume, _ driver.Attachment, _ *fakeFencer, _ *fakeWatchers) {
+		check: func(t *testing.T, f *fakeOpenStack, v *fakeVolume, _ driver.Attachment, _ *scriptedFencer, _ *scriptedWatchers) {
 			checkUndone(t, f, v)
 		},
 	}, {
@@ -434,7 +434,7 @@ func TestAttach(t *testing.T) {
 		req:  driver.AttachRequest{MountID: mountA},
 		err:  driver.ErrBusyElsewhere,
 		says: []string{"Cinder refused to attach volume db", "status must be available"},
-		check: func(t *testing.T, f *fakeOpenStack, v *fakeVolume, _ driver.Attachment, _ *fakeFencer, _ *fakeWatchers) {
+		check: func(t *testing.T, f *fakeOpenStack, v *fakeVolume, _ driver.Attachment, _ *scriptedFencer, _ *scriptedWatchers) {
 			if w := f.writes(); len(w) != 1 {
 				t.Errorf("writes %v: want only the refused create", w)
 			}
@@ -448,7 +448,7 @@ func TestAttach(t *testing.T) {
 		name: "Cinder fails to complete the attachment: the reserved attachment deleted",
 		req:  driver.AttachRequest{MountID: mountA},
 		says: []string{"cinder complete attachment db", "Cinder unreachable or failing"},
-		check: func(t *testing.T, f *fakeOpenStack, v *fakeVolume, _ driver.Attachment, _ *fakeFencer, _ *fakeWatchers) {
+		check: func(t *testing.T, f *fakeOpenStack, v *fakeVolume, _ driver.Attachment, _ *scriptedFencer, _ *scriptedWatchers) {
 			checkUndone(t, f, v)
 		},
 	}, {
@@ -459,14 +459,14 @@ func TestAttach(t *testing.T) {
 		name: "connection info without an RBD image: the attachment deleted",
 		req:  driver.AttachRequest{MountID: mountA},
 		says: []string{"cinder attach db", "connection info without an rbd pool/image"},
-		check: func(t *testing.T, f *fakeOpenStack, v *fakeVolume, _ driver.Attachment, _ *fakeFencer, _ *fakeWatchers) {
+		check: func(t *testing.T, f *fakeOpenStack, v *fakeVolume, _ driver.Attachment, _ *scriptedFencer, _ *scriptedWatchers) {
 			checkUndone(t, f, v)
 		},
 	}, {
 		name: "a volume on another backend: refused, the attachment deleted",
 		req:  driver.AttachRequest{MountID: mountA},
 		says: []string{"cinder attach db", `the volume is on a "iscsi" backend`},
-		check: func(t *testing.T, f *fakeOpenStack, v *fakeVolume, _ driver.Attachment, _ *fakeFencer, _ *fakeWatchers) {
+		check: func(t *testing.T, f *fakeOpenStack, v *fakeVolume, _ driver.Attachment, _ *scriptedFencer, _ *scriptedWatchers) {
 			checkUndone(t, f, v)
 		},
 	}, {
@@ -474,7 +474,7 @@ func TestAttach(t *testing.T) {
 		setup: func(f *fakeOpenStack, v *fakeVolume) { f.reserve(v, "host-a", mountA) },
 		req:   driver.AttachRequest{MountID: mountA},
 		says:  []string{"cinder delete attachment", "of db", "Cinder unreachable or failing"},
-		check: func(t *testing.T, f *fakeOpenStack, v *fakeVolume, _ driver.Attachment, _ *fakeFencer, _ *fakeWatchers) {
+		check: func(t *testing.T, f *fakeOpenStack, v *fakeVolume, _ driver.Attachment, _ *scriptedFencer, _ *scriptedWatchers) {
 			if n := f.count("cinder", "POST", "/attachments"); n != 0 {
 				t.Errorf("%d attachment creates", n)
 			}
@@ -483,10 +483,10 @@ func TestAttach(t *testing.T) {
 		name:   "takeover: the holder fenced, but its attachment cannot be deleted: the fenced clients are reported",
 		setup:  func(f *fakeOpenStack, v *fakeVolume) { f.attach(v, "host-b", mountB) },
 		req:    driver.AttachRequest{MountID: mountA, TakeOver: true},
-		fencer: &fakeFencer{fenced: []string{fencedClient}},
+		fencer: &scriptedFencer{fenced: []string{fencedClient}},
 		err:    driver.ErrPermission,
 		says:   []string{"take volume db over from host host-b", "cinder delete attachment"},
-		check: func(t *testing.T, f *fakeOpenStack, v *fakeVolume, att driver.Attachment, _ *fakeFencer, _ *fakeWatchers) {
+		check: func(t *testing.T, f *fakeOpenStack, v *fakeVolume, att driver.Attachment, _ *scriptedFencer, _ *scriptedWatchers) {
 			if !reflect.DeepEqual(att.Fenced, []string{fencedClient}) {
 				t.Errorf("Fenced %v, want the clients fenced before the failure", att.Fenced)
 			}
@@ -501,9 +501,9 @@ func TestAttach(t *testing.T) {
 			f.setStatus(v, "in-use", "error_detaching")
 		},
 		req:    driver.AttachRequest{MountID: mountA, TakeOver: true},
-		fencer: &fakeFencer{fenced: []string{fencedClient}},
+		fencer: &scriptedFencer{fenced: []string{fencedClient}},
 		says:   []string{"take volume db over from host host-b", "after deleting the attachment of host host-b", `went to status "error_detaching"`},
-		check: func(t *testing.T, f *fakeOpenStack, v *fakeVolume, att driver.Attachment, _ *fakeFencer, _ *fakeWatchers) {
+		check: func(t *testing.T, f *fakeOpenStack, v *fakeVolume, att driver.Attachment, _ *scriptedFencer, _ *scriptedWatchers) {
 			if !reflect.DeepEqual(att.Fenced, []string{fencedClient}) {
 				t.Errorf("Fenced %v", att.Fenced)
 			}

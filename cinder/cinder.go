@@ -983,7 +983,7 @@ func (p *Provisioner) otherAttachment(ctx context.Context, c *gophercloud.Servic
 	if v, err := volumes.Get(ctx, c, volumeID).Extract(); err == nil {
 		for _, va := range v.Attachments {
 			if va.AttachmentID == other[0].ID {
-				return fmt.Sprintf("host %s (container %s)", attachedHost(va), va.ServerID), nil
+				return fmt.Sprintf("%s (container %s)", attachedHost(va), va.ServerID), nil
 			}
 		}
 	}

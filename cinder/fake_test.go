@@ -1024,36 +1024,47 @@ func (f *fakeOpenStack) attachmentsAPI(w http.ResponseWriter, r *http.Request, c
 	}
 }
 
-// fakeFencer is a Fencer that records the images it was asked to fence and answers as scripted.
-type fakeFencer struct {
-	mu     sync.Mutex
-	calls  []driver.ImageSpec
-	fenced []string
-	err    error
+// scriptedFencer is a Fencer that records the images (and holders) it was asked to fence and
+// answers as scripted.
+type scriptedFencer struct {
+	mu      sync.Mutex
+	calls   []driver.ImageSpec
+	holders []string
+	fenced  []string
+	err     error
 	// writesBefore are the Cinder writes made before each Fence (set when os is).
 	os           *fakeOpenStack
 	writesBefore [][]string
 }
 
-func (f *fakeFencer) Fence(_ context.Context, spec driver.ImageSpec) ([]string, error) {
+func (f *scriptedFencer) Fence(_ context.Context, spec driver.ImageSpec, holder string) ([]string, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.calls = append(f.calls, spec)
+	f.holders = append(f.holders, holder)
 	if f.os != nil {
 		f.writesBefore = append(f.writesBefore, f.os.writes())
 	}
 	return f.fenced, f.err
 }
 
-// fakeWatchers is a Watchers that records the images asked about and answers as scripted.
-type fakeWatchers struct {
-	mu    sync.Mutex
-	calls []driver.ImageSpec
-	live  []string
-	err   error
+// scriptedWatchers is a Watchers that records the images asked about and answers as scripted:
+// live and err for LiveWatchers, foreign and foreignErr for ForeignWatchers.
+type scriptedWatchers struct {
+	mu                  sync.Mutex
+	calls, foreignCalls []driver.ImageSpec
+	live, foreign       []string
+	err, foreignErr     error
 }
 
-func (f *fakeWatchers) LiveWatchers(_ context.Context, spec driver.ImageSpec) ([]string, error) {
+func (f *scriptedWatchers) ForeignWatchers(_ context.Context, spec driver.ImageSpec) ([]string, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.foreignCalls = append(f.foreignCalls, spec)
+	return f.foreign, f.foreignErr
+}
+
+func (f *scriptedWatchers) LiveWatchers(_ context.Context, spec driver.ImageSpec) ([]string, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.calls = append(f.calls, spec)

@@ -32,7 +32,7 @@ func TestAttachTakeOverTwoHolders(t *testing.T) {
 	f.attach(v, "host-b", mountB)
 	f.attach(v, "host-c", mountA)
 	cfg := f.config("host-a")
-	cfg.Fencer = &fakeFencer{fenced: []string{"127.0.0.1:0/1"}}
+	cfg.Fencer = &scriptedFencer{fenced: []string{"127.0.0.1:0/1"}}
 	p := New(cfg)
 	f.expireBetweenPolls(p, 50) // the deadline, rather than 5 s of polls
 	att, err := p.Attach(f.ctx(t), "db", driver.AttachRequest{MountID: mountA, TakeOver: true})
