@@ -45,7 +45,7 @@ ceph-up: ## start (or bootstrap) the lab Ceph on 127.0.0.1; installs Debian's pa
 openstack-up: ceph-up ## start (or install and bootstrap) the lab Keystone + Cinder (RBD backend) on 127.0.0.1
 	scripts/openstack-up.sh
 
-test-deps: ## install the tools integration tests use beside the services (Debian's Prometheus)
+test-deps: ## install the tools integration tests use beside the services (Debian's Prometheus, dosfstools, btrfs-progs)
 	scripts/test-deps.sh
 
 test: ceph-up openstack-up test-deps ## unit tests (-race) and integration tests against the real lab Ceph and Keystone + Cinder

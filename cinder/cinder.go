@@ -584,7 +584,7 @@ func toVolume(v volumes.Volume, project string) driver.Volume {
 		vol.Status[OptSourceVolumeID] = v.SourceVolID
 	}
 	if m := v.Metadata[metaMkfsOptions]; m != "" {
-		vol.MkfsOptions = strings.Fields(m)
+		vol.MkfsOptions = driver.SplitMkfsOptions(m)
 	}
 	var holders []string
 	for _, a := range v.Attachments {

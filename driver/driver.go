@@ -488,6 +488,9 @@ func (d *Driver) mountFirst(ctx context.Context, name, id string) (_ string, err
 	if fstype == "" {
 		fstype = d.cfg.Defaults.FSType
 	}
+	if err := CheckStored(fstype, *vol); err != nil {
+		return "", storedRefusal(name, err)
+	}
 	st.Image, st.FSType, st.Options = vol.Image, fstype, vol.MountOptions
 	if len(att.Fenced) > 0 {
 		d.log.WithFields(logrus.Fields{"volume": name, "fenced": att.Fenced}).Warn("took the volume over from a dead holder")
@@ -522,14 +525,21 @@ func (d *Driver) mountFirst(ctx context.Context, name, id string) (_ string, err
 	if err != nil {
 		return "", fmt.Errorf("mount volume %s: %w", name, err)
 	}
+	if err := checkFound(name, fstype, fs, st.Options); err != nil {
+		return "", err
+	}
 	if fs != fstype {
-		d.log.WithFields(logrus.Fields{"volume": name, "found": fs, "expected": fstype}).Warn("the device has another filesystem than recorded; mounting what it has")
+		d.log.WithFields(logrus.Fields{"volume": name, "found": fs, "expected": fstype}).Warn("the device has another supported filesystem than recorded; mounting what it has")
 		st.FSType = fs
 	}
 	d.fault("mount:formatted")
 	lap("format")
 
-	if err := d.mounter.Mount(ctx, m.Device, st.Path, st.FSType, st.Options); err != nil {
+	mopts, err := MountOptionsFor(st.FSType, st.Options)
+	if err != nil {
+		return "", storedRefusal(name, err)
+	}
+	if err := d.mounter.Mount(ctx, m.Device, st.Path, st.FSType, mopts); err != nil {
 		return "", fmt.Errorf("mount volume %s: %w", name, err)
 	}
 	tx.add("unmount", func(ctx context.Context) error { return d.mounter.Unmount(ctx, st.Path) })
@@ -738,7 +748,11 @@ func (d *Driver) ensureUpWith(ctx context.Context, st *State, verifyClaim bool, 
 		return fmt.Errorf("%s has %s mounted, not the volume's device %s: unmount it", st.Path, cur, dev)
 	}
 	d.log.WithFields(logrus.Fields{"volume": st.Name, "device": dev}).Warn("mount lost; mounting again")
-	return d.mounter.Mount(ctx, dev, st.Path, st.FSType, st.Options)
+	mopts, err := MountOptionsFor(st.FSType, st.Options)
+	if err != nil {
+		return storedRefusal(st.Name, err)
+	}
+	return d.mounter.Mount(ctx, dev, st.Path, st.FSType, mopts)
 }
 
 // Reconcile compares the persisted state with the mapper, the mount table and the backend after

@@ -70,7 +70,7 @@ func TestMountRefCounting(t *testing.T) {
 	if got := e.mounter.formattedDevices(); !slices.Equal(got, []string{"/dev/fake0"}) {
 		t.Errorf("formatted %q, want [/dev/fake0]", got)
 	}
-	if got, want := e.mounter.mountCalls(), []mountCall{{"/dev/fake0", e.path("v"), "ext4", ""}}; !slices.Equal(got, want) {
+	if got, want := e.mounter.mountCalls(), []mountCall{{"/dev/fake0", e.path("v"), "ext4", ForcedMountFlags}}; !slices.Equal(got, want) {
 		t.Errorf("mounts %+v, want %+v", got, want)
 	}
 	st := e.assertUp("v", "id1")
@@ -263,8 +263,8 @@ func TestMountKeepsExistingFilesystemAndPassesOptions(t *testing.T) {
 		t.Errorf("mkfs options %q, want [[-m 0]]", mkfs)
 	}
 	want := []mountCall{
-		{"/dev/fake0", e.path("v"), "ext4", "noatime,discard"},
-		{"/dev/fake1", e.path("w"), "xfs", ""},
+		{"/dev/fake0", e.path("v"), "ext4", "noatime,discard," + ForcedMountFlags},
+		{"/dev/fake1", e.path("w"), "xfs", ForcedMountFlags},
 	}
 	if got := e.mounter.mountCalls(); !slices.Equal(got, want) {
 		t.Errorf("mounts %+v, want %+v", got, want)
@@ -954,7 +954,7 @@ func TestReconcileLostMappingRecordsNewAttachment(t *testing.T) {
 
 func TestCreate(t *testing.T) {
 	e := newTestDriver(t)
-	if err := e.d.Create(bg, "v", map[string]string{"size": "2G", "fstype": "xfs", "mkfs-options": "-m 0",
+	if err := e.d.Create(bg, "v", map[string]string{"size": "2G", "fstype": "xfs", "mkfs-options": "-m crc=1",
 		"mount-options": "noatime", "pool": "fast"}); err != nil {
 		t.Fatalf("Create: %v", err)
 	}
@@ -962,7 +962,7 @@ func TestCreate(t *testing.T) {
 		t.Fatalf("Create with defaults: %v", err)
 	}
 	want := []Options{
-		{Size: 2 << 30, SizeGiven: true, FSType: "xfs", MkfsOptions: []string{"-m", "0"}, MountOptions: "noatime", Backend: map[string]string{"pool": "fast"}},
+		{Size: 2 << 30, SizeGiven: true, FSType: "xfs", MkfsOptions: []string{"-m", "crc=1"}, MountOptions: "noatime", Backend: map[string]string{"pool": "fast"}},
 		{Size: 1 << 30, FSType: "ext4", Backend: map[string]string{}}, // DEFAULT_SIZE: not given
 	}
 	if got := e.prov.createdOptions(); !reflect.DeepEqual(got, want) {

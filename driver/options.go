@@ -76,40 +76,6 @@ func FormatSize(b uint64) string {
 	return strconv.FormatUint(b, 10) + "B"
 }
 
-var (
-	mkfsTokenRE  = regexp.MustCompile(`^[A-Za-z0-9_=,.:/+%-]+$`)
-	mountTokenRE = regexp.MustCompile(`^[a-z0-9_]+(=[A-Za-z0-9_.:,/+-]+)?$`)
-)
-
-// parseMkfsOptions splits mkfs options on white space. Each token is checked; none is ever
-// given to a shell, and none may name a device or file (tokens are passed before the device).
-func parseMkfsOptions(s string) ([]string, error) {
-	toks := strings.Fields(s)
-	for _, t := range toks {
-		if !mkfsTokenRE.MatchString(t) {
-			return nil, fmt.Errorf("%w: mkfs-options token %q: only letters, digits and _=,.:/+%%- are allowed", ErrInvalid, t)
-		}
-		if strings.HasPrefix(t, "/") {
-			return nil, fmt.Errorf("%w: mkfs-options token %q: paths are not allowed", ErrInvalid, t)
-		}
-	}
-	return toks, nil
-}
-
-// parseMountOptions checks a comma-separated mount option list ("noatime,discard").
-func parseMountOptions(s string) (string, error) {
-	s = strings.TrimSpace(s)
-	if s == "" {
-		return "", nil
-	}
-	for _, o := range strings.Split(s, ",") {
-		if !mountTokenRE.MatchString(o) {
-			return "", fmt.Errorf("%w: mount-options entry %q: use name or name=value (lowercase names)", ErrInvalid, o)
-		}
-	}
-	return s, nil
-}
-
 // OptionDefaults are what Options get when -o leaves them out.
 type OptionDefaults struct {
 	Size   uint64
@@ -138,10 +104,8 @@ func ParseOptions(raw map[string]string, def OptionDefaults, backendKeys []strin
 				err = fmt.Errorf("%w: fstype %q: allowed are %s", ErrInvalid, v, strings.Join(FSTypes, ", "))
 			}
 			o.FSType = v
-		case OptMkfsOptions:
-			o.MkfsOptions, err = parseMkfsOptions(v)
-		case OptMountOptions:
-			o.MountOptions, err = parseMountOptions(v)
+		case OptMkfsOptions, OptMountOptions:
+			// Checked below, against the filesystem they are for.
 		default:
 			if !slices.Contains(backendKeys, k) {
 				allowed := append([]string{OptSize, OptFSType, OptMkfsOptions, OptMountOptions}, backendKeys...)
@@ -153,6 +117,24 @@ func ParseOptions(raw map[string]string, def OptionDefaults, backendKeys []strin
 		}
 		if err != nil {
 			errs = append(errs, strings.TrimPrefix(err.Error(), ErrInvalid.Error()+": "))
+		}
+	}
+	if slices.Contains(FSTypes, o.FSType) {
+		if v, ok := raw[OptMkfsOptions]; ok {
+			var err error
+			if o.MkfsOptions, err = ParseMkfsOptions(o.FSType, v); err != nil {
+				errs = append(errs, strings.TrimPrefix(err.Error(), ErrInvalid.Error()+": "))
+			}
+		}
+		if v, ok := raw[OptMountOptions]; ok {
+			err := checkChars(OptMountOptions, v)
+			if v = strings.Trim(v, " "); err == nil {
+				err = CheckMountOptions(o.FSType, v)
+			}
+			if err != nil {
+				errs = append(errs, strings.TrimPrefix(err.Error(), ErrInvalid.Error()+": "))
+			}
+			o.MountOptions = v
 		}
 	}
 	if len(errs) == 0 {

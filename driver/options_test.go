@@ -77,9 +77,9 @@ func TestParseOptionsErrorsNameTheOptionAndWhatIsAllowed(t *testing.T) {
 		"size":       {map[string]string{"size": "big"}, []string{`size "big"`, "512M"}},
 		"too small":  {map[string]string{"size": "1M"}, []string{"minimum of 16M"}},
 		"xfs small":  {map[string]string{"size": "100M", "fstype": "xfs"}, []string{"too small for xfs"}},
-		"mkfs shell": {map[string]string{"mkfs-options": "-L x;rm"}, []string{`token "x;rm"`}},
-		"mkfs path":  {map[string]string{"mkfs-options": "-d /etc"}, []string{"paths are not allowed"}},
-		"mount":      {map[string]string{"mount-options": "noatime,Bad Opt"}, []string{`entry "Bad Opt"`}},
+		"mkfs shell": {map[string]string{"mkfs-options": "-L x;rm"}, []string{`mkfs-options -L "x;rm"`, "label takes"}},
+		"mkfs path":  {map[string]string{"mkfs-options": "-d /etc"}, []string{"mkfs-options -d is not allowed for ext4", "allowed are -C"}},
+		"mount":      {map[string]string{"mount-options": "noatime,Bad Opt"}, []string{`mount-options "Bad Opt" is not allowed for ext4`, "allowed are acl"}},
 		"backend nl": {map[string]string{"pool": "a\nb"}, []string{"option pool"}},
 		"several":    {map[string]string{"fstype": "zfs", "colour": "red"}, []string{`unknown option "colour"`, `fstype "zfs"`}},
 	}

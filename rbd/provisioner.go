@@ -313,7 +313,7 @@ func volumeOf(name string, spec Spec, d Description) driver.Volume {
 		Status:       map[string]any{"pool": spec.Pool, "features": strings.Join(info.Features, ",")},
 	}
 	if v := meta[metaMkfsOptions]; v != "" {
-		vol.MkfsOptions = strings.Fields(v)
+		vol.MkfsOptions = driver.SplitMkfsOptions(v)
 	}
 	if t, err := time.Parse(time.RFC3339, meta[metaCreated]); err == nil {
 		vol.CreatedAt = t

@@ -127,6 +127,7 @@ type plugin struct {
 	t       *testing.T
 	name    string
 	dir     string // holds socket, state, mounts
+	cwd     string // the process's working directory ("": the test's)
 	env     []string
 	cmd     *exec.Cmd
 	logMu   sync.Mutex
@@ -172,6 +173,7 @@ func (p *plugin) start(extra ...string) {
 	p.t.Helper()
 	p.client.CloseIdle() // a previous process's connections
 	p.cmd = exec.Command(pluginBin)
+	p.cmd.Dir = p.cwd
 	p.cmd.Env = append(append(os.Environ(), p.env...), extra...)
 	w := writerFunc(func(b []byte) (int, error) { p.logMu.Lock(); defer p.logMu.Unlock(); return p.log.Write(b) })
 	p.cmd.Stdout, p.cmd.Stderr = w, w

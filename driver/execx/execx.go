@@ -34,6 +34,8 @@ type Cmd struct {
 	Stdin []byte
 	// Secrets are strings that must never appear in errors or logs; they are replaced by "<redacted>".
 	Secrets []string
+	// Dir is the working directory ("": the parent's).
+	Dir string
 }
 
 // Result is a finished command's output.
@@ -94,6 +96,7 @@ func Run(ctx context.Context, c Cmd) (Result, error) {
 		return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
 	}
 	cmd.WaitDelay = waitDelay
+	cmd.Dir = c.Dir
 	cmd.Env = environ(c.Env)
 	if c.Stdin != nil {
 		cmd.Stdin = bytes.NewReader(c.Stdin)

@@ -41,7 +41,13 @@ func (f FS) Bind(ctx context.Context, source, target string, readOnly bool) erro
 	}
 	if readOnly {
 		err := execx.Bounded(ctx, func() error {
-			return unix.Mount("", target, "", unix.MS_BIND|unix.MS_REMOUNT|unix.MS_RDONLY, "")
+			// A bind remount sets the mount's flags to exactly those given: keep the ones the bind
+			// has (the volume's nosuid,nodev among them), or it would lose them.
+			keep, err := mountFlagsOf(target)
+			if err != nil {
+				return err
+			}
+			return unix.Mount("", target, "", unix.MS_BIND|unix.MS_REMOUNT|unix.MS_RDONLY|keep, "")
 		})
 		if err != nil {
 			_ = unix.Unmount(target, 0)
@@ -49,4 +55,26 @@ func (f FS) Bind(ctx context.Context, source, target string, readOnly bool) erro
 		}
 	}
 	return nil
+}
+
+// mountFlagsOf returns the per-mount flags (MS_NOSUID, MS_NODEV, MS_NOEXEC and the atime ones)
+// of the mount at path.
+func mountFlagsOf(path string) (uintptr, error) {
+	var st unix.Statfs_t
+	if err := unix.Statfs(path, &st); err != nil {
+		return 0, err
+	}
+	var flags uintptr
+	for _, f := range []struct {
+		st int64
+		ms uintptr
+	}{
+		{unix.ST_NOSUID, unix.MS_NOSUID}, {unix.ST_NODEV, unix.MS_NODEV}, {unix.ST_NOEXEC, unix.MS_NOEXEC},
+		{unix.ST_NOATIME, unix.MS_NOATIME}, {unix.ST_NODIRATIME, unix.MS_NODIRATIME}, {unix.ST_RELATIME, unix.MS_RELATIME},
+	} {
+		if int64(st.Flags)&f.st != 0 {
+			flags |= f.ms
+		}
+	}
+	return flags, nil
 }

@@ -23,7 +23,7 @@ func TestBind(t *testing.T) {
 	if err := os.MkdirAll(src, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	if err := unix.Mount("cdp-bind-test", src, "tmpfs", 0, "size=1m"); err != nil {
+	if err := unix.Mount("cdp-bind-test", src, "tmpfs", unix.MS_NOSUID|unix.MS_NODEV, "size=1m"); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = unix.Unmount(src, unix.MNT_DETACH) })
@@ -54,6 +54,14 @@ func TestBind(t *testing.T) {
 	}
 	if err := os.WriteFile(filepath.Join(ro, "h"), []byte("z"), 0o644); !errors.Is(err, unix.EROFS) {
 		t.Errorf("write through the read-only bind: %v, want EROFS", err)
+	}
+	// Both binds keep the source's nosuid,nodev (a volume is always mounted so): the read-only
+	// remount must not drop them.
+	for _, p := range []string{rw, ro} {
+		flags, err := mountFlagsOf(p)
+		if err != nil || flags&(unix.MS_NOSUID|unix.MS_NODEV) != unix.MS_NOSUID|unix.MS_NODEV {
+			t.Errorf("%s: flags %#x, %v; want nosuid,nodev kept", p, flags, err)
+		}
 	}
 	other := filepath.Join(t.TempDir(), "other")
 	if err := os.MkdirAll(other, 0o755); err != nil {

@@ -51,17 +51,36 @@ func probe(ctx context.Context, dev string) (fstype, pttype string, err error) {
 	return fstype, pttype, nil
 }
 
-// mkfsArgs are the fast, safe defaults: no discard of the whole device, lazy initialisation.
+// mkfsArgs are the fast, safe defaults (no discard of the whole device, lazy initialisation)
+// followed by extra, checked again against the driver's allowlist and passed one word per option
+// and value. mke2fs keeps only the last -E it is given, so extra's extended options are appended
+// to the defaults' (where a later one overrides an earlier one).
 func mkfsArgs(fstype string, extra []string, dev string) (string, []string, error) {
+	opts, err := driver.MkfsArgs(fstype, extra)
+	if err != nil {
+		return "", nil, err
+	}
+	var name string
+	var args []string
 	switch fstype {
 	case "ext4":
-		args := append([]string{"-q", "-E", "nodiscard,lazy_itable_init=1,lazy_journal_init=1"}, extra...)
-		return "mkfs.ext4", append(args, dev), nil
+		ext := "nodiscard,lazy_itable_init=1,lazy_journal_init=1"
+		for _, o := range opts {
+			if o.Letter == 'E' {
+				ext += "," + o.Arg
+			}
+		}
+		name, args = "mkfs.ext4", []string{"-q", "-E", ext}
 	case "xfs":
-		args := append([]string{"-q", "-K"}, extra...)
-		return "mkfs.xfs", append(args, dev), nil
+		name, args = "mkfs.xfs", []string{"-q", "-K"}
 	}
-	return "", nil, fmt.Errorf("%w: cannot format %s", driver.ErrInvalid, fstype)
+	for _, o := range opts {
+		if fstype == "ext4" && o.Letter == 'E' {
+			continue
+		}
+		args = append(args, o.Tokens()...)
+	}
+	return name, append(args, dev), nil
 }
 
 // zeroWindow is how much of each end of a device zeroed reads.
@@ -150,7 +169,13 @@ func (FS) FormatIfBlank(ctx context.Context, dev, fstype string, mkfsOptions []s
 	if err != nil {
 		return "", err
 	}
-	if _, err := execx.Run(ctx, execx.Cmd{Name: name, Args: args}); err != nil {
+	// In an empty directory of its own: no relative name can reach a file of the host's.
+	dir, err := os.MkdirTemp("", "cdp-mkfs-")
+	if err != nil {
+		return "", fmt.Errorf("format %s as %s: make an empty working directory: %w", dev, fstype, err)
+	}
+	defer os.RemoveAll(dir)
+	if _, err := execx.Run(ctx, execx.Cmd{Name: name, Args: args, Dir: dir}); err != nil {
 		return "", fmt.Errorf("format %s as %s: %w", dev, fstype, err)
 	}
 	return fstype, nil
