@@ -25,7 +25,7 @@ func TestClusterVolumes(t *testing.T) {
 	for _, p := range []string{"ceph:latest", "ceph-cinder:latest"} {
 		if out, err := docker(t, time.Minute, "plugin", "inspect", "-f", "{{.Enabled}}", p); err == nil && out == "true" {
 			must(t, "plugin", "disable", "-f", p)
-			t.Cleanup(func() { _, _ = docker(t, time.Minute, "plugin", "enable", p) })
+			t.Cleanup(func() { _, _ = docker(t, time.Minute, "plugin", "enable", "--timeout", "120", p) })
 		}
 	}
 	if out, _ := docker(t, 30*time.Second, "info", "-f", "{{.Swarm.LocalNodeState}}"); out != "active" {

@@ -11,7 +11,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -170,6 +169,18 @@ func run(t *testing.T, vol, script string) string {
 
 // TestMain runs the suite, then checks that it left nothing behind: no container, no volume of
 // the plugin, no mount of the plugin's on the host.
+// ourLoop tells a loop device of this suite's plugins from one of another program using rbd-fuse
+// on the machine at the same time: its backing file is under a managed plugin's MOUNT_ROOT
+// (/mnt/volumes, as the plugin sees it) or under the suite's second host (cdp-e2e-other-*).
+func ourLoop(dev string) bool {
+	b, err := os.ReadFile(filepath.Join("/sys/block", filepath.Base(dev), "loop", "backing_file"))
+	if err != nil {
+		return false // detached meanwhile
+	}
+	path := strings.TrimSpace(string(b))
+	return strings.HasPrefix(path, "/mnt/volumes/") || strings.Contains(path, "/cdp-e2e-other-")
+}
+
 // pluginLoops lists the loop devices the fuse mapper attached: named "rbd-fuse:<pool>/<image>",
 // or whose rbd-fuse died and cannot be asked (ENOTCONN).
 func pluginLoops() map[string]bool {
@@ -190,7 +201,22 @@ func pluginLoops() map[string]bool {
 
 func TestMain(m *testing.M) {
 	before := pluginLoops()
+	logFrom, others := dockerdLogSize(), otherPlugins()
 	code := m.Run()
+	if bad, err := falseErrors(logFrom, others); err != nil {
+		fmt.Fprintln(os.Stderr, "e2e: reading dockerd's log:", err)
+		code = 1
+	} else if len(bad) > 0 {
+		fmt.Fprintf(os.Stderr, "e2e: dockerd's log holds %d plugin line(s) at level=error that the plugin did not log as errors:\n", len(bad))
+		for i, l := range bad {
+			if i == 20 {
+				fmt.Fprintf(os.Stderr, "  ... and %d more\n", len(bad)-20)
+				break
+			}
+			fmt.Fprintln(os.Stderr, " ", l)
+		}
+		code = 1
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	var left []string
@@ -208,15 +234,15 @@ func TestMain(m *testing.M) {
 	}
 	if mi, err := os.ReadFile("/proc/self/mountinfo"); err == nil {
 		for _, line := range strings.Split(string(mi), "\n") {
-			// This engine's plugins only (another engine's suite may run meanwhile).
-			if strings.Contains(line, "/propagated-mount/") && !strings.HasSuffix(strings.Fields(line + " x x x x")[4], "/propagated-mount") &&
-				strings.Contains(line, os.Getenv("DOCKER_DATA_ROOT")+"/") {
-				left = append(left, "mount "+strings.Fields(line)[4])
+			// Only this dockerd's: another engine's suite may run at the same time.
+			mp := strings.Fields(line + " x x x x x")[4]
+			if strings.HasPrefix(mp, os.Getenv("DOCKER_DATA_ROOT")+"/") && strings.Contains(mp, "/propagated-mount/") && !strings.HasSuffix(mp, "/propagated-mount") {
+				left = append(left, "mount "+mp)
 			}
 		}
 	}
 	for dev := range pluginLoops() {
-		if !before[dev] {
+		if !before[dev] && ourLoop(dev) {
 			left = append(left, "loop device "+dev)
 		}
 	}
@@ -268,13 +294,13 @@ func TestPluginSetWhileDisabled(t *testing.T) {
 		t.Fatalf("set while enabled: %s", out)
 	}
 	must(t, "plugin", "disable", pluginName())
-	t.Cleanup(func() { _, _ = docker(t, time.Minute, "plugin", "enable", pluginName()) })
+	t.Cleanup(func() { _, _ = docker(t, time.Minute, "plugin", "enable", "--timeout", "120", pluginName()) })
 	must(t, "plugin", "set", pluginName(), "LOG_LEVEL=debug", "REMOVE_ACTION=delete")
 	env := must(t, "plugin", "inspect", "-f", "{{json .Settings.Env}}", pluginName())
 	if !strings.Contains(env, "LOG_LEVEL=debug") {
 		t.Fatalf("settings after set: %s", env)
 	}
-	must(t, "plugin", "enable", pluginName())
+	must(t, "plugin", "enable", "--timeout", "120", pluginName())
 }
 
 func TestVolumeCreateInspectAndErrors(t *testing.T) {
@@ -497,32 +523,53 @@ func TestPluginKilledWhileMounted(t *testing.T) {
 	must(t, "rm", "-f", c)
 }
 
-// dockerd restarts while a container uses a volume: the daemon stops the container (Unmount),
-// the plugin with it; after the restart the container starts again with its data.
+// dockerd restarts while containers use volumes: at shutdown the daemon stops the containers
+// (Unmount), and the plugin with them. A container without a restart policy is started again by
+// hand; one with --restart always comes back by itself (daemon.restore restarts the containers
+// whose policy says so once the plugins are up), mounting its volume again with a new ID.
+// (Both in one dockerd restart: each restart costs tens of seconds.)
 func TestDockerdRestart(t *testing.T) {
 	name := uniq("restart")
 	volume(t, name, "size=128M")
 	c := uniq("survivor")
-	must(t, "run", "-d", "--name", c, "--network", "none", "-v", name+":/data", "busybox", "sleep", "600")
+	// --stop-timeout 1: dockerd's shutdown waits that long (default 10 s) before killing them
+	// (sleep as PID 1 ignores SIGTERM).
+	must(t, "run", "-d", "--name", c, "--stop-timeout", "1", "--network", "none", "-v", name+":/data", "busybox", "sleep", "600")
 	t.Cleanup(func() { _, _ = docker(t, time.Minute, "rm", "-f", c) })
 	must(t, "exec", c, "sh", "-c", "echo kept > /data/f; sync")
+	always := uniq("always")
+	volume(t, always, "size=128M")
+	ca := uniq("always")
+	must(t, "run", "-d", "--name", ca, "--restart", "always", "--stop-timeout", "1", "--network", "none", "-v", always+":/data", "busybox", "sleep", "600")
+	t.Cleanup(func() { _, _ = docker(t, time.Minute, "rm", "-f", ca) })
+	must(t, "exec", ca, "sh", "-c", "echo survives > /data/f; sync")
+	alwaysBefore := mountIDs(t, always)
 
-	pid := readPID(t, filepath.Join(dockerLab(), "dockerd.pid"))
-	if err := syscall.Kill(pid, syscall.SIGTERM); err != nil {
-		t.Fatal(err)
-	}
-	for i := 0; syscall.Kill(pid, 0) == nil; i++ {
-		if i > 600 {
-			t.Fatal("dockerd did not stop in 60s")
+	start := time.Now()
+	restartDockerd(t)
+	deadline := time.Now().Add(2 * time.Minute)
+	for {
+		out, _ := docker(t, 30*time.Second, "inspect", "-f", "{{.State.Running}}", ca)
+		if out == "true" {
+			break
 		}
-		time.Sleep(100 * time.Millisecond)
+		if time.Now().After(deadline) {
+			st, _ := docker(t, 30*time.Second, "inspect", "-f", "{{json .State}}", ca)
+			t.Fatalf("the --restart always container did not come back within 2 min of dockerd's restart: %s", st)
+		}
+		time.Sleep(500 * time.Millisecond)
 	}
-	top, _ := filepath.Abs("..")
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	defer cancel()
-	if out, err := exec.CommandContext(ctx, filepath.Join(top, "scripts", "docker-up.sh")).CombinedOutput(); err != nil {
-		t.Fatalf("restart dockerd: %v\n%s", err, out)
+	t.Logf("--restart always: running again %v after dockerd was stopped", time.Since(start).Round(time.Second))
+	if out := must(t, "exec", ca, "cat", "/data/f"); out != "survives" {
+		t.Fatalf("after dockerd's restart the --restart always container reads %q", out)
 	}
+	if after := mountIDs(t, always); len(alwaysBefore) != 1 || len(after) != 1 || after[0] == alwaysBefore[0] {
+		t.Fatalf("--restart always: mount IDs before dockerd's restart %v, after %v: want one each, a new one after", alwaysBefore, after)
+	}
+	if out, _ := docker(t, 30*time.Second, "inspect", "-f", "{{.State.Running}}", c); out != "false" {
+		t.Fatalf("the container without a restart policy after dockerd's restart: running=%s", out)
+	}
+	assertReleased(t, name)
 	must(t, "start", c)
 	if out := must(t, "exec", c, "cat", "/data/f"); out != "kept" {
 		t.Fatalf("after the dockerd restart: %q", out)
@@ -531,7 +578,9 @@ func TestDockerdRestart(t *testing.T) {
 	if mounts, _ := st["mounts"].([]any); len(mounts) != 1 {
 		t.Fatalf("references after the restart: %v", st)
 	}
-	must(t, "rm", "-f", c)
+	must(t, "rm", "-f", c, ca)
+	assertReleased(t, name)
+	assertReleased(t, always)
 }
 
 // The way users install it: the plugin pushed to a registry (Debian's docker-registry on
@@ -540,32 +589,9 @@ func TestInstallFromRegistryWithAlias(t *testing.T) {
 	if cinderMode() {
 		t.Skip("the registry install is the same plugin image: checked once, in the rbd run of the suite")
 	}
-	lab := labDir()
-	built := filepath.Join(lab, "plugin-build", strings.Split(pluginName(), ":")[0], "plugin")
-	if _, err := os.Stat(filepath.Join(built, "config.json")); err != nil {
-		t.Fatalf("no built plugin in %s (make plugin builds it): %v", built, err)
-	}
+	built := builtPlugin(t)
 	dir := t.TempDir()
-	cfg := filepath.Join(dir, "registry.yml")
-	if err := os.WriteFile(cfg, []byte("version: 0.1\nstorage:\n  filesystem:\n    rootdirectory: "+filepath.Join(dir, "data")+
-		"\nhttp:\n  addr: 127.0.0.1:45123\n"), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	reg := exec.Command("docker-registry", "serve", cfg)
-	if err := reg.Start(); err != nil {
-		t.Fatalf("start docker-registry: %v", err)
-	}
-	t.Cleanup(func() { _ = reg.Process.Kill(); _ = reg.Wait() })
-	for i := 0; ; i++ {
-		if c, err := net.DialTimeout("tcp", "127.0.0.1:45123", time.Second); err == nil {
-			c.Close()
-			break
-		}
-		if i > 100 {
-			t.Fatal("registry did not listen on 127.0.0.1:45123")
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
+	startRegistry(t, 45123)
 
 	// dockerd refuses a second plugin whose rootfs layer is byte-identical: vary one file.
 	variant := filepath.Join(dir, "plugin")

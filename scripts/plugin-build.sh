@@ -47,6 +47,8 @@ if [ $# -gt 0 ]; then
   docker plugin set "$PLUGIN" "$@"
 fi
 if [ "${ENABLE:-1}" = 1 ]; then
-  timeout 60 docker plugin enable "$PLUGIN" >/dev/null || die "enable failed: see the plugin's log in $DOCKER_LAB/dockerd.log"
+  # --timeout 120: without it dockerd gives every call to the plugin 30 s (moby pluginPostStart),
+  # below CALL_TIMEOUT, and abandons slow Mounts that the plugin then completes.
+  timeout 150 docker plugin enable --timeout 120 "$PLUGIN" >/dev/null || die "enable failed: see the plugin's log in $DOCKER_LAB/dockerd.log"
   log "plugin $PLUGIN enabled"
 fi
