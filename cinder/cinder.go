@@ -122,6 +122,8 @@ type Provisioner struct {
 	home     string                                // the configured scope's project id
 	others   []string                              // other projects the credentials can use
 	othersAt time.Time
+
+	after func(time.Duration) <-chan time.Time // time.After: the wait between status polls
 }
 
 // othersTTL is how long the list of other projects is trusted.
@@ -142,7 +144,7 @@ func New(cfg Config) *Provisioner {
 		cfg.Poll = 500 * time.Millisecond
 	}
 	cfg.Auth.AllowReauth = true
-	return &Provisioner{cfg: cfg, clients: map[string]*gophercloud.ServiceClient{}}
+	return &Provisioner{cfg: cfg, clients: map[string]*gophercloud.ServiceClient{}, after: time.After}
 }
 
 // BackendOptions implements driver.Provisioner.
@@ -325,6 +327,19 @@ func unreachable(err error) error {
 
 // apiError translates a Cinder API error.
 func apiError(op, what string, err error) error {
+	// A token that expired and could not be renewed: gophercloud's error does not unwrap, so
+	// judge by Keystone's answer to the renewal (credentials rotated or revoked, role removed,
+	// Keystone down or past the deadline), not as a failure of Cinder.
+	var reauth *gophercloud.ErrUnableToReauthenticate
+	if errors.As(err, &reauth) {
+		for _, code := range []int{http.StatusUnauthorized, http.StatusForbidden, http.StatusNotFound} {
+			if gophercloud.ResponseCodeIs(reauth.ErrReauth, code) {
+				return fmt.Errorf("cinder %s %s: %w: Keystone refused to renew the token (were the credentials changed or revoked, or the role removed?): %v",
+					op, what, driver.ErrPermission, reauth.ErrReauth)
+			}
+		}
+		return fmt.Errorf("cinder %s %s: Keystone unreachable or failing while renewing the token: %w", op, what, unreachable(reauth.ErrReauth))
+	}
 	switch {
 	case err == nil:
 		return nil
@@ -531,7 +546,7 @@ func (p *Provisioner) waitStatus(ctx context.Context, c *gophercloud.ServiceClie
 		select {
 		case <-ctx.Done():
 			return v, fmt.Errorf("%w: volume %s still %q, not %q, at the deadline", driver.ErrTimeout, id, v.Status, want)
-		case <-time.After(next()):
+		case <-p.after(next()):
 		}
 	}
 }
@@ -721,7 +736,7 @@ func (p *Provisioner) Remove(ctx context.Context, name string, action driver.Rem
 		select {
 		case <-ctx.Done():
 			return fmt.Errorf("%w: volume %s (%s) still %q at the deadline", driver.ErrTimeout, name, v.ID, got.Status)
-		case <-time.After(next()):
+		case <-p.after(next()):
 		}
 	}
 }
@@ -968,7 +983,7 @@ func (p *Provisioner) otherAttachment(ctx context.Context, c *gophercloud.Servic
 	if v, err := volumes.Get(ctx, c, volumeID).Extract(); err == nil {
 		for _, va := range v.Attachments {
 			if va.AttachmentID == other[0].ID {
-				return fmt.Sprintf("host %s (container %s)", attachedHost(va), va.ServerID), nil
+				return fmt.Sprintf("%s (container %s)", attachedHost(va), va.ServerID), nil
 			}
 		}
 	}
