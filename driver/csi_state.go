@@ -6,8 +6,6 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"sort"
-	"strings"
 	"time"
 )
 
@@ -124,24 +122,7 @@ func (s *FileStore) AllStages() ([]StageState, error) {
 	if err != nil {
 		return nil, fmt.Errorf("read CSI state directory: %w", err)
 	}
-	var out []StageState
-	var errs []error
-	for _, e := range entries {
-		name, ok := strings.CutSuffix(e.Name(), ".json")
-		if !ok || e.IsDir() || strings.HasPrefix(name, ".") {
-			continue
-		}
-		st, found, err := s.LoadStage(name)
-		if err != nil {
-			errs = append(errs, err)
-			continue
-		}
-		if found {
-			out = append(out, st)
-		}
-	}
-	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
-	return out, errors.Join(errs...)
+	return loadEach(entries, s.LoadStage, func(st StageState) string { return st.Name })
 }
 
 func syncDir(dir string) error {

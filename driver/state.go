@@ -93,14 +93,20 @@ func (s *FileStore) All() ([]State, error) {
 	if err != nil {
 		return nil, fmt.Errorf("read state directory: %w", err)
 	}
-	var out []State
+	return loadEach(entries, s.Load, func(st State) string { return st.Name })
+}
+
+// loadEach loads the record of each <name>.json among entries (other files and hidden ones are
+// skipped), sorted by name; the errors of records that cannot be read are joined.
+func loadEach[T any](entries []os.DirEntry, load func(name string) (T, bool, error), nameOf func(T) string) ([]T, error) {
+	var out []T
 	var errs []error
 	for _, e := range entries {
 		name, ok := strings.CutSuffix(e.Name(), ".json")
 		if !ok || e.IsDir() || strings.HasPrefix(name, ".") {
 			continue
 		}
-		st, found, err := s.Load(name)
+		st, found, err := load(name)
 		if err != nil {
 			errs = append(errs, err)
 			continue
@@ -109,7 +115,7 @@ func (s *FileStore) All() ([]State, error) {
 			out = append(out, st)
 		}
 	}
-	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
+	sort.Slice(out, func(i, j int) bool { return nameOf(out[i]) < nameOf(out[j]) })
 	return out, errors.Join(errs...)
 }
 
