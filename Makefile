@@ -30,7 +30,7 @@ E2E_METRICS_CINDER := 127.0.0.1:$(if $(filter 28,$(DOCKER_ENGINE)),9383,9381)
 .PHONY: help deps test-deps build test unit lint fmt down ceph-up openstack-up demo plugin plugin-csi e2e e2e-cinder e2e-csi e2e-all docker-up lab lab-build lab-docker lab-docker-build
 
 help: ## list the targets
-	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-17s %s\n", $$1, $$2}'
+	@grep -hE '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-17s %s\n", $$1, $$2}'
 
 deps: ## install the build dependencies (Debian's librbd-dev, librados-dev) if missing
 	scripts/deps.sh
