@@ -11,6 +11,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/gophercloud/gophercloud/v2"
 	"github.com/sirupsen/logrus"
 
 	"github.com/cephdocker/ceph-docker-plugin/driver"
@@ -55,6 +56,20 @@ type Config struct {
 type OpenStack struct {
 	AuthURL, Username, Password, UserDomain, ProjectID, ProjectName, ProjectDomain, Region string
 	AppCredID, AppCredSecret, CACert                                                       string
+}
+
+// openstackAuth is the Keystone authentication of the OS_* settings, as the plugin uses it.
+func openstackAuth(o OpenStack) gophercloud.AuthOptions {
+	auth := gophercloud.AuthOptions{
+		IdentityEndpoint: o.AuthURL, Username: o.Username, Password: o.Password, DomainName: o.UserDomain,
+		TenantID: o.ProjectID, ApplicationCredentialID: o.AppCredID, ApplicationCredentialSecret: o.AppCredSecret,
+	}
+	if o.AppCredID != "" {
+		auth.Username, auth.Password, auth.DomainName, auth.TenantID = "", "", "", ""
+	} else if o.ProjectID == "" {
+		auth.Scope = &gophercloud.AuthScope{ProjectName: o.ProjectName, DomainName: o.ProjectDomain}
+	}
+	return auth
 }
 
 // Setting describes one environment setting: its name, default and meaning (config.json and the

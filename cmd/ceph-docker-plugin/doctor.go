@@ -13,7 +13,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/gophercloud/gophercloud/v2"
 	"github.com/moby/sys/mountinfo"
 
 	"github.com/cephdocker/ceph-docker-plugin/cinder"
@@ -229,20 +228,6 @@ func checkCeph(ctx context.Context, c *rbd.Cluster, cfg Config, env doctorEnv) [
 		}
 	}
 	return fs
-}
-
-// openstackAuth is the Keystone authentication of the OS_* settings, as the plugin uses it.
-func openstackAuth(o OpenStack) gophercloud.AuthOptions {
-	auth := gophercloud.AuthOptions{
-		IdentityEndpoint: o.AuthURL, Username: o.Username, Password: o.Password, DomainName: o.UserDomain,
-		TenantID: o.ProjectID, ApplicationCredentialID: o.AppCredID, ApplicationCredentialSecret: o.AppCredSecret,
-	}
-	if o.AppCredID != "" {
-		auth.Username, auth.Password, auth.DomainName, auth.TenantID = "", "", "", ""
-	} else if o.ProjectID == "" {
-		auth.Scope = &gophercloud.AuthScope{ProjectName: o.ProjectName, DomainName: o.ProjectDomain}
-	}
-	return auth
 }
 
 func checkCinder(ctx context.Context, cfg Config) finding {

@@ -18,7 +18,6 @@ import (
 	"time"
 
 	"github.com/docker/go-plugins-helpers/volume"
-	"github.com/gophercloud/gophercloud/v2"
 	"github.com/moby/sys/mountinfo"
 	"github.com/sirupsen/logrus"
 
@@ -102,16 +101,7 @@ func run(getenv func(string) string, warning string) error {
 	switch cfg.Backend {
 	case "cinder":
 		o := cfg.OpenStack
-		auth := gophercloud.AuthOptions{
-			IdentityEndpoint: o.AuthURL, Username: o.Username, Password: o.Password, DomainName: o.UserDomain,
-			TenantID: o.ProjectID, ApplicationCredentialID: o.AppCredID, ApplicationCredentialSecret: o.AppCredSecret,
-		}
-		if o.AppCredID != "" {
-			auth.Username, auth.Password, auth.DomainName, auth.TenantID = "", "", "", ""
-		} else if o.ProjectID == "" {
-			auth.Scope = &gophercloud.AuthScope{ProjectName: o.ProjectName, DomainName: o.ProjectDomain}
-		}
-		ccfg := cinder.Config{Auth: auth, Region: o.Region, CACert: o.CACert, Host: cfg.NodeName, HostID: host.ID, CephUser: cfg.CephUser}
+		ccfg := cinder.Config{Auth: openstackAuth(o), Region: o.Region, CACert: o.CACert, Host: cfg.NodeName, HostID: host.ID, CephUser: cfg.CephUser}
 		ceph := &cephClient{cfg: rbd.Config{ConfPath: cfg.CephConf, Cluster: cfg.CephCluster,
 			User: cfg.CephUser, Keyring: cfg.CephKeyring, OpTimeout: cfg.CephTimeout}, local: local}
 		defer ceph.Close()
