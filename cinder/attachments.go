@@ -1,0 +1,403 @@
+package cinder
+
+import (
+	"context"
+	"crypto/sha1"
+	"errors"
+	"fmt"
+	"net/http"
+	"regexp"
+	"strings"
+	"time"
+
+	"github.com/gophercloud/gophercloud/v2"
+	"github.com/gophercloud/gophercloud/v2/openstack/blockstorage/v3/attachments"
+	"github.com/gophercloud/gophercloud/v2/openstack/blockstorage/v3/volumes"
+	"github.com/gophercloud/gophercloud/v2/pagination"
+
+	"github.com/cephdocker/ceph-docker-plugin/driver"
+)
+
+var uuidRE = regexp.MustCompile(`^[0-9a-fA-F]{8}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{12}$`)
+
+// InstanceUUID derives the attachment's instance UUID from Docker's mount ID (64 hex digits,
+// not a UUID): a name-based (version 5 style) UUID, the same for the same ID on every host.
+func InstanceUUID(mountID string) string {
+	if uuidRE.MatchString(mountID) {
+		return strings.ToLower(mountID)
+	}
+	h := sha1.Sum([]byte("ceph-docker-plugin:" + mountID))
+	h[6] = (h[6] & 0x0f) | 0x50
+	h[8] = (h[8] & 0x3f) | 0x80
+	return fmt.Sprintf("%x-%x-%x-%x-%x", h[0:4], h[4:6], h[6:8], h[8:10], h[10:16])
+}
+
+// mountpoint is what the attachment records as its mount point: Cinder's attachments API leaves
+// host_name empty, so the host is kept here, with its identity and Docker's full mount ID:
+// "docker:<host>/<host ID>/<mount id>". The older format, "docker:<host>/<mount id>", names the
+// host alone.
+func mountpoint(host, id, mountID string) string {
+	if id == "" {
+		return "docker:" + host + "/" + mountID
+	}
+	return "docker:" + host + "/" + id + "/" + mountID
+}
+
+// attacher reads the host (name and identity, "" for an attachment made without one) back from an
+// attachment (the name from host_name when Cinder set it).
+func attacher(a volumes.Attachment) (host, id string) {
+	host = "(unknown host)"
+	if rest, ok := strings.CutPrefix(a.Device, "docker:"); ok {
+		parts := strings.Split(rest, "/")
+		if len(parts) >= 2 {
+			host = parts[0]
+		}
+		if len(parts) == 3 && driver.ValidHostID(parts[1]) {
+			id = parts[1]
+		}
+	}
+	if a.HostName != "" {
+		host = a.HostName
+	}
+	return host, id
+}
+
+// attachedHost names an attachment's host for people: "host node-3 (host ID 1f2e3d4c5b6a)".
+func attachedHost(a volumes.Attachment) string {
+	host, id := attacher(a)
+	if id == "" {
+		return "host " + host
+	}
+	return fmt.Sprintf("host %s (host ID %s)", host, driver.ShortHostID(id))
+}
+
+// owns says whether attachment a is this host's: made under this host's identity, or made under
+// this host's name alone (the older name-only format) and named by this host's own state
+// (claimed: the attachment ID its state recorded). A name is not enough: two machines can share
+// one.
+func (p *Provisioner) owns(a volumes.Attachment, claimed string) bool {
+	host, id := attacher(a)
+	switch {
+	case id != "":
+		return p.cfg.HostID != "" && id == p.cfg.HostID
+	case host != p.cfg.Host:
+		return false
+	}
+	return p.cfg.HostID == "" || (claimed != "" && a.AttachmentID == claimed)
+}
+
+// sameName adds to a refusal naming another host's attachment what to do when that host has
+// this host's NODE_NAME.
+func (p *Provisioner) sameName(a volumes.Attachment) string {
+	host, _ := attacher(a)
+	if host != p.cfg.Host {
+		return ""
+	}
+	return fmt.Sprintf(" (it has this host's NODE_NAME, not its identity %s: another machine named %s, or this host before it lost its STATE_DIR/%s)",
+		driver.ShortHostID(p.cfg.HostID), host, driver.HostIDFile)
+}
+
+// Attach implements driver.Provisioner: it records this host and container as a Cinder
+// attachment and returns the RBD image to map.
+func (p *Provisioner) Attach(ctx context.Context, name string, req driver.AttachRequest) (driver.Attachment, error) {
+	f, err := p.locate(ctx, name)
+	if err != nil {
+		return driver.Attachment{}, err
+	}
+	c, v := f.c, f.v
+	var fenced []string
+	for _, a := range v.Attachments {
+		if p.owns(a, req.Claimed) {
+			continue
+		}
+		h := attachedHost(a)
+		if !req.TakeOver {
+			return driver.Attachment{}, fmt.Errorf("%w: volume %s is attached to %s (container %s)%s; stop it there, or if that host is dead, set LOCK_BREAK=on to fence it and take the volume over",
+				driver.ErrBusyElsewhere, name, h, a.ServerID, p.sameName(a))
+		}
+		_, holder := attacher(a)
+		gone, err := p.takeOver(ctx, c, name, h, a.AttachmentID, holder)
+		fenced = append(fenced, gone...)
+		if err != nil {
+			return driver.Attachment{Fenced: fenced}, fmt.Errorf("take volume %s over from %s: %w", name, h, err)
+		}
+		v.Attachments = nil // only this host's may remain, and a takeover leaves none of its own
+	}
+	if len(v.Attachments) == 0 && (v.Status == "attaching" || v.Status == "reserved") {
+		// Attachments that were never completed: Cinder lists them only in the attachments API,
+		// and says nothing of their host. This mount's own (an attempt whose answer was lost) is
+		// recognised by its instance UUID and deleted; another is a host attaching right now,
+		// or one that died doing so.
+		pending, err := p.pendingAttachments(ctx, c, v.ID)
+		if err != nil {
+			return driver.Attachment{}, apiError("list attachments of", name, err)
+		}
+		for _, a := range pending {
+			if a.Instance == InstanceUUID(req.MountID) {
+				if err := p.deleteAttachment(ctx, c, name, a.ID); err != nil {
+					return driver.Attachment{}, err
+				}
+				continue
+			}
+			if !req.TakeOver {
+				return driver.Attachment{}, fmt.Errorf("%w: volume %s is being attached elsewhere (Cinder status %s, attachment %s for instance %s, not completed); try again, or if that host died while attaching, set LOCK_BREAK=on to fence it and take the volume over",
+					driver.ErrBusyElsewhere, name, v.Status, a.ID, a.Instance)
+			}
+			gone, err := p.takeOver(ctx, c, name, "the host of instance "+a.Instance, a.ID, "")
+			fenced = append(fenced, gone...)
+			if err != nil {
+				return driver.Attachment{Fenced: fenced}, fmt.Errorf("take volume %s over from instance %s: %w", name, a.Instance, err)
+			}
+		}
+		if _, err := p.waitStatus(ctx, c, v.ID, "available"); err != nil {
+			return driver.Attachment{Fenced: fenced}, fmt.Errorf("cinder attach %s: %w", name, err)
+		}
+	}
+	for _, a := range v.Attachments {
+		// This host attached it before (the plugin restarted): the same attachment serves.
+		got, err := attachments.Get(ctx, c, a.AttachmentID).Extract()
+		if err != nil {
+			return driver.Attachment{}, apiError("get attachment", name, err)
+		}
+		spec, mons, err := parseConnection(got.ConnectionInfo)
+		if err != nil {
+			return driver.Attachment{}, fmt.Errorf("cinder attach %s: %w", name, err)
+		}
+		if err := p.checkIdentity(ctx, name, spec); err != nil {
+			return driver.Attachment{}, err
+		}
+		return driver.Attachment{ID: got.ID,
+			Map: driver.MapRequest{ImageSpec: spec, ReadOnly: req.ReadOnly, Monitors: mons, User: p.cfg.CephUser}}, nil
+	}
+	mode := "rw"
+	if req.ReadOnly {
+		mode = "ro"
+	}
+	connector := map[string]any{
+		"host": p.cfg.Host, "platform": "x86_64", "os_type": "linux", "multipath": false,
+		"do_local_attach": false, "mountpoint": mountpoint(p.cfg.Host, p.cfg.HostID, req.MountID),
+	}
+	a, err := attachments.Create(ctx, c, attachments.CreateOpts{
+		VolumeUUID: v.ID, InstanceUUID: InstanceUUID(req.MountID), Connector: connector, Mode: mode,
+	}).Extract()
+	if err != nil {
+		if gophercloud.ResponseCodeIs(err, http.StatusBadRequest) || gophercloud.ResponseCodeIs(err, http.StatusConflict) {
+			return driver.Attachment{}, fmt.Errorf("%w: Cinder refused to attach volume %s (attached meanwhile by another host?): %v",
+				driver.ErrBusyElsewhere, name, err)
+		}
+		return driver.Attachment{}, apiError("attach", name, err)
+	}
+	undo := func() {
+		cctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		_ = attachments.Delete(cctx, c, a.ID).ExtractErr()
+	}
+	spec, mons, err := parseConnection(a.ConnectionInfo)
+	if err != nil {
+		undo()
+		return driver.Attachment{}, fmt.Errorf("cinder attach %s: %w", name, err)
+	}
+	if v.Multiattach {
+		// Cinder reserves a multiattach volume again as soon as a first attachment is completed,
+		// before its host has mapped the image (so before the watcher check below can see it),
+		// but never while another reservation is pending: a host that finds another attachment
+		// after reserving its own is the later one, and gives way. Exactly one host wins.
+		holder, err := p.otherAttachment(ctx, c, v.ID, a.ID)
+		if err == nil && holder != "" {
+			err = fmt.Errorf("%w: volume %s (a multiattach volume) is attached to %s; this plugin attaches a volume to one host at a time: stop its container there first",
+				driver.ErrBusyElsewhere, name, holder)
+		} else if err != nil {
+			err = apiError("list attachments of", name, err)
+		}
+		if err != nil {
+			undo()
+			return driver.Attachment{}, err
+		}
+	}
+	if p.cfg.Watchers != nil {
+		// With the attachment reserved (no other host can attach meanwhile), make sure no
+		// client maps the image without one.
+		live, err := p.cfg.Watchers.LiveWatchers(ctx, spec)
+		if err == nil && len(live) > 0 {
+			err = fmt.Errorf("%w: volume %s: its RBD image %s is open by Ceph client(s) %s that have no Cinder attachment (mapped by hand, or by a host whose attachment was deleted); unmap it there first",
+				driver.ErrBusyElsewhere, name, spec, strings.Join(live, ", "))
+		}
+		if err != nil {
+			undo()
+			return driver.Attachment{}, err
+		}
+	}
+	if err := attachments.Complete(ctx, c, a.ID).ExtractErr(); err != nil {
+		undo()
+		return driver.Attachment{}, apiError("complete attachment", name, err)
+	}
+	vol := toVolume(v, f.project) // as found before attaching: options, not status
+	return driver.Attachment{
+		ID: a.ID, Fenced: fenced, Volume: &vol,
+		Map: driver.MapRequest{ImageSpec: spec, ReadOnly: req.ReadOnly, Monitors: mons, User: p.cfg.CephUser},
+	}, nil
+}
+
+// checkIdentity makes sure that a volume attached under this host's identity is not open on
+// another machine: an attachment that names this host's identity, but whose RBD image a client
+// that is not this host's keeps open, is another machine's (one using a copy of this host's
+// STATE_DIR, as on a cloned disk).
+func (p *Provisioner) checkIdentity(ctx context.Context, name string, spec driver.ImageSpec) error {
+	if p.cfg.Watchers == nil || p.cfg.HostID == "" {
+		return nil
+	}
+	live, err := p.cfg.Watchers.ForeignWatchers(ctx, spec)
+	if err != nil {
+		return fmt.Errorf("volume %s: %w", name, err)
+	}
+	if len(live) == 0 {
+		return nil
+	}
+	return fmt.Errorf("%w: volume %s is attached under this host's identity (host %s, host ID %s), but Ceph client(s) %s, not this host's, keep its RBD image %s open: another machine uses this host's identity (a copy of its STATE_DIR, as on a cloned disk) or maps the image by hand. On that machine, stop the plugin, remove %s from its STATE_DIR and start it again (it then makes an identity of its own); this host leaves the volume alone meanwhile",
+		driver.ErrBusyElsewhere, name, p.cfg.Host, driver.ShortHostID(p.cfg.HostID), strings.Join(live, ", "), spec, driver.HostIDFile)
+}
+
+// RecordClients implements driver.Provisioner through Config.Recorder.
+func (p *Provisioner) RecordClients(ctx context.Context, name string, att driver.Attachment, m driver.Mapping) error {
+	if p.cfg.Recorder == nil || p.cfg.HostID == "" {
+		return nil
+	}
+	spec := att.Map.ImageSpec
+	if spec.Image == "" {
+		spec = m.ImageSpec
+	}
+	var clients []string
+	if m.Client != "" {
+		clients = append(clients, m.Client)
+	}
+	if err := p.cfg.Recorder.RecordClients(ctx, spec, p.cfg.Host, p.cfg.HostID, clients); err != nil {
+		return fmt.Errorf("volume %s: %w", name, err)
+	}
+	return nil
+}
+
+// takeOver fences the Ceph clients of a dead host's attachment (blocklist, lock break) and
+// deletes the attachment. Fencing comes first: a holder that is only unreachable must not write
+// once the volume is someone else's.
+func (p *Provisioner) takeOver(ctx context.Context, c *gophercloud.ServiceClient, name, host, attachmentID, holder string) ([]string, error) {
+	if p.cfg.Fencer == nil {
+		return nil, fmt.Errorf("%w: this plugin has no Ceph access to fence %s with", driver.ErrInvalid, host)
+	}
+	got, err := attachments.Get(ctx, c, attachmentID).Extract()
+	if err != nil {
+		return nil, apiError("get attachment", name, err)
+	}
+	var fenced []string
+	if spec, _, err := parseConnection(got.ConnectionInfo); err == nil {
+		if fenced, err = p.cfg.Fencer.Fence(ctx, spec, holder); err != nil {
+			return fenced, err
+		}
+	} else if len(got.ConnectionInfo) > 0 {
+		return nil, fmt.Errorf("cannot tell which RBD image %s maps, so cannot fence it: %w", host, err)
+	}
+	if err := p.deleteAttachment(ctx, c, name, got.ID); err != nil {
+		return fenced, err
+	}
+	if _, err := p.waitStatus(ctx, c, got.VolumeID, "available"); err != nil {
+		return fenced, fmt.Errorf("after deleting the attachment of %s: %w", host, err)
+	}
+	return fenced, nil
+}
+
+// pendingAttachments lists a volume's attachments that are not completed (reserved, attaching).
+func (p *Provisioner) pendingAttachments(ctx context.Context, c *gophercloud.ServiceClient, volumeID string) ([]attachments.Attachment, error) {
+	var out []attachments.Attachment
+	err := attachments.List(c, attachments.ListOpts{VolumeID: volumeID}).EachPage(ctx, func(_ context.Context, page pagination.Page) (bool, error) {
+		as, err := attachments.ExtractAttachments(page)
+		for _, a := range as {
+			if a.Status != "attached" && a.Status != "detached" {
+				out = append(out, a)
+			}
+		}
+		return true, err
+	})
+	return out, err
+}
+
+// otherAttachment describes an attachment of the volume other than mine (of any host, completed
+// or not), or returns "" when there is none.
+func (p *Provisioner) otherAttachment(ctx context.Context, c *gophercloud.ServiceClient, volumeID, mine string) (string, error) {
+	var other []attachments.Attachment
+	err := attachments.List(c, attachments.ListOpts{VolumeID: volumeID}).EachPage(ctx, func(_ context.Context, page pagination.Page) (bool, error) {
+		as, err := attachments.ExtractAttachments(page)
+		for _, a := range as {
+			if a.ID != mine && a.Status != "detached" {
+				other = append(other, a)
+			}
+		}
+		return true, err
+	})
+	if err != nil || len(other) == 0 {
+		return "", err
+	}
+	// The volume's view names the host of a completed attachment.
+	if v, err := volumes.Get(ctx, c, volumeID).Extract(); err == nil {
+		for _, va := range v.Attachments {
+			if va.AttachmentID == other[0].ID {
+				return fmt.Sprintf("%s (container %s)", attachedHost(va), va.ServerID), nil
+			}
+		}
+	}
+	return fmt.Sprintf("another host (attachment %s for instance %s, %s)", other[0].ID, other[0].Instance, other[0].Status), nil
+}
+
+// deleteAttachment deletes one attachment; one already gone is fine.
+func (p *Provisioner) deleteAttachment(ctx context.Context, c *gophercloud.ServiceClient, name, id string) error {
+	err := attachments.Delete(ctx, c, id).ExtractErr()
+	if err != nil && !gophercloud.ResponseCodeIs(err, http.StatusNotFound) {
+		return apiError("delete attachment "+id+" of", name, err)
+	}
+	return nil
+}
+
+// Detach implements driver.Provisioner: it deletes this host's attachment(s) of the volume.
+func (p *Provisioner) Detach(ctx context.Context, name string, att driver.Attachment) error {
+	f, err := p.locate(ctx, name)
+	if errors.Is(err, driver.ErrNotFound) {
+		return nil // the volume is gone, and its attachments with it
+	}
+	if err != nil {
+		return err
+	}
+	c, v := f.c, f.v
+	ids := []string{}
+	if att.MountID != "" && (v.Status == "attaching" || v.Status == "reserved") {
+		// An attempt whose answer never came may have left an attachment that was not
+		// completed: it is found by the mount's instance UUID.
+		pending, err := p.pendingAttachments(ctx, c, v.ID)
+		if err != nil {
+			return apiError("list attachments of", name, err)
+		}
+		for _, a := range pending {
+			if a.Instance == InstanceUUID(att.MountID) {
+				ids = append(ids, a.ID)
+			}
+		}
+	}
+	if att.ID != "" {
+		ids = append(ids, att.ID)
+	} else {
+		// Not recorded (a crash between attach and its record): this host's attachments.
+		for _, a := range v.Attachments {
+			if p.owns(a, "") {
+				ids = append(ids, a.AttachmentID)
+			}
+		}
+	}
+	if len(ids) > 0 && p.cfg.Recorder != nil && p.cfg.HostID != "" && att.Map.Image != "" {
+		// Best effort: a record left behind is fenced only by a host taking the volume over
+		// from this identity.
+		_ = p.cfg.Recorder.ClearClients(ctx, att.Map.ImageSpec, p.cfg.HostID)
+	}
+	for _, id := range ids {
+		if err := p.deleteAttachment(ctx, c, name, id); err != nil {
+			return err
+		}
+	}
+	return nil
+}

@@ -1,0 +1,384 @@
+package cinder
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math"
+	"net/http"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/gophercloud/gophercloud/v2"
+	"github.com/gophercloud/gophercloud/v2/openstack/blockstorage/v3/snapshots"
+	"github.com/gophercloud/gophercloud/v2/openstack/blockstorage/v3/volumes"
+	"github.com/gophercloud/gophercloud/v2/openstack/blockstorage/v3/volumetypes"
+	"github.com/gophercloud/gophercloud/v2/pagination"
+
+	"github.com/cephdocker/ceph-docker-plugin/driver"
+)
+
+// found is a volume and the client of the project it lives in.
+type found struct {
+	c       *gophercloud.ServiceClient
+	v       volumes.Volume
+	project string
+}
+
+// locate finds the one volume named name: in the configured project, else in the other
+// projects the credentials can use. A name found in several projects is an error naming them.
+func (p *Provisioner) locate(ctx context.Context, name string) (found, error) {
+	c, err := p.client(ctx, "")
+	if err != nil {
+		return found{}, err
+	}
+	v, err := p.find(ctx, c, name)
+	if err == nil {
+		p.mu.Lock()
+		home := p.home
+		p.mu.Unlock()
+		return found{c, v, home}, nil
+	}
+	if !errors.Is(err, driver.ErrNotFound) {
+		return found{}, err
+	}
+	notFound := err
+	var hits []found
+	for _, pid := range p.otherProjects(ctx) {
+		pc, err := p.client(ctx, pid)
+		if errors.Is(err, driver.ErrPermission) {
+			continue // listed but not usable (the role was just removed)
+		}
+		if err != nil {
+			return found{}, err
+		}
+		v, err := p.find(ctx, pc, name)
+		if errors.Is(err, driver.ErrNotFound) {
+			continue
+		}
+		if err != nil {
+			return found{}, err
+		}
+		hits = append(hits, found{pc, v, pid})
+	}
+	switch len(hits) {
+	case 0:
+		return found{}, notFound
+	case 1:
+		return hits[0], nil
+	}
+	where := make([]string, 0, len(hits))
+	for _, h := range hits {
+		where = append(where, fmt.Sprintf("%s in project %s", h.v.ID, h.project))
+	}
+	return found{}, fmt.Errorf("%w: %d Cinder volumes are named %q (%s): rename or delete all but one",
+		driver.ErrInvalid, len(hits), name, strings.Join(where, ", "))
+}
+
+// find returns the one volume named name in the project.
+func (p *Provisioner) find(ctx context.Context, c *gophercloud.ServiceClient, name string) (volumes.Volume, error) {
+	var found []volumes.Volume
+	err := volumes.List(c, volumes.ListOpts{Name: name}).EachPage(ctx, func(_ context.Context, page pagination.Page) (bool, error) {
+		vs, err := volumes.ExtractVolumes(page)
+		for _, v := range vs {
+			if v.Name == name { // the filter is exact in Cinder, but be sure
+				found = append(found, v)
+			}
+		}
+		return true, err
+	})
+	if err != nil {
+		return volumes.Volume{}, apiError("list", name, err)
+	}
+	switch len(found) {
+	case 0:
+		return volumes.Volume{}, fmt.Errorf("cinder: %w: no volume named %q", driver.ErrNotFound, name)
+	case 1:
+		return found[0], nil
+	}
+	ids := make([]string, 0, len(found))
+	for _, v := range found {
+		ids = append(ids, v.ID)
+	}
+	return volumes.Volume{}, fmt.Errorf("%w: %d Cinder volumes are named %q (%s): rename or delete all but one",
+		driver.ErrInvalid, len(found), name, strings.Join(ids, ", "))
+}
+
+// createSize is the size in GiB to ask Cinder for: -o size, rounded up; without it, a volume made
+// from a snapshot or another volume gets its source's size (Cinder requires a size, and the
+// default would grow, or refuse to shrink, the copy).
+func (p *Provisioner) createSize(ctx context.Context, c *gophercloud.ServiceClient, opts driver.Options) (int, error) {
+	size := int(math.Ceil(float64(opts.Size) / (1 << 30)))
+	if opts.SizeGiven {
+		return size, nil
+	}
+	if id := opts.Backend[OptSnapshotID]; id != "" {
+		s, err := snapshots.Get(ctx, c, id).Extract()
+		if err != nil {
+			return 0, apiError("read snapshot", id+" (option "+OptSnapshotID+")", err)
+		}
+		return s.Size, nil
+	}
+	if id := opts.Backend[OptSourceVolumeID]; id != "" {
+		v, err := volumes.Get(ctx, c, id).Extract()
+		if err != nil {
+			return 0, apiError("read volume", id+" (option "+OptSourceVolumeID+")", err)
+		}
+		return v.Size, nil
+	}
+	return size, nil
+}
+
+// Create implements driver.Provisioner.
+func (p *Provisioner) Create(ctx context.Context, name string, opts driver.Options) error {
+	c, err := p.client(ctx, opts.Backend[OptProjectID])
+	if err != nil {
+		return err
+	}
+	if f, err := p.locate(ctx, name); err == nil {
+		return fmt.Errorf("cinder create %s: %w (volume %s in project %s)", name, driver.ErrExists, f.v.ID, f.project)
+	} else if !errors.Is(err, driver.ErrNotFound) {
+		return err
+	}
+	meta := map[string]string{metaManaged: managedBy, metaFSType: opts.FSType}
+	if len(opts.MkfsOptions) > 0 {
+		meta[metaMkfsOptions] = strings.Join(opts.MkfsOptions, " ")
+	}
+	if opts.MountOptions != "" {
+		meta[metaMountOptions] = opts.MountOptions
+	}
+	size, err := p.createSize(ctx, c, opts)
+	if err != nil {
+		return fmt.Errorf("cinder create %s: %w", name, err)
+	}
+	co := volumes.CreateOpts{
+		Name: name, Size: size, Metadata: meta,
+		VolumeType: opts.Backend[OptVolumeType], AvailabilityZone: opts.Backend[OptAvailabilityZone],
+		SnapshotID: opts.Backend[OptSnapshotID], SourceVolID: opts.Backend[OptSourceVolumeID],
+		Description: "Docker volume " + name + " (ceph-docker-plugin)",
+	}
+	v, err := volumes.Create(ctx, c, co, nil).Extract()
+	if err != nil {
+		return apiError("create", name, err)
+	}
+	if _, err := p.waitStatus(ctx, c, v.ID, "available"); err != nil {
+		cctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		_ = volumes.Delete(cctx, c, v.ID, volumes.DeleteOpts{}).ExtractErr()
+		return fmt.Errorf("cinder create %s: %w", name, err)
+	}
+	return nil
+}
+
+// waitStatus polls the volume until it reaches want (or an error status, or ctx's end).
+func (p *Provisioner) waitStatus(ctx context.Context, c *gophercloud.ServiceClient, id, want string) (*volumes.Volume, error) {
+	next := p.backoff()
+	for {
+		v, err := volumes.Get(ctx, c, id).Extract()
+		if err != nil {
+			return nil, apiError("get", id, err)
+		}
+		switch {
+		case v.Status == want:
+			return v, nil
+		case strings.HasPrefix(v.Status, "error"):
+			return v, fmt.Errorf("volume %s went to status %q (see the cinder-volume log)", id, v.Status)
+		}
+		select {
+		case <-ctx.Done():
+			return v, fmt.Errorf("%w: volume %s still %q, not %q, at the deadline", driver.ErrTimeout, id, v.Status, want)
+		case <-p.after(next()):
+		}
+	}
+}
+
+// backoff returns the waits between status polls: 50 ms for the first second (Cinder's RBD
+// backend makes a volume available in a few hundred milliseconds: a fixed 500 ms poll made Create
+// take twice as long as Cinder itself, and doubling from 50 ms still overshot by ~100 ms at p50,
+// measured by cmd/cdp-bench), then doubling up to cfg.Poll.
+func (p *Provisioner) backoff() func() time.Duration {
+	d := min(50*time.Millisecond, p.cfg.Poll)
+	n := 0
+	return func() time.Duration {
+		w := d
+		if n++; n >= 20 {
+			d = min(2*d, p.cfg.Poll)
+		}
+		return w
+	}
+}
+
+func toVolume(v volumes.Volume, project string) driver.Volume {
+	vol := driver.Volume{
+		Name: v.Name, Size: uint64(v.Size) << 30, FSType: v.Metadata[metaFSType],
+		MountOptions: v.Metadata[metaMountOptions], CreatedAt: v.CreatedAt,
+		Status: map[string]any{"cinder-id": v.ID, "cinder-status": v.Status, "volume-type": v.VolumeType,
+			"availability-zone": v.AvailabilityZone},
+	}
+	if project != "" {
+		vol.Status["project-id"] = project
+	}
+	if v.SnapshotID != "" {
+		vol.Status[OptSnapshotID] = v.SnapshotID
+	}
+	if v.SourceVolID != "" {
+		vol.Status[OptSourceVolumeID] = v.SourceVolID
+	}
+	if m := v.Metadata[metaMkfsOptions]; m != "" {
+		vol.MkfsOptions = driver.SplitMkfsOptions(m)
+	}
+	var holders []string
+	for _, a := range v.Attachments {
+		holders = append(holders, fmt.Sprintf("%s (container %s)", attachedHost(a), a.ServerID))
+	}
+	vol.Holder = strings.Join(holders, ", ")
+	return vol
+}
+
+// Get implements driver.Provisioner.
+func (p *Provisioner) Get(ctx context.Context, name string) (driver.Volume, error) {
+	f, err := p.locate(ctx, name)
+	if err != nil {
+		return driver.Volume{}, err
+	}
+	return toVolume(f.v, f.project), nil
+}
+
+// Differences implements driver.Provisioner: it compares the project-id, volume-type,
+// availability-zone, snapshot-id and source-volume-id options of an idempotent Create.
+func (p *Provisioner) Differences(ctx context.Context, vol driver.Volume, opts driver.Options) ([]string, error) {
+	var diffs []string
+	for _, k := range []string{OptProjectID, OptAvailabilityZone, OptSnapshotID, OptSourceVolumeID} {
+		v, ok := opts.Backend[k]
+		if !ok {
+			continue
+		}
+		if have, _ := vol.Status[k].(string); have != v {
+			if have == "" {
+				have = "none"
+			}
+			diffs = append(diffs, fmt.Sprintf("%s %s (it has %s)", k, v, have))
+		}
+	}
+	if v, ok := opts.Backend[OptVolumeType]; ok {
+		have, _ := vol.Status[OptVolumeType].(string)
+		if have != v && !p.typeNamed(ctx, v, have) {
+			diffs = append(diffs, fmt.Sprintf("%s %s (it has %s)", OptVolumeType, v, have))
+		}
+	}
+	return diffs, nil
+}
+
+// typeNamed reports whether the volume type with ID id is named name (Cinder takes a type's
+// name or ID, and reports a volume's type by name). False when the type cannot be read.
+func (p *Provisioner) typeNamed(ctx context.Context, id, name string) bool {
+	c, err := p.client(ctx, "")
+	if err != nil {
+		return false
+	}
+	t, err := volumetypes.Get(ctx, c, id).Extract()
+	return err == nil && t.Name == name
+}
+
+// RoundSize implements driver.Provisioner: Cinder sizes volumes in whole GiB.
+func (p *Provisioner) RoundSize(size uint64) uint64 {
+	const gib = 1 << 30
+	return (size + gib - 1) / gib * gib
+}
+
+// List implements driver.Provisioner: every volume of the configured project whose name is a
+// valid Docker volume name, and the plugin's volumes in the other projects, read page by page.
+func (p *Provisioner) List(ctx context.Context) ([]driver.Volume, error) {
+	c, err := p.client(ctx, "")
+	if err != nil {
+		return nil, err
+	}
+	seen := map[string]bool{}
+	var out []driver.Volume
+	list := func(c *gophercloud.ServiceClient, project string, opts volumes.ListOpts) error {
+		err := volumes.List(c, opts).EachPage(ctx, func(_ context.Context, page pagination.Page) (bool, error) {
+			vs, err := volumes.ExtractVolumes(page)
+			for _, v := range vs {
+				if driver.ValidateName(v.Name) == nil && !seen[v.Name] {
+					seen[v.Name] = true
+					out = append(out, toVolume(v, project))
+				}
+			}
+			return true, err
+		})
+		return apiError("list", "volumes of project "+project, err)
+	}
+	p.mu.Lock()
+	home := p.home
+	p.mu.Unlock()
+	if err := list(c, home, volumes.ListOpts{Limit: 1000}); err != nil {
+		return nil, err
+	}
+	for _, pid := range p.otherProjects(ctx) {
+		pc, err := p.client(ctx, pid)
+		if errors.Is(err, driver.ErrPermission) {
+			continue
+		}
+		if err != nil {
+			return nil, err
+		}
+		if err := list(pc, pid, volumes.ListOpts{Limit: 1000, Metadata: map[string]string{metaManaged: managedBy}}); err != nil {
+			return nil, err
+		}
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
+	return out, nil
+}
+
+// Remove implements driver.Provisioner.
+func (p *Provisioner) Remove(ctx context.Context, name string, action driver.RemoveAction) error {
+	f, err := p.locate(ctx, name)
+	if err != nil {
+		return err
+	}
+	c, v := f.c, f.v
+	if len(v.Attachments) > 0 {
+		return fmt.Errorf("%w: volume %s is attached to %s; stop its containers there first", driver.ErrInUse, name, toVolume(v, "").Holder)
+	}
+	if v.Status == "in-use" || v.Status == "reserved" || v.Status == "attaching" {
+		// Uncompleted attachments: a host attaching right now, or one that died doing so (its
+		// plugin deletes the attachment when it comes back).
+		return fmt.Errorf("%w: volume %s is being attached (Cinder status %s, attachment not completed); try again, or if no host is attaching it, delete the attachment: openstack volume attachment list --volume-id %s",
+			driver.ErrInUse, name, v.Status, v.ID)
+	}
+	switch action {
+	case driver.RemoveKeep:
+		kept := driver.KeptName(name, time.Now())
+		desc := fmt.Sprintf("Docker volume %s (ceph-docker-plugin), removed from Docker at %s with REMOVE_ACTION=keep; rename it back to use it again",
+			name, time.Now().UTC().Format(time.RFC3339))
+		if _, err := volumes.Update(ctx, c, v.ID, volumes.UpdateOpts{Name: &kept, Description: &desc}).Extract(); err != nil {
+			return apiError("rename (REMOVE_ACTION=keep) to "+kept, name, err)
+		}
+		return nil
+	case driver.RemoveTrash:
+		return fmt.Errorf("%w: REMOVE_ACTION=trash needs BACKEND=rbd (Cinder has no trash); use delete or keep", driver.ErrInvalid)
+	}
+	if err := volumes.Delete(ctx, c, v.ID, volumes.DeleteOpts{}).ExtractErr(); err != nil {
+		return apiError("delete", name, err)
+	}
+	// Deletion is asynchronous: wait for it, so that the name is free when Remove returns.
+	next := p.backoff()
+	for {
+		got, err := volumes.Get(ctx, c, v.ID).Extract()
+		if gophercloud.ResponseCodeIs(err, http.StatusNotFound) {
+			return nil
+		}
+		if err != nil {
+			return apiError("get", name, err)
+		}
+		if got.Status == "error_deleting" {
+			return fmt.Errorf("cinder could not delete volume %s (%s): status error_deleting (see the cinder-volume log)", name, v.ID)
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("%w: volume %s (%s) still %q at the deadline", driver.ErrTimeout, name, v.ID, got.Status)
+		case <-p.after(next()):
+		}
+	}
+}
