@@ -25,6 +25,13 @@ import (
 // through a pipe whose number is in CDP_SECRETS_FD: the new image reads the pipe once and closes
 // it. The kernel's environ block of the process is then the scrubbed one, and every child
 // (rbd-fuse, mkfs, modprobe: see execx) gets a minimal environment of its own on top.
+//
+// In the managed plugin the binary is the entrypoint and starts as PID 1 of the plugin's PID
+// namespace. PID 1 must reap the orphans rbd-fuse leaves, which a Go program cannot do without
+// stealing the exit statuses os/exec waits for; so as PID 1 the binary executes tini instead of
+// itself, with the scrubbed environment and the pipe, and tini starts the plugin as its child.
+// Had tini been the entrypoint, it would have kept the secrets in its own environ block for the
+// life of the plugin.
 
 // secretsFDEnv names the pipe the secrets arrive through after the re-exec.
 const secretsFDEnv = "CDP_SECRETS_FD"
@@ -84,10 +91,11 @@ func takeSecrets() (secrets map[string]string, warning string, err error) {
 		return secrets, "", nil
 	}
 	secrets, rest := splitSecrets(os.Environ())
-	if len(secrets) == 0 {
+	asPID1 := os.Getpid() == 1 && reaperAvailable()
+	if len(secrets) == 0 && !asPID1 {
 		return secrets, "", nil
 	}
-	err = reexecWithout(secrets, rest)
+	err = reexecWithout(secrets, rest, asPID1)
 	// Only reached when the re-exec failed.
 	for k := range secrets {
 		os.Unsetenv(k)
@@ -101,9 +109,18 @@ func takeSecrets() (secrets map[string]string, warning string, err error) {
 		"they stay readable there by root on this host", strings.Join(names, ", "), err), nil
 }
 
+// reaper is the init that PID 1 hands over to (tini, in the plugin's root filesystem).
+var reaper = "/usr/bin/tini"
+
+func reaperAvailable() bool {
+	fi, err := os.Stat(reaper)
+	return err == nil && fi.Mode().IsRegular() && fi.Mode()&0o111 != 0
+}
+
 // reexecWithout writes secrets into a pipe and executes this binary again with env and the pipe's
-// number. It returns only on failure.
-func reexecWithout(secrets map[string]string, env []string) error {
+// number, or, underInit, the reaper (tini -s --) with this binary and its arguments as its child.
+// It returns only on failure.
+func reexecWithout(secrets map[string]string, env []string, underInit bool) error {
 	payload, err := json.Marshal(secrets)
 	if err != nil {
 		return err
@@ -133,9 +150,17 @@ func reexecWithout(secrets map[string]string, env []string) error {
 	if err != nil || strings.HasSuffix(self, " (deleted)") {
 		self = "/proc/self/exe"
 	}
-	err = unix.Exec(self, os.Args, env)
+	path, argv := self, os.Args
+	if underInit {
+		// tini's child is executed by path: /proc/self/exe would name tini by then.
+		if self == "/proc/self/exe" {
+			self = os.Args[0]
+		}
+		path, argv = reaper, append([]string{reaper, "-s", "--", self}, os.Args[1:]...)
+	}
+	err = unix.Exec(path, argv, env)
 	unix.Close(r)
-	return fmt.Errorf("re-exec %s: %w", self, err)
+	return fmt.Errorf("re-exec %s: %w", path, err)
 }
 
 // readSecrets reads and closes the pipe the previous image wrote the secrets into.
