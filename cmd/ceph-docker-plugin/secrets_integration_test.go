@@ -12,6 +12,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/cephdocker/ceph-docker-plugin/plugin/plugintest"
 	"github.com/cephdocker/ceph-docker-plugin/rbd/fuse"
 )
 
@@ -44,11 +45,7 @@ func TestSecretsReachNoProcess(t *testing.T) {
 // its settings to $LAB_DIR/openstack/admin-env).
 func adminCLI(t *testing.T, args ...string) string {
 	t.Helper()
-	lab := os.Getenv("LAB_DIR")
-	if lab == "" {
-		lab = "/var/lib/ceph-docker-plugin-lab"
-	}
-	script := "set -a; . " + filepath.Join(lab, "openstack", "admin-env") + "; exec /usr/bin/openstack \"$@\""
+	script := "set -a; . " + plugintest.AdminEnvFile() + "; exec /usr/bin/openstack \"$@\""
 	out, err := exec.Command("sh", append([]string{"-c", script, "sh"}, args...)...).CombinedOutput()
 	if err != nil {
 		t.Fatalf("openstack %v (as admin): %v: %s", args, err, out)
@@ -131,7 +128,7 @@ func testSecretsReachNoProcess(t *testing.T, l lab, secrets, env []string) {
 	}
 	// The plugin, its descendants, and the rbd-fuse daemons it started (daemonized: their parent
 	// is no longer the plugin).
-	procs := append(descendants(t, p.cmd.Process.Pid), fuse.Daemons(p.fuseRoot())...)
+	procs := append(descendants(t, p.Pid()), fuse.Daemons(p.fuseRoot())...)
 	daemons := len(fuse.Daemons(p.fuseRoot()))
 	if daemons == 0 {
 		t.Fatal("no rbd-fuse daemon serves the mounted volume: nothing to look at")
