@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -14,7 +15,7 @@ import (
 )
 
 func cmdOut(name string, args ...string) string {
-	ctx, cancel := contextWithTimeout(20 * time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 	res, err := execx.Run(ctx, execx.Cmd{Name: name, Args: args})
 	if err != nil {
