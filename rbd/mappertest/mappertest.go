@@ -20,6 +20,7 @@ import (
 
 	"github.com/cephdocker/ceph-docker-plugin/driver"
 	"github.com/cephdocker/ceph-docker-plugin/driver/execx"
+	"github.com/cephdocker/ceph-docker-plugin/plugin/plugintest"
 )
 
 // Harness is what the suite needs from the mapper's test.
@@ -56,11 +57,7 @@ func Run(t *testing.T, h Harness) {
 	}
 }
 
-func ctx(t *testing.T) context.Context {
-	c, cancel := context.WithTimeout(context.Background(), timeout)
-	t.Cleanup(cancel)
-	return c
-}
+func ctx(t *testing.T) context.Context { return plugintest.Context(t, timeout) }
 
 func assertNoLeftovers(t *testing.T, h Harness) {
 	t.Helper()
