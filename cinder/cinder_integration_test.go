@@ -16,8 +16,8 @@ import (
 	"github.com/gophercloud/gophercloud/v2/openstack/blockstorage/v3/volumetypes"
 
 	"github.com/cephdocker/ceph-docker-plugin/driver"
-	"github.com/cephdocker/ceph-docker-plugin/rbd"
 	"github.com/cephdocker/ceph-docker-plugin/plugin/plugintest"
+	"github.com/cephdocker/ceph-docker-plugin/rbd"
 )
 
 // Integration tests against the real lab Keystone + Cinder (scripts/openstack-up.sh), as the

@@ -9,8 +9,8 @@ import (
 	"time"
 
 	"github.com/cephdocker/ceph-docker-plugin/driver/execx"
-	"github.com/cephdocker/ceph-docker-plugin/rbd"
 	"github.com/cephdocker/ceph-docker-plugin/plugin/plugintest"
+	"github.com/cephdocker/ceph-docker-plugin/rbd"
 )
 
 // The integration tests read the lab cluster's coordinates from the environment (scripts/ceph-up.sh
