@@ -2,7 +2,7 @@
 
 package plugin
 
-// One test per way dockerd calls a volume plugin besides `docker run -v` (issue 12): docker cp,
+// One test per way dockerd calls a volume plugin besides `docker run -v`: docker cp,
 // --volumes-from, anonymous volumes of --rm containers, docker restart and restart policies,
 // volume prune, plugin disable/upgrade, labels, inspect while another host holds the volume, and
 // a missed Unmount. Each cites the moby code that decides what dockerd does.

@@ -384,8 +384,8 @@ func newMapper(cfg Config, log *logrus.Entry) (driver.Mapper, error) {
 // unsetEmpty removes the variables that are set but empty. librados reads CEPH_KEYRING and
 // CEPH_CONF from the environment as its keyring and conf options: the managed plugin's settings
 // put CEPH_KEYRING="" there when it is left at its default ("search the default places"), and
-// librados then has no keyring at all and fails to authenticate (EACCES). Found in the docker
-// guest of the krbd lab, where the plugin runs with its config.json defaults.
+// librados then has no keyring at all and fails to authenticate (EACCES). The docker guest of the
+// krbd lab runs the plugin with its config.json defaults, and so covers this.
 func unsetEmpty(names ...string) {
 	for _, n := range names {
 		if v, ok := os.LookupEnv(n); ok && v == "" {
