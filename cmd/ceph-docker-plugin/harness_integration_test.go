@@ -321,20 +321,7 @@ func (p *plugin) mappingsOf(pool, image string) int {
 	return n
 }
 
-func writeFile(t *testing.T, path string, data []byte) {
-	t.Helper()
-	f, err := os.Create(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := f.Write(data); err != nil {
-		t.Fatal(err)
-	}
-	if err := f.Sync(); err != nil {
-		t.Fatal(err)
-	}
-	f.Close()
-}
+func writeFile(t *testing.T, path string, data []byte) { plugintest.WriteFileSync(t, path, data) }
 
 func randomData(t *testing.T, n int) []byte {
 	b := make([]byte, n)

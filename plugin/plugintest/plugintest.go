@@ -12,12 +12,14 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"os"
 	"time"
 )
 
 // TB is the part of testing.TB the helpers use.
 type TB interface {
 	Helper()
+	Fatal(args ...any)
 	Fatalf(format string, args ...any)
 	Cleanup(func())
 }
@@ -35,4 +37,21 @@ func Context(t TB, d time.Duration) context.Context {
 	ctx, cancel := context.WithTimeout(context.Background(), d)
 	t.Cleanup(cancel)
 	return ctx
+}
+
+// WriteFileSync writes data to a new file at path and fsyncs it before closing: what a test
+// writes through a volume is on the device before the test unmaps, kills or fences anything.
+func WriteFileSync(t TB, path string, data []byte) {
+	t.Helper()
+	f, err := os.Create(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if _, err := f.Write(data); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.Sync(); err != nil {
+		t.Fatal(err)
+	}
 }

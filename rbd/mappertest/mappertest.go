@@ -124,17 +124,7 @@ func dataSurvivesRemap(t *testing.T, h Harness) {
 		t.Fatal(err)
 	}
 	want := sha256.Sum256(data)
-	f, err := os.Create(filepath.Join(dir, "data.bin"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := f.Write(data); err != nil {
-		t.Fatal(err)
-	}
-	if err := f.Sync(); err != nil {
-		t.Fatal(err)
-	}
-	f.Close()
+	plugintest.WriteFileSync(t, filepath.Join(dir, "data.bin"), data)
 	unmount(t, dir)
 	if err := h.Mapper.Unmap(ctx(t), spec); err != nil {
 		t.Fatalf("unmap: %v", err)
