@@ -5,7 +5,6 @@ package lab
 import (
 	"bufio"
 	"bytes"
-	"context"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -21,7 +20,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/cephdocker/ceph-docker-plugin/driver/execx"
 	"github.com/cephdocker/ceph-docker-plugin/lab/labapi"
 	"github.com/cephdocker/ceph-docker-plugin/plugin/plugintest"
 )
@@ -89,11 +87,7 @@ func TestMain(m *testing.M) {
 // admin runs a ceph/rbd CLI command as client.admin on the host (set-up, inspection, cleanup).
 func admin(t *testing.T, tool string, args ...string) (string, error) {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-	defer cancel()
-	full := append([]string{"-c", lab.conf, "-n", "client.admin", "-k", lab.adminKR}, args...)
-	res, err := execx.Run(ctx, execx.Cmd{Name: tool, Args: full})
-	return string(res.Stdout), err
+	return plugintest.Ceph{Conf: lab.conf, AdminKeyring: lab.adminKR}.Admin(tool, args...)
 }
 
 // hostLockers returns the holders ("client.N cookie") of the plugin's host lock on the image.

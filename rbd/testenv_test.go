@@ -8,7 +8,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/cephdocker/ceph-docker-plugin/driver/execx"
 	"github.com/cephdocker/ceph-docker-plugin/plugin/plugintest"
 	"github.com/cephdocker/ceph-docker-plugin/rbd"
 )
@@ -65,14 +64,11 @@ func ctxFor(t testing.TB, d time.Duration) context.Context { return plugintest.C
 // ceph runs the ceph CLI as client.admin (test set-up only).
 func (e labEnv) ceph(t testing.TB, args ...string) string {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-	defer cancel()
-	full := append([]string{"-c", e.conf, "-n", "client.admin", "-k", e.adminKeyring}, args...)
-	res, err := execx.Run(ctx, execx.Cmd{Name: "ceph", Args: full})
+	out, err := plugintest.Ceph{Conf: e.conf, AdminKeyring: e.adminKeyring}.Admin("ceph", args...)
 	if err != nil {
 		t.Fatalf("ceph %v: %v", args, err)
 	}
-	return string(res.Stdout)
+	return out
 }
 
 func (e labEnv) hasPool(t testing.TB, pool string) bool {

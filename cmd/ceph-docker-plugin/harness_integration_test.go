@@ -16,7 +16,6 @@ import (
 
 	"github.com/moby/sys/mountinfo"
 
-	"github.com/cephdocker/ceph-docker-plugin/driver/execx"
 	"github.com/cephdocker/ceph-docker-plugin/driver/volclient"
 	"github.com/cephdocker/ceph-docker-plugin/plugin/plugintest"
 	"github.com/cephdocker/ceph-docker-plugin/rbd/fuse"
@@ -57,14 +56,11 @@ func labEnv(t *testing.T) lab {
 // admin runs a ceph/rbd/rados CLI command as client.admin (test set-up and inspection only).
 func (l lab) admin(t *testing.T, tool string, args ...string) string {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-	defer cancel()
-	full := append([]string{"-c", l.conf, "-n", "client.admin", "-k", l.adminKeyring}, args...)
-	res, err := execx.Run(ctx, execx.Cmd{Name: tool, Args: full})
+	out, err := plugintest.Ceph{Conf: l.conf, AdminKeyring: l.adminKeyring}.Admin(tool, args...)
 	if err != nil {
 		t.Fatalf("%s %v: %v", tool, args, err)
 	}
-	return string(res.Stdout)
+	return out
 }
 
 // backend is one of the plugin's backends as the protocol-level tests drive it: the suite runs

@@ -2,13 +2,17 @@ package plugintest
 
 import (
 	"bufio"
+	"context"
 	"fmt"
 	"os"
 	"path/filepath"
 	"sort"
 	"strings"
+	"time"
 
 	"github.com/gophercloud/gophercloud/v2"
+
+	"github.com/cephdocker/ceph-docker-plugin/driver/execx"
 )
 
 // LabDir is where the lab scripts keep their state and env files ($LAB_DIR, which the Makefile
@@ -158,4 +162,14 @@ func (o OpenStack) AuthOptions() gophercloud.AuthOptions {
 		IdentityEndpoint: o.AuthURL, Username: o.Username, Password: o.Password, DomainName: o.UserDomain,
 		Scope: &gophercloud.AuthScope{ProjectName: o.ProjectName, DomainName: o.ProjectDomain},
 	}
+}
+
+// Admin runs a Ceph CLI tool (ceph, rbd, rados) as client.admin on the lab cluster and returns
+// its standard output: for test set-up, inspection and cleanup only. It gives up after a minute.
+func (c Ceph) Admin(tool string, args ...string) (string, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	full := append([]string{"-c", c.Conf, "-n", "client.admin", "-k", c.AdminKeyring}, args...)
+	res, err := execx.Run(ctx, execx.Cmd{Name: tool, Args: full})
+	return string(res.Stdout), err
 }
