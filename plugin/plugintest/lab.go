@@ -48,13 +48,17 @@ func ReadEnvFile(path string) (EnvFile, error) {
 }
 
 // MustEnvFile is ReadEnvFile for tests: a missing file fails the test.
-func MustEnvFile(t TB, path string) EnvFile {
-	t.Helper()
-	e, err := ReadEnvFile(path)
-	if err != nil {
-		t.Fatalf("%v", err)
+func MustEnvFile(t TB, path string) EnvFile { t.Helper(); return must[EnvFile](t)(ReadEnvFile(path)) }
+
+// must returns a function that fails t on an error and returns the value otherwise.
+func must[T any](t TB) func(T, error) T {
+	return func(v T, err error) T {
+		t.Helper()
+		if err != nil {
+			t.Fatalf("%v", err)
+		}
+		return v
 	}
-	return e
 }
 
 // List returns the settings as KEY=VALUE, sorted, for a process's environment.
@@ -84,14 +88,7 @@ func CephFromEnv() (Ceph, error) {
 }
 
 // MustCeph is CephFromEnv for tests: a missing variable fails the test (it never skips).
-func MustCeph(t TB) Ceph {
-	t.Helper()
-	c, err := CephFromEnv()
-	if err != nil {
-		t.Fatalf("%v", err)
-	}
-	return c
-}
+func MustCeph(t TB) Ceph { t.Helper(); return must[Ceph](t)(CephFromEnv()) }
 
 // Settings are the plugin's settings for the lab Ceph as its least-privilege user.
 func (c Ceph) Settings() []string {
@@ -104,14 +101,15 @@ type OpenStack struct {
 	UserDomain, ProjectDomain, Region        string
 }
 
-// openStackFrom reads OS_* through get; the domains default to Default, as the plugin's do.
-func openStackFrom(get func(string) string) (OpenStack, error) {
+// openStackFrom reads OS_* through get, from source (for the error); the domains default to
+// Default, as the plugin's do.
+func openStackFrom(get func(string) string, source string) (OpenStack, error) {
 	o := OpenStack{AuthURL: get("OS_AUTH_URL"), Username: get("OS_USERNAME"), Password: get("OS_PASSWORD"),
 		ProjectName: get("OS_PROJECT_NAME"), UserDomain: get("OS_USER_DOMAIN_NAME"),
 		ProjectDomain: get("OS_PROJECT_DOMAIN_NAME"), Region: get("OS_REGION_NAME")}
 	if o.AuthURL == "" || o.Username == "" || o.Password == "" || o.ProjectName == "" {
-		return o, fmt.Errorf("OS_AUTH_URL, OS_USERNAME, OS_PASSWORD and OS_PROJECT_NAME must be set: " +
-			"the make targets load them from $LAB_DIR/openstack/env (scripts/openstack-up.sh starts Keystone + Cinder and writes it)")
+		return o, fmt.Errorf("OS_AUTH_URL, OS_USERNAME, OS_PASSWORD and OS_PROJECT_NAME must be set in %s "+
+			"(scripts/openstack-up.sh starts the lab Keystone + Cinder and writes them)", source)
 	}
 	if o.UserDomain == "" {
 		o.UserDomain = "Default"
@@ -123,17 +121,12 @@ func openStackFrom(get func(string) string) (OpenStack, error) {
 }
 
 // OpenStackFromEnv reads the plugin's Keystone user (the lab's demo user) from the environment.
-func OpenStackFromEnv() (OpenStack, error) { return openStackFrom(os.Getenv) }
+func OpenStackFromEnv() (OpenStack, error) {
+	return openStackFrom(os.Getenv, "the environment (the make targets load $LAB_DIR/openstack/env)")
+}
 
 // MustOpenStack is OpenStackFromEnv for tests: a missing variable fails the test.
-func MustOpenStack(t TB) OpenStack {
-	t.Helper()
-	o, err := OpenStackFromEnv()
-	if err != nil {
-		t.Fatalf("%v", err)
-	}
-	return o
-}
+func MustOpenStack(t TB) OpenStack { t.Helper(); return must[OpenStack](t)(OpenStackFromEnv()) }
 
 // AdminEnvFile is the env file of the lab Keystone's admin (another user than the plugin's).
 func AdminEnvFile() string { return filepath.Join(LabDir(), "openstack", "admin-env") }
@@ -142,11 +135,7 @@ func AdminEnvFile() string { return filepath.Join(LabDir(), "openstack", "admin-
 func MustOpenStackAdmin(t TB) OpenStack {
 	t.Helper()
 	e := MustEnvFile(t, AdminEnvFile())
-	o, err := openStackFrom(func(k string) string { return e[k] })
-	if err != nil {
-		t.Fatalf("%s: %v", AdminEnvFile(), err)
-	}
-	return o
+	return must[OpenStack](t)(openStackFrom(func(k string) string { return e[k] }, AdminEnvFile()))
 }
 
 // Settings are the plugin's settings for BACKEND=cinder as this user (BACKEND itself not included).

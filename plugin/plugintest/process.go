@@ -159,14 +159,15 @@ func (p *Process) ExitErr() error {
 // Running says whether a started process has not exited yet.
 func (p *Process) Running() bool {
 	done := p.Exited()
-	if done == nil {
-		return false
-	}
+	return done != nil && !closed(done)
+}
+
+func closed(ch <-chan struct{}) bool {
 	select {
-	case <-done:
-		return false
-	default:
+	case <-ch:
 		return true
+	default:
+		return false
 	}
 }
 
