@@ -688,20 +688,12 @@ func procCPU(pid int) (self, children float64) {
 
 // cephDaemonsCPU is the CPU time in ms of the Ceph daemons running on this machine.
 func cephDaemonsCPU() float64 {
-	entries, _ := os.ReadDir("/proc")
+	procs, _ := plugintest.Procs()
 	var total float64
-	for _, e := range entries {
-		pid, err := strconv.Atoi(e.Name())
-		if err != nil {
-			continue
-		}
-		comm, err := os.ReadFile(filepath.Join("/proc", e.Name(), "comm"))
-		if err != nil {
-			continue
-		}
-		switch strings.TrimSpace(string(comm)) {
+	for _, p := range procs {
+		switch p.Comm {
 		case "ceph-osd", "ceph-mon", "ceph-mgr":
-			self, _ := procCPU(pid)
+			self, _ := procCPU(p.PID)
 			total += self
 		}
 	}

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"slices"
 	"strings"
 	"time"
 
@@ -145,7 +146,7 @@ func (b *bench) cinder(ctx context.Context) error {
 
 // cleanCinder deletes every bench-* Cinder volume of the project (after an interrupted run).
 func (b *bench) cleanCinder(ctx context.Context) {
-	if !contains(b.o.phases, "cinder") || os.Getenv("OS_AUTH_URL") == "" {
+	if !slices.Contains(b.o.phases, "cinder") || os.Getenv("OS_AUTH_URL") == "" {
 		return
 	}
 	c, err := cinderClient(ctx)
@@ -171,13 +172,4 @@ func (b *bench) cleanCinder(ctx context.Context) {
 		}
 		return true, err
 	})
-}
-
-func contains(s []string, v string) bool {
-	for _, x := range s {
-		if x == v {
-			return true
-		}
-	}
-	return false
 }

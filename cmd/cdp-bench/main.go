@@ -179,17 +179,11 @@ func loadavg() string {
 // suites): how many qemu-system and go test processes run.
 func busyProcs() string {
 	qemu, gotest := 0, 0
-	entries, _ := os.ReadDir("/proc")
-	for _, e := range entries {
-		if _, err := strconv.Atoi(e.Name()); err != nil {
-			continue
-		}
-		raw, err := os.ReadFile(filepath.Join("/proc", e.Name(), "cmdline"))
-		if err != nil {
-			continue
-		}
-		args := strings.Split(string(raw), "\x00")
+	procs, _ := plugintest.Procs()
+	for _, p := range procs {
+		args := p.Args
 		switch {
+		case len(args) == 0:
 		case strings.Contains(args[0], "qemu-system"):
 			qemu++
 		case len(args) > 1 && strings.HasSuffix(args[0], "go") && args[1] == "test":

@@ -139,3 +139,19 @@ func TestProcessWaitReadyFailsWhenTheProcessExits(t *testing.T) {
 		t.Fatalf("Kill9 of an exited process: %v", err)
 	}
 }
+
+func TestProcsSeesThisProcessAndItsParent(t *testing.T) {
+	procs, err := Procs()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range procs {
+		if p.PID == os.Getpid() {
+			if p.PPID != os.Getppid() || len(p.Args) == 0 || p.Args[0] != os.Args[0] {
+				t.Fatalf("this process as Procs sees it: %+v (ppid %d, args %q)", p, os.Getppid(), os.Args)
+			}
+			return
+		}
+	}
+	t.Fatalf("Procs did not list this process (%d) among %d", os.Getpid(), len(procs))
+}
