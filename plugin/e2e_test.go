@@ -24,30 +24,17 @@ import (
 	"github.com/cephdocker/ceph-docker-plugin/plugin/plugintest"
 )
 
-func pluginName() string {
-	if p := os.Getenv("CDP_PLUGIN"); p != "" {
-		return p
-	}
-	return "ceph:latest"
-}
+func pluginName() string { return plugintest.EnvOr("CDP_PLUGIN", "ceph:latest") }
 
 // dockerLab is the directory of the private dockerd under test (its env file, log and pid file):
 // one per engine (DOCKER_ENGINE=20.10 or 28), named in the env file docker-up.sh writes.
 func dockerLab() string {
-	if d := os.Getenv("DOCKER_LAB"); d != "" {
-		return d
-	}
-	return filepath.Join(plugintest.LabDir(), "docker")
+	return plugintest.EnvOr("DOCKER_LAB", filepath.Join(plugintest.LabDir(), "docker"))
 }
 
 // swarmListenAddr is the swarm manager's address on loopback: its own port per engine, so that the
 // two engines' dockerds can both run a swarm (SWARM_LISTEN_ADDR, written by docker-up.sh).
-func swarmListenAddr() string {
-	if a := os.Getenv("SWARM_LISTEN_ADDR"); a != "" {
-		return a
-	}
-	return "127.0.0.1:2377"
-}
+func swarmListenAddr() string { return plugintest.EnvOr("SWARM_LISTEN_ADDR", "127.0.0.1:2377") }
 
 // readPID reads a pid file the lab scripts wrote.
 func readPID(t *testing.T, path string) int {

@@ -17,11 +17,14 @@ import (
 
 // LabDir is where the lab scripts keep their state and env files ($LAB_DIR, which the Makefile
 // exports; /var/lib/ceph-docker-plugin-lab by default).
-func LabDir() string {
-	if d := os.Getenv("LAB_DIR"); d != "" {
-		return d
+func LabDir() string { return EnvOr("LAB_DIR", "/var/lib/ceph-docker-plugin-lab") }
+
+// EnvOr returns the environment variable key, or def when it is unset or empty.
+func EnvOr(key, def string) string {
+	if v := os.Getenv(key); v != "" {
+		return v
 	}
-	return "/var/lib/ceph-docker-plugin-lab"
+	return def
 }
 
 // EnvFile is one of the env files the lab scripts write: KEY=VALUE lines, as `set -a; . file`
