@@ -10,6 +10,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/cephdocker/ceph-docker-plugin/driver/volclient"
 	"github.com/cephdocker/ceph-docker-plugin/plugin/plugintest"
 )
 
@@ -17,8 +18,9 @@ import (
 // docker.volumedriver/1.0 protocol, exactly as dockerd drives it.
 type plugin struct {
 	*plugintest.Process
-	name string // also its NODE_NAME
-	dir  string // socket, state, mounts, log
+	name   string // also its NODE_NAME
+	dir    string // socket, state, mounts, log
+	client *volclient.Client
 }
 
 func newPlugin(bin, work, name string, env ...string) *plugin {
@@ -27,6 +29,7 @@ func newPlugin(bin, work, name string, env ...string) *plugin {
 	p.Process = plugintest.NewProcess(bin, dir, name, 120*time.Second,
 		append([]string{"LOG_LEVEL=info", "DEFAULT_SIZE=1G", "CALL_TIMEOUT=100s"}, env...)...)
 	p.LogFile = p.logPath()
+	p.client = p.Client
 	return p
 }
 
