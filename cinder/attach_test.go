@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/cephdocker/ceph-docker-plugin/driver"
+	"github.com/cephdocker/ceph-docker-plugin/plugin/plugintest"
 )
 
 // Docker mount IDs (container IDs) of the tests.
@@ -20,12 +21,7 @@ const (
 	mountB = "0c1d2e3f4a5b6c7d8e9f0a1b2c3d4e5f6a7b8c9d0e1f2a3b4c5d6e7f8a9b0c1d"
 )
 
-func withTimeout(t *testing.T, d time.Duration) context.Context {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), d)
-	t.Cleanup(cancel)
-	return ctx
-}
+func withTimeout(t *testing.T, d time.Duration) context.Context { return plugintest.Context(t, d) }
 
 // wantErr checks err against the sentinel (nil: no error expected) and that its text holds each of parts.
 func wantErr(t *testing.T, err error, sentinel error, parts ...string) {

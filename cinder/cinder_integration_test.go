@@ -4,12 +4,9 @@ package cinder
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"errors"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -19,6 +16,7 @@ import (
 	"github.com/gophercloud/gophercloud/v2/openstack/blockstorage/v3/volumetypes"
 
 	"github.com/cephdocker/ceph-docker-plugin/driver"
+	"github.com/cephdocker/ceph-docker-plugin/plugin/plugintest"
 	"github.com/cephdocker/ceph-docker-plugin/rbd"
 )
 
@@ -27,32 +25,16 @@ import (
 
 func labAuth(t *testing.T) gophercloud.AuthOptions {
 	t.Helper()
-	for _, k := range []string{"OS_AUTH_URL", "OS_USERNAME", "OS_PASSWORD", "OS_PROJECT_NAME"} {
-		if os.Getenv(k) == "" {
-			t.Fatalf("%s must be set: run `make test` (it starts Keystone + Cinder with scripts/openstack-up.sh)", k)
-		}
-	}
-	return gophercloud.AuthOptions{
-		IdentityEndpoint: os.Getenv("OS_AUTH_URL"), Username: os.Getenv("OS_USERNAME"), Password: os.Getenv("OS_PASSWORD"),
-		DomainName: "Default", Scope: &gophercloud.AuthScope{ProjectName: os.Getenv("OS_PROJECT_NAME"), DomainName: "Default"},
-	}
+	return plugintest.MustOpenStack(t).AuthOptions()
 }
 
 func newProv(t *testing.T, host string) *Provisioner {
 	return New(Config{Auth: labAuth(t), Region: os.Getenv("OS_REGION_NAME"), Host: host, CephUser: "docker"})
 }
 
-func tctx(t *testing.T, d time.Duration) context.Context {
-	ctx, cancel := context.WithTimeout(context.Background(), d)
-	t.Cleanup(cancel)
-	return ctx
-}
+func tctx(t *testing.T, d time.Duration) context.Context { return plugintest.Context(t, d) }
 
-func uniq(prefix string) string {
-	b := make([]byte, 4)
-	_, _ = rand.Read(b)
-	return prefix + "-" + hex.EncodeToString(b)
-}
+func uniq(prefix string) string { return plugintest.Uniq(prefix) }
 
 // opts are the options of a Create with -o size=size.
 func opts(size uint64, backend map[string]string) driver.Options {
@@ -243,11 +225,7 @@ func TestExpiredTokenReauthenticates(t *testing.T) {
 
 // A project the user has no role in: a clear error.
 func TestProjectWithoutRole(t *testing.T) {
-	adminEnv := filepath.Join(os.Getenv("LAB_DIR"), "openstack", "admin-env")
-	if os.Getenv("LAB_DIR") == "" {
-		adminEnv = "/var/lib/ceph-docker-plugin-lab/openstack/admin-env"
-	}
-	cmd := exec.Command("sh", "-c", "set -a; . "+adminEnv+"; exec /usr/bin/openstack project show admin -f value -c id")
+	cmd := exec.Command("sh", "-c", "set -a; . "+plugintest.AdminEnvFile()+"; exec /usr/bin/openstack project show admin -f value -c id")
 	out, err := cmd.Output()
 	if err != nil {
 		t.Fatalf("admin project id: %v", err)

@@ -53,3 +53,10 @@ func parseConnection(ci map[string]any) (driver.ImageSpec, []string, error) {
 	}
 	return driver.ImageSpec{Pool: pool, Image: image}, mons, nil
 }
+
+// ImageOf returns the RBD image an attachment's or os-initialize_connection's connection info
+// names, read as Attach reads it (for tools that attach beside the plugin, such as cmd/cdp-bench).
+func ImageOf(ci map[string]any) (driver.ImageSpec, error) {
+	spec, _, err := parseConnection(ci)
+	return spec, err
+}

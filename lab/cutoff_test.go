@@ -127,19 +127,7 @@ func TestKRBDCutOffHolder(t *testing.T) {
 	}
 	step(t, "lab-b mounted it again: the same %d files with the same checksums as at the takeover, no late-* file of lab-a's",
 		len(strings.Split(strings.TrimSpace(now), "\n")))
-	dev, e := b.krbdMap(vol, true)
-	if e != "" {
-		t.Fatal(e)
-	}
-	fsck := b.run(5*time.Minute, "e2fsck", "-f", "-n", dev)
-	b.krbdUnmap(vol)
-	for _, l := range strings.Split(strings.TrimSpace(fsck.Stdout+fsck.Stderr), "\n") {
-		step(t, "fsck: %s", l)
-	}
-	if fsck.Code != 0 {
-		t.Fatalf("e2fsck -f -n %s exited %d: the filesystem is not clean", dev, fsck.Code)
-	}
-	step(t, "e2fsck -f -n exit 0: clean")
+	assertFsckClean(t, b, vol)
 	t.Logf("CASE holder whose kernel let the lock go, cut off, taken over: its kernel client fenced, none of its writes landed, fsck clean: PASS")
 }
 

@@ -4,14 +4,10 @@ package lab
 
 import (
 	"fmt"
-	"net/http"
 	"os"
-	"os/exec"
-	"path/filepath"
 	"regexp"
 	"strconv"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 )
@@ -43,58 +39,21 @@ const dockerPlugin = "ceph:latest"
 // and returns the guest with both times measured from QEMU's start.
 func bootDocker(t *testing.T, e dockerGuestEnv, name string) (*guest, time.Duration, time.Duration) {
 	t.Helper()
-	dir := t.TempDir()
-	g := &guest{t: t, name: name, dir: dir, port: freePort(t), exited: make(chan struct{}),
-		http: &http.Client{Timeout: 11 * time.Minute}, mounts: map[string][]string{}}
-	args := []string{
-		"-accel", "tcg,thread=single", "-cpu", "max", "-m", "2048", "-smp", "1",
-		"-display", "none", "-no-reboot", "-kernel", e.kernel, "-initrd", e.initrd,
-		"-append", "console=ttyS0 root=/dev/vda rw init=/sbin/lab-docker-init panic=-1 lab_node=" + name,
-		"-drive", "file=" + e.root + ",format=raw,if=virtio,snapshot=on",
-		"-drive", "file=" + e.pluginTar + ",format=raw,if=virtio,readonly=on",
-		"-netdev", fmt.Sprintf("user,id=n0,hostfwd=tcp:127.0.0.1:%d-:8080", g.port),
-		"-device", "virtio-net-pci,netdev=n0",
-		"-serial", "file:" + filepath.Join(dir, "console.log"),
-		"-monitor", "unix:" + filepath.Join(dir, "monitor.sock") + ",server=on,wait=off",
-	}
-	g.cmd = exec.Command("qemu-system-x86_64", args...)
-	g.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
-	qlog, err := os.Create(filepath.Join(dir, "qemu.log"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	g.cmd.Stdout, g.cmd.Stderr = qlog, qlog
-	// snapshot=on keeps the guest's writes in a temporary file of QEMU's: on this file system.
-	g.cmd.Env = append(os.Environ(), "TMPDIR="+dir)
-	start := time.Now()
-	if err := g.cmd.Start(); err != nil {
-		t.Fatalf("start qemu: %v", err)
-	}
-	go func() { _ = g.cmd.Wait(); qlog.Close(); close(g.exited) }()
-	t.Cleanup(func() {
-		if t.Failed() && g.alive() {
+	g, agentUp := startGuest(t, machine{name: name, mem: "2048", kernel: e.kernel, initrd: e.initrd,
+		cmdline: []string{"root=/dev/vda", "rw", "init=/sbin/lab-docker-init"},
+		qemuArgs: []string{
+			"-drive", "file=" + e.root + ",format=raw,if=virtio,snapshot=on",
+			"-drive", "file=" + e.pluginTar + ",format=raw,if=virtio,readonly=on",
+		},
+		callTimeout: 11 * time.Minute, bootWithin: 240 * time.Second,
+		onFailure: func(g *guest) {
 			res := g.run(20*time.Second, "sh", "-c", "tail -c 6000 /var/log/dockerd.log")
 			t.Logf("%s dockerd.log (tail):\n%s", name, res.Stdout)
-		}
-		g.powerOff()
-		if t.Failed() {
-			t.Logf("%s console (tail):\n%s", name, tailOf(g.console(), 3000))
-		}
+		},
 	})
-	deadline := time.Now().Add(240 * time.Second)
-	for !g.alive() {
-		select {
-		case <-g.exited:
-			t.Fatalf("guest %s: qemu exited while booting: %s\n%s", name, readFile(filepath.Join(dir, "qemu.log")), tailOf(g.console(), 3000))
-		case <-time.After(500 * time.Millisecond):
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("guest %s: the agent did not answer within 240 s:\n%s", name, tailOf(g.console(), 3000))
-		}
-	}
-	agentUp := time.Since(start)
+	up := time.Now()
 	waitDockerd(t, g, 180*time.Second)
-	return g, agentUp, time.Since(start)
+	return g, agentUp, agentUp + time.Since(up)
 }
 
 // waitDockerd polls `docker version` in the guest until the daemon answers or d passes.

@@ -5,9 +5,6 @@ package lab
 import (
 	"bufio"
 	"bytes"
-	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -23,8 +20,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/cephdocker/ceph-docker-plugin/driver/execx"
 	"github.com/cephdocker/ceph-docker-plugin/lab/labapi"
+	"github.com/cephdocker/ceph-docker-plugin/plugin/plugintest"
 )
 
 // The krbd lab: QEMU guests (TCG) running Debian's stock kernel, each a "host" running the plugin
@@ -45,11 +42,15 @@ type env struct {
 var lab env
 
 func TestMain(m *testing.M) {
-	e := env{kernel: os.Getenv("LAB_KERNEL"), initrd: os.Getenv("LAB_INITRD"), conf: os.Getenv("CEPH_CONF"),
-		user: os.Getenv("CEPH_USER"), keyring: os.Getenv("CEPH_KEYRING"), adminKR: os.Getenv("CEPH_ADMIN_KEYRING"),
-		pool: os.Getenv("RBD_POOL")}
-	if e.kernel == "" || e.initrd == "" || e.conf == "" || e.user == "" || e.keyring == "" || e.adminKR == "" || e.pool == "" {
-		fmt.Fprintln(os.Stderr, "LAB_KERNEL, LAB_INITRD, CEPH_CONF, CEPH_USER, CEPH_KEYRING, CEPH_ADMIN_KEYRING and RBD_POOL must be set: run `make lab`")
+	c, err := plugintest.CephFromEnv()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(2)
+	}
+	e := env{kernel: os.Getenv("LAB_KERNEL"), initrd: os.Getenv("LAB_INITRD"), conf: c.Conf, user: c.User,
+		keyring: c.Keyring, adminKR: c.AdminKeyring, pool: c.Pool}
+	if e.kernel == "" || e.initrd == "" {
+		fmt.Fprintln(os.Stderr, "LAB_KERNEL and LAB_INITRD must be set: run `make lab`")
 		os.Exit(2)
 	}
 	conf, err := os.ReadFile(e.conf)
@@ -86,11 +87,7 @@ func TestMain(m *testing.M) {
 // admin runs a ceph/rbd CLI command as client.admin on the host (set-up, inspection, cleanup).
 func admin(t *testing.T, tool string, args ...string) (string, error) {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-	defer cancel()
-	full := append([]string{"-c", lab.conf, "-n", "client.admin", "-k", lab.adminKR}, args...)
-	res, err := execx.Run(ctx, execx.Cmd{Name: tool, Args: full})
-	return string(res.Stdout), err
+	return plugintest.Ceph{Conf: lab.conf, AdminKeyring: lab.adminKR}.Admin(tool, args...)
 }
 
 // hostLockers returns the holders ("client.N cookie") of the plugin's host lock on the image.
@@ -141,11 +138,7 @@ func mustAdmin(t *testing.T, tool string, args ...string) string {
 	return out
 }
 
-func uniq(prefix string) string {
-	b := make([]byte, 3)
-	_, _ = rand.Read(b)
-	return prefix + "-" + hex.EncodeToString(b)
-}
+func uniq(prefix string) string { return plugintest.Uniq(prefix) }
 
 // removeImage deletes a lab image from the host side (a plugin's host lock does not stop that). A
 // powered-off guest's kernel client stays a watcher until Ceph times it out (about 30 s): retry
@@ -194,24 +187,42 @@ func freePort(t *testing.T) int {
 	return l.Addr().(*net.TCPAddr).Port
 }
 
-// boot starts a guest named name and waits for its agent, then gives it the cluster config and
-// the keyring (through the agent: no key on any command line).
-func boot(t *testing.T, name string) *guest {
+// machine is what differs between the lab's guests: the krbd guests boot an initramfs, the
+// docker guest a root disk.
+type machine struct {
+	name           string
+	mem            string // QEMU's -m
+	kernel, initrd string
+	cmdline        []string      // kernel arguments beside console, panic and lab_node
+	qemuArgs       []string      // beside the machine, the network and the console
+	callTimeout    time.Duration // of the agent's HTTP client
+	bootWithin     time.Duration // until the agent answers
+	// onFailure adds to a failed test's log while the guest still runs, before its power-off.
+	onFailure func(g *guest)
+}
+
+// startGuest starts QEMU (TCG, one CPU, the agent's port forwarded to 127.0.0.1, console and
+// monitor under the test's temporary directory) and waits for the guest's agent; it powers the
+// guest off at cleanup. It returns the guest and the time from QEMU's start to the agent's answer.
+func startGuest(t *testing.T, m machine) (*guest, time.Duration) {
 	t.Helper()
 	dir := t.TempDir()
-	g := &guest{t: t, name: name, dir: dir, port: freePort(t), exited: make(chan struct{}),
-		http: &http.Client{Timeout: 180 * time.Second}, mounts: map[string][]string{}}
-	args := []string{
-		"-accel", "tcg,thread=single", "-cpu", "max", "-m", "1536", "-smp", "1",
-		"-display", "none", "-no-reboot", "-kernel", lab.kernel, "-initrd", lab.initrd,
-		"-append", "console=ttyS0 panic=-1 lab_node=" + name,
+	g := &guest{t: t, name: m.name, dir: dir, port: freePort(t), exited: make(chan struct{}),
+		http: &http.Client{Timeout: m.callTimeout}, mounts: map[string][]string{}}
+	args := append([]string{
+		"-accel", "tcg,thread=single", "-cpu", "max", "-m", m.mem, "-smp", "1",
+		"-display", "none", "-no-reboot", "-kernel", m.kernel, "-initrd", m.initrd,
+		"-append", strings.Join(append([]string{"console=ttyS0", "panic=-1", "lab_node=" + m.name}, m.cmdline...), " "),
 		"-netdev", fmt.Sprintf("user,id=n0,hostfwd=tcp:127.0.0.1:%d-:8080", g.port),
 		"-device", "virtio-net-pci,netdev=n0",
 		"-serial", "file:" + filepath.Join(dir, "console.log"),
 		"-monitor", "unix:" + filepath.Join(dir, "monitor.sock") + ",server=on,wait=off",
-	}
+	}, m.qemuArgs...)
 	g.cmd = exec.Command("qemu-system-x86_64", args...)
 	g.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+	// A disk with snapshot=on keeps the guest's writes in a temporary file of QEMU's: on this
+	// file system, removed with the test's directory.
+	g.cmd.Env = append(os.Environ(), "TMPDIR="+dir)
 	qlog, err := os.Create(filepath.Join(dir, "qemu.log"))
 	if err != nil {
 		t.Fatal(err)
@@ -223,31 +234,36 @@ func boot(t *testing.T, name string) *guest {
 	}
 	go func() { _ = g.cmd.Wait(); qlog.Close(); close(g.exited) }()
 	t.Cleanup(func() {
+		if t.Failed() && m.onFailure != nil && g.alive() {
+			m.onFailure(g)
+		}
 		g.powerOff()
 		if t.Failed() {
-			t.Logf("%s console (tail):\n%s", name, tailOf(g.console(), 3000))
+			t.Logf("%s console (tail):\n%s", m.name, tailOf(g.console(), 3000))
 		}
 	})
-	deadline := time.Now().Add(150 * time.Second)
-	for {
-		resp, err := (&http.Client{Timeout: 2 * time.Second}).Get(g.url("/health"))
-		if err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				break
-			}
-		}
+	deadline := start.Add(m.bootWithin)
+	for !g.alive() {
 		select {
 		case <-g.exited:
-			t.Fatalf("guest %s: qemu exited while booting: %s\n%s", name, readFile(filepath.Join(dir, "qemu.log")), tailOf(g.console(), 3000))
+			t.Fatalf("guest %s: qemu exited while booting: %s\n%s", m.name, readFile(filepath.Join(dir, "qemu.log")), tailOf(g.console(), 3000))
 		case <-time.After(500 * time.Millisecond):
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("guest %s: the agent did not answer within 150 s:\n%s", name, tailOf(g.console(), 3000))
+			t.Fatalf("guest %s: the agent did not answer within %s:\n%s", m.name, m.bootWithin, tailOf(g.console(), 3000))
 		}
 	}
+	return g, time.Since(start)
+}
+
+// boot starts a krbd guest named name and waits for its agent, then gives it the cluster config
+// and the keyring (through the agent: no key on any command line).
+func boot(t *testing.T, name string) *guest {
+	t.Helper()
+	g, up := startGuest(t, machine{name: name, mem: "1536", kernel: lab.kernel, initrd: lab.initrd,
+		callTimeout: 180 * time.Second, bootWithin: 150 * time.Second})
 	kver := strings.TrimSpace(g.sh("uname -r"))
-	t.Logf("guest %s up in %.1fs (kernel %s, QEMU TCG, agent on 127.0.0.1:%d)", name, time.Since(start).Seconds(), kver, g.port)
+	t.Logf("guest %s up in %.1fs (kernel %s, QEMU TCG, agent on 127.0.0.1:%d)", name, up.Seconds(), kver, g.port)
 	g.writeFile("/etc/ceph/ceph.conf", 0o644, lab.guestConf)
 	kr, err := os.ReadFile(lab.keyring)
 	if err != nil {

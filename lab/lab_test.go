@@ -570,19 +570,26 @@ func TestKRBDTwoHosts(t *testing.T) {
 		}
 		step(t, "all %d files lab-a fsynced are intact on lab-b (%d files present in all)", len(st.Fsynced), len(have))
 		b.unmount(vol, "b1")
-		dev, e := b.krbdMap(vol, true)
-		if e != "" {
-			t.Fatal(e)
-		}
-		fsck := b.run(5*time.Minute, "e2fsck", "-f", "-n", dev)
-		b.krbdUnmap(vol)
-		for _, l := range strings.Split(strings.TrimSpace(fsck.Stdout+fsck.Stderr), "\n") {
-			step(t, "fsck: %s", l)
-		}
-		if fsck.Code != 0 {
-			t.Fatalf("e2fsck -f -n %s exited %d: the filesystem is not clean", dev, fsck.Code)
-		}
-		step(t, "e2fsck -f -n exit 0: clean")
+		assertFsckClean(t, b, vol)
 		t.Logf("CASE holder powered off mid-write, fenced takeover, fsck clean, fsynced data intact: PASS")
 	})
+}
+
+// assertFsckClean maps vol read-only on g, logs e2fsck -f -n of it, and fails the test unless the
+// filesystem is clean.
+func assertFsckClean(t *testing.T, g *guest, vol string) {
+	t.Helper()
+	dev, e := g.krbdMap(vol, true)
+	if e != "" {
+		t.Fatal(e)
+	}
+	fsck := g.run(5*time.Minute, "e2fsck", "-f", "-n", dev)
+	g.krbdUnmap(vol)
+	for _, l := range strings.Split(strings.TrimSpace(fsck.Stdout+fsck.Stderr), "\n") {
+		step(t, "fsck: %s", l)
+	}
+	if fsck.Code != 0 {
+		t.Fatalf("e2fsck -f -n %s exited %d: the filesystem is not clean", dev, fsck.Code)
+	}
+	step(t, "e2fsck -f -n exit 0: clean")
 }

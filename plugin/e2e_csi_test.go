@@ -5,10 +5,11 @@ package plugin
 import (
 	"encoding/json"
 	"os"
-	"os/exec"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/cephdocker/ceph-docker-plugin/plugin/plugintest"
 )
 
 // Swarm cluster volumes on Ceph through the CSI plugin (make e2e-csi, Docker 28): a volume made
@@ -157,15 +158,11 @@ func waitExec(t *testing.T, id, script string) string {
 // rbdImageExists asks Ceph (as client.admin) whether volumes/<name> exists.
 func rbdImageExists(t *testing.T, name string) bool {
 	t.Helper()
-	conf, keyring := os.Getenv("CEPH_CONF"), os.Getenv("CEPH_ADMIN_KEYRING")
-	if conf == "" || keyring == "" {
-		t.Fatal("CEPH_CONF and CEPH_ADMIN_KEYRING must be set: run make e2e-csi")
-	}
-	out, err := exec.Command("rbd", "-c", conf, "-n", "client.admin", "-k", keyring, "ls", "volumes").Output()
+	out, err := plugintest.MustCeph(t).Admin("rbd", "ls", "volumes")
 	if err != nil {
 		t.Fatalf("rbd ls: %v", err)
 	}
-	for _, n := range strings.Fields(string(out)) {
+	for _, n := range strings.Fields(out) {
 		if n == name {
 			return true
 		}

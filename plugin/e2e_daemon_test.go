@@ -2,7 +2,7 @@
 
 package plugin
 
-// One test per way dockerd calls a volume plugin besides `docker run -v` (issue 12): docker cp,
+// One test per way dockerd calls a volume plugin besides `docker run -v`: docker cp,
 // --volumes-from, anonymous volumes of --rm containers, docker restart and restart policies,
 // volume prune, plugin disable/upgrade, labels, inspect while another host holds the volume, and
 // a missed Unmount. Each cites the moby code that decides what dockerd does.
@@ -22,12 +22,12 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/cephdocker/ceph-docker-plugin/driver/volclient"
+	"github.com/cephdocker/ceph-docker-plugin/plugin/plugintest"
 )
 
 // pluginID is the plugin's 64-hex ID in dockerd.
@@ -444,7 +444,7 @@ func startRegistry(t *testing.T, port int) {
 // builtPlugin is the plugin directory (config.json + rootfs) that make e2e built and created.
 func builtPlugin(t *testing.T) string {
 	t.Helper()
-	built := filepath.Join(labDir(), "plugin-build", strings.Split(pluginName(), ":")[0], "plugin")
+	built := filepath.Join(plugintest.LabDir(), "plugin-build", strings.Split(pluginName(), ":")[0], "plugin")
 	if _, err := os.Stat(filepath.Join(built, "config.json")); err != nil {
 		t.Fatalf("no built plugin in %s (make e2e builds it): %v", built, err)
 	}
@@ -608,47 +608,14 @@ func TestVolumeLabels(t *testing.T) {
 // (as the cmd harness does): its own socket, mount root, state and NODE_NAME, on the same Ceph
 // (and Cinder).
 type otherHost struct {
-	t      *testing.T
+	*plugintest.Process
 	node   string
-	dir    string
-	cmd    *exec.Cmd
-	done   chan error
-	mu     sync.Mutex
-	log    bytes.Buffer
 	client *volclient.Client
-}
-
-// labEnv reads KEY=VALUE lines of one of the lab's env files.
-func labEnv(t *testing.T, path string) []string {
-	t.Helper()
-	raw, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatalf("lab env: %v", err)
-	}
-	var env []string
-	for _, l := range strings.Split(string(raw), "\n") {
-		if k, _, ok := strings.Cut(l, "="); ok && k != "" && !strings.HasPrefix(k, "#") {
-			env = append(env, l)
-		}
-	}
-	return env
-}
-
-func (h *otherHost) Write(b []byte) (int, error) {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	return h.log.Write(b)
-}
-
-func (h *otherHost) logs() string {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	return h.log.String()
 }
 
 func startOtherHost(t *testing.T) *otherHost {
 	t.Helper()
-	bin := filepath.Join(labDir(), "plugin-build", strings.Split(pluginName(), ":")[0], "ctx", "ceph-docker-plugin")
+	bin := filepath.Join(plugintest.LabDir(), "plugin-build", strings.Split(pluginName(), ":")[0], "ctx", "ceph-docker-plugin")
 	if _, err := os.Stat(bin); err != nil {
 		t.Fatalf("the plugin binary make e2e built: %v", err)
 	}
@@ -656,63 +623,38 @@ func startOtherHost(t *testing.T) *otherHost {
 	if err != nil {
 		t.Fatal(err)
 	}
-	b := make([]byte, 3)
-	_, _ = rand.Read(b)
-	h := &otherHost{t: t, node: "e2e-other-" + hex.EncodeToString(b), dir: dir, done: make(chan error, 1)}
-	sock := filepath.Join(dir, "ceph.sock")
-	h.client = volclient.New(sock, 90*time.Second)
-	env := append(os.Environ(), labEnv(t, filepath.Join(labDir(), "ceph", "env"))...)
+	node := plugintest.Uniq("e2e-other")
+	env := plugintest.MustEnvFile(t, filepath.Join(plugintest.LabDir(), "ceph", "env")).List()
 	if cinderMode() {
-		env = append(env, labEnv(t, filepath.Join(labDir(), "openstack", "env"))...)
+		env = append(env, plugintest.MustEnvFile(t, filepath.Join(plugintest.LabDir(), "openstack", "env")).List()...)
 		env = append(env, "BACKEND=cinder")
 	}
-	env = append(env, "MAPPER=fuse", "MOUNT_ROOT="+filepath.Join(dir, "mnt"), "STATE_DIR="+filepath.Join(dir, "mnt", ".state"),
-		"PLUGIN_SOCKET="+sock, "NODE_NAME="+h.node, "LOG_LEVEL=debug")
-	h.cmd = exec.Command(bin)
-	h.cmd.Env = env
-	h.cmd.Stdout, h.cmd.Stderr = h, h
-	if err := h.cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	go func() { h.done <- h.cmd.Wait() }()
+	p := plugintest.NewProcess(bin, dir, node, 90*time.Second,
+		append(env, "STATE_DIR="+filepath.Join(dir, "mnt", ".state"), "LOG_LEVEL=debug")...)
+	h := &otherHost{Process: p, node: node, client: p.Client}
 	t.Cleanup(func() {
 		if t.Failed() {
-			t.Logf("%s's log:\n%s", h.node, h.logs())
+			t.Logf("%s's log:\n%s", h.node, h.Logs())
 		}
 		h.stop()
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		h.CleanHost(ctx)
 		os.RemoveAll(dir)
 	})
-	deadline := time.Now().Add(time.Minute)
-	for {
-		var resp map[string]any
-		if err := h.client.Call("/VolumeDriver.List", struct{}{}, &resp); err == nil {
-			return h
-		}
-		select {
-		case err := <-h.done:
-			t.Fatalf("%s exited at start: %v\n%s", h.node, err, h.logs())
-		default:
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%s did not answer within 1 min\n%s", h.node, h.logs())
-		}
-		time.Sleep(100 * time.Millisecond)
+	if err := h.Start(); err != nil {
+		t.Fatal(err)
 	}
+	if _, err := h.WaitReady(time.Minute, 100*time.Millisecond, func() bool {
+		var resp map[string]any
+		return h.Call("/VolumeDriver.List", struct{}{}, &resp) == nil
+	}); err != nil {
+		t.Fatalf("%v\n%s", err, h.Logs())
+	}
+	return h
 }
 
-func (h *otherHost) stop() {
-	if h.cmd == nil {
-		return
-	}
-	_ = h.cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case <-h.done:
-	case <-time.After(15 * time.Second):
-		_ = h.cmd.Process.Kill()
-		<-h.done
-	}
-	h.cmd = nil
-}
+func (h *otherHost) stop() { h.Stop(15 * time.Second) }
 
 // `docker volume inspect` of a volume another host holds answers (Get is cluster-wide) and names
 // the holder; a container here is refused naming it, and nothing is left on this host; once the

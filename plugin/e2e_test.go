@@ -6,8 +6,6 @@ package plugin
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -22,40 +20,21 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/cephdocker/ceph-docker-plugin/plugin/plugintest"
 )
 
-func pluginName() string {
-	if p := os.Getenv("CDP_PLUGIN"); p != "" {
-		return p
-	}
-	return "ceph:latest"
-}
-
-// labDir is where the lab scripts keep their state (the Makefile exports LAB_DIR).
-func labDir() string {
-	if d := os.Getenv("LAB_DIR"); d != "" {
-		return d
-	}
-	return "/var/lib/ceph-docker-plugin-lab"
-}
+func pluginName() string { return plugintest.EnvOr("CDP_PLUGIN", "ceph:latest") }
 
 // dockerLab is the directory of the private dockerd under test (its env file, log and pid file):
 // one per engine (DOCKER_ENGINE=20.10 or 28), named in the env file docker-up.sh writes.
 func dockerLab() string {
-	if d := os.Getenv("DOCKER_LAB"); d != "" {
-		return d
-	}
-	return filepath.Join(labDir(), "docker")
+	return plugintest.EnvOr("DOCKER_LAB", filepath.Join(plugintest.LabDir(), "docker"))
 }
 
 // swarmListenAddr is the swarm manager's address on loopback: its own port per engine, so that the
 // two engines' dockerds can both run a swarm (SWARM_LISTEN_ADDR, written by docker-up.sh).
-func swarmListenAddr() string {
-	if a := os.Getenv("SWARM_LISTEN_ADDR"); a != "" {
-		return a
-	}
-	return "127.0.0.1:2377"
-}
+func swarmListenAddr() string { return plugintest.EnvOr("SWARM_LISTEN_ADDR", "127.0.0.1:2377") }
 
 // readPID reads a pid file the lab scripts wrote.
 func readPID(t *testing.T, path string) int {
@@ -114,11 +93,7 @@ func mustFail(t *testing.T, args ...string) string {
 	return out
 }
 
-func uniq(prefix string) string {
-	b := make([]byte, 3)
-	_, _ = rand.Read(b)
-	return prefix + "-" + hex.EncodeToString(b)
-}
+func uniq(prefix string) string { return plugintest.Uniq(prefix) }
 
 // created records the volumes the suite made, for the final leftovers check.
 var (
@@ -631,7 +606,7 @@ func TestCinderDownAndBack(t *testing.T) {
 	if !cinderMode() {
 		t.Skip("BACKEND=cinder only (the rbd run's Ceph-unreachable cases are in the protocol suite)")
 	}
-	lab := labDir()
+	lab := plugintest.LabDir()
 	name := uniq("down")
 	volume(t, name, "size=1G")
 	pidFile := filepath.Join(lab, "openstack", "state", "run", "cinder-api.pid")

@@ -4,14 +4,11 @@ package rbd_test
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
-	"os"
 	"strings"
 	"testing"
 	"time"
 
-	"github.com/cephdocker/ceph-docker-plugin/driver/execx"
+	"github.com/cephdocker/ceph-docker-plugin/plugin/plugintest"
 	"github.com/cephdocker/ceph-docker-plugin/rbd"
 )
 
@@ -23,13 +20,8 @@ type labEnv struct {
 
 func lab(t testing.TB) labEnv {
 	t.Helper()
-	e := labEnv{
-		conf: os.Getenv("CEPH_CONF"), user: os.Getenv("CEPH_USER"), keyring: os.Getenv("CEPH_KEYRING"),
-		adminKeyring: os.Getenv("CEPH_ADMIN_KEYRING"), pool: os.Getenv("RBD_POOL"),
-	}
-	if e.conf == "" || e.user == "" || e.keyring == "" || e.adminKeyring == "" || e.pool == "" {
-		t.Fatal("CEPH_CONF, CEPH_USER, CEPH_KEYRING, CEPH_ADMIN_KEYRING and RBD_POOL must be set: run `make test` (it starts the lab Ceph with scripts/ceph-up.sh)")
-	}
+	c := plugintest.MustCeph(t)
+	e := labEnv{conf: c.Conf, user: c.User, keyring: c.Keyring, adminKeyring: c.AdminKeyring, pool: c.Pool}
 	if e.user == "admin" {
 		t.Fatal("integration tests must run as the least-privilege user, not client.admin")
 	}
@@ -65,29 +57,18 @@ func (e labEnv) admin(t testing.TB) *rbd.Cluster {
 	return c
 }
 
-func uniqueName(prefix string) string {
-	b := make([]byte, 4)
-	_, _ = rand.Read(b)
-	return prefix + "-" + hex.EncodeToString(b)
-}
+func uniqueName(prefix string) string { return plugintest.Uniq(prefix) }
 
-func ctxFor(t testing.TB, d time.Duration) context.Context {
-	ctx, cancel := context.WithTimeout(context.Background(), d)
-	t.Cleanup(cancel)
-	return ctx
-}
+func ctxFor(t testing.TB, d time.Duration) context.Context { return plugintest.Context(t, d) }
 
 // ceph runs the ceph CLI as client.admin (test set-up only).
 func (e labEnv) ceph(t testing.TB, args ...string) string {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-	defer cancel()
-	full := append([]string{"-c", e.conf, "-n", "client.admin", "-k", e.adminKeyring}, args...)
-	res, err := execx.Run(ctx, execx.Cmd{Name: "ceph", Args: full})
+	out, err := plugintest.Ceph{Conf: e.conf, AdminKeyring: e.adminKeyring}.Admin("ceph", args...)
 	if err != nil {
 		t.Fatalf("ceph %v: %v", args, err)
 	}
-	return string(res.Stdout)
+	return out
 }
 
 func (e labEnv) hasPool(t testing.TB, pool string) bool {

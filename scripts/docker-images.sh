@@ -5,8 +5,7 @@
 set -euo pipefail
 . "$(dirname "$0")/lib.sh"
 docker_env
-# The rootfs trees are cached once for every engine (in the 20.10 engine's directory, where they
-# always were).
+# The rootfs trees are cached once for every engine, in the 20.10 engine's directory.
 D=$LAB_DIR/docker
 mkdir -p "$D"
 if ! docker image inspect busybox:latest >/dev/null 2>&1; then

@@ -94,6 +94,7 @@ copy_bin /sbin/e2fsck /sbin/e2fsck
 copy_bin /sbin/dumpe2fs /sbin/dumpe2fs
 install -m 755 "$OUT/lab-agent" "$R/bin/lab-agent"
 install -m 755 lab/guest/init.sh "$R/init"
+install -D -m 644 lab/guest/lib.sh "$R/lib/lab/guest.sh"
 echo "root:x:0:0:root:/:/bin/sh" >"$R/etc/passwd"
 echo "root:x:0:" >"$R/etc/group"
 

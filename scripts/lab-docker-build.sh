@@ -134,6 +134,7 @@ KV=$(ls "$T/lib/modules" | sort -V | tail -1)
 log "building the lab agent"
 CGO_ENABLED=0 $GO build -trimpath -o "$OUT/lab-agent" ./lab/agent
 install -D -m 755 lab/dockerguest/init.sh "$T/sbin/lab-docker-init"
+install -D -m 644 lab/guest/lib.sh "$T/lib/lab/guest.sh"
 install -D -m 755 lab/dockerguest/dockerd.sh "$T/usr/local/sbin/lab-dockerd"
 install -D -m 644 lab/dockerguest/containerd.toml "$T/etc/lab/containerd.toml"
 install -D -m 755 "$OUT/lab-agent" "$T/usr/local/bin/lab-agent"
@@ -145,7 +146,7 @@ mkdir -p "$T/opt/lab"
 tar -C "$BB" --sort=name --mtime=@0 --owner=0 --group=0 -cf "$T/opt/lab/busybox.tar" .
 rm -rf "$BB"
 echo lab-docker >"$T/etc/hostname"
-sum=$( (echo "$RECIPE"; sha256sum "$T/sbin/lab-docker-init" "$T/usr/local/sbin/lab-dockerd" "$T/etc/lab/containerd.toml" "$T/usr/local/bin/lab-agent" "$T/opt/lab/busybox.tar" | cut -d' ' -f1) | sha256sum | cut -d' ' -f1)
+sum=$( (echo "$RECIPE"; sha256sum "$T/sbin/lab-docker-init" "$T/lib/lab/guest.sh" "$T/usr/local/sbin/lab-dockerd" "$T/etc/lab/containerd.toml" "$T/usr/local/bin/lab-agent" "$T/opt/lab/busybox.tar" | cut -d' ' -f1) | sha256sum | cut -d' ' -f1)
 if [ ! -f "$OUT/root.img" ] || [ "$(cat "$OUT/root.sum" 2>/dev/null)" != "$sum" ]; then
   t0=$(date +%s)
   rm -f "$OUT/root.img.new"

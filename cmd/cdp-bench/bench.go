@@ -12,9 +12,9 @@ import (
 	"sync"
 	"time"
 
-	"github.com/moby/sys/mountinfo"
 	"golang.org/x/sys/unix"
 
+	"github.com/cephdocker/ceph-docker-plugin/plugin/plugintest"
 	"github.com/cephdocker/ceph-docker-plugin/rbd"
 	"github.com/cephdocker/ceph-docker-plugin/rbd/fuse"
 )
@@ -105,7 +105,7 @@ type results struct {
 }
 
 func (b *bench) setup(ctx context.Context) error {
-	b.prefix = "bench-" + randID()
+	b.prefix = plugintest.Uniq("bench")
 	var err error
 	b.admin, err = rbd.Connect(ctx, rbd.Config{ConfPath: b.env.conf, User: "admin", Keyring: b.env.adminKeyring, OpTimeout: 30 * time.Second})
 	if err != nil {
@@ -150,24 +150,11 @@ func (b *bench) teardown() {
 // cleanHost removes whatever the bench's plugins and raw steps left on the host under the work
 // directory (after an interrupted run): rbd-fuse daemons, mounts, loop devices.
 func (b *bench) cleanHost() {
-	root := filepath.Clean(b.o.work)
-	roots := fuseRootsUnder(root)
-	for _, pid := range fuse.Daemons(root) {
-		_ = unix.Kill(pid, unix.SIGKILL)
-	}
-	mounts, _ := mountinfo.GetMounts(mountinfo.PrefixFilter(root))
-	for i := len(mounts) - 1; i >= 0; i-- {
-		_ = unix.Unmount(mounts[i].Mountpoint, unix.MNT_DETACH)
-		b.res.cleanup = append(b.res.cleanup, "unmounted "+mounts[i].Mountpoint)
-	}
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	for _, r := range roots {
-		f := fuse.New(r, "", "")
-		maps, _ := f.List(ctx)
-		for _, m := range maps {
-			_ = f.Unmap(ctx, m.ImageSpec)
-		}
+	root := filepath.Clean(b.o.work)
+	for _, mp := range plugintest.CleanHost(ctx, root, fuseRootsUnder(root)...) {
+		b.res.cleanup = append(b.res.cleanup, "unmounted "+mp)
 	}
 }
 
@@ -701,28 +688,16 @@ func procCPU(pid int) (self, children float64) {
 
 // cephDaemonsCPU is the CPU time in ms of the Ceph daemons running on this machine.
 func cephDaemonsCPU() float64 {
-	entries, _ := os.ReadDir("/proc")
+	procs, _ := plugintest.Procs()
 	var total float64
-	for _, e := range entries {
-		pid, err := strconv.Atoi(e.Name())
-		if err != nil {
-			continue
-		}
-		comm, err := os.ReadFile(filepath.Join("/proc", e.Name(), "comm"))
-		if err != nil {
-			continue
-		}
-		switch strings.TrimSpace(string(comm)) {
+	for _, p := range procs {
+		switch p.Comm {
 		case "ceph-osd", "ceph-mon", "ceph-mgr":
-			self, _ := procCPU(pid)
+			self, _ := procCPU(p.PID)
 			total += self
 		}
 	}
 	return total
-}
-
-func contextWithTimeout(d time.Duration) (context.Context, context.CancelFunc) {
-	return context.WithTimeout(context.Background(), d)
 }
 
 // clientLogs points the Ceph clients of the run (the plugins, their rbd-fuse daemons, the raw

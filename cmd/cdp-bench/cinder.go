@@ -2,9 +2,10 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
-	"net/http"
 	"os"
+	"slices"
 	"strings"
 	"time"
 
@@ -15,6 +16,8 @@ import (
 	"github.com/gophercloud/gophercloud/v2/pagination"
 
 	"github.com/cephdocker/ceph-docker-plugin/cinder"
+	"github.com/cephdocker/ceph-docker-plugin/driver"
+	"github.com/cephdocker/ceph-docker-plugin/plugin/plugintest"
 )
 
 // cinderClient is a Cinder v3 client for the raw steps, authenticated as the plugin is (OS_*).
@@ -22,16 +25,15 @@ func cinderClient(ctx context.Context) (*gophercloud.ServiceClient, error) {
 	if os.Getenv("OS_AUTH_URL") == "" {
 		return nil, errNoCinder
 	}
-	opts := gophercloud.AuthOptions{
-		IdentityEndpoint: os.Getenv("OS_AUTH_URL"), Username: os.Getenv("OS_USERNAME"), Password: os.Getenv("OS_PASSWORD"),
-		DomainName: envOr("OS_USER_DOMAIN_NAME", "Default"),
-		Scope:      &gophercloud.AuthScope{ProjectName: os.Getenv("OS_PROJECT_NAME"), DomainName: envOr("OS_PROJECT_DOMAIN_NAME", "Default")},
+	o, err := plugintest.OpenStackFromEnv()
+	if err != nil {
+		return nil, err
 	}
-	provider, err := openstack.AuthenticatedClient(ctx, opts)
+	provider, err := openstack.AuthenticatedClient(ctx, o.AuthOptions())
 	if err != nil {
 		return nil, fmt.Errorf("keystone: %w", err)
 	}
-	c, err := openstack.NewBlockStorageV3(provider, gophercloud.EndpointOpts{Region: os.Getenv("OS_REGION_NAME")})
+	c, err := openstack.NewBlockStorageV3(provider, gophercloud.EndpointOpts{Region: o.Region})
 	if err != nil {
 		return nil, err
 	}
@@ -39,37 +41,16 @@ func cinderClient(ctx context.Context) (*gophercloud.ServiceClient, error) {
 	return c, nil
 }
 
-func envOr(k, def string) string {
-	if v := os.Getenv(k); v != "" {
-		return v
-	}
-	return def
-}
-
-// waitVolume polls a volume every 20 ms until it has status want (or is gone, with want "").
+// waitVolume waits up to 2 minutes, polling every 20 ms as Create's wait does with that poll, until
+// a volume has status want (or is gone, with want "").
 func waitVolume(ctx context.Context, c *gophercloud.ServiceClient, id, want string) error {
 	ctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
 	defer cancel()
-	for {
-		v, err := volumes.Get(ctx, c, id).Extract()
-		if want == "" && gophercloud.ResponseCodeIs(err, http.StatusNotFound) {
-			return nil
-		}
-		if err != nil {
-			return err
-		}
-		if v.Status == want {
-			return nil
-		}
-		if strings.HasPrefix(v.Status, "error") {
-			return fmt.Errorf("volume %s went to %s", id, v.Status)
-		}
-		select {
-		case <-ctx.Done():
-			return fmt.Errorf("volume %s still %s", id, v.Status)
-		case <-time.After(20 * time.Millisecond):
-		}
+	_, err := cinder.WaitStatus(ctx, c, id, want, 20*time.Millisecond)
+	if want == "" && errors.Is(err, driver.ErrNotFound) {
+		return nil
 	}
+	return err
 }
 
 // cinder: Create and first Mount with BACKEND=cinder, against Cinder's own create-to-available
@@ -128,10 +109,10 @@ func (b *bench) cinder(ctx context.Context) error {
 			return attachments.Complete(ctx, c, att.ID).ExtractErr()
 		})
 		if err == nil {
-			pool, image, perr := connImage(att.ConnectionInfo)
+			spec, perr := cinder.ImageOf(att.ConnectionInfo)
 			if perr != nil {
 				err = perr
-			} else if m, err = b.raw.mapImage(ctx, pool, image); err == nil {
+			} else if m, err = b.raw.mapImage(ctx, spec.Pool, spec.Image); err == nil {
 				err = b.raw.mkfsMount(ctx, m)
 			}
 		}
@@ -163,23 +144,9 @@ func (b *bench) cinder(ctx context.Context) error {
 	return nil
 }
 
-// connImage reads pool/image from an attachment's RBD connection info.
-func connImage(ci map[string]any) (string, string, error) {
-	data, ok := ci["data"].(map[string]any)
-	if !ok {
-		data = ci
-	}
-	nm, _ := data["name"].(string)
-	pool, image, ok := strings.Cut(nm, "/")
-	if !ok {
-		return "", "", fmt.Errorf("connection info without pool/image: %q", nm)
-	}
-	return pool, image, nil
-}
-
 // cleanCinder deletes every bench-* Cinder volume of the project (after an interrupted run).
 func (b *bench) cleanCinder(ctx context.Context) {
-	if !contains(b.o.phases, "cinder") || os.Getenv("OS_AUTH_URL") == "" {
+	if !slices.Contains(b.o.phases, "cinder") || os.Getenv("OS_AUTH_URL") == "" {
 		return
 	}
 	c, err := cinderClient(ctx)
@@ -205,13 +172,4 @@ func (b *bench) cleanCinder(ctx context.Context) {
 		}
 		return true, err
 	})
-}
-
-func contains(s []string, v string) bool {
-	for _, x := range s {
-		if x == v {
-			return true
-		}
-	}
-	return false
 }

@@ -9,8 +9,6 @@ package main
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"flag"
 	"fmt"
 	"os"
@@ -19,6 +17,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/cephdocker/ceph-docker-plugin/plugin/plugintest"
 )
 
 type options struct {
@@ -161,18 +161,9 @@ type labEnv struct {
 }
 
 func readEnv() (labEnv, error) {
-	e := labEnv{conf: os.Getenv("CEPH_CONF"), user: os.Getenv("CEPH_USER"), keyring: os.Getenv("CEPH_KEYRING"),
-		adminKeyring: os.Getenv("CEPH_ADMIN_KEYRING"), pool: os.Getenv("RBD_POOL"), osAuthURL: os.Getenv("OS_AUTH_URL")}
-	if e.conf == "" || e.user == "" || e.keyring == "" || e.adminKeyring == "" || e.pool == "" {
-		return e, fmt.Errorf("CEPH_CONF, CEPH_USER, CEPH_KEYRING, CEPH_ADMIN_KEYRING and RBD_POOL must be set (make bench loads them)")
-	}
-	return e, nil
-}
-
-func randID() string {
-	b := make([]byte, 3)
-	_, _ = rand.Read(b)
-	return hex.EncodeToString(b)
+	c, err := plugintest.CephFromEnv()
+	return labEnv{conf: c.Conf, user: c.User, keyring: c.Keyring, adminKeyring: c.AdminKeyring, pool: c.Pool,
+		osAuthURL: os.Getenv("OS_AUTH_URL")}, err
 }
 
 func loadavg() string {
@@ -188,17 +179,11 @@ func loadavg() string {
 // suites): how many qemu-system and go test processes run.
 func busyProcs() string {
 	qemu, gotest := 0, 0
-	entries, _ := os.ReadDir("/proc")
-	for _, e := range entries {
-		if _, err := strconv.Atoi(e.Name()); err != nil {
-			continue
-		}
-		raw, err := os.ReadFile(filepath.Join("/proc", e.Name(), "cmdline"))
-		if err != nil {
-			continue
-		}
-		args := strings.Split(string(raw), "\x00")
+	procs, _ := plugintest.Procs()
+	for _, p := range procs {
+		args := p.Args
 		switch {
+		case len(args) == 0:
 		case strings.Contains(args[0], "qemu-system"):
 			qemu++
 		case len(args) > 1 && strings.HasSuffix(args[0], "go") && args[1] == "test":

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -14,7 +15,7 @@ import (
 )
 
 func cmdOut(name string, args ...string) string {
-	ctx, cancel := contextWithTimeout(20 * time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 	res, err := execx.Run(ctx, execx.Cmd{Name: name, Args: args})
 	if err != nil {
@@ -323,7 +324,7 @@ func floats(v []float64) string {
 	return strings.Join(s, ", ")
 }
 
-// reportTargets writes the targets with what this run measured.
+// reportTargets writes the plugin's performance targets with what this run measured.
 func (b *bench) reportTargets(w *strings.Builder) {
 	r := b.res
 	p := func(format string, args ...any) { fmt.Fprintf(w, format, args...) }
@@ -403,11 +404,11 @@ func (b *bench) reportFindings(w *strings.Builder) {
 		p("  not read before mkfs; any other device has its first and last MiB read, and blkid runs, %s by hand,\n", ms(r.probe.p50()))
 		p("  only when they are not zeros), looks at its loop devices to stay idempotent, and writes its state\n")
 		p("  durably three times (write, fsync, rename, directory fsync) so that a crash at any step is repaired.\n")
-		p("  The raw steps skip all of it. What was waste is gone: a 50 ms poll for rbd-fuse's file, ten image opens\n")
-		p("  per first Mount (now one), the loop attach with LOOP_SET_FD + LOOP_SET_STATUS64 (whose queue freeze cost\n")
-		p("  12-30 ms; LOOP_CONFIGURE, as losetup uses, does not freeze), a sysfs glob of every loop device (3-5 ms),\n")
-		p("  the device read before formatting a new volume, one fsync. With krbd the map is a sysfs write instead of\n")
-		p("  an rbd-fuse start, so the same extras weigh the same absolute time over a shorter raw path.\n")
+		p("  The raw steps skip all of it. What costs without making it safe is left out: no poll for rbd-fuse's file,\n")
+		p("  one image open per first Mount, the loop attached with LOOP_CONFIGURE as losetup does (LOOP_SET_FD +\n")
+		p("  LOOP_SET_STATUS64 freeze the queue, 12-30 ms), no sysfs glob of every loop device (3-5 ms), no device\n")
+		p("  read before formatting a new volume, no fsync beyond those three. With krbd the map is a sysfs write\n")
+		p("  instead of an rbd-fuse start, so the same extras weigh the same absolute time over a shorter raw path.\n")
 	}
 	var one, eight *concRow
 	for i := range r.conc {

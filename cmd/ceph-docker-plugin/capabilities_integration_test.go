@@ -9,8 +9,8 @@ import (
 
 // Every backend capability reaches the binary: an idempotent Create of an existing name with
 // another backend option is refused naming the option, and the same options again are accepted.
-// (The shipped binary once lost the rbd comparison: its lazy connector forwarded only some
-// methods. Capabilities are now Provisioner methods, and this test drives the binary.)
+// (A wrapper between the driver and the backend that forwarded only some methods would drop the
+// comparison silently: this test drives the binary, wrappers included.)
 func TestProtocolCreateComparesBackendOptions(t *testing.T) {
 	l := labEnv(t)
 	t.Run("rbd", func(t *testing.T) {

@@ -12,20 +12,13 @@ import (
 	"testing"
 
 	"github.com/cephdocker/ceph-docker-plugin/cinder"
+	"github.com/cephdocker/ceph-docker-plugin/plugin/plugintest"
 )
 
 // cinderEnv returns the plugin settings for BACKEND=cinder against the lab Keystone + Cinder.
 func cinderEnv(t *testing.T) []string {
 	t.Helper()
-	var env []string
-	for _, k := range []string{"OS_AUTH_URL", "OS_USERNAME", "OS_PASSWORD", "OS_PROJECT_NAME", "OS_USER_DOMAIN_NAME", "OS_PROJECT_DOMAIN_NAME", "OS_REGION_NAME"} {
-		v := os.Getenv(k)
-		if v == "" {
-			t.Fatalf("%s must be set (scripts/openstack-up.sh writes them; `make test` exports them)", k)
-		}
-		env = append(env, k+"="+v)
-	}
-	return append(env, "BACKEND=cinder")
+	return append(plugintest.MustOpenStack(t).Settings(), "BACKEND=cinder")
 }
 
 // openstackCLI runs the openstack CLI as the plugin's Keystone user and decodes its JSON.

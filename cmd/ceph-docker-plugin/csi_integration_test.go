@@ -30,7 +30,7 @@ type csiNode struct {
 func newCSINode(t *testing.T, l lab, name string, extra ...string) *csiNode {
 	p := newPlugin(t, l, uniq(name), append([]string{"PROTOCOL=csi"}, extra...)...)
 	n := &csiNode{plugin: p, endpoint: "unix://" + filepath.Join(p.dir, "csi.sock")}
-	p.env = append(p.env, "CSI_ENDPOINT="+n.endpoint)
+	p.Env = append(p.Env, "CSI_ENDPOINT="+n.endpoint)
 	conn, err := grpc.NewClient(n.endpoint, grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
 		t.Fatal(err)
@@ -156,7 +156,7 @@ func TestCSICrashRepair(t *testing.T) {
 				}
 			})
 			n.stop()
-			n.env = append(n.env, "TEST_FAULT_KILL_AT="+step)
+			n.Env = append(n.Env, "TEST_FAULT_KILL_AT="+step)
 			n.startCSI(n.endpoint)
 			err = n.stage(t, vol)
 			if err == nil {
@@ -171,7 +171,7 @@ func TestCSICrashRepair(t *testing.T) {
 			if werr := n.waitExit(10 * time.Second); werr == nil {
 				t.Fatalf("the plugin exited cleanly; want a SIGKILL at %s", step)
 			}
-			n.env = n.env[:len(n.env)-1]
+			n.Env = n.Env[:len(n.Env)-1]
 			n.startCSI(n.endpoint)
 			switch step {
 			case "publish:bound":

@@ -3,7 +3,6 @@
 package main
 
 import (
-	"bufio"
 	"context"
 	"os"
 	"path/filepath"
@@ -18,6 +17,8 @@ import (
 	"github.com/gophercloud/gophercloud/v2/openstack/identity/v3/roles"
 	"github.com/gophercloud/gophercloud/v2/openstack/identity/v3/users"
 	"github.com/gophercloud/gophercloud/v2/pagination"
+
+	"github.com/cephdocker/ceph-docker-plugin/plugin/plugintest"
 )
 
 // The CSI sanity suite counts every volume ListVolumes returns before and after it creates one,
@@ -54,18 +55,14 @@ func isolatedRBD(t *testing.T, l lab) []string {
 // and returns the settings that select them. The password is new on every run.
 func isolatedCinder(t *testing.T) []string {
 	t.Helper()
-	admin := readEnvFile(t, filepath.Join(labDir(), "openstack", "admin-env"))
+	admin := plugintest.MustOpenStackAdmin(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	prov, err := openstack.AuthenticatedClient(ctx, gophercloud.AuthOptions{
-		IdentityEndpoint: admin["OS_AUTH_URL"], Username: admin["OS_USERNAME"], Password: admin["OS_PASSWORD"],
-		DomainName: admin["OS_USER_DOMAIN_NAME"],
-		Scope:      &gophercloud.AuthScope{ProjectName: admin["OS_PROJECT_NAME"], DomainName: admin["OS_PROJECT_DOMAIN_NAME"]},
-	})
+	prov, err := openstack.AuthenticatedClient(ctx, admin.AuthOptions())
 	if err != nil {
 		t.Fatalf("Keystone admin: %v", err)
 	}
-	eo := gophercloud.EndpointOpts{Region: admin["OS_REGION_NAME"]}
+	eo := gophercloud.EndpointOpts{Region: admin.Region}
 	id, err := openstack.NewIdentityV3(prov, eo)
 	if err != nil {
 		t.Fatal(err)
@@ -133,32 +130,7 @@ func isolatedCinder(t *testing.T) []string {
 	if _, err := quotasets.Update(ctx, bs, projectID, quotasets.UpdateOpts{Volumes: &vols, Gigabytes: &gigs}).Extract(); err != nil {
 		t.Fatalf("raise the quota of %s: %v", sanityProject, err)
 	}
-	return []string{"BACKEND=cinder", "OS_AUTH_URL=" + admin["OS_AUTH_URL"], "OS_USERNAME=" + sanityProject, "OS_PASSWORD=" + password,
+	return []string{"BACKEND=cinder", "OS_AUTH_URL=" + admin.AuthURL, "OS_USERNAME=" + sanityProject, "OS_PASSWORD=" + password,
 		"OS_PROJECT_NAME=" + sanityProject, "OS_USER_DOMAIN_NAME=Default", "OS_PROJECT_DOMAIN_NAME=Default",
-		"OS_REGION_NAME=" + admin["OS_REGION_NAME"]}
-}
-
-func labDir() string {
-	if d := os.Getenv("LAB_DIR"); d != "" {
-		return d
-	}
-	return "/var/lib/ceph-docker-plugin-lab"
-}
-
-// readEnvFile reads KEY=VALUE lines.
-func readEnvFile(t *testing.T, path string) map[string]string {
-	t.Helper()
-	f, err := os.Open(path)
-	if err != nil {
-		t.Fatalf("%v (scripts/openstack-up.sh writes it)", err)
-	}
-	defer f.Close()
-	out := map[string]string{}
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		if k, v, ok := strings.Cut(strings.TrimSpace(sc.Text()), "="); ok && !strings.HasPrefix(k, "#") {
-			out[k] = strings.Trim(v, `"'`)
-		}
-	}
-	return out
+		"OS_REGION_NAME=" + admin.Region}
 }

@@ -6,7 +6,6 @@ import (
 	"context"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"sort"
 	"strings"
@@ -42,7 +41,7 @@ func TestCSISanity(t *testing.T) {
 	}{{"rbd", isolatedRBD(t, l)}, {"cinder", isolatedCinder(t)}} {
 		p := newPlugin(t, l, uniq("csi-"+b.name), append([]string{"PROTOCOL=csi", "LOG_LEVEL=info"}, b.env...)...)
 		endpoint := "unix://" + filepath.Join(p.dir, "csi.sock")
-		p.env = append(p.env, "CSI_ENDPOINT="+endpoint)
+		p.Env = append(p.Env, "CSI_ENDPOINT="+endpoint)
 		p.startCSI(endpoint)
 		cfg := sanity.NewTestConfig()
 		cfg.Address = endpoint
@@ -104,44 +103,16 @@ func TestCSISanity(t *testing.T) {
 // startCSI starts the plugin serving CSI and waits until it answers Probe with ready.
 func (p *plugin) startCSI(endpoint string) {
 	p.t.Helper()
-	p.cmd = nil
-	before := p.reconciles()
-	p.startProcess()
 	conn, err := grpc.NewClient(endpoint, grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
 		p.t.Fatal(err)
 	}
 	defer conn.Close()
 	id := csi.NewIdentityClient(conn)
-	deadline := time.Now().Add(60 * time.Second)
-	for {
+	p.startAndWait(func() bool {
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
 		r, err := id.Probe(ctx, &csi.ProbeRequest{})
-		cancel()
-		if err == nil && r.GetReady().GetValue() && p.reconciles() > before {
-			return
-		}
-		select {
-		case err := <-p.waitErr:
-			p.t.Fatalf("plugin %s exited at start: %v\n%s", p.name, err, p.logs())
-		default:
-		}
-		if time.Now().After(deadline) {
-			p.t.Fatalf("plugin %s did not answer Probe on %s within 60s: %v\n%s", p.name, endpoint, err, p.logs())
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
-}
-
-// startProcess starts the binary with the plugin's settings, its output in the plugin's log.
-func (p *plugin) startProcess() {
-	p.cmd = exec.Command(pluginBin)
-	p.cmd.Env = append(os.Environ(), p.env...)
-	w := writerFunc(func(b []byte) (int, error) { p.logMu.Lock(); defer p.logMu.Unlock(); return p.log.Write(b) })
-	p.cmd.Stdout, p.cmd.Stderr = w, w
-	if err := p.cmd.Start(); err != nil {
-		p.t.Fatal(err)
-	}
-	p.waitErr = make(chan error, 1)
-	go func(c *exec.Cmd, ch chan error) { ch <- c.Wait() }(p.cmd, p.waitErr)
+		return err == nil && r.GetReady().GetValue()
+	})
 }

@@ -9,11 +9,8 @@ import (
 	"net"
 	"net/http"
 	"os"
-	"path/filepath"
 	"strings"
 	"time"
-
-	"github.com/moby/sys/mountinfo"
 
 	"github.com/cephdocker/ceph-docker-plugin/cinder"
 	"github.com/cephdocker/ceph-docker-plugin/rbd"
@@ -160,30 +157,6 @@ func checkKernelRBD(ctx context.Context, cfg Config, env doctorEnv) finding {
 		return finding{"krbd", status, fmt.Sprintf("the kernel's rbd driver is not loaded and modprobe rbd failed (%v): %s", err, what),
 			"install the kernel's modules package (rbd.ko, e.g. linux-image-$(uname -r) or linux-modules-extra) and run modprobe rbd on the host"}
 	}
-}
-
-// checkMountRootFindings is what checkMountRoot warns about at start, as findings.
-func checkMountRootFindings(cfg Config) []finding {
-	var fs []finding
-	ms, err := mountinfo.GetMounts(mountinfo.SingleEntryFilter(cfg.MountRoot))
-	switch {
-	case err != nil:
-		fs = append(fs, finding{"mount-root", "fail", fmt.Sprintf("cannot read the mount table: %v", err), ""})
-	case cfg.Protocol == "csi":
-		// Swarm's publish targets (binds under the propagated /data/published) are what
-		// containers see; the volumes' own mounts under MOUNT_ROOT need not propagate.
-		fs = append(fs, finding{"mount-root", "ok", fmt.Sprintf("PROTOCOL=csi: MOUNT_ROOT %s need not be shared (swarm publishes under /data/published)", cfg.MountRoot), ""})
-	case len(ms) == 0 || !strings.Contains(ms[len(ms)-1].Optional, "shared:"):
-		fs = append(fs, finding{"mount-root", "fail", fmt.Sprintf("MOUNT_ROOT %s is not a shared mount point: containers will not see the volumes mounted under it", cfg.MountRoot),
-			"leave MOUNT_ROOT at config.json's propagatedMount (/mnt/volumes), which dockerd makes shared; outside a managed plugin, mount --bind " + cfg.MountRoot + " " + cfg.MountRoot + " && mount --make-rshared " + cfg.MountRoot})
-	default:
-		fs = append(fs, finding{"mount-root", "ok", fmt.Sprintf("MOUNT_ROOT %s is a shared mount point", cfg.MountRoot), ""})
-	}
-	if rel, err := filepath.Rel(cfg.MountRoot, cfg.StateDir); err != nil || rel == "." || strings.HasPrefix(rel, "..") {
-		fs = append(fs, finding{"state-dir", "warn", fmt.Sprintf("STATE_DIR %s is not under MOUNT_ROOT %s: in a managed plugin it is lost on upgrade", cfg.StateDir, cfg.MountRoot),
-			"docker plugin set ceph STATE_DIR=" + filepath.Join(cfg.MountRoot, ".state")})
-	}
-	return fs
 }
 
 // doctorProbeAddr is the address the blocklist check fences for a second: TEST-NET-1

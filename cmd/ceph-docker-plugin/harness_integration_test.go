@@ -3,26 +3,21 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"crypto/rand"
-	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
-	"syscall"
 	"testing"
 	"time"
 
 	"github.com/moby/sys/mountinfo"
-	"golang.org/x/sys/unix"
 
-	"github.com/cephdocker/ceph-docker-plugin/driver/execx"
 	"github.com/cephdocker/ceph-docker-plugin/driver/volclient"
+	"github.com/cephdocker/ceph-docker-plugin/plugin/plugintest"
 	"github.com/cephdocker/ceph-docker-plugin/rbd/fuse"
 )
 
@@ -54,24 +49,18 @@ type lab struct {
 
 func labEnv(t *testing.T) lab {
 	t.Helper()
-	l := lab{os.Getenv("CEPH_CONF"), os.Getenv("CEPH_USER"), os.Getenv("CEPH_KEYRING"), os.Getenv("CEPH_ADMIN_KEYRING"), os.Getenv("RBD_POOL")}
-	if l.conf == "" || l.user == "" || l.keyring == "" || l.adminKeyring == "" || l.pool == "" {
-		t.Fatal("CEPH_CONF, CEPH_USER, CEPH_KEYRING, CEPH_ADMIN_KEYRING and RBD_POOL must be set: run `make test`")
-	}
-	return l
+	c := plugintest.MustCeph(t)
+	return lab{c.Conf, c.User, c.Keyring, c.AdminKeyring, c.Pool}
 }
 
 // admin runs a ceph/rbd/rados CLI command as client.admin (test set-up and inspection only).
 func (l lab) admin(t *testing.T, tool string, args ...string) string {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-	defer cancel()
-	full := append([]string{"-c", l.conf, "-n", "client.admin", "-k", l.adminKeyring}, args...)
-	res, err := execx.Run(ctx, execx.Cmd{Name: tool, Args: full})
+	out, err := plugintest.Ceph{Conf: l.conf, AdminKeyring: l.adminKeyring}.Admin(tool, args...)
 	if err != nil {
 		t.Fatalf("%s %v: %v", tool, args, err)
 	}
-	return string(res.Stdout)
+	return out
 }
 
 // backend is one of the plugin's backends as the protocol-level tests drive it: the suite runs
@@ -116,29 +105,20 @@ func (b backend) assertReleased(p *plugin, name string) {
 	}
 }
 
-func uniq(prefix string) string {
-	b := make([]byte, 4)
-	_, _ = rand.Read(b)
-	return prefix + "-" + hex.EncodeToString(b)
-}
+func uniq(prefix string) string { return plugintest.Uniq(prefix) }
 
 // plugin is one running plugin process, standing for one host.
 type plugin struct {
-	t       *testing.T
-	name    string
-	dir     string // holds socket, state, mounts
-	cwd     string // the process's working directory ("": the test's)
-	env     []string
-	cmd     *exec.Cmd
-	logMu   sync.Mutex
-	log     bytes.Buffer
-	waitErr chan error
-	client  *volclient.Client
+	*plugintest.Process
+	t    *testing.T
+	name string
+	dir  string // holds socket, state, mounts
 }
 
-func (p *plugin) sock() string      { return filepath.Join(p.dir, "ceph.sock") }
-func (p *plugin) mountRoot() string { return filepath.Join(p.dir, "mnt") }
-func (p *plugin) fuseRoot() string  { return filepath.Join(p.mountRoot(), ".rbd-fuse") }
+func (p *plugin) sock() string      { return p.Sock() }
+func (p *plugin) mountRoot() string { return p.MountRoot() }
+func (p *plugin) fuseRoot() string  { return p.FuseRoot() }
+func (p *plugin) logs() string      { return p.Logs() }
 
 // newPlugin prepares (but does not start) a host's plugin. extra overrides settings.
 func newPlugin(t *testing.T, l lab, node string, extra ...string) *plugin {
@@ -147,13 +127,10 @@ func newPlugin(t *testing.T, l lab, node string, extra ...string) *plugin {
 		t.Fatal(err)
 	}
 	p := &plugin{t: t, name: node, dir: dir}
-	p.client = volclient.New(p.sock(), 90*time.Second)
-	p.env = append([]string{
+	p.Process = plugintest.NewProcess(pluginBin, dir, node, 90*time.Second, append([]string{
 		"CEPH_CONF=" + l.conf, "CEPH_USER=" + l.user, "CEPH_KEYRING=" + l.keyring, "RBD_POOL=" + l.pool,
-		"MAPPER=fuse", "MOUNT_ROOT=" + p.mountRoot(), "STATE_DIR=" + filepath.Join(dir, "state"),
-		"PLUGIN_SOCKET=" + p.sock(), "NODE_NAME=" + node, "LOG_LEVEL=debug", "CALL_TIMEOUT=40s",
-		"DEFAULT_SIZE=256M",
-	}, extra...)
+		"LOG_LEVEL=debug", "CALL_TIMEOUT=40s", "DEFAULT_SIZE=256M",
+	}, extra...)...)
 	t.Cleanup(func() {
 		if t.Failed() {
 			logs := p.logs()
@@ -169,39 +146,31 @@ func newPlugin(t *testing.T, l lab, node string, extra ...string) *plugin {
 	return p
 }
 
+// start starts the plugin and waits until it answers on its socket and has finished its
+// start-up reconcile.
 func (p *plugin) start(extra ...string) {
 	p.t.Helper()
-	p.client.CloseIdle() // a previous process's connections
-	p.cmd = exec.Command(pluginBin)
-	p.cmd.Dir = p.cwd
-	p.cmd.Env = append(append(os.Environ(), p.env...), extra...)
-	w := writerFunc(func(b []byte) (int, error) { p.logMu.Lock(); defer p.logMu.Unlock(); return p.log.Write(b) })
-	p.cmd.Stdout, p.cmd.Stderr = w, w
-	if err := p.cmd.Start(); err != nil {
-		p.t.Fatal(err)
-	}
-	p.waitErr = make(chan error, 1)
-	go func(c *exec.Cmd, ch chan error) { ch <- c.Wait() }(p.cmd, p.waitErr)
-	reconciled := p.reconciles()
-	deadline := time.Now().Add(60 * time.Second)
-	for {
+	p.startAndWait(func() bool {
 		// The plugin answers as soon as its socket is open (calls on a volume still being
 		// reconciled wait for it); tests then also wait for the whole start-up reconcile, so that
 		// they can look at what it repaired. (An error answer from the backend counts.)
 		var resp map[string]any
 		err := p.try("/VolumeDriver.List", struct{}{}, &resp)
-		if pe, ok := err.(*volclient.Error); (err == nil || (ok && !strings.Contains(pe.Msg, "still reconciling"))) && p.reconciles() > reconciled {
-			return
-		}
-		select {
-		case err := <-p.waitErr:
-			p.t.Fatalf("plugin %s exited at start: %v\n%s", p.name, err, p.logs())
-		default:
-		}
-		if time.Now().After(deadline) {
-			p.t.Fatalf("plugin %s did not answer on %s and finish its reconcile within 60s\n%s", p.name, p.sock(), p.logs())
-		}
-		time.Sleep(50 * time.Millisecond)
+		pe, ok := err.(*volclient.Error)
+		return err == nil || (ok && !strings.Contains(pe.Msg, "still reconciling"))
+	}, extra...)
+}
+
+// startAndWait starts the plugin and waits until ready says true and the plugin has logged one
+// more finished start-up reconcile than before.
+func (p *plugin) startAndWait(ready func() bool, extra ...string) {
+	p.t.Helper()
+	reconciled := p.reconciles()
+	if err := p.Start(extra...); err != nil {
+		p.t.Fatal(err)
+	}
+	if _, err := p.WaitReady(60*time.Second, 50*time.Millisecond, func() bool { return ready() && p.reconciles() > reconciled }); err != nil {
+		p.t.Fatalf("%v\n%s", err, p.logs())
 	}
 }
 
@@ -216,85 +185,34 @@ func (p *plugin) reconciles() int {
 	return n
 }
 
-type writerFunc func([]byte) (int, error)
-
-func (f writerFunc) Write(b []byte) (int, error) { return f(b) }
-
-func (p *plugin) logs() string {
-	p.logMu.Lock()
-	defer p.logMu.Unlock()
-	return p.log.String()
-}
-
 // kill9 kills the plugin with SIGKILL, as a crash would.
 func (p *plugin) kill9() {
-	if p.cmd == nil || p.cmd.Process == nil {
-		return
+	p.t.Helper()
+	if err := p.Kill9(5 * time.Second); err != nil {
+		p.t.Fatal(err)
 	}
-	_ = p.cmd.Process.Signal(syscall.SIGKILL)
-	p.waitExit(5 * time.Second)
 }
 
 func (p *plugin) waitExit(d time.Duration) error {
-	select {
-	case err := <-p.waitErr:
-		p.cmd = nil
-		return err
-	case <-time.After(d):
-		p.t.Fatalf("plugin %s did not exit", p.name)
-		return nil
+	p.t.Helper()
+	if err := p.WaitExit(d); err != nil {
+		p.t.Fatal(err)
 	}
+	return p.ExitErr()
 }
 
-func (p *plugin) stop() {
-	if p.cmd == nil || p.cmd.Process == nil {
-		return
-	}
-	_ = p.cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case <-p.waitErr:
-	case <-time.After(10 * time.Second):
-		_ = p.cmd.Process.Kill()
-		<-p.waitErr
-	}
-	p.cmd = nil
-}
+func (p *plugin) stop() { p.Stop(10 * time.Second) }
 
 // cleanHost removes whatever the host's plugin left (after a test failure or a simulated
 // crash): its mounts and its fuse mappings.
 func (p *plugin) cleanHost() {
-	f := fuse.New(p.fuseRoot(), "", "")
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	maps, _ := f.List(ctx)
-	// rbd-fuse processes first: a fenced one never completes I/O, and unmounting a filesystem
-	// over it would wait forever for its final writes.
-	for _, pid := range fuse.Daemons(p.fuseRoot()) {
-		_ = syscall.Kill(pid, syscall.SIGKILL)
-	}
-	// The volumes' mounts first, then the loops, while their backing files still have a path
-	// (Unmap finds a loop by it; once the rbd-fuse mount under it is detached, the loop would
-	// be left attached to a dead file, its flush stuck in the kernel), then rbd-fuse's mounts.
-	unmount := func(keep func(string) bool) {
-		mounts, _ := mountinfo.GetMounts(mountinfo.PrefixFilter(p.mountRoot()))
-		for i := len(mounts) - 1; i >= 0; i-- {
-			if !keep(mounts[i].Mountpoint) {
-				_ = unix.Unmount(mounts[i].Mountpoint, unix.MNT_DETACH)
-			}
-		}
-	}
-	underFuse := func(mp string) bool { return strings.HasPrefix(mp, p.fuseRoot()) }
-	unmount(underFuse)
-	for _, m := range maps {
-		_ = f.Unmap(ctx, m.ImageSpec)
-	}
-	unmount(func(string) bool { return false })
+	p.CleanHost(ctx)
 }
 
 // try posts one request and decodes the answer; a refusal (the answer's "Err") is *volclient.Error.
-func (p *plugin) try(path string, req, resp any) error {
-	return p.client.Call(path, req, resp)
-}
+func (p *plugin) try(path string, req, resp any) error { return p.Call(path, req, resp) }
 
 // call is try for requests that must succeed.
 func (p *plugin) call(path string, req, resp any) {
@@ -317,41 +235,39 @@ func (p *plugin) fail(path string, req any) string {
 
 func mustJSON(v any) string { b, _ := json.Marshal(v); return string(b) }
 
-type volResp struct {
-	Volume struct {
-		Name       string
-		Mountpoint string
-		Status     map[string]any
+// must fails the test on a protocol call's error.
+func (p *plugin) must(err error) {
+	p.t.Helper()
+	if err != nil {
+		p.t.Fatal(err)
 	}
 }
+
+type volResp struct{ Volume plugintest.Volume }
 
 type mountResp struct{ Mountpoint string }
 
 func (p *plugin) create(name string, opts map[string]string) {
-	p.call("/VolumeDriver.Create", map[string]any{"Name": name, "Opts": opts}, nil)
+	p.t.Helper()
+	p.must(p.Create(name, opts))
 }
 
 func (p *plugin) mount(name, id string) string {
-	var r mountResp
-	p.call("/VolumeDriver.Mount", map[string]string{"Name": name, "ID": id}, &r)
-	if r.Mountpoint == "" {
-		p.t.Fatalf("mount %s: empty mountpoint", name)
-	}
-	return r.Mountpoint
+	p.t.Helper()
+	mp, err := p.Mount(name, id)
+	p.must(err)
+	return mp
 }
 
-func (p *plugin) unmount(name, id string) {
-	p.call("/VolumeDriver.Unmount", map[string]string{"Name": name, "ID": id}, nil)
-}
+func (p *plugin) unmount(name, id string) { p.t.Helper(); p.must(p.Unmount(name, id)) }
 
-func (p *plugin) remove(name string) {
-	p.call("/VolumeDriver.Remove", map[string]string{"Name": name}, nil)
-}
+func (p *plugin) remove(name string) { p.t.Helper(); p.must(p.Remove(name)) }
 
 func (p *plugin) get(name string) volResp {
-	var r volResp
-	p.call("/VolumeDriver.Get", map[string]string{"Name": name}, &r)
-	return r
+	p.t.Helper()
+	v, err := p.Get(name)
+	p.must(err)
+	return volResp{v}
 }
 
 // hostState is what this host has of the plugin's: mappings, mounts and rbd-fuse processes.
@@ -401,20 +317,7 @@ func (p *plugin) mappingsOf(pool, image string) int {
 	return n
 }
 
-func writeFile(t *testing.T, path string, data []byte) {
-	t.Helper()
-	f, err := os.Create(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := f.Write(data); err != nil {
-		t.Fatal(err)
-	}
-	if err := f.Sync(); err != nil {
-		t.Fatal(err)
-	}
-	f.Close()
-}
+func writeFile(t *testing.T, path string, data []byte) { plugintest.WriteFileSync(t, path, data) }
 
 func randomData(t *testing.T, n int) []byte {
 	b := make([]byte, n)

@@ -3,7 +3,6 @@
 package main
 
 import (
-	"bufio"
 	"context"
 	"crypto/sha256"
 	"errors"
@@ -22,6 +21,7 @@ import (
 
 	"github.com/cephdocker/ceph-docker-plugin/driver"
 	"github.com/cephdocker/ceph-docker-plugin/driver/execx"
+	"github.com/cephdocker/ceph-docker-plugin/plugin/plugintest"
 	"github.com/cephdocker/ceph-docker-plugin/rbd"
 	"github.com/cephdocker/ceph-docker-plugin/rbd/fuse"
 )
@@ -290,45 +290,19 @@ func rbdPlanter(t *testing.T, l lab, b backend, p *plugin, name string) planter 
 	}
 }
 
-// adminOpenStackEnv reads the lab Keystone's admin credentials: another user than the plugin's.
-func adminOpenStackEnv(t *testing.T) map[string]string {
-	t.Helper()
-	path := filepath.Join(os.Getenv("LAB_DIR"), "openstack", "admin-env")
-	if os.Getenv("LAB_DIR") == "" {
-		path = "/var/lib/ceph-docker-plugin-lab/openstack/admin-env"
-	}
-	f, err := os.Open(path)
-	if err != nil {
-		t.Fatalf("the lab's admin credentials (scripts/openstack-up.sh writes them): %v", err)
-	}
-	defer f.Close()
-	env := map[string]string{}
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		if k, v, ok := strings.Cut(sc.Text(), "="); ok && strings.HasPrefix(k, "OS_") {
-			env[k] = v
-		}
-	}
-	return env
-}
-
 // cinderPlanter writes the volume's properties (what `openstack volume set --property` writes)
 // through gophercloud as Keystone's admin, not as the plugin's user. An empty value stands for
 // "not set": the plugin reads both the same way.
 func cinderPlanter(t *testing.T, b backend, p *plugin, name string) planter {
 	id := strings.TrimPrefix(b.image(p, name), "volume-")
-	env := adminOpenStackEnv(t)
+	admin := plugintest.MustOpenStackAdmin(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	provider, err := openstack.AuthenticatedClient(ctx, gophercloud.AuthOptions{
-		IdentityEndpoint: env["OS_AUTH_URL"], Username: env["OS_USERNAME"], Password: env["OS_PASSWORD"],
-		DomainName: env["OS_USER_DOMAIN_NAME"], TenantName: env["OS_PROJECT_NAME"],
-		Scope: &gophercloud.AuthScope{ProjectName: env["OS_PROJECT_NAME"], DomainName: env["OS_PROJECT_DOMAIN_NAME"]},
-	})
+	provider, err := openstack.AuthenticatedClient(ctx, admin.AuthOptions())
 	if err != nil {
 		t.Fatalf("authenticate as the lab's Keystone admin: %v", err)
 	}
-	client, err := openstack.NewBlockStorageV3(provider, gophercloud.EndpointOpts{Region: env["OS_REGION_NAME"]})
+	client, err := openstack.NewBlockStorageV3(provider, gophercloud.EndpointOpts{Region: admin.Region})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -361,7 +335,7 @@ func testHostileInput(t *testing.T, b backend) {
 	l := labEnv(t)
 	c := plantCanaries(t)
 	p := newPlugin(t, l, "host-a", b.env...)
-	p.cwd = c.dir // relative names in options would resolve here
+	p.Cwd = c.dir // relative names in options would resolve here
 	p.start()
 
 	refused := 0

@@ -18,7 +18,6 @@ import (
 	"time"
 
 	"github.com/docker/go-plugins-helpers/volume"
-	"github.com/moby/sys/mountinfo"
 	"github.com/sirupsen/logrus"
 
 	"github.com/cephdocker/ceph-docker-plugin/cinder"
@@ -347,24 +346,6 @@ func bootID(cfg Config, log *logrus.Entry) string {
 	return strings.TrimSpace(string(b))
 }
 
-// checkMountRoot warns about MOUNT_ROOT and STATE_DIR settings that break a managed plugin
-// without an error of their own: dockerd shares only config.json's propagatedMount
-// (/mnt/volumes) with the containers, and keeps nothing else of the plugin's files across an
-// upgrade.
-func checkMountRoot(cfg Config, log *logrus.Entry) {
-	ms, err := mountinfo.GetMounts(mountinfo.SingleEntryFilter(cfg.MountRoot))
-	// (Of mounts stacked there, the last one listed is the one on top.)
-	// (In CSI mode only swarm's publish targets, binds under /data/published, must propagate.)
-	if err == nil && cfg.Protocol != "csi" && (len(ms) == 0 || !strings.Contains(ms[len(ms)-1].Optional, "shared:")) {
-		log.WithField("mount_root", cfg.MountRoot).Warn("MOUNT_ROOT is not a shared mount point: in the managed plugin, containers will not see the volumes mounted under it; " +
-			"there it must be config.json's propagatedMount, /mnt/volumes (the default)")
-	}
-	if rel, err := filepath.Rel(cfg.MountRoot, cfg.StateDir); err != nil || rel == "." || strings.HasPrefix(rel, "..") {
-		log.WithFields(logrus.Fields{"state_dir": cfg.StateDir, "mount_root": cfg.MountRoot}).Warn("STATE_DIR is not under MOUNT_ROOT: " +
-			"in the managed plugin, the state is then lost when the plugin is upgraded or reinstalled, and volumes in use are not released")
-	}
-}
-
 // modprobeTimeout bounds loading the rbd module at start (it takes well under a second).
 const modprobeTimeout = 10 * time.Second
 
@@ -403,8 +384,8 @@ func newMapper(cfg Config, log *logrus.Entry) (driver.Mapper, error) {
 // unsetEmpty removes the variables that are set but empty. librados reads CEPH_KEYRING and
 // CEPH_CONF from the environment as its keyring and conf options: the managed plugin's settings
 // put CEPH_KEYRING="" there when it is left at its default ("search the default places"), and
-// librados then has no keyring at all and fails to authenticate (EACCES). Found in the docker
-// guest of the krbd lab, where the plugin runs with its config.json defaults.
+// librados then has no keyring at all and fails to authenticate (EACCES). The docker guest of the
+// krbd lab runs the plugin with its config.json defaults, and so covers this.
 func unsetEmpty(names ...string) {
 	for _, n := range names {
 		if v, ok := os.LookupEnv(n); ok && v == "" {

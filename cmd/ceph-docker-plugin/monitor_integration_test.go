@@ -3,35 +3,26 @@
 package main
 
 import (
-	"os"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/cephdocker/ceph-docker-plugin/plugin/plugintest"
 )
 
 // labMonitor returns the pid of the lab's ceph-mon (the one started with the lab's ceph.conf).
 func labMonitor(t *testing.T, l lab) int {
 	t.Helper()
-	entries, err := os.ReadDir("/proc")
+	procs, err := plugintest.Procs()
 	if err != nil {
 		t.Fatal(err)
 	}
 	var pids []int
-	for _, e := range entries {
-		pid, err := strconv.Atoi(e.Name())
-		if err != nil {
-			continue
-		}
-		raw, err := os.ReadFile(filepath.Join("/proc", e.Name(), "cmdline"))
-		if err != nil {
-			continue
-		}
-		args := strings.Split(strings.TrimRight(string(raw), "\x00"), "\x00")
-		if filepath.Base(args[0]) == "ceph-mon" && strings.Contains(string(raw), l.conf) {
-			pids = append(pids, pid)
+	for _, p := range procs {
+		if len(p.Args) > 0 && filepath.Base(p.Args[0]) == "ceph-mon" && strings.Contains(strings.Join(p.Args, " "), l.conf) {
+			pids = append(pids, p.PID)
 		}
 	}
 	if len(pids) != 1 {

@@ -8,10 +8,10 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"testing"
 
+	"github.com/cephdocker/ceph-docker-plugin/plugin/plugintest"
 	"github.com/cephdocker/ceph-docker-plugin/rbd/fuse"
 )
 
@@ -44,11 +44,7 @@ func TestSecretsReachNoProcess(t *testing.T) {
 // its settings to $LAB_DIR/openstack/admin-env).
 func adminCLI(t *testing.T, args ...string) string {
 	t.Helper()
-	lab := os.Getenv("LAB_DIR")
-	if lab == "" {
-		lab = "/var/lib/ceph-docker-plugin-lab"
-	}
-	script := "set -a; . " + filepath.Join(lab, "openstack", "admin-env") + "; exec /usr/bin/openstack \"$@\""
+	script := "set -a; . " + plugintest.AdminEnvFile() + "; exec /usr/bin/openstack \"$@\""
 	out, err := exec.Command("sh", append([]string{"-c", script, "sh"}, args...)...).CombinedOutput()
 	if err != nil {
 		t.Fatalf("openstack %v (as admin): %v: %s", args, err, out)
@@ -131,7 +127,7 @@ func testSecretsReachNoProcess(t *testing.T, l lab, secrets, env []string) {
 	}
 	// The plugin, its descendants, and the rbd-fuse daemons it started (daemonized: their parent
 	// is no longer the plugin).
-	procs := append(descendants(t, p.cmd.Process.Pid), fuse.Daemons(p.fuseRoot())...)
+	procs := append(descendants(t, p.Pid()), fuse.Daemons(p.fuseRoot())...)
 	daemons := len(fuse.Daemons(p.fuseRoot()))
 	if daemons == 0 {
 		t.Fatal("no rbd-fuse daemon serves the mounted volume: nothing to look at")
@@ -170,27 +166,13 @@ func testSecretsReachNoProcess(t *testing.T, l lab, secrets, env []string) {
 // descendants returns pid and every process below it (by parent pid, from /proc).
 func descendants(t *testing.T, pid int) []int {
 	t.Helper()
-	entries, err := os.ReadDir("/proc")
+	procs, err := plugintest.Procs()
 	if err != nil {
 		t.Fatal(err)
 	}
 	children := map[int][]int{}
-	for _, e := range entries {
-		n, err := strconv.Atoi(e.Name())
-		if err != nil {
-			continue
-		}
-		raw, err := os.ReadFile(filepath.Join("/proc", e.Name(), "stat"))
-		if err != nil {
-			continue
-		}
-		// pid (comm) state ppid ...: comm may hold spaces, so read after its closing paren.
-		s := string(raw)
-		fields := strings.Fields(s[strings.LastIndexByte(s, ')')+1:])
-		if len(fields) > 1 {
-			ppid, _ := strconv.Atoi(fields[1])
-			children[ppid] = append(children[ppid], n)
-		}
+	for _, p := range procs {
+		children[p.PPID] = append(children[p.PPID], p.PID)
 	}
 	out := []int{pid}
 	for i := 0; i < len(out); i++ {

@@ -5,8 +5,6 @@ package drivertest
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"errors"
 	"slices"
 	"strings"
@@ -14,6 +12,7 @@ import (
 	"time"
 
 	"github.com/cephdocker/ceph-docker-plugin/driver"
+	"github.com/cephdocker/ceph-docker-plugin/plugin/plugintest"
 )
 
 // Harness builds provisioners, one per simulated host.
@@ -35,17 +34,9 @@ func Run(t *testing.T, h Harness) {
 	t.Run("RemoveKeep", func(t *testing.T) { removeKeep(t, h) })
 }
 
-func ctx(t *testing.T) context.Context {
-	c, cancel := context.WithTimeout(context.Background(), 90*time.Second)
-	t.Cleanup(cancel)
-	return c
-}
+func ctx(t *testing.T) context.Context { return plugintest.Context(t, 90*time.Second) }
 
-func uniq(prefix string) string {
-	b := make([]byte, 4)
-	_, _ = rand.Read(b)
-	return prefix + "-" + hex.EncodeToString(b)
-}
+func uniq(prefix string) string { return plugintest.Uniq(prefix) }
 
 func create(t *testing.T, h Harness, p driver.Provisioner, name string) {
 	t.Helper()

@@ -143,12 +143,20 @@ func (wr *writer) loop(req labapi.WriterStart, write func(n int) (labapi.FileSum
 	}
 }
 
-func (a *agent) writerStatus(w http.ResponseWriter, _ *http.Request) {
+// currentWriter returns the writer; without one it answers an empty status and returns nil.
+func (a *agent) currentWriter(w http.ResponseWriter) *writer {
 	a.mu.Lock()
 	wr := a.writer
 	a.mu.Unlock()
 	if wr == nil {
 		reply(w, http.StatusOK, labapi.WriterStatus{})
+	}
+	return wr
+}
+
+func (a *agent) writerStatus(w http.ResponseWriter, _ *http.Request) {
+	wr := a.currentWriter(w)
+	if wr == nil {
 		return
 	}
 	wr.mu.Lock()
@@ -160,11 +168,8 @@ func (a *agent) writerStatus(w http.ResponseWriter, _ *http.Request) {
 
 // writerStop stops the writer and waits until its file is closed (so that an Unmount can succeed).
 func (a *agent) writerStop(w http.ResponseWriter, _ *http.Request) {
-	a.mu.Lock()
-	wr := a.writer
-	a.mu.Unlock()
+	wr := a.currentWriter(w)
 	if wr == nil {
-		reply(w, http.StatusOK, labapi.WriterStatus{})
 		return
 	}
 	select {

@@ -2,11 +2,12 @@
 # /sbin/lab-docker-init: PID 1 of the docker guest of the krbd lab (scripts/lab-docker-build.sh),
 # started by the initramfs (init=/sbin/lab-docker-init) on the root disk, booted with snapshot=on.
 # Mounts what dockerd needs, brings up slirp networking so that the host's Ceph on 127.0.0.1 is
-# reachable (as in lab/guest/init.sh), starts the lab agent, then containerd and dockerd. The rbd
-# module is not loaded here: the managed plugin loads it (modprobe, with the guest's /lib/modules).
+# reachable (slirp_net of lab/guest/lib.sh, shared with the krbd guests), starts the lab agent,
+# then containerd and dockerd. The rbd module is not loaded here: the managed plugin loads it
+# (modprobe, with the guest's /lib/modules).
 # Kernel command line: lab_node=<hostname>. Powers off when the agent ends.
 export PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
-t() { echo "[guest $(cut -d' ' -f1 /proc/uptime)s] $*"; }
+. /lib/lab/guest.sh
 mountpoint -q /proc || mount -t proc proc /proc
 mountpoint -q /sys || mount -t sysfs sys /sys
 mountpoint -q /dev || mount -t devtmpfs dev /dev
@@ -23,14 +24,7 @@ for w in $(cat /proc/cmdline); do case $w in lab_node=*) node=${w#lab_node=} ;; 
 echo "$node" >/proc/sys/kernel/hostname
 echo "127.0.1.1 $node" >/etc/hosts
 for m in virtio_net overlay; do modprobe "$m" 2>/dev/null || t "modprobe $m failed"; done
-
-# The cluster advertises 127.0.0.1: keep lo down so that 127/8 is not local here, allow 127/8 on
-# eth0 and route it to slirp's gateway, which connects to the host's 127.0.0.1.
-ip link set eth0 up
-ip addr add 10.0.2.15/24 dev eth0
-ip route add default via 10.0.2.2
-sysctl -qw net.ipv4.conf.all.route_localnet=1 net.ipv4.conf.eth0.route_localnet=1
-ip route add 127.0.0.0/8 via 10.0.2.2 dev eth0 || t "127/8 route failed"
+slirp_net
 t "kernel $(uname -r), node $node, rbd loaded: $([ -e /sys/bus/rbd ] && echo yes || echo no)"
 
 /usr/local/bin/lab-agent -listen :8080 >/var/log/lab-agent.log 2>&1 &

@@ -20,6 +20,7 @@ import (
 
 	"github.com/cephdocker/ceph-docker-plugin/driver"
 	"github.com/cephdocker/ceph-docker-plugin/driver/execx"
+	"github.com/cephdocker/ceph-docker-plugin/plugin/plugintest"
 )
 
 // Harness is what the suite needs from the mapper's test.
@@ -56,11 +57,7 @@ func Run(t *testing.T, h Harness) {
 	}
 }
 
-func ctx(t *testing.T) context.Context {
-	c, cancel := context.WithTimeout(context.Background(), timeout)
-	t.Cleanup(cancel)
-	return c
-}
+func ctx(t *testing.T) context.Context { return plugintest.Context(t, timeout) }
 
 func assertNoLeftovers(t *testing.T, h Harness) {
 	t.Helper()
@@ -127,17 +124,7 @@ func dataSurvivesRemap(t *testing.T, h Harness) {
 		t.Fatal(err)
 	}
 	want := sha256.Sum256(data)
-	f, err := os.Create(filepath.Join(dir, "data.bin"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := f.Write(data); err != nil {
-		t.Fatal(err)
-	}
-	if err := f.Sync(); err != nil {
-		t.Fatal(err)
-	}
-	f.Close()
+	plugintest.WriteFileSync(t, filepath.Join(dir, "data.bin"), data)
 	unmount(t, dir)
 	if err := h.Mapper.Unmap(ctx(t), spec); err != nil {
 		t.Fatalf("unmap: %v", err)
