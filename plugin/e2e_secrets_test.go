@@ -8,6 +8,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/cephdocker/ceph-docker-plugin/plugin/plugintest"
 )
 
 // No process of the managed plugin holds the Keystone password in its environment: not the
@@ -17,12 +19,7 @@ func TestNoSecretInPluginProcesses(t *testing.T) {
 	if !cinderMode() {
 		t.Skip("the rbd backend takes no secret setting (CDP_BACKEND=cinder runs this)")
 	}
-	var password string
-	for _, kv := range labEnv(t, filepath.Join(labDir(), "openstack", "env")) {
-		if v, ok := strings.CutPrefix(kv, "OS_PASSWORD="); ok {
-			password = v
-		}
-	}
+	password := plugintest.MustEnvFile(t, filepath.Join(plugintest.LabDir(), "openstack", "env"))["OS_PASSWORD"]
 	if len(password) < 4 {
 		t.Fatalf("no usable OS_PASSWORD in the lab's openstack env (%d characters)", len(password))
 	}
