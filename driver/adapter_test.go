@@ -92,7 +92,9 @@ func TestPluginGivesEachCallADeadline(t *testing.T) {
 	e := newTestDriver(t)
 	e.prov.add("web-data", 1<<30, "ext4")
 	e.mapper.block(t, "Map", "web-data")
-	p := newPlugin(e, 30*time.Millisecond)
+	// Map blocks until the call's deadline, so the deadline is what the test waits for: long enough
+	// that Attach (before Map) finishes within it on a loaded machine.
+	p := newPlugin(e, 500*time.Millisecond)
 	_, err := p.Mount(&volume.MountRequest{Name: "web-data", ID: "c1"})
 	assertErr(t, err, context.DeadlineExceeded, "web-data")
 	// The undo ran past the call's deadline, on its own.
