@@ -262,12 +262,15 @@ func (p *Provisioner) lock(ctx context.Context, name string, spec Spec, imageID 
 }
 
 // watcherAddrs lists watchers' addresses for a message.
-func watcherAddrs(ws []Watcher) string {
+func watcherAddrs(ws []Watcher) string { return strings.Join(addrsOf(ws), ", ") }
+
+// addrsOf are the watchers' addresses.
+func addrsOf(ws []Watcher) []string {
 	out := make([]string, 0, len(ws))
 	for _, w := range ws {
 		out = append(out, w.Addr)
 	}
-	return strings.Join(out, ", ")
+	return out
 }
 
 // takeOver fences every client of the image's other holders (blocklist: the watchers, the

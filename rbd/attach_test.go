@@ -45,7 +45,7 @@ func TestDecideAttach(t *testing.T) {
 		{what: "this host's lock, watched by an rbd-fuse at this host's IP", pol: pol,
 			f: attachFacts{Lockers: []Locker{mine}, Watchers: []Watcher{local}, LocalKnown: true, SelfAddr: mine.Addr}, want: actHeld},
 		{what: "this host's lock, watched at this IP but krbd knows all its clients", pol: pol,
-			f: attachFacts{Lockers: []Locker{mine}, Watchers: []Watcher{local}, LocalKnown: true, SelfAddr: mine.Addr, LocalExact: true},
+			f:    attachFacts{Lockers: []Locker{mine}, Watchers: []Watcher{local}, LocalKnown: true, SelfAddr: mine.Addr, LocalExact: true},
 			want: actWaitForeign},
 		{what: "this host's lock, watched by another machine", pol: pol,
 			f: attachFacts{Lockers: []Locker{mine}, Watchers: []Watcher{remote}, LocalKnown: true, SelfAddr: mine.Addr}, want: actWaitForeign},

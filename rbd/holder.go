@@ -124,11 +124,7 @@ func (c *Cluster) WaitForeign(ctx context.Context, spec Spec, local LocalClients
 // the clients still watching (cinder.Watchers).
 func (c *Cluster) ForeignWatchers(ctx context.Context, spec Spec) ([]string, error) {
 	ws, err := c.WaitForeign(ctx, spec, nil, TakeOverReserve)
-	addrs := make([]string, 0, len(ws))
-	for _, w := range ws {
-		addrs = append(addrs, w.Addr)
-	}
-	return addrs, err
+	return addrsOf(ws), err
 }
 
 // Recording a holder's clients. The holder of a volume writes, on the image header's omap under

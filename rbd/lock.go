@@ -66,8 +66,7 @@ func (c *Cluster) AcquireLock(ctx context.Context, spec Spec) (*HeldLock, error)
 		return img, nil
 	}, func(img *rbd.Image, err error) {
 		if err == nil { // acquired after the caller gave up
-			_ = img.LockRelease()
-			_ = img.Close()
+			c.reportLate("lock acquire", spec.String(), errors.Join(img.LockRelease(), img.Close()))
 		}
 	})
 	if err != nil {
@@ -214,11 +213,7 @@ func (c *Cluster) waitWatchers(ctx context.Context, spec Spec, reserve time.Dura
 // still watching (cinder.Watchers).
 func (c *Cluster) LiveWatchers(ctx context.Context, spec Spec) ([]string, error) {
 	ws, err := c.WaitUnwatched(ctx, spec, TakeOverReserve)
-	addrs := make([]string, 0, len(ws))
-	for _, w := range ws {
-		addrs = append(addrs, w.Addr)
-	}
-	return addrs, err
+	return addrsOf(ws), err
 }
 
 // FenceDeadHolder is BreakLock for a holder (a host identity, "" when not known) that is dead: it
@@ -311,7 +306,7 @@ func (c *Cluster) LockHost(ctx context.Context, spec Spec, imageID, cookie, desc
 		return ret == 0, nil // 0, or -EEXIST: we hold it already
 	}, func(io *rados.IOContext, oid string, taken bool, err error) {
 		if err == nil && taken {
-			_ = unlockHeader(io, oid, cookie)
+			c.reportLate("host lock", spec.String(), unlockHeader(io, oid, cookie))
 		}
 	})
 	if err != nil || imageID == "" {
