@@ -152,7 +152,9 @@ func (c *Cluster) Close() {
 		io.Destroy()
 	}
 	c.ioctxs = nil
-	c.conn.Shutdown()
+	if c.conn != nil { // nil: a cluster of unit tests
+		c.conn.Shutdown()
+	}
 	c.shutdown = true
 }
 
