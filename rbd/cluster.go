@@ -336,6 +336,11 @@ func (c *Cluster) Monitors(ctx context.Context) ([]string, error) {
 	if err != nil {
 		return nil, err
 	}
+	return parseMonDump(out)
+}
+
+// parseMonDump reads the v1 addresses out of `mon dump` JSON.
+func parseMonDump(out []byte) ([]string, error) {
 	var dump struct {
 		Mons []struct {
 			PublicAddrs struct {
@@ -407,10 +412,15 @@ func (c *Cluster) Blocklisted(ctx context.Context, addr string) (bool, error) {
 	if err != nil {
 		return false, err
 	}
+	return blocklisted(out, addr)
+}
+
+// blocklisted reports whether `osd blocklist ls` JSON lists addr. Pacific prints two JSON
+// arrays: the address blocklist, then the range blocklist.
+func blocklisted(out []byte, addr string) (bool, error) {
 	var entries []struct {
 		Addr string `json:"addr"`
 	}
-	// Pacific prints two JSON arrays: the address blocklist, then the range blocklist.
 	if err := json.NewDecoder(bytes.NewReader(out)).Decode(&entries); err != nil {
 		return false, opErr("blocklist ls", "mon", fmt.Errorf("unexpected output: %w", err))
 	}

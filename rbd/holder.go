@@ -197,6 +197,11 @@ func (c *Cluster) Holder(ctx context.Context, spec Spec) (rec HolderRecord, ok b
 	if err != nil {
 		return rec, false, err
 	}
+	return parseHolder(raw, spec)
+}
+
+// parseHolder reads the holder record out of the header's omap values.
+func parseHolder(raw map[string][]byte, spec Spec) (rec HolderRecord, ok bool, err error) {
 	b, found := raw[holderKey]
 	if !found {
 		return rec, false, nil

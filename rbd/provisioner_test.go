@@ -303,7 +303,7 @@ func TestGetAndListFailures(t *testing.T) {
 func TestVolumeOf(t *testing.T) {
 	created := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
 	d := Description{Info: ImageInfo{Size: 7, Features: []string{"layering"}, Parent: "p/i@s", DataPool: "ec"},
-		Meta: map[string]string{metaFSType: "ext4", metaCreated: created.Format(time.RFC3339), metaFromSnapshot: "p/i@s"},
+		Meta:    map[string]string{metaFSType: "ext4", metaCreated: created.Format(time.RFC3339), metaFromSnapshot: "p/i@s"},
 		Lockers: []Locker{{Client: "client.4", Cookie: HostCookie("node-2", ""), Addr: "10.0.0.2:0/1"}}}
 	v := volumeOf("v", Spec{Pool: "p", Image: "v"}, d)
 	if v.Size != 7 || !v.CreatedAt.Equal(created) || v.Status["parent"] != "p/i@s" || v.Status[OptFromSnapshot] != "p/i@s" ||
