@@ -3,11 +3,13 @@ package rbd
 import (
 	"context"
 	"errors"
+	"fmt"
 	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
 
+	librbd "github.com/ceph/go-ceph/rbd"
 	"github.com/sirupsen/logrus"
 	logtest "github.com/sirupsen/logrus/hooks/test"
 
@@ -194,5 +196,71 @@ func TestGuardAndLazyBeforeCeph(t *testing.T) {
 	}
 	if _, err := NewLazy(k, ProvisionerConfig{Pool: "volumes"}).Get(bg, "v"); !errors.Is(err, driver.ErrTimeout) {
 		t.Errorf("lazy: %v", err)
+	}
+}
+
+// Create and Clone hand librbd the features, data pool and object size asked for.
+func TestImageOptions(t *testing.T) {
+	bits, err := ParseFeatures([]string{"layering", "exclusive-lock"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rio, err := imageOptions(CreateOptions{Features: []string{"layering", "exclusive-lock"}, DataPool: "ec", Order: 22}, bits)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rio.Destroy()
+	if got, err := rio.GetUint64(librbd.ImageOptionFeatures); err != nil || got != bits {
+		t.Errorf("features %x %v, want %x", got, err, bits)
+	}
+	if got, err := rio.GetString(librbd.ImageOptionDataPool); err != nil || got != "ec" {
+		t.Errorf("data pool %q %v", got, err)
+	}
+	if got, err := rio.GetUint64(librbd.ImageOptionOrder); err != nil || got != 22 {
+		t.Errorf("order %d %v", got, err)
+	}
+	plain, err := imageOptions(CreateOptions{}, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer plain.Destroy()
+	if _, err := plain.GetString(librbd.ImageOptionDataPool); err == nil {
+		t.Error("a data pool was set without being asked for")
+	}
+}
+
+func TestOpErrorMessages(t *testing.T) {
+	cause := errors.New("ret=-5")
+	for _, c := range []struct {
+		e    *OpError
+		want string
+	}{
+		{&OpError{Op: "create", What: "volumes/v", Err: cause}, "rbd create volumes/v: ret=-5"},
+		{&OpError{Op: "create", What: "volumes/v", Kind: driver.ErrInUse, Err: cause}, "rbd create volumes/v: " + driver.ErrInUse.Error() + ": ret=-5"},
+		{&OpError{Op: "create", What: "volumes/v", Kind: driver.ErrInUse, Err: fmt.Errorf("%w: snapshots", driver.ErrInUse)}, "rbd create volumes/v: " + driver.ErrInUse.Error() + ": snapshots"},
+	} {
+		if got := c.e.Error(); got != c.want {
+			t.Errorf("%q, want %q", got, c.want)
+		}
+		if !errors.Is(c.e, c.e.Err) || (c.e.Kind != nil && !errors.Is(c.e, c.e.Kind)) {
+			t.Errorf("%v does not match its kind and cause", c.e)
+		}
+	}
+}
+
+// After Close, every call fails at once saying so, before it reaches librados.
+func TestClosedClusterRefusesCalls(t *testing.T) {
+	c := newCluster(Config{User: "docker"}.withDefaults(), nil)
+	c.Close()
+	c.Close() // twice is fine
+	spec := Spec{Pool: "volumes", Image: "v"}
+	_, lerr := c.List(bg, "volumes", "")
+	_, ierr := c.ImageID(bg, spec)
+	for i, err := range []error{lerr, ierr, c.Create(bg, spec, CreateOptions{Size: 1}), c.CreateSnap(bg, Spec{Pool: "volumes", Image: "v", Snap: "s"}),
+		c.Clone(bg, Spec{Pool: "volumes", Image: "v", Snap: "s"}, Spec{Pool: "volumes", Image: "c"}, CreateOptions{}),
+		c.writeIndex(bg, "volumes", "v", "x")} {
+		if !errors.Is(err, driver.ErrInvalid) || !strings.Contains(err.Error(), "closed") {
+			t.Errorf("call %d: %v", i, err)
+		}
 	}
 }
