@@ -303,6 +303,7 @@ func newMapper(cfg Config, log *logrus.Entry) (driver.Mapper, error) {
 	default:
 		m := fuse.New(filepath.Join(cfg.MountRoot, ".rbd-fuse"), cfg.CephConf, cfg.CephKeyring)
 		m.Cluster = cfg.CephCluster
+		m.Log = log
 		return m, nil
 	}
 }
