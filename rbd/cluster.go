@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/ceph/go-ceph/rados"
+	"github.com/sirupsen/logrus"
 
 	"github.com/cephdocker/ceph-docker-plugin/driver"
 )
@@ -28,6 +29,9 @@ type Config struct {
 	// OpTimeout bounds each librados operation and the initial connection, whatever the caller's
 	// context says (it is what ends a call the caller has already given up on).
 	OpTimeout time.Duration
+	// Log gets what no caller can be told: the undo of a call completed after its caller gave
+	// up, when it fails (nil: logrus' standard logger).
+	Log logrus.FieldLogger
 }
 
 func (c Config) withDefaults() Config {
@@ -148,7 +152,9 @@ func (c *Cluster) Close() {
 		io.Destroy()
 	}
 	c.ioctxs = nil
-	c.conn.Shutdown()
+	if c.conn != nil { // nil: a cluster of unit tests
+		c.conn.Shutdown()
+	}
 	c.shutdown = true
 }
 
@@ -207,13 +213,27 @@ func (c *Cluster) do(ctx context.Context, op, what string, fn func() error, late
 	return err
 }
 
-// undoIfOK adapts an undo step for do: it runs only if the abandoned call succeeded.
-func undoIfOK(undo func()) func(error) {
+// undoIfOK adapts an undo step for do: it runs only if the abandoned call succeeded. Nobody
+// waits for it any more, so a failure is logged, naming what it left (op on what).
+func (c *Cluster) undoIfOK(op, what string, undo func() error) func(error) {
 	return func(err error) {
 		if err == nil {
-			undo()
+			c.reportLate(op, what, undo())
 		}
 	}
+}
+
+// reportLate logs the failed undo of a call that completed after its caller gave up.
+func (c *Cluster) reportLate(op, what string, err error) {
+	if err == nil {
+		return
+	}
+	log := c.cfg.Log
+	if log == nil {
+		log = logrus.StandardLogger()
+	}
+	log.WithFields(logrus.Fields{"op": op, "image": what}).WithError(err).
+		Warn("rbd: a call completed after its caller gave up, and undoing it failed: what it did stays until removed by hand")
 }
 
 // ioctx returns the IOContext for the pool and namespace, opening it on first use.
@@ -316,6 +336,11 @@ func (c *Cluster) Monitors(ctx context.Context) ([]string, error) {
 	if err != nil {
 		return nil, err
 	}
+	return parseMonDump(out)
+}
+
+// parseMonDump reads the v1 addresses out of `mon dump` JSON.
+func parseMonDump(out []byte) ([]string, error) {
 	var dump struct {
 		Mons []struct {
 			PublicAddrs struct {
@@ -387,10 +412,15 @@ func (c *Cluster) Blocklisted(ctx context.Context, addr string) (bool, error) {
 	if err != nil {
 		return false, err
 	}
+	return blocklisted(out, addr)
+}
+
+// blocklisted reports whether `osd blocklist ls` JSON lists addr. Pacific prints two JSON
+// arrays: the address blocklist, then the range blocklist.
+func blocklisted(out []byte, addr string) (bool, error) {
 	var entries []struct {
 		Addr string `json:"addr"`
 	}
-	// Pacific prints two JSON arrays: the address blocklist, then the range blocklist.
 	if err := json.NewDecoder(bytes.NewReader(out)).Decode(&entries); err != nil {
 		return false, opErr("blocklist ls", "mon", fmt.Errorf("unexpected output: %w", err))
 	}

@@ -11,5 +11,11 @@
 // one of driver's sentinels (ErrNotFound, ErrExists, ErrInUse, ErrBusyElsewhere, ErrInvalid,
 // ErrPermission, ErrTimeout) and the underlying librados/librbd error.
 //
+// The Provisioner (the direct-RBD driver.Provisioner) reaches the cluster through ceph, the
+// small interface it declares (a fake in unit tests). Its Attach gathers what Ceph reports about
+// an image, decides what to do with decideAttach, a pure function of those facts, and acts. The
+// plugin connects once, through a Connector, on first use and again after a failure; Lazy (the
+// provisioner) and Guard (Cinder mode's view of Ceph) share it.
+//
 // Build with -tags pacific against Debian bookworm's librbd (16.2).
 package rbd

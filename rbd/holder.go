@@ -124,11 +124,7 @@ func (c *Cluster) WaitForeign(ctx context.Context, spec Spec, local LocalClients
 // the clients still watching (cinder.Watchers).
 func (c *Cluster) ForeignWatchers(ctx context.Context, spec Spec) ([]string, error) {
 	ws, err := c.WaitForeign(ctx, spec, nil, TakeOverReserve)
-	addrs := make([]string, 0, len(ws))
-	for _, w := range ws {
-		addrs = append(addrs, w.Addr)
-	}
-	return addrs, err
+	return addrsOf(ws), err
 }
 
 // Recording a holder's clients. The holder of a volume writes, on the image header's omap under
@@ -201,6 +197,11 @@ func (c *Cluster) Holder(ctx context.Context, spec Spec) (rec HolderRecord, ok b
 	if err != nil {
 		return rec, false, err
 	}
+	return parseHolder(raw, spec)
+}
+
+// parseHolder reads the holder record out of the header's omap values.
+func parseHolder(raw map[string][]byte, spec Spec) (rec HolderRecord, ok bool, err error) {
 	b, found := raw[holderKey]
 	if !found {
 		return rec, false, nil

@@ -77,10 +77,11 @@ func TestHolderOfNamesTheOtherHostByNameAndIdentity(t *testing.T) {
 	if !strings.Contains(h, "node-1") || !strings.Contains(h, idB[:12]) || !strings.Contains(h, "10.0.0.2:0/7") {
 		t.Fatalf("holder = %q", h)
 	}
-	if s := p.sameName(twin); !strings.Contains(s, "NODE_NAME") || !strings.Contains(s, idA[:12]) {
+	pol := attachPolicy{Host: "node-1", HostID: idA}
+	if s := pol.sameName(twin); !strings.Contains(s, "NODE_NAME") || !strings.Contains(s, idA[:12]) {
 		t.Fatalf("sameName = %q", s)
 	}
-	if s := p.sameName(Locker{Cookie: HostCookie("node-2", idB)}); s != "" {
+	if s := pol.sameName(Locker{Cookie: HostCookie("node-2", idB)}); s != "" {
 		t.Fatalf("sameName of another name = %q", s)
 	}
 	ours := Description{Lockers: []Locker{{Cookie: HostCookie("node-1", idA)}}, Watchers: []Watcher{{Addr: "10.0.0.1:0/9"}}}

@@ -129,7 +129,7 @@ func (c *Cluster) Create(ctx context.Context, spec Spec, opts CreateOptions) err
 		}
 		defer rio.Destroy()
 		return rbd.CreateImage(io, spec.Image, opts.Size, rio)
-	}, undoIfOK(func() { _ = rbd.RemoveImage(io, spec.Image) }))
+	}, c.undoIfOK("create", spec.String(), func() error { return rbd.RemoveImage(io, spec.Image) }))
 }
 
 // imageOptions builds librbd image options; the caller destroys them.

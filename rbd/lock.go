@@ -66,8 +66,7 @@ func (c *Cluster) AcquireLock(ctx context.Context, spec Spec) (*HeldLock, error)
 		return img, nil
 	}, func(img *rbd.Image, err error) {
 		if err == nil { // acquired after the caller gave up
-			_ = img.LockRelease()
-			_ = img.Close()
+			c.reportLate("lock acquire", spec.String(), errors.Join(img.LockRelease(), img.Close()))
 		}
 	})
 	if err != nil {
@@ -133,31 +132,11 @@ func (c *Cluster) BreakLock(ctx context.Context, spec Spec, holder string) ([]st
 		return nil, err
 	}
 	var fenced []string
-	fence := func(addr string) error {
-		addr = normalizeAddr(addr)
-		if addr == self || slices.Contains(fenced, addr) {
-			return nil
-		}
+	for _, addr := range fenceTargets(self, watchers, owners, recorded) {
 		if err := c.Blocklist(ctx, addr, 0); err != nil {
-			return fmt.Errorf("fence %s before breaking the lock on %s: %w", addr, spec, err)
+			return fenced, fmt.Errorf("fence %s before breaking the lock on %s: %w", addr, spec, err)
 		}
 		fenced = append(fenced, addr)
-		return nil
-	}
-	for _, w := range watchers {
-		if err := fence(w.Addr); err != nil {
-			return fenced, err
-		}
-	}
-	for _, o := range owners {
-		if err := fence(o); err != nil {
-			return fenced, err
-		}
-	}
-	for _, a := range recorded {
-		if err := fence(a); err != nil {
-			return fenced, err
-		}
 	}
 	for _, o := range owners {
 		err := c.withImage(ctx, "lock break", spec, func(img *rbd.Image) error {
@@ -168,6 +147,28 @@ func (c *Cluster) BreakLock(ctx context.Context, spec Spec, holder string) ([]st
 		}
 	}
 	return fenced, nil
+}
+
+// fenceTargets are the addresses a takeover blocklists, in order, each once: the image's other
+// watchers, its exclusive-lock owners and the clients its holder recorded, never this
+// connection (self).
+func fenceTargets(self string, watchers []Watcher, owners, recorded []string) []string {
+	var out []string
+	add := func(addr string) {
+		if addr = normalizeAddr(addr); addr != self && !slices.Contains(out, addr) {
+			out = append(out, addr)
+		}
+	}
+	for _, w := range watchers {
+		add(w.Addr)
+	}
+	for _, o := range owners {
+		add(o)
+	}
+	for _, a := range recorded {
+		add(a)
+	}
+	return out
 }
 
 // WatchLapse is how long the OSDs keep a watch whose client stopped answering
@@ -185,20 +186,29 @@ func (c *Cluster) WaitUnwatched(ctx context.Context, spec Spec, reserve time.Dur
 
 // waitWatchers is WaitUnwatched for the watchers that filter keeps (nil: all of them).
 func (c *Cluster) waitWatchers(ctx context.Context, spec Spec, reserve time.Duration, filter func([]Watcher) []Watcher) ([]Watcher, error) {
+	return pollWatchers(ctx, reserve, 2*time.Second, func(ctx context.Context) ([]Watcher, error) {
+		ws, err := c.OtherWatchers(ctx, spec)
+		if err == nil && filter != nil {
+			ws = filter(ws)
+		}
+		return ws, err
+	})
+}
+
+// pollWatchers looks (look) every interval until no watcher is left, for at most WatchLapse
+// plus a few seconds and never past ctx's deadline less reserve, and returns the watchers of
+// the last look. A look takes up to a second: it is made only if it fits before the end.
+func pollWatchers(ctx context.Context, reserve, interval time.Duration, look func(context.Context) ([]Watcher, error)) ([]Watcher, error) {
 	until := time.Now().Add(WatchLapse + 5*time.Second)
 	if dl, ok := ctx.Deadline(); ok && dl.Add(-reserve).Before(until) {
 		until = dl.Add(-reserve)
 	}
 	for {
-		ws, err := c.OtherWatchers(ctx, spec)
-		if err == nil && filter != nil {
-			ws = filter(ws)
-		}
+		ws, err := look(ctx)
 		if err != nil || len(ws) == 0 {
 			return ws, err
 		}
-		// Look again in 2 s, if a look (a second at most) still fits before until.
-		wait := min(2*time.Second, time.Until(until)-time.Second)
+		wait := min(interval, time.Until(until)-time.Second)
 		if wait <= 0 {
 			return ws, nil
 		}
@@ -214,11 +224,7 @@ func (c *Cluster) waitWatchers(ctx context.Context, spec Spec, reserve time.Dura
 // still watching (cinder.Watchers).
 func (c *Cluster) LiveWatchers(ctx context.Context, spec Spec) ([]string, error) {
 	ws, err := c.WaitUnwatched(ctx, spec, TakeOverReserve)
-	addrs := make([]string, 0, len(ws))
-	for _, w := range ws {
-		addrs = append(addrs, w.Addr)
-	}
-	return addrs, err
+	return addrsOf(ws), err
 }
 
 // FenceDeadHolder is BreakLock for a holder (a host identity, "" when not known) that is dead: it
@@ -311,7 +317,7 @@ func (c *Cluster) LockHost(ctx context.Context, spec Spec, imageID, cookie, desc
 		return ret == 0, nil // 0, or -EEXIST: we hold it already
 	}, func(io *rados.IOContext, oid string, taken bool, err error) {
 		if err == nil && taken {
-			_ = unlockHeader(io, oid, cookie)
+			c.reportLate("host lock", spec.String(), unlockHeader(io, oid, cookie))
 		}
 	})
 	if err != nil || imageID == "" {

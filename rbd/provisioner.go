@@ -10,7 +10,10 @@ import (
 	"sync"
 	"time"
 
+	"github.com/sirupsen/logrus"
+
 	"github.com/cephdocker/ceph-docker-plugin/driver"
+	"github.com/cephdocker/ceph-docker-plugin/driver/undo"
 )
 
 // Image metadata keys the provisioner keeps on the images it creates.
@@ -52,6 +55,8 @@ type ProvisionerConfig struct {
 	// Local lists the Ceph clients of this host's mappings (nil: none known), to tell this
 	// host's clients from another machine's among an image's watchers.
 	Local LocalClients
+	// Log gets what cannot be returned: an undo that failed (nil: logrus' standard logger).
+	Log logrus.FieldLogger
 }
 
 // Provisioner is the direct-RBD driver.Provisioner: a volume is an image named after it in
@@ -63,7 +68,7 @@ type ProvisionerConfig struct {
 // recognises its own identity). The holder records its Ceph clients on the header (see
 // RecordClients) for a host that may have to fence it.
 type Provisioner struct {
-	c   *Cluster
+	c   ceph
 	cfg ProvisionerConfig
 
 	monMu sync.Mutex
@@ -74,6 +79,10 @@ var _ driver.Provisioner = (*Provisioner)(nil)
 
 // NewProvisioner returns the direct-RBD provisioner.
 func NewProvisioner(c *Cluster, cfg ProvisionerConfig) *Provisioner {
+	return newProvisioner(c, cfg)
+}
+
+func newProvisioner(c ceph, cfg ProvisionerConfig) *Provisioner {
 	return &Provisioner{c: c, cfg: cfg}
 }
 
@@ -133,147 +142,125 @@ func (p *Provisioner) describe(ctx context.Context, name string) (Spec, Descript
 		Err: fmt.Errorf("no volume %q in pool %s", name, p.cfg.Pool)}
 }
 
-func (p *Provisioner) index(ctx context.Context) (map[string]Spec, error) {
-	io, err := p.c.ioctx(ctx, p.cfg.Pool, "")
-	if err != nil {
-		return nil, err
-	}
-	raw, err := call(ctx, p.c, "read index", p.cfg.Pool+"/"+indexObject, func() (map[string][]byte, error) {
-		return io.GetAllOmapValues(indexObject, "", "", 1000)
-	}, nil)
-	if errors.Is(err, driver.ErrNotFound) {
-		return map[string]Spec{}, nil
-	}
-	if err != nil {
-		return nil, err
-	}
-	out := make(map[string]Spec, len(raw))
-	for name, v := range raw {
-		pool, image, ok := strings.Cut(string(v), "/")
-		if ok {
-			out[name] = Spec{Pool: pool, Image: image}
-		}
-	}
-	return out, nil
-}
-
-func (p *Provisioner) setIndex(ctx context.Context, name string, spec Spec) error {
-	io, err := p.c.ioctx(ctx, p.cfg.Pool, "")
+// Create implements driver.Provisioner. A Create that fails after making the image removes it.
+func (p *Provisioner) Create(ctx context.Context, name string, opts driver.Options) (err error) {
+	spec, co, err := p.createOptions(opts)
 	if err != nil {
 		return err
 	}
-	return p.c.do(ctx, "write index", p.cfg.Pool+"/"+indexObject, func() error {
-		return io.SetOmap(indexObject, map[string][]byte{name: []byte(spec.Pool + "/" + spec.Image)})
-	}, nil)
-}
-
-func (p *Provisioner) dropIndex(ctx context.Context, name string) error {
-	io, err := p.c.ioctx(ctx, p.cfg.Pool, "")
-	if err != nil {
-		return err
-	}
-	err = p.c.do(ctx, "write index", p.cfg.Pool+"/"+indexObject, func() error {
-		return io.RmOmapKeys(indexObject, []string{name})
-	}, nil)
-	if errors.Is(err, driver.ErrNotFound) {
-		return nil
-	}
-	return err
-}
-
-// Create implements driver.Provisioner.
-func (p *Provisioner) Create(ctx context.Context, name string, opts driver.Options) error {
-	spec := Spec{Pool: p.cfg.Pool, Image: name}
-	if v, ok := opts.Backend[OptPool]; ok {
-		if !validPoolName(v) {
-			return fmt.Errorf("%w: pool %q is not a valid pool name", driver.ErrInvalid, v)
-		}
-		spec.Pool = v
-	}
-	co := CreateOptions{Size: opts.Size, Features: p.cfg.Features, DataPool: p.cfg.DataPool}
-	if v, ok := opts.Backend[OptDataPool]; ok {
-		if !validPoolName(v) {
-			return fmt.Errorf("%w: data-pool %q is not a valid pool name", driver.ErrInvalid, v)
-		}
-		co.DataPool = v
-	}
-	if v, ok := opts.Backend[OptFeatures]; ok {
-		co.Features = strings.Split(strings.ReplaceAll(v, " ", ""), ",")
-		if _, err := ParseFeatures(co.Features); err != nil {
-			return fmt.Errorf("option features: %w", err)
-		}
-	}
+	spec.Image = name
 	// The name must not exist in the default pool or the index, wherever the new image goes.
 	if existing, err := p.resolve(ctx, name); err == nil {
 		return &OpError{Op: "create", What: existing.String(), Kind: driver.ErrExists, Err: errors.New("the volume exists")}
 	} else if !errors.Is(err, driver.ErrNotFound) {
 		return err
 	}
-
 	meta := map[string]string{metaFSType: opts.FSType, metaCreated: time.Now().UTC().Format(time.RFC3339)}
-	var tx []func(context.Context)
-	undo := func() {
-		cctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-		defer cancel()
-		for i := len(tx) - 1; i >= 0; i-- {
-			tx[i](cctx)
-		}
-	}
-	if src, ok := opts.Backend[OptFromSnapshot]; ok {
-		parent, err := p.parseSnapshot(ctx, src)
-		if err != nil {
-			return err
-		}
-		meta[metaFromSnapshot] = parent.String()
-		if err := p.c.ProtectSnap(ctx, parent); err != nil {
-			return fmt.Errorf("from-snapshot %s: %w", src, err)
-		}
-		if err := p.c.Clone(ctx, parent, spec, co); err != nil {
-			return fmt.Errorf("from-snapshot %s: %w", src, err)
-		}
-		tx = append(tx, func(c context.Context) { _ = p.c.Remove(c, spec) })
-		info, err := p.c.Info(ctx, spec)
-		if err != nil {
-			undo()
-			return err
-		}
-		if opts.SizeGiven && opts.Size > info.Size { // without -o size, the clone keeps the snapshot's size
-			if err := p.c.Resize(ctx, spec, opts.Size); err != nil {
-				undo()
-				return err
-			}
-		}
-	} else {
-		if err := p.c.Create(ctx, spec, co); err != nil {
-			if errors.Is(err, driver.ErrExists) && spec.Pool != p.cfg.Pool {
-				// An image of that name in the other pool that the index does not know: a Create
-				// interrupted (kill -9) between making the image and indexing it. Index it, so
-				// that the volume is found again (the caller then checks it is compatible).
-				if ierr := p.setIndex(ctx, name, spec); ierr != nil {
-					return errors.Join(err, ierr)
-				}
-			}
-			return err
-		}
-		tx = append(tx, func(c context.Context) { _ = p.c.Remove(c, spec) })
-	}
 	if len(opts.MkfsOptions) > 0 {
 		meta[metaMkfsOptions] = strings.Join(opts.MkfsOptions, " ")
 	}
 	if opts.MountOptions != "" {
 		meta[metaMountOptions] = opts.MountOptions
 	}
+	var tx undo.Stack
+	defer tx.OnError(ctx, &err, p.reportUndo(name))
+	if src, ok := opts.Backend[OptFromSnapshot]; ok {
+		err = p.createClone(ctx, &tx, spec, src, co, opts, meta)
+	} else {
+		err = p.createImage(ctx, &tx, name, spec, co)
+	}
+	if err != nil {
+		return err
+	}
 	if err := p.c.SetMetas(ctx, spec, meta); err != nil {
-		undo()
 		return err
 	}
 	if spec.Pool != p.cfg.Pool {
-		if err := p.setIndex(ctx, name, spec); err != nil {
-			undo()
-			return err
-		}
+		return p.setIndex(ctx, name, spec)
 	}
 	return nil
+}
+
+// createOptions reads the backend options of a Create: where the image goes and how it is made.
+func (p *Provisioner) createOptions(opts driver.Options) (Spec, CreateOptions, error) {
+	spec := Spec{Pool: p.cfg.Pool}
+	co := CreateOptions{Size: opts.Size, Features: p.cfg.Features, DataPool: p.cfg.DataPool}
+	if v, ok := opts.Backend[OptPool]; ok {
+		if !validPoolName(v) {
+			return spec, co, fmt.Errorf("%w: pool %q is not a valid pool name", driver.ErrInvalid, v)
+		}
+		spec.Pool = v
+	}
+	if v, ok := opts.Backend[OptDataPool]; ok {
+		if !validPoolName(v) {
+			return spec, co, fmt.Errorf("%w: data-pool %q is not a valid pool name", driver.ErrInvalid, v)
+		}
+		co.DataPool = v
+	}
+	if v, ok := opts.Backend[OptFeatures]; ok {
+		co.Features = strings.Split(strings.ReplaceAll(v, " ", ""), ",")
+		if _, err := ParseFeatures(co.Features); err != nil {
+			return spec, co, fmt.Errorf("option features: %w", err)
+		}
+	}
+	return spec, co, nil
+}
+
+// createImage makes a new image for volume name at spec.
+func (p *Provisioner) createImage(ctx context.Context, tx *undo.Stack, name string, spec Spec, co CreateOptions) error {
+	if err := p.c.Create(ctx, spec, co); err != nil {
+		if errors.Is(err, driver.ErrExists) && spec.Pool != p.cfg.Pool {
+			// An image of that name in the other pool that the index does not know: a Create
+			// interrupted (kill -9) between making the image and indexing it. Index it, so
+			// that the volume is found again (the caller then checks it is compatible).
+			if ierr := p.setIndex(ctx, name, spec); ierr != nil {
+				return errors.Join(err, ierr)
+			}
+		}
+		return err
+	}
+	tx.Push("remove image "+spec.String(), func(ctx context.Context) error { return p.c.Remove(ctx, spec) })
+	return nil
+}
+
+// createClone makes spec a clone of snapshot src (-o from-snapshot), grown to the size asked
+// for if that is larger.
+func (p *Provisioner) createClone(ctx context.Context, tx *undo.Stack, spec Spec, src string, co CreateOptions, opts driver.Options, meta map[string]string) error {
+	parent, err := p.parseSnapshot(ctx, src)
+	if err != nil {
+		return err
+	}
+	meta[metaFromSnapshot] = parent.String()
+	if err := p.c.ProtectSnap(ctx, parent); err != nil {
+		return fmt.Errorf("from-snapshot %s: %w", src, err)
+	}
+	if err := p.c.Clone(ctx, parent, spec, co); err != nil {
+		return fmt.Errorf("from-snapshot %s: %w", src, err)
+	}
+	tx.Push("remove clone "+spec.String(), func(ctx context.Context) error { return p.c.Remove(ctx, spec) })
+	info, err := p.c.Info(ctx, spec)
+	if err != nil {
+		return err
+	}
+	if opts.SizeGiven && opts.Size > info.Size { // without -o size, the clone keeps the snapshot's size
+		return p.c.Resize(ctx, spec, opts.Size)
+	}
+	return nil
+}
+
+// reportUndo logs an undo of an operation on volume name that failed (the caller's error says
+// it too).
+func (p *Provisioner) reportUndo(name string) func(error) {
+	return func(err error) {
+		p.log().WithField("volume", name).WithError(err).Warn("undo failed: what it left stays until removed by hand")
+	}
+}
+
+func (p *Provisioner) log() logrus.FieldLogger {
+	if p.cfg.Log != nil {
+		return p.cfg.Log
+	}
+	return logrus.StandardLogger()
 }
 
 // parseSnapshot reads "image@snap" or "volume@snap" (a volume name resolves to its image).
@@ -331,88 +318,6 @@ func volumeOf(name string, spec Spec, d Description) driver.Volume {
 	return vol
 }
 
-// holder names who holds the image besides this host (owns says which host locks are this
-// host's).
-func (p *Provisioner) holder(ctx context.Context, spec Spec, owns func(Locker) bool) (string, error) {
-	d, err := p.c.Describe(ctx, spec)
-	if err != nil {
-		return "", err
-	}
-	return holderOf(d, owns), nil
-}
-
-// holderOf names who holds an image already described, besides this host: another host's lock
-// (owns says which locks are this host's; nil: none), or a client that has it open or mapped
-// without the plugin. "" when nobody does.
-func holderOf(d Description, owns func(Locker) bool) string {
-	if l, ok := otherLock(d.Lockers, owns); ok {
-		return describeLock(l)
-	}
-	for _, l := range d.Lockers {
-		if owns != nil && owns(l) {
-			// This host holds it: the watchers are its own mapping (see checkIdentity).
-			return ""
-		}
-	}
-	var others []string
-	for _, w := range d.Watchers {
-		others = append(others, w.Addr)
-	}
-	if len(others) > 0 {
-		return fmt.Sprintf("client(s) %s (mapped without this plugin, or by a plugin that crashed)", strings.Join(others, ", "))
-	}
-	return ""
-}
-
-// describeLock names the holder of a host lock for people.
-func describeLock(l Locker) string {
-	name, id, _ := ParseCookie(l.Cookie)
-	if id == "" {
-		return fmt.Sprintf("host %s (%s at %s)", name, l.Client, l.Addr)
-	}
-	return fmt.Sprintf("host %s (host ID %s, %s at %s)", name, driver.ShortHostID(id), l.Client, l.Addr)
-}
-
-// otherLock finds a plugin's host lock that is not this host's.
-func otherLock(lockers []Locker, owns func(Locker) bool) (Locker, bool) {
-	for _, l := range lockers {
-		if _, _, ok := ParseCookie(l.Cookie); ok && (owns == nil || !owns(l)) {
-			return l, true
-		}
-	}
-	return Locker{}, false
-}
-
-// owns says whether host lock l is this host's: taken under this host's identity, or taken under
-// this host's name alone (the older name-only format), and named by this host's own state
-// (claimed: the cookie its state recorded for the volume). A name is not enough: two machines
-// can share one, and a host that lost its STATE_DIR cannot tell its old lock from another's.
-func (p *Provisioner) owns(l Locker, claimed string) bool {
-	name, id, ok := ParseCookie(l.Cookie)
-	switch {
-	case !ok:
-		return false
-	case id != "":
-		return p.cfg.HostID != "" && id == p.cfg.HostID
-	case name != p.cfg.Host:
-		return false
-	}
-	return p.cfg.HostID == "" || (claimed != "" && l.Cookie == claimed)
-}
-
-// sameName adds to a refusal naming another host's lock what to do when that host has this
-// host's NODE_NAME.
-func (p *Provisioner) sameName(l Locker) string {
-	name, id, _ := ParseCookie(l.Cookie)
-	if name != p.cfg.Host {
-		return ""
-	}
-	if id == "" {
-		return fmt.Sprintf(" (a lock in the older format, naming only the host %s, that this host's state does not name: another machine named %s, or this host before it lost its STATE_DIR)", name, name)
-	}
-	return fmt.Sprintf(" (it has this host's NODE_NAME, not its identity %s: another machine named %s, or this host before it lost its STATE_DIR/%s)", driver.ShortHostID(p.cfg.HostID), name, driver.HostIDFile)
-}
-
 // List implements driver.Provisioner: the images in the default pool whose names are valid
 // volume names, and the indexed volumes of other pools. One call per pool, whatever the count.
 func (p *Provisioner) List(ctx context.Context) ([]driver.Volume, error) {
@@ -467,7 +372,7 @@ func (p *Provisioner) Remove(ctx context.Context, name string, action driver.Rem
 		}
 	}
 	if spec.Pool != p.cfg.Pool {
-		return p.dropIndex(ctx, name)
+		return p.unindex(ctx, name)
 	}
 	return nil
 }
@@ -484,160 +389,6 @@ func (p *Provisioner) monitors(ctx context.Context) ([]string, error) {
 	}
 	p.mons = mons
 	return mons, nil
-}
-
-// Attach implements driver.Provisioner: it takes the image's host lock for this host.
-func (p *Provisioner) Attach(ctx context.Context, name string, req driver.AttachRequest) (driver.Attachment, error) {
-	spec, d, err := p.describe(ctx, name)
-	if err != nil {
-		return driver.Attachment{}, err
-	}
-	owns := func(l Locker) bool { return p.owns(l, req.Claimed) }
-	att := driver.Attachment{}
-	held := ""    // the cookie of this host's lock
-	took := false // taken by this call
-	for _, l := range d.Lockers {
-		if owns(l) {
-			held = l.Cookie // taken before a restart of this host's plugin
-		}
-	}
-	if held != "" {
-		if err := p.checkIdentity(ctx, name, spec, d); err != nil {
-			return att, err
-		}
-	} else {
-		if holder := holderOf(d, owns); holder != "" {
-			other, locked := otherLock(d.Lockers, owns)
-			if locked && !req.TakeOver {
-				return att, fmt.Errorf("%w: volume %s is in use by %s%s; stop it there, or if that host is dead, set LOCK_BREAK=on to fence it and take the volume over",
-					driver.ErrBusyElsewhere, name, holder, p.sameName(other))
-			}
-			// A live holder (a host with the volume mapped, even idle) keeps its watch on the
-			// image; a dead one loses it within WatchLapse. LOCK_BREAK takes a volume over only
-			// from a dead holder, and a holder with no host lock is only watches, which a dead
-			// client leaves behind (a plugin that crashed, or this host before a quick reboot):
-			// wait for them to lapse.
-			live, err := p.c.WaitUnwatched(ctx, spec, TakeOverReserve)
-			if err != nil {
-				return att, fmt.Errorf("volume %s, in use by %s: %w", name, holder, err)
-			}
-			if len(live) > 0 && req.TakeOver {
-				return att, fmt.Errorf("%w: volume %s is in use by %s; %w", driver.ErrBusyElsewhere, name, holder, aliveError(live))
-			}
-			if len(live) > 0 {
-				return att, fmt.Errorf("%w: volume %s is in use by %s, which kept watching the image while this host waited for it to go (a dead client's watch lapses within %s): unmap it there first",
-					driver.ErrBusyElsewhere, name, holder, WatchLapse)
-			}
-			// The holder may have let go while this host waited: look again.
-			if spec, d, err = p.describe(ctx, name); err != nil {
-				return att, err
-			}
-			if holder := holderOf(d, owns); holder != "" {
-				if !req.TakeOver {
-					return att, fmt.Errorf("%w: volume %s was just attached by %s", driver.ErrBusyElsewhere, name, holder)
-				}
-				others := slices.DeleteFunc(slices.Clone(d.Lockers), owns)
-				if att.Fenced, err = p.takeOver(ctx, spec, others); err != nil {
-					return att, fmt.Errorf("take volume %s over from %s: %w", name, holder, err)
-				}
-			}
-		}
-		held = p.cookie()
-		desc := fmt.Sprintf("host %s, host ID %s, mount %s, since %s", req.Host, p.cfg.HostID, req.MountID, time.Now().UTC().Format(time.RFC3339))
-		if err := p.c.LockHost(ctx, spec, d.Info.ID, held, desc); err != nil {
-			if errors.Is(err, driver.ErrBusyElsewhere) {
-				holder, _ := p.holder(ctx, spec, owns)
-				return att, fmt.Errorf("%w: volume %s was just attached by %s", driver.ErrBusyElsewhere, name, holder)
-			}
-			return att, err
-		}
-		took = true
-	}
-	mons, err := p.monitors(ctx)
-	if err != nil {
-		if took {
-			cctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-			defer cancel()
-			_ = p.Detach(cctx, name, driver.Attachment{ID: held, Map: driver.MapRequest{ImageSpec: spec}})
-		}
-		return att, err
-	}
-	att.ID = held
-	att.Map = driver.MapRequest{ImageSpec: spec, ReadOnly: req.ReadOnly, Monitors: mons, User: p.c.User()}
-	vol := volumeOf(name, spec, d)
-	// Asked only now that this host holds the volume: nobody else writes it from here on.
-	vol.Unwritten = p.c.EndsUnwritten(ctx, d.Info, driver.SignatureWindow)
-	att.Volume = &vol // the first Mount needs no Get of its own
-	return att, nil
-}
-
-// checkIdentity makes sure that a volume held under this host's identity is not open on another
-// machine. A lock that names this host's identity, but whose image a client that is not this
-// host's keeps open, is another machine's: one using a copy of this host's STATE_DIR (a cloned
-// disk), since identities are not shared by accident. A dead client of this host (the rbd-fuse
-// of a plugin that crashed) lapses within WatchLapse, which it waits for.
-func (p *Provisioner) checkIdentity(ctx context.Context, name string, spec Spec, d Description) error {
-	if len(d.Watchers) == 0 {
-		return nil
-	}
-	self, err := p.c.ClientAddr()
-	if err != nil {
-		return err
-	}
-	addrs, exact := localAddrs(ctx, p.cfg.Local)
-	if len(foreignWatchers(d.Watchers, addrs, exact, addrIP(self))) == 0 {
-		return nil
-	}
-	live, err := p.c.WaitForeign(ctx, spec, p.cfg.Local, TakeOverReserve)
-	if err != nil {
-		return fmt.Errorf("volume %s: %w", name, err)
-	}
-	if len(live) == 0 {
-		return nil
-	}
-	return fmt.Errorf("%w: volume %s is held under this host's identity (%s), but Ceph client(s) %s, not this host's, keep it open: another machine uses this host's identity (a copy of its STATE_DIR, as on a cloned disk) or maps the image by hand. On that machine, stop the plugin, remove %s from its STATE_DIR and start it again (it then makes an identity of its own); this host leaves the volume alone meanwhile",
-		driver.ErrBusyElsewhere, name, DescribeHolder(p.cfg.Host, p.cfg.HostID), watcherAddrs(live), driver.HostIDFile)
-}
-
-// watcherAddrs lists watchers' addresses for a message.
-func watcherAddrs(ws []Watcher) string {
-	out := make([]string, 0, len(ws))
-	for _, w := range ws {
-		out = append(out, w.Addr)
-	}
-	return strings.Join(out, ", ")
-}
-
-// TakeOverReserve is the part of a call's deadline that a LOCK_BREAK takeover leaves, after
-// waiting for the holder's watch to lapse, for the rest of the first Mount (fence, map, mount).
-const TakeOverReserve = 10 * time.Second
-
-// takeOver fences every client of the image's other holders (blocklist: the watchers, the
-// exclusive-lock owners, the clients the holder recorded, the host locks' own clients) and breaks
-// their host locks.
-func (p *Provisioner) takeOver(ctx context.Context, spec Spec, others []Locker) ([]string, error) {
-	holder := ""
-	for _, l := range others {
-		if _, id, ok := ParseCookie(l.Cookie); ok && id != "" {
-			holder = id
-		}
-	}
-	fenced, err := p.c.BreakLock(ctx, spec, holder)
-	if err != nil {
-		return fenced, err
-	}
-	for _, l := range others {
-		if !slices.Contains(fenced, normalizeAddr(l.Addr)) {
-			if err := p.c.Blocklist(ctx, l.Addr, 0); err != nil {
-				return fenced, err
-			}
-			fenced = append(fenced, normalizeAddr(l.Addr))
-		}
-		if err := p.c.BreakHostLock(ctx, spec, l); err != nil && !errors.Is(err, driver.ErrNotFound) {
-			return fenced, err
-		}
-	}
-	return fenced, nil
 }
 
 // RecordClients implements driver.Provisioner: it records this host's clients of the image
@@ -680,7 +431,10 @@ func (p *Provisioner) Detach(ctx context.Context, name string, att driver.Attach
 		if p.cfg.HostID != "" {
 			// Best effort: a record left behind names this host's identity, and is fenced only
 			// by a host taking the volume over from this identity.
-			_ = p.c.ClearHolder(ctx, spec, p.cfg.HostID)
+			if err := p.c.ClearHolder(ctx, spec, p.cfg.HostID); err != nil {
+				p.log().WithFields(logrus.Fields{"volume": name, "image": spec.String()}).WithError(err).
+					Warn("cannot clear this host's record of clients; a host taking the volume over from this identity fences them")
+			}
 		}
 		if err := p.c.BreakHostLock(ctx, spec, l); err != nil && !errors.Is(err, driver.ErrNotFound) {
 			return err

@@ -2,6 +2,7 @@ package rbd
 
 import (
 	"context"
+	"errors"
 	"sort"
 
 	"github.com/ceph/go-ceph/rbd"
@@ -26,11 +27,12 @@ func (c *Cluster) CreateSnap(ctx context.Context, spec Spec) error {
 		defer img.Close()
 		_, err = img.CreateSnapshot(spec.Snap)
 		return err
-	}, undoIfOK(func() {
-		if img, err := rbd.OpenImage(io, spec.Image, ""); err == nil {
-			_ = img.GetSnapshot(spec.Snap).Remove()
-			img.Close()
+	}, c.undoIfOK("snap create", spec.String(), func() error {
+		img, err := rbd.OpenImage(io, spec.Image, "")
+		if err != nil {
+			return err
 		}
+		return errors.Join(img.GetSnapshot(spec.Snap).Remove(), img.Close())
 	}))
 }
 
@@ -110,7 +112,7 @@ func (c *Cluster) Clone(ctx context.Context, parent, child Spec, opts CreateOpti
 		}
 		defer rio.Destroy()
 		return rbd.CloneImage(pio, parent.Image, parent.Snap, cio, child.Image, rio)
-	}, undoIfOK(func() { _ = rbd.RemoveImage(cio, child.Image) }))
+	}, c.undoIfOK("clone", child.String(), func() error { return rbd.RemoveImage(cio, child.Image) }))
 }
 
 // Flatten copies a clone's data from its parent so that it no longer depends on it.

@@ -13,7 +13,6 @@ import (
 	"os/signal"
 	"path/filepath"
 	"strings"
-	"sync"
 	"syscall"
 	"time"
 
@@ -96,39 +95,29 @@ func run(getenv func(string) string, warning string) error {
 		return err
 	}
 	local := mapperClients(mapper)
+	// One connection to Ceph, made in the background: the plugin serves even while Ceph does
+	// not answer yet.
+	conn := rbd.NewConnector(rbd.Config{ConfPath: cfg.CephConf, Cluster: cfg.CephCluster,
+		User: cfg.CephUser, Keyring: cfg.CephKeyring, OpTimeout: cfg.CephTimeout, Log: log}, log)
+	conn.Wait, conn.ConnectTimeout = min(cfg.CallTimeout/2, 10*time.Second), cfg.CallTimeout
+	defer conn.Close()
 	var prov driver.Provisioner
 	switch cfg.Backend {
 	case "cinder":
 		o := cfg.OpenStack
 		ccfg := cinder.Config{Auth: openstackAuth(o), Region: o.Region, CACert: o.CACert, Host: cfg.NodeName, HostID: host.ID, CephUser: cfg.CephUser}
-		ceph := &cephClient{cfg: rbd.Config{ConfPath: cfg.CephConf, Cluster: cfg.CephCluster,
-			User: cfg.CephUser, Keyring: cfg.CephKeyring, OpTimeout: cfg.CephTimeout}, local: local}
-		defer ceph.Close()
-		ccfg.Watchers = ceph
-		ccfg.Recorder = ceph
+		guard := rbd.Guard{Conn: conn, Local: local}
+		ccfg.Watchers = guard
+		ccfg.Recorder = guard
 		if cfg.LockBreak {
-			ccfg.Fencer = ceph
+			ccfg.Fencer = guard
 		}
 		prov = cinder.New(ccfg)
 	default:
-		// Connected in the background: the plugin serves even while Ceph does not answer yet.
-		rcfg := rbd.Config{ConfPath: cfg.CephConf, Cluster: cfg.CephCluster,
-			User: cfg.CephUser, Keyring: cfg.CephKeyring, OpTimeout: cfg.CephTimeout}
-		connect := func(ctx context.Context) (*rbd.Cluster, error) {
-			ctx, cancel := context.WithTimeout(ctx, cfg.CallTimeout)
-			defer cancel()
-			c, err := rbd.Connect(ctx, rcfg)
-			if err != nil {
-				return nil, fmt.Errorf("connect to Ceph as client.%s: %w", cfg.CephUser, err)
-			}
-			return c, nil
-		}
-		l := startLazyRBD(connect, rbd.ProvisionerConfig{
+		conn.Start()
+		prov = rbd.NewLazy(conn, rbd.ProvisionerConfig{
 			Pool: cfg.Pool, DataPool: cfg.DataPool, Features: cfg.Features, Host: cfg.NodeName,
-			HostID: host.ID, Local: local},
-			log, min(cfg.CallTimeout/2, 10*time.Second))
-		defer l.Close()
-		prov = l
+			HostID: host.ID, Local: local, Log: log})
 	}
 	dcfg := driver.Config{
 		Node: cfg.NodeName, MountRoot: cfg.MountRoot,
@@ -227,88 +216,6 @@ func run(getenv func(string) string, warning string) error {
 	}
 }
 
-// cephClient is Cinder mode's own view of Ceph, with the host's cephx user: who watches an image
-// before a new attachment completes, and fencing for LOCK_BREAK=on takeovers. It connects on
-// first use.
-type cephClient struct {
-	cfg   rbd.Config
-	local rbd.LocalClients // this host's mappings' clients
-	mu    sync.Mutex
-	c     *rbd.Cluster
-}
-
-func (f *cephClient) cluster(ctx context.Context) (*rbd.Cluster, error) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	if f.c == nil {
-		c, err := rbd.Connect(ctx, f.cfg)
-		if err != nil {
-			return nil, fmt.Errorf("connect to Ceph as client.%s: %w", f.cfg.User, err)
-		}
-		f.c = c
-	}
-	return f.c, nil
-}
-
-// Fence implements cinder.Fencer: only a dead holder is fenced (see rbd.FenceDeadHolder).
-func (f *cephClient) Fence(ctx context.Context, spec driver.ImageSpec, holder string) ([]string, error) {
-	c, err := f.cluster(ctx)
-	if err != nil {
-		return nil, err
-	}
-	return c.FenceDeadHolder(ctx, spec, rbd.TakeOverReserve, holder)
-}
-
-// ForeignWatchers implements cinder.Watchers (see rbd.Cluster.ForeignWatchers).
-func (f *cephClient) ForeignWatchers(ctx context.Context, spec driver.ImageSpec) ([]string, error) {
-	c, err := f.cluster(ctx)
-	if err != nil {
-		return nil, err
-	}
-	ws, err := c.WaitForeign(ctx, spec, f.local, rbd.TakeOverReserve)
-	addrs := make([]string, 0, len(ws))
-	for _, w := range ws {
-		addrs = append(addrs, w.Addr)
-	}
-	return addrs, err
-}
-
-// RecordClients implements cinder.Recorder (see rbd.Cluster.RecordClients).
-func (f *cephClient) RecordClients(ctx context.Context, spec driver.ImageSpec, host, id string, clients []string) error {
-	c, err := f.cluster(ctx)
-	if err != nil {
-		return err
-	}
-	_, err = c.RecordClients(ctx, spec, host, id, clients)
-	return err
-}
-
-// ClearClients implements cinder.Recorder (see rbd.Cluster.ClearHolder).
-func (f *cephClient) ClearClients(ctx context.Context, spec driver.ImageSpec, id string) error {
-	c, err := f.cluster(ctx)
-	if err != nil {
-		return err
-	}
-	return c.ClearHolder(ctx, spec, id)
-}
-
-// LiveWatchers implements cinder.Watchers (see rbd.Cluster.LiveWatchers).
-func (f *cephClient) LiveWatchers(ctx context.Context, spec driver.ImageSpec) ([]string, error) {
-	c, err := f.cluster(ctx)
-	if err != nil {
-		return nil, err
-	}
-	return c.LiveWatchers(ctx, spec)
-}
-
-func (f *cephClient) Close() {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	if f.c != nil {
-		f.c.Close()
-	}
-}
-
 // repairInterval is how often interrupted operations are retried in the background.
 const repairInterval = 15 * time.Second
 
@@ -377,6 +284,7 @@ func newMapper(cfg Config, log *logrus.Entry) (driver.Mapper, error) {
 	default:
 		m := fuse.New(filepath.Join(cfg.MountRoot, ".rbd-fuse"), cfg.CephConf, cfg.CephKeyring)
 		m.Cluster = cfg.CephCluster
+		m.Log = log
 		return m, nil
 	}
 }

@@ -20,10 +20,12 @@ import (
 	"time"
 
 	"github.com/moby/sys/mountinfo"
+	"github.com/sirupsen/logrus"
 	"golang.org/x/sys/unix"
 
 	"github.com/cephdocker/ceph-docker-plugin/driver"
 	"github.com/cephdocker/ceph-docker-plugin/driver/execx"
+	"github.com/cephdocker/ceph-docker-plugin/driver/undo"
 )
 
 // Fuse is the rbd-fuse + loop Mapper.
@@ -37,6 +39,9 @@ type Fuse struct {
 	Binary    string
 	SysfsRoot string // "/sys"
 	DevRoot   string // "/dev"
+	// Log gets what a call cannot return: an undo after its caller gave up that failed (nil:
+	// logrus' standard logger).
+	Log logrus.FieldLogger
 
 	// probing admits one scan at a time: a scan asks every rbd-fuse daemon about its image file,
 	// and rbd-fuse's image table is not safe for concurrent requests (two getattrs at once can
@@ -98,40 +103,10 @@ func (f *Fuse) Map(ctx context.Context, req driver.MapRequest) (m driver.Mapping
 	}
 	dir := f.mountDir(spec)
 	// Undo what this call did if a later step fails: a failed Map leaves nothing behind.
-	var undo []func()
-	defer func() {
-		if err != nil {
-			for i := len(undo) - 1; i >= 0; i-- {
-				undo[i]()
-			}
-		}
-	}()
-	mounted, err := mountinfo.Mounted(dir)
-	if err != nil && !errors.Is(err, os.ErrNotExist) {
-		return driver.Mapping{}, fmt.Errorf("fuse map %s: %w", spec, err)
-	}
-	if mounted {
-		// Left by an earlier Map (e.g. a crash before the loop was attached): reuse it if alive.
-		if err := execx.Bounded(ctx, func() error { _, err := os.Stat(f.imageFile(spec)); return err }); err != nil {
-			cctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-			_ = f.unmountFuse(cctx, dir)
-			cancel()
-			mounted = false
-		}
-	}
-	if !mounted {
-		if err := os.MkdirAll(dir, 0o700); err != nil {
-			return driver.Mapping{}, fmt.Errorf("fuse map %s: %w", spec, err)
-		}
-		undo = append(undo, func() { _ = os.Remove(dir); _ = os.Remove(filepath.Dir(dir)) })
-		undo = append(undo, func() {
-			cctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
-			defer cancel()
-			_ = f.unmountFuse(cctx, dir)
-		})
-		if err := f.startFuse(ctx, req, dir); err != nil {
-			return driver.Mapping{}, err
-		}
+	var tx undo.Stack
+	defer tx.OnError(ctx, &err, nil)
+	if err := f.ensureFuse(ctx, &tx, req, dir); err != nil {
+		return driver.Mapping{}, err
 	}
 	type attached struct {
 		dev string
@@ -149,7 +124,10 @@ func (f *Fuse) Map(ctx context.Context, req driver.MapRequest) (m driver.Mapping
 	case <-ctx.Done():
 		go func() { // attached after the caller gave up: take it back
 			if a := <-ch; a.err == nil {
-				_ = detachLoop(a.dev)
+				if err := detachLoop(a.dev); err != nil {
+					f.log().WithFields(logrus.Fields{"image": spec.String(), "device": a.dev}).WithError(err).
+						Warn("fuse: a loop device attached after the caller gave up cannot be detached: detach it by hand (losetup -d)")
+				}
 			}
 		}()
 		err = fmt.Errorf("%w: %w", driver.ErrTimeout, ctx.Err())
@@ -161,6 +139,55 @@ func (f *Fuse) Map(ctx context.Context, req driver.MapRequest) (m driver.Mapping
 		return driver.Mapping{}, fmt.Errorf("fuse map %s: %w", spec, err)
 	}
 	return driver.Mapping{ImageSpec: spec, Device: dev, ReadOnly: req.ReadOnly}, nil
+}
+
+// ensureFuse makes sure a live rbd-fuse serves the image at dir: one left by an earlier Map is
+// reused, a dead one is unmounted, a missing one is started (its undo pushed on tx).
+func (f *Fuse) ensureFuse(ctx context.Context, tx *undo.Stack, req driver.MapRequest, dir string) error {
+	spec := req.ImageSpec
+	mounted, err := mountinfo.Mounted(dir)
+	if err != nil && !errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("fuse map %s: %w", spec, err)
+	}
+	if mounted {
+		// Left by an earlier Map (e.g. a crash before the loop was attached): reuse it if alive.
+		if err := execx.Bounded(ctx, func() error { _, err := os.Stat(f.imageFile(spec)); return err }); err == nil {
+			return nil
+		}
+		cctx, cancel := undo.Context(ctx)
+		err := f.unmountFuse(cctx, dir)
+		cancel()
+		if err != nil {
+			f.log().WithFields(logrus.Fields{"image": spec.String(), "dir": dir}).WithError(err).
+				Warn("fuse: cannot unmount the dead rbd-fuse mount left by an earlier map; starting a new one over it")
+		}
+	}
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return fmt.Errorf("fuse map %s: %w", spec, err)
+	}
+	tx.Push("remove "+dir, func(context.Context) error { return removeMountDir(dir) })
+	tx.Push("stop rbd-fuse at "+dir, func(ctx context.Context) error { return f.unmountFuse(ctx, dir) })
+	return f.startFuse(ctx, req, dir)
+}
+
+// removeMountDir removes an image's mount directory and its pool's, unless another image's
+// directory is still there.
+func removeMountDir(dir string) error {
+	if err := os.Remove(dir); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return err
+	}
+	err := os.Remove(filepath.Dir(dir))
+	if err == nil || errors.Is(err, os.ErrNotExist) || errors.Is(err, unix.ENOTEMPTY) || errors.Is(err, unix.EEXIST) {
+		return nil
+	}
+	return err
+}
+
+func (f *Fuse) log() logrus.FieldLogger {
+	if f.Log != nil {
+		return f.Log
+	}
+	return logrus.StandardLogger()
 }
 
 func (f *Fuse) startFuse(ctx context.Context, req driver.MapRequest, dir string) error {

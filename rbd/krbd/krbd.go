@@ -29,6 +29,7 @@ import (
 
 	"github.com/cephdocker/ceph-docker-plugin/driver"
 	"github.com/cephdocker/ceph-docker-plugin/driver/execx"
+	"github.com/cephdocker/ceph-docker-plugin/driver/undo"
 )
 
 // KRBD is the kernel rbd Mapper.
@@ -222,9 +223,12 @@ func (k *KRBD) Map(ctx context.Context, req driver.MapRequest) (driver.Mapping, 
 		// failed Map leaves nothing behind.
 		go func() {
 			if err := <-done; err == nil {
-				cctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+				cctx, cancel := undo.Context(ctx)
 				defer cancel()
-				_ = k.Unmap(cctx, req.ImageSpec)
+				if err := k.Unmap(cctx, req.ImageSpec); err != nil {
+					k.log().WithField("image", req.ImageSpec.String()).WithError(err).
+						Warn("krbd: the kernel mapped the image after the caller gave up, and unmapping it failed: unmap it by hand")
+				}
 			}
 		}()
 		return driver.Mapping{}, fmt.Errorf("krbd map %s: the kernel did not finish mapping before the deadline: %w: %w",
@@ -264,15 +268,18 @@ func (k *KRBD) mapWrite(req driver.MapRequest, key string, timeout time.Duration
 	return k.write(add, []byte(mapLine(req, "secret="+key, timeout)))
 }
 
+func (k *KRBD) log() logrus.FieldLogger {
+	if k.Log != nil {
+		return k.Log
+	}
+	return logrus.StandardLogger()
+}
+
 // warnSecretInRequest says, once, that the cephx secret goes in the map request itself, where
 // root can read it back from /sys/bus/rbd/devices/*/config_info. why never carries the secret.
 func (k *KRBD) warnSecretInRequest(why error) {
 	k.fallbackOnce.Do(func() {
-		log := k.Log
-		if log == nil {
-			log = logrus.StandardLogger()
-		}
-		log.WithError(why).Warn("krbd: the kernel keyring cannot hold the cephx secret, so it goes in the map request (secret=), " +
+		k.log().WithError(why).Warn("krbd: the kernel keyring cannot hold the cephx secret, so it goes in the map request (secret=), " +
 			"where root on this host can read it from /sys/bus/rbd/devices/*/config_info; allow add_key and keyctl to the plugin (seccomp) to keep it out")
 	})
 }

@@ -17,6 +17,7 @@ import (
 	logtest "github.com/sirupsen/logrus/hooks/test"
 
 	"github.com/cephdocker/ceph-docker-plugin/driver"
+	"github.com/cephdocker/ceph-docker-plugin/driver/undo"
 )
 
 const testKey = "AQBD9nJlAAAAABAAu1Q2kY0q7CsJc1mrTf8ifA=="
@@ -503,5 +504,36 @@ func TestLoadRunsModprobeWhenTheDriverIsMissing(t *testing.T) {
 	b, _ := os.ReadFile(calls)
 	if got := strings.Count(string(b), "rbd\n"); got != 3 {
 		t.Errorf("modprobe ran %d times with rbd, want 3:\n%s", got, b)
+	}
+}
+
+// A mapping that lands after the caller gave up and cannot be taken back is logged, naming
+// the image; the undo is bounded by the cleanup deadline the context carries.
+func TestMapPastDeadlineUndoFailureIsLogged(t *testing.T) {
+	fk, k := newFakeKernel(t, "volumes/img")
+	log, hook := logtest.NewNullLogger()
+	k.Log = log
+	fk.gate = make(chan struct{})
+	fk.busy["0"] = true // the device the late map makes is held open
+	ctx, cancel := context.WithTimeout(undo.WithCleanup(context.Background(), 300*time.Millisecond), 50*time.Millisecond)
+	defer cancel()
+	if _, err := k.Map(ctx, req("img")); !errors.Is(err, driver.ErrTimeout) {
+		t.Fatalf("err = %v, want ErrTimeout", err)
+	}
+	close(fk.gate)
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		for _, e := range hook.AllEntries() {
+			if e.Data["image"] == "volumes/img" {
+				if e.Level != logrus.WarnLevel || !strings.Contains(e.Message, "by hand") || e.Data[logrus.ErrorKey] == nil {
+					t.Fatalf("log %+v", e)
+				}
+				return
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the failed undo was not logged; writes = %q", fk.written())
+		}
+		time.Sleep(10 * time.Millisecond)
 	}
 }

@@ -1,0 +1,396 @@
+package rbd
+
+import (
+	"context"
+	"errors"
+	"slices"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/cephdocker/ceph-docker-plugin/driver"
+)
+
+// fakeCeph stands in for the cluster in the Provisioner's unit tests: images in memory, the
+// index, host locks; it records the calls and fails those scripted to fail.
+type fakeCeph struct {
+	mu     sync.Mutex
+	images map[string]*fakeImage // by pool/image
+	index  map[string]string     // nil: no index object
+	calls  []string
+	fail   map[string]error // by method: every call fails with it
+
+	self        string    // this connection's address
+	live        []Watcher // what WaitUnwatched returns
+	foreign     []Watcher // what WaitForeign returns
+	afterWait   func()    // run by WaitUnwatched before it returns (the holder lets go, say)
+	fenced      []string  // what BreakLock returns
+	blocklisted []string
+	records     []HolderRecord
+	unwritten   bool
+	mons        []string
+	nextID      int
+}
+
+type fakeImage struct {
+	info     ImageInfo
+	meta     map[string]string
+	lockers  []Locker
+	watchers []Watcher
+}
+
+var _ ceph = (*fakeCeph)(nil)
+
+func newFake() *fakeCeph {
+	return &fakeCeph{images: map[string]*fakeImage{}, fail: map[string]error{}, self: "10.0.0.1:0/100", mons: []string{"10.0.0.9:6789"}}
+}
+
+// add puts an image in the fake.
+func (f *fakeCeph) add(spec Spec, size uint64) *fakeImage {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.addLocked(spec, size)
+}
+
+func (f *fakeCeph) addLocked(spec Spec, size uint64) *fakeImage {
+	f.nextID++
+	img := &fakeImage{info: ImageInfo{Spec: spec, ID: "id" + string(rune('a'+f.nextID)), Size: size, Features: []string{"layering"}}, meta: map[string]string{}}
+	f.images[spec.String()] = img
+	return img
+}
+
+func (f *fakeCeph) image(spec Spec) *fakeImage {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.images[spec.String()]
+}
+
+// enter records a call of method on what and returns its scripted error.
+func (f *fakeCeph) enter(method, what string) error {
+	f.calls = append(f.calls, method+" "+what)
+	return f.fail[method]
+}
+
+// called lists the calls of method, by what they were about.
+func (f *fakeCeph) called(method string) []string {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	var out []string
+	for _, c := range f.calls {
+		if m, what, _ := strings.Cut(c, " "); m == method {
+			out = append(out, what)
+		}
+	}
+	return out
+}
+
+func notFound(op string, spec Spec) error {
+	return &OpError{Op: op, What: spec.String(), Kind: driver.ErrNotFound, Err: errors.New("no such image")}
+}
+
+func (f *fakeCeph) find(method string, spec Spec) (*fakeImage, error) {
+	if err := f.enter(method, spec.String()); err != nil {
+		return nil, err
+	}
+	head := spec
+	head.Snap = ""
+	img, ok := f.images[head.String()]
+	if !ok {
+		return nil, notFound(method, spec)
+	}
+	return img, nil
+}
+
+func (f *fakeCeph) User() string { return "docker" }
+
+func (f *fakeCeph) Monitors(context.Context) ([]string, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if err := f.enter("Monitors", "mon"); err != nil {
+		return nil, err
+	}
+	return f.mons, nil
+}
+
+func (f *fakeCeph) ImageID(_ context.Context, spec Spec) (string, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	img, err := f.find("ImageID", spec)
+	if err != nil {
+		return "", err
+	}
+	return img.info.ID, nil
+}
+
+func (f *fakeCeph) Describe(_ context.Context, spec Spec) (Description, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	img, err := f.find("Describe", spec)
+	if err != nil {
+		return Description{}, err
+	}
+	return Description{Info: img.info, Meta: copyMeta(img.meta), Watchers: slices.Clone(img.watchers), Lockers: slices.Clone(img.lockers)}, nil
+}
+
+func copyMeta(m map[string]string) map[string]string {
+	out := make(map[string]string, len(m))
+	for k, v := range m {
+		out[k] = v
+	}
+	return out
+}
+
+func (f *fakeCeph) Info(_ context.Context, spec Spec) (ImageInfo, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	img, err := f.find("Info", spec)
+	if err != nil {
+		return ImageInfo{}, err
+	}
+	return img.info, nil
+}
+
+func (f *fakeCeph) List(_ context.Context, pool, _ string) ([]string, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if err := f.enter("List", pool); err != nil {
+		return nil, err
+	}
+	var out []string
+	for _, img := range f.images {
+		if img.info.Spec.Pool == pool {
+			out = append(out, img.info.Spec.Image)
+		}
+	}
+	sort.Strings(out)
+	return out, nil
+}
+
+func (f *fakeCeph) Create(_ context.Context, spec Spec, opts CreateOptions) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if err := f.enter("Create", spec.String()); err != nil {
+		return err
+	}
+	if _, ok := f.images[spec.String()]; ok {
+		return &OpError{Op: "create", What: spec.String(), Kind: driver.ErrExists, Err: errors.New("exists")}
+	}
+	img := f.addLocked(spec, opts.Size)
+	img.info.Features, img.info.DataPool = opts.Features, opts.DataPool
+	return nil
+}
+
+func (f *fakeCeph) ProtectSnap(_ context.Context, spec Spec) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	_, err := f.find("ProtectSnap", spec)
+	return err
+}
+
+func (f *fakeCeph) Clone(_ context.Context, parent, child Spec, opts CreateOptions) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	p, err := f.find("Clone", parent)
+	if err != nil {
+		return err
+	}
+	img := f.addLocked(child, p.info.Size)
+	img.info.Parent, img.info.Features, img.info.DataPool = parent.String(), opts.Features, opts.DataPool
+	return nil
+}
+
+func (f *fakeCeph) Resize(_ context.Context, spec Spec, size uint64) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	img, err := f.find("Resize", spec)
+	if err == nil {
+		img.info.Size = size
+	}
+	return err
+}
+
+func (f *fakeCeph) SetMetas(_ context.Context, spec Spec, kv map[string]string) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	img, err := f.find("SetMetas", spec)
+	if err == nil {
+		for k, v := range kv {
+			img.meta[k] = v
+		}
+	}
+	return err
+}
+
+func (f *fakeCeph) Remove(_ context.Context, spec Spec) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if _, err := f.find("Remove", spec); err != nil {
+		return err
+	}
+	delete(f.images, spec.String())
+	return nil
+}
+
+func (f *fakeCeph) Rename(_ context.Context, spec Spec, newName string) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	img, err := f.find("Rename", spec)
+	if err != nil {
+		return err
+	}
+	delete(f.images, spec.String())
+	img.info.Spec.Image = newName
+	f.images[img.info.Spec.String()] = img
+	return nil
+}
+
+func (f *fakeCeph) Trash(_ context.Context, spec Spec, _ time.Duration) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if _, err := f.find("Trash", spec); err != nil {
+		return err
+	}
+	delete(f.images, spec.String())
+	return nil
+}
+
+func (f *fakeCeph) EndsUnwritten(context.Context, ImageInfo, uint64) bool { return f.unwritten }
+
+func (f *fakeCeph) readIndex(_ context.Context, pool string) (map[string][]byte, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if err := f.enter("readIndex", pool); err != nil {
+		return nil, err
+	}
+	if f.index == nil {
+		return nil, &OpError{Op: "read index", What: pool, Kind: driver.ErrNotFound, Err: errors.New("no index")}
+	}
+	out := map[string][]byte{}
+	for k, v := range f.index {
+		out[k] = []byte(v)
+	}
+	return out, nil
+}
+
+func (f *fakeCeph) writeIndex(_ context.Context, pool, name, value string) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if err := f.enter("writeIndex", pool+" "+name+"="+value); err != nil {
+		return err
+	}
+	if f.index == nil {
+		f.index = map[string]string{}
+	}
+	f.index[name] = value
+	return nil
+}
+
+func (f *fakeCeph) dropIndex(_ context.Context, pool, name string) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if err := f.enter("dropIndex", pool+" "+name); err != nil {
+		return err
+	}
+	delete(f.index, name)
+	return nil
+}
+
+func (f *fakeCeph) Lockers(_ context.Context, spec Spec) ([]Locker, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	img, err := f.find("Lockers", spec)
+	if err != nil {
+		return nil, err
+	}
+	return slices.Clone(img.lockers), nil
+}
+
+func (f *fakeCeph) LockHost(_ context.Context, spec Spec, _, cookie, _ string) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	img, err := f.find("LockHost", spec)
+	if err != nil {
+		return err
+	}
+	for _, l := range img.lockers {
+		if l.Cookie != cookie {
+			return &OpError{Op: "host lock", What: spec.String(), Kind: driver.ErrBusyElsewhere, Err: errors.New("another client holds the host lock")}
+		}
+	}
+	if len(img.lockers) == 0 {
+		img.lockers = []Locker{{Client: "client.1", Cookie: cookie, Addr: f.self}}
+	}
+	return nil
+}
+
+func (f *fakeCeph) BreakHostLock(_ context.Context, spec Spec, l Locker) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	img, err := f.find("BreakHostLock", spec)
+	if err != nil {
+		return err
+	}
+	img.lockers = slices.DeleteFunc(img.lockers, func(o Locker) bool { return o.Cookie == l.Cookie })
+	return nil
+}
+
+func (f *fakeCeph) BreakLock(_ context.Context, spec Spec, holder string) ([]string, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if err := f.enter("BreakLock", spec.String()+" "+holder); err != nil {
+		return nil, err
+	}
+	return slices.Clone(f.fenced), nil
+}
+
+func (f *fakeCeph) Blocklist(_ context.Context, addr string, _ time.Duration) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if err := f.enter("Blocklist", addr); err != nil {
+		return err
+	}
+	f.blocklisted = append(f.blocklisted, addr)
+	return nil
+}
+
+func (f *fakeCeph) ClientAddr() (string, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.self, f.enter("ClientAddr", "")
+}
+
+func (f *fakeCeph) WaitUnwatched(_ context.Context, spec Spec, _ time.Duration) ([]Watcher, error) {
+	f.mu.Lock()
+	err := f.enter("WaitUnwatched", spec.String())
+	after := f.afterWait
+	live := slices.Clone(f.live)
+	f.mu.Unlock()
+	if after != nil {
+		after()
+	}
+	return live, err
+}
+
+func (f *fakeCeph) WaitForeign(_ context.Context, spec Spec, _ LocalClients, _ time.Duration) ([]Watcher, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return slices.Clone(f.foreign), f.enter("WaitForeign", spec.String())
+}
+
+func (f *fakeCeph) RecordClients(_ context.Context, spec Spec, host, id string, extra []string) (HolderRecord, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	rec := HolderRecord{Host: host, ID: id, Clients: append([]string{f.self}, extra...)}
+	if err := f.enter("RecordClients", spec.String()); err != nil {
+		return rec, err
+	}
+	f.records = append(f.records, rec)
+	return rec, nil
+}
+
+func (f *fakeCeph) ClearHolder(_ context.Context, spec Spec, id string) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.enter("ClearHolder", spec.String()+" "+id)
+}
