@@ -26,7 +26,7 @@ type Config struct {
 	Log            *logrus.Entry
 	// Fault, when set, is called at each step boundary with the step's name (crash tests kill the
 	// process there). Nil in production.
-	Fault func(step string)
+	Fault func(step FaultStep)
 	// Known persists the names of the volumes seen (nil: kept in memory only).
 	Known KnownStore
 	// Observer, when set, is told of the backend's answers and of fencing (metrics).
@@ -89,12 +89,6 @@ func New(cfg Config, prov Provisioner, mapper Mapper, mounter Mounter, state Sta
 	return d
 }
 
-func (d *Driver) fault(step string) {
-	if d.cfg.Fault != nil {
-		d.cfg.Fault(step)
-	}
-}
-
 // waitReady waits for the start-up reconcile, so that no call acts on state being repaired. name
 // is the volume the call is about ("" for List).
 func (d *Driver) waitReady(ctx context.Context, name string) error {
@@ -149,7 +143,7 @@ func (d *Driver) Create(ctx context.Context, name string, raw map[string]string)
 	if err != nil {
 		return fmt.Errorf("create volume %s: %w", name, err)
 	}
-	d.fault("create:created")
+	d.fault(FaultCreateCreated)
 	d.known.Store(name, VolumeInfo{Name: name, CreatedAt: time.Now()})
 	d.rememberKnown()
 	return nil
@@ -329,7 +323,7 @@ func (d *Driver) Remove(ctx context.Context, name string) error {
 	}
 	d.known.Delete(name)
 	d.rememberKnown()
-	d.fault("remove:removed")
+	d.fault(FaultRemoveRemoved)
 	d.log.WithFields(logrus.Fields{"volume": name, "action": d.cfg.RemoveAction}).Info("volume removed")
 	return nil
 }

@@ -75,7 +75,7 @@ func (d *Driver) mountFirst(ctx context.Context, name, id string) (_ string, err
 	}()
 	// The state is recorded before anything happens, with the mount's ID: a crash or a failure
 	// from here on is undone by it (the image is known once attached).
-	st := State{Name: name, Op: "mount", OpID: id, Path: d.mountPath(name), Attach: Attachment{MountID: id}, Updated: time.Now()}
+	st := State{Name: name, Op: OpMount, OpID: id, Path: d.mountPath(name), Attach: Attachment{MountID: id}, Updated: time.Now()}
 	if err := d.state.Save(st); err != nil {
 		return "", err
 	}
@@ -145,7 +145,7 @@ func (d *Driver) mountFirst(ctx context.Context, name, id string) (_ string, err
 	if err := d.state.Save(st); err != nil {
 		return "", err
 	}
-	d.fault("mount:attached")
+	d.fault(FaultMountAttached)
 	lap("save-attached")
 
 	m, err := d.mapper.Map(ctx, att.Map)
@@ -162,7 +162,7 @@ func (d *Driver) mountFirst(ctx context.Context, name, id string) (_ string, err
 	// mapped) by asking the mapper; the device is recorded with the mount below. (One fsync less:
 	// 6 ms of a first Mount in the krbd lab's guest.)
 	st.Device = m.Device
-	d.fault("mount:mapped")
+	d.fault(FaultMountMapped)
 
 	fs, err := d.mounter.FormatIfBlank(ctx, m.Device, fstype, vol.MkfsOptions, vol.Unwritten && !att.Map.ReadOnly)
 	if err != nil {
@@ -175,7 +175,7 @@ func (d *Driver) mountFirst(ctx context.Context, name, id string) (_ string, err
 		d.log.WithFields(logrus.Fields{"volume": name, "found": fs, "expected": fstype}).Warn("the device has another supported filesystem than recorded; mounting what it has")
 		st.FSType = fs
 	}
-	d.fault("mount:formatted")
+	d.fault(FaultMountFormatted)
 	lap("format")
 
 	mopts, err := MountOptionsFor(st.FSType, st.Options)
@@ -186,7 +186,7 @@ func (d *Driver) mountFirst(ctx context.Context, name, id string) (_ string, err
 		return "", fmt.Errorf("mount volume %s: %w", name, err)
 	}
 	tx.add("unmount", func(ctx context.Context) error { return d.mounter.Unmount(ctx, st.Path) })
-	d.fault("mount:mounted")
+	d.fault(FaultMountMounted)
 	lap("mount")
 
 	st.IDs, st.Uses = []string{id}, map[string]int{id: 1}
@@ -236,7 +236,7 @@ func (d *Driver) Unmount(ctx context.Context, name, id string) error {
 		log.WithFields(logrus.Fields{"uses": left, "refs": len(st.IDs)}).Info("volume use dropped; still mounted")
 		return nil
 	}
-	st.Op, st.OpID = "unmount", id
+	st.Op, st.OpID = OpUnmount, id
 	st.Updated = time.Now()
 	if err := d.state.Save(st); err != nil {
 		return err
@@ -254,7 +254,7 @@ func (d *Driver) teardown(ctx context.Context, st *State) error {
 	if err := d.mounter.Unmount(ctx, st.Path); err != nil {
 		return err
 	}
-	d.fault("unmount:unmounted")
+	d.fault(FaultUnmountUnmounted)
 	// Unmap and Detach run even when the state does not record them done: a crash may have hit
 	// between the side effect and its record. Both are no-ops when there is nothing to undo.
 	// (With Cinder the image is known only once attached: none, nothing was mapped.)
@@ -263,11 +263,11 @@ func (d *Driver) teardown(ctx context.Context, st *State) error {
 			return fmt.Errorf("unmap %s: %w", st.Image, err)
 		}
 	}
-	d.fault("unmount:unmapped")
+	d.fault(FaultUnmountUnmapped)
 	if err := d.prov.Detach(ctx, st.Name, st.Attach); err != nil {
 		return err
 	}
-	d.fault("unmount:detached")
+	d.fault(FaultUnmountDetached)
 	return d.state.Delete(st.Name)
 }
 

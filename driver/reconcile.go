@@ -14,7 +14,7 @@ import (
 // is undone unless other references keep the volume up; an Unmount is completed.
 func (d *Driver) repair(ctx context.Context, st *State) error {
 	log := d.log.WithFields(logrus.Fields{"volume": st.Name, "op": st.Op, "caller": st.OpID})
-	if st.Op == "unmount" {
+	if st.Op == OpUnmount {
 		// The interrupted Unmount was of the last use.
 		st.DropUse(st.OpID)
 	}
@@ -237,7 +237,7 @@ func (d *Driver) reconcileOne(ctx context.Context, st State, listed *[]Mapping) 
 		// Recorded first as an unmount in progress: if the release fails (the backend is away),
 		// the background repair and the next call finish it, and a Mount does not join the
 		// dead references.
-		st.IDs, st.Uses, st.Op, st.OpID = nil, nil, "unmount", ""
+		st.IDs, st.Uses, st.Op, st.OpID = nil, nil, OpUnmount, ""
 		if err = d.state.Save(st); err == nil {
 			err = d.teardown(ctx, &st)
 		}
