@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"github.com/sirupsen/logrus"
+
+	"github.com/cephdocker/ceph-docker-plugin/driver/undo"
 )
 
 // Config is the driver's share of the plugin's settings.
@@ -89,6 +91,12 @@ func New(cfg Config, prov Provisioner, mapper Mapper, mounter Mounter, state Sta
 	return d
 }
 
+// withCleanup carries the settings' cleanup bound (Config.CleanupTimeout) in a call's context: every
+// undo below it, the backends' included, is bounded by it (driver/undo). Each entry point sets it.
+func (d *Driver) withCleanup(ctx context.Context) context.Context {
+	return undo.WithCleanup(ctx, d.cfg.CleanupTimeout)
+}
+
 // waitReady waits for the start-up reconcile, so that no call acts on state being repaired. name
 // is the volume the call is about ("" for List).
 func (d *Driver) waitReady(ctx context.Context, name string) error {
@@ -119,6 +127,7 @@ func (d *Driver) mountPath(name string) string { return filepath.Join(d.cfg.Moun
 
 // Create makes a volume, or accepts an existing one when the request is compatible with it.
 func (d *Driver) Create(ctx context.Context, name string, raw map[string]string) error {
+	ctx = d.withCleanup(ctx)
 	if err := ValidateName(name); err != nil {
 		return err
 	}
@@ -190,6 +199,7 @@ type VolumeInfo struct {
 
 // Get describes a volume wherever it lives in the cluster.
 func (d *Driver) Get(ctx context.Context, name string) (VolumeInfo, error) {
+	ctx = d.withCleanup(ctx)
 	if err := ValidateName(name); err != nil {
 		return VolumeInfo{}, err
 	}
@@ -253,6 +263,7 @@ func (d *Driver) Get(ctx context.Context, name string) (VolumeInfo, error) {
 
 // List returns every volume the backend manages.
 func (d *Driver) List(ctx context.Context) ([]VolumeInfo, error) {
+	ctx = d.withCleanup(ctx)
 	if err := d.waitReady(ctx, ""); err != nil {
 		return nil, err
 	}
@@ -283,6 +294,7 @@ func (d *Driver) List(ctx context.Context) ([]VolumeInfo, error) {
 
 // Path returns the volume's mount point on this host, or "" when it is not mounted here.
 func (d *Driver) Path(ctx context.Context, name string) (string, error) {
+	ctx = d.withCleanup(ctx)
 	if err := ValidateName(name); err != nil {
 		return "", err
 	}
@@ -298,6 +310,7 @@ func (d *Driver) Path(ctx context.Context, name string) (string, error) {
 
 // Remove deletes a volume (per REMOVE_ACTION) unless it is in use anywhere.
 func (d *Driver) Remove(ctx context.Context, name string) error {
+	ctx = d.withCleanup(ctx)
 	unlock, err := d.begin(ctx, name)
 	if err != nil {
 		return err

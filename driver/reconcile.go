@@ -142,6 +142,7 @@ func (d *Driver) ensureUpWith(ctx context.Context, st *State, verifyClaim bool, 
 // call on a recorded volume waits until that volume is repaired. It returns what it could not
 // repair (those volumes stay recorded and are retried by their next call).
 func (d *Driver) Reconcile(ctx context.Context) error {
+	ctx = d.withCleanup(ctx)
 	states, err := d.state.All()
 	var errs []error
 	if err != nil {
@@ -261,6 +262,7 @@ func (d *Driver) reconcileOne(ctx context.Context, st State, listed *[]Mapping) 
 // skips volumes busy with a call (their call repairs them). Run it periodically, so that a
 // claim is released once the backend is back even if Docker never calls about the volume again.
 func (d *Driver) RepairPending(ctx context.Context) error {
+	ctx = d.withCleanup(ctx)
 	select {
 	case <-d.ready:
 	default:
