@@ -17,6 +17,7 @@ import (
 	"github.com/gophercloud/gophercloud/v2/pagination"
 
 	"github.com/cephdocker/ceph-docker-plugin/driver"
+	"github.com/cephdocker/ceph-docker-plugin/driver/undo"
 )
 
 // found is a volume and the client of the project it lives in.
@@ -131,7 +132,7 @@ func (p *Provisioner) createSize(ctx context.Context, c *gophercloud.ServiceClie
 }
 
 // Create implements driver.Provisioner.
-func (p *Provisioner) Create(ctx context.Context, name string, opts driver.Options) error {
+func (p *Provisioner) Create(ctx context.Context, name string, opts driver.Options) (err error) {
 	c, err := p.client(ctx, opts.Backend[OptProjectID])
 	if err != nil {
 		return err
@@ -162,35 +163,109 @@ func (p *Provisioner) Create(ctx context.Context, name string, opts driver.Optio
 	if err != nil {
 		return apiError("create", name, err)
 	}
-	if _, err := p.waitStatus(ctx, c, v.ID, "available"); err != nil {
-		cctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-		defer cancel()
-		_ = volumes.Delete(cctx, c, v.ID, volumes.DeleteOpts{}).ExtractErr()
-		return fmt.Errorf("cinder create %s: %w", name, err)
+	var tx undo.Stack
+	tx.Push("delete volume "+v.ID, func(ctx context.Context) error { return p.deleteCreated(ctx, c, name, v.ID) })
+	if _, err = p.waitStatus(ctx, c, v.ID, "available"); err != nil {
+		err = fmt.Errorf("cinder create %s: %w", name, err)
 	}
-	return nil
+	tx.OnError(ctx, &err, nil)
+	return err
+}
+
+// deleteCreated is the undo of a Create that failed after Cinder accepted it: it deletes the
+// volume and waits for it to be gone, so that the name is free again when Create returns. Cinder
+// refuses to delete a volume that is still creating once it is scheduled to a backend (as it
+// usually is by the time a Create runs into its deadline): then it waits for the creation to end
+// and deletes it again.
+func (p *Provisioner) deleteCreated(ctx context.Context, c *gophercloud.ServiceClient, name, id string) error {
+	err := volumes.Delete(ctx, c, id, volumes.DeleteOpts{}).ExtractErr()
+	if gophercloud.ResponseCodeIs(err, http.StatusBadRequest) {
+		status := "creating"
+		v, perr := p.poll(ctx, c, id, func(v *volumes.Volume, err error) (bool, error) {
+			switch {
+			case gophercloud.ResponseCodeIs(err, http.StatusNotFound):
+				return true, nil
+			case err != nil && ctx.Err() != nil:
+				return false, errPollEnded // the read the deadline cut short
+			case err != nil:
+				return false, apiError("get", name, err)
+			}
+			status = v.Status
+			return v.Status != "creating", nil
+		})
+		if errors.Is(perr, errPollEnded) {
+			return fmt.Errorf("%w: volume %s (%s) still %q at the cleanup deadline; delete it once it is available: openstack volume delete %s",
+				driver.ErrTimeout, name, id, status, id)
+		}
+		if perr != nil || v == nil {
+			return perr
+		}
+		err = volumes.Delete(ctx, c, id, volumes.DeleteOpts{}).ExtractErr()
+	}
+	if err != nil && !gophercloud.ResponseCodeIs(err, http.StatusNotFound) {
+		return apiError("delete", name, err)
+	}
+	return p.waitGone(ctx, c, name, id)
+}
+
+// errPollEnded is poll's answer when ctx ended before the volume settled.
+var errPollEnded = errors.New("volume not settled when the context ended")
+
+// poll reads volume id (v nil when the read failed) until settled says it is done or fails,
+// waiting between reads as backoff says; when ctx ends first, it returns the last volume read and
+// errPollEnded.
+func (p *Provisioner) poll(ctx context.Context, c *gophercloud.ServiceClient, id string, settled func(v *volumes.Volume, err error) (bool, error)) (*volumes.Volume, error) {
+	next := p.backoff()
+	for {
+		v, err := volumes.Get(ctx, c, id).Extract()
+		if done, err := settled(v, err); done || err != nil {
+			return v, err
+		}
+		select {
+		case <-ctx.Done():
+			return v, errPollEnded
+		case <-p.after(next()):
+		}
+	}
 }
 
 // waitStatus polls the volume until it reaches want (or an error status, or ctx's end).
 func (p *Provisioner) waitStatus(ctx context.Context, c *gophercloud.ServiceClient, id, want string) (*volumes.Volume, error) {
-	next := p.backoff()
-	for {
-		v, err := volumes.Get(ctx, c, id).Extract()
-		if err != nil {
-			return nil, apiError("get", id, err)
-		}
+	v, err := p.poll(ctx, c, id, func(v *volumes.Volume, err error) (bool, error) {
 		switch {
+		case err != nil:
+			return false, apiError("get", id, err)
 		case v.Status == want:
-			return v, nil
+			return true, nil
 		case strings.HasPrefix(v.Status, "error"):
-			return v, fmt.Errorf("volume %s went to status %q (see the cinder-volume log)", id, v.Status)
+			return false, fmt.Errorf("volume %s went to status %q (see the cinder-volume log)", id, v.Status)
 		}
-		select {
-		case <-ctx.Done():
-			return v, fmt.Errorf("%w: volume %s still %q, not %q, at the deadline", driver.ErrTimeout, id, v.Status, want)
-		case <-p.after(next()):
-		}
+		return false, nil
+	})
+	if errors.Is(err, errPollEnded) {
+		return v, fmt.Errorf("%w: volume %s still %q, not %q, at the deadline", driver.ErrTimeout, id, v.Status, want)
 	}
+	return v, err
+}
+
+// waitGone polls a volume being deleted until it is gone (deletion is asynchronous), or its
+// deletion failed, or ctx ends.
+func (p *Provisioner) waitGone(ctx context.Context, c *gophercloud.ServiceClient, name, id string) error {
+	v, err := p.poll(ctx, c, id, func(v *volumes.Volume, err error) (bool, error) {
+		switch {
+		case gophercloud.ResponseCodeIs(err, http.StatusNotFound):
+			return true, nil
+		case err != nil:
+			return false, apiError("get", name, err)
+		case v.Status == "error_deleting":
+			return false, fmt.Errorf("cinder could not delete volume %s (%s): status error_deleting (see the cinder-volume log)", name, id)
+		}
+		return false, nil
+	})
+	if errors.Is(err, errPollEnded) {
+		return fmt.Errorf("%w: volume %s (%s) still %q at the deadline", driver.ErrTimeout, name, id, v.Status)
+	}
+	return err
 }
 
 // backoff returns the waits between status polls: 50 ms for the first second (Cinder's RBD
@@ -363,22 +438,5 @@ func (p *Provisioner) Remove(ctx context.Context, name string, action driver.Rem
 		return apiError("delete", name, err)
 	}
 	// Deletion is asynchronous: wait for it, so that the name is free when Remove returns.
-	next := p.backoff()
-	for {
-		got, err := volumes.Get(ctx, c, v.ID).Extract()
-		if gophercloud.ResponseCodeIs(err, http.StatusNotFound) {
-			return nil
-		}
-		if err != nil {
-			return apiError("get", name, err)
-		}
-		if got.Status == "error_deleting" {
-			return fmt.Errorf("cinder could not delete volume %s (%s): status error_deleting (see the cinder-volume log)", name, v.ID)
-		}
-		select {
-		case <-ctx.Done():
-			return fmt.Errorf("%w: volume %s (%s) still %q at the deadline", driver.ErrTimeout, name, v.ID, got.Status)
-		case <-p.after(next()):
-		}
-	}
+	return p.waitGone(ctx, c, name, v.ID)
 }
