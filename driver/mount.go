@@ -64,16 +64,11 @@ func (d *Driver) Mount(ctx context.Context, name, id string) (string, error) {
 
 // mountFirst is the cold path: attach, map, format if blank, mount; undone in reverse on error.
 func (d *Driver) mountFirst(ctx context.Context, name, id string) (_ string, err error) {
-	// steps times each step for the debug log: where a slow Mount spends its time.
-	steps := logrus.Fields{"volume": name, "caller": id}
-	t0 := time.Now()
-	lap := func(step string) {
-		steps[step] = time.Since(t0).Round(100 * time.Microsecond).String()
-		t0 = time.Now()
-	}
+	times := newStepTimes(name, id)
+	lap := times.lap
 	defer func() {
 		if err == nil {
-			d.log.WithFields(steps).Debug("first mount: time per step")
+			d.log.WithFields(times.fields).Debug("first mount: time per step")
 		}
 	}()
 	// The state is recorded before anything happens, with the mount's ID: a crash or a failure
@@ -102,9 +97,6 @@ func (d *Driver) mountFirst(ctx context.Context, name, id string) (_ string, err
 		return "", storedRefusal(name, err)
 	}
 	st.Image, st.FSType, st.Options = vol.Image, fstype, vol.MountOptions
-	if len(att.Fenced) > 0 {
-		d.log.WithFields(logrus.Fields{"volume": name, "fenced": att.Fenced}).Warn("took the volume over from a dead holder")
-	}
 	st.Attach = att
 	if att.Map.Image != "" {
 		st.Image = att.Map.ImageSpec // the backend's word on what to map (Cinder knows it only now)
@@ -115,16 +107,10 @@ func (d *Driver) mountFirst(ctx context.Context, name, id string) (_ string, err
 	d.fault(FaultMountAttached)
 	lap("save-attached")
 
-	m, err := d.mapper.Map(ctx, att.Map)
+	m, err := d.mapClaimed(ctx, &tx, name, att, lap)
 	if err != nil {
-		return "", fmt.Errorf("mount volume %s: map %s: %w", name, att.Map.ImageSpec, err)
+		return "", err
 	}
-	tx.Push("unmap", func(ctx context.Context) error { return d.mapper.Unmap(ctx, att.Map.ImageSpec) })
-	lap("map")
-	if err := d.recordClients(ctx, name, att, m); err != nil {
-		return "", fmt.Errorf("mount volume %s: record this host's Ceph clients of %s (a host taking the volume over fences them): %w", name, att.Map.ImageSpec, err)
-	}
-	lap("record")
 	// Not saved here: the state already names the image, and a repair finds its device (if it was
 	// mapped) by asking the mapper; the device is recorded with the mount below. (One fsync less:
 	// 6 ms of a first Mount in the krbd lab's guest.)
@@ -179,6 +165,9 @@ func (d *Driver) claim(ctx context.Context, tx *undo.Stack, name, id string, lap
 		return Attachment{}, nil, fmt.Errorf("mount volume %s: %w", name, err)
 	}
 	lap("attach")
+	if len(att.Fenced) > 0 {
+		d.log.WithFields(logrus.Fields{"volume": name, "fenced": att.Fenced}).Warn("took the volume over from a dead holder")
+	}
 	if att.MountID == "" {
 		att.MountID = id
 	}
@@ -195,6 +184,37 @@ func (d *Driver) claim(ctx context.Context, tx *undo.Stack, name, id string, lap
 		lap("get")
 	}
 	return att, vol, nil
+}
+
+// mapClaimed maps the image the backend's claim names and records this host's Ceph clients of it
+// (a host taking the volume over fences them). The unmap is pushed on tx.
+func (d *Driver) mapClaimed(ctx context.Context, tx *undo.Stack, name string, att Attachment, lap func(string)) (Mapping, error) {
+	m, err := d.mapper.Map(ctx, att.Map)
+	if err != nil {
+		return Mapping{}, fmt.Errorf("mount volume %s: map %s: %w", name, att.Map.ImageSpec, err)
+	}
+	tx.Push("unmap", func(ctx context.Context) error { return d.mapper.Unmap(ctx, att.Map.ImageSpec) })
+	lap("map")
+	if err := d.recordClients(ctx, name, att, m); err != nil {
+		return Mapping{}, fmt.Errorf("mount volume %s: record this host's Ceph clients of %s (a host taking the volume over fences them): %w", name, att.Map.ImageSpec, err)
+	}
+	lap("record")
+	return m, nil
+}
+
+// stepTimes times each step of a first mount for the debug log: where a slow Mount spends its time.
+type stepTimes struct {
+	fields logrus.Fields
+	t0     time.Time
+}
+
+func newStepTimes(name, id string) *stepTimes {
+	return &stepTimes{fields: logrus.Fields{"volume": name, "caller": id}, t0: time.Now()}
+}
+
+func (s *stepTimes) lap(step string) {
+	s.fields[step] = time.Since(s.t0).Round(100 * time.Microsecond).String()
+	s.t0 = time.Now()
 }
 
 // undoMount undoes a failed first mount (the steps on tx, in reverse) and returns the mount's
