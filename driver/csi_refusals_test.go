@@ -10,12 +10,7 @@ import (
 // What the CSI node refuses, and what it accepts as already done: each refusal names the volume
 // and what to do, and changes nothing.
 func TestNodeRefusals(t *testing.T) {
-	e := newTestDriver(t)
-	n := newTestNode(t, e)
-	e.prov.add("v", 1<<30, "ext4")
-	if err := n.Stage(bg, "v", StageRequest{StagingPath: stg}); err != nil {
-		t.Fatal(err)
-	}
+	e, n := stagedNode(t)
 
 	assertErr(t, n.Stage(bg, "v", StageRequest{StagingPath: "/csi/staging/elsewhere"}), ErrInUse,
 		"volume v is staged on this node at "+stg, "unstage it there first")
@@ -59,12 +54,7 @@ func TestNodeRefusals(t *testing.T) {
 // A publish whose bind fails is undone (the target unmounted, the record as before); when the
 // undo fails too, the record keeps the publish in flight for the next call to finish.
 func TestNodePublishUndone(t *testing.T) {
-	e := newTestDriver(t)
-	n := newTestNode(t, e)
-	e.prov.add("v", 1<<30, "ext4")
-	if err := n.Stage(bg, "v", StageRequest{StagingPath: stg}); err != nil {
-		t.Fatal(err)
-	}
+	e, n := stagedNode(t)
 	e.mounter.failNext("Bind", errors.New("bind: boom"))
 	assertErr(t, n.Publish(bg, "v", PublishRequest{StagingPath: stg, Target: tgt1}), nil, "publish volume v", "boom")
 	if st, _ := e.stage("v"); st.Op != "" || len(st.Targets) != 0 {
@@ -89,17 +79,14 @@ func TestNodePublishUndone(t *testing.T) {
 
 // A released stage (after its last unpublish) holds nothing: a stage at another path replaces it.
 func TestNodeReleasedStageReplaced(t *testing.T) {
-	e := newTestDriver(t)
-	n := newTestNode(t, e)
-	e.prov.add("v", 1<<30, "ext4")
-	if err := n.Stage(bg, "v", StageRequest{StagingPath: stg}); err != nil {
-		t.Fatal(err)
-	}
-	if err := n.Publish(bg, "v", PublishRequest{StagingPath: stg, Target: tgt1}); err != nil {
-		t.Fatal(err)
-	}
-	if err := n.Unpublish(bg, "v", tgt1); err != nil {
-		t.Fatal(err)
+	e, n := stagedNode(t)
+	for _, err := range []error{
+		n.Publish(bg, "v", PublishRequest{StagingPath: stg, Target: tgt1}),
+		n.Unpublish(bg, "v", tgt1), // the last target: released
+	} {
+		if err != nil {
+			t.Fatal(err)
+		}
 	}
 	const other = "/csi/staging/other"
 	if err := n.Stage(bg, "v", StageRequest{StagingPath: other}); err != nil {
@@ -118,4 +105,16 @@ func TestNodeWaitsForItsReconcile(t *testing.T) {
 	ctx, cancel := context.WithTimeout(bg, 20*time.Millisecond)
 	defer cancel()
 	assertErr(t, n.Stage(ctx, "v", StageRequest{StagingPath: stg}), ErrTimeout, "volume v", "still reconciling")
+}
+
+// stagedNode is a node on fakes with volume v staged at stg.
+func stagedNode(t *testing.T) (*testEnv, *Node) {
+	t.Helper()
+	e := newTestDriver(t)
+	n := newTestNode(t, e)
+	e.prov.add("v", 1<<30, "ext4")
+	if err := n.Stage(bg, "v", StageRequest{StagingPath: stg}); err != nil {
+		t.Fatal(err)
+	}
+	return e, n
 }
