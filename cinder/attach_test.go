@@ -674,3 +674,28 @@ func TestAttachTwoMountsOneHost(t *testing.T) {
 		t.Errorf("attachments %+v: want the first mount's only", as)
 	}
 }
+
+// TestAttachTakeOverTwoHolders: a multiattach volume held by two dead hosts. Both are fenced and
+// their attachments deleted before the wait for status available (the first deletion leaves the
+// volume in-use while the second attachment stays). (The plugin itself attaches a multiattach
+// volume to one host at a time: two holders come from attachments made outside it.)
+func TestAttachTakeOverTwoHolders(t *testing.T) {
+	f := newFake(t)
+	v := f.addVolume(projDemo, "db")
+	f.edit(func() { v.Multiattach = true })
+	f.attach(v, "host-b", mountB)
+	f.attach(v, "host-c", mountA)
+	cfg := f.config("host-a")
+	cfg.Fencer = &scriptedFencer{fenced: []string{"127.0.0.1:0/1"}}
+	p := New(cfg)
+	f.expireBetweenPolls(p, 50) // the deadline, rather than 5 s of polls
+	att, err := p.Attach(f.ctx(t), "db", driver.AttachRequest{MountID: mountA, TakeOver: true})
+	wantErr(t, err, nil)
+	as := f.attachmentsOf(v.ID)
+	if len(as) != 1 || as[0].ID != att.ID || as[0].Mountpoint != "docker:host-a/"+mountA {
+		t.Errorf("attachments after the takeover: %+v", as)
+	}
+	if !reflect.DeepEqual(att.Fenced, []string{"127.0.0.1:0/1", "127.0.0.1:0/1"}) {
+		t.Errorf("Fenced %v", att.Fenced)
+	}
+}

@@ -8,7 +8,6 @@ import (
 	"net/http"
 	"regexp"
 	"strings"
-	"time"
 
 	"github.com/gophercloud/gophercloud/v2"
 	"github.com/gophercloud/gophercloud/v2/openstack/blockstorage/v3/attachments"
@@ -16,6 +15,7 @@ import (
 	"github.com/gophercloud/gophercloud/v2/pagination"
 
 	"github.com/cephdocker/ceph-docker-plugin/driver"
+	"github.com/cephdocker/ceph-docker-plugin/driver/undo"
 )
 
 var uuidRE = regexp.MustCompile(`^[0-9a-fA-F]{8}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{12}$`)
@@ -104,71 +104,89 @@ func (p *Provisioner) Attach(ctx context.Context, name string, req driver.Attach
 	if err != nil {
 		return driver.Attachment{}, err
 	}
-	c, v := f.c, f.v
-	var fenced []string
-	for _, a := range v.Attachments {
-		if p.owns(a, req.Claimed) {
+	plan := p.planAttach(name, f.v, req)
+	if plan.refusal != nil {
+		return driver.Attachment{}, plan.refusal
+	}
+	fenced, err := p.clear(ctx, f.c, name, f.v.ID, plan.clear, false)
+	if err != nil {
+		return driver.Attachment{Fenced: fenced}, err
+	}
+	if plan.pending {
+		pending, err := p.pendingAttachments(ctx, f.c, f.v.ID)
+		if err != nil {
+			return driver.Attachment{Fenced: fenced}, apiError("list attachments of", name, err)
+		}
+		pplan := planPending(name, f.v.Status, pending, req)
+		gone, err := p.clear(ctx, f.c, name, f.v.ID, pplan.clear, pplan.refusal == nil)
+		fenced = append(fenced, gone...)
+		if err == nil {
+			err = pplan.refusal
+		}
+		if err != nil {
+			return driver.Attachment{Fenced: fenced}, err
+		}
+	}
+	if plan.reuse != "" {
+		return p.attachAgain(ctx, f.c, name, plan.reuse, req)
+	}
+	return p.attachNew(ctx, f, name, req, fenced)
+}
+
+// clear deletes the attachments in the way, in order: this mount's own attempt as it is, another
+// host's once its Ceph clients are fenced (a holder that is only unreachable must not write once
+// the volume is someone else's). Then, when it took one over or wait is set, it waits for the
+// volume to be available: Cinder makes it so once the last attachment is gone.
+func (p *Provisioner) clear(ctx context.Context, c *gophercloud.ServiceClient, name, volumeID string, holders []holder, wait bool) ([]string, error) {
+	var fenced, from, hosts []string
+	for _, h := range holders {
+		if h.mine {
+			if err := p.deleteAttachment(ctx, c, name, h.attachmentID); err != nil {
+				return fenced, err
+			}
 			continue
 		}
-		h := attachedHost(a)
-		if !req.TakeOver {
-			return driver.Attachment{}, fmt.Errorf("%w: volume %s is attached to %s (container %s)%s; stop it there, or if that host is dead, set LOCK_BREAK=on to fence it and take the volume over",
-				driver.ErrBusyElsewhere, name, h, a.ServerID, p.sameName(a))
-		}
-		_, holder := attacher(a)
-		gone, err := p.takeOver(ctx, c, name, h, a.AttachmentID, holder)
+		gone, err := p.takeOver(ctx, c, name, h)
 		fenced = append(fenced, gone...)
 		if err != nil {
-			return driver.Attachment{Fenced: fenced}, fmt.Errorf("take volume %s over from %s: %w", name, h, err)
+			return fenced, fmt.Errorf("take volume %s over from %s: %w", name, h.from, err)
 		}
-		v.Attachments = nil // only this host's may remain, and a takeover leaves none of its own
+		from, hosts = append(from, h.from), append(hosts, h.host)
 	}
-	if len(v.Attachments) == 0 && (v.Status == "attaching" || v.Status == "reserved") {
-		// Attachments that were never completed: Cinder lists them only in the attachments API,
-		// and says nothing of their host. This mount's own (an attempt whose answer was lost) is
-		// recognised by its instance UUID and deleted; another is a host attaching right now,
-		// or one that died doing so.
-		pending, err := p.pendingAttachments(ctx, c, v.ID)
-		if err != nil {
-			return driver.Attachment{}, apiError("list attachments of", name, err)
-		}
-		for _, a := range pending {
-			if a.Instance == InstanceUUID(req.MountID) {
-				if err := p.deleteAttachment(ctx, c, name, a.ID); err != nil {
-					return driver.Attachment{}, err
-				}
-				continue
-			}
-			if !req.TakeOver {
-				return driver.Attachment{}, fmt.Errorf("%w: volume %s is being attached elsewhere (Cinder status %s, attachment %s for instance %s, not completed); try again, or if that host died while attaching, set LOCK_BREAK=on to fence it and take the volume over",
-					driver.ErrBusyElsewhere, name, v.Status, a.ID, a.Instance)
-			}
-			gone, err := p.takeOver(ctx, c, name, "the host of instance "+a.Instance, a.ID, "")
-			fenced = append(fenced, gone...)
-			if err != nil {
-				return driver.Attachment{Fenced: fenced}, fmt.Errorf("take volume %s over from instance %s: %w", name, a.Instance, err)
-			}
-		}
-		if _, err := p.waitStatus(ctx, c, v.ID, "available"); err != nil {
-			return driver.Attachment{Fenced: fenced}, fmt.Errorf("cinder attach %s: %w", name, err)
-		}
+	if len(from) == 0 && !wait {
+		return fenced, nil
 	}
-	for _, a := range v.Attachments {
-		// This host attached it before (the plugin restarted): the same attachment serves.
-		got, err := attachments.Get(ctx, c, a.AttachmentID).Extract()
-		if err != nil {
-			return driver.Attachment{}, apiError("get attachment", name, err)
+	if _, err := p.waitStatus(ctx, c, volumeID, "available"); err != nil {
+		if len(from) == 0 {
+			return fenced, fmt.Errorf("cinder attach %s: %w", name, err)
 		}
-		spec, mons, err := parseConnection(got.ConnectionInfo)
-		if err != nil {
-			return driver.Attachment{}, fmt.Errorf("cinder attach %s: %w", name, err)
-		}
-		if err := p.checkIdentity(ctx, name, spec); err != nil {
-			return driver.Attachment{}, err
-		}
-		return driver.Attachment{ID: got.ID,
-			Map: driver.MapRequest{ImageSpec: spec, ReadOnly: req.ReadOnly, Monitors: mons, User: p.cfg.CephUser}}, nil
+		return fenced, fmt.Errorf("take volume %s over from %s: after deleting the attachment of %s: %w",
+			name, strings.Join(from, " and "), strings.Join(hosts, " and "), err)
 	}
+	return fenced, nil
+}
+
+// attachAgain serves this host's attachment again (the plugin restarted).
+func (p *Provisioner) attachAgain(ctx context.Context, c *gophercloud.ServiceClient, name, id string, req driver.AttachRequest) (driver.Attachment, error) {
+	got, err := attachments.Get(ctx, c, id).Extract()
+	if err != nil {
+		return driver.Attachment{}, apiError("get attachment", name, err)
+	}
+	spec, mons, err := parseConnection(got.ConnectionInfo)
+	if err != nil {
+		return driver.Attachment{}, fmt.Errorf("cinder attach %s: %w", name, err)
+	}
+	if err := p.checkIdentity(ctx, name, spec); err != nil {
+		return driver.Attachment{}, err
+	}
+	return driver.Attachment{ID: got.ID,
+		Map: driver.MapRequest{ImageSpec: spec, ReadOnly: req.ReadOnly, Monitors: mons, User: p.cfg.CephUser}}, nil
+}
+
+// attachNew reserves an attachment for this host and mount, makes sure no other host or client
+// holds the volume, and completes the attachment; a failure after the reservation deletes it.
+func (p *Provisioner) attachNew(ctx context.Context, f found, name string, req driver.AttachRequest, fenced []string) (_ driver.Attachment, err error) {
+	c, v := f.c, f.v
 	mode := "rw"
 	if req.ReadOnly {
 		mode = "ro"
@@ -187,48 +205,17 @@ func (p *Provisioner) Attach(ctx context.Context, name string, req driver.Attach
 		}
 		return driver.Attachment{}, apiError("attach", name, err)
 	}
-	undo := func() {
-		cctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-		defer cancel()
-		_ = attachments.Delete(cctx, c, a.ID).ExtractErr()
-	}
+	var tx undo.Stack
+	tx.Push("delete attachment "+a.ID, func(ctx context.Context) error { return p.deleteAttachment(ctx, c, name, a.ID) })
+	defer tx.OnError(ctx, &err, nil)
 	spec, mons, err := parseConnection(a.ConnectionInfo)
 	if err != nil {
-		undo()
 		return driver.Attachment{}, fmt.Errorf("cinder attach %s: %w", name, err)
 	}
-	if v.Multiattach {
-		// Cinder reserves a multiattach volume again as soon as a first attachment is completed,
-		// before its host has mapped the image (so before the watcher check below can see it),
-		// but never while another reservation is pending: a host that finds another attachment
-		// after reserving its own is the later one, and gives way. Exactly one host wins.
-		holder, err := p.otherAttachment(ctx, c, v.ID, a.ID)
-		if err == nil && holder != "" {
-			err = fmt.Errorf("%w: volume %s (a multiattach volume) is attached to %s; this plugin attaches a volume to one host at a time: stop its container there first",
-				driver.ErrBusyElsewhere, name, holder)
-		} else if err != nil {
-			err = apiError("list attachments of", name, err)
-		}
-		if err != nil {
-			undo()
-			return driver.Attachment{}, err
-		}
-	}
-	if p.cfg.Watchers != nil {
-		// With the attachment reserved (no other host can attach meanwhile), make sure no
-		// client maps the image without one.
-		live, err := p.cfg.Watchers.LiveWatchers(ctx, spec)
-		if err == nil && len(live) > 0 {
-			err = fmt.Errorf("%w: volume %s: its RBD image %s is open by Ceph client(s) %s that have no Cinder attachment (mapped by hand, or by a host whose attachment was deleted); unmap it there first",
-				driver.ErrBusyElsewhere, name, spec, strings.Join(live, ", "))
-		}
-		if err != nil {
-			undo()
-			return driver.Attachment{}, err
-		}
+	if err := p.checkAlone(ctx, c, name, v, a.ID, spec); err != nil {
+		return driver.Attachment{}, err
 	}
 	if err := attachments.Complete(ctx, c, a.ID).ExtractErr(); err != nil {
-		undo()
 		return driver.Attachment{}, apiError("complete attachment", name, err)
 	}
 	vol := toVolume(v, f.project) // as found before attaching: options, not status
@@ -236,6 +223,39 @@ func (p *Provisioner) Attach(ctx context.Context, name string, req driver.Attach
 		ID: a.ID, Fenced: fenced, Volume: &vol,
 		Map: driver.MapRequest{ImageSpec: spec, ReadOnly: req.ReadOnly, Monitors: mons, User: p.cfg.CephUser},
 	}, nil
+}
+
+// checkAlone makes sure, with this host's attachment mine reserved, that no other host attached
+// the volume meanwhile and no Ceph client maps its image without an attachment.
+func (p *Provisioner) checkAlone(ctx context.Context, c *gophercloud.ServiceClient, name string, v volumes.Volume, mine string, spec driver.ImageSpec) error {
+	if v.Multiattach {
+		// Cinder reserves a multiattach volume again as soon as a first attachment is completed,
+		// before its host has mapped the image (so before the watcher check below can see it),
+		// but never while another reservation is pending: a host that finds another attachment
+		// after reserving its own is the later one, and gives way. Exactly one host wins.
+		holder, err := p.otherAttachment(ctx, c, v.ID, mine)
+		if err != nil {
+			return apiError("list attachments of", name, err)
+		}
+		if holder != "" {
+			return fmt.Errorf("%w: volume %s (a multiattach volume) is attached to %s; this plugin attaches a volume to one host at a time: stop its container there first",
+				driver.ErrBusyElsewhere, name, holder)
+		}
+	}
+	if p.cfg.Watchers == nil {
+		return nil
+	}
+	// With the attachment reserved (no other host can attach meanwhile), make sure no client
+	// maps the image without one.
+	live, err := p.cfg.Watchers.LiveWatchers(ctx, spec)
+	if err != nil {
+		return err
+	}
+	if len(live) > 0 {
+		return fmt.Errorf("%w: volume %s: its RBD image %s is open by Ceph client(s) %s that have no Cinder attachment (mapped by hand, or by a host whose attachment was deleted); unmap it there first",
+			driver.ErrBusyElsewhere, name, spec, strings.Join(live, ", "))
+	}
+	return nil
 }
 
 // checkIdentity makes sure that a volume attached under this host's identity is not open on
@@ -279,29 +299,23 @@ func (p *Provisioner) RecordClients(ctx context.Context, name string, att driver
 // takeOver fences the Ceph clients of a dead host's attachment (blocklist, lock break) and
 // deletes the attachment. Fencing comes first: a holder that is only unreachable must not write
 // once the volume is someone else's.
-func (p *Provisioner) takeOver(ctx context.Context, c *gophercloud.ServiceClient, name, host, attachmentID, holder string) ([]string, error) {
+func (p *Provisioner) takeOver(ctx context.Context, c *gophercloud.ServiceClient, name string, h holder) ([]string, error) {
 	if p.cfg.Fencer == nil {
-		return nil, fmt.Errorf("%w: this plugin has no Ceph access to fence %s with", driver.ErrInvalid, host)
+		return nil, fmt.Errorf("%w: this plugin has no Ceph access to fence %s with", driver.ErrInvalid, h.host)
 	}
-	got, err := attachments.Get(ctx, c, attachmentID).Extract()
+	got, err := attachments.Get(ctx, c, h.attachmentID).Extract()
 	if err != nil {
 		return nil, apiError("get attachment", name, err)
 	}
 	var fenced []string
 	if spec, _, err := parseConnection(got.ConnectionInfo); err == nil {
-		if fenced, err = p.cfg.Fencer.Fence(ctx, spec, holder); err != nil {
+		if fenced, err = p.cfg.Fencer.Fence(ctx, spec, h.identity); err != nil {
 			return fenced, err
 		}
 	} else if len(got.ConnectionInfo) > 0 {
-		return nil, fmt.Errorf("cannot tell which RBD image %s maps, so cannot fence it: %w", host, err)
+		return nil, fmt.Errorf("cannot tell which RBD image %s maps, so cannot fence it: %w", h.host, err)
 	}
-	if err := p.deleteAttachment(ctx, c, name, got.ID); err != nil {
-		return fenced, err
-	}
-	if _, err := p.waitStatus(ctx, c, got.VolumeID, "available"); err != nil {
-		return fenced, fmt.Errorf("after deleting the attachment of %s: %w", host, err)
-	}
-	return fenced, nil
+	return fenced, p.deleteAttachment(ctx, c, name, got.ID)
 }
 
 // pendingAttachments lists a volume's attachments that are not completed (reserved, attaching).

@@ -31,6 +31,7 @@ import (
 	"github.com/gophercloud/gophercloud/v2"
 
 	"github.com/cephdocker/ceph-docker-plugin/driver"
+	"github.com/cephdocker/ceph-docker-plugin/driver/undo"
 )
 
 // The projects of the recordings (demo, demo2) and a third one.
@@ -239,13 +240,16 @@ func (f *fakeOpenStack) resetCalls() {
 	f.calls = nil
 }
 
+// fakeCleanup bounds the undo of a call under test (undo.WithCleanup), shorter than the plugin's.
+const fakeCleanup = time.Second
+
 // ctx is the context of the call under test: 5 s, or until the fake makes it expire (a reply
 // that hangs, deadlineAt), so that deadlines fall at a known point whatever the machine's load.
 func (f *fakeOpenStack) ctx(t *testing.T) context.Context {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	t.Cleanup(cancel)
 	f.edit(func() { f.deadline = cancel })
-	return ctx
+	return undo.WithCleanup(ctx, fakeCleanup)
 }
 
 // deadlineAt makes the call's deadline expire when the fake receives the n-th request matching
@@ -265,11 +269,12 @@ func (f *fakeOpenStack) deadlineAt(service, method, path string, n int) {
 }
 
 // expireBetweenPolls makes the call's deadline expire during p's n-th wait between two status
-// polls (not while a request is in flight, which deadlineAt does).
+// polls (not while a request is in flight, which deadlineAt does). Later waits (an undo's, on a
+// context of its own) pass as usual.
 func (f *fakeOpenStack) expireBetweenPolls(p *Provisioner, n int) {
 	waits := 0
 	p.after = func(d time.Duration) <-chan time.Time {
-		if waits++; waits < n {
+		if waits++; waits != n {
 			return time.After(d)
 		}
 		f.mu.Lock()

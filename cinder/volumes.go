@@ -17,6 +17,7 @@ import (
 	"github.com/gophercloud/gophercloud/v2/pagination"
 
 	"github.com/cephdocker/ceph-docker-plugin/driver"
+	"github.com/cephdocker/ceph-docker-plugin/driver/undo"
 )
 
 // found is a volume and the client of the project it lives in.
@@ -131,7 +132,7 @@ func (p *Provisioner) createSize(ctx context.Context, c *gophercloud.ServiceClie
 }
 
 // Create implements driver.Provisioner.
-func (p *Provisioner) Create(ctx context.Context, name string, opts driver.Options) error {
+func (p *Provisioner) Create(ctx context.Context, name string, opts driver.Options) (err error) {
 	c, err := p.client(ctx, opts.Backend[OptProjectID])
 	if err != nil {
 		return err
@@ -162,51 +163,49 @@ func (p *Provisioner) Create(ctx context.Context, name string, opts driver.Optio
 	if err != nil {
 		return apiError("create", name, err)
 	}
-	if _, err := p.waitStatus(ctx, c, v.ID, "available"); err != nil {
-		cctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-		defer cancel()
-		_ = volumes.Delete(cctx, c, v.ID, volumes.DeleteOpts{}).ExtractErr()
-		return fmt.Errorf("cinder create %s: %w", name, err)
+	var tx undo.Stack
+	tx.Push("delete volume "+v.ID, func(ctx context.Context) error { return p.deleteCreated(ctx, c, name, v.ID) })
+	if _, err = p.waitStatus(ctx, c, v.ID, "available"); err != nil {
+		err = fmt.Errorf("cinder create %s: %w", name, err)
 	}
-	return nil
+	tx.OnError(ctx, &err, nil)
+	return err
 }
 
-// waitStatus polls the volume until it reaches want (or an error status, or ctx's end).
-func (p *Provisioner) waitStatus(ctx context.Context, c *gophercloud.ServiceClient, id, want string) (*volumes.Volume, error) {
-	next := p.backoff()
-	for {
-		v, err := volumes.Get(ctx, c, id).Extract()
-		if err != nil {
-			return nil, apiError("get", id, err)
+// deleteCreated is the undo of a Create that failed after Cinder accepted it: it deletes the
+// volume and waits for it to be gone, so that the name is free again when Create returns. Cinder
+// refuses to delete a volume that is still creating once it is scheduled to a backend (as it
+// usually is by the time a Create runs into its deadline): then it waits for the creation to end
+// and deletes it again.
+func (p *Provisioner) deleteCreated(ctx context.Context, c *gophercloud.ServiceClient, name, id string) error {
+	err := volumes.Delete(ctx, c, id, volumes.DeleteOpts{}).ExtractErr()
+	if gophercloud.ResponseCodeIs(err, http.StatusBadRequest) {
+		status := "creating"
+		v, perr := p.poll(ctx, c, id, func(v *volumes.Volume, err error) (bool, error) {
+			switch {
+			case gophercloud.ResponseCodeIs(err, http.StatusNotFound):
+				return true, nil
+			case err != nil && ctx.Err() != nil:
+				return false, errPollEnded // the read the deadline cut short
+			case err != nil:
+				return false, apiError("get", name, err)
+			}
+			status = v.Status
+			return v.Status != "creating", nil
+		})
+		if errors.Is(perr, errPollEnded) {
+			return fmt.Errorf("%w: volume %s (%s) still %q at the cleanup deadline; delete it once it is available: openstack volume delete %s",
+				driver.ErrTimeout, name, id, status, id)
 		}
-		switch {
-		case v.Status == want:
-			return v, nil
-		case strings.HasPrefix(v.Status, "error"):
-			return v, fmt.Errorf("volume %s went to status %q (see the cinder-volume log)", id, v.Status)
+		if perr != nil || v == nil {
+			return perr
 		}
-		select {
-		case <-ctx.Done():
-			return v, fmt.Errorf("%w: volume %s still %q, not %q, at the deadline", driver.ErrTimeout, id, v.Status, want)
-		case <-p.after(next()):
-		}
+		err = volumes.Delete(ctx, c, id, volumes.DeleteOpts{}).ExtractErr()
 	}
-}
-
-// backoff returns the waits between status polls: 50 ms for the first second (Cinder's RBD
-// backend makes a volume available in a few hundred milliseconds: a fixed 500 ms poll made Create
-// take twice as long as Cinder itself, and doubling from 50 ms still overshot by ~100 ms at p50,
-// measured by cmd/cdp-bench), then doubling up to cfg.Poll.
-func (p *Provisioner) backoff() func() time.Duration {
-	d := min(50*time.Millisecond, p.cfg.Poll)
-	n := 0
-	return func() time.Duration {
-		w := d
-		if n++; n >= 20 {
-			d = min(2*d, p.cfg.Poll)
-		}
-		return w
+	if err != nil && !gophercloud.ResponseCodeIs(err, http.StatusNotFound) {
+		return apiError("delete", name, err)
 	}
+	return p.waitGone(ctx, c, name, id)
 }
 
 func toVolume(v volumes.Volume, project string) driver.Volume {
@@ -363,22 +362,5 @@ func (p *Provisioner) Remove(ctx context.Context, name string, action driver.Rem
 		return apiError("delete", name, err)
 	}
 	// Deletion is asynchronous: wait for it, so that the name is free when Remove returns.
-	next := p.backoff()
-	for {
-		got, err := volumes.Get(ctx, c, v.ID).Extract()
-		if gophercloud.ResponseCodeIs(err, http.StatusNotFound) {
-			return nil
-		}
-		if err != nil {
-			return apiError("get", name, err)
-		}
-		if got.Status == "error_deleting" {
-			return fmt.Errorf("cinder could not delete volume %s (%s): status error_deleting (see the cinder-volume log)", name, v.ID)
-		}
-		select {
-		case <-ctx.Done():
-			return fmt.Errorf("%w: volume %s (%s) still %q at the deadline", driver.ErrTimeout, name, v.ID, got.Status)
-		case <-p.after(next()):
-		}
-	}
+	return p.waitGone(ctx, c, name, v.ID)
 }

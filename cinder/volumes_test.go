@@ -80,6 +80,24 @@ func statusesNamed(f *fakeOpenStack, name string) []string {
 	return out
 }
 
+// pollsBeforeDelete counts the reads of one volume before the first delete.
+func pollsBeforeDelete(f *fakeOpenStack) int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	n := 0
+	for _, c := range f.calls {
+		if c.Method == http.MethodDelete {
+			break
+		}
+		if c.Service == "cinder" && c.Method == http.MethodGet && uuidPathRE.MatchString(c.Path) {
+			n++
+		}
+	}
+	return n
+}
+
+var uuidPathRE = regexp.MustCompile(`^/volumes/[0-9a-f-]{36}$`)
+
 func TestCreateErrors(t *testing.T) {
 	cases := []struct {
 		name    string
@@ -106,8 +124,8 @@ func TestCreateErrors(t *testing.T) {
 			if n := f.count("cinder", "DELETE", "/volumes/[^/]+"); n != 1 {
 				t.Errorf("%d deletes of the failed volume", n)
 			}
-			if st := statusesNamed(f, "db"); !slices.Equal(st, []string{"deleting"}) {
-				t.Errorf("volumes named db: %v, want the failed one being deleted", st)
+			if st := statusesNamed(f, "db"); len(st) != 0 {
+				t.Errorf("volumes named db: %v, want the failed one deleted", st)
 			}
 		},
 	}, {
@@ -118,10 +136,10 @@ func TestCreateErrors(t *testing.T) {
 		},
 		opts: newOpts(1<<30, nil),
 		err:  driver.ErrTimeout, // while polling or between polls
-		says: []string{"cinder create db"},
+		// The undo's delete is refused while the volume is creating; it waits for the creation
+		// to end, until its own deadline, and says what is left.
+		says: []string{"cinder create db", "undoing it also failed", `still "creating" at the cleanup deadline`, "openstack volume delete"},
 		check: func(t *testing.T, f *fakeOpenStack) {
-			// Undone: a delete is tried (Cinder refuses it while the volume is creating: see
-			// TestCreateUndoAtTheDeadline).
 			if n := f.count("cinder", "DELETE", "/volumes/[^/]+"); n != 1 {
 				t.Errorf("%d deletes of the volume left creating", n)
 			}
@@ -132,13 +150,11 @@ func TestCreateErrors(t *testing.T) {
 		opts:    newOpts(1<<30, nil),
 		between: 3,
 		err:     driver.ErrTimeout,
-		says:    []string{"cinder create db", `still "creating", not "available", at the deadline`},
+		says:    []string{"cinder create db", `still "creating", not "available", at the deadline`, `still "creating" at the cleanup deadline`},
 		check: func(t *testing.T, f *fakeOpenStack) {
-			if n := f.count("cinder", "GET", "/volumes/[0-9a-f-]{36}"); n != 3 {
-				t.Errorf("%d polls, want 3", n)
+			if n := pollsBeforeDelete(f); n != 3 {
+				t.Errorf("%d polls before the undo, want 3", n)
 			}
-			// Undone: a delete is tried (Cinder refuses it while the volume is creating: see
-			// TestCreateUndoAtTheDeadline).
 			if n := f.count("cinder", "DELETE", "/volumes/[^/]+"); n != 1 {
 				t.Errorf("%d deletes of the volume left creating", n)
 			}
@@ -711,5 +727,22 @@ func TestDifferences(t *testing.T) {
 	}
 	if n := f.count("cinder", "GET", "/types/.*"); n != 3 {
 		t.Errorf("%d type reads, want one per type option that is not the volume's type's name", n)
+	}
+}
+
+// TestCreateUndoAtTheDeadline: Create's deadline expires while Cinder still creates the volume.
+// The undo's delete is refused (Cinder deletes a volume that is creating only before it is
+// scheduled: recorded in testdata/cinder_volume_delete_creating.json): the undo waits for the
+// creation to end, on its own deadline, then deletes the volume, so that it does not hold the
+// name although Create failed.
+func TestCreateUndoAtTheDeadline(t *testing.T) {
+	f := newFake(t)
+	f.edit(func() { f.createSettle = []string{"creating", "creating", "creating", "available"} })
+	p := f.prov("host-a")
+	f.expireBetweenPolls(p, 2)
+	err := p.Create(f.ctx(t), "db", newOpts(1<<30, nil))
+	wantErr(t, err, driver.ErrTimeout, "cinder create db")
+	if st := statusesNamed(f, "db"); len(st) != 0 && !slices.Equal(st, []string{"deleting"}) {
+		t.Errorf("volumes named db after the failed Create: %v, want none (or one being deleted)", st)
 	}
 }

@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"github.com/sirupsen/logrus"
+
+	"github.com/cephdocker/ceph-docker-plugin/driver/undo"
 )
 
 // The CSI node service on the driver core. A stage is one use of the volume in the core (caller
@@ -153,14 +155,12 @@ func (n *Node) Stage(ctx context.Context, name string, req StageRequest) error {
 // core's mount at the staging path, recording the stage done; on error it undoes both and
 // clears st.Op, or leaves st.Op set (and recorded) when the undo failed too.
 func (n *Node) up(ctx context.Context, st *StageState) (err error) {
-	var tx transaction
+	var tx undo.Stack
 	defer func() {
 		if err == nil {
 			return
 		}
-		cctx, cancel := context.WithTimeout(context.Background(), n.d.cfg.CleanupTimeout)
-		defer cancel()
-		if uerr := tx.rollback(cctx); uerr != nil {
+		if uerr := tx.Rollback(n.d.withCleanup(ctx)); uerr != nil {
 			// The record keeps its Op: the next call or the restart's reconcile undoes the rest.
 			n.log.WithField("volume", st.Name).WithError(uerr).Error("undoing a failed stage")
 			err = fmt.Errorf("%w; undoing it also failed (the plugin retries on the next call and at restart): %v", err, uerr)
@@ -168,13 +168,13 @@ func (n *Node) up(ctx context.Context, st *StageState) (err error) {
 		}
 		st.Op, st.OpPath = "", ""
 	}()
-	tx.add("release", func(ctx context.Context) error { return n.d.Unmount(ctx, st.Name, st.ID) })
+	tx.Push("release", func(ctx context.Context) error { return n.d.Unmount(ctx, st.Name, st.ID) })
 	src, err := n.d.Mount(ctx, st.Name, st.ID)
 	if err != nil {
 		return err
 	}
 	n.d.fault("stage:mounted")
-	tx.add("unbind staging path", func(ctx context.Context) error { return n.d.mounter.Unmount(ctx, st.StagingPath) })
+	tx.Push("unbind staging path", func(ctx context.Context) error { return n.d.mounter.Unmount(ctx, st.StagingPath) })
 	if err := n.bind.Bind(ctx, src, st.StagingPath, st.ReadOnly); err != nil {
 		return fmt.Errorf("stage volume %s: %w", st.Name, err)
 	}
@@ -318,7 +318,7 @@ func (n *Node) Publish(ctx context.Context, name string, req PublishRequest) err
 		return err
 	}
 	if err := n.bind.Bind(ctx, st.StagingPath, req.Target, ro); err != nil {
-		cctx, cancel := context.WithTimeout(context.Background(), n.d.cfg.CleanupTimeout)
+		cctx, cancel := undo.Context(n.d.withCleanup(ctx))
 		defer cancel()
 		if uerr := n.d.mounter.Unmount(cctx, req.Target); uerr != nil {
 			return fmt.Errorf("publish volume %s: %w; undoing it also failed (retried on the next call): %v", name, err, uerr)

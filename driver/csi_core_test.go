@@ -219,7 +219,7 @@ func TestNodeCrashRepair(t *testing.T) {
 		e := newTestDriver(t)
 		n := newTestNode(t, e)
 		e.prov.add("v", 1<<30, "ext4")
-		e.crashing("stage:mounted", func() { _ = n.Stage(bg, "v", StageRequest{StagingPath: stg}) })
+		e.crashing(FaultStageMounted, func() { _ = n.Stage(bg, "v", StageRequest{StagingPath: stg}) })
 		e.restartNode(t)
 		e.assertGone("v")
 		if st, ok := e.stage("v"); ok {
@@ -233,7 +233,7 @@ func TestNodeCrashRepair(t *testing.T) {
 		if err := n.Stage(bg, "v", StageRequest{StagingPath: stg}); err != nil {
 			t.Fatal(err)
 		}
-		e.crashing("publish:bound", func() { _ = n.Publish(bg, "v", PublishRequest{StagingPath: stg, Target: tgt1}) })
+		e.crashing(FaultPublishBound, func() { _ = n.Publish(bg, "v", PublishRequest{StagingPath: stg, Target: tgt1}) })
 		n = e.restartNode(t)
 		if dev := e.mounter.device(tgt1); dev != "" {
 			t.Errorf("the interrupted publish's target still shows %s", dev)
@@ -256,7 +256,7 @@ func TestNodeCrashRepair(t *testing.T) {
 		if err := n.Publish(bg, "v", PublishRequest{StagingPath: stg, Target: tgt1}); err != nil {
 			t.Fatal(err)
 		}
-		e.crashing("release:released", func() { _ = n.Unpublish(bg, "v", tgt1) })
+		e.crashing(FaultReleaseReleased, func() { _ = n.Unpublish(bg, "v", tgt1) })
 		n = e.restartNode(t)
 		e.assertGone("v")
 		if st, _ := e.stage("v"); !st.Released || st.Op != "" {
@@ -280,7 +280,7 @@ func TestNodeCrashRepair(t *testing.T) {
 		if err := n.Unpublish(bg, "v", tgt1); err != nil {
 			t.Fatal(err)
 		}
-		e.crashing("stage:mounted", func() { _ = n.Publish(bg, "v", PublishRequest{StagingPath: stg, Target: tgt1}) })
+		e.crashing(FaultStageMounted, func() { _ = n.Publish(bg, "v", PublishRequest{StagingPath: stg, Target: tgt1}) })
 		e.restartNode(t)
 		e.assertGone("v")
 		if st, _ := e.stage("v"); !st.Released || st.Op != "" {
@@ -294,7 +294,7 @@ func TestNodeCrashRepair(t *testing.T) {
 		if err := n.Stage(bg, "v", StageRequest{StagingPath: stg}); err != nil {
 			t.Fatal(err)
 		}
-		e.crashing("unstage:unbound", func() { _ = n.Unstage(bg, "v", stg) })
+		e.crashing(FaultUnstageUnbound, func() { _ = n.Unstage(bg, "v", stg) })
 		e.restartNode(t)
 		e.assertGone("v")
 		if st, ok := e.stage("v"); ok {

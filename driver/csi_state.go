@@ -28,10 +28,10 @@ type StageState struct {
 	// Publish stages the volume again. (Swarm never calls NodeUnstage, swarmkit#3178: without
 	// this a volume would stay claimed by the node it last ran on.)
 	Released bool `json:",omitempty"`
-	// Op is the step in flight ("stage", "restage", "release", "unstage", "publish",
-	// "unpublish") and OpPath its
-	// target: a crash mid-step leaves it set and the reconcile undoes or finishes it.
-	Op      string `json:",omitempty"`
+	// Op is the step in flight (OpStage, OpRestage, OpRelease, OpUnstage, OpPublish,
+	// OpUnpublish) and OpPath its target: a crash mid-step leaves it set and the reconcile undoes
+	// or finishes it.
+	Op      Op     `json:",omitempty"`
 	OpPath  string `json:",omitempty"`
 	Updated time.Time
 }

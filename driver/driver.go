@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"github.com/sirupsen/logrus"
+
+	"github.com/cephdocker/ceph-docker-plugin/driver/undo"
 )
 
 // Config is the driver's share of the plugin's settings.
@@ -26,7 +28,7 @@ type Config struct {
 	Log            *logrus.Entry
 	// Fault, when set, is called at each step boundary with the step's name (crash tests kill the
 	// process there). Nil in production.
-	Fault func(step string)
+	Fault func(step FaultStep)
 	// Known persists the names of the volumes seen (nil: kept in memory only).
 	Known KnownStore
 	// Observer, when set, is told of the backend's answers and of fencing (metrics).
@@ -89,10 +91,10 @@ func New(cfg Config, prov Provisioner, mapper Mapper, mounter Mounter, state Sta
 	return d
 }
 
-func (d *Driver) fault(step string) {
-	if d.cfg.Fault != nil {
-		d.cfg.Fault(step)
-	}
+// withCleanup carries the settings' cleanup bound (Config.CleanupTimeout) in a call's context: every
+// undo below it, the backends' included, is bounded by it (driver/undo). Each entry point sets it.
+func (d *Driver) withCleanup(ctx context.Context) context.Context {
+	return undo.WithCleanup(ctx, d.cfg.CleanupTimeout)
 }
 
 // waitReady waits for the start-up reconcile, so that no call acts on state being repaired. name
@@ -125,6 +127,7 @@ func (d *Driver) mountPath(name string) string { return filepath.Join(d.cfg.Moun
 
 // Create makes a volume, or accepts an existing one when the request is compatible with it.
 func (d *Driver) Create(ctx context.Context, name string, raw map[string]string) error {
+	ctx = d.withCleanup(ctx)
 	if err := ValidateName(name); err != nil {
 		return err
 	}
@@ -149,7 +152,7 @@ func (d *Driver) Create(ctx context.Context, name string, raw map[string]string)
 	if err != nil {
 		return fmt.Errorf("create volume %s: %w", name, err)
 	}
-	d.fault("create:created")
+	d.fault(FaultCreateCreated)
 	d.known.Store(name, VolumeInfo{Name: name, CreatedAt: time.Now()})
 	d.rememberKnown()
 	return nil
@@ -196,6 +199,7 @@ type VolumeInfo struct {
 
 // Get describes a volume wherever it lives in the cluster.
 func (d *Driver) Get(ctx context.Context, name string) (VolumeInfo, error) {
+	ctx = d.withCleanup(ctx)
 	if err := ValidateName(name); err != nil {
 		return VolumeInfo{}, err
 	}
@@ -259,6 +263,7 @@ func (d *Driver) Get(ctx context.Context, name string) (VolumeInfo, error) {
 
 // List returns every volume the backend manages.
 func (d *Driver) List(ctx context.Context) ([]VolumeInfo, error) {
+	ctx = d.withCleanup(ctx)
 	if err := d.waitReady(ctx, ""); err != nil {
 		return nil, err
 	}
@@ -289,6 +294,7 @@ func (d *Driver) List(ctx context.Context) ([]VolumeInfo, error) {
 
 // Path returns the volume's mount point on this host, or "" when it is not mounted here.
 func (d *Driver) Path(ctx context.Context, name string) (string, error) {
+	ctx = d.withCleanup(ctx)
 	if err := ValidateName(name); err != nil {
 		return "", err
 	}
@@ -304,6 +310,7 @@ func (d *Driver) Path(ctx context.Context, name string) (string, error) {
 
 // Remove deletes a volume (per REMOVE_ACTION) unless it is in use anywhere.
 func (d *Driver) Remove(ctx context.Context, name string) error {
+	ctx = d.withCleanup(ctx)
 	unlock, err := d.begin(ctx, name)
 	if err != nil {
 		return err
@@ -329,7 +336,7 @@ func (d *Driver) Remove(ctx context.Context, name string) error {
 	}
 	d.known.Delete(name)
 	d.rememberKnown()
-	d.fault("remove:removed")
+	d.fault(FaultRemoveRemoved)
 	d.log.WithFields(logrus.Fields{"volume": name, "action": d.cfg.RemoveAction}).Info("volume removed")
 	return nil
 }

@@ -62,7 +62,7 @@ func failMountAndUnmap(t *testing.T, e *testEnv, vol string) error {
 	_, err := e.d.Mount(bg, vol, "id1")
 	assertErr(t, err, errInjected, vol, "undoing it also failed", "unmap", "device busy")
 	st, ok := e.state(vol)
-	if !ok || st.Op != "mount" || st.OpID != "id1" || len(st.IDs) != 0 {
+	if !ok || st.Op != OpMount || st.OpID != "id1" || len(st.IDs) != 0 {
 		t.Fatalf("state after a failed undo: %+v (found %v); want it kept with Op mount and no IDs", st, ok)
 	}
 	if dev := e.mapper.device(image(vol)); dev != "/dev/fake0" || st.Device != dev {
@@ -290,7 +290,7 @@ func TestRemoveBackendErrors(t *testing.T) {
 func TestRemoveFinishesAnInterruptedMount(t *testing.T) {
 	e := newTestDriver(t)
 	e.prov.add("v", 1<<30, "ext4")
-	e.crashing("mount:mapped", func() { _, _ = e.d.Mount(bg, "v", "id1") })
+	e.crashing(FaultMountMapped, func() { _, _ = e.d.Mount(bg, "v", "id1") })
 	m := e.rec.mark()
 	if err := e.d.Remove(bg, "v"); err != nil {
 		t.Fatalf("Remove: %v", err)

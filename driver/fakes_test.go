@@ -707,7 +707,7 @@ func (s *flakyStore) Save(st State) error {
 // ---------------------------------------------------------------------------------------------
 
 // crash is what the Fault hook panics with to simulate the process dying at a step.
-type crash string
+type crash FaultStep
 
 // testEnv is a Driver on fakes and a real FileStore.
 type testEnv struct {
@@ -723,7 +723,7 @@ type testEnv struct {
 	d       *Driver
 
 	crashMu sync.Mutex
-	crashAt string
+	crashAt FaultStep
 }
 
 // newTestDriver returns a reconciled Driver on fresh fakes; mods adjust its Config first.
@@ -771,7 +771,7 @@ func (e *testEnv) restart() *Driver {
 	return e.d
 }
 
-func (e *testEnv) fault(step string) {
+func (e *testEnv) fault(step FaultStep) {
 	e.crashMu.Lock()
 	at := e.crashAt
 	e.crashMu.Unlock()
@@ -781,7 +781,7 @@ func (e *testEnv) fault(step string) {
 }
 
 // crashing runs fn with the process "dying" at step, and checks that it did.
-func (e *testEnv) crashing(step string, fn func()) {
+func (e *testEnv) crashing(step FaultStep, fn func()) {
 	e.t.Helper()
 	e.crashMu.Lock()
 	e.crashAt = step

@@ -170,9 +170,9 @@ type State struct {
 	// from Uses has one use: state written before uses were counted. (IDs alone stays the set
 	// of holders, so that a plugin of that earlier format still reads this state correctly.)
 	Uses map[string]int `json:",omitempty"`
-	// Op is the operation in flight ("mount" or "unmount"), with its caller ID: a crash
+	// Op is the operation in flight (OpMount or OpUnmount), with its caller ID: a crash
 	// mid-operation leaves it set and reconcile finishes or undoes it.
-	Op      string `json:",omitempty"`
+	Op      Op     `json:",omitempty"`
 	OpID    string `json:",omitempty"`
 	Image   ImageSpec
 	FSType  string

@@ -7,12 +7,15 @@ import (
 	"time"
 
 	"github.com/sirupsen/logrus"
+
+	"github.com/cephdocker/ceph-docker-plugin/driver/undo"
 )
 
 // Mount makes the volume available on this host for caller id and returns its mount point. The
 // first Mount on the host attaches, maps, formats a blank device and mounts; later Mounts, with
 // other IDs or again with the same one (dockerd's nested uses: `docker cp`), only count a use.
 func (d *Driver) Mount(ctx context.Context, name, id string) (string, error) {
+	ctx = d.withCleanup(ctx)
 	if id == "" {
 		return "", fmt.Errorf("mount volume %s: %w: no caller ID", name, ErrInvalid)
 	}
@@ -61,71 +64,30 @@ func (d *Driver) Mount(ctx context.Context, name, id string) (string, error) {
 
 // mountFirst is the cold path: attach, map, format if blank, mount; undone in reverse on error.
 func (d *Driver) mountFirst(ctx context.Context, name, id string) (_ string, err error) {
-	// steps times each step for the debug log: where a slow Mount spends its time.
-	steps := logrus.Fields{"volume": name, "caller": id}
-	t0 := time.Now()
-	lap := func(step string) {
-		steps[step] = time.Since(t0).Round(100 * time.Microsecond).String()
-		t0 = time.Now()
-	}
+	times := newStepTimes(name, id)
+	lap := times.lap
 	defer func() {
 		if err == nil {
-			d.log.WithFields(steps).Debug("first mount: time per step")
+			d.log.WithFields(times.fields).Debug("first mount: time per step")
 		}
 	}()
 	// The state is recorded before anything happens, with the mount's ID: a crash or a failure
 	// from here on is undone by it (the image is known once attached).
-	st := State{Name: name, Op: "mount", OpID: id, Path: d.mountPath(name), Attach: Attachment{MountID: id}, Updated: time.Now()}
+	st := State{Name: name, Op: OpMount, OpID: id, Path: d.mountPath(name), Attach: Attachment{MountID: id}, Updated: time.Now()}
 	if err := d.state.Save(st); err != nil {
 		return "", err
 	}
 	lap("save")
-	var tx transaction
+	var tx undo.Stack
 	defer func() {
-		if err == nil {
-			return
-		}
-		cctx, cancel := context.WithTimeout(context.Background(), d.cfg.CleanupTimeout)
-		defer cancel()
-		if uerr := tx.rollback(cctx); uerr != nil {
-			// Keep the state (Op=mount) so that the next call or a restart finishes the cleanup;
-			// with the device, if it got as far as mapping, for `docker volume inspect`.
-			if st.Device != "" {
-				_ = d.state.Save(st)
-			}
-			d.log.WithFields(logrus.Fields{"volume": name}).WithError(uerr).Error("undoing a failed mount")
-			err = fmt.Errorf("%w; undoing it also failed (the plugin retries in the background and on the next call): %v", err, uerr)
-			return
-		}
-		if derr := d.state.Delete(name); derr != nil {
-			err = errors.Join(err, derr)
+		if err != nil {
+			err = d.undoMount(ctx, &tx, st, err)
 		}
 	}()
 
-	att, err := d.prov.Attach(ctx, name, AttachRequest{Host: d.cfg.Node, MountID: id, TakeOver: d.cfg.LockBreak})
+	att, vol, err := d.claim(ctx, &tx, name, id, lap)
 	if err != nil {
-		if !refused(err) {
-			// No answer (a deadline, a lost connection): the backend may still have made the
-			// claim, or make it later. Release whatever it holds for this mount.
-			tx.add("detach", func(ctx context.Context) error { return d.prov.Detach(ctx, name, Attachment{MountID: id}) })
-		}
-		return "", fmt.Errorf("mount volume %s: %w", name, err)
-	}
-	lap("attach")
-	if att.MountID == "" {
-		att.MountID = id
-	}
-	vol := att.Volume
-	att.Volume = nil // not persisted
-	tx.add("detach", func(ctx context.Context) error { return d.prov.Detach(ctx, name, att) })
-	if vol == nil { // the backend did not read it while attaching
-		v, err := d.prov.Get(ctx, name)
-		if err != nil {
-			return "", fmt.Errorf("mount volume %s: %w", name, err)
-		}
-		v.Unwritten = false // only a read made after the claim counts
-		vol = &v
-		lap("get")
+		return "", err
 	}
 	fstype := vol.FSType
 	if fstype == "" {
@@ -135,9 +97,6 @@ func (d *Driver) mountFirst(ctx context.Context, name, id string) (_ string, err
 		return "", storedRefusal(name, err)
 	}
 	st.Image, st.FSType, st.Options = vol.Image, fstype, vol.MountOptions
-	if len(att.Fenced) > 0 {
-		d.log.WithFields(logrus.Fields{"volume": name, "fenced": att.Fenced}).Warn("took the volume over from a dead holder")
-	}
 	st.Attach = att
 	if att.Map.Image != "" {
 		st.Image = att.Map.ImageSpec // the backend's word on what to map (Cinder knows it only now)
@@ -145,24 +104,18 @@ func (d *Driver) mountFirst(ctx context.Context, name, id string) (_ string, err
 	if err := d.state.Save(st); err != nil {
 		return "", err
 	}
-	d.fault("mount:attached")
+	d.fault(FaultMountAttached)
 	lap("save-attached")
 
-	m, err := d.mapper.Map(ctx, att.Map)
+	m, err := d.mapClaimed(ctx, &tx, name, att, lap)
 	if err != nil {
-		return "", fmt.Errorf("mount volume %s: map %s: %w", name, att.Map.ImageSpec, err)
+		return "", err
 	}
-	tx.add("unmap", func(ctx context.Context) error { return d.mapper.Unmap(ctx, att.Map.ImageSpec) })
-	lap("map")
-	if err := d.recordClients(ctx, name, att, m); err != nil {
-		return "", fmt.Errorf("mount volume %s: record this host's Ceph clients of %s (a host taking the volume over fences them): %w", name, att.Map.ImageSpec, err)
-	}
-	lap("record")
 	// Not saved here: the state already names the image, and a repair finds its device (if it was
 	// mapped) by asking the mapper; the device is recorded with the mount below. (One fsync less:
 	// 6 ms of a first Mount in the krbd lab's guest.)
 	st.Device = m.Device
-	d.fault("mount:mapped")
+	d.fault(FaultMountMapped)
 
 	fs, err := d.mounter.FormatIfBlank(ctx, m.Device, fstype, vol.MkfsOptions, vol.Unwritten && !att.Map.ReadOnly)
 	if err != nil {
@@ -175,7 +128,7 @@ func (d *Driver) mountFirst(ctx context.Context, name, id string) (_ string, err
 		d.log.WithFields(logrus.Fields{"volume": name, "found": fs, "expected": fstype}).Warn("the device has another supported filesystem than recorded; mounting what it has")
 		st.FSType = fs
 	}
-	d.fault("mount:formatted")
+	d.fault(FaultMountFormatted)
 	lap("format")
 
 	mopts, err := MountOptionsFor(st.FSType, st.Options)
@@ -185,8 +138,8 @@ func (d *Driver) mountFirst(ctx context.Context, name, id string) (_ string, err
 	if err := d.mounter.Mount(ctx, m.Device, st.Path, st.FSType, mopts); err != nil {
 		return "", fmt.Errorf("mount volume %s: %w", name, err)
 	}
-	tx.add("unmount", func(ctx context.Context) error { return d.mounter.Unmount(ctx, st.Path) })
-	d.fault("mount:mounted")
+	tx.Push("unmount", func(ctx context.Context) error { return d.mounter.Unmount(ctx, st.Path) })
+	d.fault(FaultMountMounted)
 	lap("mount")
 
 	st.IDs, st.Uses = []string{id}, map[string]int{id: 1}
@@ -199,10 +152,99 @@ func (d *Driver) mountFirst(ctx context.Context, name, id string) (_ string, err
 	return st.Path, nil
 }
 
+// claim is the first step of a first mount: the backend's claim for this host and mount ID, and
+// the volume as read after it (the backend's reply, or a read). Its undo is pushed on tx.
+func (d *Driver) claim(ctx context.Context, tx *undo.Stack, name, id string, lap func(string)) (Attachment, *Volume, error) {
+	att, err := d.prov.Attach(ctx, name, AttachRequest{Host: d.cfg.Node, MountID: id, TakeOver: d.cfg.LockBreak})
+	if err != nil {
+		if !refused(err) {
+			// No answer (a deadline, a lost connection): the backend may still have made the
+			// claim, or make it later. Release whatever it holds for this mount.
+			tx.Push("detach", func(ctx context.Context) error { return d.prov.Detach(ctx, name, Attachment{MountID: id}) })
+		}
+		return Attachment{}, nil, fmt.Errorf("mount volume %s: %w", name, err)
+	}
+	lap("attach")
+	if len(att.Fenced) > 0 {
+		d.log.WithFields(logrus.Fields{"volume": name, "fenced": att.Fenced}).Warn("took the volume over from a dead holder")
+	}
+	if att.MountID == "" {
+		att.MountID = id
+	}
+	vol := att.Volume
+	att.Volume = nil // not persisted
+	tx.Push("detach", func(ctx context.Context) error { return d.prov.Detach(ctx, name, att) })
+	if vol == nil { // the backend did not read it while attaching
+		v, err := d.prov.Get(ctx, name)
+		if err != nil {
+			return Attachment{}, nil, fmt.Errorf("mount volume %s: %w", name, err)
+		}
+		v.Unwritten = false // only a read made after the claim counts
+		vol = &v
+		lap("get")
+	}
+	return att, vol, nil
+}
+
+// mapClaimed maps the image the backend's claim names and records this host's Ceph clients of it
+// (a host taking the volume over fences them). The unmap is pushed on tx.
+func (d *Driver) mapClaimed(ctx context.Context, tx *undo.Stack, name string, att Attachment, lap func(string)) (Mapping, error) {
+	m, err := d.mapper.Map(ctx, att.Map)
+	if err != nil {
+		return Mapping{}, fmt.Errorf("mount volume %s: map %s: %w", name, att.Map.ImageSpec, err)
+	}
+	tx.Push("unmap", func(ctx context.Context) error { return d.mapper.Unmap(ctx, att.Map.ImageSpec) })
+	lap("map")
+	if err := d.recordClients(ctx, name, att, m); err != nil {
+		return Mapping{}, fmt.Errorf("mount volume %s: record this host's Ceph clients of %s (a host taking the volume over fences them): %w", name, att.Map.ImageSpec, err)
+	}
+	lap("record")
+	return m, nil
+}
+
+// stepTimes times each step of a first mount for the debug log: where a slow Mount spends its time.
+type stepTimes struct {
+	fields logrus.Fields
+	t0     time.Time
+}
+
+func newStepTimes(name, id string) *stepTimes {
+	return &stepTimes{fields: logrus.Fields{"volume": name, "caller": id}, t0: time.Now()}
+}
+
+func (s *stepTimes) lap(step string) {
+	s.fields[step] = time.Since(s.t0).Round(100 * time.Microsecond).String()
+	s.t0 = time.Now()
+}
+
+// undoMount undoes a failed first mount (the steps on tx, in reverse) and returns the mount's
+// error, with the undo's if that failed too. Undone, the state is forgotten; otherwise it stays
+// (Op=mount) so that the next call or a restart finishes the cleanup (rollback stops at the first
+// failed step: the claim must outlive the mapping).
+func (d *Driver) undoMount(ctx context.Context, tx *undo.Stack, st State, err error) error {
+	uerr := tx.Rollback(ctx)
+	if uerr == nil {
+		if derr := d.state.Delete(st.Name); derr != nil {
+			return errors.Join(err, derr)
+		}
+		return err
+	}
+	log := d.log.WithField("volume", st.Name)
+	// With the device, if it got as far as mapping, for `docker volume inspect`.
+	if st.Device != "" {
+		if serr := d.state.Save(st); serr != nil {
+			log.WithError(serr).Warn("recording the device of a mount whose undo failed")
+		}
+	}
+	log.WithError(uerr).Error("undoing a failed mount")
+	return fmt.Errorf("%w; undoing it also failed (the plugin retries in the background and on the next call): %v", err, uerr)
+}
+
 // Unmount drops one use of caller id; the last use of any ID unmounts, unmaps and detaches. An
 // unknown ID succeeds (Docker calls Unmount after a failed Mount), and so does an Unmount beyond
 // the uses counted for an ID.
 func (d *Driver) Unmount(ctx context.Context, name, id string) error {
+	ctx = d.withCleanup(ctx)
 	unlock, err := d.begin(ctx, name)
 	if err != nil {
 		return err
@@ -236,7 +278,7 @@ func (d *Driver) Unmount(ctx context.Context, name, id string) error {
 		log.WithFields(logrus.Fields{"uses": left, "refs": len(st.IDs)}).Info("volume use dropped; still mounted")
 		return nil
 	}
-	st.Op, st.OpID = "unmount", id
+	st.Op, st.OpID = OpUnmount, id
 	st.Updated = time.Now()
 	if err := d.state.Save(st); err != nil {
 		return err
@@ -254,7 +296,7 @@ func (d *Driver) teardown(ctx context.Context, st *State) error {
 	if err := d.mounter.Unmount(ctx, st.Path); err != nil {
 		return err
 	}
-	d.fault("unmount:unmounted")
+	d.fault(FaultUnmountUnmounted)
 	// Unmap and Detach run even when the state does not record them done: a crash may have hit
 	// between the side effect and its record. Both are no-ops when there is nothing to undo.
 	// (With Cinder the image is known only once attached: none, nothing was mapped.)
@@ -263,11 +305,11 @@ func (d *Driver) teardown(ctx context.Context, st *State) error {
 			return fmt.Errorf("unmap %s: %w", st.Image, err)
 		}
 	}
-	d.fault("unmount:unmapped")
+	d.fault(FaultUnmountUnmapped)
 	if err := d.prov.Detach(ctx, st.Name, st.Attach); err != nil {
 		return err
 	}
-	d.fault("unmount:detached")
+	d.fault(FaultUnmountDetached)
 	return d.state.Delete(st.Name)
 }
 
@@ -279,30 +321,4 @@ func refused(err error) bool {
 		}
 	}
 	return false
-}
-
-// transaction remembers undo steps and runs them in reverse.
-type transaction struct {
-	steps []undoStep
-}
-
-type undoStep struct {
-	name string
-	fn   func(context.Context) error
-}
-
-func (t *transaction) add(name string, fn func(context.Context) error) {
-	t.steps = append(t.steps, undoStep{name, fn})
-}
-
-// rollback undoes the steps in reverse and stops at the first that fails: the steps before it
-// must stay (releasing the claim on a volume that is still mapped here would let another host
-// mount it too). What is left is recorded in the state and finished by the next call.
-func (t *transaction) rollback(ctx context.Context) error {
-	for i := len(t.steps) - 1; i >= 0; i-- {
-		if err := t.steps[i].fn(ctx); err != nil {
-			return fmt.Errorf("%s: %w", t.steps[i].name, err)
-		}
-	}
-	return nil
 }

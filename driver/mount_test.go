@@ -277,7 +277,7 @@ func TestUnmountBusyIsRetried(t *testing.T) {
 	err := e.d.Unmount(bg, "v", "id1")
 	assertErr(t, err, ErrInUse, "volume v")
 	st, ok := e.state("v")
-	if !ok || st.Op != "unmount" || st.OpID != "id1" || !slices.Equal(st.IDs, []string{"id1"}) {
+	if !ok || st.Op != OpUnmount || st.OpID != "id1" || !slices.Equal(st.IDs, []string{"id1"}) {
 		t.Fatalf("state after a failed last Unmount: %+v (found %v); want Op unmount for id1", st, ok)
 	}
 	if e.mapper.device(image("v")) == "" || e.prov.holder("v") != "host-a" {
@@ -572,7 +572,7 @@ func TestMountRollbackUndoFails(t *testing.T) {
 		e.mapper.failNext("Unmap", errors.New("still busy"))
 		_, err := e.d.Mount(bg, vol, "id2")
 		assertErr(t, err, nil, vol, "finishing an interrupted", "still busy")
-		if st, ok := e.state(vol); !ok || st.Op != "mount" {
+		if st, ok := e.state(vol); !ok || st.Op != OpMount {
 			t.Fatalf("state after a failed repair: %+v (found %v); want it kept", st, ok)
 		}
 		if n := e.mapper.count("Map"); n != 1 {

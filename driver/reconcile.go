@@ -14,7 +14,7 @@ import (
 // is undone unless other references keep the volume up; an Unmount is completed.
 func (d *Driver) repair(ctx context.Context, st *State) error {
 	log := d.log.WithFields(logrus.Fields{"volume": st.Name, "op": st.Op, "caller": st.OpID})
-	if st.Op == "unmount" {
+	if st.Op == OpUnmount {
 		// The interrupted Unmount was of the last use.
 		st.DropUse(st.OpID)
 	}
@@ -45,20 +45,14 @@ func (d *Driver) ensureUp(ctx context.Context, st *State, verifyClaim bool) erro
 // daemon about its image, and listing once per volume made a restart with 200 volumes take
 // 200 x 200 questions (83 s on the lab, measured by cmd/cdp-bench).
 func (d *Driver) ensureUpWith(ctx context.Context, st *State, verifyClaim bool, listed *[]Mapping) error {
-	claimed := false
 	if verifyClaim {
-		att, err := d.prov.Attach(ctx, st.Name, AttachRequest{Host: d.cfg.Node, MountID: st.IDs[0], Claimed: st.Attach.ID})
+		err := d.reclaim(ctx, st)
 		if errors.Is(err, ErrBusyElsewhere) {
 			return fmt.Errorf("this host no longer holds the volume (another host took it over, fencing this one): its containers get I/O errors; stop them: %w", err)
 		}
 		if err != nil {
 			return err
 		}
-		if att.MountID == "" {
-			att.MountID = st.IDs[0]
-		}
-		st.Attach = att
-		claimed = true
 	}
 	var maps []Mapping
 	if listed != nil {
@@ -73,7 +67,7 @@ func (d *Driver) ensureUpWith(ctx context.Context, st *State, verifyClaim bool, 
 	for _, m := range maps {
 		if m.ImageSpec == st.Image {
 			dev = m.Device
-			if claimed {
+			if verifyClaim {
 				// A restarted plugin has a new Ceph client of its own: record it with the
 				// mapping's, for a host that may have to fence this one.
 				if err := d.recordClients(ctx, st.Name, st.Attach, m); err != nil {
@@ -84,34 +78,10 @@ func (d *Driver) ensureUpWith(ctx context.Context, st *State, verifyClaim bool, 
 		}
 	}
 	if dev == "" {
-		d.log.WithFields(logrus.Fields{"volume": st.Name, "image": st.Image.String()}).Warn("mapping lost; mapping again")
-		if cur, _ := d.mounter.MountedDevice(st.Path); cur != "" {
-			// A mount of the dead device: clear it before mounting the new one.
-			if err := d.mounter.Unmount(ctx, st.Path); err != nil {
-				return fmt.Errorf("clear the stale mount of lost mapping %s: %w", st.Device, err)
-			}
-		}
-		if !claimed {
-			att, err := d.prov.Attach(ctx, st.Name, AttachRequest{Host: d.cfg.Node, MountID: st.IDs[0], Claimed: st.Attach.ID})
-			if err != nil {
-				return err
-			}
-			if att.MountID == "" {
-				att.MountID = st.IDs[0]
-			}
-			st.Attach = att
-		}
-		if err := d.state.Save(*st); err != nil {
+		var err error
+		if dev, err = d.mapAgain(ctx, st, verifyClaim); err != nil {
 			return err
 		}
-		m, err := d.mapper.Map(ctx, st.Attach.Map)
-		if err != nil {
-			return fmt.Errorf("map %s again: %w", st.Image, err)
-		}
-		if err := d.recordClients(ctx, st.Name, st.Attach, m); err != nil {
-			return fmt.Errorf("record this host's Ceph clients of %s: %w", st.Image, err)
-		}
-		dev = m.Device
 	}
 	if dev != st.Device {
 		st.Device = dev
@@ -119,6 +89,54 @@ func (d *Driver) ensureUpWith(ctx context.Context, st *State, verifyClaim bool, 
 			return err
 		}
 	}
+	return d.mountAgain(ctx, st, dev)
+}
+
+// reclaim asks the backend for the claim this host holds (the attachment st records) and records
+// its answer in st; it never takes the volume over.
+func (d *Driver) reclaim(ctx context.Context, st *State) error {
+	att, err := d.prov.Attach(ctx, st.Name, AttachRequest{Host: d.cfg.Node, MountID: st.IDs[0], Claimed: st.Attach.ID})
+	if err != nil {
+		return err
+	}
+	if att.MountID == "" {
+		att.MountID = st.IDs[0]
+	}
+	st.Attach = att
+	return nil
+}
+
+// mapAgain maps again a volume whose mapping was lost (a restart of the fuse mapper's process, a
+// reboot), claiming it first unless claimed, and returns the new device.
+func (d *Driver) mapAgain(ctx context.Context, st *State, claimed bool) (string, error) {
+	d.log.WithFields(logrus.Fields{"volume": st.Name, "image": st.Image.String()}).Warn("mapping lost; mapping again")
+	if cur, _ := d.mounter.MountedDevice(st.Path); cur != "" {
+		// A mount of the dead device: clear it before mounting the new one.
+		if err := d.mounter.Unmount(ctx, st.Path); err != nil {
+			return "", fmt.Errorf("clear the stale mount of lost mapping %s: %w", st.Device, err)
+		}
+	}
+	if !claimed {
+		if err := d.reclaim(ctx, st); err != nil {
+			return "", err
+		}
+	}
+	if err := d.state.Save(*st); err != nil {
+		return "", err
+	}
+	m, err := d.mapper.Map(ctx, st.Attach.Map)
+	if err != nil {
+		return "", fmt.Errorf("map %s again: %w", st.Image, err)
+	}
+	if err := d.recordClients(ctx, st.Name, st.Attach, m); err != nil {
+		return "", fmt.Errorf("record this host's Ceph clients of %s: %w", st.Image, err)
+	}
+	return m.Device, nil
+}
+
+// mountAgain mounts dev at the volume's path unless it is mounted there already (a restarted
+// daemon may have lost the propagated mount); another device mounted there is an error.
+func (d *Driver) mountAgain(ctx context.Context, st *State, dev string) error {
 	cur, err := d.mounter.MountedDevice(st.Path)
 	if err != nil {
 		return err
@@ -142,6 +160,7 @@ func (d *Driver) ensureUpWith(ctx context.Context, st *State, verifyClaim bool, 
 // call on a recorded volume waits until that volume is repaired. It returns what it could not
 // repair (those volumes stay recorded and are retried by their next call).
 func (d *Driver) Reconcile(ctx context.Context) error {
+	ctx = d.withCleanup(ctx)
 	states, err := d.state.All()
 	var errs []error
 	if err != nil {
@@ -237,7 +256,7 @@ func (d *Driver) reconcileOne(ctx context.Context, st State, listed *[]Mapping) 
 		// Recorded first as an unmount in progress: if the release fails (the backend is away),
 		// the background repair and the next call finish it, and a Mount does not join the
 		// dead references.
-		st.IDs, st.Uses, st.Op, st.OpID = nil, nil, "unmount", ""
+		st.IDs, st.Uses, st.Op, st.OpID = nil, nil, OpUnmount, ""
 		if err = d.state.Save(st); err == nil {
 			err = d.teardown(ctx, &st)
 		}
@@ -261,6 +280,7 @@ func (d *Driver) reconcileOne(ctx context.Context, st State, listed *[]Mapping) 
 // skips volumes busy with a call (their call repairs them). Run it periodically, so that a
 // claim is released once the backend is back even if Docker never calls about the volume again.
 func (d *Driver) RepairPending(ctx context.Context) error {
+	ctx = d.withCleanup(ctx)
 	select {
 	case <-d.ready:
 	default:

@@ -130,7 +130,7 @@ func TestReconcileAfterRebootFailedReleaseStaysPending(t *testing.T) {
 	if err := d.Reconcile(bg); err == nil {
 		t.Fatal("Reconcile with the release failing: no error")
 	}
-	if st, ok := e.state("v"); !ok || len(st.IDs) != 0 || st.Op != "unmount" {
+	if st, ok := e.state("v"); !ok || len(st.IDs) != 0 || st.Op != OpUnmount {
 		t.Fatalf("state after the failed release: %+v (found %v); want no IDs and a pending unmount", st, ok)
 	}
 	e.mustMount("v", "c2")
@@ -238,13 +238,13 @@ func TestReconcileLostMount(t *testing.T) {
 }
 
 func TestReconcileCrashMidMount(t *testing.T) {
-	for _, step := range []string{"mount:attached", "mount:mapped", "mount:formatted", "mount:mounted"} {
-		t.Run(step, func(t *testing.T) {
+	for _, step := range []FaultStep{FaultMountAttached, FaultMountMapped, FaultMountFormatted, FaultMountMounted} {
+		t.Run(string(step), func(t *testing.T) {
 			e := newTestDriver(t)
 			e.prov.add("v", 1<<30, "ext4")
 			e.crashing(step, func() { _, _ = e.d.Mount(bg, "v", "id1") })
 			st, ok := e.state("v")
-			if !ok || st.Op != "mount" || st.OpID != "id1" || len(st.IDs) != 0 {
+			if !ok || st.Op != OpMount || st.OpID != "id1" || len(st.IDs) != 0 {
 				t.Fatalf("state after a crash at %s: %+v (found %v)", step, st, ok)
 			}
 			if e.prov.holder("v") != "host-a" {
@@ -265,14 +265,14 @@ func TestReconcileCrashMidMount(t *testing.T) {
 }
 
 func TestReconcileCrashMidUnmount(t *testing.T) {
-	for _, step := range []string{"unmount:unmounted", "unmount:unmapped", "unmount:detached"} {
-		t.Run(step, func(t *testing.T) {
+	for _, step := range []FaultStep{FaultUnmountUnmounted, FaultUnmountUnmapped, FaultUnmountDetached} {
+		t.Run(string(step), func(t *testing.T) {
 			e := newTestDriver(t)
 			e.prov.add("v", 1<<30, "ext4")
 			e.mustMount("v", "id1")
 			e.crashing(step, func() { _ = e.d.Unmount(bg, "v", "id1") })
 			st, ok := e.state("v")
-			if !ok || st.Op != "unmount" || st.OpID != "id1" || !slices.Equal(st.IDs, []string{"id1"}) {
+			if !ok || st.Op != OpUnmount || st.OpID != "id1" || !slices.Equal(st.IDs, []string{"id1"}) {
 				t.Fatalf("state after a crash at %s: %+v (found %v)", step, st, ok)
 			}
 
@@ -293,7 +293,7 @@ func TestReconcileUnmountOfOneOfTwo(t *testing.T) {
 	e.mustMount("v", "id1")
 	e.mustMount("v", "id2")
 	st, _ := e.state("v")
-	st.Op, st.OpID = "unmount", "id1"
+	st.Op, st.OpID = OpUnmount, "id1"
 	if err := e.files.Save(st); err != nil {
 		t.Fatal(err)
 	}
@@ -467,7 +467,7 @@ func TestUncertainAttachReleasedInBackground(t *testing.T) {
 	_, err := e.d.Mount(bg, "v", "id1")
 	assertErr(t, err, ErrTimeout, "volume v", "undoing it also failed")
 	st, ok, _ := e.files.Load("v")
-	if !ok || st.Op != "mount" || st.Attach.MountID != "id1" {
+	if !ok || st.Op != OpMount || st.Attach.MountID != "id1" {
 		t.Fatalf("state after the failed undo: %+v (ok %v), want Op mount with MountID id1", st, ok)
 	}
 	m := e.rec.mark()

@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cephdocker/ceph-docker-plugin/driver"
 	"github.com/cephdocker/ceph-docker-plugin/driver/volclient"
 	"github.com/cephdocker/ceph-docker-plugin/rbd/fuse"
 )
@@ -25,21 +26,21 @@ func TestCrashAtEachStep(t *testing.T) {
 func testCrashAtEachStep(t *testing.T, b backend) {
 	l := labEnv(t)
 	steps := []struct {
-		step string
+		step driver.FaultStep
 		op   string // which call dies
 	}{
-		{"mount:attached", "mount"},
-		{"mount:mapped", "mount"},
-		{"mount:formatted", "mount"},
-		{"mount:mounted", "mount"},
-		{"unmount:unmounted", "unmount"},
-		{"unmount:unmapped", "unmount"},
-		{"unmount:detached", "unmount"},
-		{"create:created", "create"},
-		{"remove:removed", "remove"},
+		{driver.FaultMountAttached, "mount"},
+		{driver.FaultMountMapped, "mount"},
+		{driver.FaultMountFormatted, "mount"},
+		{driver.FaultMountMounted, "mount"},
+		{driver.FaultUnmountUnmounted, "unmount"},
+		{driver.FaultUnmountUnmapped, "unmount"},
+		{driver.FaultUnmountDetached, "unmount"},
+		{driver.FaultCreateCreated, "create"},
+		{driver.FaultRemoveRemoved, "remove"},
 	}
 	for _, s := range steps {
-		t.Run(strings.ReplaceAll(s.step, ":", "-"), func(t *testing.T) {
+		t.Run(strings.ReplaceAll(string(s.step), ":", "-"), func(t *testing.T) {
 			p := newPlugin(t, l, "host-a", b.env...)
 			name := uniq("crash")
 			data := randomData(t, 1<<20)
@@ -62,7 +63,7 @@ func testCrashAtEachStep(t *testing.T, b backend) {
 			p.stop()
 
 			// The call that dies.
-			p.start("TEST_FAULT_KILL_AT=" + s.step)
+			p.start("TEST_FAULT_KILL_AT=" + string(s.step))
 			var err error
 			switch s.op {
 			case "mount":

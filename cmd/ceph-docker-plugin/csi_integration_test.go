@@ -16,6 +16,8 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
+
+	"github.com/cephdocker/ceph-docker-plugin/driver"
 )
 
 // csiNode is a plugin process serving CSI, standing for one swarm node, with its client.
@@ -142,8 +144,8 @@ func TestCSITwoNodes(t *testing.T) {
 // stages again. BACKEND=rbd (the core's own crash tests cover both backends).
 func TestCSICrashRepair(t *testing.T) {
 	l := labEnv(t)
-	for _, step := range []string{"stage:mounted", "stage:bound", "publish:bound", "release:released"} {
-		t.Run(strings.ReplaceAll(step, ":", "-"), func(t *testing.T) {
+	for _, step := range []driver.FaultStep{driver.FaultStageMounted, driver.FaultStageBound, driver.FaultPublishBound, driver.FaultReleaseReleased} {
+		t.Run(strings.ReplaceAll(string(step), ":", "-"), func(t *testing.T) {
 			n := newCSINode(t, l, "csi-crash")
 			n.startCSI(n.endpoint)
 			vol := uniq("csicrash")
@@ -156,13 +158,13 @@ func TestCSICrashRepair(t *testing.T) {
 				}
 			})
 			n.stop()
-			n.Env = append(n.Env, "TEST_FAULT_KILL_AT="+step)
+			n.Env = append(n.Env, "TEST_FAULT_KILL_AT="+string(step))
 			n.startCSI(n.endpoint)
 			err = n.stage(t, vol)
 			if err == nil {
 				err = n.publish(t, vol)
 			}
-			if err == nil && step == "release:released" {
+			if err == nil && step == driver.FaultReleaseReleased {
 				_, err = n.node.NodeUnpublishVolume(cctx(t), &csi.NodeUnpublishVolumeRequest{VolumeId: vol, TargetPath: n.target()})
 			}
 			if err == nil {
@@ -174,7 +176,7 @@ func TestCSICrashRepair(t *testing.T) {
 			n.Env = n.Env[:len(n.Env)-1]
 			n.startCSI(n.endpoint)
 			switch step {
-			case "publish:bound":
+			case driver.FaultPublishBound:
 				// The stage stays; the interrupted publish is undone.
 				if isMounted(t, n.target()) {
 					t.Errorf("the interrupted publish's target is still mounted")
@@ -182,7 +184,7 @@ func TestCSICrashRepair(t *testing.T) {
 				must(t, "publish after the restart", n.publish(t, vol))
 				_, err := n.node.NodeUnpublishVolume(cctx(t), &csi.NodeUnpublishVolumeRequest{VolumeId: vol, TargetPath: n.target()})
 				must(t, "unpublish", err)
-			case "release:released":
+			case driver.FaultReleaseReleased:
 				// Released (the record stays): the next publish stages it again.
 				must(t, "publish after the restart", n.publish(t, vol))
 				_, err := n.node.NodeUnpublishVolume(cctx(t), &csi.NodeUnpublishVolumeRequest{VolumeId: vol, TargetPath: n.target()})

@@ -132,8 +132,8 @@ func run(getenv func(string) string, warning string) error {
 	}
 	if cfg.FaultKillAt != "" {
 		log.WithField("step", cfg.FaultKillAt).Warn("TEST_FAULT_KILL_AT is set: this process kills itself at that step (tests only)")
-		dcfg.Fault = func(step string) {
-			if step == cfg.FaultKillAt {
+		dcfg.Fault = func(step driver.FaultStep) {
+			if string(step) == cfg.FaultKillAt {
 				_ = syscall.Kill(os.Getpid(), syscall.SIGKILL)
 			}
 		}

@@ -50,7 +50,9 @@ func (f FS) Bind(ctx context.Context, source, target string, readOnly bool) erro
 			return unix.Mount("", target, "", unix.MS_BIND|unix.MS_REMOUNT|unix.MS_RDONLY|keep, "")
 		})
 		if err != nil {
-			_ = unix.Unmount(target, 0)
+			if uerr := unix.Unmount(target, 0); uerr != nil {
+				return fmt.Errorf("make the bind of %s on %s read-only: %w; undoing the bind also failed (it stays read-write until unmounted): %v", source, target, err, uerr)
+			}
 			return fmt.Errorf("make the bind of %s on %s read-only: %w", source, target, err)
 		}
 	}
