@@ -352,7 +352,7 @@ func TestAttachRefusesAnImageOpenWithoutAttachment(t *testing.T) {
 	}
 	t.Cleanup(c.Close)
 	a, b := newProv(t, "host-a"), newProv(t, "host-b")
-	a.cfg.Watchers, b.cfg.Watchers = c, c // as the plugin's cephClient does
+	a.cfg.Watchers, b.cfg.Watchers = c, c // as the plugin's rbd.Guard does
 	v := mustCreate(t, a, uniq("watched"), opts(1<<30, nil))
 
 	att, err := a.Attach(tctx(t, 60*time.Second), v.Name, driver.AttachRequest{Host: "host-a", MountID: "m1"})

@@ -44,9 +44,8 @@ type Provisioner interface {
 }
 
 // Every capability a backend has is a method of Provisioner, not an optional interface found by
-// a type assertion: a wrapper (the lazy connector of cmd/) that forwarded only some methods
-// dropped the rbd option comparison from the shipped binary, silently. Now the compiler refuses
-// such a wrapper.
+// a type assertion, so that a wrapper (rbd.Lazy, the metrics Observer) cannot drop one silently:
+// the compiler refuses a wrapper that lacks a method.
 
 // Mounter formats and mounts block devices.
 type Mounter interface {
