@@ -142,6 +142,7 @@ func (p *Provisioner) Create(ctx context.Context, name string, opts driver.Optio
 		return err
 	}
 	meta := map[string]string{metaManaged: managedBy, metaFSType: opts.FSType}
+	recordFrontEnd(meta, opts.FrontEnd)
 	if len(opts.MkfsOptions) > 0 {
 		meta[metaMkfsOptions] = strings.Join(opts.MkfsOptions, " ")
 	}
@@ -212,7 +213,7 @@ func (p *Provisioner) backoff() func() time.Duration {
 func toVolume(v volumes.Volume, project string) driver.Volume {
 	vol := driver.Volume{
 		Name: v.Name, Size: uint64(v.Size) << 30, FSType: v.Metadata[metaFSType],
-		MountOptions: v.Metadata[metaMountOptions], CreatedAt: v.CreatedAt,
+		MountOptions: v.Metadata[metaMountOptions], CreatedAt: v.CreatedAt, FrontEnd: v.Metadata[metaFrontEnd],
 		Status: map[string]any{"cinder-id": v.ID, "cinder-status": v.Status, "volume-type": v.VolumeType,
 			"availability-zone": v.AvailabilityZone},
 	}

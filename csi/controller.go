@@ -141,6 +141,10 @@ func (s *Server) CreateVolume(ctx context.Context, req *csi.CreateVolumeRequest)
 		}
 	}
 	if err := s.sizeFromRange(ctx, name, req.GetCapacityRange(), params); err != nil {
+		if errors.Is(err, driver.ErrOtherFrontEnd) {
+			// The name is taken, by a volume this front end does not serve.
+			return nil, status.Error(codes.AlreadyExists, err.Error())
+		}
 		return nil, err
 	}
 	if err := s.Core.Create(ctx, name, params); err != nil {

@@ -126,6 +126,8 @@ func TestStatusCodes(t *testing.T) {
 		{fmt.Errorf("%w: not staged", driver.ErrNotStaged), codes.FailedPrecondition},
 		{fmt.Errorf("volume v: %w", driver.ErrNotFound), codes.NotFound},
 		{fmt.Errorf("create volume v: %w: other size", driver.ErrExists), codes.AlreadyExists},
+		{fmt.Errorf("volume v %w: made through the volume plugin", driver.ErrOtherFrontEnd), codes.FailedPrecondition},
+		{fmt.Errorf("create volume v: it %w: %w", driver.ErrExists, driver.ErrOtherFrontEnd), codes.AlreadyExists},
 		{fmt.Errorf("%w: unknown option", driver.ErrInvalid), codes.InvalidArgument},
 		{fmt.Errorf("%w: cephx", driver.ErrPermission), codes.PermissionDenied},
 		{fmt.Errorf("%w: Ceph is not reachable yet", driver.ErrTimeout), codes.DeadlineExceeded},
@@ -215,6 +217,10 @@ func TestCreateVolume(t *testing.T) {
 	wantCode(t, "no name", err, codes.InvalidArgument, "name")
 	_, err = s.CreateVolume(context.Background(), &csi.CreateVolumeRequest{Name: "f"})
 	wantCode(t, "no capabilities", err, codes.InvalidArgument, "capabilities")
+	core.vols["vp"] = driver.Volume{Name: "vp", Size: 1 << 30}
+	core.err = fmt.Errorf("volume vp %w: it was created through Docker's volume protocol", driver.ErrOtherFrontEnd)
+	_, err = create("vp", &csi.CapacityRange{RequiredBytes: 1 << 30}, nil)
+	wantCode(t, "a volume of the volume plugin", err, codes.AlreadyExists, "volume protocol")
 	core.err = fmt.Errorf("volume g: %w: Ceph is not reachable yet", driver.ErrTimeout)
 	_, err = create("g", nil, nil)
 	if got := Status(err); status.Code(got) != codes.DeadlineExceeded {

@@ -502,6 +502,9 @@ func (d *Driver) Describe(ctx context.Context, name string) (Volume, error) {
 	if err != nil {
 		return Volume{}, fmt.Errorf("volume %s: %w", name, err)
 	}
+	if err := d.otherFrontEnd(vol, "use it"); err != nil {
+		return Volume{}, err
+	}
 	if vol.FSType == "" {
 		vol.FSType = d.cfg.Defaults.FSType
 	}

@@ -88,6 +88,9 @@ type Options struct {
 	MkfsOptions  []string
 	MountOptions string            // comma-separated, as for mount -o
 	Backend      map[string]string // backend-specific options (pool, features, project-id, ...)
+	// FrontEnd is the protocol the volume is created through (FrontEndVolume, FrontEndCSI),
+	// recorded with the volume by the backend; "" records nothing.
+	FrontEnd string
 }
 
 // Volume is a volume as the backend knows it.
@@ -103,6 +106,9 @@ type Volume struct {
 	Holder string
 	// Status holds backend-specific facts for `docker volume inspect`.
 	Status map[string]any
+	// FrontEnd is the protocol the volume was created through, as recorded at Create ("" for a
+	// volume made before the record existed, or by hand).
+	FrontEnd string
 	// Unwritten is set by an Attach whose backend made sure, after claiming the volume, that the
 	// first and last SignatureWindow bytes were never written (they read as zeros): the first
 	// Mount then formats without reading the device first.

@@ -102,6 +102,12 @@ func (d *Driver) mountFirst(ctx context.Context, name, id string) (_ string, err
 		}
 	}()
 
+	if d.cfg.LockBreak {
+		// Before a takeover could fence the other front end's holder.
+		if err := d.refuseOther(ctx, name, "mount it"); err != nil {
+			return "", err
+		}
+	}
 	att, err := d.prov.Attach(ctx, name, AttachRequest{Host: d.cfg.Node, MountID: id, TakeOver: d.cfg.LockBreak})
 	if err != nil {
 		if !refused(err) {
@@ -133,6 +139,9 @@ func (d *Driver) mountFirst(ctx context.Context, name, id string) (_ string, err
 	}
 	if err := CheckStored(fstype, *vol); err != nil {
 		return "", storedRefusal(name, err)
+	}
+	if err := d.otherFrontEnd(*vol, "mount it"); err != nil {
+		return "", err
 	}
 	st.Image, st.FSType, st.Options = vol.Image, fstype, vol.MountOptions
 	if len(att.Fenced) > 0 {

@@ -211,6 +211,7 @@ func (p *Provisioner) Create(ctx context.Context, name string, opts driver.Optio
 	}
 
 	meta := map[string]string{metaFSType: opts.FSType, metaCreated: time.Now().UTC().Format(time.RFC3339)}
+	recordFrontEnd(meta, opts.FrontEnd)
 	var tx []func(context.Context)
 	undo := func() {
 		cctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
@@ -309,8 +310,8 @@ func volumeOf(name string, spec Spec, d Description) driver.Volume {
 	info, meta := d.Info, d.Meta
 	vol := driver.Volume{
 		Name: name, Image: spec, Size: info.Size, FSType: meta[metaFSType],
-		MountOptions: meta[metaMountOptions],
-		Status:       map[string]any{"pool": spec.Pool, "features": strings.Join(info.Features, ",")},
+		MountOptions: meta[metaMountOptions], FrontEnd: meta[metaFrontEnd],
+		Status: map[string]any{"pool": spec.Pool, "features": strings.Join(info.Features, ",")},
 	}
 	if v := meta[metaMkfsOptions]; v != "" {
 		vol.MkfsOptions = driver.SplitMkfsOptions(v)
