@@ -53,12 +53,14 @@ func (s *Server) ControllerGetCapabilities(context.Context, *csi.ControllerGetCa
 type access struct {
 	readOnly bool // SINGLE_NODE_READER_ONLY
 	single   bool // SINGLE_NODE_SINGLE_WRITER
+	block    bool // the block access type: the raw device is published
 	fsType   string
 	flags    []string
 }
 
-// checkCapability accepts what the core can honour: a filesystem (mount access type) on one
-// node at a time. Everything else is refused with the reason.
+// checkCapability accepts what the core can honour: a filesystem (mount access type) or the raw
+// device (block access type, writable) on one node at a time. Everything else is refused with
+// the reason.
 func checkCapability(c *csi.VolumeCapability) (access, error) {
 	if c == nil {
 		return access{}, status.Error(codes.InvalidArgument, "a volume capability is required")
@@ -68,8 +70,7 @@ func checkCapability(c *csi.VolumeCapability) (access, error) {
 	case *csi.VolumeCapability_Mount:
 		a.fsType, a.flags = t.Mount.GetFsType(), t.Mount.GetMountFlags()
 	case *csi.VolumeCapability_Block:
-		return a, status.Error(codes.InvalidArgument, "the block access type (docker volume create --type block) is not supported yet: "+
-			"the driver core always formats and mounts the device; use --type mount")
+		a.block = true
 	default:
 		return a, status.Error(codes.InvalidArgument, "the volume capability has no access type: use mount")
 	}
@@ -96,8 +97,16 @@ func checkCapability(c *csi.VolumeCapability) (access, error) {
 	default:
 		return a, status.Errorf(codes.InvalidArgument, "access mode %s is not supported: use --scope single", m)
 	}
+	if a.block && a.readOnly {
+		return a, errReadOnlyBlock
+	}
 	return a, nil
 }
+
+// errReadOnlyBlock: a read-only bind of a device node does not stop writes to the device, and the
+// core maps read-write only.
+var errReadOnlyBlock = status.Error(codes.InvalidArgument, "a read-only block volume (--type block with --sharing readonly, or a read-only mount of it) is not supported: "+
+	"a read-only bind of a device node does not make the device read-only, and the plugin maps volumes read-write; use --type mount for read-only access")
 
 func contains(list []string, s string) bool {
 	for _, v := range list {

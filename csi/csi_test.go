@@ -162,9 +162,17 @@ func TestCheckCapability(t *testing.T) {
 	wantCode(t, "MULTI_NODE_READER_ONLY", err, codes.InvalidArgument, "one node at a time")
 	_, err = checkCapability(mountCap(csi.VolumeCapability_AccessMode_MULTI_NODE_MULTI_WRITER))
 	wantCode(t, "MULTI_NODE_MULTI_WRITER", err, codes.InvalidArgument, "one node only")
-	_, err = checkCapability(&csi.VolumeCapability{AccessType: &csi.VolumeCapability_Block{Block: &csi.VolumeCapability_BlockVolume{}},
-		AccessMode: &csi.VolumeCapability_AccessMode{Mode: m}})
-	wantCode(t, "block", err, codes.InvalidArgument, "--type block")
+	blockCap := func(mode csi.VolumeCapability_AccessMode_Mode) *csi.VolumeCapability {
+		return &csi.VolumeCapability{AccessType: &csi.VolumeCapability_Block{Block: &csi.VolumeCapability_BlockVolume{}},
+			AccessMode: &csi.VolumeCapability_AccessMode{Mode: mode}}
+	}
+	if a, err := checkCapability(blockCap(m)); err != nil || !a.block || a.readOnly {
+		t.Errorf("block: %+v, %v", a, err)
+	}
+	_, err = checkCapability(blockCap(csi.VolumeCapability_AccessMode_SINGLE_NODE_READER_ONLY))
+	wantCode(t, "read-only block", err, codes.InvalidArgument, "--type mount for read-only access")
+	_, err = checkCapability(blockCap(csi.VolumeCapability_AccessMode_MULTI_NODE_READER_ONLY))
+	wantCode(t, "block, MULTI_NODE_READER_ONLY", err, codes.InvalidArgument, "one node at a time")
 	c := mountCap(m)
 	c.GetMount().FsType = "btrfs"
 	_, err = checkCapability(c)

@@ -185,7 +185,10 @@ type State struct {
 	Options string     `json:",omitempty"` // mount options
 	Attach  Attachment // as returned by Provisioner.Attach
 	Device  string     `json:",omitempty"` // the mapped device, once mapped
-	Path    string     // the mount point
+	Path    string     // the mount point ("" when Raw)
+	// Raw: mapped without a filesystem (CSI's block access type): nothing is formatted or
+	// mounted, the device is what each use gets.
+	Raw     bool `json:",omitempty"`
 	Updated time.Time
 	// Boot is the kernel boot (Config.BootID) the record was written in: a record of an earlier
 	// boot holds no live mount, since a reboot ended every container (empty: not known).

@@ -85,7 +85,7 @@ func (d *Driver) ensureUpWith(ctx context.Context, st *State, verifyClaim bool, 
 	}
 	if dev == "" {
 		d.log.WithFields(logrus.Fields{"volume": st.Name, "image": st.Image.String()}).Warn("mapping lost; mapping again")
-		if cur, _ := d.mounter.MountedDevice(st.Path); cur != "" {
+		if cur, _ := d.mounter.MountedDevice(st.Path); cur != "" && !st.Raw {
 			// A mount of the dead device: clear it before mounting the new one.
 			if err := d.mounter.Unmount(ctx, st.Path); err != nil {
 				return fmt.Errorf("clear the stale mount of lost mapping %s: %w", st.Device, err)
@@ -118,6 +118,9 @@ func (d *Driver) ensureUpWith(ctx context.Context, st *State, verifyClaim bool, 
 		if err := d.state.Save(*st); err != nil {
 			return err
 		}
+	}
+	if st.Raw {
+		return nil // mapped is up: nothing is mounted
 	}
 	cur, err := d.mounter.MountedDevice(st.Path)
 	if err != nil {
