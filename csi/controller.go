@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"sort"
 	"strings"
 
@@ -33,16 +34,20 @@ func (s *Server) Probe(context.Context, *csi.ProbeRequest) (*csi.ProbeResponse, 
 	return &csi.ProbeResponse{Ready: wrapperspb.Bool(s.Core.Ready())}, nil
 }
 
-// ControllerGetCapabilities implements csi.ControllerServer. PUBLISH_UNPUBLISH_VOLUME is not
-// advertised: the claim on a volume (host lock, Cinder attachment) is taken by the node that
+// ControllerGetCapabilities implements csi.ControllerServer. GET_CAPACITY is advertised where
+// the backend can say (BACKEND=rbd). PUBLISH_UNPUBLISH_VOLUME is not advertised: the claim on a volume (host lock, Cinder attachment) is taken by the node that
 // maps it, in NodeStage, atomically with the check for another holder (docs/CSI.md).
 func (s *Server) ControllerGetCapabilities(context.Context, *csi.ControllerGetCapabilitiesRequest) (*csi.ControllerGetCapabilitiesResponse, error) {
 	var out []*csi.ControllerServiceCapability
-	for _, c := range []csi.ControllerServiceCapability_RPC_Type{
+	caps := []csi.ControllerServiceCapability_RPC_Type{
 		csi.ControllerServiceCapability_RPC_CREATE_DELETE_VOLUME,
 		csi.ControllerServiceCapability_RPC_LIST_VOLUMES,
 		csi.ControllerServiceCapability_RPC_SINGLE_NODE_MULTI_WRITER,
-	} {
+	}
+	if s.Capacity != nil {
+		caps = append(caps, csi.ControllerServiceCapability_RPC_GET_CAPACITY)
+	}
+	for _, c := range caps {
 		out = append(out, &csi.ControllerServiceCapability{Type: &csi.ControllerServiceCapability_Rpc{
 			Rpc: &csi.ControllerServiceCapability_RPC{Type: c}}})
 	}
@@ -288,4 +293,32 @@ func (s *Server) ListVolumes(ctx context.Context, req *csi.ListVolumesRequest) (
 		out.Entries = append(out.Entries, &csi.ListVolumesResponse_Entry{Volume: &csi.Volume{VolumeId: v.Name, CapacityBytes: int64(v.Size)}})
 	}
 	return out, nil
+}
+
+// GetCapacity implements csi.ControllerServer (BACKEND=rbd): the free bytes of the pool the
+// parameters name (RBD_POOL by default), as Ceph computes them for the pool's replication and
+// fullest OSD. Capabilities the plugin cannot honour have no capacity (0).
+func (s *Server) GetCapacity(ctx context.Context, req *csi.GetCapacityRequest) (*csi.GetCapacityResponse, error) {
+	if s.Capacity == nil {
+		return nil, status.Error(codes.Unimplemented, "GetCapacity is not offered with this backend (Cinder does not tell a project its pools' free space)")
+	}
+	fs := req.GetParameters()[driver.OptFSType]
+	for _, c := range req.GetVolumeCapabilities() {
+		a, err := checkCapability(c)
+		if err != nil {
+			return &csi.GetCapacityResponse{}, nil
+		}
+		if a.fsType != "" {
+			fs = a.fsType
+		}
+	}
+	if fs == "" {
+		fs = s.Core.DefaultFSType()
+	}
+	n, err := s.Capacity.Capacity(ctx, req.GetParameters())
+	if err != nil {
+		return nil, err
+	}
+	return &csi.GetCapacityResponse{AvailableCapacity: int64(min(n, math.MaxInt64)),
+		MinimumVolumeSize: wrapperspb.Int64(int64(driver.MinSize(fs)))}, nil
 }

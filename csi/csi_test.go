@@ -347,3 +347,59 @@ func TestServeTranslatesAndObserves(t *testing.T) {
 		t.Error("Listen accepted a relative endpoint")
 	}
 }
+
+type fakeCapacity struct {
+	n    uint64
+	err  error
+	seen map[string]string
+}
+
+func (f *fakeCapacity) Capacity(_ context.Context, params map[string]string) (uint64, error) {
+	f.seen = params
+	return f.n, f.err
+}
+
+func advertises(t *testing.T, s *Server, want csi.ControllerServiceCapability_RPC_Type) bool {
+	t.Helper()
+	r, err := s.ControllerGetCapabilities(context.Background(), &csi.ControllerGetCapabilitiesRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range r.Capabilities {
+		if c.GetRpc().GetType() == want {
+			return true
+		}
+	}
+	return false
+}
+
+// GetCapacity is advertised and answered only with a Capacity (BACKEND=rbd): the backend's
+// figure for the parameters, with the filesystem's minimum size; a capability the plugin cannot
+// honour has none; the backend's errors are translated.
+func TestGetCapacity(t *testing.T) {
+	s := newServer(newFakeCore())
+	if advertises(t, s, csi.ControllerServiceCapability_RPC_GET_CAPACITY) {
+		t.Error("GET_CAPACITY advertised without a Capacity")
+	}
+	_, err := s.GetCapacity(context.Background(), &csi.GetCapacityRequest{})
+	wantCode(t, "GetCapacity without a Capacity", err, codes.Unimplemented, "not offered")
+
+	fc := &fakeCapacity{n: 5 << 30}
+	s.Capacity = fc
+	if !advertises(t, s, csi.ControllerServiceCapability_RPC_GET_CAPACITY) {
+		t.Error("GET_CAPACITY not advertised with a Capacity")
+	}
+	r, err := s.GetCapacity(context.Background(), &csi.GetCapacityRequest{Parameters: map[string]string{"pool": "fast", "fstype": "xfs"},
+		VolumeCapabilities: []*csi.VolumeCapability{mountCap(csi.VolumeCapability_AccessMode_SINGLE_NODE_WRITER)}})
+	if err != nil || r.AvailableCapacity != 5<<30 || r.MinimumVolumeSize.GetValue() != int64(driver.MinSize("xfs")) || fc.seen["pool"] != "fast" {
+		t.Errorf("GetCapacity: %v, %v (parameters seen %v)", r, err, fc.seen)
+	}
+	r, err = s.GetCapacity(context.Background(), &csi.GetCapacityRequest{
+		VolumeCapabilities: []*csi.VolumeCapability{mountCap(csi.VolumeCapability_AccessMode_MULTI_NODE_MULTI_WRITER)}})
+	if err != nil || r.AvailableCapacity != 0 {
+		t.Errorf("GetCapacity for a mode not honoured: %v, %v; want 0", r, err)
+	}
+	fc.err = fmt.Errorf("%w: pool nope does not exist", driver.ErrInvalid)
+	_, err = s.GetCapacity(context.Background(), &csi.GetCapacityRequest{Parameters: map[string]string{"pool": "nope"}})
+	wantCode(t, "GetCapacity of an unknown pool", err, codes.InvalidArgument, "does not exist")
+}

@@ -47,6 +47,12 @@ type NodeCore interface {
 	Unpublish(ctx context.Context, name, target string) error
 }
 
+// Capacity says how many bytes a new volume made with the given parameters (the -o options)
+// can have. Only a backend that can say has one.
+type Capacity interface {
+	Capacity(ctx context.Context, params map[string]string) (uint64, error)
+}
+
 var (
 	_ Core     = (*driver.Driver)(nil)
 	_ NodeCore = (*driver.Node)(nil)
@@ -58,8 +64,10 @@ type Server struct {
 	csi.UnimplementedControllerServer
 	csi.UnimplementedNodeServer
 
-	Core    Core
-	Node    NodeCore
+	Core Core
+	Node NodeCore
+	// Capacity, when set, answers GetCapacity (GET_CAPACITY is advertised only then).
+	Capacity Capacity
 	Version string
 	// Timeout bounds each call (a shorter deadline from the caller wins).
 	Timeout time.Duration

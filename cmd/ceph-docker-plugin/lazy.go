@@ -185,3 +185,12 @@ func (l *lazyRBD) RecordClients(ctx context.Context, name string, att driver.Att
 	}
 	return p.RecordClients(ctx, name, att, m)
 }
+
+// Capacity answers CSI's GetCapacity (csi.Capacity) once connected.
+func (l *lazyRBD) Capacity(ctx context.Context, params map[string]string) (uint64, error) {
+	p, err := l.p(ctx)
+	if err != nil {
+		return 0, err
+	}
+	return p.Capacity(ctx, params)
+}

@@ -98,6 +98,7 @@ func run(getenv func(string) string, warning string) error {
 	}
 	local := mapperClients(mapper)
 	var prov driver.Provisioner
+	var capacity csi.Capacity // GetCapacity: only where the backend can say
 	switch cfg.Backend {
 	case "cinder":
 		o := cfg.OpenStack
@@ -130,6 +131,7 @@ func run(getenv func(string) string, warning string) error {
 			log, min(cfg.CallTimeout/2, 10*time.Second))
 		defer l.Close()
 		prov = l
+		capacity = l
 	}
 	dcfg := driver.Config{
 		Node: cfg.NodeName, MountRoot: cfg.MountRoot,
@@ -174,7 +176,7 @@ func run(getenv func(string) string, warning string) error {
 		if rec != nil {
 			obs = rec
 		}
-		go func() { serveErr <- serveCSI(cfg, d, node, ln, log, obs) }()
+		go func() { serveErr <- serveCSI(cfg, d, node, capacity, ln, log, obs) }()
 	} else {
 		h := volume.NewHandler(plugin)
 		h.HandleFunc(doctorPath, doctorHandler(cfg, defaultDoctorEnv))
