@@ -68,7 +68,7 @@ type Server struct {
 	Node NodeCore
 	// Capacity, when set, answers GetCapacity (GET_CAPACITY is advertised only then).
 	Capacity Capacity
-	Version string
+	Version  string
 	// Timeout bounds each call (a shorter deadline from the caller wins).
 	Timeout time.Duration
 	Log     *logrus.Entry
