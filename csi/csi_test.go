@@ -129,6 +129,8 @@ func TestStatusCodes(t *testing.T) {
 		{fmt.Errorf("volume v %w: made through the volume plugin", driver.ErrOtherFrontEnd), codes.FailedPrecondition},
 		{fmt.Errorf("create volume v: it %w: %w", driver.ErrExists, driver.ErrOtherFrontEnd), codes.AlreadyExists},
 		{fmt.Errorf("%w: unknown option", driver.ErrInvalid), codes.InvalidArgument},
+		{fmt.Errorf("cinder create v: %w (%w): VolumeLimitExceeded", driver.ErrInvalid, driver.ErrNoSpace), codes.ResourceExhausted},
+		{fmt.Errorf("rbd create volumes/v: %w: EDQUOT", driver.ErrNoSpace), codes.ResourceExhausted},
 		{fmt.Errorf("%w: cephx", driver.ErrPermission), codes.PermissionDenied},
 		{fmt.Errorf("%w: Ceph is not reachable yet", driver.ErrTimeout), codes.DeadlineExceeded},
 		{fmt.Errorf("cinder get v: %w", context.DeadlineExceeded), codes.DeadlineExceeded},

@@ -139,6 +139,8 @@ func Status(err error) error {
 		code = codes.AlreadyExists
 	case errors.Is(err, driver.ErrOtherFrontEnd):
 		code = codes.FailedPrecondition // a volume of the volume plugin: not this front end's to use
+	case errors.Is(err, driver.ErrNoSpace):
+		code = codes.ResourceExhausted
 	case errors.Is(err, driver.ErrInvalid):
 		code = codes.InvalidArgument
 	case errors.Is(err, driver.ErrPermission):
