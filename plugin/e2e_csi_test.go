@@ -52,18 +52,7 @@ func TestClusterVolumes(t *testing.T) {
 		t.Fatalf("after service update --force the new task reads %q, want %q", got, data)
 	}
 
-	must(t, "service", "rm", svc)
-	waitCluster(t, name, 2*time.Minute, func(st clusterVolume) bool { return len(st.PublishStatus) == 0 || st.PublishStatus[0].State == "" })
-	must(t, "volume", "update", "--availability", "drain", name)
-	must(t, "volume", "rm", name)
-	deadline := time.Now().Add(2 * time.Minute)
-	for rbdImageExists(t, name) || clusterVolumeListed(t, name) {
-		if time.Now().After(deadline) {
-			t.Fatalf("cluster volume %s still listed or its image still there 2 min after docker volume rm", name)
-		}
-		time.Sleep(time.Second)
-	}
-	assertUnmapped(t, name)
+	removeServiceAndVolume(t, svc, name)
 }
 
 // clusterSetup returns the CSI plugin's name, with a single-node swarm up (made for the test if
@@ -147,6 +136,13 @@ func TestClusterVolumesBlock(t *testing.T) {
 		t.Fatalf("the new task's device reads %q, %v; want %q", got, err, data)
 	}
 
+	removeServiceAndVolume(t, svc, name)
+}
+
+// removeServiceAndVolume removes the service, waits for swarm to unpublish the volume, drains and
+// removes it, and checks that its RBD image is gone and nothing maps it any more.
+func removeServiceAndVolume(t *testing.T, svc, name string) {
+	t.Helper()
 	must(t, "service", "rm", svc)
 	waitCluster(t, name, 2*time.Minute, func(st clusterVolume) bool { return len(st.PublishStatus) == 0 || st.PublishStatus[0].State == "" })
 	must(t, "volume", "update", "--availability", "drain", name)

@@ -3,7 +3,6 @@
 package main
 
 import (
-	"context"
 	"strings"
 	"testing"
 
@@ -25,14 +24,7 @@ func TestFrontEndsOnOnePool(t *testing.T) {
 
 		// A cluster volume, made through CSI.
 		cv := uniq("fecsi")
-		_, err := cp.ctrl.CreateVolume(cctx(t), &csi.CreateVolumeRequest{Name: cv, VolumeCapabilities: []*csi.VolumeCapability{swarmCap},
-			CapacityRange: &csi.CapacityRange{RequiredBytes: 1 << 30}})
-		must(t, "CreateVolume", err)
-		t.Cleanup(func() {
-			if _, err := cp.ctrl.DeleteVolume(context.Background(), &csi.DeleteVolumeRequest{VolumeId: cv}); err != nil {
-				t.Errorf("DeleteVolume %s at cleanup: %v", cv, err)
-			}
-		})
+		cp.createVolume(t, cv, 1<<30, swarmCap)
 		// A volume of the volume plugin.
 		dv := uniq("fevol")
 		vp.create(dv, map[string]string{"size": "1G"})
@@ -61,7 +53,7 @@ func TestFrontEndsOnOnePool(t *testing.T) {
 		vp.assertClean()
 
 		// The CSI plugin refuses the volume plugin's volume.
-		_, err = cp.ctrl.CreateVolume(cctx(t), &csi.CreateVolumeRequest{Name: dv, VolumeCapabilities: []*csi.VolumeCapability{swarmCap},
+		_, err := cp.ctrl.CreateVolume(cctx(t), &csi.CreateVolumeRequest{Name: dv, VolumeCapabilities: []*csi.VolumeCapability{swarmCap},
 			CapacityRange: &csi.CapacityRange{RequiredBytes: 1 << 30}})
 		wantStatus(t, "CreateVolume of the volume plugin's name", err, codes.AlreadyExists, volMade)
 		wantStatus(t, "NodeStage of the volume plugin's volume", cp.stage(t, dv), codes.FailedPrecondition, volMade)

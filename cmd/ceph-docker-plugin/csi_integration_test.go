@@ -64,6 +64,20 @@ func (n *csiNode) publish(t *testing.T, vol string) error {
 	return err
 }
 
+// createVolume makes a volume of size bytes through the node's controller, deleted at cleanup.
+func (n *csiNode) createVolume(t *testing.T, vol string, size int64, c *csi.VolumeCapability) *csi.Volume {
+	t.Helper()
+	r, err := n.ctrl.CreateVolume(cctx(t), &csi.CreateVolumeRequest{Name: vol, VolumeCapabilities: []*csi.VolumeCapability{c},
+		CapacityRange: &csi.CapacityRange{RequiredBytes: size}})
+	must(t, "CreateVolume "+vol, err)
+	t.Cleanup(func() {
+		if _, err := n.ctrl.DeleteVolume(context.Background(), &csi.DeleteVolumeRequest{VolumeId: vol}); err != nil {
+			t.Errorf("DeleteVolume %s at cleanup: %v", vol, err)
+		}
+	})
+	return r.Volume
+}
+
 func must(t *testing.T, what string, err error) {
 	t.Helper()
 	if err != nil {
@@ -148,18 +162,11 @@ func TestCSICrashRepair(t *testing.T) {
 			n := newCSINode(t, l, "csi-crash")
 			n.startCSI(n.endpoint)
 			vol := uniq("csicrash")
-			_, err := n.ctrl.CreateVolume(cctx(t), &csi.CreateVolumeRequest{Name: vol, VolumeCapabilities: []*csi.VolumeCapability{swarmCap},
-				CapacityRange: &csi.CapacityRange{RequiredBytes: 64 << 20}})
-			must(t, "CreateVolume", err)
-			t.Cleanup(func() {
-				if _, err := n.ctrl.DeleteVolume(context.Background(), &csi.DeleteVolumeRequest{VolumeId: vol}); err != nil {
-					t.Errorf("DeleteVolume at cleanup: %v", err)
-				}
-			})
+			n.createVolume(t, vol, 64<<20, swarmCap)
 			n.stop()
 			n.env = append(n.env, "TEST_FAULT_KILL_AT="+step)
 			n.startCSI(n.endpoint)
-			err = n.stage(t, vol)
+			err := n.stage(t, vol)
 			if err == nil {
 				err = n.publish(t, vol)
 			}
@@ -215,14 +222,7 @@ func TestCSIBlock(t *testing.T) {
 		n := newCSINode(t, l, "csi-blk", b.env...)
 		n.startCSI(n.endpoint)
 		vol := uniq("csiblk")
-		_, err := n.ctrl.CreateVolume(cctx(t), &csi.CreateVolumeRequest{Name: vol, VolumeCapabilities: []*csi.VolumeCapability{blockCap},
-			CapacityRange: &csi.CapacityRange{RequiredBytes: 1 << 30}})
-		must(t, "CreateVolume", err)
-		t.Cleanup(func() {
-			if _, err := n.ctrl.DeleteVolume(context.Background(), &csi.DeleteVolumeRequest{VolumeId: vol}); err != nil {
-				t.Errorf("DeleteVolume at cleanup: %v", err)
-			}
-		})
+		n.createVolume(t, vol, 1<<30, blockCap)
 		stage := func() error {
 			_, err := n.node.NodeStageVolume(cctx(t), &csi.NodeStageVolumeRequest{VolumeId: vol, StagingTargetPath: n.staging(), VolumeCapability: blockCap})
 			return err
@@ -237,6 +237,7 @@ func TestCSIBlock(t *testing.T) {
 			t.Errorf("after a block stage: maps %v, mounts %v; want one mapping, and neither the volume nor the staging path mounted", hs.maps, hs.mounts)
 		}
 		wantStatus(t, "read-only block publish", publish(true), codes.InvalidArgument, "read-only block")
+		var err error
 		must(t, "publish block", publish(false))
 		fi, err := os.Stat(n.target())
 		if err != nil || fi.Mode()&os.ModeDevice == 0 || fi.Mode()&os.ModeCharDevice != 0 {
