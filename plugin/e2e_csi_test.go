@@ -157,6 +157,54 @@ func removeServiceAndVolume(t *testing.T, svc, name string) {
 	assertUnmapped(t, name)
 }
 
+// The volume plugin and the CSI plugin side by side on one pool (Docker 28's real daemon, both
+// plugins built from this tree): the volume plugin refuses the cluster volume, so that `docker
+// volume inspect` shows the cluster volume, `docker volume create --driver <volume plugin>` of
+// its name is refused naming the front end that made it, and `docker volume rm` of the drained
+// cluster volume reaches swarm, which deletes it through the CSI plugin (before the front ends
+// were recorded, the volume plugin took the rm and deleted the image under swarm).
+func TestClusterVolumesBesideVolumePlugin(t *testing.T) {
+	volPlugin := os.Getenv("CDP_PLUGIN")
+	if volPlugin == "" {
+		t.Skip("run by make e2e-csi (it builds the volume plugin too)")
+	}
+	plugin := clusterSetup(t)
+	if out, _ := docker(t, time.Minute, "plugin", "inspect", "-f", "{{.Enabled}}", volPlugin); out != "true" {
+		must(t, "plugin", "enable", "--timeout", "120", volPlugin)
+	}
+	name := uniq("cvfe")
+	must(t, "volume", "create", "--driver", plugin, "--type", "mount", "--scope", "single", "--sharing", "none",
+		"--availability", "active", "--required-bytes", "1G", name)
+	t.Cleanup(func() {
+		_, _ = docker(t, time.Minute, "volume", "update", "--availability", "drain", name)
+		_, _ = docker(t, time.Minute, "volume", "rm", "-f", name)
+	})
+	waitCluster(t, name, 90*time.Second, func(st clusterVolume) bool { return st.ID != "" && st.Info.VolumeID != "" })
+
+	if out := must(t, "volume", "inspect", "-f", "{{.Driver}} {{if .ClusterVolume}}cluster{{end}}", name); out != plugin+" cluster" {
+		t.Errorf("docker volume inspect %s: %q; want the cluster volume of %s", name, out, plugin)
+	}
+	msg := mustFail(t, "volume", "create", "--driver", volPlugin, name)
+	for _, want := range []string{"volume " + name + " belongs to the plugin's other front end", "swarm cluster volumes"} {
+		if !strings.Contains(msg, want) {
+			t.Errorf("docker volume create --driver %s %s: %q; want it to say %q", volPlugin, name, msg, want)
+		}
+	}
+	if !rbdImageExists(t, name) {
+		t.Fatalf("the cluster volume's image is gone after the volume plugin's create was refused")
+	}
+	must(t, "volume", "update", "--availability", "drain", name)
+	must(t, "volume", "rm", name)
+	deadline := time.Now().Add(2 * time.Minute)
+	for rbdImageExists(t, name) || clusterVolumeListed(t, name) {
+		if time.Now().After(deadline) {
+			t.Fatalf("2 min after docker volume rm: image there %t, cluster volume listed %t; want swarm to have deleted both",
+				rbdImageExists(t, name), clusterVolumeListed(t, name))
+		}
+		time.Sleep(time.Second)
+	}
+}
+
 // mountSource is the host path a container's mount at dst is bound from.
 func mountSource(t *testing.T, id, dst string) string {
 	t.Helper()
