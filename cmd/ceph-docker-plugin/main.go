@@ -143,7 +143,7 @@ func run(getenv func(string) string, warning string) error {
 		CleanupTimeout: cfg.CallTimeout,
 		Known:          store,
 		BootID:         bootID(cfg, log),
-		FrontEnd:       cfg.Protocol, // "volume" or "csi": driver.FrontEndVolume, FrontEndCSI
+		FrontEnd:       cfg.Protocol, // driver.FrontEndVolume or FrontEndCSI (config.go)
 	}
 	if cfg.FaultKillAt != "" {
 		log.WithField("step", cfg.FaultKillAt).Warn("TEST_FAULT_KILL_AT is set: this process kills itself at that step (tests only)")
