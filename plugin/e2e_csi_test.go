@@ -20,13 +20,7 @@ import (
 func TestClusterVolumes(t *testing.T) {
 	plugin := clusterSetup(t)
 	name := uniq("cv")
-	must(t, "volume", "create", "--driver", plugin, "--type", "mount", "--scope", "single", "--sharing", "none",
-		"--availability", "active", "--group", "db", "--required-bytes", "1G", "--opt", "fstype=ext4", name)
-	t.Cleanup(func() {
-		_, _ = docker(t, time.Minute, "volume", "update", "--availability", "drain", name)
-		_, _ = docker(t, time.Minute, "volume", "rm", "-f", name)
-	})
-	waitCluster(t, name, 90*time.Second, func(st clusterVolume) bool { return st.ID != "" && st.Info.VolumeID != "" })
+	createClusterVolume(t, plugin, name, "--type", "mount", "--group", "db", "--opt", "fstype=ext4")
 	if !rbdImageExists(t, name) {
 		t.Fatalf("cluster volume %s: no RBD image volumes/%s", name, name)
 	}
@@ -86,13 +80,7 @@ func clusterSetup(t *testing.T) string {
 func TestClusterVolumesBlock(t *testing.T) {
 	plugin := clusterSetup(t)
 	name := uniq("cvblk")
-	must(t, "volume", "create", "--driver", plugin, "--type", "block", "--scope", "single", "--sharing", "none",
-		"--availability", "active", "--required-bytes", "1G", name)
-	t.Cleanup(func() {
-		_, _ = docker(t, time.Minute, "volume", "update", "--availability", "drain", name)
-		_, _ = docker(t, time.Minute, "volume", "rm", "-f", name)
-	})
-	waitCluster(t, name, 90*time.Second, func(st clusterVolume) bool { return st.ID != "" && st.Info.VolumeID != "" })
+	createClusterVolume(t, plugin, name, "--type", "block")
 
 	svc := uniq("cvblksvc")
 	must(t, "service", "create", "--detach", "--name", svc, "--network", "host",
@@ -173,13 +161,7 @@ func TestClusterVolumesBesideVolumePlugin(t *testing.T) {
 		must(t, "plugin", "enable", "--timeout", "120", volPlugin)
 	}
 	name := uniq("cvfe")
-	must(t, "volume", "create", "--driver", plugin, "--type", "mount", "--scope", "single", "--sharing", "none",
-		"--availability", "active", "--required-bytes", "1G", name)
-	t.Cleanup(func() {
-		_, _ = docker(t, time.Minute, "volume", "update", "--availability", "drain", name)
-		_, _ = docker(t, time.Minute, "volume", "rm", "-f", name)
-	})
-	waitCluster(t, name, 90*time.Second, func(st clusterVolume) bool { return st.ID != "" && st.Info.VolumeID != "" })
+	createClusterVolume(t, plugin, name, "--type", "mount")
 
 	// A listing first: dockerd may then know the name under the volume plugin too (its List is
 	// not filtered), and must still turn to the cluster volume.
@@ -210,6 +192,20 @@ func TestClusterVolumesBesideVolumePlugin(t *testing.T) {
 		}
 		time.Sleep(time.Second)
 	}
+}
+
+// createClusterVolume makes a 1 GiB single-node cluster volume with the extra flags given, and
+// waits until swarm has created it through the plugin; it is drained and removed at cleanup.
+func createClusterVolume(t *testing.T, plugin, name string, extra ...string) {
+	t.Helper()
+	args := append([]string{"volume", "create", "--driver", plugin, "--scope", "single", "--sharing", "none",
+		"--availability", "active", "--required-bytes", "1G"}, extra...)
+	must(t, append(args, name)...)
+	t.Cleanup(func() {
+		_, _ = docker(t, time.Minute, "volume", "update", "--availability", "drain", name)
+		_, _ = docker(t, time.Minute, "volume", "rm", "-f", name)
+	})
+	waitCluster(t, name, 90*time.Second, func(st clusterVolume) bool { return st.ID != "" && st.Info.VolumeID != "" })
 }
 
 // mountSource is the host path a container's mount at dst is bound from.
