@@ -87,10 +87,10 @@ e2e-cinder: ceph-up openstack-up docker-up test-deps ## the end-to-end suite aga
 	set -a && . $(DOCKER_LAB)/env && set +a && CDP_PLUGIN=ceph-cinder:latest CDP_BACKEND=cinder CDP_METRICS_ADDR=$(E2E_METRICS_CINDER) \
 	  $(GO) test -count=1 -timeout 20m -tags e2e -v ./plugin/ 2>&1 | grep -vE '^=== (RUN|PAUSE|CONT)'; exit $${PIPESTATUS[0]}
 
-e2e-csi: ## swarm cluster volumes through the CSI plugin on Docker 28 (builds and installs ceph-csi:latest)
+e2e-csi: ## swarm cluster volumes through the CSI plugin on Docker 28 (builds and installs ceph-csi:latest, and ceph:latest beside it)
 	@[ "$(DOCKER_ENGINE)" = 28 ] || { echo "make e2e-csi needs DOCKER_ENGINE=28 (cluster volumes work from Docker 28.2)"; exit 1; }
-	$(MAKE) plugin-csi
-	$(WITH_CEPH_ENV) set -a && . $(DOCKER_LAB)/env && set +a && CDP_CSI_PLUGIN=ceph-csi:latest \
+	$(MAKE) plugin-csi plugin
+	$(WITH_CEPH_ENV) set -a && . $(DOCKER_LAB)/env && set +a && CDP_CSI_PLUGIN=ceph-csi:latest CDP_PLUGIN=ceph:latest \
 	  $(GO) test -count=1 -timeout 20m -tags e2e -v -run 'TestClusterVolumes' ./plugin/ 2>&1 | grep -vE '^=== (RUN|PAUSE|CONT)'; exit $${PIPESTATUS[0]}
 
 e2e-all: ## e2e and e2e-cinder on both engines (Debian 12's dockerd 20.10, then 28.x), and e2e-csi on 28

@@ -170,7 +170,9 @@ func apiError(op, what string, err error) error {
 		return fmt.Errorf("cinder %s %s: %w: %v", op, what, driver.ErrPermission, err)
 	case gophercloud.ResponseCodeIs(err, http.StatusConflict):
 		return fmt.Errorf("cinder %s %s: %w: %v", op, what, driver.ErrInUse, err)
-	case gophercloud.ResponseCodeIs(err, http.StatusBadRequest), gophercloud.ResponseCodeIs(err, http.StatusRequestEntityTooLarge):
+	case gophercloud.ResponseCodeIs(err, http.StatusRequestEntityTooLarge): // Cinder's OverLimit: a quota
+		return fmt.Errorf("cinder %s %s: %w (%w): %v", op, what, driver.ErrInvalid, driver.ErrNoSpace, err)
+	case gophercloud.ResponseCodeIs(err, http.StatusBadRequest):
 		return fmt.Errorf("cinder %s %s: %w: %v", op, what, driver.ErrInvalid, err)
 	}
 	return fmt.Errorf("cinder %s %s: Cinder unreachable or failing: %w", op, what, unreachable(err))

@@ -318,6 +318,7 @@ func TestAPIError(t *testing.T) {
 		{code(404), driver.ErrNotFound, ""},
 		{code(409), driver.ErrInUse, "cinder op db: in use"},
 		{code(413), driver.ErrInvalid, ""},
+		{code(413), driver.ErrNoSpace, ""},
 		{code(500), nil, "cinder op db: Cinder unreachable or failing"},
 		{context.DeadlineExceeded, driver.ErrTimeout, "Cinder unreachable or failing: timed out"},
 		{context.Canceled, driver.ErrTimeout, ""},

@@ -143,6 +143,7 @@ func (p *Provisioner) Create(ctx context.Context, name string, opts driver.Optio
 		return err
 	}
 	meta := map[string]string{metaManaged: managedBy, metaFSType: opts.FSType}
+	recordFrontEnd(meta, opts.FrontEnd)
 	if len(opts.MkfsOptions) > 0 {
 		meta[metaMkfsOptions] = strings.Join(opts.MkfsOptions, " ")
 	}
@@ -211,7 +212,7 @@ func (p *Provisioner) deleteCreated(ctx context.Context, c *gophercloud.ServiceC
 func toVolume(v volumes.Volume, project string) driver.Volume {
 	vol := driver.Volume{
 		Name: v.Name, Size: uint64(v.Size) << 30, FSType: v.Metadata[metaFSType],
-		MountOptions: v.Metadata[metaMountOptions], CreatedAt: v.CreatedAt,
+		MountOptions: v.Metadata[metaMountOptions], CreatedAt: v.CreatedAt, FrontEnd: v.Metadata[metaFrontEnd],
 		Status: map[string]any{"cinder-id": v.ID, "cinder-status": v.Status, "volume-type": v.VolumeType,
 			"availability-zone": v.AvailabilityZone},
 	}

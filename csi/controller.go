@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"sort"
 	"strings"
 
@@ -33,16 +34,20 @@ func (s *Server) Probe(context.Context, *csi.ProbeRequest) (*csi.ProbeResponse, 
 	return &csi.ProbeResponse{Ready: wrapperspb.Bool(s.Core.Ready())}, nil
 }
 
-// ControllerGetCapabilities implements csi.ControllerServer. PUBLISH_UNPUBLISH_VOLUME is not
-// advertised: the claim on a volume (host lock, Cinder attachment) is taken by the node that
+// ControllerGetCapabilities implements csi.ControllerServer. GET_CAPACITY is advertised where
+// the backend can say (BACKEND=rbd). PUBLISH_UNPUBLISH_VOLUME is not advertised: the claim on a volume (host lock, Cinder attachment) is taken by the node that
 // maps it, in NodeStage, atomically with the check for another holder (docs/CSI.md).
 func (s *Server) ControllerGetCapabilities(context.Context, *csi.ControllerGetCapabilitiesRequest) (*csi.ControllerGetCapabilitiesResponse, error) {
 	var out []*csi.ControllerServiceCapability
-	for _, c := range []csi.ControllerServiceCapability_RPC_Type{
+	caps := []csi.ControllerServiceCapability_RPC_Type{
 		csi.ControllerServiceCapability_RPC_CREATE_DELETE_VOLUME,
 		csi.ControllerServiceCapability_RPC_LIST_VOLUMES,
 		csi.ControllerServiceCapability_RPC_SINGLE_NODE_MULTI_WRITER,
-	} {
+	}
+	if s.Capacity != nil {
+		caps = append(caps, csi.ControllerServiceCapability_RPC_GET_CAPACITY)
+	}
+	for _, c := range caps {
 		out = append(out, &csi.ControllerServiceCapability{Type: &csi.ControllerServiceCapability_Rpc{
 			Rpc: &csi.ControllerServiceCapability_RPC{Type: c}}})
 	}
@@ -53,12 +58,14 @@ func (s *Server) ControllerGetCapabilities(context.Context, *csi.ControllerGetCa
 type access struct {
 	readOnly bool // SINGLE_NODE_READER_ONLY
 	single   bool // SINGLE_NODE_SINGLE_WRITER
+	block    bool // the block access type: the raw device is published
 	fsType   string
 	flags    []string
 }
 
-// checkCapability accepts what the core can honour: a filesystem (mount access type) on one
-// node at a time. Everything else is refused with the reason.
+// checkCapability accepts what the core can honour: a filesystem (mount access type) or the raw
+// device (block access type, writable) on one node at a time. Everything else is refused with
+// the reason.
 func checkCapability(c *csi.VolumeCapability) (access, error) {
 	if c == nil {
 		return access{}, status.Error(codes.InvalidArgument, "a volume capability is required")
@@ -68,8 +75,7 @@ func checkCapability(c *csi.VolumeCapability) (access, error) {
 	case *csi.VolumeCapability_Mount:
 		a.fsType, a.flags = t.Mount.GetFsType(), t.Mount.GetMountFlags()
 	case *csi.VolumeCapability_Block:
-		return a, status.Error(codes.InvalidArgument, "the block access type (docker volume create --type block) is not supported yet: "+
-			"the driver core always formats and mounts the device; use --type mount")
+		a.block = true
 	default:
 		return a, status.Error(codes.InvalidArgument, "the volume capability has no access type: use mount")
 	}
@@ -96,8 +102,16 @@ func checkCapability(c *csi.VolumeCapability) (access, error) {
 	default:
 		return a, status.Errorf(codes.InvalidArgument, "access mode %s is not supported: use --scope single", m)
 	}
+	if a.block && a.readOnly {
+		return a, errReadOnlyBlock
+	}
 	return a, nil
 }
+
+// errReadOnlyBlock: a read-only bind of a device node does not stop writes to the device, and the
+// core maps read-write only.
+var errReadOnlyBlock = status.Error(codes.InvalidArgument, "a read-only block volume (--type block with --sharing readonly, or a read-only mount of it) is not supported: "+
+	"a read-only bind of a device node does not make the device read-only, and the plugin maps volumes read-write; use --type mount for read-only access")
 
 func contains(list []string, s string) bool {
 	for _, v := range list {
@@ -141,6 +155,10 @@ func (s *Server) CreateVolume(ctx context.Context, req *csi.CreateVolumeRequest)
 		}
 	}
 	if err := s.sizeFromRange(ctx, name, req.GetCapacityRange(), params); err != nil {
+		if errors.Is(err, driver.ErrOtherFrontEnd) {
+			// The name is taken, by a volume this front end does not serve.
+			return nil, status.Error(codes.AlreadyExists, err.Error())
+		}
 		return nil, err
 	}
 	if err := s.Core.Create(ctx, name, params); err != nil {
@@ -275,4 +293,32 @@ func (s *Server) ListVolumes(ctx context.Context, req *csi.ListVolumesRequest) (
 		out.Entries = append(out.Entries, &csi.ListVolumesResponse_Entry{Volume: &csi.Volume{VolumeId: v.Name, CapacityBytes: int64(v.Size)}})
 	}
 	return out, nil
+}
+
+// GetCapacity implements csi.ControllerServer (BACKEND=rbd): the free bytes of the pool the
+// parameters name (RBD_POOL by default), as Ceph computes them for the pool's replication and
+// fullest OSD. Capabilities the plugin cannot honour have no capacity (0).
+func (s *Server) GetCapacity(ctx context.Context, req *csi.GetCapacityRequest) (*csi.GetCapacityResponse, error) {
+	if s.Capacity == nil {
+		return nil, status.Error(codes.Unimplemented, "GetCapacity is not offered with this backend (Cinder does not tell a project its pools' free space)")
+	}
+	fs := req.GetParameters()[driver.OptFSType]
+	for _, c := range req.GetVolumeCapabilities() {
+		a, err := checkCapability(c)
+		if err != nil {
+			return &csi.GetCapacityResponse{}, nil
+		}
+		if a.fsType != "" {
+			fs = a.fsType
+		}
+	}
+	if fs == "" {
+		fs = s.Core.DefaultFSType()
+	}
+	n, err := s.Capacity.Capacity(ctx, req.GetParameters())
+	if err != nil {
+		return nil, err
+	}
+	return &csi.GetCapacityResponse{AvailableCapacity: int64(min(n, math.MaxInt64)),
+		MinimumVolumeSize: wrapperspb.Int64(int64(driver.MinSize(fs)))}, nil
 }

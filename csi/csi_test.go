@@ -126,7 +126,11 @@ func TestStatusCodes(t *testing.T) {
 		{fmt.Errorf("%w: not staged", driver.ErrNotStaged), codes.FailedPrecondition},
 		{fmt.Errorf("volume v: %w", driver.ErrNotFound), codes.NotFound},
 		{fmt.Errorf("create volume v: %w: other size", driver.ErrExists), codes.AlreadyExists},
+		{fmt.Errorf("volume v %w: made through the volume plugin", driver.ErrOtherFrontEnd), codes.FailedPrecondition},
+		{fmt.Errorf("create volume v: it %w: %w", driver.ErrExists, driver.ErrOtherFrontEnd), codes.AlreadyExists},
 		{fmt.Errorf("%w: unknown option", driver.ErrInvalid), codes.InvalidArgument},
+		{fmt.Errorf("cinder create v: %w (%w): VolumeLimitExceeded", driver.ErrInvalid, driver.ErrNoSpace), codes.ResourceExhausted},
+		{fmt.Errorf("rbd create volumes/v: %w: EDQUOT", driver.ErrNoSpace), codes.ResourceExhausted},
 		{fmt.Errorf("%w: cephx", driver.ErrPermission), codes.PermissionDenied},
 		{fmt.Errorf("%w: Ceph is not reachable yet", driver.ErrTimeout), codes.DeadlineExceeded},
 		{fmt.Errorf("cinder get v: %w", context.DeadlineExceeded), codes.DeadlineExceeded},
@@ -160,9 +164,17 @@ func TestCheckCapability(t *testing.T) {
 	wantCode(t, "MULTI_NODE_READER_ONLY", err, codes.InvalidArgument, "one node at a time")
 	_, err = checkCapability(mountCap(csi.VolumeCapability_AccessMode_MULTI_NODE_MULTI_WRITER))
 	wantCode(t, "MULTI_NODE_MULTI_WRITER", err, codes.InvalidArgument, "one node only")
-	_, err = checkCapability(&csi.VolumeCapability{AccessType: &csi.VolumeCapability_Block{Block: &csi.VolumeCapability_BlockVolume{}},
-		AccessMode: &csi.VolumeCapability_AccessMode{Mode: m}})
-	wantCode(t, "block", err, codes.InvalidArgument, "--type block")
+	blockCap := func(mode csi.VolumeCapability_AccessMode_Mode) *csi.VolumeCapability {
+		return &csi.VolumeCapability{AccessType: &csi.VolumeCapability_Block{Block: &csi.VolumeCapability_BlockVolume{}},
+			AccessMode: &csi.VolumeCapability_AccessMode{Mode: mode}}
+	}
+	if a, err := checkCapability(blockCap(m)); err != nil || !a.block || a.readOnly {
+		t.Errorf("block: %+v, %v", a, err)
+	}
+	_, err = checkCapability(blockCap(csi.VolumeCapability_AccessMode_SINGLE_NODE_READER_ONLY))
+	wantCode(t, "read-only block", err, codes.InvalidArgument, "--type mount for read-only access")
+	_, err = checkCapability(blockCap(csi.VolumeCapability_AccessMode_MULTI_NODE_READER_ONLY))
+	wantCode(t, "block, MULTI_NODE_READER_ONLY", err, codes.InvalidArgument, "one node at a time")
 	c := mountCap(m)
 	c.GetMount().FsType = "btrfs"
 	_, err = checkCapability(c)
@@ -215,6 +227,10 @@ func TestCreateVolume(t *testing.T) {
 	wantCode(t, "no name", err, codes.InvalidArgument, "name")
 	_, err = s.CreateVolume(context.Background(), &csi.CreateVolumeRequest{Name: "f"})
 	wantCode(t, "no capabilities", err, codes.InvalidArgument, "capabilities")
+	core.vols["vp"] = driver.Volume{Name: "vp", Size: 1 << 30}
+	core.err = fmt.Errorf("volume vp %w: it was created through Docker's volume protocol", driver.ErrOtherFrontEnd)
+	_, err = create("vp", &csi.CapacityRange{RequiredBytes: 1 << 30}, nil)
+	wantCode(t, "a volume of the volume plugin", err, codes.AlreadyExists, "volume protocol")
 	core.err = fmt.Errorf("volume g: %w: Ceph is not reachable yet", driver.ErrTimeout)
 	_, err = create("g", nil, nil)
 	if got := Status(err); status.Code(got) != codes.DeadlineExceeded {
@@ -332,4 +348,60 @@ func TestServeTranslatesAndObserves(t *testing.T) {
 	if _, _, err := Listen("csi.sock"); err == nil {
 		t.Error("Listen accepted a relative endpoint")
 	}
+}
+
+type fakeCapacity struct {
+	n    uint64
+	err  error
+	seen map[string]string
+}
+
+func (f *fakeCapacity) Capacity(_ context.Context, params map[string]string) (uint64, error) {
+	f.seen = params
+	return f.n, f.err
+}
+
+func advertises(t *testing.T, s *Server, want csi.ControllerServiceCapability_RPC_Type) bool {
+	t.Helper()
+	r, err := s.ControllerGetCapabilities(context.Background(), &csi.ControllerGetCapabilitiesRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range r.Capabilities {
+		if c.GetRpc().GetType() == want {
+			return true
+		}
+	}
+	return false
+}
+
+// GetCapacity is advertised and answered only with a Capacity (BACKEND=rbd): the backend's
+// figure for the parameters, with the filesystem's minimum size; a capability the plugin cannot
+// honour has none; the backend's errors are translated.
+func TestGetCapacity(t *testing.T) {
+	s := newServer(newFakeCore())
+	if advertises(t, s, csi.ControllerServiceCapability_RPC_GET_CAPACITY) {
+		t.Error("GET_CAPACITY advertised without a Capacity")
+	}
+	_, err := s.GetCapacity(context.Background(), &csi.GetCapacityRequest{})
+	wantCode(t, "GetCapacity without a Capacity", err, codes.Unimplemented, "not offered")
+
+	fc := &fakeCapacity{n: 5 << 30}
+	s.Capacity = fc
+	if !advertises(t, s, csi.ControllerServiceCapability_RPC_GET_CAPACITY) {
+		t.Error("GET_CAPACITY not advertised with a Capacity")
+	}
+	r, err := s.GetCapacity(context.Background(), &csi.GetCapacityRequest{Parameters: map[string]string{"pool": "fast", "fstype": "xfs"},
+		VolumeCapabilities: []*csi.VolumeCapability{mountCap(csi.VolumeCapability_AccessMode_SINGLE_NODE_WRITER)}})
+	if err != nil || r.AvailableCapacity != 5<<30 || r.MinimumVolumeSize.GetValue() != int64(driver.MinSize("xfs")) || fc.seen["pool"] != "fast" {
+		t.Errorf("GetCapacity: %v, %v (parameters seen %v)", r, err, fc.seen)
+	}
+	r, err = s.GetCapacity(context.Background(), &csi.GetCapacityRequest{
+		VolumeCapabilities: []*csi.VolumeCapability{mountCap(csi.VolumeCapability_AccessMode_MULTI_NODE_MULTI_WRITER)}})
+	if err != nil || r.AvailableCapacity != 0 {
+		t.Errorf("GetCapacity for a mode not honoured: %v, %v; want 0", r, err)
+	}
+	fc.err = fmt.Errorf("%w: pool nope does not exist", driver.ErrInvalid)
+	_, err = s.GetCapacity(context.Background(), &csi.GetCapacityRequest{Parameters: map[string]string{"pool": "nope"}})
+	wantCode(t, "GetCapacity of an unknown pool", err, codes.InvalidArgument, "does not exist")
 }

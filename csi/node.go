@@ -31,7 +31,7 @@ func (s *Server) NodeGetInfo(context.Context, *csi.NodeGetInfoRequest) (*csi.Nod
 }
 
 // NodeStageVolume implements csi.NodeServer: claim, map, format if blank, mount (the core), and
-// a bind mount at the staging path.
+// a bind mount at the staging path; for the block access type, claim and map only.
 func (s *Server) NodeStageVolume(ctx context.Context, req *csi.NodeStageVolumeRequest) (*csi.NodeStageVolumeResponse, error) {
 	if req.GetVolumeId() == "" {
 		return nil, status.Error(codes.InvalidArgument, "a volume ID is required")
@@ -43,7 +43,7 @@ func (s *Server) NodeStageVolume(ctx context.Context, req *csi.NodeStageVolumeRe
 	if err != nil {
 		return nil, err
 	}
-	err = s.Node.Stage(ctx, req.GetVolumeId(), driver.StageRequest{StagingPath: req.GetStagingTargetPath(), ReadOnly: a.readOnly, Single: a.single})
+	err = s.Node.Stage(ctx, req.GetVolumeId(), driver.StageRequest{StagingPath: req.GetStagingTargetPath(), ReadOnly: a.readOnly, Single: a.single, Block: a.block})
 	if err != nil {
 		return nil, err
 	}
@@ -64,7 +64,8 @@ func (s *Server) NodeUnstageVolume(ctx context.Context, req *csi.NodeUnstageVolu
 	return &csi.NodeUnstageVolumeResponse{}, nil
 }
 
-// NodePublishVolume implements csi.NodeServer: a bind mount of the staging path at the target.
+// NodePublishVolume implements csi.NodeServer: a bind mount of the staging path at the target,
+// or for the block access type of the device node on a file at the target.
 func (s *Server) NodePublishVolume(ctx context.Context, req *csi.NodePublishVolumeRequest) (*csi.NodePublishVolumeResponse, error) {
 	if req.GetVolumeId() == "" {
 		return nil, status.Error(codes.InvalidArgument, "a volume ID is required")
@@ -78,6 +79,9 @@ func (s *Server) NodePublishVolume(ctx context.Context, req *csi.NodePublishVolu
 	}
 	if req.GetStagingTargetPath() == "" {
 		return nil, status.Error(codes.FailedPrecondition, "a staging target path is required: this plugin stages every volume first")
+	}
+	if a.block && req.GetReadonly() {
+		return nil, errReadOnlyBlock
 	}
 	err = s.Node.Publish(ctx, req.GetVolumeId(), driver.PublishRequest{StagingPath: req.GetStagingTargetPath(),
 		Target: req.GetTargetPath(), ReadOnly: req.GetReadonly() || a.readOnly})

@@ -47,6 +47,12 @@ type NodeCore interface {
 	Unpublish(ctx context.Context, name, target string) error
 }
 
+// Capacity says how many bytes a new volume made with the given parameters (the -o options)
+// can have. Only a backend that can say has one.
+type Capacity interface {
+	Capacity(ctx context.Context, params map[string]string) (uint64, error)
+}
+
 var (
 	_ Core     = (*driver.Driver)(nil)
 	_ NodeCore = (*driver.Node)(nil)
@@ -58,9 +64,11 @@ type Server struct {
 	csi.UnimplementedControllerServer
 	csi.UnimplementedNodeServer
 
-	Core    Core
-	Node    NodeCore
-	Version string
+	Core Core
+	Node NodeCore
+	// Capacity, when set, answers GetCapacity (GET_CAPACITY is advertised only then).
+	Capacity Capacity
+	Version  string
 	// Timeout bounds each call (a shorter deadline from the caller wins).
 	Timeout time.Duration
 	Log     *logrus.Entry
@@ -129,6 +137,10 @@ func Status(err error) error {
 		code = codes.NotFound
 	case errors.Is(err, driver.ErrExists):
 		code = codes.AlreadyExists
+	case errors.Is(err, driver.ErrOtherFrontEnd):
+		code = codes.FailedPrecondition // a volume of the volume plugin: not this front end's to use
+	case errors.Is(err, driver.ErrNoSpace):
+		code = codes.ResourceExhausted
 	case errors.Is(err, driver.ErrInvalid):
 		code = codes.InvalidArgument
 	case errors.Is(err, driver.ErrPermission):

@@ -23,11 +23,16 @@ import (
 // ErrNotStaged: a publish asks for a volume that is not staged at the given staging path.
 var ErrNotStaged = errors.New("not staged")
 
-// Binder bind-mounts a mounted directory onto another path.
+// Binder bind-mounts a mounted directory onto another path, or a device node onto a file.
 type Binder interface {
 	// Bind mounts source on target (a directory, created if missing), read-only if asked.
 	// Binding the same source there again succeeds.
 	Bind(ctx context.Context, source, target string, readOnly bool) error
+	// BindDevice mounts the device node dev on target (a file, created if missing). Binding
+	// the same device there again succeeds; a target with something else mounted is ErrInUse.
+	BindDevice(ctx context.Context, dev, target string) error
+	// BoundDevice says whether target is a bind of the device node dev.
+	BoundDevice(target, dev string) (bool, error)
 }
 
 // StageRequest is a NodeStage's request, validated by the CSI front end.
@@ -35,6 +40,9 @@ type StageRequest struct {
 	StagingPath string
 	ReadOnly    bool // SINGLE_NODE_READER_ONLY: the staging bind, and so every publish, is read-only
 	Single      bool // SINGLE_NODE_SINGLE_WRITER: one publish target at most
+	// Block: the block access type: the volume is mapped without a filesystem and each publish
+	// target is a bind of the device node; nothing is bound at the staging path.
+	Block bool
 }
 
 // PublishRequest is a NodePublish's request.
@@ -107,7 +115,7 @@ func (n *Node) Stage(ctx context.Context, name string, req StageRequest) error {
 	if err != nil {
 		return err
 	}
-	if ok && st.Released && (st.StagingPath != req.StagingPath || st.ReadOnly != req.ReadOnly || st.Single != req.Single) {
+	if ok && st.Released && (st.StagingPath != req.StagingPath || st.ReadOnly != req.ReadOnly || st.Single != req.Single || st.Block != req.Block) {
 		// A released stage holds nothing: a stage elsewhere, or in another mode, replaces it.
 		if err := n.store.DeleteStage(name); err != nil {
 			return err
@@ -118,9 +126,9 @@ func (n *Node) Stage(ctx context.Context, name string, req StageRequest) error {
 		if st.StagingPath != req.StagingPath {
 			return fmt.Errorf("%w: volume %s is staged on this node at %s already; unstage it there first", ErrInUse, name, st.StagingPath)
 		}
-		if st.ReadOnly != req.ReadOnly || st.Single != req.Single {
-			return fmt.Errorf("%w: volume %s is staged at %s with another access mode (read-only %t, single writer %t); unstage it first",
-				ErrExists, name, st.StagingPath, st.ReadOnly, st.Single)
+		if st.ReadOnly != req.ReadOnly || st.Single != req.Single || st.Block != req.Block {
+			return fmt.Errorf("%w: volume %s is staged at %s with another access mode (read-only %t, single writer %t, block %t); unstage it first",
+				ErrExists, name, st.StagingPath, st.ReadOnly, st.Single, st.Block)
 		}
 		if st.Released {
 			return n.restage(ctx, &st)
@@ -136,7 +144,7 @@ func (n *Node) Stage(ctx context.Context, name string, req StageRequest) error {
 		// The core had released it (a reboot): stage it afresh.
 	}
 	st = StageState{Name: name, StagingPath: req.StagingPath, ID: stageID(req.StagingPath), ReadOnly: req.ReadOnly,
-		Single: req.Single, Op: "stage", OpPath: req.StagingPath, Updated: time.Now()}
+		Single: req.Single, Block: req.Block, Op: "stage", OpPath: req.StagingPath, Updated: time.Now()}
 	if err := n.store.SaveStage(st); err != nil {
 		return err
 	}
@@ -169,16 +177,18 @@ func (n *Node) up(ctx context.Context, st *StageState) (err error) {
 		st.Op, st.OpPath = "", ""
 	}()
 	tx.Push("release", func(ctx context.Context) error { return n.d.Unmount(ctx, st.Name, st.ID) })
-	src, err := n.d.Mount(ctx, st.Name, st.ID)
+	src, err := n.d.mount(ctx, st.Name, st.ID, st.Block)
 	if err != nil {
 		return err
 	}
 	n.d.fault("stage:mounted")
-	tx.Push("unbind staging path", func(ctx context.Context) error { return n.d.mounter.Unmount(ctx, st.StagingPath) })
-	if err := n.bind.Bind(ctx, src, st.StagingPath, st.ReadOnly); err != nil {
-		return fmt.Errorf("stage volume %s: %w", st.Name, err)
+	if !st.Block { // a block stage is the mapping alone: each publish binds the device
+		tx.Push("unbind staging path", func(ctx context.Context) error { return n.d.mounter.Unmount(ctx, st.StagingPath) })
+		if err := n.bind.Bind(ctx, src, st.StagingPath, st.ReadOnly); err != nil {
+			return fmt.Errorf("stage volume %s: %w", st.Name, err)
+		}
+		n.d.fault("stage:bound")
 	}
-	n.d.fault("stage:bound")
 	st.Op, st.OpPath, st.Released, st.Updated = "", "", false, time.Now()
 	return n.store.SaveStage(*st)
 }
@@ -317,7 +327,7 @@ func (n *Node) Publish(ctx context.Context, name string, req PublishRequest) err
 	if err := n.store.SaveStage(st); err != nil {
 		return err
 	}
-	if err := n.bind.Bind(ctx, st.StagingPath, req.Target, ro); err != nil {
+	if err := n.publishBind(ctx, st, req.Target, ro); err != nil {
 		cctx, cancel := undo.Context(n.d.withCleanup(ctx))
 		defer cancel()
 		if uerr := n.d.mounter.Unmount(cctx, req.Target); uerr != nil {
@@ -337,6 +347,31 @@ func (n *Node) Publish(ctx context.Context, name string, req PublishRequest) err
 	}
 	log.WithField("readonly", ro).Info("volume published")
 	return nil
+}
+
+// publishBind binds the stage at target: the staging path's mount, or for a block stage the
+// mapped device node.
+func (n *Node) publishBind(ctx context.Context, st StageState, target string, ro bool) error {
+	if !st.Block {
+		return n.bind.Bind(ctx, st.StagingPath, target, ro)
+	}
+	dev, err := n.device(st.Name)
+	if err != nil {
+		return err
+	}
+	return n.bind.BindDevice(ctx, dev, target)
+}
+
+// device is the mapped device of a volume the core holds here.
+func (n *Node) device(name string) (string, error) {
+	core, ok, err := n.d.state.Load(name)
+	if err != nil {
+		return "", err
+	}
+	if !ok || core.Device == "" {
+		return "", fmt.Errorf("volume %s is not mapped on this host although it is staged (its repair failed; see the log)", name)
+	}
+	return core.Device, nil
 }
 
 // Unpublish undoes Publish: it unmounts the target and removes it. A target the volume is not
@@ -418,6 +453,9 @@ func (n *Node) ensure(ctx context.Context, st *StageState) (live bool, err error
 		}
 		return false, n.store.DeleteStage(st.Name)
 	}
+	if st.Block {
+		return true, n.ensureBlock(ctx, st, core.Device)
+	}
 	dev, err := n.d.mounter.MountedDevice(core.Path)
 	if err != nil {
 		return true, err
@@ -447,6 +485,31 @@ func (n *Node) ensure(ctx context.Context, st *StageState) (live bool, err error
 		}
 	}
 	return true, nil
+}
+
+// ensureBlock binds again each target of a block stage that does not show the mapped device
+// (a restart may have mapped the volume anew, on another device).
+func (n *Node) ensureBlock(ctx context.Context, st *StageState, dev string) error {
+	if dev == "" {
+		return fmt.Errorf("the volume is not mapped although the plugin holds it (its repair failed; see the log)")
+	}
+	for _, t := range targets(*st) {
+		ok, err := n.bind.BoundDevice(t, dev)
+		if err != nil || ok {
+			if err != nil {
+				return err
+			}
+			continue
+		}
+		n.log.WithFields(logrus.Fields{"volume": st.Name, "path": t, "device": dev}).Warn("device bind lost or stale; binding again")
+		if err := n.d.mounter.Unmount(ctx, t); err != nil {
+			return err
+		}
+		if err := n.bind.BindDevice(ctx, dev, t); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // Reconcile repairs every stage record after a start: steps in flight are finished or undone,
@@ -502,6 +565,9 @@ func (d *Driver) Describe(ctx context.Context, name string) (Volume, error) {
 	if err != nil {
 		return Volume{}, fmt.Errorf("volume %s: %w", name, err)
 	}
+	if err := d.otherFrontEnd(vol, "use it"); err != nil {
+		return Volume{}, err
+	}
 	if vol.FSType == "" {
 		vol.FSType = d.cfg.Defaults.FSType
 	}
@@ -525,6 +591,13 @@ func (d *Driver) RoundSize(size uint64) uint64 { return d.prov.RoundSize(size) }
 
 // DefaultFSType is DEFAULT_FSTYPE.
 func (d *Driver) DefaultFSType() string { return d.cfg.Defaults.FSType }
+
+// MapRaw is Mount without a filesystem, for CSI's block access type: the first use claims and
+// maps the volume (nothing is formatted or mounted), and every use gets the device. A volume
+// in use here as a filesystem is refused (ErrInUse), and the reverse.
+func (d *Driver) MapRaw(ctx context.Context, name, id string) (string, error) {
+	return d.mount(ctx, name, id, true)
+}
 
 // MinSize is the smallest volume the plugin makes with a filesystem of that type.
 func MinSize(fstype string) uint64 {

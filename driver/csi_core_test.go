@@ -8,7 +8,7 @@ import (
 )
 
 // A bind is a side effect too.
-func init() { sideEffects = append(sideEffects, "mnt.Bind") }
+func init() { sideEffects = append(sideEffects, "mnt.Bind", "mnt.BindDevice") }
 
 // fakeBinder binds in the fake mounter's table: the target shows the source's device.
 type fakeBinder struct{ m *fakeMounter }
@@ -32,6 +32,29 @@ func (b fakeBinder) Bind(ctx context.Context, source, target string, readOnly bo
 	}
 	b.m.mounts[target] = src
 	return nil
+}
+
+// BindDevice binds a device in the fake mounter's table: the target shows the device.
+func (b fakeBinder) BindDevice(ctx context.Context, dev, target string) error {
+	done, err := b.m.enter(ctx, "BindDevice", filepath.Base(target))
+	defer done()
+	if err != nil {
+		return err
+	}
+	b.m.mu.Lock()
+	defer b.m.mu.Unlock()
+	switch cur := b.m.mounts[target]; {
+	case cur == dev:
+		return nil
+	case cur != "":
+		return fmt.Errorf("%w: %s has %s mounted", ErrInUse, target, cur)
+	}
+	b.m.mounts[target] = dev
+	return nil
+}
+
+func (b fakeBinder) BoundDevice(target, dev string) (bool, error) {
+	return b.m.device(target) == dev, nil
 }
 
 func newTestNode(t *testing.T, e *testEnv) *Node {

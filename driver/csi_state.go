@@ -21,6 +21,9 @@ type StageState struct {
 	ReadOnly bool `json:",omitempty"`
 	// Single: at most one publish target (SINGLE_NODE_SINGLE_WRITER).
 	Single bool `json:",omitempty"`
+	// Block: the block access type: the core maps the volume raw (State.Raw), nothing is
+	// bound at the staging path, and each target is a bind of the device node.
+	Block bool `json:",omitempty"`
 	// Targets are the publish targets, each with whether it is read-only.
 	Targets map[string]bool `json:",omitempty"`
 	// Released: the last target was unpublished, so the stage was released (the staging bind

@@ -37,6 +37,10 @@ type Config struct {
 	// state record carries it; Reconcile releases, rather than maps again, the volumes recorded in
 	// an earlier boot. Empty: records are taken as of this boot.
 	BootID string
+	// FrontEnd is the protocol this plugin serves (FrontEndVolume or FrontEndCSI): recorded with
+	// each volume it creates, and volumes recorded by the other one are refused (frontend.go).
+	// Empty: nothing recorded or checked.
+	FrontEnd string
 }
 
 // Driver implements the volume semantics on the interfaces it consumes. Every method takes a
@@ -136,6 +140,7 @@ func (d *Driver) Create(ctx context.Context, name string, raw map[string]string)
 		return fmt.Errorf("create volume %s: %w", name, err)
 	}
 	opts.Size = d.prov.RoundSize(opts.Size)
+	opts.FrontEnd = d.cfg.FrontEnd
 	unlock, err := d.begin(ctx, name)
 	if err != nil {
 		return err
@@ -146,6 +151,9 @@ func (d *Driver) Create(ctx context.Context, name string, raw map[string]string)
 		vol, gerr := d.prov.Get(ctx, name)
 		if gerr != nil {
 			return fmt.Errorf("create volume %s: it exists but cannot be read: %w", name, gerr)
+		}
+		if ferr := d.otherFrontEnd(vol, "take it over by a create of the same name"); ferr != nil {
+			return fmt.Errorf("create volume %s: it %w: %w", name, ErrExists, ferr)
 		}
 		return d.compatible(ctx, name, vol, raw, opts)
 	}
@@ -224,6 +232,14 @@ func (d *Driver) Get(ctx context.Context, name string) (VolumeInfo, error) {
 			info.Status = status
 			d.log.WithField("volume", name).WithError(err).Warn("backend unreachable: answering Get from what it said last")
 			return info, nil
+		}
+		return VolumeInfo{}, err
+	}
+	if err := d.otherFrontEnd(vol, "show it"); err != nil {
+		// dockerd takes a Get that fails as "no such volume here": on a swarm manager it then
+		// turns to the cluster volume, which is what `docker volume rm/inspect NAME` should do.
+		if _, was := d.known.LoadAndDelete(name); was {
+			d.rememberKnown()
 		}
 		return VolumeInfo{}, err
 	}
@@ -330,6 +346,9 @@ func (d *Driver) Remove(ctx context.Context, name string) error {
 	if ok && len(st.IDs) > 0 {
 		return fmt.Errorf("remove volume %s: %w: it is mounted on this host (%s) by %d container(s); stop them first",
 			name, ErrInUse, d.cfg.Node, len(st.IDs))
+	}
+	if err := d.refuseOther(ctx, name, "remove it"); err != nil {
+		return err
 	}
 	if err := d.prov.Remove(ctx, name, d.cfg.RemoveAction); err != nil {
 		return fmt.Errorf("remove volume %s: %w", name, err)

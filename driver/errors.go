@@ -20,4 +20,6 @@ var (
 	ErrPermission = errors.New("permission denied")
 	// ErrTimeout: the backend did not answer within the call's deadline.
 	ErrTimeout = errors.New("timed out")
+	// ErrNoSpace: the backend is out of space or over a quota (a full pool, a Cinder quota).
+	ErrNoSpace = errors.New("out of space or over quota")
 )

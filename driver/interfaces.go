@@ -87,6 +87,9 @@ type Options struct {
 	MkfsOptions  []string
 	MountOptions string            // comma-separated, as for mount -o
 	Backend      map[string]string // backend-specific options (pool, features, project-id, ...)
+	// FrontEnd is the protocol the volume is created through (FrontEndVolume, FrontEndCSI),
+	// recorded with the volume by the backend; "" records nothing.
+	FrontEnd string
 }
 
 // Volume is a volume as the backend knows it.
@@ -102,6 +105,9 @@ type Volume struct {
 	Holder string
 	// Status holds backend-specific facts for `docker volume inspect`.
 	Status map[string]any
+	// FrontEnd is the protocol the volume was created through, as recorded at Create ("" for a
+	// volume made before the record existed, or by hand).
+	FrontEnd string
 	// Unwritten is set by an Attach whose backend made sure, after claiming the volume, that the
 	// first and last SignatureWindow bytes were never written (they read as zeros): the first
 	// Mount then formats without reading the device first.
@@ -178,7 +184,10 @@ type State struct {
 	Options string     `json:",omitempty"` // mount options
 	Attach  Attachment // as returned by Provisioner.Attach
 	Device  string     `json:",omitempty"` // the mapped device, once mapped
-	Path    string     // the mount point
+	Path    string     // the mount point ("" when Raw)
+	// Raw: mapped without a filesystem (CSI's block access type): nothing is formatted or
+	// mounted, the device is what each use gets.
+	Raw     bool `json:",omitempty"`
 	Updated time.Time
 	// Boot is the kernel boot (Config.BootID) the record was written in: a record of an earlier
 	// boot holds no live mount, since a reboot ended every container (empty: not known).

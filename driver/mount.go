@@ -15,6 +15,12 @@ import (
 // first Mount on the host attaches, maps, formats a blank device and mounts; later Mounts, with
 // other IDs or again with the same one (dockerd's nested uses: `docker cp`), only count a use.
 func (d *Driver) Mount(ctx context.Context, name, id string) (string, error) {
+	return d.mount(ctx, name, id, false)
+}
+
+// mount is Mount, or with raw MapRaw: the volume mapped without a filesystem, and its device
+// returned instead of a mount point.
+func (d *Driver) mount(ctx context.Context, name, id string, raw bool) (string, error) {
 	ctx = d.withCleanup(ctx)
 	if id == "" {
 		return "", fmt.Errorf("mount volume %s: %w: no caller ID", name, ErrInvalid)
@@ -43,6 +49,10 @@ func (d *Driver) Mount(ctx context.Context, name, id string) (string, error) {
 	if ok && len(st.IDs) > 0 {
 		// Warm: the volume is up here. Make sure it still is (a restarted daemon may have lost
 		// the propagated mount), then add the reference.
+		if st.Raw != raw {
+			return "", fmt.Errorf("%w: volume %s is in use on this host %s; a use %s must wait until it is released",
+				ErrInUse, name, usedAs(st.Raw), usedAs(raw))
+		}
 		if err := d.ensureUp(ctx, &st, false); err != nil {
 			return "", fmt.Errorf("mount volume %s: %w", name, err)
 		}
@@ -52,9 +62,12 @@ func (d *Driver) Mount(ctx context.Context, name, id string) (string, error) {
 			return "", err
 		}
 		log.WithFields(logrus.Fields{"uses": uses, "refs": len(st.IDs)}).Info("volume mounted (another use)")
+		if raw {
+			return st.Device, nil
+		}
 		return st.Path, nil
 	}
-	path, err := d.mountFirst(ctx, name, id)
+	path, err := d.mountFirst(ctx, name, id, raw)
 	if err != nil {
 		return "", err
 	}
@@ -62,8 +75,16 @@ func (d *Driver) Mount(ctx context.Context, name, id string) (string, error) {
 	return path, nil
 }
 
-// mountFirst is the cold path: attach, map, format if blank, mount; undone in reverse on error.
-func (d *Driver) mountFirst(ctx context.Context, name, id string) (_ string, err error) {
+func usedAs(raw bool) string {
+	if raw {
+		return "as a raw device (block)"
+	}
+	return "as a filesystem"
+}
+
+// mountFirst is the cold path: attach, map, format if blank, mount (with raw: attach and map
+// only, returning the device); undone in reverse on error.
+func (d *Driver) mountFirst(ctx context.Context, name, id string, raw bool) (_ string, err error) {
 	times := newStepTimes(name, id)
 	lap := times.lap
 	defer func() {
@@ -73,7 +94,10 @@ func (d *Driver) mountFirst(ctx context.Context, name, id string) (_ string, err
 	}()
 	// The state is recorded before anything happens, with the mount's ID: a crash or a failure
 	// from here on is undone by it (the image is known once attached).
-	st := State{Name: name, Op: OpMount, OpID: id, Path: d.mountPath(name), Attach: Attachment{MountID: id}, Updated: time.Now()}
+	st := State{Name: name, Op: OpMount, OpID: id, Path: d.mountPath(name), Raw: raw, Attach: Attachment{MountID: id}, Updated: time.Now()}
+	if raw {
+		st.Path = ""
+	}
 	if err := d.state.Save(st); err != nil {
 		return "", err
 	}
@@ -85,6 +109,12 @@ func (d *Driver) mountFirst(ctx context.Context, name, id string) (_ string, err
 		}
 	}()
 
+	if d.cfg.LockBreak {
+		// Before a takeover could fence the other front end's holder.
+		if err := d.refuseOther(ctx, name, "mount it"); err != nil {
+			return "", err
+		}
+	}
 	att, vol, err := d.claim(ctx, &tx, name, id, lap)
 	if err != nil {
 		return "", err
@@ -95,6 +125,9 @@ func (d *Driver) mountFirst(ctx context.Context, name, id string) (_ string, err
 	}
 	if err := CheckStored(fstype, *vol); err != nil {
 		return "", storedRefusal(name, err)
+	}
+	if err := d.otherFrontEnd(*vol, "mount it"); err != nil {
+		return "", err
 	}
 	st.Image, st.FSType, st.Options = vol.Image, fstype, vol.MountOptions
 	st.Attach = att
@@ -116,6 +149,9 @@ func (d *Driver) mountFirst(ctx context.Context, name, id string) (_ string, err
 	// 6 ms of a first Mount in the krbd lab's guest.)
 	st.Device = m.Device
 	d.fault(FaultMountMapped)
+	if raw {
+		return d.upDone(&st, lap, m.Device)
+	}
 
 	fs, err := d.mounter.FormatIfBlank(ctx, m.Device, fstype, vol.MkfsOptions, vol.Unwritten && !att.Map.ReadOnly)
 	if err != nil {
@@ -142,14 +178,21 @@ func (d *Driver) mountFirst(ctx context.Context, name, id string) (_ string, err
 	d.fault(FaultMountMounted)
 	lap("mount")
 
+	return d.upDone(&st, lap, st.Path)
+}
+
+// upDone records the first use of a volume now up (mapped, and mounted unless raw), and
+// returns got (the device or the mount point).
+func (d *Driver) upDone(st *State, lap func(string), got string) (string, error) {
+	id := st.OpID
 	st.IDs, st.Uses = []string{id}, map[string]int{id: 1}
 	st.Op, st.OpID = "", ""
 	st.Updated = time.Now()
-	if err := d.state.Save(st); err != nil {
+	if err := d.state.Save(*st); err != nil {
 		return "", err
 	}
 	lap("save-done")
-	return st.Path, nil
+	return got, nil
 }
 
 // claim is the first step of a first mount: the backend's claim for this host and mount ID, and
@@ -293,8 +336,10 @@ func (d *Driver) Unmount(ctx context.Context, name, id string) error {
 // teardown unmounts, unmaps and detaches, then forgets the state. Each step is idempotent, so a
 // teardown interrupted by a crash or an error is finished by running it again.
 func (d *Driver) teardown(ctx context.Context, st *State) error {
-	if err := d.mounter.Unmount(ctx, st.Path); err != nil {
-		return err
+	if st.Path != "" { // "" when raw: nothing mounted
+		if err := d.mounter.Unmount(ctx, st.Path); err != nil {
+			return err
+		}
 	}
 	d.fault(FaultUnmountUnmounted)
 	// Unmap and Detach run even when the state does not record them done: a crash may have hit

@@ -89,6 +89,9 @@ func (d *Driver) ensureUpWith(ctx context.Context, st *State, verifyClaim bool, 
 			return err
 		}
 	}
+	if st.Raw {
+		return nil // mapped is up: nothing is mounted
+	}
 	return d.mountAgain(ctx, st, dev)
 }
 
@@ -110,7 +113,7 @@ func (d *Driver) reclaim(ctx context.Context, st *State) error {
 // reboot), claiming it first unless claimed, and returns the new device.
 func (d *Driver) mapAgain(ctx context.Context, st *State, claimed bool) (string, error) {
 	d.log.WithFields(logrus.Fields{"volume": st.Name, "image": st.Image.String()}).Warn("mapping lost; mapping again")
-	if cur, _ := d.mounter.MountedDevice(st.Path); cur != "" {
+	if cur, _ := d.mounter.MountedDevice(st.Path); cur != "" && !st.Raw {
 		// A mount of the dead device: clear it before mounting the new one.
 		if err := d.mounter.Unmount(ctx, st.Path); err != nil {
 			return "", fmt.Errorf("clear the stale mount of lost mapping %s: %w", st.Device, err)

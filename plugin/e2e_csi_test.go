@@ -4,7 +4,9 @@ package plugin
 
 import (
 	"encoding/json"
+	"errors"
 	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -17,31 +19,9 @@ import (
 // writes, `docker service update --force` that replaces the task (the new one reads the data
 // back), the service removed, the volume drained and removed with its RBD image, nothing left.
 func TestClusterVolumes(t *testing.T) {
-	plugin := os.Getenv("CDP_CSI_PLUGIN")
-	if plugin == "" {
-		t.Skip("run by make e2e-csi (Docker 28 and the ceph-csi plugin)")
-	}
-	// The volume-protocol plugins see the same pool: with them enabled, `docker volume rm NAME`
-	// would go to them rather than to the cluster volume. (See docs/CSI.md.)
-	for _, p := range []string{"ceph:latest", "ceph-cinder:latest"} {
-		if out, err := docker(t, time.Minute, "plugin", "inspect", "-f", "{{.Enabled}}", p); err == nil && out == "true" {
-			must(t, "plugin", "disable", "-f", p)
-			t.Cleanup(func() { _, _ = docker(t, time.Minute, "plugin", "enable", "--timeout", "120", p) })
-		}
-	}
-	if out, _ := docker(t, 30*time.Second, "info", "-f", "{{.Swarm.LocalNodeState}}"); out != "active" {
-		must(t, "swarm", "init", "--advertise-addr", "127.0.0.1", "--listen-addr", swarmListenAddr())
-		t.Cleanup(func() { _, _ = docker(t, time.Minute, "swarm", "leave", "--force") })
-	}
-
+	plugin := clusterSetup(t)
 	name := uniq("cv")
-	must(t, "volume", "create", "--driver", plugin, "--type", "mount", "--scope", "single", "--sharing", "none",
-		"--availability", "active", "--group", "db", "--required-bytes", "1G", "--opt", "fstype=ext4", name)
-	t.Cleanup(func() {
-		_, _ = docker(t, time.Minute, "volume", "update", "--availability", "drain", name)
-		_, _ = docker(t, time.Minute, "volume", "rm", "-f", name)
-	})
-	waitCluster(t, name, 90*time.Second, func(st clusterVolume) bool { return st.ID != "" && st.Info.VolumeID != "" })
+	createClusterVolume(t, plugin, name, "--type", "mount", "--group", "db", "--opt", "fstype=ext4")
 	if !rbdImageExists(t, name) {
 		t.Fatalf("cluster volume %s: no RBD image volumes/%s", name, name)
 	}
@@ -67,6 +47,91 @@ func TestClusterVolumes(t *testing.T) {
 		t.Fatalf("after service update --force the new task reads %q, want %q", got, data)
 	}
 
+	removeServiceAndVolume(t, svc, name)
+}
+
+// clusterSetup returns the CSI plugin's name, with a single-node swarm up (made for the test if
+// there was none). The volume-protocol plugins are disabled for the test: this suite checks the
+// CSI plugin alone (the plugin's integration tests check the two front ends on one pool).
+func clusterSetup(t *testing.T) string {
+	t.Helper()
+	plugin := os.Getenv("CDP_CSI_PLUGIN")
+	if plugin == "" {
+		t.Skip("run by make e2e-csi (Docker 28 and the ceph-csi plugin)")
+	}
+	for _, p := range []string{"ceph:latest", "ceph-cinder:latest"} {
+		if out, err := docker(t, time.Minute, "plugin", "inspect", "-f", "{{.Enabled}}", p); err == nil && out == "true" {
+			must(t, "plugin", "disable", "-f", p)
+			t.Cleanup(func() { _, _ = docker(t, time.Minute, "plugin", "enable", "--timeout", "120", p) })
+		}
+	}
+	if out, _ := docker(t, 30*time.Second, "info", "-f", "{{.Swarm.LocalNodeState}}"); out != "active" {
+		must(t, "swarm", "init", "--advertise-addr", "127.0.0.1", "--listen-addr", swarmListenAddr())
+		t.Cleanup(func() { _, _ = docker(t, time.Minute, "swarm", "leave", "--force") })
+	}
+	return plugin
+}
+
+// A `--type block` cluster volume: the service's container gets the raw device (a block device
+// node) at its mount target, not a filesystem. What is written to that device node (through the
+// file the container's mount is bound from: Docker gives a service's container no access to
+// block devices in its device cgroup, and a service cannot be given any) is read back by the
+// task that `service update --force` starts; after the service, the drained volume is removed
+// with its image, and nothing is left mapped.
+func TestClusterVolumesBlock(t *testing.T) {
+	plugin := clusterSetup(t)
+	name := uniq("cvblk")
+	createClusterVolume(t, plugin, name, "--type", "block")
+
+	svc := uniq("cvblksvc")
+	must(t, "service", "create", "--detach", "--name", svc, "--network", "host",
+		"--mount", "type=cluster,src="+name+",dst=/dev/cephvol", "busybox", "sleep", "600")
+	t.Cleanup(func() { _, _ = docker(t, time.Minute, "service", "rm", svc) })
+	first := serviceTask(t, svc, "", 3*time.Minute)
+	if out := waitExec(t, first, "test -b /dev/cephvol && echo block"); strings.TrimSpace(out) != "block" {
+		t.Fatalf("the task's /dev/cephvol is not a block device: %q", out)
+	}
+	// What the container itself may do with it (Docker's device cgroup decides; logged).
+	out, err := docker(t, 30*time.Second, "exec", first, "sh", "-c", "dd if=/dev/cephvol of=/dev/null bs=4096 count=1 2>&1")
+	t.Logf("reading the device inside the service's container: %v %s", err, strings.TrimSpace(out))
+
+	src := mountSource(t, first, "/dev/cephvol")
+	data := []byte(uniq("written-to-the-raw-device"))
+	f, err := os.OpenFile(src, os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatalf("open the published device %s: %v", src, err)
+	}
+	if _, err := f.WriteAt(data, 1<<20); err != nil {
+		t.Fatal(err)
+	}
+	if err := errors.Join(f.Sync(), f.Close()); err != nil {
+		t.Fatal(err)
+	}
+	if fi, err := os.Stat(src); err != nil || fi.Mode()&os.ModeDevice == 0 || fi.Mode()&os.ModeCharDevice != 0 {
+		t.Fatalf("the published path %s is %v, %v; want a block device node", src, fi, err)
+	}
+
+	must(t, "service", "update", "--detach", "--force", svc)
+	second := serviceTask(t, svc, first, 3*time.Minute)
+	src = mountSource(t, second, "/dev/cephvol")
+	got := make([]byte, len(data))
+	f, err = os.Open(src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = f.ReadAt(got, 1<<20)
+	f.Close()
+	if err != nil || string(got) != string(data) {
+		t.Fatalf("the new task's device reads %q, %v; want %q", got, err, data)
+	}
+
+	removeServiceAndVolume(t, svc, name)
+}
+
+// removeServiceAndVolume removes the service, waits for swarm to unpublish the volume, drains and
+// removes it, and checks that its RBD image is gone and nothing maps it any more.
+func removeServiceAndVolume(t *testing.T, svc, name string) {
+	t.Helper()
 	must(t, "service", "rm", svc)
 	waitCluster(t, name, 2*time.Minute, func(st clusterVolume) bool { return len(st.PublishStatus) == 0 || st.PublishStatus[0].State == "" })
 	must(t, "volume", "update", "--availability", "drain", name)
@@ -78,6 +143,86 @@ func TestClusterVolumes(t *testing.T) {
 		}
 		time.Sleep(time.Second)
 	}
+	assertUnmapped(t, name)
+}
+
+// The volume plugin and the CSI plugin side by side on one pool (Docker 28's real daemon, both
+// plugins built from this tree): the volume plugin refuses the cluster volume, so that `docker
+// volume inspect` shows the cluster volume, `docker volume create --driver <volume plugin>` of
+// its name is refused naming the front end that made it, and `docker volume rm` of the drained
+// cluster volume reaches swarm, which deletes it through the CSI plugin (before the front ends
+// were recorded, the volume plugin took the rm and deleted the image under swarm).
+func TestClusterVolumesBesideVolumePlugin(t *testing.T) {
+	volPlugin := os.Getenv("CDP_PLUGIN")
+	if volPlugin == "" {
+		t.Skip("run by make e2e-csi (it builds the volume plugin too)")
+	}
+	plugin := clusterSetup(t)
+	if out, _ := docker(t, time.Minute, "plugin", "inspect", "-f", "{{.Enabled}}", volPlugin); out != "true" {
+		must(t, "plugin", "enable", "--timeout", "120", volPlugin)
+	}
+	name := uniq("cvfe")
+	createClusterVolume(t, plugin, name, "--type", "mount")
+
+	// A listing first: dockerd may then know the name under the volume plugin too (its List is
+	// not filtered), and must still turn to the cluster volume.
+	for _, l := range strings.Fields(must(t, "volume", "ls", "--format", "{{.Driver}}/{{.Name}}")) {
+		if strings.HasSuffix(l, "/"+name) {
+			t.Logf("docker volume ls: %s", l)
+		}
+	}
+	if out := must(t, "volume", "inspect", "-f", "{{.Driver}} {{if .ClusterVolume}}cluster{{end}}", name); out != plugin+" cluster" {
+		t.Errorf("docker volume inspect %s: %q; want the cluster volume of %s", name, out, plugin)
+	}
+	msg := mustFail(t, "volume", "create", "--driver", volPlugin, name)
+	for _, want := range []string{"volume " + name + " belongs to the plugin's other front end", "swarm cluster volumes"} {
+		if !strings.Contains(msg, want) {
+			t.Errorf("docker volume create --driver %s %s: %q; want it to say %q", volPlugin, name, msg, want)
+		}
+	}
+	if !rbdImageExists(t, name) {
+		t.Fatalf("the cluster volume's image is gone after the volume plugin's create was refused")
+	}
+	must(t, "volume", "update", "--availability", "drain", name)
+	must(t, "volume", "rm", name)
+	deadline := time.Now().Add(2 * time.Minute)
+	for rbdImageExists(t, name) || clusterVolumeListed(t, name) {
+		if time.Now().After(deadline) {
+			t.Fatalf("2 min after docker volume rm: image there %t, cluster volume listed %t; want swarm to have deleted both",
+				rbdImageExists(t, name), clusterVolumeListed(t, name))
+		}
+		time.Sleep(time.Second)
+	}
+}
+
+// createClusterVolume makes a 1 GiB single-node cluster volume with the extra flags given, and
+// waits until swarm has created it through the plugin; it is drained and removed at cleanup.
+func createClusterVolume(t *testing.T, plugin, name string, extra ...string) {
+	t.Helper()
+	args := append([]string{"volume", "create", "--driver", plugin, "--scope", "single", "--sharing", "none",
+		"--availability", "active", "--required-bytes", "1G"}, extra...)
+	must(t, append(args, name)...)
+	t.Cleanup(func() {
+		_, _ = docker(t, time.Minute, "volume", "update", "--availability", "drain", name)
+		_, _ = docker(t, time.Minute, "volume", "rm", "-f", name)
+	})
+	waitCluster(t, name, 90*time.Second, func(st clusterVolume) bool { return st.ID != "" && st.Info.VolumeID != "" })
+}
+
+// mountSource is the host path a container's mount at dst is bound from.
+func mountSource(t *testing.T, id, dst string) string {
+	t.Helper()
+	var mounts []struct{ Source, Destination string }
+	if err := json.Unmarshal([]byte(must(t, "inspect", "-f", "{{json .Mounts}}", id)), &mounts); err != nil {
+		t.Fatal(err)
+	}
+	for _, m := range mounts {
+		if m.Destination == dst {
+			return m.Source
+		}
+	}
+	t.Fatalf("container %s has no mount at %s: %+v", id, dst, mounts)
+	return ""
 }
 
 type clusterVolume struct {
@@ -168,4 +313,17 @@ func rbdImageExists(t *testing.T, name string) bool {
 		}
 	}
 	return false
+}
+
+// assertUnmapped fails if a loop device of the host is still backed by the image (the fuse
+// mapper's mapping), read from sysfs (losetup may hang on a loop device of a dead FUSE server).
+func assertUnmapped(t *testing.T, image string) {
+	t.Helper()
+	files, _ := filepath.Glob("/sys/block/loop*/loop/backing_file")
+	for _, f := range files {
+		b, err := os.ReadFile(f)
+		if err == nil && strings.HasSuffix(strings.TrimSpace(string(b)), "/"+image) {
+			t.Errorf("%s: the image %s is still mapped (%s)", f, image, strings.TrimSpace(string(b)))
+		}
+	}
 }

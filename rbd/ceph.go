@@ -12,6 +12,7 @@ type ceph interface {
 	hostLocks
 	User() string
 	Monitors(ctx context.Context) ([]string, error)
+	PoolAvail(ctx context.Context, pool string) (uint64, error)
 }
 
 // images are the image calls: create, clone, describe, metadata, removal, and the index of

@@ -62,6 +62,8 @@ func kindOf(err error) error {
 		return driver.ErrInvalid
 	case syscall.ESHUTDOWN: // this client was blocklisted
 		return driver.ErrPermission
+	case syscall.ENOSPC, syscall.EDQUOT: // a full cluster, a pool quota
+		return driver.ErrNoSpace
 	}
 	return nil
 }

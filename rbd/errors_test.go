@@ -31,6 +31,8 @@ func TestKindOfTranslatesErrnos(t *testing.T) {
 		{cephErr(-int(syscall.EPERM)), driver.ErrPermission},
 		{cephErr(-int(syscall.ESHUTDOWN)), driver.ErrPermission},
 		{cephErr(-int(syscall.EINVAL)), driver.ErrInvalid},
+		{cephErr(-int(syscall.ENOSPC)), driver.ErrNoSpace},
+		{cephErr(-int(syscall.EDQUOT)), driver.ErrNoSpace},
 		{fmt.Errorf("wrapped: %w", cephErr(-int(syscall.ENOENT))), driver.ErrNotFound},
 		{context.DeadlineExceeded, driver.ErrTimeout},
 		{cephErr(-int(syscall.EIO)), nil},

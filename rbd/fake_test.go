@@ -3,6 +3,7 @@ package rbd
 import (
 	"context"
 	"errors"
+	"fmt"
 	"slices"
 	"sort"
 	"strings"
@@ -30,6 +31,7 @@ type fakeCeph struct {
 	records     []HolderRecord
 	unwritten   bool
 	mons        []string
+	avail       map[string]uint64 // max_avail by pool
 	nextID      int
 }
 
@@ -103,6 +105,19 @@ func (f *fakeCeph) find(method string, spec Spec) (*fakeImage, error) {
 }
 
 func (f *fakeCeph) User() string { return "docker" }
+
+func (f *fakeCeph) PoolAvail(_ context.Context, pool string) (uint64, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if err := f.enter("PoolAvail", pool); err != nil {
+		return 0, err
+	}
+	n, ok := f.avail[pool]
+	if !ok {
+		return 0, fmt.Errorf("rbd df: %w: no pool %q", driver.ErrNotFound, pool)
+	}
+	return n, nil
+}
 
 func (f *fakeCeph) Monitors(context.Context) ([]string, error) {
 	f.mu.Lock()

@@ -180,3 +180,12 @@ func (g Guard) ClearClients(ctx context.Context, spec driver.ImageSpec, id strin
 	}
 	return c.ClearHolder(ctx, spec, id)
 }
+
+// Capacity answers CSI's GetCapacity (csi.Capacity) once connected.
+func (l *Lazy) Capacity(ctx context.Context, params map[string]string) (uint64, error) {
+	p, err := l.p(ctx)
+	if err != nil {
+		return 0, err
+	}
+	return p.Capacity(ctx, params)
+}

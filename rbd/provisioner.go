@@ -156,6 +156,7 @@ func (p *Provisioner) Create(ctx context.Context, name string, opts driver.Optio
 		return err
 	}
 	meta := map[string]string{metaFSType: opts.FSType, metaCreated: time.Now().UTC().Format(time.RFC3339)}
+	recordFrontEnd(meta, opts.FrontEnd)
 	if len(opts.MkfsOptions) > 0 {
 		meta[metaMkfsOptions] = strings.Join(opts.MkfsOptions, " ")
 	}
@@ -296,8 +297,8 @@ func volumeOf(name string, spec Spec, d Description) driver.Volume {
 	info, meta := d.Info, d.Meta
 	vol := driver.Volume{
 		Name: name, Image: spec, Size: info.Size, FSType: meta[metaFSType],
-		MountOptions: meta[metaMountOptions],
-		Status:       map[string]any{"pool": spec.Pool, "features": strings.Join(info.Features, ",")},
+		MountOptions: meta[metaMountOptions], FrontEnd: meta[metaFrontEnd],
+		Status: map[string]any{"pool": spec.Pool, "features": strings.Join(info.Features, ",")},
 	}
 	if v := meta[metaMkfsOptions]; v != "" {
 		vol.MkfsOptions = driver.SplitMkfsOptions(v)

@@ -171,7 +171,7 @@ func LoadConfig(getenv func(string) string) (Config, error) {
 		MountRoot:     absPath("MOUNT_ROOT"),
 		StateDir:      absPath("STATE_DIR"),
 		Socket:        absPath("PLUGIN_SOCKET"),
-		Protocol:      oneOf("PROTOCOL", "volume", "csi"),
+		Protocol:      oneOf("PROTOCOL", driver.FrontEndVolume, driver.FrontEndCSI), // recorded with each volume as its front end
 		CSIEndpoint:   get("CSI_ENDPOINT"),
 		RemoveAction:  driver.RemoveAction(oneOf("REMOVE_ACTION", "delete", "trash", "keep")),
 		LogFormat:     oneOf("LOG_FORMAT", "text", "json"),

@@ -5,6 +5,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"errors"
 	"os"
 	"path/filepath"
 	"strings"
@@ -63,6 +64,20 @@ func (n *csiNode) publish(t *testing.T, vol string) error {
 	_, err := n.node.NodePublishVolume(cctx(t), &csi.NodePublishVolumeRequest{VolumeId: vol, StagingTargetPath: n.staging(),
 		TargetPath: n.target(), VolumeCapability: swarmCap})
 	return err
+}
+
+// createVolume makes a volume of size bytes through the node's controller, deleted at cleanup.
+func (n *csiNode) createVolume(t *testing.T, vol string, size int64, c *csi.VolumeCapability) *csi.Volume {
+	t.Helper()
+	r, err := n.ctrl.CreateVolume(cctx(t), &csi.CreateVolumeRequest{Name: vol, VolumeCapabilities: []*csi.VolumeCapability{c},
+		CapacityRange: &csi.CapacityRange{RequiredBytes: size}})
+	must(t, "CreateVolume "+vol, err)
+	t.Cleanup(func() {
+		if _, err := n.ctrl.DeleteVolume(context.Background(), &csi.DeleteVolumeRequest{VolumeId: vol}); err != nil {
+			t.Errorf("DeleteVolume %s at cleanup: %v", vol, err)
+		}
+	})
+	return r.Volume
 }
 
 func must(t *testing.T, what string, err error) {
@@ -149,18 +164,11 @@ func TestCSICrashRepair(t *testing.T) {
 			n := newCSINode(t, l, "csi-crash")
 			n.startCSI(n.endpoint)
 			vol := uniq("csicrash")
-			_, err := n.ctrl.CreateVolume(cctx(t), &csi.CreateVolumeRequest{Name: vol, VolumeCapabilities: []*csi.VolumeCapability{swarmCap},
-				CapacityRange: &csi.CapacityRange{RequiredBytes: 64 << 20}})
-			must(t, "CreateVolume", err)
-			t.Cleanup(func() {
-				if _, err := n.ctrl.DeleteVolume(context.Background(), &csi.DeleteVolumeRequest{VolumeId: vol}); err != nil {
-					t.Errorf("DeleteVolume at cleanup: %v", err)
-				}
-			})
+			n.createVolume(t, vol, 64<<20, swarmCap)
 			n.stop()
 			n.Env = append(n.Env, "TEST_FAULT_KILL_AT="+string(step))
 			n.startCSI(n.endpoint)
-			err = n.stage(t, vol)
+			err := n.stage(t, vol)
 			if err == nil {
 				err = n.publish(t, vol)
 			}
@@ -201,4 +209,64 @@ func TestCSICrashRepair(t *testing.T) {
 			n.assertClean()
 		})
 	}
+}
+
+var blockCap = &csi.VolumeCapability{AccessType: &csi.VolumeCapability_Block{Block: &csi.VolumeCapability_BlockVolume{}},
+	AccessMode: &csi.VolumeCapability_AccessMode{Mode: csi.VolumeCapability_AccessMode_SINGLE_NODE_WRITER}}
+
+// The block access type through the binary, both backends: NodeStage maps without formatting,
+// NodePublish puts the device node at the target file; what is written there is read back after
+// the last unpublish released the volume and a publish staged it again; a read-only publish is
+// refused; nothing is left mapped or mounted.
+func TestCSIBlock(t *testing.T) {
+	l := labEnv(t)
+	eachBackend(t, l, func(t *testing.T, b backend) {
+		n := newCSINode(t, l, "csi-blk", b.env...)
+		n.startCSI(n.endpoint)
+		vol := uniq("csiblk")
+		n.createVolume(t, vol, 1<<30, blockCap)
+		stage := func() error {
+			_, err := n.node.NodeStageVolume(cctx(t), &csi.NodeStageVolumeRequest{VolumeId: vol, StagingTargetPath: n.staging(), VolumeCapability: blockCap})
+			return err
+		}
+		publish := func(ro bool) error {
+			_, err := n.node.NodePublishVolume(cctx(t), &csi.NodePublishVolumeRequest{VolumeId: vol, StagingTargetPath: n.staging(),
+				TargetPath: n.target(), VolumeCapability: blockCap, Readonly: ro})
+			return err
+		}
+		must(t, "stage block", stage())
+		if hs := n.host(); len(hs.maps) != 1 || isMounted(t, filepath.Join(n.mountRoot(), vol)) || isMounted(t, n.staging()) {
+			t.Errorf("after a block stage: maps %v, mounts %v; want one mapping, and neither the volume nor the staging path mounted", hs.maps, hs.mounts)
+		}
+		wantStatus(t, "read-only block publish", publish(true), codes.InvalidArgument, "read-only block")
+		var err error
+		must(t, "publish block", publish(false))
+		fi, err := os.Stat(n.target())
+		if err != nil || fi.Mode()&os.ModeDevice == 0 || fi.Mode()&os.ModeCharDevice != 0 {
+			t.Fatalf("the target %s is %v, %v; want a block device node", n.target(), fi, err)
+		}
+		data := randomData(t, 1<<20)
+		f, err := os.OpenFile(n.target(), os.O_WRONLY, 0)
+		must(t, "open the published device", err)
+		_, err = f.WriteAt(data, 4<<20)
+		must(t, "write the device", errors.Join(err, f.Sync(), f.Close()))
+
+		_, err = n.node.NodeUnpublishVolume(cctx(t), &csi.NodeUnpublishVolumeRequest{VolumeId: vol, TargetPath: n.target()})
+		must(t, "unpublish (its last target: released)", err)
+		n.assertClean()
+		must(t, "publish again (staged again first)", publish(false))
+		f, err = os.Open(n.target())
+		must(t, "open the device again", err)
+		got := make([]byte, len(data))
+		_, err = f.ReadAt(got, 4<<20)
+		f.Close()
+		if err != nil || !bytes.Equal(got, data) {
+			t.Fatalf("read back through the device: %v (equal %t)", err, bytes.Equal(got, data))
+		}
+		_, err = n.node.NodeUnpublishVolume(cctx(t), &csi.NodeUnpublishVolumeRequest{VolumeId: vol, TargetPath: n.target()})
+		must(t, "unpublish", err)
+		_, err = n.node.NodeUnstageVolume(cctx(t), &csi.NodeUnstageVolumeRequest{VolumeId: vol, StagingTargetPath: n.staging()})
+		must(t, "unstage", err)
+		n.assertClean()
+	})
 }

@@ -23,7 +23,8 @@ import (
 
 // The CSI sanity suite (kubernetes-csi/csi-test pkg/sanity, as published) against the plugin
 // binary serving CSI (PROTOCOL=csi) with the fuse mapper and the real lab Ceph, once per backend:
-// BACKEND=rbd and BACKEND=cinder. Ginkgo runs one suite per process, so both backends are
+// BACKEND=rbd and BACKEND=cinder with the mount access type, and BACKEND=rbd again with the
+// block access type. Ginkgo runs one suite per process, so both backends are
 // registered under one suite, each in its own container; the counts per backend, and the reason
 // of each skipped case, are printed at the end. Each backend works in a pool or project of its
 // own (csi_isolation_integration_test.go): the suite counts every volume the backend lists.
@@ -35,10 +36,12 @@ func TestCSISanity(t *testing.T) {
 		cfg  sanity.TestConfig
 	}
 	var runs []*run
+	rbdEnv := isolatedRBD(t, l)
 	for _, b := range []struct {
-		name string
-		env  []string
-	}{{"rbd", isolatedRBD(t, l)}, {"cinder", isolatedCinder(t)}} {
+		name   string
+		env    []string
+		access string // the suite's volume access type
+	}{{"rbd", rbdEnv, "mount"}, {"cinder", isolatedCinder(t), "mount"}, {"rbd-block", rbdEnv, "block"}} {
 		p := newPlugin(t, l, uniq("csi-"+b.name), append([]string{"PROTOCOL=csi", "LOG_LEVEL=info"}, b.env...)...)
 		endpoint := "unix://" + filepath.Join(p.dir, "csi.sock")
 		p.Env = append(p.Env, "CSI_ENDPOINT="+endpoint)
@@ -54,6 +57,8 @@ func TestCSISanity(t *testing.T) {
 		}
 		// Cinder makes whole GiB: the suite compares the size it asked for with the size made.
 		cfg.TestVolumeSize = 1 << 30
+		// Once more with the block access type (the node path differs; the backend's is the same).
+		cfg.TestVolumeAccessType = b.access
 		runs = append(runs, &run{b.name, p, cfg})
 	}
 	for _, r := range runs {
@@ -77,7 +82,7 @@ func TestCSISanity(t *testing.T) {
 				}
 			}
 			sort.Strings(skips)
-			t.Logf("CSI sanity, BACKEND=%s: %d passed, %d failed, %d skipped, %d pending (disabled upstream)",
+			t.Logf("CSI sanity, %s: %d passed, %d failed, %d skipped, %d pending (disabled upstream)",
 				r.name, counts[types.SpecStatePassed], len(fails), counts[types.SpecStateSkipped], counts[types.SpecStatePending])
 			for _, s := range skips {
 				t.Logf("  skipped: %s", s)

@@ -102,6 +102,7 @@ func run(getenv func(string) string, warning string) error {
 	conn.Wait, conn.ConnectTimeout = min(cfg.CallTimeout/2, 10*time.Second), cfg.CallTimeout
 	defer conn.Close()
 	var prov driver.Provisioner
+	var capacity csi.Capacity // GetCapacity: only where the backend can say
 	switch cfg.Backend {
 	case "cinder":
 		o := cfg.OpenStack
@@ -115,9 +116,10 @@ func run(getenv func(string) string, warning string) error {
 		prov = cinder.New(ccfg)
 	default:
 		conn.Start()
-		prov = rbd.NewLazy(conn, rbd.ProvisionerConfig{
+		lazy := rbd.NewLazy(conn, rbd.ProvisionerConfig{
 			Pool: cfg.Pool, DataPool: cfg.DataPool, Features: cfg.Features, Host: cfg.NodeName,
 			HostID: host.ID, Local: local, Log: log})
+		prov, capacity = lazy, lazy
 	}
 	dcfg := driver.Config{
 		Node: cfg.NodeName, MountRoot: cfg.MountRoot,
@@ -129,6 +131,7 @@ func run(getenv func(string) string, warning string) error {
 		CleanupTimeout: cfg.CallTimeout,
 		Known:          store,
 		BootID:         bootID(cfg, log),
+		FrontEnd:       cfg.Protocol, // driver.FrontEndVolume or FrontEndCSI (config.go)
 	}
 	if cfg.FaultKillAt != "" {
 		log.WithField("step", cfg.FaultKillAt).Warn("TEST_FAULT_KILL_AT is set: this process kills itself at that step (tests only)")
@@ -161,7 +164,7 @@ func run(getenv func(string) string, warning string) error {
 		if rec != nil {
 			obs = rec
 		}
-		go func() { serveErr <- serveCSI(cfg, d, node, ln, log, obs) }()
+		go func() { serveErr <- serveCSI(cfg, d, node, capacity, ln, log, obs) }()
 	} else {
 		h := volume.NewHandler(plugin)
 		h.HandleFunc(doctorPath, doctorHandler(cfg, defaultDoctorEnv))

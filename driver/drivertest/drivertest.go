@@ -32,6 +32,7 @@ func Run(t *testing.T, h Harness) {
 	t.Run("OneHostAtATime", func(t *testing.T) { oneHostAtATime(t, h) })
 	t.Run("MissingVolume", func(t *testing.T) { missingVolume(t, h) })
 	t.Run("RemoveKeep", func(t *testing.T) { removeKeep(t, h) })
+	t.Run("FrontEndRecorded", func(t *testing.T) { frontEndRecorded(t, h) })
 }
 
 func ctx(t *testing.T) context.Context { return plugintest.Context(t, 90*time.Second) }
@@ -40,7 +41,13 @@ func uniq(prefix string) string { return plugintest.Uniq(prefix) }
 
 func create(t *testing.T, h Harness, p driver.Provisioner, name string) {
 	t.Helper()
-	o := driver.Options{Size: 1 << 30, FSType: "ext4", MountOptions: "noatime", Backend: map[string]string{}}
+	createAs(t, h, p, name, "")
+}
+
+// createAs creates through the given front end ("": none recorded).
+func createAs(t *testing.T, h Harness, p driver.Provisioner, name, frontEnd string) {
+	t.Helper()
+	o := driver.Options{Size: 1 << 30, FSType: "ext4", MountOptions: "noatime", Backend: map[string]string{}, FrontEnd: frontEnd}
 	for k, v := range h.Options {
 		o.Backend[k] = v
 	}
@@ -186,5 +193,22 @@ func missingVolume(t *testing.T, h Harness) {
 	}
 	if err := p.Detach(ctx(t), name, driver.Attachment{}); err != nil {
 		t.Errorf("detach of a missing volume: %v, want success", err)
+	}
+}
+
+// The front end a volume was created through is recorded with it and read back by every host
+// (driver/frontend.go); a Create without one records nothing.
+func frontEndRecorded(t *testing.T, h Harness) {
+	p := h.New(t, "host-a")
+	for _, fe := range []string{driver.FrontEndCSI, driver.FrontEndVolume, ""} {
+		name := uniq("fe")
+		createAs(t, h, p, name, fe)
+		v, err := h.New(t, "host-b").Get(ctx(t), name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if v.FrontEnd != fe {
+			t.Errorf("volume created through front end %q reads back as %q", fe, v.FrontEnd)
+		}
 	}
 }

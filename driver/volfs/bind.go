@@ -2,8 +2,10 @@ package volfs
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
 
 	"golang.org/x/sys/unix"
 
@@ -79,4 +81,65 @@ func mountFlagsOf(path string) (uintptr, error) {
 		}
 	}
 	return flags, nil
+}
+
+// BindDevice implements driver.Binder: the block device node dev bind-mounted on target, a
+// file made for it (mode 0600) if missing; an empty directory there is replaced by the file.
+func (f FS) BindDevice(ctx context.Context, dev, target string) error {
+	var ds unix.Stat_t
+	if err := unix.Stat(dev, &ds); err != nil {
+		return fmt.Errorf("bind device %s on %s: %w", dev, target, err)
+	}
+	if ds.Mode&unix.S_IFMT != unix.S_IFBLK {
+		return fmt.Errorf("bind device %s on %s: %s is not a block device", dev, target, dev)
+	}
+	if ok, err := f.BoundDevice(target, dev); err != nil || ok {
+		return err
+	}
+	cur, err := f.MountedDevice(target)
+	if err != nil {
+		return err
+	}
+	if cur != "" {
+		return fmt.Errorf("%w: %s already has %s mounted", driver.ErrInUse, target, cur)
+	}
+	if fi, err := os.Lstat(target); err == nil && fi.IsDir() {
+		if err := os.Remove(target); err != nil { // only an empty one
+			return fmt.Errorf("bind device %s on %s: the target is a directory: %w", dev, target, err)
+		}
+	}
+	if err := os.MkdirAll(filepath.Dir(target), 0o755); err != nil {
+		return err
+	}
+	file, err := os.OpenFile(target, os.O_CREATE|os.O_WRONLY, 0o600)
+	if err != nil {
+		return fmt.Errorf("bind device %s: make the target file: %w", dev, err)
+	}
+	if err := file.Close(); err != nil {
+		return err
+	}
+	if err := execx.Bounded(ctx, func() error { return unix.Mount(dev, target, "", unix.MS_BIND, "") }); err != nil {
+		return fmt.Errorf("bind device %s on %s: %w", dev, target, err)
+	}
+	return nil
+}
+
+// BoundDevice implements driver.Binder: target is a mount point whose node is a block device
+// with dev's device number. (The mount table names a device node's bind by the filesystem the
+// node lives on, devtmpfs, not by the device: the node itself says which device it is.)
+func (f FS) BoundDevice(target, dev string) (bool, error) {
+	cur, err := f.MountedDevice(target)
+	if err != nil || cur == "" {
+		return false, err
+	}
+	var ts, ds unix.Stat_t
+	if err := unix.Stat(target, &ts); err != nil {
+		return false, fmt.Errorf("stat %s: %w", target, err)
+	}
+	if err := unix.Stat(dev, &ds); errors.Is(err, unix.ENOENT) {
+		return false, nil
+	} else if err != nil {
+		return false, fmt.Errorf("stat %s: %w", dev, err)
+	}
+	return ts.Mode&unix.S_IFMT == unix.S_IFBLK && ts.Rdev == ds.Rdev, nil
 }

@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/cephdocker/ceph-docker-plugin/driver"
 )
 
 // Bind shows the source's mount at the target (made if missing), read-only if asked; binding it
@@ -84,5 +86,73 @@ func TestBind(t *testing.T) {
 		if _, err := os.Stat(p); !os.IsNotExist(err) {
 			t.Errorf("%s remains after Unmount: %v", p, err)
 		}
+	}
+}
+
+// BindDevice shows a block device's node at a file it makes (replacing an empty directory);
+// binding it there again succeeds; BoundDevice tells that device from another; the data written
+// through the target is on the device; Unmount removes the file.
+func TestBindDevice(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	var fs FS
+	dev := loopDevice(t, 4<<20, nil)
+	other := loopDevice(t, 4<<20, nil)
+	dir := t.TempDir()
+	target, fromDir := filepath.Join(dir, "p", "dev"), filepath.Join(dir, "d")
+	if err := os.Mkdir(fromDir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	for _, tg := range []string{target, fromDir} {
+		if err := fs.BindDevice(ctx, dev, tg); err != nil {
+			t.Fatalf("BindDevice on %s: %v", tg, err)
+		}
+		t.Cleanup(func() { _ = unix.Unmount(tg, unix.MNT_DETACH) })
+		if ok, err := fs.BoundDevice(tg, dev); !ok || err != nil {
+			t.Errorf("BoundDevice(%s, %s) = %t, %v", tg, dev, ok, err)
+		}
+	}
+	if err := fs.BindDevice(ctx, dev, target); err != nil {
+		t.Errorf("BindDevice again: %v", err)
+	}
+	if ok, err := fs.BoundDevice(target, other); ok || err != nil {
+		t.Errorf("BoundDevice with another device = %t, %v", ok, err)
+	}
+	if err := fs.BindDevice(ctx, other, target); !errors.Is(err, driver.ErrInUse) {
+		t.Errorf("BindDevice of another device there: %v, want ErrInUse", err)
+	}
+	if err := fs.BindDevice(ctx, filepath.Join(dir, "p"), filepath.Join(dir, "x")); err == nil {
+		t.Errorf("BindDevice of a directory succeeded")
+	}
+	payload := []byte("written through the published device node")
+	w, err := os.OpenFile(target, os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := w.WriteAt(payload, 1<<20); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.Close(); err != nil {
+		t.Fatal(err)
+	}
+	r, err := os.Open(dev)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := make([]byte, len(payload))
+	if _, err := r.ReadAt(got, 1<<20); err != nil || string(got) != string(payload) {
+		t.Errorf("the device reads %q, %v", got, err)
+	}
+	r.Close()
+	for _, tg := range []string{target, fromDir} {
+		if err := fs.Unmount(ctx, tg); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := os.Stat(tg); !os.IsNotExist(err) {
+			t.Errorf("%s remains after Unmount: %v", tg, err)
+		}
+	}
+	if ok, err := fs.BoundDevice(target, dev); ok || err != nil {
+		t.Errorf("BoundDevice after Unmount = %t, %v", ok, err)
 	}
 }
