@@ -35,6 +35,11 @@ type Config struct {
 	// state record carries it; Reconcile releases, rather than maps again, the volumes recorded in
 	// an earlier boot. Empty: records are taken as of this boot.
 	BootID string
+	// FS sets the root of new filesystems and grows them (nil: neither is done).
+	FS FSAdmin
+	// Refresher makes a mapped device follow its image's size (nil: the mapper's devices follow
+	// by themselves, as krbd's do).
+	Refresher DeviceRefresher
 }
 
 // Driver implements the volume semantics on the interfaces it consumes. Every method takes a
@@ -55,6 +60,8 @@ type Driver struct {
 	// knownMu serialises writes of the known names; knownSaved is what was last written.
 	knownMu    sync.Mutex
 	knownSaved map[string]time.Time
+	// growth tracks the growing of mounted filesystems (grow.go).
+	growth growth
 }
 
 // New returns a driver. Call Reconcile once (after opening the socket): calls wait for it.
@@ -172,6 +179,7 @@ func (d *Driver) compatible(ctx context.Context, name string, vol Volume, raw ma
 	if _, ok := raw[OptMountOptions]; ok && vol.MountOptions != opts.MountOptions {
 		diffs = append(diffs, fmt.Sprintf("mount-options %q (it has %q)", opts.MountOptions, vol.MountOptions))
 	}
+	diffs = append(diffs, rootCompatible(raw, vol, opts)...)
 	if len(opts.Backend) > 0 {
 		more, err := d.prov.Differences(ctx, vol, opts)
 		if err != nil {
@@ -249,6 +257,7 @@ func (d *Driver) Get(ctx context.Context, name string) (VolumeInfo, error) {
 	} else if vol.Holder != "" {
 		info.Status["holder"] = vol.Holder
 	}
+	d.growInfo(name, info.Status)
 	_, was := d.known.Swap(name, VolumeInfo{Name: name, CreatedAt: vol.CreatedAt, Status: map[string]any{
 		"size": info.Status["size"], "fstype": info.Status["fstype"]}})
 	if !was {

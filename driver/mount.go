@@ -164,7 +164,7 @@ func (d *Driver) mountFirst(ctx context.Context, name, id string) (_ string, err
 	st.Device = m.Device
 	d.fault("mount:mapped")
 
-	fs, err := d.mounter.FormatIfBlank(ctx, m.Device, fstype, vol.MkfsOptions, vol.Unwritten && !att.Map.ReadOnly)
+	fs, made, err := d.mounter.FormatIfBlank(ctx, m.Device, fstype, vol.MkfsOptions, vol.Unwritten && !att.Map.ReadOnly)
 	if err != nil {
 		return "", fmt.Errorf("mount volume %s: %w", name, err)
 	}
@@ -182,10 +182,16 @@ func (d *Driver) mountFirst(ctx context.Context, name, id string) (_ string, err
 	if err != nil {
 		return "", storedRefusal(name, err)
 	}
+	if err := d.checkNotShrunk(ctx, name, m.Device, st.FSType); err != nil {
+		return "", err
+	}
 	if err := d.mounter.Mount(ctx, m.Device, st.Path, st.FSType, mopts); err != nil {
 		return "", fmt.Errorf("mount volume %s: %w", name, err)
 	}
 	tx.add("unmount", func(ctx context.Context) error { return d.mounter.Unmount(ctx, st.Path) })
+	if err := d.afterFirstMount(ctx, name, &st, vol.Root, made); err != nil {
+		return "", fmt.Errorf("mount volume %s: %w", name, err)
+	}
 	d.fault("mount:mounted")
 	lap("mount")
 
@@ -251,6 +257,9 @@ func (d *Driver) Unmount(ctx context.Context, name, id string) error {
 // teardown unmounts, unmaps and detaches, then forgets the state. Each step is idempotent, so a
 // teardown interrupted by a crash or an error is finished by running it again.
 func (d *Driver) teardown(ctx context.Context, st *State) error {
+	if err := d.settle(ctx, st.Name); err != nil {
+		return err
+	}
 	if err := d.mounter.Unmount(ctx, st.Path); err != nil {
 		return err
 	}

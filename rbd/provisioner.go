@@ -263,6 +263,9 @@ func (p *Provisioner) Create(ctx context.Context, name string, opts driver.Optio
 	if opts.MountOptions != "" {
 		meta[metaMountOptions] = opts.MountOptions
 	}
+	for k, v := range opts.Root.Meta() {
+		meta[metaPrefix+k] = v
+	}
 	if err := p.c.SetMetas(ctx, spec, meta); err != nil {
 		undo()
 		return err
@@ -310,6 +313,7 @@ func volumeOf(name string, spec Spec, d Description) driver.Volume {
 	vol := driver.Volume{
 		Name: name, Image: spec, Size: info.Size, FSType: meta[metaFSType],
 		MountOptions: meta[metaMountOptions],
+		Root:         driver.RootFromMeta(func(k string) string { return meta[metaPrefix+k] }),
 		Status:       map[string]any{"pool": spec.Pool, "features": strings.Join(info.Features, ",")},
 	}
 	if v := meta[metaMkfsOptions]; v != "" {
