@@ -275,7 +275,7 @@ func (p *fakeProvisioner) Create(ctx context.Context, name string, opts Options)
 		return fmt.Errorf("%w: image volumes/%s", ErrExists, name)
 	}
 	p.vols[name] = Volume{Name: name, Image: ImageSpec{Pool: "volumes", Image: name}, Size: opts.Size,
-		FSType: opts.FSType, MkfsOptions: opts.MkfsOptions, MountOptions: opts.MountOptions,
+		FSType: opts.FSType, MkfsOptions: opts.MkfsOptions, MountOptions: opts.MountOptions, Root: opts.Root,
 		CreatedAt: fakeCreatedAt, Status: map[string]any{"pool": "volumes"}}
 	p.created = append(p.created, opts)
 	return nil

@@ -240,8 +240,12 @@ type FSAdmin interface {
 	// Sizes returns the size of dev and of the fstype filesystem on it, in bytes; path is where
 	// it is mounted ("" when it is not).
 	Sizes(ctx context.Context, dev, path, fstype string) (Sizes, error)
-	// Grow grows the fstype filesystem on dev, mounted at path, to the size of dev.
+	// Grow grows the fstype filesystem on dev, mounted at path ("": not mounted, ext4 only), to
+	// the size of dev.
 	Grow(ctx context.Context, dev, path, fstype string) error
+	// OnlineGrowError says why a mounted fstype filesystem cannot be grown by this process (nil:
+	// it can).
+	OnlineGrowError(fstype string) error
 }
 
 // setUpRoot runs after the first mount of a volume on this host: made says the plugin has just

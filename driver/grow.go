@@ -121,9 +121,11 @@ func shrunkError(name string, s Sizes) error {
 		ErrInvalid, name, FormatSize(s.Device), FormatSize(s.FS), FormatSize(s.FS), FormatSize(s.FS))
 }
 
-// checkNotShrunk runs at a first Mount, before mounting: a filesystem bigger than its device is
-// refused with what to do (the kernel would refuse it too, with "bad geometry").
-func (d *Driver) checkNotShrunk(ctx context.Context, name, dev, fstype string) error {
+// beforeFirstMount runs at a first Mount on this host, before mounting: a filesystem bigger than
+// its device is refused with what to do (the kernel would refuse it too, with "bad geometry"),
+// and one that this process cannot grow once mounted (ext4 without CAP_SYS_RESOURCE) is grown
+// now, offline.
+func (d *Driver) beforeFirstMount(ctx context.Context, name, dev, fstype string) error {
 	if d.cfg.FS == nil {
 		return nil
 	}
@@ -135,6 +137,9 @@ func (d *Driver) checkNotShrunk(ctx context.Context, name, dev, fstype string) e
 		err := shrunkError(name, s)
 		d.growth.record(name, func(g *growStatus) { g.Sizes, g.measured, g.event = s, time.Now(), "refused: "+err.Error() })
 		return fmt.Errorf("mount volume %s: refused: %w", name, err)
+	}
+	if s.Device >= s.FS+growSlack && d.cfg.FS.OnlineGrowError(fstype) != nil {
+		d.grow(ctx, name, dev, "", fstype)
 	}
 	return nil
 }
@@ -154,7 +159,8 @@ func (d *Driver) afterFirstMount(ctx context.Context, name string, st *State, ro
 }
 
 // grow measures the volume and grows its filesystem if its device is bigger, recording what it
-// found. The caller makes sure no teardown runs meanwhile (the volume's lock, or a claim).
+// found: mounted at path, or offline (path ""). The caller makes sure no teardown runs meanwhile
+// (the volume's lock, or a claim).
 func (d *Driver) grow(ctx context.Context, name, dev, path, fstype string) {
 	log := d.log.WithFields(logrus.Fields{"volume": name, "device": dev, "fstype": fstype})
 	s, err := d.cfg.FS.Sizes(ctx, dev, path, fstype)
@@ -175,20 +181,33 @@ func (d *Driver) grow(ctx context.Context, name, dev, path, fstype string) {
 	case s.Device < s.FS+growSlack || g.tried == s.Device:
 		return
 	}
-	log = log.WithFields(logrus.Fields{"from": FormatSize(s.FS), "device-size": FormatSize(s.Device)})
+	log = log.WithFields(logrus.Fields{"from": FormatSize(s.FS), "device-size": FormatSize(s.Device), "mounted": path != ""})
+	if path != "" {
+		if why := d.cfg.FS.OnlineGrowError(fstype); why != nil {
+			err := fmt.Errorf("the device grew to %s, but the %s filesystem (%s) cannot grow while mounted: %w; it grows at the volume's next first Mount on a host (stop its containers and start them again)",
+				FormatSize(s.Device), fstype, FormatSize(s.FS), why)
+			log.WithError(err).Warn("cannot grow the mounted filesystem")
+			d.growth.record(name, func(st *growStatus) { st.tried, st.event = s.Device, err.Error() })
+			return
+		}
+	}
 	start := time.Now()
 	gerr := d.cfg.FS.Grow(ctx, dev, path, fstype)
 	after, serr := d.cfg.FS.Sizes(ctx, dev, path, fstype)
 	if serr != nil {
 		after = s
 	}
+	how := "while mounted"
+	if path == "" {
+		how = "before mounting"
+	}
 	d.growth.record(name, func(st *growStatus) {
 		st.tried, st.Sizes, st.measured = s.Device, after, time.Now()
 		switch {
 		case gerr != nil:
-			st.event = fmt.Sprintf("grow from %s failed at %s: %v", FormatSize(s.FS), time.Now().UTC().Format(time.RFC3339), gerr)
+			st.event = fmt.Sprintf("grow from %s %s failed at %s: %v", FormatSize(s.FS), how, time.Now().UTC().Format(time.RFC3339), gerr)
 		default:
-			st.event = fmt.Sprintf("grown from %s to %s at %s", FormatSize(s.FS), FormatSize(after.FS), time.Now().UTC().Format(time.RFC3339))
+			st.event = fmt.Sprintf("grown from %s to %s %s at %s", FormatSize(s.FS), FormatSize(after.FS), how, time.Now().UTC().Format(time.RFC3339))
 		}
 	})
 	if gerr != nil {

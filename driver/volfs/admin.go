@@ -188,14 +188,45 @@ func xfsGeometrySize(path string) (uint64, error) {
 	return g.Datablocks * uint64(g.Blocksize), nil
 }
 
+// capSysResource is CAP_SYS_RESOURCE (linux/capability.h).
+const capSysResource = 24
+
+// OnlineGrowError implements driver.FSAdmin. ext4's online resize (EXT4_IOC_RESIZE_FS) needs
+// CAP_SYS_RESOURCE; xfs_growfs needs only CAP_SYS_ADMIN, which mounting needs anyway.
+func (FS) OnlineGrowError(fstype string) error {
+	if fstype != "ext4" {
+		return nil
+	}
+	hdr := unix.CapUserHeader{Version: unix.LINUX_CAPABILITY_VERSION_3}
+	var data [2]unix.CapUserData
+	if err := unix.Capget(&hdr, &data[0]); err != nil {
+		return fmt.Errorf("read this process's capabilities: %w", err)
+	}
+	if data[0].Effective&(1<<capSysResource) == 0 {
+		return errors.New("the kernel grows a mounted ext4 only for a process with CAP_SYS_RESOURCE, which the plugin does not have here " +
+			"(the host's dockerd lacks it in its bounding set, or the plugin's config.json does not ask for it)")
+	}
+	return nil
+}
+
 // Grow implements driver.FSAdmin: resize2fs on the mounted device (an online resize, done by the
-// kernel) or xfs_growfs on the mount point, to the device's size.
+// kernel) or xfs_growfs on the mount point, to the device's size. With path "" (not mounted) an
+// ext4 is grown offline: resize2fs wants a checked filesystem, so e2fsck -f -n checks it first
+// without changing anything (a repair would, for one, bring back a lost+found removed on
+// purpose), and resize2fs -f then skips its own demand for a fresh e2fsck run.
 func (FS) Grow(ctx context.Context, dev, path, fstype string) error {
 	var c execx.Cmd
-	switch fstype {
-	case "ext4":
+	switch {
+	case fstype == "ext4" && path == "":
+		if _, err := execx.Run(ctx, execx.Cmd{Name: "e2fsck", Args: []string{"-f", "-n", dev}}); err != nil {
+			return fmt.Errorf("check %s before growing it offline (it is left as it is; run e2fsck -f on it by hand): %w", dev, err)
+		}
+		c = execx.Cmd{Name: "resize2fs", Args: []string{"-f", dev}}
+	case fstype == "ext4":
 		c = execx.Cmd{Name: "resize2fs", Args: []string{dev}}
-	case "xfs":
+	case fstype == "xfs" && path == "":
+		return fmt.Errorf("%w: grow %s: xfs grows only while mounted", driver.ErrInvalid, dev)
+	case fstype == "xfs":
 		c = execx.Cmd{Name: "xfs_growfs", Args: []string{"-d", path}}
 	default:
 		return fmt.Errorf("%w: grow %s: filesystem %q", driver.ErrInvalid, dev, fstype)
