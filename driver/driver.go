@@ -241,6 +241,9 @@ func (d *Driver) Get(ctx context.Context, name string) (VolumeInfo, error) {
 		fs = d.cfg.Defaults.FSType
 	}
 	info.Status["fstype"] = fs
+	if !vol.Root.IsZero() {
+		info.Status["root"] = vol.Root.String() // applied when the plugin formats the volume
+	}
 	if vol.Image.Image != "" {
 		info.Status["image"] = vol.Image.String()
 	}
