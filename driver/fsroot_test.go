@@ -167,7 +167,7 @@ func TestRootSpecLostFound(t *testing.T) {
 		want RootSpec
 	}{
 		{RootOptions{}, RootSpec{UID: -1, GID: -1, Mode: -1}},
-		{RootOptions{UID: "999"}, RootSpec{UID: 999, GID: -1, Mode: -1, RemoveLostFound: true}},
+		{RootOptions{UID: "999"}, RootSpec{UID: 999, GID: -1, Mode: -1}},
 		{RootOptions{Mode: "0700", LostFound: "keep"}, RootSpec{UID: -1, GID: -1, Mode: 0o700}},
 		{RootOptions{LostFound: "remove"}, RootSpec{UID: -1, GID: -1, Mode: -1, RemoveLostFound: true}},
 	} {
@@ -182,7 +182,7 @@ func TestRootSpecLostFound(t *testing.T) {
 func TestRootOptionsAppliedOnlyWhenFormatted(t *testing.T) {
 	fs := newFakeFS()
 	e := newTestDriver(t, withFS(fs))
-	if err := e.d.Create(bg, "v", map[string]string{"uid": "999", "gid": "999"}); err != nil {
+	if err := e.d.Create(bg, "v", map[string]string{"uid": "999", "gid": "999", "lost-found": "remove"}); err != nil {
 		t.Fatal(err)
 	}
 	e.mustMount("v", "id1")
