@@ -291,14 +291,7 @@ func TestGrowAtMountAndShrinkRefused(t *testing.T) {
 // retry a grow that left the filesystem as it was until the device changes again.
 func TestWatcherGrowsMountedVolume(t *testing.T) {
 	fs := newFakeFS()
-	e := newTestDriver(t, withFS(fs))
-	e.prov.add("v", 1<<30, "ext4")
-	e.mustMount("v", "id1")
-	ctx, cancel := context.WithCancel(bg)
-	defer cancel()
-	done := make(chan struct{})
-	go func() { e.d.WatchGrowth(ctx, 20*time.Millisecond); close(done) }()
-
+	e := watched(t, fs, 20*time.Millisecond)
 	fs.setSizes("/dev/fake0", Sizes{Device: 3 << 30, FS: 1 << 30})
 	start := time.Now()
 	for fs.growCount() == 0 {
@@ -319,8 +312,6 @@ func TestWatcherGrowsMountedVolume(t *testing.T) {
 	if n := fs.growCount(); n != 2 {
 		t.Errorf("the watcher retried a grow of the same device size: %d grows", n)
 	}
-	cancel()
-	<-done
 }
 
 // An Unmount waits for a grow in progress before it unmounts, and the watcher starts no grow of
@@ -328,18 +319,9 @@ func TestWatcherGrowsMountedVolume(t *testing.T) {
 func TestUnmountWaitsForGrow(t *testing.T) {
 	fs := newFakeFS()
 	fs.growGate, fs.growing = make(chan struct{}), make(chan struct{}, 1)
-	e := newTestDriver(t, withFS(fs))
-	e.prov.add("v", 1<<30, "ext4")
-	e.mustMount("v", "id1")
-	ctx, cancel := context.WithCancel(bg)
-	defer cancel()
-	go e.d.WatchGrowth(ctx, 10*time.Millisecond)
+	e := watched(t, fs, 10*time.Millisecond)
 	fs.setSizes("/dev/fake0", Sizes{Device: 2 << 30, FS: 1 << 30})
-	select {
-	case <-fs.growing:
-	case <-time.After(5 * time.Second):
-		t.Fatal("the watcher did not grow the mounted volume")
-	}
+	growStarted(t, fs)
 
 	unmounted := make(chan error, 1)
 	go func() { unmounted <- e.d.Unmount(bg, "v", "id1") }()
@@ -367,11 +349,7 @@ func TestUnmountWaitsForGrow(t *testing.T) {
 	e.mustMount("v", "id2")
 	st, _ := e.state("v")
 	fs.setSizes(st.Device, Sizes{Device: 3 << 30, FS: 2 << 30})
-	select {
-	case <-fs.growing:
-	case <-time.After(5 * time.Second):
-		t.Fatal("the watcher did not grow the mounted volume again")
-	}
+	growStarted(t, fs)
 	tctx, tcancel := context.WithTimeout(bg, 50*time.Millisecond)
 	defer tcancel()
 	if err := e.d.Unmount(tctx, "v", "id2"); err == nil || !strings.Contains(err.Error(), "being grown") {
@@ -385,12 +363,7 @@ func TestUnmountWaitsForGrow(t *testing.T) {
 func TestGrowOfflineWhenOnlineIsNotPossible(t *testing.T) {
 	fs := newFakeFS()
 	fs.online = errors.New("no CAP_SYS_RESOURCE")
-	e := newTestDriver(t, withFS(fs))
-	e.prov.add("v", 1<<30, "ext4")
-	e.mustMount("v", "id1")
-	ctx, cancel := context.WithCancel(bg)
-	defer cancel()
-	go e.d.WatchGrowth(ctx, 10*time.Millisecond)
+	e := watched(t, fs, 10*time.Millisecond)
 	fs.setSizes("/dev/fake0", Sizes{Device: 2 << 30, FS: 1 << 30})
 	waitFor(t, "the watcher's report", func() bool {
 		info, err := e.d.Get(bg, "v")
@@ -413,5 +386,28 @@ func TestGrowOfflineWhenOnlineIsNotPossible(t *testing.T) {
 	info, _ := e.d.Get(bg, "v")
 	if r, _ := info.Status["resize"].(string); !strings.Contains(r, "grown from 1G to 2G before mounting") {
 		t.Errorf("inspect: %v", info.Status)
+	}
+}
+
+// watched is a driver with fs, volume "v" (1G, ext4) mounted on /dev/fake0, and the grow watcher
+// running every interval until the test ends.
+func watched(t *testing.T, fs *fakeFS, interval time.Duration) *testEnv {
+	e := newTestDriver(t, withFS(fs))
+	e.prov.add("v", 1<<30, "ext4")
+	e.mustMount("v", "id1")
+	ctx, cancel := context.WithCancel(bg)
+	done := make(chan struct{})
+	go func() { e.d.WatchGrowth(ctx, interval); close(done) }()
+	t.Cleanup(func() { cancel(); <-done })
+	return e
+}
+
+// growStarted waits until fs's Grow has started.
+func growStarted(t *testing.T, fs *fakeFS) {
+	t.Helper()
+	select {
+	case <-fs.growing:
+	case <-time.After(5 * time.Second):
+		t.Fatal("the watcher did not grow the mounted volume")
 	}
 }
