@@ -42,7 +42,7 @@ func TestRootAndGrowOnRealFilesystems(t *testing.T) {
 				t.Fatal(err)
 			}
 			t.Cleanup(func() { _ = fs.Unmount(testCtx(t), mnt) })
-			spec := driver.RootOptions{UID: "999", GID: "998", Mode: "0750"}.Spec()
+			spec := driver.RootOptions{UID: "999", GID: "998", Mode: "0750", LostFound: "remove"}.Spec()
 			if err := fs.SetRoot(ctx, mnt, spec); err != nil {
 				t.Fatal(err)
 			}
