@@ -411,3 +411,22 @@ func growStarted(t *testing.T, fs *fakeFS) {
 		t.Fatal("the watcher did not grow the mounted volume")
 	}
 }
+
+// A volume mounted read-only (mount-options ro) is not grown, at Mount or by the watcher.
+func TestReadOnlyMountNotGrown(t *testing.T) {
+	fs := newFakeFS()
+	e := newTestDriver(t, withFS(fs))
+	if err := e.d.Create(bg, "v", map[string]string{"mount-options": "ro"}); err != nil {
+		t.Fatal(err)
+	}
+	e.mounter.setFS("/dev/fake0", "ext4")
+	fs.setSizes("/dev/fake0", Sizes{Device: 2 << 30, FS: 1 << 30})
+	e.mustMount("v", "id1")
+	ctx, cancel := context.WithCancel(bg)
+	defer cancel()
+	go e.d.WatchGrowth(ctx, 5*time.Millisecond)
+	time.Sleep(100 * time.Millisecond)
+	if n := fs.growCount(); n != 0 {
+		t.Errorf("a read-only volume was grown %d times", n)
+	}
+}

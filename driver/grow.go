@@ -3,6 +3,8 @@ package driver
 import (
 	"context"
 	"fmt"
+	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -125,10 +127,11 @@ func shrunkError(name string, s Sizes) error {
 // its device is refused with what to do (the kernel would refuse it too, with "bad geometry"),
 // and one that this process cannot grow once mounted (ext4 without CAP_SYS_RESOURCE) is grown
 // now, offline.
-func (d *Driver) beforeFirstMount(ctx context.Context, name, dev, fstype string) error {
+func (d *Driver) beforeFirstMount(ctx context.Context, name string, st *State) error {
 	if d.cfg.FS == nil {
 		return nil
 	}
+	dev, fstype := st.Device, st.FSType
 	s, err := d.cfg.FS.Sizes(ctx, dev, "", fstype)
 	if err != nil {
 		return fmt.Errorf("mount volume %s: read the sizes of %s and its filesystem: %w", name, dev, err)
@@ -138,7 +141,7 @@ func (d *Driver) beforeFirstMount(ctx context.Context, name, dev, fstype string)
 		d.growth.record(name, func(g *growStatus) { g.Sizes, g.measured, g.event = s, time.Now(), "refused: "+err.Error() })
 		return fmt.Errorf("mount volume %s: refused: %w", name, err)
 	}
-	if s.Device >= s.FS+growSlack && d.cfg.FS.OnlineGrowError(fstype) != nil {
+	if s.Device >= s.FS+growSlack && !readOnly(st) && d.cfg.FS.OnlineGrowError(fstype) != nil {
 		d.grow(ctx, name, dev, "", fstype)
 	}
 	return nil
@@ -152,10 +155,15 @@ func (d *Driver) afterFirstMount(ctx context.Context, name string, st *State, ro
 	if err := d.setUpRoot(ctx, name, st.Path, root, made); err != nil {
 		return err
 	}
-	if d.cfg.FS != nil {
+	if d.cfg.FS != nil && !readOnly(st) {
 		d.grow(ctx, name, st.Device, st.Path, st.FSType)
 	}
 	return nil
+}
+
+// readOnly says the volume is mapped or mounted read-only here: nothing to grow.
+func readOnly(st *State) bool {
+	return st.Attach.Map.ReadOnly || slices.Contains(strings.Split(st.Options, ","), "ro")
 }
 
 // grow measures the volume and grows its filesystem if its device is bigger, recording what it
@@ -240,10 +248,11 @@ func (d *Driver) WatchGrowth(ctx context.Context, interval time.Duration) {
 			continue
 		}
 		for _, st := range states {
-			if len(st.IDs) == 0 || st.Op != "" || st.Device == "" {
+			if len(st.IDs) == 0 || st.Op != "" || st.Device == "" || readOnly(&st) {
 				continue
 			}
-			done, ok := d.claimForCheck(ctx, st.Name, interval)
+			// A volume busy with a call is checked at the next tick: the others are not held up.
+			done, ok := d.claimForCheck(ctx, st.Name, min(interval, time.Second))
 			if !ok {
 				continue
 			}

@@ -182,7 +182,7 @@ func (d *Driver) mountFirst(ctx context.Context, name, id string) (_ string, err
 	if err != nil {
 		return "", storedRefusal(name, err)
 	}
-	if err := d.beforeFirstMount(ctx, name, m.Device, st.FSType); err != nil {
+	if err := d.beforeFirstMount(ctx, name, &st); err != nil {
 		return "", err
 	}
 	if err := d.mounter.Mount(ctx, m.Device, st.Path, st.FSType, mopts); err != nil {
