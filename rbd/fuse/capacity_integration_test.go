@@ -17,6 +17,23 @@ import (
 	"github.com/cephdocker/ceph-docker-plugin/rbd/fuse"
 )
 
+// labCeph connects to the lab Ceph as the least-privilege user (closed at the test's end).
+func labCeph(t *testing.T) (cluster *rbd.Cluster, conf, user, keyring, pool string) {
+	t.Helper()
+	conf, user, keyring, pool = os.Getenv("CEPH_CONF"), os.Getenv("CEPH_USER"), os.Getenv("CEPH_KEYRING"), os.Getenv("RBD_POOL")
+	if conf == "" || user == "" || keyring == "" || pool == "" {
+		t.Fatal("CEPH_CONF, CEPH_USER, CEPH_KEYRING and RBD_POOL must be set: run `make test`")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	cluster, err := rbd.Connect(ctx, rbd.Config{ConfPath: conf, User: user, Keyring: keyring})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(cluster.Close)
+	return cluster, conf, user, keyring, pool
+}
+
 func devSize(t *testing.T, dev string) int64 {
 	t.Helper()
 	f, err := os.Open(dev)
@@ -35,17 +52,9 @@ func devSize(t *testing.T, dev string) int64 {
 // new one (rbd-fuse follows the image; the kernel's cached file size and the loop's capacity are
 // refreshed). An image that is not mapped refreshes as a no-op.
 func TestRefreshFollowsResize(t *testing.T) {
-	conf, user, keyring, pool := os.Getenv("CEPH_CONF"), os.Getenv("CEPH_USER"), os.Getenv("CEPH_KEYRING"), os.Getenv("RBD_POOL")
-	if conf == "" || user == "" || keyring == "" || pool == "" {
-		t.Fatal("CEPH_CONF, CEPH_USER, CEPH_KEYRING and RBD_POOL must be set: run `make test`")
-	}
+	cluster, conf, user, keyring, pool := labCeph(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	cluster, err := rbd.Connect(ctx, rbd.Config{ConfPath: conf, User: user, Keyring: keyring})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cluster.Close()
 	b := make([]byte, 4)
 	_, _ = rand.Read(b)
 	spec := driver.ImageSpec{Pool: pool, Image: "refresh-" + hex.EncodeToString(b)}
