@@ -134,7 +134,9 @@ func (d *Driver) beforeFirstMount(ctx context.Context, name string, st *State) e
 	dev, fstype := st.Device, st.FSType
 	s, err := d.cfg.FS.Sizes(ctx, dev, "", fstype)
 	if err != nil {
-		return fmt.Errorf("mount volume %s: read the sizes of %s and its filesystem: %w", name, dev, err)
+		// Not a reason to keep the data from its user: the kernel's mount checks the geometry.
+		d.log.WithFields(logrus.Fields{"volume": name, "device": dev}).WithError(err).Warn("could not read the sizes of the volume's device and filesystem before mounting it")
+		return nil
 	}
 	if s.FS > s.Device {
 		err := shrunkError(name, s)
