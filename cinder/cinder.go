@@ -27,6 +27,7 @@ const (
 
 // Metadata the plugin keeps on the Cinder volumes it creates.
 const (
+	metaPrefix       = "docker-plugin."
 	metaManaged      = "docker-plugin.managed-by"
 	metaFSType       = "docker-plugin.fstype"
 	metaMkfsOptions  = "docker-plugin.mkfs-options"

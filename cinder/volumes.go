@@ -150,6 +150,9 @@ func (p *Provisioner) Create(ctx context.Context, name string, opts driver.Optio
 	if opts.MountOptions != "" {
 		meta[metaMountOptions] = opts.MountOptions
 	}
+	for k, v := range opts.Root.Meta() {
+		meta[metaPrefix+k] = v
+	}
 	size, err := p.createSize(ctx, c, opts)
 	if err != nil {
 		return fmt.Errorf("cinder create %s: %w", name, err)
@@ -213,6 +216,7 @@ func toVolume(v volumes.Volume, project string) driver.Volume {
 	vol := driver.Volume{
 		Name: v.Name, Size: uint64(v.Size) << 30, FSType: v.Metadata[metaFSType],
 		MountOptions: v.Metadata[metaMountOptions], CreatedAt: v.CreatedAt, FrontEnd: v.Metadata[metaFrontEnd],
+		Root: driver.RootFromMeta(func(k string) string { return v.Metadata[metaPrefix+k] }),
 		Status: map[string]any{"cinder-id": v.ID, "cinder-status": v.Status, "volume-type": v.VolumeType,
 			"availability-zone": v.AvailabilityZone},
 	}

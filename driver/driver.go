@@ -41,6 +41,11 @@ type Config struct {
 	// each volume it creates, and volumes recorded by the other one are refused (frontend.go).
 	// Empty: nothing recorded or checked.
 	FrontEnd string
+	// FS sets the root of new filesystems and grows them (nil: neither is done).
+	FS FSAdmin
+	// Refresher makes a mapped device follow its image's size (nil: the mapper's devices follow
+	// by themselves, as krbd's do).
+	Refresher DeviceRefresher
 }
 
 // Driver implements the volume semantics on the interfaces it consumes. Every method takes a
@@ -61,6 +66,8 @@ type Driver struct {
 	// knownMu serialises writes of the known names; knownSaved is what was last written.
 	knownMu    sync.Mutex
 	knownSaved map[string]time.Time
+	// growth tracks the growing of mounted filesystems (grow.go).
+	growth growth
 }
 
 // New returns a driver. Call Reconcile once (after opening the socket): calls wait for it.
@@ -183,6 +190,7 @@ func (d *Driver) compatible(ctx context.Context, name string, vol Volume, raw ma
 	if _, ok := raw[OptMountOptions]; ok && vol.MountOptions != opts.MountOptions {
 		diffs = append(diffs, fmt.Sprintf("mount-options %q (it has %q)", opts.MountOptions, vol.MountOptions))
 	}
+	diffs = append(diffs, rootCompatible(raw, vol, opts)...)
 	if len(opts.Backend) > 0 {
 		more, err := d.prov.Differences(ctx, vol, opts)
 		if err != nil {
@@ -253,6 +261,9 @@ func (d *Driver) Get(ctx context.Context, name string) (VolumeInfo, error) {
 		fs = d.cfg.Defaults.FSType
 	}
 	info.Status["fstype"] = fs
+	if !vol.Root.IsZero() {
+		info.Status["root"] = vol.Root.String() // applied when the plugin formats the volume
+	}
 	if vol.Image.Image != "" {
 		info.Status["image"] = vol.Image.String()
 	}
@@ -269,6 +280,7 @@ func (d *Driver) Get(ctx context.Context, name string) (VolumeInfo, error) {
 	} else if vol.Holder != "" {
 		info.Status["holder"] = vol.Holder
 	}
+	d.growInfo(name, info.Status)
 	_, was := d.known.Swap(name, VolumeInfo{Name: name, CreatedAt: vol.CreatedAt, Status: map[string]any{
 		"size": info.Status["size"], "fstype": info.Status["fstype"]}})
 	if !was {

@@ -275,7 +275,7 @@ func (p *fakeProvisioner) Create(ctx context.Context, name string, opts Options)
 		return fmt.Errorf("%w: image volumes/%s", ErrExists, name)
 	}
 	p.vols[name] = Volume{Name: name, Image: ImageSpec{Pool: "volumes", Image: name}, Size: opts.Size,
-		FSType: opts.FSType, MkfsOptions: opts.MkfsOptions, MountOptions: opts.MountOptions, FrontEnd: opts.FrontEnd,
+		FSType: opts.FSType, MkfsOptions: opts.MkfsOptions, MountOptions: opts.MountOptions, FrontEnd: opts.FrontEnd, Root: opts.Root,
 		CreatedAt: fakeCreatedAt, Status: map[string]any{"pool": "volumes"}}
 	p.created = append(p.created, opts)
 	return nil
@@ -553,22 +553,22 @@ func newFakeMounter(rec *recorder) *fakeMounter {
 		fs: map[string]string{}, busy: map[string]bool{}}
 }
 
-func (m *fakeMounter) FormatIfBlank(ctx context.Context, dev, fstype string, mkfsOptions []string, unwritten bool) (string, error) {
+func (m *fakeMounter) FormatIfBlank(ctx context.Context, dev, fstype string, mkfsOptions []string, unwritten bool) (string, bool, error) {
 	done, err := m.enter(ctx, "FormatIfBlank", dev)
 	defer done()
 	if err != nil {
-		return "", err
+		return "", false, err
 	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	m.unwritten = append(m.unwritten, unwritten)
 	if fs, ok := m.fs[dev]; ok {
-		return fs, nil
+		return fs, false, nil
 	}
 	m.fs[dev] = fstype
 	m.formatted = append(m.formatted, dev)
 	m.mkfsOpts = append(m.mkfsOpts, slices.Clone(mkfsOptions))
-	return fstype, nil
+	return fstype, true, nil
 }
 
 func (m *fakeMounter) Mount(ctx context.Context, dev, target, fstype, options string) error {

@@ -52,8 +52,8 @@ type Mounter interface {
 	// FormatIfBlank makes a filesystem on dev only if dev carries no filesystem and no partition
 	// table. It returns the filesystem type found or made. unwritten says the backend has made
 	// sure that both ends of the device were never written (Volume.Unwritten): dev is then
-	// formatted without being read.
-	FormatIfBlank(ctx context.Context, dev, fstype string, mkfsOptions []string, unwritten bool) (string, error)
+	// formatted without being read. made says it formatted dev (a new filesystem).
+	FormatIfBlank(ctx context.Context, dev, fstype string, mkfsOptions []string, unwritten bool) (found string, made bool, err error)
 	// Mount mounts dev on target (created if missing). Mounting the same dev there again succeeds.
 	Mount(ctx context.Context, dev, target, fstype, options string) error
 	// Unmount unmounts target and removes the directory. Not mounted is success; ErrInUse when busy.
@@ -86,6 +86,7 @@ type Options struct {
 	FSType       string // ext4 | xfs
 	MkfsOptions  []string
 	MountOptions string            // comma-separated, as for mount -o
+	Root         RootOptions       // the filesystem root's owner and mode, applied when formatted
 	Backend      map[string]string // backend-specific options (pool, features, project-id, ...)
 	// FrontEnd is the protocol the volume is created through (FrontEndVolume, FrontEndCSI),
 	// recorded with the volume by the backend; "" records nothing.
@@ -100,6 +101,7 @@ type Volume struct {
 	FSType       string // "" when unknown (an image not created by the plugin): DEFAULT_FSTYPE
 	MkfsOptions  []string
 	MountOptions string
+	Root         RootOptions // as stored: checked by CheckStored before use
 	CreatedAt    time.Time
 	// Holder names who holds the volume, if anyone does ("host-b (client 10.0.0.2:0/123)").
 	Holder string

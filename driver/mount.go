@@ -153,7 +153,7 @@ func (d *Driver) mountFirst(ctx context.Context, name, id string, raw bool) (_ s
 		return d.upDone(&st, lap, m.Device)
 	}
 
-	fs, err := d.mounter.FormatIfBlank(ctx, m.Device, fstype, vol.MkfsOptions, vol.Unwritten && !att.Map.ReadOnly)
+	fs, made, err := d.mounter.FormatIfBlank(ctx, m.Device, fstype, vol.MkfsOptions, vol.Unwritten && !att.Map.ReadOnly)
 	if err != nil {
 		return "", fmt.Errorf("mount volume %s: %w", name, err)
 	}
@@ -171,10 +171,16 @@ func (d *Driver) mountFirst(ctx context.Context, name, id string, raw bool) (_ s
 	if err != nil {
 		return "", storedRefusal(name, err)
 	}
+	if err := d.beforeFirstMount(ctx, name, &st); err != nil {
+		return "", err
+	}
 	if err := d.mounter.Mount(ctx, m.Device, st.Path, st.FSType, mopts); err != nil {
 		return "", fmt.Errorf("mount volume %s: %w", name, err)
 	}
 	tx.Push("unmount", func(ctx context.Context) error { return d.mounter.Unmount(ctx, st.Path) })
+	if err := d.afterFirstMount(ctx, name, &st, vol.Root, made); err != nil {
+		return "", fmt.Errorf("mount volume %s: %w", name, err)
+	}
 	d.fault(FaultMountMounted)
 	lap("mount")
 
@@ -336,6 +342,9 @@ func (d *Driver) Unmount(ctx context.Context, name, id string) error {
 // teardown unmounts, unmaps and detaches, then forgets the state. Each step is idempotent, so a
 // teardown interrupted by a crash or an error is finished by running it again.
 func (d *Driver) teardown(ctx context.Context, st *State) error {
+	if err := d.settle(ctx, st.Name); err != nil {
+		return err
+	}
 	if st.Path != "" { // "" when raw: nothing mounted
 		if err := d.mounter.Unmount(ctx, st.Path); err != nil {
 			return err

@@ -80,12 +80,15 @@ func FormatSize(b uint64) string {
 type OptionDefaults struct {
 	Size   uint64
 	FSType string
+	// Root are the root options (DEFAULT_UID, DEFAULT_GID, DEFAULT_MODE) a volume records when
+	// -o leaves them out, in canonical form.
+	Root RootOptions
 }
 
 // ParseOptions validates `docker volume create -o` options. Unknown keys and bad values are
 // errors naming the option and what is allowed; backendKeys are the backend's own keys.
 func ParseOptions(raw map[string]string, def OptionDefaults, backendKeys []string) (Options, error) {
-	o := Options{Size: def.Size, FSType: def.FSType, Backend: map[string]string{}}
+	o := Options{Size: def.Size, FSType: def.FSType, Root: def.Root, Backend: map[string]string{}}
 	keys := make([]string, 0, len(raw))
 	for k := range raw {
 		keys = append(keys, k)
@@ -106,9 +109,13 @@ func ParseOptions(raw map[string]string, def OptionDefaults, backendKeys []strin
 			o.FSType = v
 		case OptMkfsOptions, OptMountOptions:
 			// Checked below, against the filesystem they are for.
+		case OptUID, OptGID, OptMode, OptLostFound:
+			var c string
+			c, _, err = parseRootOption(k, v)
+			o.Root.set(k, c)
 		default:
 			if !slices.Contains(backendKeys, k) {
-				allowed := append([]string{OptSize, OptFSType, OptMkfsOptions, OptMountOptions}, backendKeys...)
+				allowed := append([]string{OptSize, OptFSType, OptMkfsOptions, OptMountOptions, OptUID, OptGID, OptMode, OptLostFound}, backendKeys...)
 				err = fmt.Errorf("%w: unknown option %q: allowed are %s", ErrInvalid, k, strings.Join(allowed, ", "))
 			} else if strings.ContainsAny(v, "\x00\n") || len(v) > 512 {
 				err = fmt.Errorf("%w: option %s: value is not a single line of at most 512 bytes", ErrInvalid, k)

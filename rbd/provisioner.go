@@ -163,6 +163,9 @@ func (p *Provisioner) Create(ctx context.Context, name string, opts driver.Optio
 	if opts.MountOptions != "" {
 		meta[metaMountOptions] = opts.MountOptions
 	}
+	for k, v := range opts.Root.Meta() {
+		meta[metaPrefix+k] = v
+	}
 	var tx undo.Stack
 	defer tx.OnError(ctx, &err, p.reportUndo(name))
 	if src, ok := opts.Backend[OptFromSnapshot]; ok {
@@ -298,7 +301,8 @@ func volumeOf(name string, spec Spec, d Description) driver.Volume {
 	vol := driver.Volume{
 		Name: name, Image: spec, Size: info.Size, FSType: meta[metaFSType],
 		MountOptions: meta[metaMountOptions], FrontEnd: meta[metaFrontEnd],
-		Status: map[string]any{"pool": spec.Pool, "features": strings.Join(info.Features, ",")},
+		Root:         driver.RootFromMeta(func(k string) string { return meta[metaPrefix+k] }),
+		Status:       map[string]any{"pool": spec.Pool, "features": strings.Join(info.Features, ",")},
 	}
 	if v := meta[metaMkfsOptions]; v != "" {
 		vol.MkfsOptions = driver.SplitMkfsOptions(v)

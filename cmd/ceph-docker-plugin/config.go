@@ -31,6 +31,8 @@ type Config struct {
 	Features      []string
 	DefaultSize   uint64
 	DefaultFSType string
+	DefaultRoot   driver.RootOptions
+	GrowInterval  time.Duration // 0: off
 	Mapper        string
 	MountRoot     string
 	StateDir      string
@@ -93,6 +95,10 @@ var Settings = []Setting{
 	{"RBD_FEATURES", "layering,exclusive-lock,object-map,fast-diff,deep-flatten", "image features for new images"},
 	{"DEFAULT_SIZE", "10G", "size when -o size is absent"},
 	{"DEFAULT_FSTYPE", "ext4", "ext4 or xfs"},
+	{"DEFAULT_UID", "", "owner (numeric uid) of a new volume's root directory when -o uid is absent (empty: root)"},
+	{"DEFAULT_GID", "", "group (numeric gid) of a new volume's root directory when -o gid is absent (empty: root)"},
+	{"DEFAULT_MODE", "", "mode (octal) of a new volume's root directory when -o mode is absent (empty: 0755)"},
+	{"GROW_INTERVAL", "30s", "how often mounted volumes are checked for a grown image, whose filesystem is then grown (off: only at Mount)"},
 	{"MAPPER", "auto", "krbd, fuse (rbd-fuse + loop, for kernels without rbd) or auto"},
 	{"MOUNT_ROOT", "/mnt/volumes", "where volumes are mounted (the plugin's PropagatedMount)"},
 	{"STATE_DIR", "/mnt/volumes/.state", "persisted state"},
@@ -214,6 +220,34 @@ func LoadConfig(getenv func(string) string) (Config, error) {
 		bad("DEFAULT_SIZE", get("DEFAULT_SIZE"), strings.TrimPrefix(err.Error(), driver.ErrInvalid.Error()+": "))
 	}
 	c.DefaultSize = size
+	for _, r := range []struct {
+		name, opt string
+		parse     func(string) (string, error)
+	}{
+		{"DEFAULT_UID", driver.OptUID, func(v string) (string, error) { return driver.ParseID(driver.OptUID, v) }},
+		{"DEFAULT_GID", driver.OptGID, func(v string) (string, error) { return driver.ParseID(driver.OptGID, v) }},
+		{"DEFAULT_MODE", driver.OptMode, driver.ParseMode},
+	} {
+		v := get(r.name)
+		if v == "" {
+			continue
+		}
+		canon, err := r.parse(v)
+		if err != nil {
+			bad(r.name, v, strings.TrimPrefix(err.Error(), driver.ErrInvalid.Error()+": "))
+		}
+		switch r.opt {
+		case driver.OptUID:
+			c.DefaultRoot.UID = canon
+		case driver.OptGID:
+			c.DefaultRoot.GID = canon
+		default:
+			c.DefaultRoot.Mode = canon
+		}
+	}
+	if v := get("GROW_INTERVAL"); v != "off" && v != "0" {
+		c.GrowInterval = duration("GROW_INTERVAL")
+	}
 	if lvl, err := logrus.ParseLevel(get("LOG_LEVEL")); err != nil {
 		bad("LOG_LEVEL", get("LOG_LEVEL"), "panic, fatal, error, warn, info, debug or trace")
 	} else {

@@ -123,7 +123,7 @@ func run(getenv func(string) string, warning string) error {
 	}
 	dcfg := driver.Config{
 		Node: cfg.NodeName, MountRoot: cfg.MountRoot,
-		Defaults:     driver.OptionDefaults{Size: cfg.DefaultSize, FSType: cfg.DefaultFSType},
+		Defaults:     driver.OptionDefaults{Size: cfg.DefaultSize, FSType: cfg.DefaultFSType, Root: cfg.DefaultRoot},
 		RemoveAction: cfg.RemoveAction, LockBreak: cfg.LockBreak, Log: log,
 		// The undo of a failed Mount gets as long as the call had: dockerd waits 120 s for a
 		// Mount, CALL_TIMEOUT is below 60 s, and what the undo cannot finish is retried in the
@@ -132,6 +132,10 @@ func run(getenv func(string) string, warning string) error {
 		Known:          store,
 		BootID:         bootID(cfg, log),
 		FrontEnd:       cfg.Protocol, // driver.FrontEndVolume or FrontEndCSI (config.go)
+		FS:             volfs.FS{},
+	}
+	if f, ok := mapper.(*fuse.Fuse); ok {
+		dcfg.Refresher = f // its loop devices keep their size; krbd's follow their image by themselves
 	}
 	if cfg.FaultKillAt != "" {
 		log.WithField("step", cfg.FaultKillAt).Warn("TEST_FAULT_KILL_AT is set: this process kills itself at that step (tests only)")
@@ -188,6 +192,7 @@ func run(getenv func(string) string, warning string) error {
 	// background once the backend is back, not only when Docker next calls about the volume.
 	bg, stopBg := context.WithCancel(context.Background())
 	defer stopBg()
+	go d.WatchGrowth(bg, cfg.GrowInterval)
 	go func() {
 		t := time.NewTicker(repairInterval)
 		defer t.Stop()

@@ -145,7 +145,7 @@ func zeroed(ctx context.Context, dev string, window uint64, ends bool) (bool, er
 // FormatIfBlank implements driver.Mounter. A device whose ends read as zeros is formatted straight
 // away; so is one the backend vouches for (unwritten) whose first 64 KiB read as zeros. Any other
 // is asked to blkid, and is formatted only if blkid finds nothing.
-func (FS) FormatIfBlank(ctx context.Context, dev, fstype string, mkfsOptions []string, unwritten bool) (string, error) {
+func (FS) FormatIfBlank(ctx context.Context, dev, fstype string, mkfsOptions []string, unwritten bool) (string, bool, error) {
 	var found, pt string
 	var blank bool
 	var err error
@@ -156,29 +156,29 @@ func (FS) FormatIfBlank(ctx context.Context, dev, fstype string, mkfsOptions []s
 	}
 	if err != nil || !blank {
 		if found, pt, err = probe(ctx, dev); err != nil {
-			return "", err
+			return "", false, err
 		}
 	}
 	if pt != "" && found == "" {
-		return "", fmt.Errorf("%s holds a %s partition table: refusing to format or mount it (the volume was partitioned by hand)", dev, pt)
+		return "", false, fmt.Errorf("%s holds a %s partition table: refusing to format or mount it (the volume was partitioned by hand)", dev, pt)
 	}
 	if found != "" {
-		return found, nil // never reformat
+		return found, false, nil // never reformat
 	}
 	name, args, err := mkfsArgs(fstype, mkfsOptions, dev)
 	if err != nil {
-		return "", err
+		return "", false, err
 	}
 	// In an empty directory of its own: no relative name can reach a file of the host's.
 	dir, err := os.MkdirTemp("", "cdp-mkfs-")
 	if err != nil {
-		return "", fmt.Errorf("format %s as %s: make an empty working directory: %w", dev, fstype, err)
+		return "", false, fmt.Errorf("format %s as %s: make an empty working directory: %w", dev, fstype, err)
 	}
 	defer os.RemoveAll(dir)
 	if _, err := execx.Run(ctx, execx.Cmd{Name: name, Args: args, Dir: dir}); err != nil {
-		return "", fmt.Errorf("format %s as %s: %w", dev, fstype, err)
+		return "", false, fmt.Errorf("format %s as %s: %w", dev, fstype, err)
 	}
-	return fstype, nil
+	return fstype, true, nil
 }
 
 // mountFlags maps the flag-like mount options to MS_* bits; the rest go to the filesystem.

@@ -81,7 +81,7 @@ func TestFormatOnlyBlankDevices(t *testing.T) {
 			dev := loopDevice(t, 512<<20, nil)
 			var fs FS
 			ctx := testCtx(t)
-			got, err := fs.FormatIfBlank(ctx, dev, fstype, nil, false)
+			got, _, err := fs.FormatIfBlank(ctx, dev, fstype, nil, false)
 			if err != nil || got != fstype {
 				t.Fatalf("format blank: %q, %v", got, err)
 			}
@@ -105,7 +105,7 @@ func TestFormatOnlyBlankDevices(t *testing.T) {
 				t.Fatalf("unmount of an unmounted target: %v", err)
 			}
 			other := map[string]string{"ext4": "xfs", "xfs": "ext4"}[fstype]
-			got, err = fs.FormatIfBlank(ctx, dev, other, nil, false)
+			got, _, err = fs.FormatIfBlank(ctx, dev, other, nil, false)
 			if err != nil || got != fstype {
 				t.Fatalf("second format as %s: got %q, %v; want the existing %s kept", other, got, err, fstype)
 			}
@@ -128,11 +128,11 @@ func TestUnwrittenHintNeverFormatsOverData(t *testing.T) {
 	var fs FS
 	for _, fstype := range []string{"ext4", "xfs"} {
 		dev := loopDevice(t, 512<<20, nil)
-		if got, err := fs.FormatIfBlank(ctx, dev, fstype, nil, true); err != nil || got != fstype {
+		if got, _, err := fs.FormatIfBlank(ctx, dev, fstype, nil, true); err != nil || got != fstype {
 			t.Fatalf("%s: format of a blank device with the hint: %q, %v", fstype, got, err)
 		}
 		other := map[string]string{"ext4": "xfs", "xfs": "ext4"}[fstype]
-		if got, err := fs.FormatIfBlank(ctx, dev, other, nil, true); err != nil || got != fstype {
+		if got, _, err := fs.FormatIfBlank(ctx, dev, other, nil, true); err != nil || got != fstype {
 			t.Fatalf("a %s device with a wrong unwritten hint, asked for %s: got %q, %v; want the %s kept", fstype, other, got, err, fstype)
 		}
 	}
@@ -144,7 +144,7 @@ func TestUnwrittenHintNeverFormatsOverData(t *testing.T) {
 			t.Fatal(err)
 		}
 	})
-	if _, err := fs.FormatIfBlank(ctx, dev, "ext4", nil, true); err == nil || !strings.Contains(err.Error(), "partition table") {
+	if _, _, err := fs.FormatIfBlank(ctx, dev, "ext4", nil, true); err == nil || !strings.Contains(err.Error(), "partition table") {
 		t.Fatalf("a partitioned device with a wrong unwritten hint: %v, want a refusal naming the partition table", err)
 	}
 }
@@ -162,7 +162,7 @@ func TestRefusePartitionedDevice(t *testing.T) {
 			t.Fatal(err)
 		}
 	})
-	_, err := FS{}.FormatIfBlank(testCtx(t), dev, "ext4", nil, false)
+	_, _, err := FS{}.FormatIfBlank(testCtx(t), dev, "ext4", nil, false)
 	if err == nil || !strings.Contains(err.Error(), "partition table") {
 		t.Fatalf("err = %v, want a refusal naming the partition table", err)
 	}
@@ -173,7 +173,7 @@ func TestUnmountBusy(t *testing.T) {
 	dev := loopDevice(t, 64<<20, nil)
 	var fs FS
 	ctx := testCtx(t)
-	if _, err := fs.FormatIfBlank(ctx, dev, "ext4", nil, false); err != nil {
+	if _, _, err := fs.FormatIfBlank(ctx, dev, "ext4", nil, false); err != nil {
 		t.Fatal(err)
 	}
 	target := filepath.Join(t.TempDir(), "mnt")

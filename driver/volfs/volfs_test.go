@@ -89,7 +89,7 @@ func TestFormatRunsMkfsInAnEmptyDirectory(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	if got, err := (FS{}).FormatIfBlank(ctx, dev, "ext4", []string{"-L", "x"}, false); err != nil || got != "ext4" {
+	if got, _, err := (FS{}).FormatIfBlank(ctx, dev, "ext4", []string{"-L", "x"}, false); err != nil || got != "ext4" {
 		t.Fatalf("FormatIfBlank: %q, %v", got, err)
 	}
 	seen, err := os.ReadFile(out)

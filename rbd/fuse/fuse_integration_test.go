@@ -6,7 +6,6 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
-	"os"
 	"path/filepath"
 	"testing"
 	"time"
@@ -20,17 +19,7 @@ import (
 // The fuse mapper against the real lab Ceph, as the least-privilege user: the mapper conformance
 // suite, with no loop device, FUSE mount or rbd-fuse process of the test left afterwards.
 func TestFuseMapperConformance(t *testing.T) {
-	conf, user, keyring, pool := os.Getenv("CEPH_CONF"), os.Getenv("CEPH_USER"), os.Getenv("CEPH_KEYRING"), os.Getenv("RBD_POOL")
-	if conf == "" || user == "" || keyring == "" || pool == "" {
-		t.Fatal("CEPH_CONF, CEPH_USER, CEPH_KEYRING and RBD_POOL must be set: run `make test`")
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-	defer cancel()
-	cluster, err := rbd.Connect(ctx, rbd.Config{ConfPath: conf, User: user, Keyring: keyring})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cluster.Close()
+	cluster, conf, user, keyring, pool := labCeph(t)
 
 	root := filepath.Join(t.TempDir(), "fuse")
 	m := fuse.New(root, conf, keyring)
