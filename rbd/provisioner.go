@@ -301,8 +301,8 @@ func volumeOf(name string, spec Spec, d Description) driver.Volume {
 	vol := driver.Volume{
 		Name: name, Image: spec, Size: info.Size, FSType: meta[metaFSType],
 		MountOptions: meta[metaMountOptions], FrontEnd: meta[metaFrontEnd],
-		Root:         driver.RootFromMeta(func(k string) string { return meta[metaPrefix+k] }),
-		Status:       map[string]any{"pool": spec.Pool, "features": strings.Join(info.Features, ",")},
+		Root:   driver.RootFromMeta(func(k string) string { return meta[metaPrefix+k] }),
+		Status: map[string]any{"pool": spec.Pool, "features": strings.Join(info.Features, ",")},
 	}
 	if v := meta[metaMkfsOptions]; v != "" {
 		vol.MkfsOptions = driver.SplitMkfsOptions(v)
