@@ -153,12 +153,22 @@ func (d *Driver) mountFirst(ctx context.Context, name, id string, raw bool) (_ s
 		return d.upDone(&st, lap, m.Device)
 	}
 
-	fs, made, err := d.mounter.FormatIfBlank(ctx, m.Device, fstype, vol.MkfsOptions, vol.Unwritten && !att.Map.ReadOnly)
+	if err := d.formatAndMount(ctx, &tx, &st, *vol, att, fstype, lap); err != nil {
+		return "", err
+	}
+	return d.upDone(&st, lap, st.Path)
+}
+
+// formatAndMount is the second half of a first mount: format the mapped device if it is blank,
+// mount it at st.Path and set the root of a filesystem it made. The unmount is pushed on tx.
+func (d *Driver) formatAndMount(ctx context.Context, tx *undo.Stack, st *State, vol Volume, att Attachment, fstype string, lap func(string)) error {
+	name := st.Name
+	fs, made, err := d.mounter.FormatIfBlank(ctx, st.Device, fstype, vol.MkfsOptions, vol.Unwritten && !att.Map.ReadOnly)
 	if err != nil {
-		return "", fmt.Errorf("mount volume %s: %w", name, err)
+		return fmt.Errorf("mount volume %s: %w", name, err)
 	}
 	if err := checkFound(name, fstype, fs, st.Options); err != nil {
-		return "", err
+		return err
 	}
 	if fs != fstype {
 		d.log.WithFields(logrus.Fields{"volume": name, "found": fs, "expected": fstype}).Warn("the device has another supported filesystem than recorded; mounting what it has")
@@ -169,22 +179,21 @@ func (d *Driver) mountFirst(ctx context.Context, name, id string, raw bool) (_ s
 
 	mopts, err := MountOptionsFor(st.FSType, st.Options)
 	if err != nil {
-		return "", storedRefusal(name, err)
+		return storedRefusal(name, err)
 	}
-	if err := d.beforeFirstMount(ctx, name, &st); err != nil {
-		return "", err
+	if err := d.beforeFirstMount(ctx, name, st); err != nil {
+		return err
 	}
-	if err := d.mounter.Mount(ctx, m.Device, st.Path, st.FSType, mopts); err != nil {
-		return "", fmt.Errorf("mount volume %s: %w", name, err)
+	if err := d.mounter.Mount(ctx, st.Device, st.Path, st.FSType, mopts); err != nil {
+		return fmt.Errorf("mount volume %s: %w", name, err)
 	}
 	tx.Push("unmount", func(ctx context.Context) error { return d.mounter.Unmount(ctx, st.Path) })
-	if err := d.afterFirstMount(ctx, name, &st, vol.Root, made); err != nil {
-		return "", fmt.Errorf("mount volume %s: %w", name, err)
+	if err := d.afterFirstMount(ctx, name, st, vol.Root, made); err != nil {
+		return fmt.Errorf("mount volume %s: %w", name, err)
 	}
 	d.fault(FaultMountMounted)
 	lap("mount")
-
-	return d.upDone(&st, lap, st.Path)
+	return nil
 }
 
 // upDone records the first use of a volume now up (mapped, and mounted unless raw), and
