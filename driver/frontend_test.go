@@ -141,3 +141,44 @@ func TestFrontEndUnrecordedServedByBoth(t *testing.T) {
 		}
 	}
 }
+
+// With LOCK_BREAK=on a Mount checks the front end before it claims: a takeover must never fence
+// the other front end's holder. A front end this version does not know is named as such, and a
+// volume whose record cannot be read is not mounted.
+func TestFrontEndCheckedBeforeATakeover(t *testing.T) {
+	e := newTestDriver(t, func(c *Config) { c.FrontEnd = FrontEndCSI })
+	if err := e.d.Create(bg, "c", map[string]string{"size": "1G"}); err != nil {
+		t.Fatal(err)
+	}
+	e.prov.setHolder("c", "host-dead")
+	vp := e.otherDriver(t, FrontEndVolume, func(c *Config) { c.LockBreak = true })
+	m := e.rec.mark()
+	_, err := vp.Mount(bg, "c", "ctr1")
+	wantOther(t, "Mount with LOCK_BREAK", err, "c", "does not mount it")
+	for _, op := range e.rec.ops(m) {
+		if strings.HasPrefix(op, "prov.Attach") {
+			t.Fatalf("the volume plugin claimed (%s) a cluster volume before refusing it", op)
+		}
+	}
+	if h := e.prov.holder("c"); h != "host-dead" {
+		t.Fatalf("the holder became %q", h)
+	}
+
+	e.prov.add("odd", 1<<30, "ext4")
+	e.prov.mu.Lock()
+	v := e.prov.vols["odd"]
+	v.FrontEnd = "nomad"
+	e.prov.vols["odd"] = v
+	e.prov.mu.Unlock()
+	_, err = vp.Mount(bg, "odd", "ctr1")
+	wantOther(t, "Mount of an unknown front end's volume", err, "odd", `does not know ("nomad")`)
+
+	e.prov.add("v", 1<<30, "ext4")
+	e.prov.failNext("Get", errors.New("rados: ret=-110"))
+	if _, err := vp.Mount(bg, "v", "ctr1"); err == nil || !strings.Contains(err.Error(), "cannot tell which front end created it") {
+		t.Fatalf("Mount when the record cannot be read = %v", err)
+	}
+	if _, ok, _ := vp.state.Load("v"); ok {
+		t.Fatal("a refused Mount left state")
+	}
+}
