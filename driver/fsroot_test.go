@@ -430,3 +430,47 @@ func TestReadOnlyMountNotGrown(t *testing.T) {
 		t.Errorf("a read-only volume was grown %d times", n)
 	}
 }
+
+// refresher is a DeviceRefresher (the fuse mapper's loop devices) that fails until told not to.
+type refresher struct {
+	mu    sync.Mutex
+	err   error
+	calls []ImageSpec
+}
+
+func (r *refresher) Refresh(_ context.Context, spec ImageSpec) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.calls = append(r.calls, spec)
+	return r.err
+}
+
+func (r *refresher) count() int { r.mu.Lock(); defer r.mu.Unlock(); return len(r.calls) }
+
+// With a mapper whose devices keep their size (fuse), the watcher refreshes the device before it
+// measures; a refresh that fails grows nothing (the size read would be the old one) and is
+// retried at the next round.
+func TestWatcherRefreshesTheDeviceFirst(t *testing.T) {
+	fs := newFakeFS()
+	r := &refresher{err: errors.New("rbd-fuse gone")}
+	e := newTestDriver(t, withFS(fs), func(c *Config) { c.Refresher = r })
+	e.prov.add("v", 1<<30, "ext4")
+	e.mustMount("v", "id1")
+	fs.setSizes("/dev/fake0", Sizes{Device: 3 << 30, FS: 1 << 30})
+	ctx, cancel := context.WithCancel(bg)
+	done := make(chan struct{})
+	go func() { e.d.WatchGrowth(ctx, 20*time.Millisecond); close(done) }()
+	t.Cleanup(func() { cancel(); <-done })
+
+	waitFor(t, "two refresh attempts", func() bool { return r.count() >= 2 })
+	if n := fs.growCount(); n != 0 {
+		t.Fatalf("%d grows after failed refreshes", n)
+	}
+	r.mu.Lock()
+	r.err = nil
+	if r.calls[0] != image("v") {
+		t.Errorf("refreshed %v, want the volume's image %v", r.calls[0], image("v"))
+	}
+	r.mu.Unlock()
+	waitFor(t, "a grow once the refresh works", func() bool { return fs.growCount() == 1 })
+}
