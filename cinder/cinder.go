@@ -27,11 +27,11 @@ const (
 
 // Metadata the plugin keeps on the Cinder volumes it creates.
 const (
-	metaPrefix       = "docker-plugin."
-	metaManaged      = "docker-plugin.managed-by"
-	metaFSType       = "docker-plugin.fstype"
-	metaMkfsOptions  = "docker-plugin.mkfs-options"
-	metaMountOptions = "docker-plugin.mount-options"
+	metaPrefix       = driver.MetaPrefix
+	metaManaged      = driver.MetaPrefix + "managed-by"
+	metaFSType       = driver.MetaFSType
+	metaMkfsOptions  = driver.MetaMkfsOptions
+	metaMountOptions = driver.MetaMountOptions
 	managedBy        = "ceph-docker-plugin"
 	// microversion: attachments create (3.27), complete (3.44), mode (3.54).
 	microversion = "3.54"

@@ -142,17 +142,8 @@ func (p *Provisioner) Create(ctx context.Context, name string, opts driver.Optio
 	} else if !errors.Is(err, driver.ErrNotFound) {
 		return err
 	}
-	meta := map[string]string{metaManaged: managedBy, metaFSType: opts.FSType}
-	recordFrontEnd(meta, opts.FrontEnd)
-	if len(opts.MkfsOptions) > 0 {
-		meta[metaMkfsOptions] = strings.Join(opts.MkfsOptions, " ")
-	}
-	if opts.MountOptions != "" {
-		meta[metaMountOptions] = opts.MountOptions
-	}
-	for k, v := range opts.Root.Meta() {
-		meta[metaPrefix+k] = v
-	}
+	meta := driver.StoredMeta(opts)
+	meta[metaManaged] = managedBy
 	size, err := p.createSize(ctx, c, opts)
 	if err != nil {
 		return fmt.Errorf("cinder create %s: %w", name, err)
@@ -214,12 +205,11 @@ func (p *Provisioner) deleteCreated(ctx context.Context, c *gophercloud.ServiceC
 
 func toVolume(v volumes.Volume, project string) driver.Volume {
 	vol := driver.Volume{
-		Name: v.Name, Size: uint64(v.Size) << 30, FSType: v.Metadata[metaFSType],
-		MountOptions: v.Metadata[metaMountOptions], CreatedAt: v.CreatedAt, FrontEnd: v.Metadata[metaFrontEnd],
-		Root: driver.RootFromMeta(func(k string) string { return v.Metadata[metaPrefix+k] }),
+		Name: v.Name, Size: uint64(v.Size) << 30, CreatedAt: v.CreatedAt,
 		Status: map[string]any{"cinder-id": v.ID, "cinder-status": v.Status, "volume-type": v.VolumeType,
 			"availability-zone": v.AvailabilityZone},
 	}
+	vol.SetStored(func(k string) string { return v.Metadata[k] })
 	if project != "" {
 		vol.Status["project-id"] = project
 	}
@@ -228,9 +218,6 @@ func toVolume(v volumes.Volume, project string) driver.Volume {
 	}
 	if v.SourceVolID != "" {
 		vol.Status[OptSourceVolumeID] = v.SourceVolID
-	}
-	if m := v.Metadata[metaMkfsOptions]; m != "" {
-		vol.MkfsOptions = driver.SplitMkfsOptions(m)
 	}
 	var holders []string
 	for _, a := range v.Attachments {

@@ -18,10 +18,10 @@ import (
 
 // Image metadata keys the provisioner keeps on the images it creates.
 const (
-	metaPrefix       = "docker-plugin."
-	metaFSType       = metaPrefix + "fstype"
-	metaMkfsOptions  = metaPrefix + "mkfs-options"
-	metaMountOptions = metaPrefix + "mount-options"
+	metaPrefix       = driver.MetaPrefix
+	metaFSType       = driver.MetaFSType
+	metaMkfsOptions  = driver.MetaMkfsOptions
+	metaMountOptions = driver.MetaMountOptions
 	metaCreated      = metaPrefix + "created"
 	// metaFromSnapshot is the snapshot a clone was made from (pool/image@snap): the parent link
 	// goes when the clone is flattened, this record stays.
@@ -155,17 +155,8 @@ func (p *Provisioner) Create(ctx context.Context, name string, opts driver.Optio
 	} else if !errors.Is(err, driver.ErrNotFound) {
 		return err
 	}
-	meta := map[string]string{metaFSType: opts.FSType, metaCreated: time.Now().UTC().Format(time.RFC3339)}
-	recordFrontEnd(meta, opts.FrontEnd)
-	if len(opts.MkfsOptions) > 0 {
-		meta[metaMkfsOptions] = strings.Join(opts.MkfsOptions, " ")
-	}
-	if opts.MountOptions != "" {
-		meta[metaMountOptions] = opts.MountOptions
-	}
-	for k, v := range opts.Root.Meta() {
-		meta[metaPrefix+k] = v
-	}
+	meta := driver.StoredMeta(opts)
+	meta[metaCreated] = time.Now().UTC().Format(time.RFC3339)
 	var tx undo.Stack
 	defer tx.OnError(ctx, &err, p.reportUndo(name))
 	if src, ok := opts.Backend[OptFromSnapshot]; ok {
@@ -299,14 +290,10 @@ func (p *Provisioner) Get(ctx context.Context, name string) (driver.Volume, erro
 func volumeOf(name string, spec Spec, d Description) driver.Volume {
 	info, meta := d.Info, d.Meta
 	vol := driver.Volume{
-		Name: name, Image: spec, Size: info.Size, FSType: meta[metaFSType],
-		MountOptions: meta[metaMountOptions], FrontEnd: meta[metaFrontEnd],
-		Root:   driver.RootFromMeta(func(k string) string { return meta[metaPrefix+k] }),
+		Name: name, Image: spec, Size: info.Size,
 		Status: map[string]any{"pool": spec.Pool, "features": strings.Join(info.Features, ",")},
 	}
-	if v := meta[metaMkfsOptions]; v != "" {
-		vol.MkfsOptions = driver.SplitMkfsOptions(v)
-	}
+	vol.SetStored(func(k string) string { return meta[k] })
 	if t, err := time.Parse(time.RFC3339, meta[metaCreated]); err == nil {
 		vol.CreatedAt = t
 	}
