@@ -86,6 +86,18 @@ func (n *Node) begin(ctx context.Context, name string) (func(), error) {
 	return n.locks.lock(ctx, name)
 }
 
+// open locks the volume (begin) and reads its stage record (load); the caller defers unlock.
+func (n *Node) open(ctx context.Context, name string) (st StageState, ok bool, unlock func(), err error) {
+	if unlock, err = n.begin(ctx, name); err != nil {
+		return st, false, nil, err
+	}
+	if st, ok, err = n.load(ctx, name); err != nil {
+		unlock()
+		return st, ok, nil, err
+	}
+	return st, ok, unlock, nil
+}
+
 // load reads the volume's stage record and first finishes or undoes a step a crash or a failed
 // undo left in flight.
 func (n *Node) load(ctx context.Context, name string) (StageState, bool, error) {
@@ -105,16 +117,12 @@ func (n *Node) load(ctx context.Context, name string) (StageState, bool, error) 
 // path succeeds (and repairs a lost bind).
 func (n *Node) Stage(ctx context.Context, name string, req StageRequest) error {
 	req.StagingPath = filepath.Clean(req.StagingPath)
-	unlock, err := n.begin(ctx, name)
+	st, ok, unlock, err := n.open(ctx, name)
 	if err != nil {
 		return err
 	}
 	defer unlock()
 	log := n.log.WithFields(logrus.Fields{"volume": name, "staging": req.StagingPath})
-	st, ok, err := n.load(ctx, name)
-	if err != nil {
-		return err
-	}
 	if ok && st.Released && (st.StagingPath != req.StagingPath || st.ReadOnly != req.ReadOnly || st.Single != req.Single || st.Block != req.Block) {
 		// A released stage holds nothing: a stage elsewhere, or in another mode, replaces it.
 		if err := n.store.DeleteStage(name); err != nil {
@@ -232,14 +240,13 @@ func (n *Node) release(ctx context.Context, st *StageState) error {
 // refused (the orchestrator unpublishes first).
 func (n *Node) Unstage(ctx context.Context, name, stagingPath string) error {
 	stagingPath = filepath.Clean(stagingPath)
-	unlock, err := n.begin(ctx, name)
+	st, ok, unlock, err := n.open(ctx, name)
 	if err != nil {
 		return err
 	}
 	defer unlock()
-	st, ok, err := n.load(ctx, name)
-	if err != nil || !ok {
-		return err
+	if !ok {
+		return nil
 	}
 	if st.StagingPath != stagingPath {
 		n.log.WithFields(logrus.Fields{"volume": name, "staging": stagingPath, "staged": st.StagingPath}).Debug("unstage of a path the volume is not staged at: nothing to do")
@@ -286,16 +293,12 @@ func targets(st StageState) []string {
 // with the same read-only flag succeeds (and repairs a lost bind).
 func (n *Node) Publish(ctx context.Context, name string, req PublishRequest) error {
 	req.StagingPath, req.Target = filepath.Clean(req.StagingPath), filepath.Clean(req.Target)
-	unlock, err := n.begin(ctx, name)
+	st, ok, unlock, err := n.open(ctx, name)
 	if err != nil {
 		return err
 	}
 	defer unlock()
 	log := n.log.WithFields(logrus.Fields{"volume": name, "target": req.Target})
-	st, ok, err := n.load(ctx, name)
-	if err != nil {
-		return err
-	}
 	if ok {
 		live, err := n.ensure(ctx, &st)
 		if err != nil {
@@ -378,14 +381,13 @@ func (n *Node) device(name string) (string, error) {
 // published at succeeds.
 func (n *Node) Unpublish(ctx context.Context, name, target string) error {
 	target = filepath.Clean(target)
-	unlock, err := n.begin(ctx, name)
+	st, ok, unlock, err := n.open(ctx, name)
 	if err != nil {
 		return err
 	}
 	defer unlock()
-	st, ok, err := n.load(ctx, name)
-	if err != nil || !ok {
-		return err
+	if !ok {
+		return nil
 	}
 	if _, had := st.Targets[target]; !had {
 		return nil

@@ -170,17 +170,22 @@ func allowedLetters(fstype string) string {
 	return strings.Join(ls, ", ")
 }
 
+// keySyntax is how an allowed key is listed: k (no value), k=V (a value), k[=V] (either).
+func keySyntax(k string, takesValue, bare bool) string {
+	switch {
+	case !takesValue:
+		return k
+	case bare:
+		return k + "[=V]"
+	default:
+		return k + "=V"
+	}
+}
+
 func allowedSubs(subs map[string]subRule) string {
 	ks := make([]string, 0, len(subs))
 	for k, s := range subs {
-		switch {
-		case s.value == nil:
-			ks = append(ks, k)
-		case s.bare:
-			ks = append(ks, k+"[=V]")
-		default:
-			ks = append(ks, k+"=V")
-		}
+		ks = append(ks, keySyntax(k, s.value != nil, s.bare))
 	}
 	slices.Sort(ks)
 	return strings.Join(ks, ", ")
@@ -353,14 +358,7 @@ func allowedMount(fstype string) string {
 	var ks []string
 	for _, m := range []map[string]mountRule{commonMountOptions, mountRules[fstype]} {
 		for k, r := range m {
-			switch {
-			case r.value == nil:
-				ks = append(ks, k)
-			case r.bare:
-				ks = append(ks, k+"[=V]")
-			default:
-				ks = append(ks, k+"=V")
-			}
+			ks = append(ks, keySyntax(k, r.value != nil, r.bare))
 		}
 	}
 	slices.Sort(ks)
