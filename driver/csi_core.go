@@ -86,14 +86,15 @@ func (n *Node) begin(ctx context.Context, name string) (func(), error) {
 	return n.locks.lock(ctx, name)
 }
 
-// open locks the volume (begin) and reads its stage record (load); the caller defers unlock.
+// open locks the volume (begin) and reads its stage record (load). The caller defers unlock,
+// which is a no-op when err is set.
 func (n *Node) open(ctx context.Context, name string) (st StageState, ok bool, unlock func(), err error) {
 	if unlock, err = n.begin(ctx, name); err != nil {
-		return st, false, nil, err
+		return st, false, func() {}, err
 	}
 	if st, ok, err = n.load(ctx, name); err != nil {
 		unlock()
-		return st, ok, nil, err
+		return st, ok, func() {}, err
 	}
 	return st, ok, unlock, nil
 }
@@ -241,12 +242,9 @@ func (n *Node) release(ctx context.Context, st *StageState) error {
 func (n *Node) Unstage(ctx context.Context, name, stagingPath string) error {
 	stagingPath = filepath.Clean(stagingPath)
 	st, ok, unlock, err := n.open(ctx, name)
-	if err != nil {
-		return err
-	}
 	defer unlock()
-	if !ok {
-		return nil
+	if err != nil || !ok {
+		return err
 	}
 	if st.StagingPath != stagingPath {
 		n.log.WithFields(logrus.Fields{"volume": name, "staging": stagingPath, "staged": st.StagingPath}).Debug("unstage of a path the volume is not staged at: nothing to do")
@@ -382,12 +380,9 @@ func (n *Node) device(name string) (string, error) {
 func (n *Node) Unpublish(ctx context.Context, name, target string) error {
 	target = filepath.Clean(target)
 	st, ok, unlock, err := n.open(ctx, name)
-	if err != nil {
-		return err
-	}
 	defer unlock()
-	if !ok {
-		return nil
+	if err != nil || !ok {
+		return err
 	}
 	if _, had := st.Targets[target]; !had {
 		return nil
