@@ -3,6 +3,7 @@
 package lab
 
 import (
+	"crypto/rand"
 	"fmt"
 	"net/http"
 	"os"
@@ -38,25 +39,51 @@ func dockerGuestEnvOf(t *testing.T) dockerGuestEnv {
 // dockerPlugin is the managed plugin's name in the guest.
 const dockerPlugin = "ceph:latest"
 
-// bootDocker boots the docker guest: the root disk with snapshot=on (the image is never
-// written), the plugin's tar as a second, read-only disk. It waits for the agent, then for dockerd,
-// and returns the guest with both times measured from QEMU's start.
+// dockerBoot is how a docker guest boots: by default the root disk with snapshot=on (the image is
+// never written) and the plugin's tar as a second, read-only disk.
+type dockerBoot struct {
+	root, format string   // root disk and its format ("" = e.root, raw)
+	writable     bool     // write the root disk itself (baking an image)
+	qemu         []string // more QEMU arguments (a second NIC)
+}
+
+// bootDocker boots the docker guest with the default disks, waits for the agent, then for
+// dockerd, and returns the guest with both times measured from QEMU's start.
 func bootDocker(t *testing.T, e dockerGuestEnv, name string) (*guest, time.Duration, time.Duration) {
+	t.Helper()
+	g, start := startDocker(t, e, name, dockerBoot{})
+	agentUp, dockerUp := waitDockerGuest(t, g, start)
+	return g, agentUp, dockerUp
+}
+
+// startDocker starts QEMU for a docker guest and returns at once (guests boot side by side).
+func startDocker(t *testing.T, e dockerGuestEnv, name string, o dockerBoot) (*guest, time.Time) {
 	t.Helper()
 	dir := t.TempDir()
 	g := &guest{t: t, name: name, dir: dir, port: freePort(t), exited: make(chan struct{}),
 		http: &http.Client{Timeout: 11 * time.Minute}, mounts: map[string][]string{}}
+	root, format := e.root, "raw"
+	if o.root != "" {
+		root, format = o.root, o.format
+	}
+	disk := "file=" + root + ",format=" + format + ",if=virtio"
+	if !o.writable {
+		disk += ",snapshot=on"
+	}
 	args := []string{
-		"-accel", "tcg,thread=single", "-cpu", "max", "-m", "2048", "-smp", "1",
+		"-accel", "tcg,thread=single", "-cpu", "max", "-m", "1536", "-smp", "1",
+		// Each guest its own SMBIOS UUID: the plugin's host identity is bound to it.
+		"-uuid", guestUUID(),
 		"-display", "none", "-no-reboot", "-kernel", e.kernel, "-initrd", e.initrd,
 		"-append", "console=ttyS0 root=/dev/vda rw init=/sbin/lab-docker-init panic=-1 lab_node=" + name,
-		"-drive", "file=" + e.root + ",format=raw,if=virtio,snapshot=on",
-		"-drive", "file=" + e.pluginTar + ",format=raw,if=virtio,readonly=on",
+		"-drive", disk,
 		"-netdev", fmt.Sprintf("user,id=n0,hostfwd=tcp:127.0.0.1:%d-:8080", g.port),
 		"-device", "virtio-net-pci,netdev=n0",
 		"-serial", "file:" + filepath.Join(dir, "console.log"),
 		"-monitor", "unix:" + filepath.Join(dir, "monitor.sock") + ",server=on,wait=off",
 	}
+	args = append(args, "-drive", "file="+e.pluginTar+",format=raw,if=virtio,readonly=on")
+	args = append(args, o.qemu...)
 	g.cmd = exec.Command("qemu-system-x86_64", args...)
 	g.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
 	qlog, err := os.Create(filepath.Join(dir, "qemu.log"))
@@ -81,20 +108,75 @@ func bootDocker(t *testing.T, e dockerGuestEnv, name string) (*guest, time.Durat
 			t.Logf("%s console (tail):\n%s", name, tailOf(g.console(), 3000))
 		}
 	})
+	return g, start
+}
+
+// waitDockerGuest waits for a started guest's agent, then for its dockerd; both times are
+// measured from start.
+func waitDockerGuest(t *testing.T, g *guest, start time.Time) (time.Duration, time.Duration) {
+	t.Helper()
 	deadline := time.Now().Add(240 * time.Second)
 	for !g.alive() {
 		select {
 		case <-g.exited:
-			t.Fatalf("guest %s: qemu exited while booting: %s\n%s", name, readFile(filepath.Join(dir, "qemu.log")), tailOf(g.console(), 3000))
+			t.Fatalf("guest %s: qemu exited while booting: %s\n%s", g.name, readFile(filepath.Join(g.dir, "qemu.log")), tailOf(g.console(), 3000))
 		case <-time.After(500 * time.Millisecond):
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("guest %s: the agent did not answer within 240 s:\n%s", name, tailOf(g.console(), 3000))
+			t.Fatalf("guest %s: the agent did not answer within 240 s:\n%s", g.name, tailOf(g.console(), 3000))
 		}
 	}
 	agentUp := time.Since(start)
 	waitDockerd(t, g, 180*time.Second)
-	return g, agentUp, time.Since(start)
+	return agentUp, time.Since(start)
+}
+
+// createPlugin creates the managed plugin in the guest from the tar on its second disk; it returns
+// the time taken by the untar and by `docker plugin create`.
+func createPlugin(t *testing.T, g *guest) (time.Duration, time.Duration) {
+	t.Helper()
+	t0 := time.Now()
+	g.sh("mkdir -p /var/lib/lab-plugin && tar -xf /dev/vdb -C /var/lib/lab-plugin")
+	untar := time.Since(t0)
+	t0 = time.Now()
+	dk(g, 10*time.Minute, "plugin", "create", dockerPlugin, "/var/lib/lab-plugin")
+	create := time.Since(t0)
+	g.sh("rm -rf /var/lib/lab-plugin")
+	return untar, create
+}
+
+// guestUUID returns a random UUID (QEMU's -uuid).
+func guestUUID() string {
+	b := make([]byte, 16)
+	_, _ = rand.Read(b)
+	return fmt.Sprintf("%x-%x-%x-%x-%x", b[0:4], b[4:6], b[6:8], b[8:10], b[10:])
+}
+
+// uploadCephFiles gives a guest the cluster's config and the plugin user's keyring, through the
+// agent (the image holds no key).
+func uploadCephFiles(t *testing.T, g *guest) {
+	t.Helper()
+	g.sh("mkdir -p /etc/ceph")
+	g.writeFile("/etc/ceph/ceph.conf", 0o644, lab.guestConf)
+	kr, err := os.ReadFile(lab.keyring)
+	if err != nil {
+		t.Fatal(err)
+	}
+	g.writeFile("/etc/ceph/ceph.client."+lab.user+".keyring", 0o600, kr)
+}
+
+// enablePlugin enables the created plugin with --timeout 120 (dockerd's own deadline for each
+// call to the plugin, 30 s by default, below the plugin's CALL_TIMEOUT, as
+// scripts/plugin-build.sh enables it) and waits for it to load the rbd module.
+func enablePlugin(t *testing.T, g *guest) time.Duration {
+	t.Helper()
+	t0 := time.Now()
+	dk(g, 3*time.Minute, "plugin", "enable", "--timeout", "120", dockerPlugin)
+	enable := time.Since(t0)
+	waitFor(t, 60*time.Second, g.name+"'s plugin to load the rbd module", func() bool {
+		return g.run(10*time.Second, "test", "-e", "/sys/bus/rbd/add_single_major").Code == 0
+	})
+	return enable
 }
 
 // waitDockerd polls `docker version` in the guest until the daemon answers or d passes.
@@ -238,37 +320,18 @@ func TestDockerGuest(t *testing.T) {
 	g.sh("[ ! -e /sys/bus/rbd ]") // the plugin must load the module itself
 
 	// The cluster config and the keyring, uploaded now: the image holds no key.
-	g.sh("mkdir -p /etc/ceph")
-	g.writeFile("/etc/ceph/ceph.conf", 0o644, lab.guestConf)
-	kr, err := os.ReadFile(lab.keyring)
-	if err != nil {
-		t.Fatal(err)
-	}
-	g.writeFile("/etc/ceph/ceph.client."+lab.user+".keyring", 0o600, kr)
+	uploadCephFiles(t, g)
 
 	t0 := time.Now()
 	dk(g, 2*time.Minute, "import", "/opt/lab/busybox.tar", "busybox:lab")
 	step(t, "docker import busybox: %.1fs", time.Since(t0).Seconds())
 
-	t0 = time.Now()
-	g.sh("mkdir -p /var/lib/lab-plugin && tar -xf /dev/vdb -C /var/lib/lab-plugin")
-	untar := time.Since(t0)
-	t0 = time.Now()
-	dk(g, 10*time.Minute, "plugin", "create", dockerPlugin, "/var/lib/lab-plugin")
-	create := time.Since(t0)
-	g.sh("rm -rf /var/lib/lab-plugin")
+	untar, create := createPlugin(t, g)
 	dk(g, time.Minute, "plugin", "set", dockerPlugin, "MAPPER=krbd", "CEPH_USER="+lab.user, "RBD_POOL="+lab.pool,
 		"DEFAULT_SIZE=256M", "NODE_NAME="+g.name, "LOG_LEVEL=debug")
-	t0 = time.Now()
-	// --timeout 120: dockerd's own deadline for each call to the plugin (30 s by default, below
-	// the plugin's CALL_TIMEOUT), as scripts/plugin-build.sh enables it.
-	dk(g, 3*time.Minute, "plugin", "enable", "--timeout", "120", dockerPlugin)
-	enable := time.Since(t0)
+	enable := enablePlugin(t, g)
 	step(t, "managed plugin %s: rootfs untarred from the second disk %.1fs, `docker plugin create` %.1fs, enable %.1fs",
 		dockerPlugin, untar.Seconds(), create.Seconds(), enable.Seconds())
-	waitFor(t, 60*time.Second, "the plugin to load the rbd module", func() bool {
-		return g.run(10*time.Second, "test", "-e", "/sys/bus/rbd/add_single_major").Code == 0
-	})
 	if !strings.Contains(g.sh("cat /var/log/dockerd.log"), "loaded the kernel's rbd driver") {
 		t.Errorf("rbd is loaded but dockerd's log has no \"loaded the kernel's rbd driver\" from the plugin")
 	}
