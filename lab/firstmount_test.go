@@ -110,10 +110,10 @@ func TestDockerFirstMount(t *testing.T) {
 	const size = "1G"
 
 	type row struct {
-		name, mkfs    string // mkfs: "" = the plugin's Mount
-		mount, write  []time.Duration
-		wall          []time.Duration
-		lastSteps     string
+		name, mkfs   string // mkfs: "" = the plugin's Mount
+		mount, write []time.Duration
+		wall         []time.Duration
+		lastSteps    string
 	}
 	rows := []*row{
 		{name: "plugin Mount through dockerd"},
