@@ -104,6 +104,15 @@ func swarmLink(t *testing.T) ([]string, []string) {
 	return nic(pa, pb, "52:54:00:0a:03:01"), nic(pb, pa, "52:54:00:0a:03:02")
 }
 
+// cephRouteAhead keeps the guest's way to the host's 127.0.0.1 (through slirp) when its lo comes
+// up. The guest's init leaves lo down so that 127/8 is not local; but a service task on the host
+// network brings lo up (seen on the worker: lo up with 127.0.0.1/8 once its task was prepared, and
+// the plugin's calls to Ceph timing out), and the local table then takes 127/8 before the route via
+// slirp. A rule ahead of the local table sends 127/8 to the main table's route instead.
+func cephRouteAhead(g *guest) {
+	g.sh("ip rule add pref 10 to 127.0.0.0/8 lookup main && ip rule add pref 100 lookup local && ip rule del pref 0 lookup local")
+}
+
 // swarmWriter is the service's command: records of 4 KiB of random data written at block i-1 of
 // /data/data, each fsynced, then "i sha256 node" appended to /data/sums and fsynced. One write is
 // in flight at a time, so every record but the last one a reader sees has been fsynced. It
@@ -183,6 +192,7 @@ func TestDockerSwarmFailover(t *testing.T) {
 	}{{a, sa, "10.0.3.1"}, {b, sb, "10.0.3.2"}} {
 		agentUp, dockerUp := waitDockerGuest(t, n.g, n.start)
 		n.g.sh("ip link set eth1 up && ip addr add " + n.ip + "/24 dev eth1")
+		cephRouteAhead(n.g)
 		uploadCephFiles(t, n.g)
 		dk(n.g, time.Minute, "plugin", "set", dockerPlugin, "NODE_NAME="+n.g.name, "LOCK_BREAK=on")
 		enable := enablePlugin(t, n.g)
