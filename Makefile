@@ -18,6 +18,9 @@ WITH_LAB_ENV = set -a && . $(CEPH_ENV) && . $(LAB_DIR)/openstack/env && set +a &
 # Where make lab-build puts the guests' kernel and initramfs (another directory lets a second
 # checkout run its own lab at the same time).
 LAB_OUT ?= $(LAB_DIR)/lab
+# ... and the docker guests' image, kernel and plugin (make lab-docker-build).
+LAB_DOCKER_OUT ?= $(LAB_OUT)-docker
+export LAB_DOCKER_OUT
 export LAB_OUT
 DOCKER_ENGINE ?= 20.10
 export DOCKER_ENGINE
@@ -27,7 +30,7 @@ DOCKER_LAB := $(LAB_DIR)/$(if $(filter 28,$(DOCKER_ENGINE)),docker-28,docker)
 E2E_METRICS_RBD := 127.0.0.1:$(if $(filter 28,$(DOCKER_ENGINE)),9382,9380)
 E2E_METRICS_CINDER := 127.0.0.1:$(if $(filter 28,$(DOCKER_ENGINE)),9383,9381)
 
-.PHONY: help deps test-deps build test unit lint fmt down ceph-up openstack-up demo plugin plugin-csi e2e e2e-cinder e2e-csi e2e-all docker-up lab lab-build lab-docker lab-docker-build
+.PHONY: help deps test-deps build test unit lint fmt down ceph-up openstack-up demo plugin plugin-csi e2e e2e-cinder e2e-csi e2e-all docker-up lab lab-build lab-docker lab-docker-build lab-swarm lab-upgrade lab-firstmount
 
 help: ## list the targets
 	@grep -hE '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-17s %s\n", $$1, $$2}'
@@ -104,15 +107,27 @@ lab: ceph-up lab-build ## krbd and two-host cases in QEMU guests (Debian's kerne
 	$(WITH_CEPH_ENV) set -a && . $(LAB_OUT)/env && set +a && \
 	  $(GO) test -count=1 -timeout 30m -tags '$(GOTAGS) lab' -v $(if $(LAB_RUN),-run '$(LAB_RUN)') ./lab/ 2>&1 | grep -vE '^=== (RUN|PAUSE|CONT)'; exit $${PIPESTATUS[0]}
 
-lab-docker-build: docker-up ## build the docker guest: trixie + its kernel + forky's docker.io (cached under $(LAB_DIR)/lab-docker), and the plugin's rootfs
+lab-docker-build: docker-up ## build the docker guest: trixie + its kernel + forky's docker.io (cached under $(LAB_DOCKER_OUT)), and the plugin's rootfs
 	scripts/lab-docker-build.sh
 
 # The lab package's TestMain asks for a kernel and an initrd: the docker guest's stand in (its test
 # boots only those), so that this target never rebuilds $(LAB_DIR)/lab under a running `make lab`.
-lab-docker: ceph-up lab-docker-build ## the managed plugin (MAPPER=krbd) under the real dockerd in a QEMU guest (TestDockerGuest), driven by the docker CLI
-	$(WITH_CEPH_ENV) set -a && . $(LAB_DIR)/lab-docker/env && set +a && \
+# The docker guests' tests: $(call lab_docker_test,TestName,timeout).
+lab_docker_test = $(WITH_CEPH_ENV) set -a && . $(LAB_DOCKER_OUT)/env && set +a && \
 	  LAB_KERNEL=$$LAB_DOCKER_KERNEL LAB_INITRD=$$LAB_DOCKER_INITRD \
-	  $(GO) test -count=1 -timeout 30m -tags '$(GOTAGS) lab labdocker' -v -run '^TestDockerGuest$$' ./lab/ 2>&1 | grep -vE '^=== (RUN|PAUSE|CONT)'; exit $${PIPESTATUS[0]}
+	  $(GO) test -count=1 -timeout $(2) -tags '$(GOTAGS) lab labdocker' -v -run '^$(1)$$' ./lab/ 2>&1 | grep -vE '^=== (RUN|PAUSE|CONT)'; exit $${PIPESTATUS[0]}
+
+lab-docker: ceph-up lab-docker-build ## the managed plugin (MAPPER=krbd) under the real dockerd in a QEMU guest (TestDockerGuest), driven by the docker CLI
+	$(call lab_docker_test,TestDockerGuest,30m)
+
+lab-swarm: ceph-up lab-docker-build ## two docker guests as a two-node swarm: the worker running a krbd volume is powered off mid-write, the task moves with its data (TestDockerSwarmFailover)
+	$(call lab_docker_test,TestDockerSwarmFailover,40m)
+
+lab-upgrade: ceph-up lab-docker-build ## docker plugin disable / upgrade (to a newer build, from a registry on loopback) / enable in a docker guest with volumes not in use; they mount with their data (TestDockerPluginUpgrade)
+	$(call lab_docker_test,TestDockerPluginUpgrade,30m)
+
+lab-firstmount: ceph-up lab-docker-build ## first Mount and first 16 MiB write through dockerd with krbd against the same steps by hand, LAB_ROUNDS rounds (TestDockerFirstMount)
+	$(call lab_docker_test,TestDockerFirstMount,60m)
 
 .PHONY: bench
 bench: ceph-up openstack-up ## benchmarks against the raw tools (about 15 min); writes docs/BENCHMARKS.md

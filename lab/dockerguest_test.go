@@ -3,6 +3,7 @@
 package lab
 
 import (
+	"crypto/rand"
 	"fmt"
 	"os"
 	"regexp"
@@ -34,26 +35,117 @@ func dockerGuestEnvOf(t *testing.T) dockerGuestEnv {
 // dockerPlugin is the managed plugin's name in the guest.
 const dockerPlugin = "ceph:latest"
 
-// bootDocker boots the docker guest: the root disk with snapshot=on (the image is never
-// written), the plugin's tar as a second, read-only disk. It waits for the agent, then for dockerd,
-// and returns the guest with both times measured from QEMU's start.
+// dockerBoot is how a docker guest boots: by default the root disk with snapshot=on (the image is
+// never written) and the plugin's tar as a second, read-only disk.
+type dockerBoot struct {
+	root, format string   // root disk and its format ("" = e.root, raw)
+	writable     bool     // write the root disk itself (baking an image)
+	qemu         []string // more QEMU arguments (a second NIC)
+}
+
+// bootDocker boots the docker guest with the default disks, waits for the agent, then for
+// dockerd, and returns the guest with both times measured from QEMU's start.
 func bootDocker(t *testing.T, e dockerGuestEnv, name string) (*guest, time.Duration, time.Duration) {
 	t.Helper()
-	g, agentUp := startGuest(t, machine{name: name, mem: "2048", kernel: e.kernel, initrd: e.initrd,
+	g, start := startDocker(t, e, name, dockerBoot{})
+	agentUp, dockerUp := waitDockerGuest(t, g, start)
+	return g, agentUp, dockerUp
+}
+
+// startDocker starts QEMU for a docker guest and returns at once (guests boot side by side).
+func startDocker(t *testing.T, e dockerGuestEnv, name string, o dockerBoot) (*guest, time.Time) {
+	t.Helper()
+	root, format := e.root, "raw"
+	if o.root != "" {
+		root, format = o.root, o.format
+	}
+	disk := "file=" + root + ",format=" + format + ",if=virtio"
+	if !o.writable {
+		disk += ",snapshot=on"
+	}
+	return launchGuest(t, machine{name: name, mem: "1536", kernel: e.kernel, initrd: e.initrd,
 		cmdline: []string{"root=/dev/vda", "rw", "init=/sbin/lab-docker-init"},
-		qemuArgs: []string{
-			"-drive", "file=" + e.root + ",format=raw,if=virtio,snapshot=on",
+		qemuArgs: append([]string{
+			// Each guest its own SMBIOS UUID: the plugin's host identity is bound to it.
+			"-uuid", guestUUID(),
+			"-drive", disk,
 			"-drive", "file=" + e.pluginTar + ",format=raw,if=virtio,readonly=on",
-		},
-		callTimeout: 11 * time.Minute, bootWithin: 240 * time.Second,
+		}, o.qemu...),
+		callTimeout: 11 * time.Minute,
 		onFailure: func(g *guest) {
 			res := g.run(20*time.Second, "sh", "-c", "tail -c 6000 /var/log/dockerd.log")
 			t.Logf("%s dockerd.log (tail):\n%s", name, res.Stdout)
 		},
 	})
-	up := time.Now()
+}
+
+// waitDockerGuest waits for a started guest's agent, then for its dockerd; both times are
+// measured from start.
+func waitDockerGuest(t *testing.T, g *guest, start time.Time) (time.Duration, time.Duration) {
+	t.Helper()
+	agentUp := waitAgent(t, g, start, 240*time.Second)
 	waitDockerd(t, g, 180*time.Second)
-	return g, agentUp, agentUp + time.Since(up)
+	return agentUp, time.Since(start)
+}
+
+// createPlugin creates the managed plugin in the guest from the tar on its second disk; it returns
+// the time taken by the untar and by `docker plugin create`.
+func createPlugin(t *testing.T, g *guest) (time.Duration, time.Duration) {
+	t.Helper()
+	t0 := time.Now()
+	g.sh("mkdir -p /var/lib/lab-plugin && tar -xf /dev/vdb -C /var/lib/lab-plugin")
+	untar := time.Since(t0)
+	t0 = time.Now()
+	dk(g, 10*time.Minute, "plugin", "create", dockerPlugin, "/var/lib/lab-plugin")
+	create := time.Since(t0)
+	g.sh("rm -rf /var/lib/lab-plugin")
+	return untar, create
+}
+
+// guestUUID returns a random UUID (QEMU's -uuid).
+func guestUUID() string {
+	b := make([]byte, 16)
+	_, _ = rand.Read(b)
+	return fmt.Sprintf("%x-%x-%x-%x-%x", b[0:4], b[4:6], b[6:8], b[8:10], b[10:])
+}
+
+// uploadCephFiles gives a guest the cluster's config and the plugin user's keyring, through the
+// agent (the image holds no key).
+func uploadCephFiles(t *testing.T, g *guest) {
+	t.Helper()
+	g.sh("mkdir -p /etc/ceph")
+	g.writeFile("/etc/ceph/ceph.conf", 0o644, lab.guestConf)
+	kr, err := os.ReadFile(lab.keyring)
+	if err != nil {
+		t.Fatal(err)
+	}
+	g.writeFile("/etc/ceph/ceph.client."+lab.user+".keyring", 0o600, kr)
+}
+
+// enablePlugin enables the created plugin with --timeout 120 (dockerd's own deadline for each
+// call to the plugin, 30 s by default, below the plugin's CALL_TIMEOUT, as
+// scripts/plugin-build.sh enables it) and waits for it to load the rbd module.
+func enablePlugin(t *testing.T, g *guest) time.Duration {
+	t.Helper()
+	t0 := time.Now()
+	// dockerd gives a starting plugin a fixed time to open its socket (about 12.6 s, measured):
+	// a TCG guest on a busy host can miss it; dockerd then leaves the plugin disabled, and the
+	// enable is tried again (at most three times).
+	for try := 1; ; try++ {
+		res := g.run(3*time.Minute, "docker", "plugin", "enable", "--timeout", "120", dockerPlugin)
+		if res.Code == 0 {
+			break
+		}
+		if try == 3 || !strings.Contains(res.Stderr, "ceph.sock") {
+			t.Fatalf("%s: docker plugin enable: exit %d %s%s", g.name, res.Code, res.Stdout, res.Stderr)
+		}
+		t.Logf("%s: docker plugin enable, try %d: %s", g.name, try, strings.TrimSpace(res.Stderr))
+	}
+	enable := time.Since(t0)
+	waitFor(t, 60*time.Second, g.name+"'s plugin to load the rbd module", func() bool {
+		return g.run(10*time.Second, "test", "-e", "/sys/bus/rbd/add_single_major").Code == 0
+	})
+	return enable
 }
 
 // waitDockerd polls `docker version` in the guest until the daemon answers or d passes.
@@ -197,37 +289,18 @@ func TestDockerGuest(t *testing.T) {
 	g.sh("[ ! -e /sys/bus/rbd ]") // the plugin must load the module itself
 
 	// The cluster config and the keyring, uploaded now: the image holds no key.
-	g.sh("mkdir -p /etc/ceph")
-	g.writeFile("/etc/ceph/ceph.conf", 0o644, lab.guestConf)
-	kr, err := os.ReadFile(lab.keyring)
-	if err != nil {
-		t.Fatal(err)
-	}
-	g.writeFile("/etc/ceph/ceph.client."+lab.user+".keyring", 0o600, kr)
+	uploadCephFiles(t, g)
 
 	t0 := time.Now()
 	dk(g, 2*time.Minute, "import", "/opt/lab/busybox.tar", "busybox:lab")
 	step(t, "docker import busybox: %.1fs", time.Since(t0).Seconds())
 
-	t0 = time.Now()
-	g.sh("mkdir -p /var/lib/lab-plugin && tar -xf /dev/vdb -C /var/lib/lab-plugin")
-	untar := time.Since(t0)
-	t0 = time.Now()
-	dk(g, 10*time.Minute, "plugin", "create", dockerPlugin, "/var/lib/lab-plugin")
-	create := time.Since(t0)
-	g.sh("rm -rf /var/lib/lab-plugin")
+	untar, create := createPlugin(t, g)
 	dk(g, time.Minute, "plugin", "set", dockerPlugin, "MAPPER=krbd", "CEPH_USER="+lab.user, "RBD_POOL="+lab.pool,
 		"DEFAULT_SIZE=256M", "NODE_NAME="+g.name, "LOG_LEVEL=debug")
-	t0 = time.Now()
-	// --timeout 120: dockerd's own deadline for each call to the plugin (30 s by default, below
-	// the plugin's CALL_TIMEOUT), as scripts/plugin-build.sh enables it.
-	dk(g, 3*time.Minute, "plugin", "enable", "--timeout", "120", dockerPlugin)
-	enable := time.Since(t0)
+	enable := enablePlugin(t, g)
 	step(t, "managed plugin %s: rootfs untarred from the second disk %.1fs, `docker plugin create` %.1fs, enable %.1fs",
 		dockerPlugin, untar.Seconds(), create.Seconds(), enable.Seconds())
-	waitFor(t, 60*time.Second, "the plugin to load the rbd module", func() bool {
-		return g.run(10*time.Second, "test", "-e", "/sys/bus/rbd/add_single_major").Code == 0
-	})
 	if !strings.Contains(g.sh("cat /var/log/dockerd.log"), "loaded the kernel's rbd driver") {
 		t.Errorf("rbd is loaded but dockerd's log has no \"loaded the kernel's rbd driver\" from the plugin")
 	}

@@ -201,10 +201,18 @@ type machine struct {
 	onFailure func(g *guest)
 }
 
-// startGuest starts QEMU (TCG, one CPU, the agent's port forwarded to 127.0.0.1, console and
-// monitor under the test's temporary directory) and waits for the guest's agent; it powers the
-// guest off at cleanup. It returns the guest and the time from QEMU's start to the agent's answer.
+// startGuest starts a guest (launchGuest) and waits for its agent (waitAgent). It returns the
+// guest and the time from QEMU's start to the agent's answer.
 func startGuest(t *testing.T, m machine) (*guest, time.Duration) {
+	t.Helper()
+	g, start := launchGuest(t, m)
+	return g, waitAgent(t, g, start, m.bootWithin)
+}
+
+// launchGuest starts QEMU (TCG, one CPU, the agent's port forwarded to 127.0.0.1, console and
+// monitor under the test's temporary directory) and returns at once, so that guests boot side by
+// side; it powers the guest off at cleanup.
+func launchGuest(t *testing.T, m machine) (*guest, time.Time) {
 	t.Helper()
 	dir := t.TempDir()
 	g := &guest{t: t, name: m.name, dir: dir, port: freePort(t), exited: make(chan struct{}),
@@ -242,18 +250,25 @@ func startGuest(t *testing.T, m machine) (*guest, time.Duration) {
 			t.Logf("%s console (tail):\n%s", m.name, tailOf(g.console(), 3000))
 		}
 	})
-	deadline := start.Add(m.bootWithin)
+	return g, start
+}
+
+// waitAgent waits until the agent of a guest started at start answers, for at most within, and
+// returns the time since start.
+func waitAgent(t *testing.T, g *guest, start time.Time, within time.Duration) time.Duration {
+	t.Helper()
+	deadline := start.Add(within)
 	for !g.alive() {
 		select {
 		case <-g.exited:
-			t.Fatalf("guest %s: qemu exited while booting: %s\n%s", m.name, readFile(filepath.Join(dir, "qemu.log")), tailOf(g.console(), 3000))
+			t.Fatalf("guest %s: qemu exited while booting: %s\n%s", g.name, readFile(filepath.Join(g.dir, "qemu.log")), tailOf(g.console(), 3000))
 		case <-time.After(500 * time.Millisecond):
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("guest %s: the agent did not answer within %s:\n%s", m.name, m.bootWithin, tailOf(g.console(), 3000))
+			t.Fatalf("guest %s: the agent did not answer within %s:\n%s", g.name, within, tailOf(g.console(), 3000))
 		}
 	}
-	return g, time.Since(start)
+	return time.Since(start)
 }
 
 // boot starts a krbd guest named name and waits for its agent, then gives it the cluster config

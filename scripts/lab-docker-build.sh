@@ -3,7 +3,7 @@
 # stock kernel under QEMU (TCG) and runs containerd + dockerd + the lab agent, so that the tests can
 # create the real managed plugin in it (MAPPER=krbd) and drive it with the real docker CLI.
 #
-#   $LAB_DIR/lab-docker/tree     debootstrap of $SUITE + its kernel + Docker's packages (cached:
+#   $OUT/tree                    debootstrap of $SUITE + its kernel + Docker's packages (cached:
 #                                rebuilt only when the recipe below changes)
 #   $LAB_DIR/lab-docker/root.img ext4 image of the tree + the guest's init + the lab agent (rebuilt
 #                                when one of them changes); the tests boot it with snapshot=on
@@ -27,7 +27,9 @@ export PATH=$PATH:/usr/local/go/bin
 GO=${GO:-go}
 SUITE=${LAB_DOCKER_SUITE:-trixie}
 ENGINE_SUITE=${LAB_DOCKER_ENGINE_SUITE:-forky}
-OUT=$LAB_DIR/lab-docker
+# LAB_DOCKER_OUT (the Makefile passes $(LAB_OUT)-docker): another directory lets a second checkout
+# build and run its own docker guests.
+OUT=${LAB_DOCKER_OUT:-$LAB_DIR/lab-docker}
 mkdir -p "$OUT"
 apt_ensure debootstrap qemu-system-x86 e2fsprogs busybox-static
 MIRROR=$(awk '/^URIs:/{print $2; exit}' /etc/apt/sources.list.d/debian.sources 2>/dev/null || true)
@@ -164,15 +166,43 @@ cp "$T/boot/initrd.img-$KV" "$OUT/initrd.img"
 if [ "${LAB_DOCKER_PLUGIN:-1}" = 1 ]; then
   PLUGIN=ceph-guest:latest ENABLE=0 scripts/plugin-build.sh
   B=$LAB_DIR/plugin-build/ceph-guest/plugin
-  tar -C "$B" --sort=name --owner=0 --group=0 -cf "$OUT/plugin.tar.new" config.json rootfs
-  mv "$OUT/plugin.tar.new" "$OUT/plugin.tar"
+  tar -C "$B" --sort=name --mtime=@0 --owner=0 --group=0 -cf "$OUT/plugin.tar.new" config.json rootfs
+  # Kept as it was when the build is the same: the tests cache a guest image made from it.
+  if cmp -s "$OUT/plugin.tar.new" "$OUT/plugin.tar"; then rm -f "$OUT/plugin.tar.new"; else mv "$OUT/plugin.tar.new" "$OUT/plugin.tar"; fi
   log "plugin.tar: $(du -h "$OUT/plugin.tar" | cut -f1)"
+  # The upgrade test's newer build: the same plugin with one file added, pushed to a registry
+  # whose storage is kept in $OUT/registry; the test serves it on the host's loopback, which the
+  # guests reach, and upgrades the guest's plugin from it.
+  psum=$(sha256sum "$OUT/plugin.tar" | cut -d' ' -f1)
+  if [ "$(cat "$OUT/registry/.plugin" 2>/dev/null)" != "$psum" ]; then
+    R=$OUT/registry.new; rm -rf "$R" "$B.upgrade"; mkdir -p "$R/data"
+    cp -a "$B" "$B.upgrade"
+    echo "upgrade of $psum" >"$B.upgrade/rootfs/etc/ceph-docker-plugin-upgrade"
+    port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+    printf 'version: 0.1\nstorage:\n  filesystem:\n    rootdirectory: %s\nhttp:\n  addr: 127.0.0.1:%s\n' "$R/data" "$port" >"$R/config.yml"
+    docker-registry serve "$R/config.yml" >"$R/registry.log" 2>&1 &
+    reg=$!
+    for _ in $(seq 100); do (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && break; sleep 0.1; done
+    ref=127.0.0.1:$port/ceph-guest-upgrade:latest
+    docker_env
+    docker plugin rm -f "$ref" >/dev/null 2>&1 || true
+    ok=1
+    docker plugin create "$ref" "$B.upgrade" >/dev/null && docker plugin push "$ref" >/dev/null || ok=0
+    docker plugin rm -f "$ref" >/dev/null 2>&1 || true
+    kill "$reg"; wait "$reg" 2>/dev/null || true
+    rm -rf "$B.upgrade"
+    [ $ok = 1 ] || die "could not push the upgrade build to the registry (see $R/registry.log)"
+    echo "$psum" >"$R/.plugin"
+    rm -rf "$OUT/registry"; mv "$R" "$OUT/registry"
+    log "upgrade build pushed to $OUT/registry (ceph-guest-upgrade:latest)"
+  fi
 fi
 cat >"$OUT/env" <<ENV
 LAB_DOCKER_KERNEL=$OUT/vmlinuz
 LAB_DOCKER_INITRD=$OUT/initrd.img
 LAB_DOCKER_ROOT=$OUT/root.img
 LAB_DOCKER_PLUGIN_TAR=$OUT/plugin.tar
+LAB_DOCKER_REGISTRY=$OUT/registry/data
 LAB_DOCKER_VERSIONS="$(tr '\n' ';' <"$OUT/versions")"
 ENV
 log "docker guest: kernel $KV, $(tr '\n' ';' <"$OUT/versions"): $OUT/env"
