@@ -127,7 +127,9 @@ func TestDescribeMatchesLibrbd(t *testing.T) {
 	if err := c.CreateSnap(ctx, rbd.Spec{Pool: clone.Pool, Image: clone.Image, Snap: "c1"}); err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { _ = c.RemoveSnap(ctxFor(t, 30*time.Second), rbd.Spec{Pool: clone.Pool, Image: clone.Image, Snap: "c1"}) })
+	t.Cleanup(func() {
+		_ = c.RemoveSnap(ctxFor(t, 30*time.Second), rbd.Spec{Pool: clone.Pool, Image: clone.Image, Snap: "c1"})
+	})
 	if err := c.Flatten(ctx, clone); err != nil {
 		t.Fatal(err)
 	}
