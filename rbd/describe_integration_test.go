@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"reflect"
+	"syscall"
 	"testing"
 	"time"
 
@@ -152,4 +153,29 @@ func TestDescribeMatchesLibrbd(t *testing.T) {
 	if _, err := c.Describe(ctx, rbd.Spec{Pool: e.pool, Image: uniqueName("describe-none")}); !errors.Is(err, driver.ErrNotFound) {
 		t.Errorf("describe of no image = %v, want ErrNotFound", err)
 	}
+}
+
+// BenchmarkDescribe is one Describe of an idle image (go test -bench Describe -cpuprofile ...:
+// where the client's CPU goes).
+func BenchmarkDescribe(b *testing.B) {
+	e := lab(b)
+	c := e.connect(b)
+	ctx := ctxFor(b, 10*time.Minute)
+	spec := rbd.Spec{Pool: e.pool, Image: uniqueName("describe-bench")}
+	if err := c.Create(ctx, spec, rbd.CreateOptions{Size: 64 * mib}); err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { _ = c.Remove(ctxFor(b, 30*time.Second), spec) })
+	var r0, r1 syscall.Rusage
+	_ = syscall.Getrusage(syscall.RUSAGE_SELF, &r0)
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		if _, err := c.Describe(ctx, spec); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.StopTimer()
+	_ = syscall.Getrusage(syscall.RUSAGE_SELF, &r1)
+	cpu := time.Duration(r1.Utime.Nano() + r1.Stime.Nano() - r0.Utime.Nano() - r0.Stime.Nano())
+	b.ReportMetric(float64(cpu.Microseconds())/1000/float64(b.N), "cpu-ms/op") // all threads, librados' included
 }
