@@ -3,7 +3,7 @@ package rbd
 // #cgo CXXFLAGS: -std=c++17 -Wall
 // #cgo LDFLAGS: -lrados
 // #include <stdlib.h>
-// #include "header_op.h"
+// #include "cxxops.h"
 import "C"
 
 import (

@@ -23,23 +23,26 @@ const (
 type scaleOptions struct {
 	binBefore, beforeRef string // an earlier build of the plugin, and what it was built from
 	costN                int    // calls counted per scenario
+	bigN                 int    // images in the pool for biglist
 }
 
 func scaleFlags(o *scaleOptions) {
 	flag.StringVar(&o.binBefore, "plugin-before", "", "an earlier build of the plugin, measured beside this one by getcost")
 	flag.StringVar(&o.beforeRef, "before-ref", "", "the git revision -plugin-before was built from (for the report)")
 	flag.IntVar(&o.costN, "cost-n", 300, "calls counted per scenario in getcost")
+	flag.IntVar(&o.bigN, "big-n", 100000, "images in the pool for biglist (directory entries written by the bench)")
 }
 
 // scaleResults are the scale phases' figures.
 type scaleResults struct {
 	cost []costRow
+	big  *bigListResult
 }
 
 // scaleRes holds the figures of this run's scale phases (one bench per process).
 var scaleRes scaleResults
 
-var scalePhaseNames = []string{"getcost"}
+var scalePhaseNames = []string{"getcost", "biglist"}
 
 func (b *bench) scalePhases() []struct {
 	name string
@@ -48,7 +51,7 @@ func (b *bench) scalePhases() []struct {
 	return []struct {
 		name string
 		fn   func(context.Context) error
-	}{{"getcost", b.getCost}}
+	}{{"getcost", b.getCost}, {"biglist", b.bigList}}
 }
 
 // writeReport writes the report: the whole file when a standard phase ran, else only the scale
@@ -99,7 +102,7 @@ func splice(doc, section string) string {
 // scaleSection renders the scale phases' figures ("" when none ran).
 func (b *bench) scaleSection() string {
 	r := scaleRes
-	if len(r.cost) == 0 {
+	if len(r.cost) == 0 && r.big == nil {
 		return ""
 	}
 	var w strings.Builder
@@ -111,6 +114,9 @@ func (b *bench) scaleSection() string {
 	p("shared with other work: %s at the start).\n\n", b.res.busyStart)
 	if len(r.cost) > 0 {
 		b.reportCost(&w)
+	}
+	if r.big != nil {
+		b.reportBigList(&w)
 	}
 	p("%s\n", scaleEnd)
 	return w.String()
@@ -131,4 +137,21 @@ func (b *bench) reportCost(w *strings.Builder) {
 		p("| %s | %s | %.2f (%.2f / %.2f) | %.3f ms | %s |\n", c.build, c.call, c.per.ops, c.per.reads, c.per.writes, c.per.cpuMS, costTime(c))
 	}
 	p("\n")
+}
+
+func (b *bench) reportBigList(w *strings.Builder) {
+	r := scaleRes.big
+	p := func(format string, args ...any) { fmt.Fprintf(w, format, args...) }
+	p("### List of a very large pool\n\n")
+	p("A pool of its own (`%s`) whose `rbd_directory` holds %d images. **The images are not real**: the\n", bigPool, r.images)
+	p("bench writes the directory's entries itself (`name_<image>` and `id_<id>`, as `rbd create` writes them;\n")
+	p("%s for all of them), because List reads only the directory (`rbd.listDirectory`: the `name_` keys\n", ms(r.fill))
+	p("in pages of 8,192) and creating %d real images takes hours on this machine. The plugin runs as\n", r.images)
+	p("client.admin with `RBD_POOL=%s`; one List warms it, then 10 are timed and counted as in the Get table.\n\n", bigPool)
+	p("| measure | value |\n|---|---|\n")
+	p("| volumes List answered | %d |\n", r.answered)
+	p("| List p50 / p95 / max (10 runs, over the plugin's socket, JSON included) | %s / %s / %s |\n", ms(r.list.p50()), ms(r.list.p95()), ms(r.list.pct(100)))
+	p("| OSD requests per List (reads / writes) | %.1f (%.1f / %.1f) |\n", r.per.ops, r.per.reads, r.per.writes)
+	p("| plugin CPU per List | %.0f ms |\n", r.per.cpuMS)
+	p("| `rbd ls` of the same pool (librbd, pages of 1,024), p50 of 3 | %s |\n\n", ms(r.rawLS.p50()))
 }

@@ -1,6 +1,5 @@
-// The compound header read of header.go, in librados' C++ API (its C API cannot list watchers
-// within a read operation).
-#include "header_op.h"
+// The read requests of cxxops.h, in librados' C++ API.
+#include "cxxops.h"
 
 #include <rados/librados.hpp>
 
@@ -8,6 +7,8 @@
 #include <cstdlib>
 #include <cstring>
 #include <list>
+#include <map>
+#include <string>
 #include <new>
 #include <vector>
 
@@ -69,6 +70,65 @@ extern "C" int cdp_read_header(rados_ioctx_t io, const char *oid, cdp_exec *call
       }
       *nwatchers = i;
     }
+    return 0;
+  } catch (const std::bad_alloc &) {
+    return -ENOMEM;
+  } catch (...) {
+    return -EIO;
+  }
+}
+
+extern "C" int cdp_omap_keys(rados_ioctx_t io, const char *oid, const char *start_after,
+                             const char *prefix, uint64_t max, int want_size, uint64_t *size,
+                             char **keys, size_t *keys_len, int *nkeys, int *more) {
+  *keys = nullptr;
+  *keys_len = 0;
+  *nkeys = 0;
+  *more = 0;
+  try {
+    librados::IoCtx ioctx;
+    librados::IoCtx::from_rados_ioctx_t(io, ioctx);
+    librados::ObjectReadOperation op;
+    int srval = 0, krval = 0;
+    if (want_size) {
+      op.stat(size, nullptr, &srval);
+    }
+    std::map<std::string, librados::bufferlist> vals;
+    bool m = false;
+    op.omap_get_vals2(start_after, prefix, max, &vals, &m, &krval);
+    librados::bufferlist unused;
+    int r = ioctx.operate(oid, &op, &unused);
+    if (r < 0) {
+      return r;
+    }
+    if (srval < 0) {
+      return srval;
+    }
+    if (krval < 0) {
+      return krval;
+    }
+    size_t n = 0;
+    for (const auto &kv : vals) {
+      n += 4 + kv.first.size();
+    }
+    if (n > 0) {
+      *keys = static_cast<char *>(malloc(n));
+      if (*keys == nullptr) {
+        return -ENOMEM;
+      }
+      char *p = *keys;
+      for (const auto &kv : vals) {
+        uint32_t len = kv.first.size();
+        for (int i = 0; i < 4; i++) {
+          *p++ = static_cast<char>((len >> (8 * i)) & 0xff);
+        }
+        memcpy(p, kv.first.data(), len);
+        p += len;
+      }
+    }
+    *keys_len = n;
+    *nkeys = static_cast<int>(vals.size());
+    *more = m ? 1 : 0;
     return 0;
   } catch (const std::bad_alloc &) {
     return -ENOMEM;
