@@ -7,6 +7,7 @@ import (
 	"os"
 	"slices"
 	"strings"
+	"time"
 )
 
 // The scale phases (issue 18): what one Get costs (counted), List of a very large pool, many
@@ -24,25 +25,35 @@ type scaleOptions struct {
 	binBefore, beforeRef string // an earlier build of the plugin, and what it was built from
 	costN                int    // calls counted per scenario
 	bigN                 int    // images in the pool for biglist
+	hostsN               []int  // instance counts for hosts
+	hostsWindow          time.Duration
 }
 
 func scaleFlags(o *scaleOptions) {
 	flag.StringVar(&o.binBefore, "plugin-before", "", "an earlier build of the plugin, measured beside this one by getcost")
 	flag.StringVar(&o.beforeRef, "before-ref", "", "the git revision -plugin-before was built from (for the report)")
 	flag.IntVar(&o.costN, "cost-n", 300, "calls counted per scenario in getcost")
+	o.hostsN = []int{1, 10, 50, 100}
+	flag.Func("hosts-n", "instance counts for the hosts phase (default 1,10,50,100)", func(v string) error {
+		var err error
+		o.hostsN, err = parseInts(v)
+		return err
+	})
+	flag.DurationVar(&o.hostsWindow, "hosts-window", 15*time.Second, "how long the hosts phase sends Gets at each N (Lists: a third of it)")
 	flag.IntVar(&o.bigN, "big-n", 100000, "images in the pool for biglist (directory entries written by the bench)")
 }
 
 // scaleResults are the scale phases' figures.
 type scaleResults struct {
-	cost []costRow
-	big  *bigListResult
+	cost  []costRow
+	big   *bigListResult
+	hosts []*hostsRow
 }
 
 // scaleRes holds the figures of this run's scale phases (one bench per process).
 var scaleRes scaleResults
 
-var scalePhaseNames = []string{"getcost", "biglist"}
+var scalePhaseNames = []string{"getcost", "biglist", "hosts"}
 
 func (b *bench) scalePhases() []struct {
 	name string
@@ -51,7 +62,7 @@ func (b *bench) scalePhases() []struct {
 	return []struct {
 		name string
 		fn   func(context.Context) error
-	}{{"getcost", b.getCost}, {"biglist", b.bigList}}
+	}{{"getcost", b.getCost}, {"biglist", b.bigList}, {"hosts", b.hosts}}
 }
 
 // writeReport writes the report: the whole file when a standard phase ran, else only the scale
@@ -102,7 +113,7 @@ func splice(doc, section string) string {
 // scaleSection renders the scale phases' figures ("" when none ran).
 func (b *bench) scaleSection() string {
 	r := scaleRes
-	if len(r.cost) == 0 && r.big == nil {
+	if len(r.cost) == 0 && r.big == nil && len(r.hosts) == 0 {
 		return ""
 	}
 	var w strings.Builder
@@ -117,6 +128,9 @@ func (b *bench) scaleSection() string {
 	}
 	if r.big != nil {
 		b.reportBigList(&w)
+	}
+	if len(r.hosts) > 0 {
+		b.reportHosts(&w)
 	}
 	p("%s\n", scaleEnd)
 	return w.String()
