@@ -29,6 +29,7 @@ type scaleOptions struct {
 	hostsN               []int  // instance counts for hosts
 	hostsWindow          time.Duration
 	reconcileN           int // volumes mounted before the restart in reconcile
+	cinderCostN          int // calls counted per scenario in cindercost
 }
 
 func scaleFlags(o *scaleOptions) {
@@ -43,6 +44,7 @@ func scaleFlags(o *scaleOptions) {
 	})
 	flag.DurationVar(&o.hostsWindow, "hosts-window", 15*time.Second, "how long the hosts phase sends Gets at each N (Lists: a third of it)")
 	flag.IntVar(&o.reconcileN, "reconcile-n", 300, "volumes mounted (rbd-fuse) before the restart in the reconcile phase")
+	flag.IntVar(&o.cinderCostN, "cinder-cost-n", 50, "calls counted per scenario in cindercost")
 	flag.IntVar(&o.bigN, "big-n", 100000, "images in the pool for biglist (directory entries written by the bench)")
 }
 
@@ -52,13 +54,14 @@ type scaleResults struct {
 	big         *bigListResult
 	hosts       []*hostsRow
 	rec         *footprint
+	cinderCost  []cinderCostRow
 	memAvailKiB int64 // MemAvailable before the reconcile phase
 }
 
 // scaleRes holds the figures of this run's scale phases (one bench per process).
 var scaleRes scaleResults
 
-var scalePhaseNames = []string{"getcost", "biglist", "hosts", "reconcile"}
+var scalePhaseNames = []string{"getcost", "cindercost", "biglist", "hosts", "reconcile"}
 
 func (b *bench) scalePhases() []struct {
 	name string
@@ -67,7 +70,7 @@ func (b *bench) scalePhases() []struct {
 	return []struct {
 		name string
 		fn   func(context.Context) error
-	}{{"getcost", b.getCost}, {"biglist", b.bigList}, {"hosts", b.hosts}, {"reconcile", b.reconcile}}
+	}{{"getcost", b.getCost}, {"cindercost", b.cinderCost}, {"biglist", b.bigList}, {"hosts", b.hosts}, {"reconcile", b.reconcile}}
 }
 
 // writeReport writes the report: the whole file when a standard phase ran, else only the scale
@@ -118,7 +121,7 @@ func splice(doc, section string) string {
 // scaleSection renders the scale phases' figures ("" when none ran).
 func (b *bench) scaleSection() string {
 	r := scaleRes
-	if len(r.cost) == 0 && r.big == nil && len(r.hosts) == 0 && r.rec == nil {
+	if len(r.cost) == 0 && r.big == nil && len(r.hosts) == 0 && r.rec == nil && len(r.cinderCost) == 0 {
 		return ""
 	}
 	var w strings.Builder
@@ -130,6 +133,9 @@ func (b *bench) scaleSection() string {
 	p("shared with other work: %s at the start).\n\n", b.res.busyStart)
 	if len(r.cost) > 0 {
 		b.reportCost(&w)
+	}
+	if len(r.cinderCost) > 0 {
+		b.reportCinderCost(&w)
 	}
 	if r.big != nil {
 		b.reportBigList(&w)
