@@ -4,31 +4,21 @@
 # plugin built from SCALE_BASE (default: the last commit whose Get opened the image); the HTTP
 # requests of a Cinder-mode call; List of a pool of 100,000 images; N plugin instances on one
 # Ceph; a restart with many mounted volumes. Writes the scale section of docs/BENCHMARKS.md and
-# keeps the rest of the file. BENCH_ARGS passes flags to cdp-bench (e.g. BENCH_ARGS='-hosts-n 1,10').
+# keeps the rest of the file. BENCH_ARGS passes more flags to cdp-bench (e.g. '-hosts-n 1,10').
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/lib.sh
 need_root
-apt_ensure rbd-fuse e2fsprogs mount util-linux libradospp-dev g++
+apt_ensure libradospp-dev g++
 export PATH="$PATH:/usr/local/go/bin"
-for f in "$LAB_DIR/ceph/env" "$LAB_DIR/openstack/env"; do
-  [ -f "$f" ] || die "$f is missing: run make ceph-up openstack-up (make bench-scale does)"
-done
-set -a; . "$LAB_DIR/ceph/env"; . "$LAB_DIR/openstack/env"; set +a
-
 base=${SCALE_BASE:-1cbab1d}
 bin=$LAB_DIR/bench-bin
 mkdir -p "$bin"
-log "building the plugin and cdp-bench"
-go build -tags "${GOTAGS:-pacific}" -o "$bin/ceph-docker-plugin" ./cmd/ceph-docker-plugin
-go build -tags "${GOTAGS:-pacific}" -o "$bin/cdp-bench" ./cmd/cdp-bench
 log "building the plugin at $base (the figures before)"
 src=$(mktemp -d)
 trap 'rm -rf "$src"' EXIT
 git archive "$base" | tar -x -C "$src"
 (cd "$src" && go build -tags "${GOTAGS:-pacific}" -o "$bin/ceph-docker-plugin-before" ./cmd/ceph-docker-plugin)
-log "load average before the run: $(cut -d' ' -f1-3 /proc/loadavg)"
-# shellcheck disable=SC2086 # BENCH_ARGS is a list of flags
-"$bin/cdp-bench" -plugin "$bin/ceph-docker-plugin" -plugin-before "$bin/ceph-docker-plugin-before" -before-ref "$base" \
-  -work "$LAB_DIR/bench-scale" -out docs/BENCHMARKS.md -command "make bench-scale" \
-  -phases getcost,cindercost,biglist,hosts,reconcile ${BENCH_ARGS:-}
+# scripts/bench.sh builds this tree and runs cdp-bench; later flags win over its own.
+BENCH_ARGS="-plugin-before $bin/ceph-docker-plugin-before -before-ref $base -work $LAB_DIR/bench-scale \
+  -phases getcost,cindercost,biglist,hosts,reconcile ${BENCH_ARGS:-}" scripts/bench.sh

@@ -81,10 +81,9 @@ func (b *bench) writeReport() error {
 	if section == "" {
 		section = between(string(old))
 	}
-	standard := slices.ContainsFunc(b.o.phases, func(p string) bool { return !slices.Contains(scalePhaseNames, p) })
 	var out string
 	switch {
-	case standard:
+	case b.standardPhases():
 		out = b.report()
 		if section != "" {
 			out += "\n" + section
@@ -95,6 +94,11 @@ func (b *bench) writeReport() error {
 		out = splice(string(old), section)
 	}
 	return os.WriteFile(b.o.out, []byte(out), 0o644)
+}
+
+// standardPhases says whether this run has phases other than the scale ones.
+func (b *bench) standardPhases() bool {
+	return slices.ContainsFunc(b.o.phases, func(p string) bool { return !slices.Contains(scalePhaseNames, p) })
 }
 
 // between returns the scale section of a report, markers included ("" when it has none).
@@ -128,8 +132,12 @@ func (b *bench) scaleSection() string {
 	p := func(format string, args ...any) { fmt.Fprintf(&w, format, args...) }
 	p("%s\n", scaleBegin)
 	p("## Scale: the cost of one call\n\n")
+	command := b.o.makeTarget
+	if command == "make bench" && !b.standardPhases() {
+		command = "make bench-scale"
+	}
 	p("Written by `%s` on %s, load average %s at the start and %s at the end (the machine's 2 cores are\n",
-		b.o.makeTarget, b.res.start.UTC().Format("2006-01-02 15:04 MST"), b.res.loadStart, loadavg())
+		command, b.res.start.UTC().Format("2006-01-02 15:04 MST"), b.res.loadStart, loadavg())
 	p("shared with other work: %s at the start).\n\n", b.res.busyStart)
 	if len(r.cost) > 0 {
 		b.reportCost(&w)
