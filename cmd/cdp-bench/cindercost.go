@@ -111,6 +111,40 @@ func queryKeys(q url.Values) string {
 	return "?" + strings.Join(keys, "&")
 }
 
+// countingProxies starts the counting proxies in front of Cinder and Keystone and returns them,
+// with the path of OS_AUTH_URL (the plugin's OS_AUTH_URL is ks.url() + that path).
+func countingProxies(ctx context.Context) (cinderProxy, ksProxy *countingProxy, authPath string, err error) {
+	c, err := cinderClient(ctx)
+	if err != nil {
+		return nil, nil, "", err
+	}
+	cu, err := url.Parse(c.Endpoint)
+	if err != nil {
+		return nil, nil, "", err
+	}
+	cinderOrigin := cu.Scheme + "://" + cu.Host
+	// Cinder's own answers name it too (pagination links): those are rewritten to its proxy.
+	cinderProxy, err = newCountingProxy(cinderOrigin, func(body []byte, self string) []byte {
+		return bytes.ReplaceAll(body, []byte(cinderOrigin), []byte(self))
+	})
+	if err != nil {
+		return nil, nil, "", err
+	}
+	ks, err := url.Parse(os.Getenv("OS_AUTH_URL"))
+	if err != nil {
+		cinderProxy.close()
+		return nil, nil, "", err
+	}
+	ksProxy, err = newCountingProxy(ks.Scheme+"://"+ks.Host, func(body []byte, _ string) []byte {
+		return bytes.ReplaceAll(body, []byte(cinderOrigin), []byte(cinderProxy.url()))
+	})
+	if err != nil {
+		cinderProxy.close()
+		return nil, nil, "", err
+	}
+	return cinderProxy, ksProxy, ks.Path, nil
+}
+
 // cinderCostRow is the HTTP cost of one kind of Cinder-mode call.
 type cinderCostRow struct {
 	call                   string
@@ -122,37 +156,14 @@ type cinderCostRow struct {
 }
 
 func (b *bench) cinderCost(ctx context.Context) error {
-	c, err := cinderClient(ctx)
-	if err != nil {
-		return err
-	}
-	cu, err := url.Parse(c.Endpoint)
-	if err != nil {
-		return err
-	}
-	cinderOrigin := cu.Scheme + "://" + cu.Host
-	// Cinder's own answers name it too (pagination links): those are rewritten to its proxy.
-	cinderProxy, err := newCountingProxy(cinderOrigin, func(body []byte, self string) []byte {
-		return bytes.ReplaceAll(body, []byte(cinderOrigin), []byte(self))
-	})
+	cinderProxy, ksProxy, authPath, err := countingProxies(ctx)
 	if err != nil {
 		return err
 	}
 	defer cinderProxy.close()
-	ks, err := url.Parse(os.Getenv("OS_AUTH_URL"))
-	if err != nil {
-		return err
-	}
-	ksOrigin := ks.Scheme + "://" + ks.Host
-	ksProxy, err := newCountingProxy(ksOrigin, func(body []byte, _ string) []byte {
-		return bytes.ReplaceAll(body, []byte(cinderOrigin), []byte(cinderProxy.url()))
-	})
-	if err != nil {
-		return err
-	}
 	defer ksProxy.close()
 	p := newPlugin(b.o.bin, b.o.work, "bench-cindercost", "BACKEND=cinder", "CEPH_CONF="+b.env.conf, "CEPH_USER="+b.env.user,
-		"CEPH_KEYRING="+b.env.keyring, "OS_AUTH_URL="+ksProxy.url()+ks.Path)
+		"CEPH_KEYRING="+b.env.keyring, "OS_AUTH_URL="+ksProxy.url()+authPath)
 	if _, err := p.start(b.o.bin); err != nil {
 		return err
 	}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"math/rand/v2"
+	"runtime"
 	"sort"
 	"strconv"
 	"strings"
@@ -265,4 +266,32 @@ func (b *bench) reportHosts(w *strings.Builder) {
 		}
 	}
 	p("\n")
+	// What bounds it: the machine's CPU time per Get, against what the plugin and Ceph use.
+	cores := float64(runtime.NumCPU())
+	p("**What bounds it here.** Every instance, the OSD and the bench's clients share %.0f cores. Machine CPU per\n", cores)
+	p("Get is the busy share × %.0f cores × the window ÷ the Gets answered:\n\n", cores)
+	for _, r := range rows {
+		g := r.calls["Get"]
+		if g == nil || g.count == 0 {
+			continue
+		}
+		machine := r.busy["Get"] * cores * float64(g.wall.Milliseconds()) / float64(g.count)
+		p("- N=%d: %.2f ms of machine CPU per Get, of which the plugins %.2f ms and the Ceph daemons at most %.2f ms; the\n", r.n, machine, g.per.cpuMS, r.cephMS["Get"])
+		p("  rest is the bench's own clients (JSON over HTTP on a unix socket, like dockerd) and the other work on the machine.\n")
+	}
+	first, last := rows[0], rows[len(rows)-1]
+	fg, lg := first.calls["Get"], last.calls["Get"]
+	if fg == nil || lg == nil || fg.count == 0 || lg.count == 0 {
+		return
+	}
+	if first.busy["Get"] >= 0.85 {
+		p("\nThe machine is %.0f%% busy already at N=%d, so the aggregate rate cannot grow with N: more instances split\n", 100*first.busy["Get"], first.n)
+		p("the same cores, and each Get waits longer (p50 %s at N=%d, %s at N=%d).", ms(fg.lat.p50()), first.n, ms(lg.lat.p50()), last.n)
+	} else {
+		p("\nAt N=%d the machine is %.0f%% busy; at N=%d %.0f%%.", first.n, 100*first.busy["Get"], last.n, 100*last.busy["Get"])
+	}
+	p(" What a real cluster of N hosts pays per Get is\n")
+	p("the counted cost, on each host: %.2f OSD requests and %.2f ms of plugin CPU at N=%d (%.2f and %.2f ms at N=%d), with the OSD\n",
+		lg.per.ops, lg.per.cpuMS, last.n, fg.per.ops, fg.per.cpuMS, first.n)
+	p("work spread over the cluster's OSDs instead of one. RSS per instance: %s at N=%d, %s at N=%d.\n\n", mib(first.rssAvg), first.n, mib(last.rssAvg), last.n)
 }

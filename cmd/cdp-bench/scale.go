@@ -30,6 +30,8 @@ type scaleOptions struct {
 	hostsWindow          time.Duration
 	reconcileN           int // volumes mounted before the restart in reconcile
 	cinderCostN          int // calls counted per scenario in cindercost
+	cinderMany           int // volumes in the bench's project for cindermany
+	cinderManyKeep       bool
 }
 
 func scaleFlags(o *scaleOptions) {
@@ -45,6 +47,8 @@ func scaleFlags(o *scaleOptions) {
 	flag.DurationVar(&o.hostsWindow, "hosts-window", 15*time.Second, "how long the hosts phase sends Gets at each N (Lists: a third of it)")
 	flag.IntVar(&o.reconcileN, "reconcile-n", 300, "volumes mounted (rbd-fuse) before the restart in the reconcile phase")
 	flag.IntVar(&o.cinderCostN, "cinder-cost-n", 50, "calls counted per scenario in cindercost")
+	flag.IntVar(&o.cinderMany, "cinder-many", 2000, "volumes in the bench's own Cinder project for cindermany")
+	flag.BoolVar(&o.cinderManyKeep, "cinder-many-keep", false, "keep cindermany's volumes for the next run (creating them takes minutes)")
 	flag.IntVar(&o.bigN, "big-n", 100000, "images in the pool for biglist (directory entries written by the bench)")
 }
 
@@ -55,13 +59,14 @@ type scaleResults struct {
 	hosts       []*hostsRow
 	rec         *footprint
 	cinderCost  []cinderCostRow
+	cinderMany  *cinderManyResult
 	memAvailKiB int64 // MemAvailable before the reconcile phase
 }
 
 // scaleRes holds the figures of this run's scale phases (one bench per process).
 var scaleRes scaleResults
 
-var scalePhaseNames = []string{"getcost", "cindercost", "biglist", "hosts", "reconcile"}
+var scalePhaseNames = []string{"getcost", "cindercost", "biglist", "hosts", "reconcile", "cindermany"}
 
 func (b *bench) scalePhases() []struct {
 	name string
@@ -70,17 +75,15 @@ func (b *bench) scalePhases() []struct {
 	return []struct {
 		name string
 		fn   func(context.Context) error
-	}{{"getcost", b.getCost}, {"cindercost", b.cinderCost}, {"biglist", b.bigList}, {"hosts", b.hosts}, {"reconcile", b.reconcile}}
+	}{{"getcost", b.getCost}, {"cindercost", b.cinderCost}, {"biglist", b.bigList}, {"hosts", b.hosts}, {"reconcile", b.reconcile}, {"cindermany", b.cinderMany}}
 }
 
 // writeReport writes the report: the whole file when a standard phase ran, else only the scale
-// section of the file there.
+// section of the file there. Within the scale section each phase has a part of its own: a run
+// replaces the parts of the phases it ran and keeps the others.
 func (b *bench) writeReport() error {
 	old, _ := os.ReadFile(b.o.out)
-	section := b.scaleSection()
-	if section == "" {
-		section = between(string(old))
-	}
+	section := b.scaleSection(string(old))
 	var out string
 	switch {
 	case b.standardPhases():
@@ -101,14 +104,20 @@ func (b *bench) standardPhases() bool {
 	return slices.ContainsFunc(b.o.phases, func(p string) bool { return !slices.Contains(scalePhaseNames, p) })
 }
 
-// between returns the scale section of a report, markers included ("" when it has none).
-func between(doc string) string {
-	i := strings.Index(doc, scaleBegin)
-	j := strings.Index(doc, scaleEnd)
+// partMarks are the markers around one phase's part of the scale section.
+func partMarks(phase string) (begin, end string) {
+	return "<!-- scale part " + phase + " -->", "<!-- scale part " + phase + " end -->"
+}
+
+// oldPart returns phase's part of doc, markers included ("" when it has none).
+func oldPart(doc, phase string) string {
+	begin, end := partMarks(phase)
+	i := strings.Index(doc, begin)
+	j := strings.Index(doc, end)
 	if i < 0 || j < i {
 		return ""
 	}
-	return doc[i:j+len(scaleEnd)] + "\n"
+	return doc[i:j+len(end)] + "\n\n"
 }
 
 // splice puts section in place of doc's scale section, or at its end.
@@ -122,39 +131,59 @@ func splice(doc, section string) string {
 	return doc[:i] + section + rest
 }
 
-// scaleSection renders the scale phases' figures ("" when none ran).
-func (b *bench) scaleSection() string {
+// scaleSection renders the scale section: this run's parts, and old's for the phases it did not
+// run ("" when there are none).
+func (b *bench) scaleSection(old string) string {
 	r := scaleRes
-	if len(r.cost) == 0 && r.big == nil && len(r.hosts) == 0 && r.rec == nil && len(r.cinderCost) == 0 {
-		return ""
+	render := map[string]func(*strings.Builder){}
+	if len(r.cost) > 0 {
+		render["getcost"] = b.reportCost
 	}
-	var w strings.Builder
-	p := func(format string, args ...any) { fmt.Fprintf(&w, format, args...) }
-	p("%s\n", scaleBegin)
-	p("## Scale: the cost of one call\n\n")
+	if len(r.cinderCost) > 0 {
+		render["cindercost"] = b.reportCinderCost
+	}
+	if r.cinderMany != nil {
+		render["cindermany"] = b.reportCinderMany
+	}
+	if r.big != nil {
+		render["biglist"] = b.reportBigList
+	}
+	if len(r.hosts) > 0 {
+		render["hosts"] = b.reportHosts
+	}
+	if r.rec != nil {
+		render["reconcile"] = b.reportReconcile
+	}
 	command := b.o.makeTarget
 	if command == "make bench" && !b.standardPhases() {
 		command = "make bench-scale"
 	}
-	p("Written by `%s` on %s, load average %s at the start and %s at the end (the machine's 2 cores are\n",
-		command, b.res.start.UTC().Format("2006-01-02 15:04 MST"), b.res.loadStart, loadavg())
-	p("shared with other work: %s at the start).\n\n", b.res.busyStart)
-	if len(r.cost) > 0 {
-		b.reportCost(&w)
+	var parts strings.Builder
+	for _, phase := range scalePhaseNames {
+		fn, ok := render[phase]
+		if !ok {
+			parts.WriteString(oldPart(old, phase))
+			continue
+		}
+		begin, end := partMarks(phase)
+		var w strings.Builder
+		fn(&w)
+		fmt.Fprintf(&parts, "%s\n%s", begin, w.String())
+		fmt.Fprintf(&parts, "*Measured by `%s` (phase `%s`) on %s; load average %s at the start of the run and %s at the\n",
+			command, phase, b.res.start.UTC().Format("2006-01-02 15:04 MST"), b.res.loadStart, loadavg())
+		fmt.Fprintf(&parts, "end; other heavy processes at the start: %s.*\n%s\n\n", b.res.busyStart, end)
 	}
-	if len(r.cinderCost) > 0 {
-		b.reportCinderCost(&w)
+	if parts.Len() == 0 {
+		return ""
 	}
-	if r.big != nil {
-		b.reportBigList(&w)
-	}
-	if len(r.hosts) > 0 {
-		b.reportHosts(&w)
-	}
-	if r.rec != nil {
-		b.reportReconcile(&w)
-	}
-	p("%s\n", scaleEnd)
+	var w strings.Builder
+	fmt.Fprintf(&w, "%s\n## Scale: the cost of a call, large pools, many hosts\n\n", scaleBegin)
+	w.WriteString("Written by `make bench-scale` (`scripts/bench-scale.sh`: the scale phases of `cmd/cdp-bench`, after\n")
+	w.WriteString("`make bench`'s build). Each part below comes from one run of its phase and says when; a run replaces the\n")
+	w.WriteString("parts of the phases it ran. The machine's 2 cores are shared with other work during these runs: times\n")
+	w.WriteString("are noisy, which is why the costs that matter are counted (OSD requests, HTTP requests, CPU time).\n\n")
+	w.WriteString(parts.String())
+	fmt.Fprintf(&w, "%s\n", scaleEnd)
 	return w.String()
 }
 
@@ -173,6 +202,32 @@ func (b *bench) reportCost(w *strings.Builder) {
 		p("| %s | %s | %.2f (%.2f / %.2f) | %.3f ms | %s |\n", c.build, c.call, c.per.ops, c.per.reads, c.per.writes, c.per.cpuMS, costTime(c))
 	}
 	p("\n")
+	p("What a Get reads now (`rbd.Cluster.Describe`): the image's id from `rbd_id.<name>` (one read), then one\n")
+	p("compound read of `rbd_header.<id>` that asks the OSD's rbd class for the size, features, object prefix,\n")
+	p("data pool, striping, parent and parent overlap and the metadata, the lock class for the host locks, and\n")
+	p("lists the header's watchers: one state of the header, exact, and no image open (librbd's open, before,\n")
+	p("read the header in a dozen requests and copied the client's configuration). A name with no image costs\n")
+	p("the `rbd_id` read and one read of the plugin's index of volumes in other pools. A clone's parent adds two\n")
+	p("reads the first time it is seen (its image and snapshot names; remembered after).\n\n")
+	var before, after []costRow
+	for _, c := range scaleRes.cost {
+		if strings.HasPrefix(c.build, "before") {
+			before = append(before, c)
+		} else {
+			after = append(after, c)
+		}
+	}
+	for _, a := range after {
+		for _, bf := range before {
+			if bf.call == a.call && a.per.ops > 0 {
+				p("- %s: %.1f → %.1f OSD requests (%.1f× fewer), %.2f → %.2f ms of plugin CPU.\n", a.call, bf.per.ops, a.per.ops,
+					bf.per.ops/a.per.ops, bf.per.cpuMS, a.per.cpuMS)
+			}
+		}
+	}
+	if len(before) > 0 {
+		p("\n")
+	}
 }
 
 func (b *bench) reportBigList(w *strings.Builder) {

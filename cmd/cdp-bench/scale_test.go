@@ -1,0 +1,32 @@
+package main
+
+import (
+	"strings"
+	"testing"
+	"time"
+)
+
+// A run of some scale phases replaces their parts of the scale section and keeps the others' and
+// the rest of the file.
+func TestScaleSectionReplacesOnlyTheRunsParts(t *testing.T) {
+	gb, ge := partMarks("getcost")
+	hb, he := partMarks("hosts")
+	old := "# Benchmarks\n\nhand-written text\n\n" + scaleBegin + "\n## Scale\n\n" +
+		gb + "\nOLD GET COST\n" + ge + "\n\n" + hb + "\nOLD HOSTS\n" + he + "\n\n" + scaleEnd + "\n\nafter the section\n"
+	defer func(saved scaleResults) { scaleRes = saved }(scaleRes)
+	scaleRes = scaleResults{cost: []costRow{{build: "this tree", call: "Get (volume not in use)", calls: 10,
+		per: clientCounter{ops: 2, reads: 2, cpuMS: 0.5}, lat: sample{time.Millisecond}}}}
+	b := &bench{o: options{phases: []string{"getcost"}, makeTarget: "make bench"}, res: &results{start: time.Now()}}
+	out := splice(old, b.scaleSection(old))
+	for _, want := range []string{"hand-written text", "OLD HOSTS", "after the section", "| this tree | Get (volume not in use) | 2.00", "make bench-scale"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("the new file lacks %q:\n%s", want, out)
+		}
+	}
+	if strings.Contains(out, "OLD GET COST") || strings.Count(out, scaleBegin) != 1 || strings.Count(out, gb) != 1 {
+		t.Errorf("the getcost part was not replaced once:\n%s", out)
+	}
+	if strings.Index(out, gb) > strings.Index(out, hb) {
+		t.Errorf("the parts are out of the phases' order:\n%s", out)
+	}
+}
