@@ -193,10 +193,10 @@ func (b *bench) hostsOnce(ctx context.Context, n int) (*hostsRow, error) {
 		row.idle = clientCounter{ops: row.idle.ops + d.ops/secs, reads: row.idle.reads + d.reads/secs,
 			writes: row.idle.writes + d.writes/secs, cpuMS: row.idle.cpuMS + d.cpuMS/secs}
 	}
-	// Mounts and unmounts go at most 16 at a time over all instances: the instances share this
-	// machine's loop devices, which N real hosts would not (a hundred at once exhaust the fuse
-	// mapper's retries for a free one).
-	mountSlots := make(chan struct{}, 16)
+	// Mounts and unmounts go at most 4 at a time over all instances: the instances share this
+	// machine's loop devices, which N real hosts would not (the fuse mapper serialises its own
+	// process's loop allocations, but 16 processes at once exhausted its retries at N=100).
+	mountSlots := make(chan struct{}, 4)
 	slot := func(fn func() error) error {
 		mountSlots <- struct{}{}
 		defer func() { <-mountSlots }()
@@ -288,7 +288,7 @@ func (b *bench) reportHosts(w *strings.Builder) {
 	}
 	p("%s. This background cost is part of the per-call CPU above (it is spread over the calls answered in\n", strings.Join(idle, "; "))
 	p("the window), which is why that figure grows with N while each Get's own work does not.\n")
-	p("Mounts and unmounts go at most 16 at a time over all the instances (they share this machine's loop devices,\n")
+	p("Mounts and unmounts go at most 4 at a time over all the instances (they share this machine's loop devices,\n")
 	p("which N real hosts would not).\n")
 	p("\n| N | call | calls | per second | p50 / p99 | OSD requests per call (reads / writes) | plugin CPU per call | busy |\n|---|---|---|---|---|---|---|---|\n")
 	for _, r := range rows {
