@@ -301,7 +301,7 @@ func (b *bench) reportReconcile(w *strings.Builder) {
 		p("no process. The reconcile confirms with Ceph, volume by volume and one at a time (no burst of\n")
 		p("requests on Ceph), that this host still holds each one (an Attach, whose describe is now the id read\n")
 		p("and one header read instead of an image open); it no longer asks every rbd-fuse daemon about its image\n")
-		p("once per volume (the local clients of a fuse mapping are not known anyway), which made this restart\n")
-		p("take about 5 s per volume, some 25 minutes for 300, on the same machine before.\n\n")
+		p("once per volume (the local clients of a fuse mapping are not known anyway): with that, an earlier run of\n")
+		p("this phase on this machine reconciled about one volume every 5 s (stopped after the first 40 of 300).\n\n")
 	}
 }
