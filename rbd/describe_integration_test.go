@@ -112,16 +112,7 @@ func TestDescribeMatchesLibrbd(t *testing.T) {
 	if err := c.ProtectSnap(ctx, snap); err != nil {
 		t.Fatal(err)
 	}
-	clone := rbd.Spec{Pool: e.pool, Image: uniqueName("describe-clone")}
-	if err := c.Clone(ctx, snap, clone, rbd.CreateOptions{Features: []string{"layering"}}); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		cctx := ctxFor(t, 60*time.Second)
-		_ = c.Remove(cctx, clone)
-		_ = c.UnprotectSnap(cctx, snap)
-		_ = c.RemoveSnap(cctx, snap)
-	})
+	clone := cloneOf(t, c, snap, "describe-clone", rbd.CreateOptions{Features: []string{"layering"}})
 	if d := same("clone", c, clone); d.Info.Parent != snap.String() {
 		t.Errorf("clone: parent %q, want %q", d.Info.Parent, snap)
 	}

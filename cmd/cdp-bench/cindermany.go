@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bufio"
 	"context"
 	"fmt"
 	"math/rand/v2"
@@ -275,21 +274,16 @@ func envOrMap(m map[string]string, k, def string) string {
 	return def
 }
 
-// readEnvFile reads KEY=VALUE lines.
+// readEnvFile reads the KEY=VALUE lines of an env file such as scripts/openstack-up.sh writes.
 func readEnvFile(path string) (map[string]string, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return nil, err
-	}
-	defer f.Close()
+	raw, err := os.ReadFile(path)
 	out := map[string]string{}
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		if k, v, ok := strings.Cut(strings.TrimSpace(sc.Text()), "="); ok && !strings.HasPrefix(k, "#") {
+	for _, l := range strings.Split(string(raw), "\n") {
+		if k, v, ok := strings.Cut(strings.TrimSpace(l), "="); ok && !strings.HasPrefix(k, "#") {
 			out[k] = strings.Trim(v, `"'`)
 		}
 	}
-	return out, sc.Err()
+	return out, err
 }
 
 func (b *bench) reportCinderMany(w *strings.Builder) {
