@@ -9,6 +9,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"time"
 )
@@ -59,24 +60,65 @@ func runDir(conf string) (string, error) {
 	return "/var/run/ceph", sc.Err()
 }
 
-// clientAsok finds the admin socket of the Ceph client in process pid (the first one when the
-// process has several connections; the plugin has one).
+// clientAsok finds the admin socket of the Ceph client in process pid: the newest one of that pid
+// made since the process started (a socket left by an earlier process that had the same pid is
+// older), waiting up to 10 s for it.
 func clientAsok(conf string, pid int) (string, error) {
 	dir, err := runDir(conf)
 	if err != nil {
 		return "", err
 	}
+	started := procStart(pid)
 	deadline := time.Now().Add(10 * time.Second)
 	for {
 		m, _ := filepath.Glob(filepath.Join(dir, fmt.Sprintf("*-client.*.%d.*.asok", pid)))
-		if len(m) > 0 {
-			return m[0], nil
+		best, bestTime := "", time.Time{}
+		for _, f := range m {
+			st, err := os.Stat(f)
+			if err == nil && !st.ModTime().Before(started) && st.ModTime().After(bestTime) {
+				best, bestTime = f, st.ModTime()
+			}
+		}
+		if best != "" {
+			return best, nil
 		}
 		if time.Now().After(deadline) {
 			return "", fmt.Errorf("no admin socket of process %d in %s", pid, dir)
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
+}
+
+// procStart is when process pid started, to the second (field 22 of /proc/PID/stat, in clock
+// ticks since boot, and the boot time from /proc/stat); the zero time when it cannot be read.
+func procStart(pid int) time.Time {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return time.Time{}
+	}
+	s := string(b)
+	f := strings.Fields(s[strings.LastIndexByte(s, ')')+1:])
+	if len(f) < 20 { // f[0] is field 3 (state): starttime, field 22, is f[19]
+		return time.Time{}
+	}
+	ticks, err := strconv.ParseInt(f[19], 10, 64)
+	if err != nil {
+		return time.Time{}
+	}
+	stat, err := os.ReadFile("/proc/stat")
+	if err != nil {
+		return time.Time{}
+	}
+	for _, l := range strings.Split(string(stat), "\n") {
+		if v, ok := strings.CutPrefix(l, "btime "); ok {
+			boot, err := strconv.ParseInt(strings.TrimSpace(v), 10, 64)
+			if err != nil {
+				return time.Time{}
+			}
+			return time.Unix(boot+ticks/userHZ, 0)
+		}
+	}
+	return time.Time{}
 }
 
 // objecterCounters reads the objecter section of a client's perf dump.

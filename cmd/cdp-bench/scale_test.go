@@ -1,6 +1,7 @@
 package main
 
 import (
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -28,5 +29,13 @@ func TestScaleSectionReplacesOnlyTheRunsParts(t *testing.T) {
 	}
 	if strings.Index(out, gb) > strings.Index(out, hb) {
 		t.Errorf("the parts are out of the phases' order:\n%s", out)
+	}
+}
+
+// procStart reads this process's start: before now, and not long before (the test just started).
+func TestProcStart(t *testing.T) {
+	st := procStart(os.Getpid())
+	if st.IsZero() || st.After(time.Now()) || time.Since(st) > 10*time.Minute {
+		t.Fatalf("procStart = %v, now %v", st, time.Now())
 	}
 }
