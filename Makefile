@@ -35,7 +35,7 @@ E2E_METRICS_CINDER := 127.0.0.1:$(if $(filter 28,$(DOCKER_ENGINE)),9383,9381)
 help: ## list the targets
 	@grep -hE '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-17s %s\n", $$1, $$2}'
 
-deps: ## install the build dependencies (Debian's librbd-dev, librados-dev) if missing
+deps: ## install the build dependencies (Debian's librbd-dev, librados-dev, libradospp-dev, g++) if missing
 	scripts/deps.sh
 
 build: deps ## compile every package; the binaries (the plugin, cdp-bench) go to bin/
@@ -132,6 +132,10 @@ lab-firstmount: ceph-up lab-docker-build ## first Mount and first 16 MiB write t
 .PHONY: bench
 bench: ceph-up openstack-up ## benchmarks against the raw tools (about 15 min); writes docs/BENCHMARKS.md
 	scripts/bench.sh
+
+.PHONY: bench-scale
+bench-scale: ceph-up openstack-up ## the scale benchmarks (Get cost before/after, List of 100k, N hosts, restart with many volumes; about 20 min); writes their section of docs/BENCHMARKS.md
+	scripts/bench-scale.sh
 
 down: ## stop every service the targets started (data kept; the scripts' --purge deletes it)
 	scripts/docker-down.sh

@@ -310,13 +310,17 @@ func (d *Driver) List(ctx context.Context) ([]VolumeInfo, error) {
 		}
 	}
 	out := make([]VolumeInfo, 0, len(vols))
+	added := false
 	for _, v := range vols {
 		out = append(out, VolumeInfo{Name: v.Name, Mountpoint: mounted[v.Name], CreatedAt: v.CreatedAt})
 		if _, ok := d.known.Load(v.Name); !ok {
 			d.known.Store(v.Name, VolumeInfo{Name: v.Name, CreatedAt: v.CreatedAt})
+			added = true
 		}
 	}
-	d.rememberKnown()
+	if added { // rememberKnown walks every known name: 70 ms for 100,000
+		d.rememberKnown()
+	}
 	return out, nil
 }
 

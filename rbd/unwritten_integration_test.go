@@ -124,16 +124,7 @@ func TestEndsUnwritten(t *testing.T) {
 	if err := c.ProtectSnap(ctx, snap); err != nil {
 		t.Fatal(err)
 	}
-	clone := rbd.Spec{Pool: e.pool, Image: uniqueName("unw-clone")}
-	if err := c.Clone(ctx, snap, clone, rbd.CreateOptions{}); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		cctx := ctxFor(t, 30*time.Second)
-		_ = c.Remove(cctx, clone)
-		_ = c.UnprotectSnap(cctx, snap)
-		_ = c.RemoveSnap(cctx, snap)
-	})
+	clone := cloneOf(t, c, snap, "unw-clone", rbd.CreateOptions{})
 	if unwritten(clone) {
 		t.Error("a clone is reported unwritten")
 	}

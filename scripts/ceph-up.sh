@@ -12,7 +12,7 @@ set -euo pipefail
 need_root
 OSD_SIZE=${OSD_SIZE:-10G}
 mkdir -p "$CEPH_LAB" "$LAB_DIR"
-apt_ensure ceph-mon ceph-mgr ceph-osd ceph-common librbd-dev librados-dev rbd-fuse uuid-runtime e2fsprogs xfsprogs util-linux
+apt_ensure ceph-mon ceph-mgr ceph-osd ceph-common librbd-dev librados-dev libradospp-dev g++ rbd-fuse uuid-runtime e2fsprogs xfsprogs util-linux
 
 CONF=$CEPH_LAB/ceph.conf
 ADMIN_KR=$CEPH_LAB/ceph.client.admin.keyring

@@ -5,4 +5,4 @@ set -euo pipefail
 need_root
 mkdir -p "$LAB_DIR"
 command -v go >/dev/null || [ -x /usr/local/go/bin/go ] || die "Go is not installed (need Go >= 1.22 on PATH or in /usr/local/go)"
-apt_ensure librbd-dev librados-dev gcc pkg-config
+apt_ensure librbd-dev librados-dev libradospp-dev gcc g++ pkg-config

@@ -36,6 +36,7 @@ type options struct {
 	concSize, fpSize   string
 	writeMiB           int
 	commit, makeTarget string
+	scale              scaleOptions
 }
 
 func parseLevels(s string) ([][2]int, error) {
@@ -58,7 +59,7 @@ func main() {
 	flag.StringVar(&o.bin, "plugin", "", "the plugin binary (go build -tags pacific ./cmd/ceph-docker-plugin)")
 	flag.StringVar(&o.work, "work", "/var/lib/ceph-docker-plugin-lab/bench", "work directory (sockets, state, mounts); cleaned at start")
 	flag.StringVar(&o.out, "out", "docs/BENCHMARKS.md", "report to write")
-	flag.StringVar(&phases, "phases", "latency,list,concurrency,datapath,footprint,cinder", "phases to run")
+	flag.StringVar(&phases, "phases", "latency,list,concurrency,datapath,footprint,cinder,getcost", "phases to run (the scale phases: getcost)")
 	flag.IntVar(&o.n, "n", 30, "runs per call in the latency phase")
 	flag.IntVar(&o.listN, "list", 1000, "volumes in the pool for List")
 	flag.StringVar(&levels, "levels", "1:10,8:4,32:2", "concurrency levels as clients:cycles-per-client")
@@ -72,6 +73,7 @@ func main() {
 	flag.StringVar(&o.fpSize, "footprint-size", "256M", "volume size in the footprint phase")
 	flag.IntVar(&o.writeMiB, "write-mib", 4, "MiB each concurrency cycle writes (then fsync)")
 	flag.StringVar(&o.makeTarget, "command", "make bench", "how this run was started (for the report)")
+	scaleFlags(&o.scale)
 	flag.Parse()
 	o.phases = strings.Split(phases, ",")
 	var err error
@@ -123,6 +125,9 @@ func run(o options) error {
 		{"latency", b.latency}, {"list", b.list}, {"concurrency", b.concurrency},
 		{"datapath", b.datapath}, {"footprint", b.footprint}, {"cinder", b.cinder},
 	}
+	for _, sp := range b.scalePhases() {
+		all = append(all, phase{sp.name, sp.fn})
+	}
 	for _, p := range all {
 		if !slices.Contains(o.phases, p.name) {
 			continue
@@ -144,7 +149,7 @@ func run(o options) error {
 	if err := os.MkdirAll(filepath.Dir(o.out), 0o755); err != nil {
 		return err
 	}
-	if err := os.WriteFile(o.out, []byte(b.report()), 0o644); err != nil {
+	if err := b.writeReport(); err != nil {
 		return err
 	}
 	logf("wrote %s (%s)", o.out, time.Since(t0).Round(time.Second))

@@ -55,6 +55,11 @@ func hardwareID(path string) string {
 func mapperClients(m driver.Mapper) rbd.LocalClients {
 	_, isKRBD := m.(*krbd.KRBD)
 	return func(ctx context.Context) ([]string, bool) {
+		if !isKRBD {
+			// rbd-fuse's mappings carry no client address: listing them (a question to every
+			// daemon, once per volume the reconcile confirms) would find none.
+			return nil, false
+		}
 		maps, err := m.List(ctx)
 		var addrs []string
 		for _, mp := range maps {
