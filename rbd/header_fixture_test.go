@@ -156,6 +156,12 @@ func TestHeaderDecodeFixtures(t *testing.T) {
 					t.Errorf("overlap %d (present %d, %v), want %d", overlap, has, d.err, p.Overlap)
 				}
 			}
+			if name == "flattened" { // parent_get still names the snapshots' parent: the overlap clears it
+				var head header
+				if err := head.decode(fx.calls()[:6]); err != nil || head.parent == nil {
+					t.Errorf("flattened: parent_get alone gives parent %v (%v); want the snapshots' parent", head.parent, err)
+				}
+			}
 			meta := h.meta
 			if m := fx.MoreMeta; m != nil {
 				if !h.metaMore || len(h.meta) != metaPage {
@@ -201,7 +207,6 @@ func TestHeaderDecodeFixtures(t *testing.T) {
 		})
 	}
 }
-
 
 // A reply cut short is an error naming the call, never a panic and never a different header:
 // a cut that leaves all decode reads (get_features' incompatible features and the overlap's
