@@ -152,18 +152,7 @@ func compoundRead(io *rados.IOContext, oid string, calls []clsCall, watchers boo
 // All are read at one point in time: the OSD answers the request from one state of the object.
 func readHeader(io *rados.IOContext, id string, watchers bool) (header, error) {
 	oid := "rbd_header." + id
-	noSnap := cephEnc(nil).u64(cephNoSnap)
-	calls := []clsCall{
-		{cls: "rbd", method: "get_size", in: noSnap},
-		{cls: "rbd", method: "get_features", in: cephEnc(nil).u64(cephNoSnap).u8(1)}, // read-only: no check of incompatible features
-		{cls: "rbd", method: "get_object_prefix"},
-		{cls: "rbd", method: "get_data_pool"},
-		{cls: "rbd", method: "get_stripe_unit_count"},
-		{cls: "rbd", method: "parent_get"},
-		{cls: "rbd", method: "parent_overlap_get", in: noSnap},
-		{cls: "rbd", method: "metadata_list", in: cephEnc(nil).str("").u64(metaPage)},
-		{cls: "lock", method: "get_info", in: versioned(cephEnc(nil).str(HostLockName))},
-	}
+	calls := headerCalls()
 	ws, err := compoundRead(io, oid, calls, watchers)
 	if err != nil {
 		return header{}, err
@@ -177,7 +166,7 @@ func readHeader(io *rados.IOContext, id string, watchers bool) (header, error) {
 		for k := range h.meta {
 			last = max(last, k)
 		}
-		more := []clsCall{{cls: "rbd", method: "metadata_list", in: cephEnc(nil).str(last).u64(metaPage)}}
+		more := []clsCall{metaListCall(last)}
 		if _, err := compoundRead(io, oid, more, false); err != nil {
 			return h, err
 		}
@@ -194,6 +183,27 @@ func readHeader(io *rados.IOContext, id string, watchers bool) (header, error) {
 		h.metaMore = len(page) >= metaPage
 	}
 	return h, nil
+}
+
+// headerCalls are readHeader's calls, in the order decode reads their replies.
+func headerCalls() []clsCall {
+	noSnap := cephEnc(nil).u64(cephNoSnap)
+	return []clsCall{
+		{cls: "rbd", method: "get_size", in: noSnap},
+		{cls: "rbd", method: "get_features", in: cephEnc(nil).u64(cephNoSnap).u8(1)}, // read-only: no check of incompatible features
+		{cls: "rbd", method: "get_object_prefix"},
+		{cls: "rbd", method: "get_data_pool"},
+		{cls: "rbd", method: "get_stripe_unit_count"},
+		{cls: "rbd", method: "parent_get"},
+		{cls: "rbd", method: "parent_overlap_get", in: noSnap},
+		metaListCall(""),
+		{cls: "lock", method: "get_info", in: versioned(cephEnc(nil).str(HostLockName))},
+	}
+}
+
+// metaListCall asks for a page of metadata: the keys after after.
+func metaListCall(after string) clsCall {
+	return clsCall{cls: "rbd", method: "metadata_list", in: cephEnc(nil).str(after).u64(metaPage)}
 }
 
 // decode reads the replies of readHeader's calls, in their order.
