@@ -24,9 +24,11 @@ func TestKRBDCutOffHolder(t *testing.T) {
 	b.startPlugin("LOCK_BREAK=on")
 
 	vol := uniq("lab-cut")
-	// Small, so that ext4's lazy inode table init is over at once: lab-a must be idle (not
-	// writing, so not asking for the exclusive lock) when it is cut off.
-	a.create(vol, map[string]string{"size": "256M"})
+	// lab-a must be idle (not writing, so not asking for the exclusive lock) when it is cut off.
+	// The inode tables and the journal are initialised by mkfs, not by ext4's lazy init thread
+	// after the mount, whose pace stretches with the machine's load (under a loaded CI it kept
+	// writing, and taking the lock back, for over 3 minutes).
+	a.create(vol, map[string]string{"size": "256M", "mkfs-options": "-E lazy_itable_init=0,lazy_journal_init=0"})
 	t.Cleanup(func() { _, _ = admin(t, "rbd", "snap", "purge", lab.pool+"/"+vol) })
 	mp := a.mount(vol, "a1")
 	a.sh("mkdir " + mp + "/w && for i in 1 2 3 4; do dd if=/dev/urandom of=" + mp + "/w/pre-$i bs=64k count=4 2>/dev/null; done && sync && sleep 3 && sync")
