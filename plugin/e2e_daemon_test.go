@@ -424,20 +424,35 @@ func startRegistry(t *testing.T, port int) {
 		"\nhttp:\n  addr: "+addr+"\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
+	var out plugintest.SyncBuffer
 	reg := exec.Command("docker-registry", "serve", cfg)
+	reg.Stdout, reg.Stderr = &out, &out
 	if err := reg.Start(); err != nil {
 		t.Fatalf("start docker-registry: %v", err)
 	}
-	t.Cleanup(func() { _ = reg.Process.Kill(); _ = reg.Wait() })
-	for i := 0; ; i++ {
+	exited := make(chan error, 1)
+	go func() { exited <- reg.Wait() }()
+	t.Cleanup(func() {
+		_ = reg.Process.Kill()
+		<-exited
+	})
+	// A loaded machine (the krbd lab's guests run beside the e2e suites in CI) may take well over
+	// 10 s to start it.
+	deadline := time.Now().Add(90 * time.Second)
+	for {
 		if c, err := net.DialTimeout("tcp", addr, time.Second); err == nil {
 			c.Close()
 			return
 		}
-		if i > 100 {
-			t.Fatalf("registry did not listen on %s", addr)
+		select {
+		case err := <-exited:
+			exited <- err
+			t.Fatalf("docker-registry exited (%v) before it listened on %s:\n%s", err, addr, out.String())
+		case <-time.After(200 * time.Millisecond):
 		}
-		time.Sleep(100 * time.Millisecond)
+		if time.Now().After(deadline) {
+			t.Fatalf("registry did not listen on %s within 90 s:\n%s", addr, out.String())
+		}
 	}
 }
 

@@ -9,10 +9,12 @@
 package plugintest
 
 import (
+	"bytes"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
 	"os"
+	"sync"
 	"time"
 )
 
@@ -54,4 +56,23 @@ func WriteFileSync(t TB, path string, data []byte) {
 	if err := f.Sync(); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// SyncBuffer collects a process's output while a test may read it.
+type SyncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *SyncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+// String is what was written so far.
+func (s *SyncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
 }
