@@ -68,6 +68,11 @@ fi
 if [ -f "$EXEC/containerd/containerd.pid" ] && ! pid_alive "$EXEC/containerd/containerd.pid" containerd; then
   log "removing a stale containerd pid file"; rm -f "$EXEC/containerd/containerd.pid"
 fi
+# The same for dockerd's own pid file: after a host restart its PID may belong to another process,
+# and dockerd then refuses to start ("pid file found, ensure docker is not running").
+if [ -f "$D/dockerd.pid" ] && ! pid_alive "$D/dockerd.pid" "$D/root"; then
+  log "removing a stale dockerd pid file"; rm -f "$D/dockerd.pid"
+fi
 PATH=$ENGINE_PATH nohup dockerd -H "$DOCKER_HOST" --data-root "$D/root" --exec-root "$EXEC" --pidfile "$D/dockerd.pid" \
   --bridge=none --iptables=false --ip-masq=false "${EXTRA[@]}" >>"$D/dockerd.log" 2>&1 &
 docker_ok() { docker version; }
