@@ -186,7 +186,7 @@ func (n *Node) up(ctx context.Context, st *StageState) (err error) {
 		st.Op, st.OpPath = "", ""
 	}()
 	tx.Push("release", func(ctx context.Context) error { return n.d.Unmount(ctx, st.Name, st.ID) })
-	src, err := n.d.mount(ctx, st.Name, st.ID, st.Block)
+	src, err := n.d.Use(ctx, st.Name, st.ID, Use{Raw: st.Block})
 	if err != nil {
 		return err
 	}
@@ -593,7 +593,7 @@ func (d *Driver) DefaultFSType() string { return d.cfg.Defaults.FSType }
 // maps the volume (nothing is formatted or mounted), and every use gets the device. A volume
 // in use here as a filesystem is refused (ErrInUse), and the reverse.
 func (d *Driver) MapRaw(ctx context.Context, name, id string) (string, error) {
-	return d.mount(ctx, name, id, true)
+	return d.Use(ctx, name, id, Use{Raw: true})
 }
 
 // MinSize is the smallest volume the plugin makes with a filesystem of that type.

@@ -191,6 +191,13 @@ func (d *Driver) compatible(ctx context.Context, name string, vol Volume, raw ma
 		diffs = append(diffs, fmt.Sprintf("mount-options %q (it has %q)", opts.MountOptions, vol.MountOptions))
 	}
 	diffs = append(diffs, rootCompatible(raw, vol, opts)...)
+	if _, ok := raw[OptAccess]; ok && vol.ReadOnly() != (opts.Access == AccessReadOnly) {
+		has := vol.Access
+		if has == "" {
+			has = AccessReadWrite
+		}
+		diffs = append(diffs, fmt.Sprintf("access %s (it has %s)", opts.Access, has))
+	}
 	if len(opts.Backend) > 0 {
 		more, err := d.prov.Differences(ctx, vol, opts)
 		if err != nil {
@@ -264,6 +271,9 @@ func (d *Driver) Get(ctx context.Context, name string) (VolumeInfo, error) {
 	if !vol.Root.IsZero() {
 		info.Status["root"] = vol.Root.String() // applied when the plugin formats the volume
 	}
+	if vol.Access != "" {
+		info.Status["access"] = vol.Access
+	}
 	if vol.Image.Image != "" {
 		info.Status["image"] = vol.Image.String()
 	}
@@ -277,6 +287,9 @@ func (d *Driver) Get(ctx context.Context, name string) (VolumeInfo, error) {
 		info.Status["image"] = st.Image.String()
 		info.Status["mounts"] = slices.Clone(st.IDs)
 		info.Status["host"] = d.cfg.Node
+		if st.Attach.Map.ReadOnly {
+			info.Status["mapped"] = "read-only"
+		}
 	} else if vol.Holder != "" {
 		info.Status["holder"] = vol.Holder
 	}

@@ -202,6 +202,7 @@ type fakeProvisioner struct {
 	mu       sync.Mutex
 	vols     map[string]Volume
 	holders  map[string]string // volume -> host holding it
+	readers  map[string]map[string]bool // volume -> hosts holding it read-only
 	removed  []RemoveAction    // the action of each successful Remove
 	created  []Options         // the options of each successful Create
 	attachID func() string     // when set, the Attachment.ID of each Attach (default "cookie")
@@ -214,7 +215,7 @@ var _ Provisioner = (*fakeProvisioner)(nil)
 
 func newFakeProvisioner(rec *recorder, host string) *fakeProvisioner {
 	return &fakeProvisioner{script: newScript("prov", rec), host: host,
-		vols: map[string]Volume{}, holders: map[string]string{}}
+		vols: map[string]Volume{}, holders: map[string]string{}, readers: map[string]map[string]bool{}}
 }
 
 var fakeCreatedAt = time.Date(2024, 5, 6, 7, 8, 9, 0, time.UTC)
@@ -359,6 +360,12 @@ func (p *fakeProvisioner) Attach(ctx context.Context, name string, req AttachReq
 	if !ok {
 		return Attachment{}, fmt.Errorf("%w: image volumes/%s", ErrNotFound, name)
 	}
+	if req.ReadOnly || vol.ReadOnly() {
+		return p.attachReadOnly(name, vol, req)
+	}
+	if rs := p.otherReaders(name, req.Host); len(rs) > 0 {
+		return Attachment{}, fmt.Errorf("%w: volume %s is held read-only by %s", ErrBusyElsewhere, name, strings.Join(rs, ", "))
+	}
 	var fenced []string
 	if h := p.holders[name]; h != "" && h != req.Host {
 		if !req.TakeOver {
@@ -380,6 +387,35 @@ func (p *fakeProvisioner) Attach(ctx context.Context, name string, req AttachReq
 	return att, nil
 }
 
+// attachReadOnly is a shared read-only claim: refused while another host holds it read-write.
+func (p *fakeProvisioner) attachReadOnly(name string, vol Volume, req AttachRequest) (Attachment, error) {
+	if h := p.holders[name]; h != "" && h != req.Host {
+		return Attachment{}, fmt.Errorf("%w: volume %s is in use read-write by %s", ErrBusyElsewhere, name, h)
+	}
+	if p.readers[name] == nil {
+		p.readers[name] = map[string]bool{}
+	}
+	p.readers[name][req.Host] = true
+	att := Attachment{Map: MapRequest{ImageSpec: vol.Image, ReadOnly: true, User: "docker", Monitors: []string{"127.0.0.1:6789"}}, ID: "shared"}
+	if p.attachReadsVolume {
+		v := vol
+		att.Volume = &v
+	}
+	return att, nil
+}
+
+// otherReaders are the hosts besides host holding the volume read-only, sorted.
+func (p *fakeProvisioner) otherReaders(name, host string) []string {
+	var out []string
+	for h := range p.readers[name] {
+		if h != host {
+			out = append(out, h)
+		}
+	}
+	slices.Sort(out)
+	return out
+}
+
 func (p *fakeProvisioner) Detach(ctx context.Context, name string, att Attachment) error {
 	p.mu.Lock()
 	p.detached = append(p.detached, att)
@@ -391,6 +427,7 @@ func (p *fakeProvisioner) Detach(ctx context.Context, name string, att Attachmen
 	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	delete(p.readers[name], p.host)
 	if p.holders[name] == p.host {
 		delete(p.holders, name)
 	}
@@ -569,6 +606,17 @@ func (m *fakeMounter) FormatIfBlank(ctx context.Context, dev, fstype string, mkf
 	m.formatted = append(m.formatted, dev)
 	m.mkfsOpts = append(m.mkfsOpts, slices.Clone(mkfsOptions))
 	return fstype, true, nil
+}
+
+func (m *fakeMounter) Probe(ctx context.Context, dev string) (string, error) {
+	done, err := m.enter(ctx, "Probe", dev)
+	defer done()
+	if err != nil {
+		return "", err
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.fs[dev], nil
 }
 
 func (m *fakeMounter) Mount(ctx context.Context, dev, target, fstype, options string) error {

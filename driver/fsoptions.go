@@ -428,6 +428,9 @@ func CheckStored(fstype string, vol Volume) error {
 	if err := CheckRoot(vol.Root); err != nil {
 		return err
 	}
+	if err := CheckAccess(vol.Access); err != nil {
+		return err
+	}
 	return CheckMountOptions(fstype, vol.MountOptions)
 }
 
@@ -435,7 +438,7 @@ func CheckStored(fstype string, vol Volume) error {
 func storedRefusal(name string, err error) error {
 	return fmt.Errorf("mount volume %s: refused, nothing was formatted or mounted: the options stored with the volume are not allowed: %w. "+
 		"They are read from the volume's RBD image metadata or Cinder volume properties (keys docker-plugin.fstype, docker-plugin.mkfs-options, "+
-		"docker-plugin.mount-options, docker-plugin.uid, docker-plugin.gid, docker-plugin.mode, docker-plugin.lost-found), which were changed after it was created: remove the bad key (rbd image-meta remove POOL/IMAGE KEY; "+
+		"docker-plugin.mount-options, docker-plugin.uid, docker-plugin.gid, docker-plugin.mode, docker-plugin.lost-found, docker-plugin.access), which were changed after it was created: remove the bad key (rbd image-meta remove POOL/IMAGE KEY; "+
 		"openstack volume unset --property KEY VOLUME) or set it to allowed options, then mount again", name, err)
 }
 

@@ -58,6 +58,9 @@ type Mounter interface {
 	Mount(ctx context.Context, dev, target, fstype, options string) error
 	// Unmount unmounts target and removes the directory. Not mounted is success; ErrInUse when busy.
 	Unmount(ctx context.Context, target string) error
+	// Probe returns the filesystem type dev carries, "" when it carries none (blank). It never
+	// writes: a read-only first mount asks it instead of FormatIfBlank.
+	Probe(ctx context.Context, dev string) (string, error)
 	// MountedDevice returns the device mounted on target, or "" when nothing is.
 	MountedDevice(target string) (string, error)
 }
@@ -87,6 +90,7 @@ type Options struct {
 	MkfsOptions  []string
 	MountOptions string            // comma-separated, as for mount -o
 	Root         RootOptions       // the filesystem root's owner and mode, applied when formatted
+	Access       string            // AccessReadWrite ("" too) or AccessReadOnly (access.go)
 	Backend      map[string]string // backend-specific options (pool, features, project-id, ...)
 	// FrontEnd is the protocol the volume is created through (FrontEndVolume, FrontEndCSI),
 	// recorded with the volume by the backend; "" records nothing.
@@ -102,6 +106,9 @@ type Volume struct {
 	MkfsOptions  []string
 	MountOptions string
 	Root         RootOptions // as stored: checked by CheckStored before use
+	// Access is the volume's access as stored: "" or AccessReadWrite, AccessReadOnly (checked by
+	// CheckStored before use).
+	Access string
 	CreatedAt    time.Time
 	// Holder names who holds the volume, if anyone does ("host-b (client 10.0.0.2:0/123)").
 	Holder string
@@ -143,6 +150,12 @@ type AttachRequest struct {
 	Host     string // this host's name
 	MountID  string // Docker's caller ID of the mount that made the claim
 	TakeOver bool   // LOCK_BREAK=on: fence a holder and take the volume over
+	// ReadOnly asks for a shared read-only claim: any number of hosts may hold one at once, and
+	// none while a host holds the volume read-write (refused with ErrBusyElsewhere naming the
+	// writer), and the reverse (a read-write claim is refused naming the readers). The backend
+	// makes the claim read-only also when the volume's access is readonly (Volume.Access), and
+	// says which it made in Attachment.Map.ReadOnly. A read-only claim is never taken over by
+	// fencing: readers cannot write, and a writer waits for them (or an operator) to let go.
 	ReadOnly bool
 	// Claimed is the backend's record of the claim (Attachment.ID) that this host's state holds
 	// for the volume, when it attaches again what it held (after a restart): a claim written

@@ -20,7 +20,8 @@ const (
 )
 
 // StoredMeta is the metadata a backend stores with a volume created with opts: its filesystem,
-// mkfs and mount options, root options, and the front end that created it. Options not given
+// mkfs and mount options, root options, its access (readonly only), and the front end that
+// created it. Options not given
 // store nothing.
 func StoredMeta(opts Options) map[string]string {
 	meta := map[string]string{MetaFSType: opts.FSType}
@@ -36,6 +37,9 @@ func StoredMeta(opts Options) map[string]string {
 	if opts.FrontEnd != "" {
 		meta[MetaFrontEnd] = opts.FrontEnd
 	}
+	if opts.Access == AccessReadOnly {
+		meta[MetaAccess] = opts.Access
+	}
 	return meta
 }
 
@@ -45,6 +49,7 @@ func (vol *Volume) SetStored(get func(key string) string) {
 	vol.FSType = get(MetaFSType)
 	vol.MountOptions = get(MetaMountOptions)
 	vol.FrontEnd = get(MetaFrontEnd)
+	vol.Access = get(MetaAccess)
 	vol.Root = RootFromMeta(func(k string) string { return get(MetaPrefix + k) })
 	vol.MkfsOptions = nil
 	if v := get(MetaMkfsOptions); v != "" {

@@ -14,13 +14,15 @@ import (
 // Mount makes the volume available on this host for caller id and returns its mount point. The
 // first Mount on the host attaches, maps, formats a blank device and mounts; later Mounts, with
 // other IDs or again with the same one (dockerd's nested uses: `docker cp`), only count a use.
+// A volume whose access is readonly is mapped and mounted read-only.
 func (d *Driver) Mount(ctx context.Context, name, id string) (string, error) {
-	return d.mount(ctx, name, id, false)
+	return d.Use(ctx, name, id, Use{})
 }
 
-// mount is Mount, or with raw MapRaw: the volume mapped without a filesystem, and its device
-// returned instead of a mount point.
-func (d *Driver) mount(ctx context.Context, name, id string, raw bool) (string, error) {
+// Use is Mount with what the use asks of the volume (u): with u.Raw the volume is mapped without
+// a filesystem and its device is returned instead of a mount point; u.ReadOnly takes a shared
+// read-only claim; u.Writable refuses a volume the backend maps read-only.
+func (d *Driver) Use(ctx context.Context, name, id string, u Use) (string, error) {
 	ctx = d.withCleanup(ctx)
 	if id == "" {
 		return "", fmt.Errorf("mount volume %s: %w: no caller ID", name, ErrInvalid)
@@ -49,9 +51,8 @@ func (d *Driver) mount(ctx context.Context, name, id string, raw bool) (string, 
 	if ok && len(st.IDs) > 0 {
 		// Warm: the volume is up here. Make sure it still is (a restarted daemon may have lost
 		// the propagated mount), then add the reference.
-		if st.Raw != raw {
-			return "", fmt.Errorf("%w: volume %s is in use on this host %s; a use %s must wait until it is released",
-				ErrInUse, name, usedAs(st.Raw), usedAs(raw))
+		if err := sameUse(&st, u); err != nil {
+			return "", err
 		}
 		if err := d.ensureUp(ctx, &st, false); err != nil {
 			return "", fmt.Errorf("mount volume %s: %w", name, err)
@@ -62,12 +63,12 @@ func (d *Driver) mount(ctx context.Context, name, id string, raw bool) (string, 
 			return "", err
 		}
 		log.WithFields(logrus.Fields{"uses": uses, "refs": len(st.IDs)}).Info("volume mounted (another use)")
-		if raw {
+		if u.Raw {
 			return st.Device, nil
 		}
 		return st.Path, nil
 	}
-	path, err := d.mountFirst(ctx, name, id, raw)
+	path, err := d.mountFirst(ctx, name, id, u)
 	if err != nil {
 		return "", err
 	}
@@ -84,7 +85,7 @@ func usedAs(raw bool) string {
 
 // mountFirst is the cold path: attach, map, format if blank, mount (with raw: attach and map
 // only, returning the device); undone in reverse on error.
-func (d *Driver) mountFirst(ctx context.Context, name, id string, raw bool) (_ string, err error) {
+func (d *Driver) mountFirst(ctx context.Context, name, id string, u Use) (_ string, err error) {
 	times := newStepTimes(name, id)
 	lap := times.lap
 	defer func() {
@@ -94,8 +95,8 @@ func (d *Driver) mountFirst(ctx context.Context, name, id string, raw bool) (_ s
 	}()
 	// The state is recorded before anything happens, with the mount's ID: a crash or a failure
 	// from here on is undone by it (the image is known once attached).
-	st := State{Name: name, Op: OpMount, OpID: id, Path: d.mountPath(name), Raw: raw, Attach: Attachment{MountID: id}, Updated: time.Now()}
-	if raw {
+	st := State{Name: name, Op: OpMount, OpID: id, Path: d.mountPath(name), Raw: u.Raw, Attach: Attachment{MountID: id}, Updated: time.Now()}
+	if u.Raw {
 		st.Path = ""
 	}
 	if err := d.state.Save(st); err != nil {
@@ -115,9 +116,12 @@ func (d *Driver) mountFirst(ctx context.Context, name, id string, raw bool) (_ s
 			return "", err
 		}
 	}
-	att, vol, err := d.claim(ctx, &tx, name, id, lap)
+	att, vol, err := d.claim(ctx, &tx, name, id, u.ReadOnly, lap)
 	if err != nil {
 		return "", err
+	}
+	if u.Writable && att.Map.ReadOnly {
+		return "", readOnlyRefusal(name)
 	}
 	fstype := vol.FSType
 	if fstype == "" {
@@ -149,7 +153,7 @@ func (d *Driver) mountFirst(ctx context.Context, name, id string, raw bool) (_ s
 	// 6 ms of a first Mount in the krbd lab's guest.)
 	st.Device = m.Device
 	d.fault(FaultMountMapped)
-	if raw {
+	if u.Raw {
 		return d.upDone(&st, lap, m.Device)
 	}
 
@@ -163,7 +167,18 @@ func (d *Driver) mountFirst(ctx context.Context, name, id string, raw bool) (_ s
 // mount it at st.Path and set the root of a filesystem it made. The unmount is pushed on tx.
 func (d *Driver) formatAndMount(ctx context.Context, tx *undo.Stack, st *State, vol Volume, att Attachment, fstype string, lap func(string)) error {
 	name := st.Name
-	fs, made, err := d.mounter.FormatIfBlank(ctx, st.Device, fstype, vol.MkfsOptions, vol.Unwritten && !att.Map.ReadOnly)
+	ro := att.Map.ReadOnly
+	var fs string
+	var made bool
+	var err error
+	if ro {
+		// Nothing is written through a read-only mapping: a blank device stays blank.
+		if fs, err = d.mounter.Probe(ctx, st.Device); err == nil && fs == "" {
+			return noFilesystemReadOnly(name)
+		}
+	} else {
+		fs, made, err = d.mounter.FormatIfBlank(ctx, st.Device, fstype, vol.MkfsOptions, vol.Unwritten)
+	}
 	if err != nil {
 		return fmt.Errorf("mount volume %s: %w", name, err)
 	}
@@ -184,7 +199,13 @@ func (d *Driver) formatAndMount(ctx context.Context, tx *undo.Stack, st *State, 
 	if err := d.beforeFirstMount(ctx, name, st); err != nil {
 		return err
 	}
+	if ro {
+		mopts = withReadOnly(mopts)
+	}
 	if err := d.mounter.Mount(ctx, st.Device, st.Path, st.FSType, mopts); err != nil {
+		if ro {
+			return readOnlyMountError(name, err)
+		}
 		return fmt.Errorf("mount volume %s: %w", name, err)
 	}
 	tx.Push("unmount", func(ctx context.Context) error { return d.mounter.Unmount(ctx, st.Path) })
@@ -212,8 +233,8 @@ func (d *Driver) upDone(st *State, lap func(string), got string) (string, error)
 
 // claim is the first step of a first mount: the backend's claim for this host and mount ID, and
 // the volume as read after it (the backend's reply, or a read). Its undo is pushed on tx.
-func (d *Driver) claim(ctx context.Context, tx *undo.Stack, name, id string, lap func(string)) (Attachment, *Volume, error) {
-	att, err := d.prov.Attach(ctx, name, AttachRequest{Host: d.cfg.Node, MountID: id, TakeOver: d.cfg.LockBreak})
+func (d *Driver) claim(ctx context.Context, tx *undo.Stack, name, id string, readOnly bool, lap func(string)) (Attachment, *Volume, error) {
+	att, err := d.prov.Attach(ctx, name, AttachRequest{Host: d.cfg.Node, MountID: id, TakeOver: d.cfg.LockBreak, ReadOnly: readOnly})
 	if err != nil {
 		if !refused(err) {
 			// No answer (a deadline, a lost connection): the backend may still have made the

@@ -122,13 +122,19 @@ func ParseOptions(raw map[string]string, def OptionDefaults, backendKeys []strin
 			o.FSType = v
 		case OptMkfsOptions, OptMountOptions:
 			// Checked below, against the filesystem they are for.
+		case OptAccess:
+			if v == "" {
+				v = AccessReadWrite
+			}
+			err = CheckAccess(v)
+			o.Access = v
 		case OptUID, OptGID, OptMode, OptLostFound:
 			var c string
 			c, _, err = parseRootOption(k, v)
 			o.Root.set(k, c)
 		default:
 			if !slices.Contains(backendKeys, k) {
-				allowed := append([]string{OptSize, OptFSType, OptMkfsOptions, OptMountOptions, OptUID, OptGID, OptMode, OptLostFound}, backendKeys...)
+				allowed := append([]string{OptSize, OptFSType, OptMkfsOptions, OptMountOptions, OptUID, OptGID, OptMode, OptLostFound, OptAccess}, backendKeys...)
 				err = fmt.Errorf("%w: unknown option %q: allowed are %s", ErrInvalid, k, strings.Join(allowed, ", "))
 			} else if strings.ContainsAny(v, "\x00\n") || len(v) > 512 {
 				err = fmt.Errorf("%w: option %s: value is not a single line of at most 512 bytes", ErrInvalid, k)

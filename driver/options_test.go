@@ -72,7 +72,7 @@ func TestParseOptionsErrorsNameTheOptionAndWhatIsAllowed(t *testing.T) {
 		raw  map[string]string
 		want []string
 	}{
-		"unknown":    {map[string]string{"colour": "red"}, []string{`unknown option "colour"`, "allowed are size, fstype, mkfs-options, mount-options, uid, gid, mode, lost-found, pool"}},
+		"unknown":    {map[string]string{"colour": "red"}, []string{`unknown option "colour"`, "allowed are size, fstype, mkfs-options, mount-options, uid, gid, mode, lost-found, access, pool"}},
 		"fstype":     {map[string]string{"fstype": "btrfs"}, []string{`fstype "btrfs"`, "ext4, xfs"}},
 		"size":       {map[string]string{"size": "big"}, []string{`size "big"`, "512M"}},
 		"too small":  {map[string]string{"size": "1M"}, []string{"minimum of 16M"}},

@@ -181,6 +181,16 @@ func (FS) FormatIfBlank(ctx context.Context, dev, fstype string, mkfsOptions []s
 	return fstype, true, nil
 }
 
+// Probe implements driver.Mounter: blkid's word on dev, read only. A partition table without a
+// filesystem is refused, as FormatIfBlank refuses it.
+func (FS) Probe(ctx context.Context, dev string) (string, error) {
+	found, pt, err := probe(ctx, dev)
+	if err == nil && pt != "" && found == "" {
+		err = fmt.Errorf("%s holds a %s partition table: refusing to mount it (the volume was partitioned by hand)", dev, pt)
+	}
+	return found, err
+}
+
 // mountFlags maps the flag-like mount options to MS_* bits; the rest go to the filesystem.
 var mountFlags = map[string]uintptr{
 	"ro": unix.MS_RDONLY, "rw": 0, "noatime": unix.MS_NOATIME, "nodiratime": unix.MS_NODIRATIME,
