@@ -201,12 +201,12 @@ type fakeProvisioner struct {
 
 	mu       sync.Mutex
 	vols     map[string]Volume
-	holders  map[string]string // volume -> host holding it
+	holders  map[string]string          // volume -> host holding it
 	readers  map[string]map[string]bool // volume -> hosts holding it read-only
-	removed  []RemoveAction    // the action of each successful Remove
-	created  []Options         // the options of each successful Create
-	attachID func() string     // when set, the Attachment.ID of each Attach (default "cookie")
-	detached []Attachment      // the argument of each Detach call
+	removed  []RemoveAction             // the action of each successful Remove
+	created  []Options                  // the options of each successful Create
+	attachID func() string              // when set, the Attachment.ID of each Attach (default "cookie")
+	detached []Attachment               // the argument of each Detach call
 	// attachReadsVolume makes Attach return the volume, as the real backends do.
 	attachReadsVolume bool
 }

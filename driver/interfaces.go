@@ -108,8 +108,8 @@ type Volume struct {
 	Root         RootOptions // as stored: checked by CheckStored before use
 	// Access is the volume's access as stored: "" or AccessReadWrite, AccessReadOnly (checked by
 	// CheckStored before use).
-	Access string
-	CreatedAt    time.Time
+	Access    string
+	CreatedAt time.Time
 	// Holder names who holds the volume, if anyone does ("host-b (client 10.0.0.2:0/123)").
 	Holder string
 	// Status holds backend-specific facts for `docker volume inspect`.
