@@ -5,6 +5,7 @@ package fuse_test
 import (
 	"context"
 	"crypto/rand"
+	"errors"
 	"encoding/hex"
 	"io"
 	"os"
@@ -34,6 +35,37 @@ func labCeph(t *testing.T) (cluster *rbd.Cluster, conf, user, keyring, pool stri
 	return cluster, conf, user, keyring, pool
 }
 
+// newImage makes an image named prefix-<random> and removes it at the test's end. The removal is
+// retried while the image is still watched (a killed rbd-fuse's watch lapses within 30 s), and a
+// failure is the test's: nothing may be left in the pool.
+func newImage(t *testing.T, cluster *rbd.Cluster, pool, prefix string, size uint64) driver.ImageSpec {
+	t.Helper()
+	b := make([]byte, 4)
+	_, _ = rand.Read(b)
+	spec := driver.ImageSpec{Pool: pool, Image: prefix + "-" + hex.EncodeToString(b)}
+	c, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	if err := cluster.Create(c, spec, rbd.CreateOptions{Size: size, Features: []string{"layering", "exclusive-lock"}}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		c, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+		defer cancel()
+		for {
+			err := cluster.Remove(c, spec)
+			if err == nil || errors.Is(err, driver.ErrNotFound) {
+				return
+			}
+			if c.Err() != nil {
+				t.Errorf("remove %s: %v", spec, err)
+				return
+			}
+			time.Sleep(time.Second)
+		}
+	})
+	return spec
+}
+
 func devSize(t *testing.T, dev string) int64 {
 	t.Helper()
 	f, err := os.Open(dev)
@@ -55,17 +87,7 @@ func TestRefreshFollowsResize(t *testing.T) {
 	cluster, conf, user, keyring, pool := labCeph(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	b := make([]byte, 4)
-	_, _ = rand.Read(b)
-	spec := driver.ImageSpec{Pool: pool, Image: "refresh-" + hex.EncodeToString(b)}
-	if err := cluster.Create(ctx, spec, rbd.CreateOptions{Size: 64 << 20, Features: []string{"layering", "exclusive-lock"}}); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		c, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-		defer cancel()
-		_ = cluster.Remove(c, spec)
-	})
+	spec := newImage(t, cluster, pool, "refresh", 64<<20)
 	m := fuse.New(filepath.Join(t.TempDir(), "fuse"), conf, keyring)
 	if err := m.Refresh(ctx, spec); err != nil {
 		t.Fatalf("Refresh of an image that is not mapped: %v", err)
