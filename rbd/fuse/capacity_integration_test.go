@@ -5,8 +5,8 @@ package fuse_test
 import (
 	"context"
 	"crypto/rand"
-	"errors"
 	"encoding/hex"
+	"errors"
 	"io"
 	"os"
 	"path/filepath"
