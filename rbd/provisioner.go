@@ -307,6 +307,9 @@ func volumeOf(name string, spec Spec, d Description) driver.Volume {
 		vol.Status["data-pool"] = info.DataPool
 	}
 	vol.Holder = holderOf(d, nil)
+	if readers, _, locked := otherLocks(d.Lockers, nil); !locked && len(readers) > 0 {
+		vol.Holder = "read-only by " + describeLocks(readers)
+	}
 	return vol
 }
 
