@@ -290,3 +290,53 @@ func TestAttachWaitsOutADeadClientsWatch(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// Host locks in both modes on a real cluster, three connections as three hosts: shared locks
+// coexist and list as shared; an exclusive lock is refused beside them, and a shared one beside
+// an exclusive one (cls_lock decides, atomically).
+func TestHostLockSharedAndExclusive(t *testing.T) {
+	e := lab(t)
+	a, b, w := e.connect(t), e.connect(t), e.connect(t)
+	ctx := ctxFor(t, 60*time.Second)
+	spec := rbd.Spec{Pool: e.pool, Image: uniqueName("shlock")}
+	if err := w.Create(ctx, spec, rbd.CreateOptions{Size: 16 * mib, Features: []string{"layering"}}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = w.Remove(ctxFor(t, 20*time.Second), spec) })
+	ca, cb, cw := rbd.HostCookie("node-a", "id-a"), rbd.HostCookie("node-b", "id-b"), rbd.HostCookie("node-w", "id-w")
+	for _, c := range []struct {
+		cl     *rbd.Cluster
+		cookie string
+	}{{a, ca}, {b, cb}, {a, ca}} { // a again: held already
+		if err := c.cl.LockHostShared(ctx, spec, "", c.cookie, "test"); err != nil {
+			t.Fatalf("shared lock %s: %v", c.cookie, err)
+		}
+	}
+	ls, err := w.Lockers(ctx, spec)
+	if err != nil || len(ls) != 2 || !ls[0].Shared || !ls[1].Shared {
+		t.Fatalf("lockers %+v, %v: want two shared", ls, err)
+	}
+	if d, err := w.Describe(ctx, spec); err != nil || len(d.Lockers) != 2 || !d.Lockers[0].Shared || !d.Lockers[1].Shared {
+		t.Fatalf("described lockers %+v, %v: want two shared", d.Lockers, err)
+	}
+	if err := w.LockHost(ctx, spec, "", cw, "test"); !errors.Is(err, driver.ErrBusyElsewhere) {
+		t.Fatalf("exclusive lock beside readers: %v, want ErrBusyElsewhere", err)
+	}
+	for _, l := range ls {
+		if err := w.BreakHostLock(ctx, spec, l); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := w.LockHost(ctx, spec, "", cw, "test"); err != nil {
+		t.Fatalf("exclusive lock once the readers let go: %v", err)
+	}
+	if ls, err := a.Lockers(ctx, spec); err != nil || len(ls) != 1 || ls[0].Shared || ls[0].Cookie != cw {
+		t.Fatalf("lockers %+v, %v: want the exclusive one", ls, err)
+	}
+	if d, err := a.Describe(ctx, spec); err != nil || len(d.Lockers) != 1 || d.Lockers[0].Shared {
+		t.Fatalf("described lockers %+v, %v: want the exclusive one", d.Lockers, err)
+	}
+	if err := a.LockHostShared(ctx, spec, "", ca, "test"); !errors.Is(err, driver.ErrBusyElsewhere) {
+		t.Fatalf("shared lock beside a writer: %v, want ErrBusyElsewhere", err)
+	}
+}
