@@ -420,6 +420,10 @@ func TestAttachReadOnlySharing(t *testing.T) {
 		t.Errorf("holder %q (%v), want both readers", vol.Holder, err)
 	}
 
+	if err := p3.Remove(ctx, "vol", driver.RemoveDelete); !errors.Is(err, driver.ErrInUse) || !strings.Contains(err.Error(), "node-2") || !strings.Contains(err.Error(), "read-only") {
+		t.Errorf("remove while hosts read it: %v", err)
+	}
+
 	// A writer (the access switched back) is refused naming both readers, LOCK_BREAK or not.
 	delete(f.image(spec).meta, driver.MetaAccess)
 	_, err = p3.Attach(ctx, "vol", driver.AttachRequest{Host: "node-3", TakeOver: true})
@@ -441,6 +445,9 @@ func TestAttachReadOnlySharing(t *testing.T) {
 		if err := p.Detach(ctx, "vol", driver.Attachment{ID: p.cookie(), Map: driver.MapRequest{ImageSpec: spec}}); err != nil {
 			t.Fatal(err)
 		}
+	}
+	if n := len(f.called("ClearHolder")); n != 0 {
+		t.Errorf("readers cleared a holder record %d times: they record none", n)
 	}
 	f.image(spec).watchers = nil // reader 1 unmapped
 	att3, err := p3.Attach(ctx, "vol", driver.AttachRequest{Host: "node-3"})
