@@ -147,9 +147,22 @@ func testReadOnlySharing(t *testing.T, l lab, be roBackend) {
 	if got := be.claims(t, a, name); len(got) != 2 {
 		t.Errorf("claims after the refusal: %+v, want the two readers'", got)
 	}
+	// host-b's plugin dies and starts again (its mapping stays): its reconcile recognises its
+	// shared claim as its own and keeps it read-only, though the access now says readwrite.
+	b.kill9()
+	b.start()
+	if strings.Contains(b.logs(), "could not repair") {
+		t.Errorf("host-b's restart did not keep its read-only claim:\n%s", b.logs())
+	}
+	if got := be.claims(t, a, name); len(got) != 2 || !got[0].Shared || !got[1].Shared {
+		t.Errorf("claims after host-b's restart: %+v, want the two readers'", got)
+	}
 	// The readers keep reading (their claim and mapping are what they were).
 	if got, err := os.ReadFile(filepath.Join(paths[b], "data.bin")); err != nil || sha256.Sum256(got) != want {
-		t.Errorf("host-b reads after host-c's refusal: %v", err)
+		t.Errorf("host-b reads after host-c's refusal and its restart: %v", err)
+	}
+	if err := os.WriteFile(filepath.Join(paths[b], "write.bin"), []byte("x"), 0o644); !errors.Is(err, syscall.EROFS) {
+		t.Errorf("host-b writes after its restart: %v, want EROFS", err)
 	}
 	a.unmount(name, "a1")
 	b.unmount(name, "b1")
