@@ -340,3 +340,69 @@ func TestHostLockSharedAndExclusive(t *testing.T) {
 		t.Fatalf("shared lock beside a writer: %v, want ErrBusyElsewhere", err)
 	}
 }
+
+// A reader and a writer attach the same volume at the same moment, each with its own connection,
+// round after round: exactly one of them wins each round, and the loser is refused naming it.
+func TestAttachReaderAndWriterRace(t *testing.T) {
+	e := lab(t)
+	reader := rbd.NewProvisioner(e.connect(t), rbd.ProvisionerConfig{Pool: e.pool, Host: "reader", HostID: "0123456789abcdef0123456789abcdef"})
+	writer := rbd.NewProvisioner(e.connect(t), rbd.ProvisionerConfig{Pool: e.pool, Host: "writer", HostID: "fedcba9876543210fedcba9876543210"})
+	ctx := ctxFor(t, 3*time.Minute)
+	name := uniqueName("rorace")
+	if err := reader.Create(ctx, name, driver.Options{Size: 16 * mib}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = reader.Remove(ctxFor(t, 30*time.Second), name, driver.RemoveDelete) })
+	wins, byLock := map[string]int{}, 0 // byLock: refusals by cls_lock (both looked before either locked)
+	for round := 0; round < 20; round++ {
+		type result struct {
+			who string
+			p   *rbd.Provisioner
+			att driver.Attachment
+			err error
+		}
+		out := make(chan result, 2)
+		start := make(chan struct{})
+		for _, c := range []struct {
+			who string
+			p   *rbd.Provisioner
+			ro  bool
+		}{{"reader", reader, true}, {"writer", writer, false}} {
+			go func() {
+				<-start
+				att, err := c.p.Attach(ctx, name, driver.AttachRequest{Host: c.who, MountID: "m", ReadOnly: c.ro})
+				out <- result{c.who, c.p, att, err}
+			}()
+		}
+		close(start)
+		var won []result
+		for range 2 {
+			r := <-out
+			switch {
+			case r.err == nil:
+				won = append(won, r)
+			case !errors.Is(r.err, driver.ErrBusyElsewhere):
+				t.Fatalf("round %d: %s: %v", round, r.who, r.err)
+			case strings.Contains(r.err.Error(), "was just attached by"):
+				byLock++
+			}
+		}
+		if len(won) != 1 {
+			t.Fatalf("round %d: %d winners, want exactly one", round, len(won))
+		}
+		w := won[0]
+		wins[w.who]++
+		if w.att.Map.ReadOnly != (w.who == "reader") {
+			t.Fatalf("round %d: %s won with read-only %v", round, w.who, w.att.Map.ReadOnly)
+		}
+		if err := w.p.Detach(ctx, name, w.att); err != nil {
+			t.Fatal(err)
+		}
+	}
+	t.Logf("20 rounds: wins %v, %d refused by the lock itself", wins, byLock)
+	c := e.connect(t)
+	spec := rbd.Spec{Pool: e.pool, Image: name}
+	if ls, err := c.Lockers(ctx, spec); err != nil || len(ls) != 0 {
+		t.Fatalf("locks left: %+v, %v", ls, err)
+	}
+}
