@@ -10,6 +10,7 @@ import (
 
 	"github.com/cephdocker/ceph-docker-plugin/driver"
 	"github.com/cephdocker/ceph-docker-plugin/driver/undo"
+	"github.com/sirupsen/logrus"
 )
 
 // Attach in three parts: gather what Ceph reports about the image (its host locks, its
@@ -57,6 +58,8 @@ type attachPolicy struct {
 	HostID   string // this host's identity ("" in tests of the older cookie format)
 	Claimed  string // the cookie this host's state recorded for the volume
 	TakeOver bool   // LOCK_BREAK=on
+	// ReadOnly: a shared read-only claim (asked for, or the volume's access is readonly).
+	ReadOnly bool
 }
 
 // attachAction is what an attach does next.
@@ -70,10 +73,11 @@ const (
 	actWaitForeign                      // a client that is not this host's watches what it holds: wait for it to lapse
 	actWaitWatchers                     // another holder, maybe dead: wait for its watches to lapse, then look again
 	actFence                            // LOCK_BREAK: fence the others, break their locks, then take the host lock
+	actDrop                             // a lock of this host's in the other mode, its state names none: release it, look again
 )
 
 func (a attachAction) String() string {
-	return [...]string{"lock", "held", "refuse", "look-local", "wait-foreign", "wait-watchers", "fence"}[a]
+	return [...]string{"lock", "held", "refuse", "look-local", "wait-foreign", "wait-watchers", "fence", "drop"}[a]
 }
 
 // attachDecision is decideAttach's answer.
@@ -81,11 +85,17 @@ type attachDecision struct {
 	Action attachAction
 	Holder string   // who holds the volume besides this host, for people
 	Cookie string   // actHeld: this host's lock's cookie
-	Others []Locker // actFence: the other hosts' locks
+	Shared bool     // actHeld: this host's lock is a shared (read-only) one
+	Others []Locker // actFence: the other hosts' locks; actDrop: this host's locks to release
 	Err    error    // actRefuse
 }
 
 // decideAttach decides, from what Ceph reported (f), what an attach of pol.Name does next.
+//
+// A read-write claim is an exclusive host lock, a read-only claim a shared one (HostLockTag):
+// cls_lock lets shared locks coexist and refuses an exclusive lock beside any other, so a reader
+// and a writer racing cannot both win. decideAttach refuses before that: a reader when another
+// host writes, a writer when other hosts read. A read-only claim is never fenced.
 func decideAttach(pol attachPolicy, f attachFacts) attachDecision {
 	owns := pol.owns
 	switch f.Phase {
@@ -97,17 +107,11 @@ func decideAttach(pol attachPolicy, f attachFacts) attachDecision {
 	case phaseWaited:
 		return pol.afterWait(f)
 	}
-	if cookie := ownCookie(f.Lockers, owns); cookie != "" {
-		if len(f.Watchers) == 0 {
-			return attachDecision{Action: actHeld, Cookie: cookie}
-		}
-		if !f.LocalKnown {
-			return attachDecision{Action: actLookLocal}
-		}
-		if len(foreignWatchers(f.Watchers, f.Local, f.LocalExact, addrIP(f.SelfAddr))) == 0 {
-			return attachDecision{Action: actHeld, Cookie: cookie}
-		}
-		return attachDecision{Action: actWaitForeign}
+	if own, ok := ownLock(f.Lockers, owns); ok {
+		return pol.held(own, f)
+	}
+	if dec, ok := pol.sharing(f.Lockers); ok {
+		return dec
 	}
 	holder := holderOf(Description{Lockers: f.Lockers, Watchers: f.Watchers}, owns)
 	if holder == "" {
@@ -124,6 +128,63 @@ func decideAttach(pol attachPolicy, f attachFacts) attachDecision {
 	return attachDecision{Action: actWaitWatchers, Holder: holder}
 }
 
+// held decides an attach of a volume this host holds already (own is its lock): the claim it
+// made before a restart of its plugin, kept in the mode it was made in, or one left behind.
+func (pol attachPolicy) held(own Locker, f attachFacts) attachDecision {
+	if own.Shared != pol.ReadOnly && pol.Claimed == "" {
+		// No state of this host names the claim (a first Mount): it is left over, and in the
+		// other mode. Release it and claim again. A claim its state names is kept as made: its
+		// mapping is up in that mode.
+		return attachDecision{Action: actDrop, Others: slices.DeleteFunc(slices.Clone(f.Lockers), func(l Locker) bool { return !pol.owns(l) })}
+	}
+	if own.Shared {
+		// Other hosts' readers may watch the image (rbd-fuse opens it); none of them writes.
+		return attachDecision{Action: actHeld, Cookie: own.Cookie, Shared: true}
+	}
+	switch {
+	case len(f.Watchers) == 0:
+		return attachDecision{Action: actHeld, Cookie: own.Cookie}
+	case !f.LocalKnown:
+		return attachDecision{Action: actLookLocal}
+	case len(foreignWatchers(f.Watchers, f.Local, f.LocalExact, addrIP(f.SelfAddr))) == 0:
+		return attachDecision{Action: actHeld, Cookie: own.Cookie}
+	}
+	return attachDecision{Action: actWaitForeign}
+}
+
+// sharing decides between readers and writers, when other hosts hold host locks: a read-only
+// claim beside readers is taken (their watchers are theirs), beside a writer refused; a
+// read-write claim beside readers is refused. ok is false when the locks leave it undecided.
+func (pol attachPolicy) sharing(lockers []Locker) (attachDecision, bool) {
+	readers, writer, locked := otherLocks(lockers, pol.owns)
+	switch {
+	case pol.ReadOnly && locked:
+		return refuse(pol.writerRefusal(writer)), true
+	case pol.ReadOnly && len(readers) > 0:
+		return attachDecision{Action: actLock}, true
+	case !pol.ReadOnly && len(readers) > 0:
+		return refuse(pol.readersRefusal(readers)), true
+	}
+	return attachDecision{}, false
+}
+
+// writerRefusal refuses a read-only claim while another host holds the volume read-write.
+func (pol attachPolicy) writerRefusal(writer Locker) error {
+	return fmt.Errorf("%w: volume %s is in use read-write by %s%s; it can be used read-only only once that host releases it: stop its containers there. "+
+		"A read-only claim never takes a volume over (LOCK_BREAK does not apply): if that host is dead, take the volume over read-write once on one host with LOCK_BREAK=on "+
+		"(set its access to readwrite first: rbd image-meta remove POOL/IMAGE %s), unmount it, and set it back to readonly",
+		driver.ErrBusyElsewhere, pol.Name, describeLock(writer), pol.sameName(writer), driver.MetaAccess)
+}
+
+// readersRefusal refuses a read-write claim while other hosts hold the volume read-only.
+func (pol attachPolicy) readersRefusal(readers []Locker) error {
+	return fmt.Errorf("%w: volume %s is held read-only by %s; it can be used read-write only once every reader releases it: stop their containers there "+
+		"(or use it read-only: set its access with rbd image-meta set POOL/IMAGE %s readonly). LOCK_BREAK never takes a volume from its readers. "+
+		"A dead reader's claim stays (a read-only kernel mapping does not even watch the image): once that host is down for good, release its claim by hand "+
+		"(rados -p POOL lock break rbd_header.ID %s CLIENT --lock-cookie COOKIE, from rados -p POOL lock info rbd_header.ID %s)",
+		driver.ErrBusyElsewhere, pol.Name, describeLocks(readers), driver.MetaAccess, HostLockName, HostLockName)
+}
+
 // afterWait decides once the watchers of another holder (f.Holder) were waited for.
 func (pol attachPolicy) afterWait(f attachFacts) attachDecision {
 	switch {
@@ -134,6 +195,9 @@ func (pol attachPolicy) afterWait(f attachFacts) attachDecision {
 			driver.ErrBusyElsewhere, pol.Name, f.Holder, WatchLapse))
 	}
 	// The holder may have let go while this host waited: Lockers and Watchers were read again.
+	if dec, ok := pol.sharing(f.Lockers); ok {
+		return dec
+	}
 	holder := holderOf(Description{Lockers: f.Lockers, Watchers: f.Watchers}, pol.owns)
 	switch {
 	case holder == "":
@@ -162,33 +226,52 @@ func (pol attachPolicy) identityTaken(live []Watcher) error {
 // ownCookie is the cookie of this host's lock among lockers, "" when it holds none (taken
 // before a restart of this host's plugin, when it does).
 func ownCookie(lockers []Locker, owns func(Locker) bool) string {
-	cookie := ""
-	for _, l := range lockers {
-		if owns(l) {
-			cookie = l.Cookie
-		}
-	}
-	return cookie
+	l, _ := ownLock(lockers, owns)
+	return l.Cookie
 }
 
-// Attach implements driver.Provisioner: it takes the image's host lock for this host.
+// ownLock is this host's lock among lockers (the last, should there be several), ok false
+// when it holds none.
+func ownLock(lockers []Locker, owns func(Locker) bool) (own Locker, ok bool) {
+	for _, l := range lockers {
+		if owns(l) {
+			own, ok = l, true
+		}
+	}
+	return own, ok
+}
+
+// Attach implements driver.Provisioner: it takes the image's host lock for this host, a shared
+// one for a read-only claim (asked for, or the volume's access is readonly).
 func (p *Provisioner) Attach(ctx context.Context, name string, req driver.AttachRequest) (att driver.Attachment, err error) {
 	spec, d, err := p.describe(ctx, name)
 	if err != nil {
 		return att, err
 	}
-	pol := attachPolicy{Name: name, Host: p.cfg.Host, HostID: p.cfg.HostID, Claimed: req.Claimed, TakeOver: req.TakeOver}
+	pol := attachPolicy{Name: name, Host: p.cfg.Host, HostID: p.cfg.HostID, Claimed: req.Claimed, TakeOver: req.TakeOver,
+		ReadOnly: req.ReadOnly || volumeOf(name, spec, d).ReadOnly()}
 	f := attachFacts{Lockers: d.Lockers, Watchers: d.Watchers}
 	var tx undo.Stack
 	defer tx.OnError(ctx, &err, p.reportUndo(name))
-	held := ""
+	held, readOnly, dropped := "", pol.ReadOnly, false
 	for held == "" {
 		dec := decideAttach(pol, f)
 		switch dec.Action {
 		case actRefuse:
 			return att, dec.Err
 		case actHeld:
-			held = dec.Cookie
+			held, readOnly = dec.Cookie, dec.Shared
+		case actDrop:
+			if dropped {
+				return att, fmt.Errorf("volume %s: this host's left-over host lock on %s is still there after it released it", name, spec)
+			}
+			if err := p.drop(ctx, name, spec, dec.Others); err != nil {
+				return att, err
+			}
+			if spec, d, err = p.describe(ctx, name); err != nil {
+				return att, err
+			}
+			f, dropped = attachFacts{Lockers: d.Lockers, Watchers: d.Watchers}, true
 		case actLookLocal:
 			if f.SelfAddr, err = p.c.ClientAddr(); err != nil {
 				return att, err
@@ -211,7 +294,7 @@ func (p *Provisioner) Attach(ctx context.Context, name string, req driver.Attach
 					return att, fmt.Errorf("take volume %s over from %s: %w", name, dec.Holder, err)
 				}
 			}
-			if held, err = p.lock(ctx, name, spec, d.Info.ID, req); err != nil {
+			if held, err = p.lock(ctx, name, spec, d.Info.ID, req, pol.ReadOnly); err != nil {
 				return att, err
 			}
 			tx.Push("release the host lock on "+spec.String(), func(ctx context.Context) error {
@@ -224,12 +307,25 @@ func (p *Provisioner) Attach(ctx context.Context, name string, req driver.Attach
 		return att, err
 	}
 	att.ID = held
-	att.Map = driver.MapRequest{ImageSpec: spec, ReadOnly: req.ReadOnly, Monitors: mons, User: p.c.User()}
+	att.Map = driver.MapRequest{ImageSpec: spec, ReadOnly: readOnly, Monitors: mons, User: p.c.User()}
 	vol := volumeOf(name, spec, d)
 	// Asked only now that this host holds the volume: nobody else writes it from here on.
 	vol.Unwritten = p.c.EndsUnwritten(ctx, d.Info, driver.SignatureWindow)
 	att.Volume = &vol // the first Mount needs no Get of its own
 	return att, nil
+}
+
+// drop releases this host's left-over host locks (mine) on a volume, before claiming it in the
+// other mode.
+func (p *Provisioner) drop(ctx context.Context, name string, spec Spec, mine []Locker) error {
+	for _, l := range mine {
+		p.log().WithFields(logrus.Fields{"volume": name, "image": spec.String(), "shared": l.Shared}).
+			Warn("releasing this host's left-over host lock, in the other mode than this claim's")
+		if err := p.c.BreakHostLock(ctx, spec, l); err != nil && !errors.Is(err, driver.ErrNotFound) {
+			return fmt.Errorf("volume %s: release this host's left-over host lock: %w", name, err)
+		}
+	}
+	return nil
 }
 
 // waitWatchers waits for the watchers of a volume that holder has to lapse, and when none is
@@ -249,11 +345,17 @@ func (p *Provisioner) waitWatchers(ctx context.Context, name string, spec *Spec,
 	return f, nil
 }
 
-// lock takes the image's host lock for this host and returns its cookie.
-func (p *Provisioner) lock(ctx context.Context, name string, spec Spec, imageID string, req driver.AttachRequest) (string, error) {
+// lock takes the image's host lock for this host, shared for a read-only claim, and returns its
+// cookie.
+func (p *Provisioner) lock(ctx context.Context, name string, spec Spec, imageID string, req driver.AttachRequest, shared bool) (string, error) {
 	cookie := p.cookie()
 	desc := fmt.Sprintf("host %s, host ID %s, mount %s, since %s", req.Host, p.cfg.HostID, req.MountID, time.Now().UTC().Format(time.RFC3339))
-	err := p.c.LockHost(ctx, spec, imageID, cookie, desc)
+	lock := p.c.LockHost
+	if shared {
+		desc = "read-only, " + desc
+		lock = p.c.LockHostShared
+	}
+	err := lock(ctx, spec, imageID, cookie, desc)
 	if errors.Is(err, driver.ErrBusyElsewhere) {
 		holder, _ := p.holder(ctx, spec, func(l Locker) bool { return p.owns(l, req.Claimed) })
 		return "", justAttached(name, holder)
@@ -312,11 +414,15 @@ func (p *Provisioner) holder(ctx context.Context, spec Spec, owns func(Locker) b
 }
 
 // holderOf names who holds an image already described, besides this host: another host's lock
-// (owns says which locks are this host's; nil: none), or a client that has it open or mapped
-// without the plugin. "" when nobody does.
+// (owns says which locks are this host's; nil: none), the readers when only shared locks are
+// there, or a client that has it open or mapped without the plugin. "" when nobody does.
 func holderOf(d Description, owns func(Locker) bool) string {
-	if l, ok := otherLock(d.Lockers, owns); ok {
-		return describeLock(l)
+	readers, writer, locked := otherLocks(d.Lockers, owns)
+	switch {
+	case locked:
+		return describeLock(writer)
+	case len(readers) > 0:
+		return describeLocks(readers) + ", read-only"
 	}
 	for _, l := range d.Lockers {
 		if owns != nil && owns(l) {
@@ -343,14 +449,38 @@ func describeLock(l Locker) string {
 	return fmt.Sprintf("host %s (host ID %s, %s at %s)", name, driver.ShortHostID(id), l.Client, l.Addr)
 }
 
-// otherLock finds a plugin's host lock that is not this host's.
+// describeLocks names the holders of host locks for people.
+func describeLocks(ls []Locker) string {
+	out := make([]string, 0, len(ls))
+	for _, l := range ls {
+		out = append(out, describeLock(l))
+	}
+	return strings.Join(out, ", ")
+}
+
+// otherLock finds a plugin's host lock that is not this host's, an exclusive one first.
 func otherLock(lockers []Locker, owns func(Locker) bool) (Locker, bool) {
+	readers, writer, locked := otherLocks(lockers, owns)
+	if !locked && len(readers) > 0 {
+		return readers[0], true
+	}
+	return writer, locked
+}
+
+// otherLocks sorts the plugin's host locks that are not this host's (owns; nil: none is) into
+// the shared ones (readers) and the exclusive one (writer; locked says there is one).
+func otherLocks(lockers []Locker, owns func(Locker) bool) (readers []Locker, writer Locker, locked bool) {
 	for _, l := range lockers {
-		if _, _, ok := ParseCookie(l.Cookie); ok && (owns == nil || !owns(l)) {
-			return l, true
+		if _, _, ok := ParseCookie(l.Cookie); !ok || (owns != nil && owns(l)) {
+			continue
+		}
+		if l.Shared {
+			readers = append(readers, l)
+		} else if !locked {
+			writer, locked = l, true
 		}
 	}
-	return Locker{}, false
+	return readers, writer, locked
 }
 
 // owns says whether host lock l is this host's: taken under this host's identity, or taken under

@@ -3,6 +3,7 @@ package rbd
 import (
 	"context"
 	"errors"
+	"slices"
 	"strings"
 	"testing"
 
@@ -265,6 +266,11 @@ func (r raceCeph) LockHost(ctx context.Context, spec Spec, id, cookie, desc stri
 	return r.fakeCeph.LockHost(ctx, spec, id, cookie, desc)
 }
 
+func (r raceCeph) LockHostShared(ctx context.Context, spec Spec, id, cookie, desc string) error {
+	r.image(r.spec).lockers = []Locker{r.winner}
+	return r.fakeCeph.LockHostShared(ctx, spec, id, cookie, desc)
+}
+
 // A failure after the lock was taken gives it back; an undo that fails too is reported.
 func TestAttachUndoesTheLock(t *testing.T) {
 	f, p, spec := attachFixture(t)
@@ -293,6 +299,195 @@ func TestAttachDescribeFailures(t *testing.T) {
 	f.image(Spec{Pool: "volumes", Image: "vol"}).lockers = []Locker{{Cookie: HostCookie("node-1", idA)}}
 	f.image(Spec{Pool: "volumes", Image: "vol"}).watchers = []Watcher{{Addr: "10.0.0.2:0/9"}}
 	if _, err := p.Attach(context.Background(), "vol", driver.AttachRequest{}); err == nil || !strings.Contains(err.Error(), "no addr") {
+		t.Errorf("err = %v", err)
+	}
+}
+
+// decideAttach for read-only claims (shared host locks) beside read-write ones (the exclusive
+// host lock), and this host's own lock in either mode.
+func TestDecideAttachReadOnly(t *testing.T) {
+	mine := Locker{Client: "client.1", Cookie: HostCookie("node-1", idA), Addr: "10.0.0.1:0/100"}
+	mineShared := mine
+	mineShared.Shared = true
+	writer := Locker{Client: "client.42", Cookie: HostCookie("node-2", idB), Addr: "10.0.0.2:0/7"}
+	readerB := Locker{Client: "client.42", Cookie: HostCookie("node-2", idB), Addr: "10.0.0.2:0/7", Shared: true}
+	readerC := Locker{Client: "client.51", Cookie: HostCookie("node-3", idC), Addr: "10.0.0.3:0/8", Shared: true}
+	fuseB := Watcher{Addr: "10.0.0.2:0/9"} // reader B's rbd-fuse
+	rw := attachPolicy{Name: "vol", Host: "node-1", HostID: idA}
+	rwBreak, ro := rw, rw
+	rwBreak.TakeOver, ro.ReadOnly = true, true
+	roBreak, roClaimed, rwClaimed := ro, ro, rw
+	roBreak.TakeOver, roClaimed.Claimed, rwClaimed.Claimed = true, mine.Cookie, mine.Cookie
+	readersSay := []string{"volume vol is held read-only by host node-2 (host ID " + idB[:12], "host node-3 (host ID " + idC[:12],
+		"every reader releases it", "LOCK_BREAK never", "rados -p POOL lock break rbd_header.ID " + HostLockName}
+	writerSays := []string{"volume vol is in use read-write by host node-2 (host ID " + idB[:12], "never takes a volume over",
+		"LOCK_BREAK=on", "rbd image-meta remove POOL/IMAGE " + driver.MetaAccess}
+
+	cases := []struct {
+		what   string
+		pol    attachPolicy
+		f      attachFacts
+		want   attachAction
+		shared bool     // actHeld: the held lock is shared
+		drop   []Locker // actDrop: the locks to release
+		says   []string // in the refusal (ErrBusyElsewhere)
+	}{
+		{what: "read-only, nobody has it", pol: ro, want: actLock},
+		{what: "read-only beside readers, whose rbd-fuse watches", pol: ro,
+			f: attachFacts{Lockers: []Locker{readerB, readerC}, Watchers: []Watcher{fuseB}}, want: actLock},
+		{what: "read-only beside a writer", pol: ro, f: attachFacts{Lockers: []Locker{writer}, Watchers: []Watcher{fuseB}},
+			want: actRefuse, says: writerSays},
+		{what: "read-only beside a writer with LOCK_BREAK=on: a reader never fences", pol: roBreak,
+			f: attachFacts{Lockers: []Locker{writer}}, want: actRefuse, says: writerSays},
+		{what: "read-only, watched without a lock: wait for it to lapse", pol: ro,
+			f: attachFacts{Watchers: []Watcher{fuseB}}, want: actWaitWatchers},
+		{what: "read-only, after the wait readers came", pol: ro,
+			f: attachFacts{Phase: phaseWaited, Holder: "h", Lockers: []Locker{readerB}}, want: actLock},
+		{what: "read-only, after the wait a writer came", pol: roBreak,
+			f: attachFacts{Phase: phaseWaited, Holder: "h", Lockers: []Locker{writer}}, want: actRefuse, says: writerSays},
+		{what: "read-only, this host's shared lock beside other readers' watchers", pol: ro,
+			f: attachFacts{Lockers: []Locker{readerB, mineShared}, Watchers: []Watcher{fuseB}}, want: actHeld, shared: true},
+		{what: "this host's shared lock after a restart, the access now readwrite", pol: rwClaimed,
+			f: attachFacts{Lockers: []Locker{mineShared, readerB}}, want: actHeld, shared: true},
+		{what: "this host's exclusive lock after a restart, the access now readonly", pol: roClaimed,
+			f: attachFacts{Lockers: []Locker{mine}}, want: actHeld},
+		{what: "read-only, a left-over exclusive lock of this host's", pol: ro,
+			f: attachFacts{Lockers: []Locker{mine}}, want: actDrop, drop: []Locker{mine}},
+		{what: "read-write, a left-over shared lock of this host's", pol: rw,
+			f: attachFacts{Lockers: []Locker{readerB, mineShared}}, want: actDrop, drop: []Locker{mineShared}},
+		{what: "read-write beside readers", pol: rw, f: attachFacts{Lockers: []Locker{readerB, readerC}},
+			want: actRefuse, says: readersSay},
+		{what: "read-write beside readers with LOCK_BREAK=on: readers are never fenced", pol: rwBreak,
+			f: attachFacts{Lockers: []Locker{readerB, readerC}, Watchers: []Watcher{fuseB}}, want: actRefuse, says: readersSay},
+		{what: "read-write, after the wait readers came", pol: rwBreak,
+			f: attachFacts{Phase: phaseWaited, Holder: "h", Lockers: []Locker{readerB, readerC}}, want: actRefuse, says: readersSay},
+	}
+	for _, c := range cases {
+		t.Run(c.what, func(t *testing.T) {
+			d := decideAttach(c.pol, c.f)
+			if d.Action != c.want {
+				t.Fatalf("action = %v (err %v), want %v", d.Action, d.Err, c.want)
+			}
+			switch c.want {
+			case actHeld:
+				if d.Shared != c.shared || d.Cookie != mine.Cookie {
+					t.Errorf("held %+v, want shared %v with this host's cookie", d, c.shared)
+				}
+			case actDrop:
+				if !slices.Equal(d.Others, c.drop) {
+					t.Errorf("drop %+v, want %+v", d.Others, c.drop)
+				}
+			case actRefuse:
+				if !errors.Is(d.Err, driver.ErrBusyElsewhere) {
+					t.Errorf("refusal %v is not ErrBusyElsewhere", d.Err)
+				}
+				for _, s := range c.says {
+					if !strings.Contains(d.Err.Error(), s) {
+						t.Errorf("refusal %q does not say %q", d.Err, s)
+					}
+				}
+			}
+			if c.want != actRefuse && d.Err != nil {
+				t.Errorf("err = %v with action %v", d.Err, d.Action)
+			}
+		})
+	}
+}
+
+// Hosts sharing a volume read-only on the fake cluster (cls_lock's rule): readers together,
+// never beside a writer, both ways; the readers named; a restart recognises its shared claim.
+func TestAttachReadOnlySharing(t *testing.T) {
+	f, p1, spec := attachFixture(t)
+	host := func(name, id string) *Provisioner {
+		return newProvisioner(f, ProvisionerConfig{Pool: "volumes", Host: name, HostID: id})
+	}
+	p2, p3 := host("node-2", idB), host("node-3", idC)
+	ctx := context.Background()
+	f.image(spec).meta[driver.MetaAccess] = driver.AccessReadOnly
+	att1, err := p1.Attach(ctx, "vol", driver.AttachRequest{Host: "node-1"})
+	if err != nil || !att1.Map.ReadOnly {
+		t.Fatalf("reader 1: %+v, %v", att1.Map, err)
+	}
+	f.image(spec).watchers = []Watcher{{Addr: "10.0.0.1:0/9"}} // reader 1's rbd-fuse
+	if att2, err := p2.Attach(ctx, "vol", driver.AttachRequest{Host: "node-2"}); err != nil || !att2.Map.ReadOnly {
+		t.Fatalf("reader 2: %+v, %v", att2.Map, err)
+	}
+	if ls := f.image(spec).lockers; len(ls) != 2 || !ls[0].Shared || !ls[1].Shared {
+		t.Fatalf("locks %+v, want two shared", ls)
+	}
+	vol, err := p3.Get(ctx, "vol")
+	if err != nil || !strings.HasPrefix(vol.Holder, "read-only by host node-1") || !strings.Contains(vol.Holder, ", host node-2") {
+		t.Errorf("holder %q (%v), want both readers", vol.Holder, err)
+	}
+
+	if err := p3.Remove(ctx, "vol", driver.RemoveDelete); !errors.Is(err, driver.ErrInUse) || !strings.Contains(err.Error(), "node-2") || !strings.Contains(err.Error(), "read-only") {
+		t.Errorf("remove while hosts read it: %v", err)
+	}
+
+	// A writer (the access switched back) is refused naming both readers, LOCK_BREAK or not.
+	delete(f.image(spec).meta, driver.MetaAccess)
+	_, err = p3.Attach(ctx, "vol", driver.AttachRequest{Host: "node-3", TakeOver: true})
+	if !errors.Is(err, driver.ErrBusyElsewhere) || !strings.Contains(err.Error(), "node-1") || !strings.Contains(err.Error(), "node-2") {
+		t.Fatalf("writer beside readers: %v", err)
+	}
+	if n := len(f.called("BreakLock")) + len(f.called("BreakHostLock")) + len(f.called("LockHost")); n != 0 {
+		t.Errorf("a refused writer touched the locks: %v", f.calls)
+	}
+
+	// Reader 1's plugin restarts: its state names its shared claim, kept read-only.
+	again, err := host("node-1", idA).Attach(ctx, "vol", driver.AttachRequest{Host: "node-1", Claimed: att1.ID})
+	if err != nil || !again.Map.ReadOnly || again.ID != att1.ID {
+		t.Fatalf("reclaim: %+v %q, %v", again.Map, again.ID, err)
+	}
+
+	// Both let go: the writer gets it, and then a reader asking read-only is refused naming it.
+	for _, p := range []*Provisioner{p1, p2} {
+		if err := p.Detach(ctx, "vol", driver.Attachment{ID: p.cookie(), Map: driver.MapRequest{ImageSpec: spec}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n := len(f.called("ClearHolder")); n != 0 {
+		t.Errorf("readers cleared a holder record %d times: they record none", n)
+	}
+	f.image(spec).watchers = nil // reader 1 unmapped
+	att3, err := p3.Attach(ctx, "vol", driver.AttachRequest{Host: "node-3"})
+	if err != nil || att3.Map.ReadOnly {
+		t.Fatalf("writer: %+v, %v", att3.Map, err)
+	}
+	_, err = p1.Attach(ctx, "vol", driver.AttachRequest{Host: "node-1", ReadOnly: true})
+	if !errors.Is(err, driver.ErrBusyElsewhere) || !strings.Contains(err.Error(), "in use read-write by host node-3") {
+		t.Fatalf("reader beside a writer: %v", err)
+	}
+	if n := len(f.called("LockHostShared")); n != 2 {
+		t.Errorf("LockHostShared called %d times, want 2", n)
+	}
+}
+
+// A writer takes the lock between a reader's look and its shared lock: cls_lock refuses the
+// reader, and the refusal names the writer.
+func TestAttachReadOnlyLosesTheRace(t *testing.T) {
+	f, p, spec := attachFixture(t)
+	winner := Locker{Client: "client.42", Cookie: HostCookie("node-2", idB), Addr: "10.0.0.2:0/7"}
+	p = newProvisioner(raceCeph{fakeCeph: f, winner: winner, spec: spec}, p.cfg)
+	_, err := p.Attach(context.Background(), "vol", driver.AttachRequest{Host: "node-1", ReadOnly: true})
+	if !errors.Is(err, driver.ErrBusyElsewhere) || !strings.Contains(err.Error(), "was just attached by host node-2") {
+		t.Fatalf("err = %v", err)
+	}
+}
+
+// A left-over lock of this host's in the other mode is released before the claim is made.
+func TestAttachDropsALeftOverLockOfTheOtherMode(t *testing.T) {
+	f, p, spec := attachFixture(t)
+	f.image(spec).lockers = []Locker{{Client: "client.1", Cookie: HostCookie("node-1", idA), Addr: f.self}}
+	att, err := p.Attach(context.Background(), "vol", driver.AttachRequest{Host: "node-1", ReadOnly: true})
+	if err != nil || !att.Map.ReadOnly {
+		t.Fatalf("%+v, %v", att.Map, err)
+	}
+	if ls := f.image(spec).lockers; len(ls) != 1 || !ls[0].Shared || len(f.called("BreakHostLock")) != 1 {
+		t.Errorf("locks %+v, calls %v", ls, f.calls)
+	}
+	f.fail["BreakHostLock"] = errors.New("osd down")
+	if _, err := p.Attach(context.Background(), "vol", driver.AttachRequest{Host: "node-1"}); err == nil || !strings.Contains(err.Error(), "left-over host lock: osd down") {
 		t.Errorf("err = %v", err)
 	}
 }

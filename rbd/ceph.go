@@ -41,6 +41,7 @@ type images interface {
 type hostLocks interface {
 	Lockers(ctx context.Context, spec Spec) ([]Locker, error)
 	LockHost(ctx context.Context, spec Spec, imageID, cookie, desc string) error
+	LockHostShared(ctx context.Context, spec Spec, imageID, cookie, desc string) error
 	BreakHostLock(ctx context.Context, spec Spec, l Locker) error
 	BreakLock(ctx context.Context, spec Spec, holder string) ([]string, error)
 	Blocklist(ctx context.Context, addr string, expire time.Duration) error

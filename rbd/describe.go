@@ -203,7 +203,7 @@ func listLockers(io *rados.IOContext, oid string) ([]Locker, error) {
 	}
 	out := make([]Locker, 0, len(info.Clients))
 	for i := range info.Clients {
-		l := Locker{Client: info.Clients[i]}
+		l := Locker{Client: info.Clients[i], Shared: !info.Exclusive}
 		if i < len(info.Cookies) {
 			l.Cookie = info.Cookies[i]
 		}

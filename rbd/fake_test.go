@@ -322,20 +322,32 @@ func (f *fakeCeph) Lockers(_ context.Context, spec Spec) ([]Locker, error) {
 }
 
 func (f *fakeCeph) LockHost(_ context.Context, spec Spec, _, cookie, _ string) error {
+	return f.lockHost("LockHost", spec, cookie, false)
+}
+
+func (f *fakeCeph) LockHostShared(_ context.Context, spec Spec, _, cookie, _ string) error {
+	return f.lockHost("LockHostShared", spec, cookie, true)
+}
+
+// lockHost is cls_lock's rule: shared locks coexist, an exclusive lock stands alone, and the
+// same cookie (the fake has one client per cookie) taking the lock again holds it already.
+func (f *fakeCeph) lockHost(method string, spec Spec, cookie string, shared bool) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	img, err := f.find("LockHost", spec)
+	img, err := f.find(method, spec)
 	if err != nil {
 		return err
 	}
+	mine := Locker{Client: "client.1", Cookie: cookie, Addr: f.self, Shared: shared}
 	for _, l := range img.lockers {
-		if l.Cookie != cookie {
+		switch {
+		case l.Cookie == cookie:
+			return nil // EEXIST
+		case !shared || !l.Shared:
 			return &OpError{Op: "host lock", What: spec.String(), Kind: driver.ErrBusyElsewhere, Err: errors.New("another client holds the host lock")}
 		}
 	}
-	if len(img.lockers) == 0 {
-		img.lockers = []Locker{{Client: "client.1", Cookie: cookie, Addr: f.self}}
-	}
+	img.lockers = append(img.lockers, mine)
 	return nil
 }
 

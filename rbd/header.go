@@ -297,8 +297,15 @@ func decodeLockInfo(b []byte) ([]Locker, error) {
 		d.end(infoAt)
 		out = append(out, l)
 	}
-	d.u8()  // lock type
+	if d.u8() == clsLockShared {
+		for i := range out {
+			out[i].Shared = true
+		}
+	}
 	d.str() // tag
 	d.end(at)
 	return out, d.err
 }
+
+// clsLockShared is cls_lock's ClsLockType of a shared lock (exclusive is 1).
+const clsLockShared = 2

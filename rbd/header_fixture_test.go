@@ -327,3 +327,27 @@ func TestHeaderDecodeFailedCalls(t *testing.T) {
 		t.Errorf("radosErrno: %q", e.Error())
 	}
 }
+
+// The lock type after the lockers says whether they hold the host lock shared (read-only
+// claims): the recorded exclusive lock, and the same reply with the type of a shared one.
+func TestDecodeLockInfoShared(t *testing.T) {
+	fx := loadFixture(t, "plain")
+	lockOut := fx.Calls[8].Out
+	// The reply ends with the lock type (u8) and the tag ("": a u32 length of 0).
+	typeAt := len(lockOut) - 5
+	if lockOut[typeAt] != 1 || !slices.Equal(lockOut[typeAt+1:], []byte{0, 0, 0, 0}) {
+		t.Fatalf("recorded lock info does not end with an exclusive type and an empty tag: % x", lockOut[typeAt:])
+	}
+	got, err := decodeLockInfo(lockOut)
+	if err != nil || len(got) != 1 || got[0].Shared {
+		t.Fatalf("exclusive: %+v, %v", got, err)
+	}
+	shared := slices.Clone(lockOut)
+	shared[typeAt] = clsLockShared
+	got, err = decodeLockInfo(shared)
+	want := slices.Clone(fx.Want.Lockers)
+	want[0].Shared = true
+	if err != nil || !reflect.DeepEqual(got, want) {
+		t.Fatalf("shared: %+v, %v; want %+v", got, err, want)
+	}
+}

@@ -10,6 +10,7 @@ import (
 const (
 	idA = "0123456789abcdef0123456789abcdef"
 	idB = "fedcba9876543210fedcba9876543210"
+	idC = "00112233445566778899aabbccddeeff"
 )
 
 func TestCookieRoundTrip(t *testing.T) {

@@ -261,11 +261,15 @@ func aliveError(live []Watcher) error {
 // HostLockName is the name of the object lock on the image header.
 const HostLockName = "ceph-docker-plugin"
 
+// HostLockTag is the tag of the shared host locks (read-only claims).
+const HostLockTag = "docker-plugin-readonly"
+
 // Locker is a holder of a host lock.
 type Locker struct {
 	Client string // client.<id>
 	Cookie string
 	Addr   string // ip:port/nonce
+	Shared bool   // a shared (read-only) lock; false: the exclusive one
 }
 
 // headerCall runs fn with the image's pool context and header object name. id is the image's ID
@@ -300,14 +304,30 @@ func (c *Cluster) Lockers(ctx context.Context, spec Spec) ([]Locker, error) {
 	return headerCall(ctx, c, "list host locks", spec, "", listLockers)
 }
 
-// LockHost takes the image's host lock with cookie (no expiry). ErrBusyElsewhere when another
-// client holds it; taking it again with the same client and cookie succeeds. imageID is the
-// image's ID if the caller has just read it (Describe), else empty.
+// LockHost takes the image's host lock with cookie (no expiry), exclusive. ErrBusyElsewhere when
+// another client holds it (exclusive or shared); taking it again with the same client and cookie
+// succeeds. imageID is the image's ID if the caller has just read it (Describe), else empty.
 func (c *Cluster) LockHost(ctx context.Context, spec Spec, imageID, cookie, desc string) error {
+	return c.lockHost(ctx, spec, imageID, cookie, desc, false)
+}
+
+// LockHostShared is LockHost for a read-only claim: a shared lock, which other hosts' shared
+// locks do not refuse; ErrBusyElsewhere when another client holds the exclusive one.
+func (c *Cluster) LockHostShared(ctx context.Context, spec Spec, imageID, cookie, desc string) error {
+	return c.lockHost(ctx, spec, imageID, cookie, desc, true)
+}
+
+func (c *Cluster) lockHost(ctx context.Context, spec Spec, imageID, cookie, desc string, shared bool) error {
 	// taken says the lock was taken by this call (not held already): a lock that lands after the
 	// caller gave up is given back then, or this host would hold a volume it never mounted.
 	_, err := headerCallLate(ctx, c, "host lock", spec, imageID, func(io *rados.IOContext, oid string) (bool, error) {
-		ret, err := io.LockExclusive(oid, HostLockName, cookie, desc, 0, nil)
+		var ret int
+		var err error
+		if shared {
+			ret, err = io.LockShared(oid, HostLockName, cookie, HostLockTag, desc, 0, nil)
+		} else {
+			ret, err = io.LockExclusive(oid, HostLockName, cookie, desc, 0, nil)
+		}
 		if err != nil {
 			return false, err
 		}

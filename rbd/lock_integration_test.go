@@ -290,3 +290,119 @@ func TestAttachWaitsOutADeadClientsWatch(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// Host locks in both modes on a real cluster, three connections as three hosts: shared locks
+// coexist and list as shared; an exclusive lock is refused beside them, and a shared one beside
+// an exclusive one (cls_lock decides, atomically).
+func TestHostLockSharedAndExclusive(t *testing.T) {
+	e := lab(t)
+	a, b, w := e.connect(t), e.connect(t), e.connect(t)
+	ctx := ctxFor(t, 60*time.Second)
+	spec := rbd.Spec{Pool: e.pool, Image: uniqueName("shlock")}
+	if err := w.Create(ctx, spec, rbd.CreateOptions{Size: 16 * mib, Features: []string{"layering"}}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = w.Remove(ctxFor(t, 20*time.Second), spec) })
+	ca, cb, cw := rbd.HostCookie("node-a", "id-a"), rbd.HostCookie("node-b", "id-b"), rbd.HostCookie("node-w", "id-w")
+	for _, c := range []struct {
+		cl     *rbd.Cluster
+		cookie string
+	}{{a, ca}, {b, cb}, {a, ca}} { // a again: held already
+		if err := c.cl.LockHostShared(ctx, spec, "", c.cookie, "test"); err != nil {
+			t.Fatalf("shared lock %s: %v", c.cookie, err)
+		}
+	}
+	ls, err := w.Lockers(ctx, spec)
+	if err != nil || len(ls) != 2 || !ls[0].Shared || !ls[1].Shared {
+		t.Fatalf("lockers %+v, %v: want two shared", ls, err)
+	}
+	if d, err := w.Describe(ctx, spec); err != nil || len(d.Lockers) != 2 || !d.Lockers[0].Shared || !d.Lockers[1].Shared {
+		t.Fatalf("described lockers %+v, %v: want two shared", d.Lockers, err)
+	}
+	if err := w.LockHost(ctx, spec, "", cw, "test"); !errors.Is(err, driver.ErrBusyElsewhere) {
+		t.Fatalf("exclusive lock beside readers: %v, want ErrBusyElsewhere", err)
+	}
+	for _, l := range ls {
+		if err := w.BreakHostLock(ctx, spec, l); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := w.LockHost(ctx, spec, "", cw, "test"); err != nil {
+		t.Fatalf("exclusive lock once the readers let go: %v", err)
+	}
+	if ls, err := a.Lockers(ctx, spec); err != nil || len(ls) != 1 || ls[0].Shared || ls[0].Cookie != cw {
+		t.Fatalf("lockers %+v, %v: want the exclusive one", ls, err)
+	}
+	if d, err := a.Describe(ctx, spec); err != nil || len(d.Lockers) != 1 || d.Lockers[0].Shared {
+		t.Fatalf("described lockers %+v, %v: want the exclusive one", d.Lockers, err)
+	}
+	if err := a.LockHostShared(ctx, spec, "", ca, "test"); !errors.Is(err, driver.ErrBusyElsewhere) {
+		t.Fatalf("shared lock beside a writer: %v, want ErrBusyElsewhere", err)
+	}
+}
+
+// A reader and a writer attach the same volume at the same moment, each with its own connection,
+// round after round: exactly one of them wins each round, and the loser is refused naming it.
+func TestAttachReaderAndWriterRace(t *testing.T) {
+	e := lab(t)
+	reader := rbd.NewProvisioner(e.connect(t), rbd.ProvisionerConfig{Pool: e.pool, Host: "reader", HostID: "0123456789abcdef0123456789abcdef"})
+	writer := rbd.NewProvisioner(e.connect(t), rbd.ProvisionerConfig{Pool: e.pool, Host: "writer", HostID: "fedcba9876543210fedcba9876543210"})
+	ctx := ctxFor(t, 3*time.Minute)
+	name := uniqueName("rorace")
+	if err := reader.Create(ctx, name, driver.Options{Size: 16 * mib}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = reader.Remove(ctxFor(t, 30*time.Second), name, driver.RemoveDelete) })
+	wins, byLock := map[string]int{}, 0 // byLock: refusals by cls_lock (both looked before either locked)
+	for round := 0; round < 20; round++ {
+		type result struct {
+			who string
+			p   *rbd.Provisioner
+			att driver.Attachment
+			err error
+		}
+		out := make(chan result, 2)
+		start := make(chan struct{})
+		for _, c := range []struct {
+			who string
+			p   *rbd.Provisioner
+			ro  bool
+		}{{"reader", reader, true}, {"writer", writer, false}} {
+			go func() {
+				<-start
+				att, err := c.p.Attach(ctx, name, driver.AttachRequest{Host: c.who, MountID: "m", ReadOnly: c.ro})
+				out <- result{c.who, c.p, att, err}
+			}()
+		}
+		close(start)
+		var won []result
+		for range 2 {
+			r := <-out
+			switch {
+			case r.err == nil:
+				won = append(won, r)
+			case !errors.Is(r.err, driver.ErrBusyElsewhere):
+				t.Fatalf("round %d: %s: %v", round, r.who, r.err)
+			case strings.Contains(r.err.Error(), "was just attached by"):
+				byLock++
+			}
+		}
+		if len(won) != 1 {
+			t.Fatalf("round %d: %d winners, want exactly one", round, len(won))
+		}
+		w := won[0]
+		wins[w.who]++
+		if w.att.Map.ReadOnly != (w.who == "reader") {
+			t.Fatalf("round %d: %s won with read-only %v", round, w.who, w.att.Map.ReadOnly)
+		}
+		if err := w.p.Detach(ctx, name, w.att); err != nil {
+			t.Fatal(err)
+		}
+	}
+	t.Logf("20 rounds: wins %v, %d refused by the lock itself", wins, byLock)
+	c := e.connect(t)
+	spec := rbd.Spec{Pool: e.pool, Image: name}
+	if ls, err := c.Lockers(ctx, spec); err != nil || len(ls) != 0 {
+		t.Fatalf("locks left: %+v, %v", ls, err)
+	}
+}

@@ -307,6 +307,9 @@ func volumeOf(name string, spec Spec, d Description) driver.Volume {
 		vol.Status["data-pool"] = info.DataPool
 	}
 	vol.Holder = holderOf(d, nil)
+	if readers, _, locked := otherLocks(d.Lockers, nil); !locked && len(readers) > 0 {
+		vol.Holder = "read-only by " + describeLocks(readers)
+	}
 	return vol
 }
 
@@ -420,7 +423,7 @@ func (p *Provisioner) Detach(ctx context.Context, name string, att driver.Attach
 		if !p.owns(l, att.ID) {
 			continue
 		}
-		if p.cfg.HostID != "" {
+		if p.cfg.HostID != "" && !l.Shared { // a reader records no clients
 			// Best effort: a record left behind names this host's identity, and is fenced only
 			// by a host taking the volume over from this identity.
 			if err := p.c.ClearHolder(ctx, spec, p.cfg.HostID); err != nil {
