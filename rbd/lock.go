@@ -141,7 +141,7 @@ func (c *Cluster) BreakLock(ctx context.Context, spec Spec, holder string, clien
 	}
 	if len(fenced) > 0 {
 		if err := c.fenceBarrier(ctx, spec); err != nil {
-			return fenced, fmt.Errorf("fenced %s, but cannot make sure the OSDs enforce it on %s: %w", strings.Join(fenced, ", "), spec, err)
+			return fenced, fmt.Errorf("fenced %s, but could not make sure that the OSDs enforce it on %s (mount again: the takeover fences again and breaks nothing before it can tell): %w", strings.Join(fenced, ", "), spec, err)
 		}
 	}
 	for _, o := range owners {
