@@ -377,25 +377,22 @@ func addrsOf(ws []Watcher) []string {
 
 // takeOver fences every client of the image's other holders (blocklist: the watchers, the
 // exclusive-lock owners, the clients the holder recorded, the host locks' own clients) and breaks
-// their host locks.
+// their host locks. The host locks' clients are fenced by BreakLock with the others, so that the
+// OSDs enforce every entry before a lock is broken (see Cluster.BreakLock).
 func (p *Provisioner) takeOver(ctx context.Context, spec Spec, others []Locker) ([]string, error) {
 	holder := ""
+	clients := make([]string, 0, len(others))
 	for _, l := range others {
 		if _, id, ok := ParseCookie(l.Cookie); ok && id != "" {
 			holder = id
 		}
+		clients = append(clients, l.Addr)
 	}
-	fenced, err := p.c.BreakLock(ctx, spec, holder)
+	fenced, err := p.c.BreakLock(ctx, spec, holder, clients...)
 	if err != nil {
 		return fenced, err
 	}
 	for _, l := range others {
-		if !slices.Contains(fenced, normalizeAddr(l.Addr)) {
-			if err := p.c.Blocklist(ctx, l.Addr, 0); err != nil {
-				return fenced, err
-			}
-			fenced = append(fenced, normalizeAddr(l.Addr))
-		}
 		if err := p.c.BreakHostLock(ctx, spec, l); err != nil && !errors.Is(err, driver.ErrNotFound) {
 			return fenced, err
 		}

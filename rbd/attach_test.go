@@ -191,8 +191,13 @@ func TestAttachTakesOverADeadHolder(t *testing.T) {
 	if got := f.called("BreakLock"); len(got) != 1 || got[0] != spec.String()+" "+idB {
 		t.Errorf("BreakLock %v, want one naming the holder's identity", got)
 	}
-	if f.blocklisted[0] != dead.Addr || len(att.Fenced) != 2 {
-		t.Errorf("blocklisted %v, fenced %v: the lock's own client is fenced too", f.blocklisted, att.Fenced)
+	// The lock's own client is fenced too, by BreakLock with the others: a blocklist of it
+	// after BreakLock returned would come after BreakLock made sure the OSDs enforce the fence.
+	if !slices.Equal(f.breakClients, []string{dead.Addr}) || len(att.Fenced) != 2 {
+		t.Errorf("BreakLock fenced %v besides its own, fenced %v: the lock's own client is fenced with them", f.breakClients, att.Fenced)
+	}
+	if i, j := slices.Index(f.calls, "BreakLock "+spec.String()+" "+idB), slices.Index(f.calls, "BreakHostLock "+spec.String()); i < 0 || j < i {
+		t.Errorf("calls %v: the host lock is broken only once BreakLock fenced its client", f.calls)
 	}
 	if len(f.called("BreakHostLock")) != 1 || att.ID != HostCookie("node-1", idA) {
 		t.Errorf("calls %v, attachment %q", f.calls, att.ID)
@@ -200,7 +205,7 @@ func TestAttachTakesOverADeadHolder(t *testing.T) {
 }
 
 func TestAttachTakeOverFailures(t *testing.T) {
-	for _, method := range []string{"BreakLock", "Blocklist", "BreakHostLock"} {
+	for _, method := range []string{"BreakLock", "BreakHostLock"} {
 		t.Run(method, func(t *testing.T) {
 			f, p, spec := attachFixture(t)
 			f.image(spec).lockers = []Locker{{Client: "client.42", Cookie: HostCookie("node-2", idB), Addr: "10.0.0.2:0/7"}}

@@ -43,8 +43,7 @@ type hostLocks interface {
 	LockHost(ctx context.Context, spec Spec, imageID, cookie, desc string) error
 	LockHostShared(ctx context.Context, spec Spec, imageID, cookie, desc string) error
 	BreakHostLock(ctx context.Context, spec Spec, l Locker) error
-	BreakLock(ctx context.Context, spec Spec, holder string) ([]string, error)
-	Blocklist(ctx context.Context, addr string, expire time.Duration) error
+	BreakLock(ctx context.Context, spec Spec, holder string, clients ...string) ([]string, error)
 	ClientAddr() (string, error)
 	WaitUnwatched(ctx context.Context, spec Spec, reserve time.Duration) ([]Watcher, error)
 	WaitForeign(ctx context.Context, spec Spec, local LocalClients, reserve time.Duration) ([]Watcher, error)

@@ -22,17 +22,17 @@ type fakeCeph struct {
 	calls  []string
 	fail   map[string]error // by method: every call fails with it
 
-	self        string    // this connection's address
-	live        []Watcher // what WaitUnwatched returns
-	foreign     []Watcher // what WaitForeign returns
-	afterWait   func()    // run by WaitUnwatched before it returns (the holder lets go, say)
-	fenced      []string  // what BreakLock returns
-	blocklisted []string
-	records     []HolderRecord
-	unwritten   bool
-	mons        []string
-	avail       map[string]uint64 // max_avail by pool
-	nextID      int
+	self         string    // this connection's address
+	live         []Watcher // what WaitUnwatched returns
+	foreign      []Watcher // what WaitForeign returns
+	afterWait    func()    // run by WaitUnwatched before it returns (the holder lets go, say)
+	fenced       []string  // what BreakLock finds to fence itself
+	breakClients []string  // the clients BreakLock was given to fence
+	records      []HolderRecord
+	unwritten    bool
+	mons         []string
+	avail        map[string]uint64 // max_avail by pool
+	nextID       int
 }
 
 type fakeImage struct {
@@ -362,23 +362,21 @@ func (f *fakeCeph) BreakHostLock(_ context.Context, spec Spec, l Locker) error {
 	return nil
 }
 
-func (f *fakeCeph) BreakLock(_ context.Context, spec Spec, holder string) ([]string, error) {
+func (f *fakeCeph) BreakLock(_ context.Context, spec Spec, holder string, clients ...string) ([]string, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if err := f.enter("BreakLock", spec.String()+" "+holder); err != nil {
 		return nil, err
 	}
-	return slices.Clone(f.fenced), nil
-}
-
-func (f *fakeCeph) Blocklist(_ context.Context, addr string, _ time.Duration) error {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	if err := f.enter("Blocklist", addr); err != nil {
-		return err
+	// Like the cluster's: the clients given are fenced with the ones it finds itself.
+	f.breakClients = append(f.breakClients, clients...)
+	fenced := slices.Clone(f.fenced)
+	for _, a := range clients {
+		if a = normalizeAddr(a); !slices.Contains(fenced, a) {
+			fenced = append(fenced, a)
+		}
 	}
-	f.blocklisted = append(f.blocklisted, addr)
-	return nil
+	return fenced, nil
 }
 
 func (f *fakeCeph) ClientAddr() (string, error) {

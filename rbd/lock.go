@@ -105,12 +105,13 @@ func (l *HeldLock) Release(ctx context.Context) error {
 }
 
 // BreakLock takes the image away from its current holders: every other watcher, every
-// exclusive-lock owner and every client that holder (a host identity, "" for none) recorded (see
-// RecordClients) is blocklisted (fenced, so that a holder that is only unreachable cannot write
-// any more, a kernel mapping that let the lock go included), then the owners' locks are broken.
-// It returns the fenced addresses. Use it only when the holder is known to be dead or must be
-// stopped: this is the explicit LOCK_BREAK=on takeover.
-func (c *Cluster) BreakLock(ctx context.Context, spec Spec, holder string) ([]string, error) {
+// exclusive-lock owner, every client that holder (a host identity, "" for none) recorded (see
+// RecordClients) and the clients given (the host locks' own) are blocklisted (fenced, so that a
+// holder that is only unreachable cannot write any more, a kernel mapping that let the lock go
+// included), then the owners' locks are broken. It returns once the image's OSD enforces the
+// blocklist (see fenceBarrier), with the fenced addresses. Use it only when the holder is known
+// to be dead or must be stopped: this is the explicit LOCK_BREAK=on takeover.
+func (c *Cluster) BreakLock(ctx context.Context, spec Spec, holder string, clients ...string) ([]string, error) {
 	watchers, err := c.OtherWatchers(ctx, spec)
 	if err != nil {
 		return nil, err
@@ -132,11 +133,16 @@ func (c *Cluster) BreakLock(ctx context.Context, spec Spec, holder string) ([]st
 		return nil, err
 	}
 	var fenced []string
-	for _, addr := range fenceTargets(self, watchers, owners, recorded) {
+	for _, addr := range fenceTargets(self, watchers, owners, slices.Concat(recorded, clients)) {
 		if err := c.Blocklist(ctx, addr, 0); err != nil {
 			return fenced, fmt.Errorf("fence %s before breaking the lock on %s: %w", addr, spec, err)
 		}
 		fenced = append(fenced, addr)
+	}
+	if len(fenced) > 0 {
+		if err := c.fenceBarrier(ctx, spec); err != nil {
+			return fenced, fmt.Errorf("fenced %s, but could not make sure that the OSDs enforce it on %s (mount again: the takeover fences again and breaks nothing before it can tell): %w", strings.Join(fenced, ", "), spec, err)
+		}
 	}
 	for _, o := range owners {
 		err := c.withImage(ctx, "lock break", spec, func(img *rbd.Image) error {
@@ -149,10 +155,29 @@ func (c *Cluster) BreakLock(ctx context.Context, spec Spec, holder string) ([]st
 	return fenced, nil
 }
 
+// fenceBarrier makes the blocklist entries this connection has just added bind the image
+// before anything that follows. The monitor answers a blocklist once the OSD map holding it is
+// committed, but each OSD applies that map only when it receives it; until then it serves the
+// fenced client, which could take the exclusive lock on the header back and write after the
+// takeover returned. So this connection waits for the latest OSD map and then reads the header
+// under it: an OSD serves an op only once it has the map the op was sent under, in order with
+// the other ops on the object, so from then on the header's OSD refuses the fenced clients.
+// (librbd's own lock break does the same between its blocklist and its break.)
+func (c *Cluster) fenceBarrier(ctx context.Context, spec Spec) error {
+	if err := c.do(ctx, "wait for the latest OSD map", spec.String(), c.conn.WaitForLatestOSDMap, nil); err != nil {
+		return err
+	}
+	_, err := headerCall(ctx, c, "read the header under the latest OSD map", spec, "", func(io *rados.IOContext, oid string) (struct{}, error) {
+		_, err := io.Stat(oid)
+		return struct{}{}, err
+	})
+	return err
+}
+
 // fenceTargets are the addresses a takeover blocklists, in order, each once: the image's other
-// watchers, its exclusive-lock owners and the clients its holder recorded, never this
-// connection (self).
-func fenceTargets(self string, watchers []Watcher, owners, recorded []string) []string {
+// watchers, its exclusive-lock owners and the other clients given (those its holder recorded,
+// its host locks'), never this connection (self).
+func fenceTargets(self string, watchers []Watcher, owners, others []string) []string {
 	var out []string
 	add := func(addr string) {
 		if addr = normalizeAddr(addr); addr != self && !slices.Contains(out, addr) {
@@ -165,7 +190,7 @@ func fenceTargets(self string, watchers []Watcher, owners, recorded []string) []
 	for _, o := range owners {
 		add(o)
 	}
-	for _, a := range recorded {
+	for _, a := range others {
 		add(a)
 	}
 	return out

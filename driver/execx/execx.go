@@ -21,6 +21,7 @@ import (
 	"github.com/sirupsen/logrus"
 
 	"github.com/cephdocker/ceph-docker-plugin/driver"
+	"github.com/cephdocker/ceph-docker-plugin/internal/syncbuf"
 )
 
 // Cmd describes one command to run.
@@ -101,7 +102,8 @@ func Run(ctx context.Context, c Cmd) (Result, error) {
 	if c.Stdin != nil {
 		cmd.Stdin = bytes.NewReader(c.Stdin)
 	}
-	var stdout, stderr lockedBuffer
+	// An abandoned command may still write them while they are read.
+	var stdout, stderr syncbuf.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	if err := cmd.Start(); err != nil {
 		return Result{}, &Error{Cmd: c.String(), ExitCode: -1, Err: err}
@@ -183,24 +185,6 @@ func Abandoned() []string {
 	}
 	sort.Strings(out)
 	return out
-}
-
-// lockedBuffer is a bytes.Buffer safe to read while an abandoned command may still write to it.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) Bytes() []byte {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return bytes.Clone(l.b.Bytes())
 }
 
 // String is the command line with secrets redacted, for logs and errors.

@@ -24,6 +24,7 @@ import (
 	"time"
 
 	"github.com/cephdocker/ceph-docker-plugin/driver"
+	"github.com/cephdocker/ceph-docker-plugin/internal/syncbuf"
 	"github.com/cephdocker/ceph-docker-plugin/lab/labapi"
 	"github.com/cephdocker/ceph-docker-plugin/rbd/krbd"
 )
@@ -55,25 +56,8 @@ type agent struct {
 	plugin *exec.Cmd
 	done   chan struct{}
 	sock   string
-	logBuf *syncBuffer
+	logBuf *syncbuf.Buffer
 	writer *writer
-}
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
 
 func reply(w http.ResponseWriter, code int, v any) {
@@ -173,7 +157,7 @@ func (a *agent) pluginStart(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	if a.logBuf == nil {
-		a.logBuf = &syncBuffer{}
+		a.logBuf = &syncbuf.Buffer{}
 	}
 	fmt.Fprintf(a.logBuf, "----- plugin start %s\n", time.Now().UTC().Format(time.RFC3339Nano))
 	cmd := exec.Command(req.Binary)

@@ -9,13 +9,13 @@
 package plugintest
 
 import (
-	"bytes"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
 	"os"
-	"sync"
 	"time"
+
+	"github.com/cephdocker/ceph-docker-plugin/internal/syncbuf"
 )
 
 // TB is the part of testing.TB the helpers use.
@@ -59,20 +59,4 @@ func WriteFileSync(t TB, path string, data []byte) {
 }
 
 // SyncBuffer collects a process's output while a test may read it.
-type SyncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *SyncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-// String is what was written so far.
-func (s *SyncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
+type SyncBuffer = syncbuf.Buffer
