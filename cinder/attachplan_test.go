@@ -18,16 +18,16 @@ import (
 func TestPlanAttach(t *testing.T) {
 	ids := map[string]string{} // seeded attachment IDs by label, for "%<label>" in want
 	cases := []struct {
-		name    string
-		hostID  string // this host's identity ("": name only)
-		setup   func(f *fakeOpenStack, v *fakeVolume)
-		req     driver.AttachRequest
-		refusal []string // parts of the refusal (ErrBusyElsewhere); nil: none
-		clear   []string // holders cleared, in order: "mine %<label>" or "take %<label> from <from> | <host> | <identity>"
-		reuse   string   // "%<label>" or ""
-		pending bool     // the attachments not completed were listed
-		readOnly bool    // the claim made (or served again) is read-only
-		claimed  string  // req.Claimed: "%<label>"
+		name     string
+		hostID   string // this host's identity ("": name only)
+		setup    func(f *fakeOpenStack, v *fakeVolume)
+		req      driver.AttachRequest
+		refusal  []string // parts of the refusal (ErrBusyElsewhere); nil: none
+		clear    []string // holders cleared, in order: "mine %<label>" or "take %<label> from <from> | <host> | <identity>"
+		reuse    string   // "%<label>" or ""
+		pending  bool     // the attachments not completed were listed
+		readOnly bool     // the claim made (or served again) is read-only
+		claimed  string   // req.Claimed: "%<label>"
 	}{{
 		name: "no attachment: a new one",
 		req:  driver.AttachRequest{MountID: mountA},
