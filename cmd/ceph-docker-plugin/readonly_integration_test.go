@@ -8,6 +8,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -68,10 +69,7 @@ func TestCinderReadOnlySharing(t *testing.T) {
 			t.Errorf("%s writes through its read-only mount: %v, want EROFS", h.p.name, err)
 		}
 	}
-	as := cinderAttachments(t, cs, id)
-	if len(as) != 2 || as[0].AttachMode != "ro" || as[1].AttachMode != "ro" || as[0].Status != "attached" || as[1].Status != "attached" {
-		t.Fatalf("Cinder's attachments while two hosts read: %+v, want two read-only ones, attached", modes(as))
-	}
+	assertAttachments(t, cs, id, "while two hosts read", "ro", "ro")
 	// On the Ceph side: no host lock, while both hosts' rbd-fuse watch the image.
 	assertNoHostLock(t, l, id)
 	admin := adminCluster(t, l)
@@ -94,9 +92,7 @@ func TestCinderReadOnlySharing(t *testing.T) {
 	}
 	t.Logf("host-c's read-write Mount while host-a and host-b read: %s", msg)
 	c.assertClean()
-	if as := cinderAttachments(t, cs, id); len(as) != 2 {
-		t.Errorf("attachments after host-c's refusal: %+v, want the two readers'", modes(as))
-	}
+	assertAttachments(t, cs, id, "after host-c's refusal", "ro", "ro")
 	a.unmount(name, "a2")
 	b.unmount(name, "b1")
 	a.assertClean()
@@ -114,13 +110,8 @@ func TestCinderReadOnlySharing(t *testing.T) {
 	}
 	t.Logf("host-b's read-only Mount while host-a writes: %s", msg)
 	b.assertClean()
-	if as := cinderAttachments(t, cs, id); len(as) != 1 || as[0].AttachMode != "rw" {
-		t.Errorf("attachments after host-b's refusal: %+v, want host-a's read-write one alone", modes(as))
-	}
-	a.unmount(name, "a3")
-	a.assertClean()
-	cinderBackend.assertReleased(a, name)
-	a.remove(name)
+	assertAttachments(t, cs, id, "after host-b's refusal", "rw")
+	release(a, name, "a3")
 }
 
 // A read-only volume of a type that is not multiattach: Cinder attaches it to one host at a time,
@@ -152,13 +143,8 @@ func TestCinderReadOnlyNotMultiattach(t *testing.T) {
 	}
 	t.Logf("host-b's Mount of a read-only volume of type rbd that host-a reads: %s", msg)
 	b.assertClean()
-	if as := cinderAttachments(t, cs, id); len(as) != 1 || as[0].AttachMode != "ro" {
-		t.Errorf("attachments after host-b's refusal: %+v, want host-a's read-only one alone", modes(as))
-	}
-	a.unmount(name, "a2")
-	a.assertClean()
-	cinderBackend.assertReleased(a, name)
-	a.remove(name)
+	assertAttachments(t, cs, id, "after host-b's refusal", "ro")
+	release(a, name, "a2")
 }
 
 // cinderBackend is the Cinder backend as the protocol-level tests see it.
@@ -230,11 +216,31 @@ func assertNoHostLock(t *testing.T, l lab, id string) {
 	}
 }
 
-// modes describes attachments for a failure: "id mode status".
-func modes(as []attachments.Attachment) []string {
-	out := make([]string, 0, len(as))
-	for _, a := range as {
-		out = append(out, a.ID+" "+a.AttachMode+" "+a.Status)
+// assertAttachments fails unless Cinder volume id's attachments are completed ones of the modes
+// given (in any order), when (for the message).
+func assertAttachments(t *testing.T, cs *gophercloud.ServiceClient, id, when string, modes ...string) {
+	t.Helper()
+	var got []string
+	for _, a := range cinderAttachments(t, cs, id) {
+		got = append(got, a.AttachMode+" "+a.Status)
 	}
-	return out
+	var want []string
+	for _, m := range modes {
+		want = append(want, m+" attached")
+	}
+	slices.Sort(got)
+	slices.Sort(want)
+	if !slices.Equal(got, want) {
+		t.Fatalf("attachments of Cinder volume %s %s: %q, want %q", id, when, got, want)
+	}
+}
+
+// release unmounts the last use (mount ID id) of volume name on p, checks that nothing is left on
+// p's host nor in Cinder (no attachment, status available), and removes the volume.
+func release(p *plugin, name, id string) {
+	p.t.Helper()
+	p.unmount(name, id)
+	p.assertClean()
+	cinderBackend.assertReleased(p, name)
+	p.remove(name)
 }
