@@ -19,7 +19,11 @@ import (
 const (
 	mountA = "53a902c4101d880e80f73c8145e76a2f89d7a44eaab3901326e35bf7251c2974"
 	mountB = "0c1d2e3f4a5b6c7d8e9f0a1b2c3d4e5f6a7b8c9d0e1f2a3b4c5d6e7f8a9b0c1d"
+	mountC = "9f8e7d6c5b4a39281706f5e4d3c2b1a09f8e7d6c5b4a39281706f5e4d3c2b1a0"
 )
+
+// uuidPat matches an attachment's ID in a fake's path pattern (not "detail", the list).
+const uuidPat = "[0-9a-f]{8}-[0-9a-f-]{27}"
 
 func withTimeout(t *testing.T, d time.Duration) context.Context { return plugintest.Context(t, d) }
 
@@ -519,7 +523,7 @@ func TestAttach(t *testing.T) {
 	// Scripted failures, by case name.
 	scripts := map[string]func(f *fakeOpenStack, v *fakeVolume){
 		"takeover when Cinder cannot read the holder's attachment": func(f *fakeOpenStack, v *fakeVolume) {
-			f.script("cinder", "GET", "/attachments/[^/]+", 1, fakeReply{Status: 500, Body: apiErr("computeFault", 500, "boom")})
+			f.script("cinder", "GET", "/attachments/"+uuidPat, 1, fakeReply{Status: 500, Body: apiErr("computeFault", 500, "boom")})
 		},
 		"pending attachments cannot be listed": func(f *fakeOpenStack, v *fakeVolume) {
 			f.script("cinder", "GET", "/attachments/detail", 1, fakeReply{Status: 503, Body: apiErr("computeFault", 503, "down")})
@@ -559,7 +563,7 @@ func TestAttach(t *testing.T) {
 			f.script("cinder", "DELETE", "/attachments/[^/]+", 1, fakeReply{Status: 403, Body: apiErr("forbidden", 403, "Policy doesn't allow volume:attachment_delete")})
 		},
 		"this host's attachment cannot be read": func(f *fakeOpenStack, v *fakeVolume) {
-			f.script("cinder", "GET", "/attachments/[^/]+", 1, fakeReply{Status: 404, Body: mustJSON(fixture("cinder_attachment_notfound.json"))})
+			f.script("cinder", "GET", "/attachments/"+uuidPat, 1, fakeReply{Status: 404, Body: mustJSON(fixture("cinder_attachment_notfound.json"))})
 		},
 		"this host's attachment names no RBD image": func(f *fakeOpenStack, v *fakeVolume) {
 			f.mu.Lock()

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net/http"
 	"regexp"
+	"slices"
 	"strings"
 
 	"github.com/gophercloud/gophercloud/v2"
@@ -104,7 +105,14 @@ func (p *Provisioner) Attach(ctx context.Context, name string, req driver.Attach
 	if err != nil {
 		return driver.Attachment{}, err
 	}
-	plan := p.planAttach(name, f.v, req)
+	var listed []attachments.Attachment
+	if len(f.v.Attachments) > 0 {
+		// Their modes: the volume's view of its attachments does not say.
+		if listed, err = p.listAttachments(ctx, f.c, f.v.ID); err != nil {
+			return driver.Attachment{}, apiError("list attachments of", name, err)
+		}
+	}
+	plan := p.planAttach(name, f.v, listed, req)
 	if plan.refusal != nil {
 		return driver.Attachment{}, plan.refusal
 	}
@@ -128,9 +136,9 @@ func (p *Provisioner) Attach(ctx context.Context, name string, req driver.Attach
 		}
 	}
 	if plan.reuse != "" {
-		return p.attachAgain(ctx, f.c, name, plan.reuse, req)
+		return p.attachAgain(ctx, f.c, name, plan.reuse)
 	}
-	return p.attachNew(ctx, f, name, req, fenced)
+	return p.attachNew(ctx, f, name, req, plan.readOnly, fenced)
 }
 
 // clear deletes the attachments in the way, in order: this mount's own attempt as it is, another
@@ -166,8 +174,8 @@ func (p *Provisioner) clear(ctx context.Context, c *gophercloud.ServiceClient, n
 	return fenced, nil
 }
 
-// attachAgain serves this host's attachment again (the plugin restarted).
-func (p *Provisioner) attachAgain(ctx context.Context, c *gophercloud.ServiceClient, name, id string, req driver.AttachRequest) (driver.Attachment, error) {
+// attachAgain serves this host's attachment again (the plugin restarted), in its own mode.
+func (p *Provisioner) attachAgain(ctx context.Context, c *gophercloud.ServiceClient, name, id string) (driver.Attachment, error) {
 	got, err := attachments.Get(ctx, c, id).Extract()
 	if err != nil {
 		return driver.Attachment{}, apiError("get attachment", name, err)
@@ -176,24 +184,32 @@ func (p *Provisioner) attachAgain(ctx context.Context, c *gophercloud.ServiceCli
 	if err != nil {
 		return driver.Attachment{}, fmt.Errorf("cinder attach %s: %w", name, err)
 	}
-	if err := p.checkIdentity(ctx, name, spec); err != nil {
-		return driver.Attachment{}, err
+	ro := got.AttachMode == modeRO
+	if !ro {
+		// (Other readers' mappings watch the image of a read-only attachment; nobody writes
+		// through one, whoever holds it.)
+		if err := p.checkIdentity(ctx, name, spec); err != nil {
+			return driver.Attachment{}, err
+		}
 	}
 	return driver.Attachment{ID: got.ID,
-		Map: driver.MapRequest{ImageSpec: spec, ReadOnly: req.ReadOnly, Monitors: mons, User: p.cfg.CephUser}}, nil
+		Map: driver.MapRequest{ImageSpec: spec, ReadOnly: ro, Monitors: mons, User: p.cfg.CephUser}}, nil
 }
 
-// attachNew reserves an attachment for this host and mount, makes sure no other host or client
-// holds the volume, and completes the attachment; a failure after the reservation deletes it.
-func (p *Provisioner) attachNew(ctx context.Context, f found, name string, req driver.AttachRequest, fenced []string) (_ driver.Attachment, err error) {
+// attachNew reserves an attachment for this host and mount (read-only with ro), makes sure no
+// other host or client holds the volume in a way that conflicts, and completes the attachment; a
+// failure after the reservation deletes it.
+func (p *Provisioner) attachNew(ctx context.Context, f found, name string, req driver.AttachRequest, ro bool, fenced []string) (_ driver.Attachment, err error) {
 	c, v := f.c, f.v
 	mode := "rw"
-	if req.ReadOnly {
-		mode = "ro"
+	if ro {
+		mode = modeRO
 	}
+	// The mode goes in the connector too: Cinder builds the connection info (its access_mode)
+	// from the connector before it records the attachment's mode.
 	connector := map[string]any{
 		"host": p.cfg.Host, "platform": "x86_64", "os_type": "linux", "multipath": false,
-		"do_local_attach": false, "mountpoint": mountpoint(p.cfg.Host, p.cfg.HostID, req.MountID),
+		"do_local_attach": false, "mountpoint": mountpoint(p.cfg.Host, p.cfg.HostID, req.MountID), "mode": mode,
 	}
 	a, err := attachments.Create(ctx, c, attachments.CreateOpts{
 		VolumeUUID: v.ID, InstanceUUID: InstanceUUID(req.MountID), Connector: connector, Mode: mode,
@@ -212,7 +228,7 @@ func (p *Provisioner) attachNew(ctx context.Context, f found, name string, req d
 	if err != nil {
 		return driver.Attachment{}, fmt.Errorf("cinder attach %s: %w", name, err)
 	}
-	if err := p.checkAlone(ctx, c, name, v, a.ID, spec); err != nil {
+	if err := p.checkAlone(ctx, c, name, v, a.ID, ro, spec); err != nil {
 		return driver.Attachment{}, err
 	}
 	if err := attachments.Complete(ctx, c, a.ID).ExtractErr(); err != nil {
@@ -221,28 +237,32 @@ func (p *Provisioner) attachNew(ctx context.Context, f found, name string, req d
 	vol := toVolume(v, f.project) // as found before attaching: options, not status
 	return driver.Attachment{
 		ID: a.ID, Fenced: fenced, Volume: &vol,
-		Map: driver.MapRequest{ImageSpec: spec, ReadOnly: req.ReadOnly, Monitors: mons, User: p.cfg.CephUser},
+		Map: driver.MapRequest{ImageSpec: spec, ReadOnly: ro, Monitors: mons, User: p.cfg.CephUser},
 	}, nil
 }
 
-// checkAlone makes sure, with this host's attachment mine reserved, that no other host attached
-// the volume meanwhile and no Ceph client maps its image without an attachment.
-func (p *Provisioner) checkAlone(ctx context.Context, c *gophercloud.ServiceClient, name string, v volumes.Volume, mine string, spec driver.ImageSpec) error {
+// checkAlone makes sure, with this host's attachment mine reserved (read-only with ro), that no
+// other host attached the volume meanwhile in a way that conflicts with it, and that no Ceph
+// client maps its image without an attachment.
+func (p *Provisioner) checkAlone(ctx context.Context, c *gophercloud.ServiceClient, name string, v volumes.Volume, mine string, ro bool, spec driver.ImageSpec) error {
+	shared := false
 	if v.Multiattach {
 		// Cinder reserves a multiattach volume again as soon as a first attachment is completed,
 		// before its host has mapped the image (so before the watcher check below can see it),
-		// but never while another reservation is pending: a host that finds another attachment
-		// after reserving its own is the later one, and gives way. Exactly one host wins.
-		holder, err := p.otherAttachment(ctx, c, v.ID, mine)
+		// but never while another reservation is pending: a host that finds a conflicting
+		// attachment after reserving its own is the later one, and gives way. Of a reader and a
+		// writer, or of two writers, exactly one wins; readers share.
+		others, err := p.otherAttachments(ctx, c, v.ID, mine)
 		if err != nil {
 			return apiError("list attachments of", name, err)
 		}
-		if holder != "" {
-			return fmt.Errorf("%w: volume %s (a multiattach volume) is attached to %s; this plugin attaches a volume to one host at a time: stop its container there first",
-				driver.ErrBusyElsewhere, name, holder)
+		if err := p.conflict(ctx, c, name, v.ID, others, ro); err != nil {
+			return err
 		}
+		shared = len(others) > 0
 	}
-	if p.cfg.Watchers == nil {
+	if p.cfg.Watchers == nil || shared {
+		// (The other readers' mappings watch the image: they have their attachments.)
 		return nil
 	}
 	// With the attachment reserved (no other host can attach meanwhile), make sure no client
@@ -254,6 +274,31 @@ func (p *Provisioner) checkAlone(ctx context.Context, c *gophercloud.ServiceClie
 	if len(live) > 0 {
 		return fmt.Errorf("%w: volume %s: its RBD image %s is open by Ceph client(s) %s that have no Cinder attachment (mapped by hand, or by a host whose attachment was deleted); unmap it there first",
 			driver.ErrBusyElsewhere, name, spec, strings.Join(live, ", "))
+	}
+	return nil
+}
+
+// conflict refuses a claim (read-only with ro) beside the other attachments of a multiattach
+// volume: a read-write claim beside any, a read-only one beside a read-write one.
+func (p *Provisioner) conflict(ctx context.Context, c *gophercloud.ServiceClient, name, volumeID string, others []attachments.Attachment, ro bool) error {
+	var readers, writers []attachments.Attachment
+	for _, a := range others {
+		if a.AttachMode == modeRO {
+			readers = append(readers, a)
+		} else {
+			writers = append(writers, a)
+		}
+	}
+	switch {
+	case len(writers) > 0 && ro:
+		return fmt.Errorf("%w: volume %s (a multiattach volume) is attached read-write to %s; a read-only use waits until it lets go: stop its container there first",
+			driver.ErrBusyElsewhere, name, p.describeOthers(ctx, c, volumeID, writers[:1]))
+	case len(writers) > 0:
+		return fmt.Errorf("%w: volume %s (a multiattach volume) is attached to %s; this plugin attaches a volume to one host at a time: stop its container there first",
+			driver.ErrBusyElsewhere, name, p.describeOthers(ctx, c, volumeID, writers[:1]))
+	case len(readers) > 0 && !ro:
+		return fmt.Errorf("%w: volume %s (a multiattach volume) is attached read-only to %s; a read-write use waits until every reader lets it go: stop its containers there first",
+			driver.ErrBusyElsewhere, name, p.describeOthers(ctx, c, volumeID, readers))
 	}
 	return nil
 }
@@ -320,11 +365,18 @@ func (p *Provisioner) takeOver(ctx context.Context, c *gophercloud.ServiceClient
 
 // pendingAttachments lists a volume's attachments that are not completed (reserved, attaching).
 func (p *Provisioner) pendingAttachments(ctx context.Context, c *gophercloud.ServiceClient, volumeID string) ([]attachments.Attachment, error) {
+	as, err := p.listAttachments(ctx, c, volumeID)
+	return slices.DeleteFunc(as, func(a attachments.Attachment) bool { return a.Status == "attached" }), err
+}
+
+// listAttachments lists a volume's attachments that are not detached (completed or not), with
+// their modes.
+func (p *Provisioner) listAttachments(ctx context.Context, c *gophercloud.ServiceClient, volumeID string) ([]attachments.Attachment, error) {
 	var out []attachments.Attachment
 	err := attachments.List(c, attachments.ListOpts{VolumeID: volumeID}).EachPage(ctx, func(_ context.Context, page pagination.Page) (bool, error) {
 		as, err := attachments.ExtractAttachments(page)
 		for _, a := range as {
-			if a.Status != "attached" && a.Status != "detached" {
+			if a.Status != "detached" {
 				out = append(out, a)
 			}
 		}
@@ -333,31 +385,29 @@ func (p *Provisioner) pendingAttachments(ctx context.Context, c *gophercloud.Ser
 	return out, err
 }
 
-// otherAttachment describes an attachment of the volume other than mine (of any host, completed
-// or not), or returns "" when there is none.
-func (p *Provisioner) otherAttachment(ctx context.Context, c *gophercloud.ServiceClient, volumeID, mine string) (string, error) {
-	var other []attachments.Attachment
-	err := attachments.List(c, attachments.ListOpts{VolumeID: volumeID}).EachPage(ctx, func(_ context.Context, page pagination.Page) (bool, error) {
-		as, err := attachments.ExtractAttachments(page)
-		for _, a := range as {
-			if a.ID != mine && a.Status != "detached" {
-				other = append(other, a)
-			}
-		}
-		return true, err
-	})
-	if err != nil || len(other) == 0 {
-		return "", err
-	}
-	// The volume's view names the host of a completed attachment.
+// otherAttachments lists the volume's attachments other than mine (of any host, completed or not).
+func (p *Provisioner) otherAttachments(ctx context.Context, c *gophercloud.ServiceClient, volumeID, mine string) ([]attachments.Attachment, error) {
+	as, err := p.listAttachments(ctx, c, volumeID)
+	return slices.DeleteFunc(as, func(a attachments.Attachment) bool { return a.ID == mine }), err
+}
+
+// describeOthers names the hosts of attachments for people, from the volume's view of its
+// completed ones: "host b (container X) and another host (attachment A for instance I, attaching)".
+func (p *Provisioner) describeOthers(ctx context.Context, c *gophercloud.ServiceClient, volumeID string, as []attachments.Attachment) string {
+	var view []volumes.Attachment
 	if v, err := volumes.Get(ctx, c, volumeID).Extract(); err == nil {
-		for _, va := range v.Attachments {
-			if va.AttachmentID == other[0].ID {
-				return fmt.Sprintf("%s (container %s)", attachedHost(va), va.ServerID), nil
-			}
+		view = v.Attachments
+	}
+	out := make([]string, 0, len(as))
+	for _, a := range as {
+		i := slices.IndexFunc(view, func(va volumes.Attachment) bool { return va.AttachmentID == a.ID })
+		if i >= 0 {
+			out = append(out, fmt.Sprintf("%s (container %s)", attachedHost(view[i]), view[i].ServerID))
+		} else {
+			out = append(out, fmt.Sprintf("another host (attachment %s for instance %s, %s)", a.ID, a.Instance, a.Status))
 		}
 	}
-	return fmt.Sprintf("another host (attachment %s for instance %s, %s)", other[0].ID, other[0].Instance, other[0].Status), nil
+	return strings.Join(out, " and ")
 }
 
 // deleteAttachment deletes one attachment; one already gone is fine.
@@ -403,9 +453,9 @@ func (p *Provisioner) Detach(ctx context.Context, name string, att driver.Attach
 			}
 		}
 	}
-	if len(ids) > 0 && p.cfg.Recorder != nil && p.cfg.HostID != "" && att.Map.Image != "" {
+	if len(ids) > 0 && p.cfg.Recorder != nil && p.cfg.HostID != "" && att.Map.Image != "" && !att.Map.ReadOnly {
 		// Best effort: a record left behind is fenced only by a host taking the volume over
-		// from this identity.
+		// from this identity. (A read-only claim records nothing.)
 		_ = p.cfg.Recorder.ClearClients(ctx, att.Map.ImageSpec, p.cfg.HostID)
 	}
 	for _, id := range ids {

@@ -7,6 +7,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/gophercloud/gophercloud/v2/openstack/blockstorage/v3/attachments"
+
 	"github.com/cephdocker/ceph-docker-plugin/driver"
 )
 
@@ -16,14 +18,16 @@ import (
 func TestPlanAttach(t *testing.T) {
 	ids := map[string]string{} // seeded attachment IDs by label, for "%<label>" in want
 	cases := []struct {
-		name    string
-		hostID  string // this host's identity ("": name only)
-		setup   func(f *fakeOpenStack, v *fakeVolume)
-		req     driver.AttachRequest
-		refusal []string // parts of the refusal (ErrBusyElsewhere); nil: none
-		clear   []string // holders cleared, in order: "mine %<label>" or "take %<label> from <from> | <host> | <identity>"
-		reuse   string   // "%<label>" or ""
-		pending bool     // the attachments not completed were listed
+		name     string
+		hostID   string // this host's identity ("": name only)
+		setup    func(f *fakeOpenStack, v *fakeVolume)
+		req      driver.AttachRequest
+		refusal  []string // parts of the refusal (ErrBusyElsewhere); nil: none
+		clear    []string // holders cleared, in order: "mine %<label>" or "take %<label> from <from> | <host> | <identity>"
+		reuse    string   // "%<label>" or ""
+		pending  bool     // the attachments not completed were listed
+		readOnly bool     // the claim made (or served again) is read-only
+		claimed  string   // req.Claimed: "%<label>"
 	}{{
 		name: "no attachment: a new one",
 		req:  driver.AttachRequest{MountID: mountA},
@@ -82,6 +86,93 @@ func TestPlanAttach(t *testing.T) {
 		pending: true,
 		clear:   []string{"take %p from instance " + InstanceUUID(mountB) + " | the host of instance " + InstanceUUID(mountB) + " | "},
 	}, {
+		name:     "a read-only claim: a new read-only attachment",
+		req:      driver.AttachRequest{MountID: mountA, ReadOnly: true},
+		readOnly: true,
+	}, {
+		name:     "a volume whose access is readonly: the claim is read-only",
+		setup:    func(f *fakeOpenStack, v *fakeVolume) { f.setMeta(v, driver.MetaAccess, driver.AccessReadOnly) },
+		req:      driver.AttachRequest{MountID: mountA},
+		readOnly: true,
+	}, {
+		name: "readers on a multiattach volume: a read-only claim shares it",
+		setup: func(f *fakeOpenStack, v *fakeVolume) {
+			f.edit(func() { v.Multiattach = true })
+			f.setMeta(v, driver.MetaAccess, driver.AccessReadOnly)
+			f.attachRO(v, "host-b", mountB)
+			f.attachRO(v, "host-c", mountC)
+		},
+		req:      driver.AttachRequest{MountID: mountA},
+		readOnly: true,
+	}, {
+		name: "readers: a read-write claim is refused naming every reader, LOCK_BREAK or not",
+		setup: func(f *fakeOpenStack, v *fakeVolume) {
+			f.edit(func() { v.Multiattach = true })
+			f.attachRO(v, "host-b", mountB)
+			f.attachRO(v, "host-c", mountC)
+		},
+		req: driver.AttachRequest{MountID: mountA, TakeOver: true},
+		refusal: []string{"volume db is in use read-only by host host-", "host host-b (container " + InstanceUUID(mountB) + ")",
+			"host host-c (container " + InstanceUUID(mountC) + ")", "LOCK_BREAK never takes a volume from readers",
+			"set the volume's access to readonly"},
+	}, {
+		name: "a writer: a read-only claim is refused naming it",
+		setup: func(f *fakeOpenStack, v *fakeVolume) {
+			f.edit(func() { v.Multiattach = true })
+			f.attach(v, "host-b", mountB)
+		},
+		req:      driver.AttachRequest{MountID: mountA, ReadOnly: true},
+		readOnly: true,
+		refusal:  []string{"volume db is in use read-write by host host-b (container " + InstanceUUID(mountB) + ")", "a read-only use waits", "LOCK_BREAK=on"},
+	}, {
+		name: "a dead writer and LOCK_BREAK: a read-only claim takes it over",
+		setup: func(f *fakeOpenStack, v *fakeVolume) {
+			f.setMeta(v, driver.MetaAccess, driver.AccessReadOnly)
+			ids["b"] = f.attach(v, "host-b", mountB).ID
+		},
+		req:      driver.AttachRequest{MountID: mountA, TakeOver: true},
+		readOnly: true,
+		clear:    []string{"take %b from host host-b | host host-b | "},
+	}, {
+		name: "a reader of a volume that is not multiattach: a second reader is told to use a multiattach type",
+		setup: func(f *fakeOpenStack, v *fakeVolume) {
+			f.setMeta(v, driver.MetaAccess, driver.AccessReadOnly)
+			f.attachRO(v, "host-b", mountB)
+		},
+		req:      driver.AttachRequest{MountID: mountA, TakeOver: true},
+		readOnly: true,
+		refusal: []string{"volume db is read-only and in use by host host-b (container " + InstanceUUID(mountB) + ")",
+			`volume of type "rbd" to one host at a time`, "create it with a multiattach volume type (-o volume-type="},
+	}, {
+		name: "this host's read-only attachment: it serves a read-only claim again",
+		setup: func(f *fakeOpenStack, v *fakeVolume) {
+			f.edit(func() { v.Multiattach = true })
+			f.attachRO(v, "host-b", mountB)
+			ids["a"] = f.attachRO(v, "host-a", mountA).ID
+		},
+		req:      driver.AttachRequest{MountID: mountA, ReadOnly: true},
+		reuse:    "%a",
+		readOnly: true,
+	}, {
+		name: "this host's read-only attachment its state recorded (a restart): served as it is, beside the other readers",
+		setup: func(f *fakeOpenStack, v *fakeVolume) {
+			f.edit(func() { v.Multiattach = true })
+			f.attachRO(v, "host-b", mountB)
+			ids["a"] = f.attachRO(v, "host-a", mountA).ID
+		},
+		req:      driver.AttachRequest{MountID: mountA}, // as reconcile asks: Claimed, no mode
+		claimed:  "%a",
+		reuse:    "%a",
+		readOnly: true,
+	}, {
+		name: "this host's read-only attachment not in its state, for a read-write claim: deleted, a new one follows",
+		setup: func(f *fakeOpenStack, v *fakeVolume) {
+			f.edit(func() { v.Multiattach = true })
+			ids["a"] = f.attachRO(v, "host-a", mountA).ID
+		},
+		req:   driver.AttachRequest{MountID: mountA},
+		clear: []string{"mine %a"},
+	}, {
 		name:    "reserved with no attachment left: nothing to clear, the wait for available follows",
 		setup:   func(f *fakeOpenStack, v *fakeVolume) { f.setStatus(v, "reserved") },
 		req:     driver.AttachRequest{MountID: mountA},
@@ -101,7 +192,21 @@ func TestPlanAttach(t *testing.T) {
 			ctx := withTimeout(t, 5*time.Second)
 			fd, err := p.locate(ctx, "db")
 			wantErr(t, err, nil)
-			plan := p.planAttach("db", fd.v, tc.req)
+			for label, id := range ids {
+				tc.req.Claimed = strings.ReplaceAll(tc.claimed, "%"+label, id)
+				if tc.req.Claimed != tc.claimed {
+					break
+				}
+			}
+			var listed []attachments.Attachment
+			if len(fd.v.Attachments) > 0 {
+				listed, err = p.listAttachments(ctx, fd.c, fd.v.ID)
+				wantErr(t, err, nil)
+			}
+			plan := p.planAttach("db", fd.v, listed, tc.req)
+			if plan.readOnly != tc.readOnly {
+				t.Errorf("readOnly %v, want %v", plan.readOnly, tc.readOnly)
+			}
 			if plan.pending != tc.pending {
 				t.Fatalf("pending %v, want %v", plan.pending, tc.pending)
 			}

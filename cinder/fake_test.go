@@ -334,6 +334,25 @@ func (f *fakeOpenStack) attach(v *fakeVolume, host, mountID string) *fakeAttachm
 	return a
 }
 
+// attachRO is attach with mode "ro": another host's shared read-only claim.
+func (f *fakeOpenStack) attachRO(v *fakeVolume, host, mountID string) *fakeAttachment {
+	a := f.attach(v, host, mountID)
+	f.edit(func() { a.Mode = "ro" })
+	return a
+}
+
+// setMeta sets (or with "" removes) one of the volume's metadata keys, as `openstack volume set
+// --property` does.
+func (f *fakeOpenStack) setMeta(v *fakeVolume, key, value string) {
+	f.edit(func() {
+		if value == "" {
+			delete(v.Metadata, key)
+		} else {
+			v.Metadata[key] = value
+		}
+	})
+}
+
 // reserve gives the volume an attachment that was created but never completed, for mountID.
 func (f *fakeOpenStack) reserve(v *fakeVolume, host, mountID string) *fakeAttachment {
 	a := f.attach(v, host, mountID)

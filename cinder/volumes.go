@@ -219,12 +219,22 @@ func toVolume(v volumes.Volume, project string) driver.Volume {
 	if v.SourceVolID != "" {
 		vol.Status[OptSourceVolumeID] = v.SourceVolID
 	}
-	var holders []string
-	for _, a := range v.Attachments {
-		holders = append(holders, fmt.Sprintf("%s (container %s)", attachedHost(a), a.ServerID))
-	}
-	vol.Holder = strings.Join(holders, ", ")
+	vol.Holder = holders(v, nil)
 	return vol
+}
+
+// holders names the hosts the volume is attached to, with their containers, and says which read
+// it (mode: attach_mode by attachment ID; nil when not known).
+func holders(v volumes.Volume, mode map[string]string) string {
+	out := make([]string, 0, len(v.Attachments))
+	for _, a := range v.Attachments {
+		ro := ""
+		if mode[a.AttachmentID] == modeRO {
+			ro = ", read-only"
+		}
+		out = append(out, fmt.Sprintf("%s (container %s%s)", attachedHost(a), a.ServerID, ro))
+	}
+	return strings.Join(out, ", ")
 }
 
 // Get implements driver.Provisioner.
@@ -233,7 +243,15 @@ func (p *Provisioner) Get(ctx context.Context, name string) (driver.Volume, erro
 	if err != nil {
 		return driver.Volume{}, err
 	}
-	return toVolume(f.v, f.project), nil
+	vol := toVolume(f.v, f.project)
+	if len(f.v.Attachments) > 0 {
+		// Which holders read it: the attachments API alone says. (Best effort: without it the
+		// holders are named all the same.)
+		if listed, err := p.listAttachments(ctx, f.c, f.v.ID); err == nil {
+			vol.Holder = holders(f.v, modesOf(listed))
+		}
+	}
+	return vol, nil
 }
 
 // Differences implements driver.Provisioner: it compares the project-id, volume-type,

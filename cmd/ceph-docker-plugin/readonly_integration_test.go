@@ -36,8 +36,9 @@ type roClaim struct {
 	Addr   string // the Ceph client that holds it, "" when the backend does not say
 }
 
-// readOnlyBackends are the backends that share a volume read-only. BACKEND=cinder joins with its
-// setAccess (openstack volume set --property docker-plugin.access=...) once it shares read-only.
+// readOnlyBackends are the backends this test runs with. BACKEND=cinder has its own test of the
+// same sequence (readonly_cinder_integration_test.go): its claims are Cinder attachments, and
+// readers need a multiattach volume type.
 func readOnlyBackends(t *testing.T, l lab) []roBackend {
 	admin := adminCluster(t, l)
 	spec := func(p *plugin, name string) rbd.Spec { return rbd.Spec{Pool: l.pool, Image: name} }
