@@ -104,7 +104,7 @@ func TestBindDevice(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, tg := range []string{target, fromDir} {
-		if err := fs.BindDevice(ctx, dev, tg); err != nil {
+		if err := fs.BindDevice(ctx, dev, tg, false); err != nil {
 			t.Fatalf("BindDevice on %s: %v", tg, err)
 		}
 		t.Cleanup(func() { _ = unix.Unmount(tg, unix.MNT_DETACH) })
@@ -112,16 +112,16 @@ func TestBindDevice(t *testing.T) {
 			t.Errorf("BoundDevice(%s, %s) = %t, %v", tg, dev, ok, err)
 		}
 	}
-	if err := fs.BindDevice(ctx, dev, target); err != nil {
+	if err := fs.BindDevice(ctx, dev, target, false); err != nil {
 		t.Errorf("BindDevice again: %v", err)
 	}
 	if ok, err := fs.BoundDevice(target, other); ok || err != nil {
 		t.Errorf("BoundDevice with another device = %t, %v", ok, err)
 	}
-	if err := fs.BindDevice(ctx, other, target); !errors.Is(err, driver.ErrInUse) {
+	if err := fs.BindDevice(ctx, other, target, false); !errors.Is(err, driver.ErrInUse) {
 		t.Errorf("BindDevice of another device there: %v, want ErrInUse", err)
 	}
-	if err := fs.BindDevice(ctx, filepath.Join(dir, "p"), filepath.Join(dir, "x")); err == nil {
+	if err := fs.BindDevice(ctx, filepath.Join(dir, "p"), filepath.Join(dir, "x"), false); err == nil {
 		t.Errorf("BindDevice of a directory succeeded")
 	}
 	payload := []byte("written through the published device node")
