@@ -134,6 +134,13 @@ func removeServiceAndVolume(t *testing.T, svc, name string, more ...string) {
 	t.Helper()
 	must(t, append([]string{"service", "rm", svc}, more...)...)
 	waitCluster(t, name, 2*time.Minute, func(st clusterVolume) bool { return len(st.PublishStatus) == 0 || st.PublishStatus[0].State == "" })
+	removeVolume(t, name)
+}
+
+// removeVolume drains and removes an unpublished cluster volume, and checks that its RBD image is
+// gone and nothing maps it any more.
+func removeVolume(t *testing.T, name string) {
+	t.Helper()
 	must(t, "volume", "update", "--availability", "drain", name)
 	must(t, "volume", "rm", name)
 	deadline := time.Now().Add(2 * time.Minute)
@@ -217,16 +224,7 @@ func TestClusterVolumesReadOnly(t *testing.T) {
 	if out, err := ceph.Admin("rbd", "snap", "rm", snap); err != nil {
 		t.Fatalf("rbd snap rm %s: %v %s", snap, err, out)
 	}
-	must(t, "volume", "update", "--availability", "drain", src)
-	must(t, "volume", "rm", src)
-	deadline := time.Now().Add(2 * time.Minute)
-	for rbdImageExists(t, src) || clusterVolumeListed(t, src) {
-		if time.Now().After(deadline) {
-			t.Fatalf("cluster volume %s still listed or its image still there 2 min after docker volume rm", src)
-		}
-		time.Sleep(time.Second)
-	}
-	assertUnmapped(t, src)
+	removeVolume(t, src)
 }
 
 // mappedReadOnly says whether a loop device of the host backed by the image (the fuse mapper's

@@ -69,10 +69,10 @@ func (n *csiNode) mappedReadOnly(t *testing.T) bool {
 
 // MULTI_NODE_READER_ONLY through the binary, both backends: a volume written through a writer
 // stage is staged read-only for many readers: mapped read-only, it reads what was written, and
-// a write fails (EROFS) at the target; with the block access type the device is mapped and
-// published read-only, reads the filesystem's superblock and refuses to be opened for writing;
-// a blank volume staged for readers is refused (FailedPrecondition) saying how to make one with
-// data. Nothing is left mapped or mounted.
+// a write fails (EROFS) at the target; after a plugin restart it is mapped read-only again and
+// still reads; with the block access type the device is mapped and published read-only, reads
+// the filesystem's superblock and takes no write; a blank volume staged for readers is refused
+// (FailedPrecondition) saying how to make one with data. Nothing is left mapped or mounted.
 func TestCSIReadOnlyMany(t *testing.T) {
 	l := labEnv(t)
 	eachBackend(t, l, func(t *testing.T, b backend) {
@@ -95,6 +95,16 @@ func TestCSIReadOnlyMany(t *testing.T) {
 		}
 		if err := os.WriteFile(filepath.Join(n.target(), "new"), []byte("x"), 0o644); !errors.Is(err, syscall.EROFS) {
 			t.Errorf("a write at a reader's target: %v; want EROFS", err)
+		}
+		// A plugin restart (the fuse mapper's daemon dies with it): the reconcile maps the volume
+		// again read-only, mounts it ro and binds the staging path and the target again.
+		n.stop()
+		n.startCSI(n.endpoint)
+		if got, err := os.ReadFile(filepath.Join(n.target(), "data")); err != nil || !bytes.Equal(got, data) {
+			t.Fatalf("after a plugin restart the reader reads %d bytes, %v", len(got), err)
+		}
+		if !n.mappedReadOnly(t) {
+			t.Error("after a plugin restart the reader's stage is mapped read-write")
 		}
 		wantStatus(t, "a writer's stage of a volume staged for readers", n.stageAs(t, vol, swarmCap, false), codes.AlreadyExists, "another access mode")
 		n.release(t, vol)
@@ -121,6 +131,9 @@ func TestCSIReadOnlyMany(t *testing.T) {
 		n.release(t, vol)
 		n.assertClean()
 
+		// Deleted before the next is made: the lab's Cinder is shared and thinly sized.
+		_, err = n.ctrl.DeleteVolume(cctx(t), &csi.DeleteVolumeRequest{VolumeId: vol})
+		must(t, "DeleteVolume "+vol, err)
 		blank := uniq("csiroblank")
 		n.createVolume(t, blank, 1<<30, readersCap)
 		err = n.stageAs(t, blank, readersCap, false)
