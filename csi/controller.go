@@ -56,7 +56,8 @@ func (s *Server) ControllerGetCapabilities(context.Context, *csi.ControllerGetCa
 
 // access is what a volume capability asks of a stage.
 type access struct {
-	readOnly bool // SINGLE_NODE_READER_ONLY
+	readOnly bool // SINGLE_NODE_READER_ONLY, MULTI_NODE_READER_ONLY, or the mount flag ro
+	shared   bool // MULTI_NODE_READER_ONLY: a shared read-only claim, mapped read-only
 	single   bool // SINGLE_NODE_SINGLE_WRITER
 	block    bool // the block access type: the raw device is published
 	fsType   string
@@ -64,8 +65,8 @@ type access struct {
 }
 
 // checkCapability accepts what the core can honour: a filesystem (mount access type) or the raw
-// device (block access type, writable) on one node at a time. Everything else is refused with
-// the reason.
+// device (block access type) written on one node at a time, or read on many
+// (MULTI_NODE_READER_ONLY: mapped read-only). Everything else is refused with the reason.
 func checkCapability(c *csi.VolumeCapability) (access, error) {
 	if c == nil {
 		return access{}, status.Error(codes.InvalidArgument, "a volume capability is required")
@@ -95,23 +96,23 @@ func checkCapability(c *csi.VolumeCapability) (access, error) {
 	case csi.VolumeCapability_AccessMode_SINGLE_NODE_READER_ONLY:
 		a.readOnly = true
 	case csi.VolumeCapability_AccessMode_MULTI_NODE_READER_ONLY:
-		return a, status.Error(codes.InvalidArgument, "access mode MULTI_NODE_READER_ONLY (--scope multi --sharing readonly) is not supported yet: "+
-			"the plugin claims a volume for one node at a time, read-only or not (an exclusive host lock, one Cinder attachment); use --scope single")
+		a.readOnly, a.shared = true, true
 	case csi.VolumeCapability_AccessMode_MULTI_NODE_SINGLE_WRITER, csi.VolumeCapability_AccessMode_MULTI_NODE_MULTI_WRITER:
-		return a, status.Errorf(codes.InvalidArgument, "access mode %s: an ext4 or xfs filesystem on an RBD image can be mounted by one node only; use --scope single", m)
+		return a, status.Errorf(codes.InvalidArgument, "access mode %s: an ext4 or xfs filesystem on an RBD image can be written by one node only: "+
+			"use --scope single to write it, or --scope multi --sharing readonly to read it on many nodes", m)
 	default:
 		return a, status.Errorf(codes.InvalidArgument, "access mode %s is not supported: use --scope single", m)
 	}
-	if a.block && a.readOnly {
+	if a.block && a.readOnly && !a.shared {
 		return a, errReadOnlyBlock
 	}
 	return a, nil
 }
 
-// errReadOnlyBlock: a read-only bind of a device node does not stop writes to the device, and the
-// core maps read-write only.
-var errReadOnlyBlock = status.Error(codes.InvalidArgument, "a read-only block volume (--type block with --sharing readonly, or a read-only mount of it) is not supported: "+
-	"a read-only bind of a device node does not make the device read-only, and the plugin maps volumes read-write; use --type mount for read-only access")
+// errReadOnlyBlock: a read-only bind of a device node does not stop writes to the device; only the
+// read-only mapping of MULTI_NODE_READER_ONLY does.
+var errReadOnlyBlock = status.Error(codes.InvalidArgument, "a read-only block volume is supported only with --scope multi --sharing readonly (MULTI_NODE_READER_ONLY), which maps the device read-only: "+
+	"with the other access modes the device is mapped read-write, and a read-only bind of a device node does not stop writes to it")
 
 func contains(list []string, s string) bool {
 	for _, v := range list {

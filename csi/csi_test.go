@@ -129,6 +129,7 @@ func TestStatusCodes(t *testing.T) {
 		{fmt.Errorf("volume v %w: made through the volume plugin", driver.ErrOtherFrontEnd), codes.FailedPrecondition},
 		{fmt.Errorf("create volume v: it %w: %w", driver.ErrExists, driver.ErrOtherFrontEnd), codes.AlreadyExists},
 		{fmt.Errorf("%w: unknown option", driver.ErrInvalid), codes.InvalidArgument},
+		{fmt.Errorf("stage volume v: %w", fakeReadOnly{fmt.Errorf("%w: volume v is read-only", driver.ErrInvalid)}), codes.FailedPrecondition},
 		{fmt.Errorf("cinder create v: %w (%w): VolumeLimitExceeded", driver.ErrInvalid, driver.ErrNoSpace), codes.ResourceExhausted},
 		{fmt.Errorf("rbd create volumes/v: %w: EDQUOT", driver.ErrNoSpace), codes.ResourceExhausted},
 		{fmt.Errorf("%w: cephx", driver.ErrPermission), codes.PermissionDenied},
@@ -146,6 +147,13 @@ func TestStatusCodes(t *testing.T) {
 	}
 }
 
+// fakeReadOnly marks an error with driver.ErrReadOnly, as the core marks its refusals of a
+// read-only volume (which wrap ErrInvalid too).
+type fakeReadOnly struct{ error }
+
+func (e fakeReadOnly) Unwrap() error        { return e.error }
+func (e fakeReadOnly) Is(target error) bool { return target == driver.ErrReadOnly }
+
 // The access modes the core honours pass; the others are refused with the reason.
 func TestCheckCapability(t *testing.T) {
 	m := csi.VolumeCapability_AccessMode_SINGLE_NODE_WRITER
@@ -160,10 +168,14 @@ func TestCheckCapability(t *testing.T) {
 	if a, err := checkCapability(mountCap(csi.VolumeCapability_AccessMode_SINGLE_NODE_READER_ONLY)); err != nil || !a.readOnly {
 		t.Errorf("SINGLE_NODE_READER_ONLY: %+v, %v", a, err)
 	}
-	_, err := checkCapability(mountCap(csi.VolumeCapability_AccessMode_MULTI_NODE_READER_ONLY))
-	wantCode(t, "MULTI_NODE_READER_ONLY", err, codes.InvalidArgument, "one node at a time")
-	_, err = checkCapability(mountCap(csi.VolumeCapability_AccessMode_MULTI_NODE_MULTI_WRITER))
-	wantCode(t, "MULTI_NODE_MULTI_WRITER", err, codes.InvalidArgument, "one node only")
+	if a, err := checkCapability(mountCap(csi.VolumeCapability_AccessMode_MULTI_NODE_READER_ONLY)); err != nil || !a.readOnly || !a.shared || a.single {
+		t.Errorf("MULTI_NODE_READER_ONLY: %+v, %v", a, err)
+	}
+	for _, mode := range []csi.VolumeCapability_AccessMode_Mode{csi.VolumeCapability_AccessMode_MULTI_NODE_MULTI_WRITER, csi.VolumeCapability_AccessMode_MULTI_NODE_SINGLE_WRITER} {
+		_, err := checkCapability(mountCap(mode))
+		wantCode(t, mode.String(), err, codes.InvalidArgument, "written by one node only")
+		wantCode(t, mode.String(), err, codes.InvalidArgument, "--sharing readonly to read it on many nodes")
+	}
 	blockCap := func(mode csi.VolumeCapability_AccessMode_Mode) *csi.VolumeCapability {
 		return &csi.VolumeCapability{AccessType: &csi.VolumeCapability_Block{Block: &csi.VolumeCapability_BlockVolume{}},
 			AccessMode: &csi.VolumeCapability_AccessMode{Mode: mode}}
@@ -171,10 +183,11 @@ func TestCheckCapability(t *testing.T) {
 	if a, err := checkCapability(blockCap(m)); err != nil || !a.block || a.readOnly {
 		t.Errorf("block: %+v, %v", a, err)
 	}
-	_, err = checkCapability(blockCap(csi.VolumeCapability_AccessMode_SINGLE_NODE_READER_ONLY))
-	wantCode(t, "read-only block", err, codes.InvalidArgument, "--type mount for read-only access")
-	_, err = checkCapability(blockCap(csi.VolumeCapability_AccessMode_MULTI_NODE_READER_ONLY))
-	wantCode(t, "block, MULTI_NODE_READER_ONLY", err, codes.InvalidArgument, "one node at a time")
+	_, err := checkCapability(blockCap(csi.VolumeCapability_AccessMode_SINGLE_NODE_READER_ONLY))
+	wantCode(t, "read-only block", err, codes.InvalidArgument, "only with --scope multi --sharing readonly")
+	if a, err := checkCapability(blockCap(csi.VolumeCapability_AccessMode_MULTI_NODE_READER_ONLY)); err != nil || !a.block || !a.readOnly || !a.shared {
+		t.Errorf("block, MULTI_NODE_READER_ONLY: %+v, %v", a, err)
+	}
 	c := mountCap(m)
 	c.GetMount().FsType = "btrfs"
 	_, err = checkCapability(c)
@@ -292,9 +305,14 @@ func TestDeleteAndValidate(t *testing.T) {
 		t.Errorf("validate SINGLE_NODE_WRITER: %v, %v", ok, err)
 	}
 	no, err := s.ValidateVolumeCapabilities(ctx, &csi.ValidateVolumeCapabilitiesRequest{VolumeId: "v",
+		VolumeCapabilities: []*csi.VolumeCapability{mountCap(csi.VolumeCapability_AccessMode_MULTI_NODE_MULTI_WRITER)}})
+	if err != nil || no.Confirmed != nil || !strings.Contains(no.Message, "written by one node only") {
+		t.Errorf("validate MULTI_NODE_MULTI_WRITER: %v, %v", no, err)
+	}
+	ro, err := s.ValidateVolumeCapabilities(ctx, &csi.ValidateVolumeCapabilitiesRequest{VolumeId: "v",
 		VolumeCapabilities: []*csi.VolumeCapability{mountCap(csi.VolumeCapability_AccessMode_MULTI_NODE_READER_ONLY)}})
-	if err != nil || no.Confirmed != nil || !strings.Contains(no.Message, "one node at a time") {
-		t.Errorf("validate MULTI_NODE_READER_ONLY: %v, %v", no, err)
+	if err != nil || ro.Confirmed == nil {
+		t.Errorf("validate MULTI_NODE_READER_ONLY: %v, %v", ro, err)
 	}
 	_, err = s.ValidateVolumeCapabilities(ctx, &csi.ValidateVolumeCapabilitiesRequest{VolumeId: "w",
 		VolumeCapabilities: []*csi.VolumeCapability{mountCap(csi.VolumeCapability_AccessMode_SINGLE_NODE_WRITER)}})

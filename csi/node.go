@@ -31,7 +31,9 @@ func (s *Server) NodeGetInfo(context.Context, *csi.NodeGetInfoRequest) (*csi.Nod
 }
 
 // NodeStageVolume implements csi.NodeServer: claim, map, format if blank, mount (the core), and
-// a bind mount at the staging path; for the block access type, claim and map only.
+// a bind mount at the staging path; for the block access type, claim and map only. With
+// MULTI_NODE_READER_ONLY the claim is shared and read-only, the mapping read-only, nothing is
+// formatted, and every bind is read-only; the writer modes refuse a readonly volume.
 func (s *Server) NodeStageVolume(ctx context.Context, req *csi.NodeStageVolumeRequest) (*csi.NodeStageVolumeResponse, error) {
 	if req.GetVolumeId() == "" {
 		return nil, status.Error(codes.InvalidArgument, "a volume ID is required")
@@ -43,7 +45,8 @@ func (s *Server) NodeStageVolume(ctx context.Context, req *csi.NodeStageVolumeRe
 	if err != nil {
 		return nil, err
 	}
-	err = s.Node.Stage(ctx, req.GetVolumeId(), driver.StageRequest{StagingPath: req.GetStagingTargetPath(), ReadOnly: a.readOnly, Single: a.single, Block: a.block})
+	err = s.Node.Stage(ctx, req.GetVolumeId(), driver.StageRequest{StagingPath: req.GetStagingTargetPath(), ReadOnly: a.readOnly,
+		Shared: a.shared, Single: a.single, Block: a.block})
 	if err != nil {
 		return nil, err
 	}
@@ -80,7 +83,7 @@ func (s *Server) NodePublishVolume(ctx context.Context, req *csi.NodePublishVolu
 	if req.GetStagingTargetPath() == "" {
 		return nil, status.Error(codes.FailedPrecondition, "a staging target path is required: this plugin stages every volume first")
 	}
-	if a.block && req.GetReadonly() {
+	if a.block && req.GetReadonly() && !a.shared {
 		return nil, errReadOnlyBlock
 	}
 	err = s.Node.Publish(ctx, req.GetVolumeId(), driver.PublishRequest{StagingPath: req.GetStagingTargetPath(),

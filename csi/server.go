@@ -133,6 +133,10 @@ func Status(err error) error {
 	switch {
 	case errors.Is(err, driver.ErrBusyElsewhere), errors.Is(err, driver.ErrInUse), errors.Is(err, driver.ErrNotStaged):
 		code = codes.FailedPrecondition
+	case errors.Is(err, driver.ErrReadOnly):
+		// The volume is read-only (a writable use of it, a blank one read-only): its state, not
+		// the request, is what stops the call.
+		code = codes.FailedPrecondition
 	case errors.Is(err, driver.ErrNotFound):
 		code = codes.NotFound
 	case errors.Is(err, driver.ErrExists):

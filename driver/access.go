@@ -37,6 +37,18 @@ func CheckAccess(v string) error {
 	return fmt.Errorf("%w: access %q: allowed are %s and %s", ErrInvalid, v, AccessReadWrite, AccessReadOnly)
 }
 
+// ErrReadOnly marks the refusals of a volume mapped read-only: a writable use, a first mount of a
+// blank device (it cannot be formatted), a filesystem whose journal must be replayed. They wrap
+// ErrInvalid too (their messages are unchanged); a front end that tells a bad argument from a
+// volume's state (CSI: FailedPrecondition) tests for ErrReadOnly.
+var ErrReadOnly = errors.New("read-only")
+
+// readOnlyErr is err marked with ErrReadOnly, with err's message.
+type readOnlyErr struct{ error }
+
+func (e readOnlyErr) Unwrap() error        { return e.error }
+func (e readOnlyErr) Is(target error) bool { return target == ErrReadOnly }
+
 // ReadOnly says the volume's access is readonly.
 func (vol Volume) ReadOnly() bool { return vol.Access == AccessReadOnly }
 
@@ -70,16 +82,16 @@ func sameUse(st *State, u Use) error {
 
 // readOnlyRefusal refuses a writable use of a volume mapped read-only.
 func readOnlyRefusal(name string) error {
-	return fmt.Errorf("%w: volume %s is read-only (access=readonly, or held read-only by other hosts): it can be used only read-only; "+
+	return readOnlyErr{fmt.Errorf("%w: volume %s is read-only (access=readonly, or held read-only by other hosts): it can be used only read-only; "+
 		"to write it, unmount it on every host and set its access to readwrite (rbd image-meta remove POOL/IMAGE %s; openstack volume unset --property %s VOLUME)",
-		ErrInvalid, name, MetaAccess, MetaAccess)
+		ErrInvalid, name, MetaAccess, MetaAccess)}
 }
 
 // noFilesystemReadOnly refuses a read-only first mount of a blank device: it cannot be formatted.
 func noFilesystemReadOnly(name string) error {
-	return fmt.Errorf("mount volume %s: %w: the volume is read-only and has no filesystem yet, so it cannot be formatted; "+
+	return readOnlyErr{fmt.Errorf("mount volume %s: %w: the volume is read-only and has no filesystem yet, so it cannot be formatted; "+
 		"make it from a volume with data (-o from-volume=SOURCE), or set its access to readwrite (rbd image-meta remove POOL/IMAGE %s), fill it, and set it back",
-		name, ErrInvalid, MetaAccess)
+		name, ErrInvalid, MetaAccess)}
 }
 
 // readOnlyMountError explains a read-only mount the kernel refused with EROFS: the filesystem's
@@ -88,8 +100,8 @@ func readOnlyMountError(name string, err error) error {
 	if !errors.Is(err, syscall.EROFS) {
 		return fmt.Errorf("mount volume %s read-only: %w", name, err)
 	}
-	return fmt.Errorf("mount volume %s read-only: %w: its last writer did not unmount it cleanly, and its journal must be replayed, which a read-only mapping cannot do: "+
-		"set its access to readwrite (rbd image-meta remove POOL/IMAGE %s), mount it once on one host, stop it, and set it back to readonly", name, err, MetaAccess)
+	return readOnlyErr{fmt.Errorf("mount volume %s read-only: %w: its last writer did not unmount it cleanly, and its journal must be replayed, which a read-only mapping cannot do: "+
+		"set its access to readwrite (rbd image-meta remove POOL/IMAGE %s), mount it once on one host, stop it, and set it back to readonly", name, err, MetaAccess)}
 }
 
 // withReadOnly adds ro to mount options (replacing an rw).

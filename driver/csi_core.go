@@ -28,9 +28,11 @@ type Binder interface {
 	// Bind mounts source on target (a directory, created if missing), read-only if asked.
 	// Binding the same source there again succeeds.
 	Bind(ctx context.Context, source, target string, readOnly bool) error
-	// BindDevice mounts the device node dev on target (a file, created if missing). Binding
-	// the same device there again succeeds; a target with something else mounted is ErrInUse.
-	BindDevice(ctx context.Context, dev, target string) error
+	// BindDevice mounts the device node dev on target (a file, created if missing), the bind
+	// read-only if asked (which marks it: only a read-only mapping stops writes to the device).
+	// Binding the same device there again succeeds; a target with something else mounted is
+	// ErrInUse.
+	BindDevice(ctx context.Context, dev, target string, readOnly bool) error
 	// BoundDevice says whether target is a bind of the device node dev.
 	BoundDevice(target, dev string) (bool, error)
 }
@@ -38,11 +40,43 @@ type Binder interface {
 // StageRequest is a NodeStage's request, validated by the CSI front end.
 type StageRequest struct {
 	StagingPath string
-	ReadOnly    bool // SINGLE_NODE_READER_ONLY: the staging bind, and so every publish, is read-only
-	Single      bool // SINGLE_NODE_SINGLE_WRITER: one publish target at most
+	// ReadOnly: the staging bind, and so every publish, is read-only (SINGLE_NODE_READER_ONLY,
+	// MULTI_NODE_READER_ONLY). The writer modes (neither ReadOnly nor Shared) ask the core for a
+	// writable volume: a readonly one is refused.
+	ReadOnly bool
+	// Shared: MULTI_NODE_READER_ONLY: the core's use is a shared read-only claim, mapped
+	// read-only, that other nodes may hold at once but no writer. Implies ReadOnly.
+	Shared bool
+	Single bool // SINGLE_NODE_SINGLE_WRITER: one publish target at most
 	// Block: the block access type: the volume is mapped without a filesystem and each publish
-	// target is a bind of the device node; nothing is bound at the staging path.
+	// target is a bind of the device node; nothing is bound at the staging path. Read-only only
+	// with Shared (a read-only mapping).
 	Block bool
+}
+
+// stageMode is the access mode of a stage: a stage again in another mode is refused.
+type stageMode struct{ readOnly, shared, single, block bool }
+
+func (r StageRequest) mode() stageMode { return stageMode{r.ReadOnly, r.Shared, r.Single, r.Block} }
+func (st StageState) mode() stageMode  { return stageMode{st.ReadOnly, st.Shared, st.Single, st.Block} }
+
+func (m stageMode) String() string {
+	return fmt.Sprintf("read-only %t, shared %t, single writer %t, block %t", m.readOnly, m.shared, m.single, m.block)
+}
+
+// use is what a stage asks of the core: the raw device for a block stage; a shared read-only
+// claim for MULTI_NODE_READER_ONLY; a writable volume for the writer modes. A
+// SINGLE_NODE_READER_ONLY stage takes the volume as it is (a readonly volume read-only, any
+// other with its one-host read-write claim), and binds it read-only.
+func (st StageState) use() Use {
+	return Use{Raw: st.Block, ReadOnly: st.Shared, Writable: !st.ReadOnly}
+}
+
+// errReadOnlyBlock: a read-only bind of a device node does not stop writes to the device; only a
+// read-only mapping does, which MULTI_NODE_READER_ONLY's shared claim has.
+func errReadOnlyBlock(name string) error {
+	return fmt.Errorf("%w: volume %s: a read-only block volume needs a read-only mapping, which only the access mode MULTI_NODE_READER_ONLY (--scope multi --sharing readonly) asks for: "+
+		"a read-only bind of a device node does not stop writes to the device", ErrInvalid, name)
 }
 
 // PublishRequest is a NodePublish's request.
@@ -118,13 +152,17 @@ func (n *Node) load(ctx context.Context, name string) (StageState, bool, error) 
 // path succeeds (and repairs a lost bind).
 func (n *Node) Stage(ctx context.Context, name string, req StageRequest) error {
 	req.StagingPath = filepath.Clean(req.StagingPath)
+	req.ReadOnly = req.ReadOnly || req.Shared
+	if req.Block && req.ReadOnly && !req.Shared {
+		return errReadOnlyBlock(name)
+	}
 	st, ok, unlock, err := n.open(ctx, name)
 	if err != nil {
 		return err
 	}
 	defer unlock()
 	log := n.log.WithFields(logrus.Fields{"volume": name, "staging": req.StagingPath})
-	if ok && st.Released && (st.StagingPath != req.StagingPath || st.ReadOnly != req.ReadOnly || st.Single != req.Single || st.Block != req.Block) {
+	if ok && st.Released && (st.StagingPath != req.StagingPath || st.mode() != req.mode()) {
 		// A released stage holds nothing: a stage elsewhere, or in another mode, replaces it.
 		if err := n.store.DeleteStage(name); err != nil {
 			return err
@@ -135,9 +173,9 @@ func (n *Node) Stage(ctx context.Context, name string, req StageRequest) error {
 		if st.StagingPath != req.StagingPath {
 			return fmt.Errorf("%w: volume %s is staged on this node at %s already; unstage it there first", ErrInUse, name, st.StagingPath)
 		}
-		if st.ReadOnly != req.ReadOnly || st.Single != req.Single || st.Block != req.Block {
-			return fmt.Errorf("%w: volume %s is staged at %s with another access mode (read-only %t, single writer %t, block %t); unstage it first",
-				ErrExists, name, st.StagingPath, st.ReadOnly, st.Single, st.Block)
+		if st.mode() != req.mode() {
+			return fmt.Errorf("%w: volume %s is staged at %s with another access mode (%s); unstage it first",
+				ErrExists, name, st.StagingPath, st.mode())
 		}
 		if st.Released {
 			return n.restage(ctx, &st)
@@ -153,7 +191,7 @@ func (n *Node) Stage(ctx context.Context, name string, req StageRequest) error {
 		// The core had released it (a reboot): stage it afresh.
 	}
 	st = StageState{Name: name, StagingPath: req.StagingPath, ID: stageID(req.StagingPath), ReadOnly: req.ReadOnly,
-		Single: req.Single, Block: req.Block, Op: "stage", OpPath: req.StagingPath, Updated: time.Now()}
+		Shared: req.Shared, Single: req.Single, Block: req.Block, Op: "stage", OpPath: req.StagingPath, Updated: time.Now()}
 	if err := n.store.SaveStage(st); err != nil {
 		return err
 	}
@@ -186,8 +224,11 @@ func (n *Node) up(ctx context.Context, st *StageState) (err error) {
 		st.Op, st.OpPath = "", ""
 	}()
 	tx.Push("release", func(ctx context.Context) error { return n.d.Unmount(ctx, st.Name, st.ID) })
-	src, err := n.d.Use(ctx, st.Name, st.ID, Use{Raw: st.Block})
+	src, err := n.d.Use(ctx, st.Name, st.ID, st.use())
 	if err != nil {
+		if st.Shared && errors.Is(err, ErrReadOnly) {
+			return fmt.Errorf("%w (a volume read by many nodes, --sharing readonly, is made with its data: --opt from-snapshot=IMAGE@SNAPSHOT with BACKEND=rbd, --opt source-volume-id=ID with BACKEND=cinder)", err)
+		}
 		return err
 	}
 	n.d.fault("stage:mounted")
@@ -313,6 +354,9 @@ func (n *Node) Publish(ctx context.Context, name string, req PublishRequest) err
 		}
 	}
 	ro := req.ReadOnly || st.ReadOnly
+	if st.Block && ro && !st.Shared {
+		return errReadOnlyBlock(name)
+	}
 	if was, had := st.Targets[req.Target]; had {
 		if was != ro {
 			return fmt.Errorf("%w: volume %s is published at %s already with read-only %t; unpublish it first", ErrExists, name, req.Target, was)
@@ -360,7 +404,7 @@ func (n *Node) publishBind(ctx context.Context, st StageState, target string, ro
 	if err != nil {
 		return err
 	}
-	return n.bind.BindDevice(ctx, dev, target)
+	return n.bind.BindDevice(ctx, dev, target, ro)
 }
 
 // device is the mapped device of a volume the core holds here.
@@ -502,7 +546,7 @@ func (n *Node) ensureBlock(ctx context.Context, st *StageState, dev string) erro
 		if err := n.d.mounter.Unmount(ctx, t); err != nil {
 			return err
 		}
-		if err := n.bind.BindDevice(ctx, dev, t); err != nil {
+		if err := n.bind.BindDevice(ctx, dev, t, st.Targets[t]); err != nil {
 			return err
 		}
 	}

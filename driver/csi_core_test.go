@@ -31,11 +31,27 @@ func (b fakeBinder) Bind(ctx context.Context, source, target string, readOnly bo
 		return fmt.Errorf("%w: %s has %s mounted", ErrInUse, target, cur)
 	}
 	b.m.mounts[target] = src
+	b.m.boundAs(target, readOnly)
 	return nil
 }
 
+// boundAs records whether the bind at target is read-only. Called with m.mu held.
+func (m *fakeMounter) boundAs(target string, readOnly bool) {
+	if m.boundRO == nil {
+		m.boundRO = map[string]bool{}
+	}
+	m.boundRO[target] = readOnly
+}
+
+// boundReadOnly says whether the last bind at target was read-only.
+func (m *fakeMounter) boundReadOnly(target string) bool {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.boundRO[target]
+}
+
 // BindDevice binds a device in the fake mounter's table: the target shows the device.
-func (b fakeBinder) BindDevice(ctx context.Context, dev, target string) error {
+func (b fakeBinder) BindDevice(ctx context.Context, dev, target string, readOnly bool) error {
 	done, err := b.m.enter(ctx, "BindDevice", filepath.Base(target))
 	defer done()
 	if err != nil {
@@ -50,6 +66,7 @@ func (b fakeBinder) BindDevice(ctx context.Context, dev, target string) error {
 		return fmt.Errorf("%w: %s has %s mounted", ErrInUse, target, cur)
 	}
 	b.m.mounts[target] = dev
+	b.m.boundAs(target, readOnly)
 	return nil
 }
 

@@ -17,8 +17,12 @@ type StageState struct {
 	StagingPath string
 	// ID is the core's caller ID of the stage ("csi:" + staging path): one use of the volume.
 	ID string
-	// ReadOnly: the staging bind (and so every publish) is read-only (SINGLE_NODE_READER_ONLY).
+	// ReadOnly: the staging bind (and so every publish) is read-only (SINGLE_NODE_READER_ONLY,
+	// MULTI_NODE_READER_ONLY).
 	ReadOnly bool `json:",omitempty"`
+	// Shared: the core's use is a shared read-only claim, mapped read-only (Use.ReadOnly), which
+	// other nodes may hold at once (MULTI_NODE_READER_ONLY). Always with ReadOnly.
+	Shared bool `json:",omitempty"`
 	// Single: at most one publish target (SINGLE_NODE_SINGLE_WRITER).
 	Single bool `json:",omitempty"`
 	// Block: the block access type: the core maps the volume raw (State.Raw), nothing is

@@ -580,7 +580,8 @@ type fakeMounter struct {
 	unwritten []bool // the hint of each FormatIfBlank call
 	busy      map[string]bool
 	mounted   []mountCall
-	remounts  int // Mount calls for what was mounted already
+	remounts  int             // Mount calls for what was mounted already
+	boundRO   map[string]bool // bind target -> whether its last bind was read-only (fakeBinder)
 }
 
 var _ Mounter = (*fakeMounter)(nil)

@@ -98,7 +98,7 @@ func (d *Driver) ensureUpWith(ctx context.Context, st *State, verifyClaim bool, 
 // reclaim asks the backend for the claim this host holds (the attachment st records) and records
 // its answer in st; it never takes the volume over.
 func (d *Driver) reclaim(ctx context.Context, st *State) error {
-	att, err := d.prov.Attach(ctx, st.Name, AttachRequest{Host: d.cfg.Node, MountID: st.IDs[0], Claimed: st.Attach.ID})
+	att, err := d.prov.Attach(ctx, st.Name, AttachRequest{Host: d.cfg.Node, MountID: st.IDs[0], Claimed: st.Attach.ID, ReadOnly: st.Attach.Map.ReadOnly})
 	if err != nil {
 		return err
 	}
@@ -154,6 +154,9 @@ func (d *Driver) mountAgain(ctx context.Context, st *State, dev string) error {
 	mopts, err := MountOptionsFor(st.FSType, st.Options)
 	if err != nil {
 		return storedRefusal(st.Name, err)
+	}
+	if st.Attach.Map.ReadOnly {
+		mopts = withReadOnly(mopts) // as the first mount did: a read-only device mounts only ro
 	}
 	return d.mounter.Mount(ctx, dev, st.Path, st.FSType, mopts)
 }

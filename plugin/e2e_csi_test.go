@@ -128,12 +128,19 @@ func TestClusterVolumesBlock(t *testing.T) {
 	removeServiceAndVolume(t, svc, name)
 }
 
-// removeServiceAndVolume removes the service, waits for swarm to unpublish the volume, drains and
+// removeServiceAndVolume removes the services, waits for swarm to unpublish the volume, drains and
 // removes it, and checks that its RBD image is gone and nothing maps it any more.
-func removeServiceAndVolume(t *testing.T, svc, name string) {
+func removeServiceAndVolume(t *testing.T, svc, name string, more ...string) {
 	t.Helper()
-	must(t, "service", "rm", svc)
+	must(t, append([]string{"service", "rm", svc}, more...)...)
 	waitCluster(t, name, 2*time.Minute, func(st clusterVolume) bool { return len(st.PublishStatus) == 0 || st.PublishStatus[0].State == "" })
+	removeVolume(t, name)
+}
+
+// removeVolume drains and removes an unpublished cluster volume, and checks that its RBD image is
+// gone and nothing maps it any more.
+func removeVolume(t *testing.T, name string) {
+	t.Helper()
 	must(t, "volume", "update", "--availability", "drain", name)
 	must(t, "volume", "rm", name)
 	deadline := time.Now().Add(2 * time.Minute)
@@ -144,6 +151,96 @@ func removeServiceAndVolume(t *testing.T, svc, name string) {
 		time.Sleep(time.Second)
 	}
 	assertUnmapped(t, name)
+}
+
+// A `--scope multi --sharing readonly` cluster volume (MULTI_NODE_READER_ONLY) read by two
+// services at once. Swarm fixes a cluster volume's access mode when it creates it, and a volume
+// read by many nodes is mapped read-only, so it is never formatted or written through itself: it
+// is made with its data. As a user would with BACKEND=rbd: a `--sharing none` volume filled by a
+// service, its service removed (the plugin unmounts it cleanly at the last unpublish), an RBD
+// snapshot of it (rbd snap create), and the readonly volume made from that snapshot with
+// `--opt from-snapshot=SRC@SNAP` (a clone). Both services' tasks read the payload's checksum,
+// their writes fail, the volume's device is mapped read-only; everything is removed after,
+// snapshot included, and nothing is left mapped.
+func TestClusterVolumesReadOnly(t *testing.T) {
+	plugin := clusterSetup(t)
+	src := uniq("cvsrc")
+	createClusterVolume(t, plugin, src, "--type", "mount", "--opt", "fstype=ext4")
+	fill := uniq("cvfill")
+	must(t, "service", "create", "--detach", "--name", fill, "--network", "host",
+		"--mount", "type=cluster,src="+src+",dst=/data", "busybox",
+		"sh", "-c", "head -c 4194304 /dev/urandom > /data/payload && md5sum /data/payload | cut -d' ' -f1 > /data/sum && sync; sleep 600")
+	t.Cleanup(func() { _, _ = docker(t, time.Minute, "service", "rm", fill) })
+	sum := strings.TrimSpace(waitExec(t, serviceTask(t, fill, "", 3*time.Minute), "cat /data/sum"))
+	if len(sum) != 32 {
+		t.Fatalf("the filling task wrote the checksum %q", sum)
+	}
+	must(t, "service", "rm", fill)
+	waitCluster(t, src, 2*time.Minute, func(st clusterVolume) bool { return len(st.PublishStatus) == 0 || st.PublishStatus[0].State == "" })
+
+	ceph := plugintest.MustCeph(t)
+	snap := "volumes/" + src + "@ro"
+	if out, err := ceph.Admin("rbd", "snap", "create", snap); err != nil {
+		t.Fatalf("rbd snap create %s: %v %s", snap, err, out)
+	}
+	// After a failure: removed (best effort) after the readonly volume's clean-up and before the
+	// source volume's (cleanups run in reverse). The test itself removes it and checks.
+	t.Cleanup(func() {
+		_, _ = ceph.Admin("rbd", "snap", "unprotect", snap)
+		_, _ = ceph.Admin("rbd", "snap", "rm", snap)
+	})
+	ro := uniq("cvro")
+	createClusterVolumeAs(t, plugin, ro, "multi", "readonly", "--type", "mount", "--opt", "from-snapshot="+src+"@ro")
+
+	var svcs, tasks []string
+	for i := 0; i < 2; i++ {
+		svc := uniq("cvrosvc")
+		must(t, "service", "create", "--detach", "--name", svc, "--network", "host",
+			"--mount", "type=cluster,src="+ro+",dst=/data,readonly", "busybox", "sleep", "600")
+		t.Cleanup(func() { _, _ = docker(t, time.Minute, "service", "rm", svc) })
+		svcs = append(svcs, svc)
+	}
+	for _, svc := range svcs {
+		task := serviceTask(t, svc, "", 3*time.Minute)
+		tasks = append(tasks, task)
+		if got := strings.TrimSpace(waitExec(t, task, "md5sum /data/payload | cut -d' ' -f1")); got != sum {
+			t.Errorf("service %s reads a payload with the checksum %q; want %q", svc, got, sum)
+		}
+		if got := strings.TrimSpace(waitExec(t, task, "cat /data/sum")); got != sum {
+			t.Errorf("service %s reads the recorded checksum %q; want %q", svc, got, sum)
+		}
+		out, err := docker(t, 30*time.Second, "exec", task, "sh", "-c", "echo x > /data/new")
+		if err == nil || !strings.Contains(out, "Read-only file system") {
+			t.Errorf("a write in service %s's task: %v %q; want it refused (read-only file system)", svc, err, out)
+		}
+	}
+	if !mappedReadOnly(t, ro) {
+		t.Errorf("the readonly volume %s is not mapped read-only on the host", ro)
+	}
+	removeServiceAndVolume(t, svcs[0], ro, svcs[1])
+	if out, err := ceph.Admin("rbd", "snap", "unprotect", snap); err != nil {
+		t.Fatalf("rbd snap unprotect %s after the clone's removal: %v %s", snap, err, out)
+	}
+	if out, err := ceph.Admin("rbd", "snap", "rm", snap); err != nil {
+		t.Fatalf("rbd snap rm %s: %v %s", snap, err, out)
+	}
+	removeVolume(t, src)
+}
+
+// mappedReadOnly says whether a loop device of the host backed by the image (the fuse mapper's
+// mapping) is read-only, from sysfs; false when none is.
+func mappedReadOnly(t *testing.T, image string) bool {
+	t.Helper()
+	files, _ := filepath.Glob("/sys/block/loop*/loop/backing_file")
+	for _, f := range files {
+		b, err := os.ReadFile(f)
+		if err != nil || !strings.HasSuffix(strings.TrimSpace(string(b)), "/"+image) {
+			continue
+		}
+		ro, err := os.ReadFile(filepath.Join(filepath.Dir(filepath.Dir(f)), "ro"))
+		return err == nil && strings.TrimSpace(string(ro)) == "1"
+	}
+	return false
 }
 
 // The volume plugin and the CSI plugin side by side on one pool (Docker 28's real daemon, both
@@ -199,7 +296,13 @@ func TestClusterVolumesBesideVolumePlugin(t *testing.T) {
 // waits until swarm has created it through the plugin; it is drained and removed at cleanup.
 func createClusterVolume(t *testing.T, plugin, name string, extra ...string) {
 	t.Helper()
-	args := append([]string{"volume", "create", "--driver", plugin, "--scope", "single", "--sharing", "none",
+	createClusterVolumeAs(t, plugin, name, "single", "none", extra...)
+}
+
+// createClusterVolumeAs is createClusterVolume with the given --scope and --sharing.
+func createClusterVolumeAs(t *testing.T, plugin, name, scope, sharing string, extra ...string) {
+	t.Helper()
+	args := append([]string{"volume", "create", "--driver", plugin, "--scope", scope, "--sharing", sharing,
 		"--availability", "active", "--required-bytes", "1G"}, extra...)
 	must(t, append(args, name)...)
 	t.Cleanup(func() {

@@ -42,21 +42,27 @@ func (f FS) Bind(ctx context.Context, source, target string, readOnly bool) erro
 		return fmt.Errorf("bind %s on %s: %w", source, target, err)
 	}
 	if readOnly {
-		err := execx.Bounded(ctx, func() error {
-			// A bind remount sets the mount's flags to exactly those given: keep the ones the bind
-			// has (the volume's nosuid,nodev among them), or it would lose them.
-			keep, err := mountFlagsOf(target)
-			if err != nil {
-				return err
-			}
-			return unix.Mount("", target, "", unix.MS_BIND|unix.MS_REMOUNT|unix.MS_RDONLY|keep, "")
-		})
+		return remountReadOnly(ctx, source, target)
+	}
+	return nil
+}
+
+// remountReadOnly makes the bind of source at target read-only, or unmounts it.
+func remountReadOnly(ctx context.Context, source, target string) error {
+	err := execx.Bounded(ctx, func() error {
+		// A bind remount sets the mount's flags to exactly those given: keep the ones the bind
+		// has (the volume's nosuid,nodev among them), or it would lose them.
+		keep, err := mountFlagsOf(target)
 		if err != nil {
-			if uerr := unix.Unmount(target, 0); uerr != nil {
-				return fmt.Errorf("make the bind of %s on %s read-only: %w; undoing the bind also failed (it stays read-write until unmounted): %v", source, target, err, uerr)
-			}
-			return fmt.Errorf("make the bind of %s on %s read-only: %w", source, target, err)
+			return err
 		}
+		return unix.Mount("", target, "", unix.MS_BIND|unix.MS_REMOUNT|unix.MS_RDONLY|keep, "")
+	})
+	if err != nil {
+		if uerr := unix.Unmount(target, 0); uerr != nil {
+			return fmt.Errorf("make the bind of %s on %s read-only: %w; undoing the bind also failed (it stays read-write until unmounted): %v", source, target, err, uerr)
+		}
+		return fmt.Errorf("make the bind of %s on %s read-only: %w", source, target, err)
 	}
 	return nil
 }
@@ -85,7 +91,9 @@ func mountFlagsOf(path string) (uintptr, error) {
 
 // BindDevice implements driver.Binder: the block device node dev bind-mounted on target, a
 // file made for it (mode 0600) if missing; an empty directory there is replaced by the file.
-func (f FS) BindDevice(ctx context.Context, dev, target string) error {
+// With readOnly the bind is remounted read-only (the device itself is read-only only when
+// mapped so).
+func (f FS) BindDevice(ctx context.Context, dev, target string, readOnly bool) error {
 	var ds unix.Stat_t
 	if err := unix.Stat(dev, &ds); err != nil {
 		return fmt.Errorf("bind device %s on %s: %w", dev, target, err)
@@ -120,6 +128,9 @@ func (f FS) BindDevice(ctx context.Context, dev, target string) error {
 	}
 	if err := execx.Bounded(ctx, func() error { return unix.Mount(dev, target, "", unix.MS_BIND, "") }); err != nil {
 		return fmt.Errorf("bind device %s on %s: %w", dev, target, err)
+	}
+	if readOnly {
+		return remountReadOnly(ctx, dev, target)
 	}
 	return nil
 }

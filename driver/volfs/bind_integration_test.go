@@ -104,7 +104,7 @@ func TestBindDevice(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, tg := range []string{target, fromDir} {
-		if err := fs.BindDevice(ctx, dev, tg); err != nil {
+		if err := fs.BindDevice(ctx, dev, tg, false); err != nil {
 			t.Fatalf("BindDevice on %s: %v", tg, err)
 		}
 		t.Cleanup(func() { _ = unix.Unmount(tg, unix.MNT_DETACH) })
@@ -112,16 +112,16 @@ func TestBindDevice(t *testing.T) {
 			t.Errorf("BoundDevice(%s, %s) = %t, %v", tg, dev, ok, err)
 		}
 	}
-	if err := fs.BindDevice(ctx, dev, target); err != nil {
+	if err := fs.BindDevice(ctx, dev, target, false); err != nil {
 		t.Errorf("BindDevice again: %v", err)
 	}
 	if ok, err := fs.BoundDevice(target, other); ok || err != nil {
 		t.Errorf("BoundDevice with another device = %t, %v", ok, err)
 	}
-	if err := fs.BindDevice(ctx, other, target); !errors.Is(err, driver.ErrInUse) {
+	if err := fs.BindDevice(ctx, other, target, false); !errors.Is(err, driver.ErrInUse) {
 		t.Errorf("BindDevice of another device there: %v, want ErrInUse", err)
 	}
-	if err := fs.BindDevice(ctx, filepath.Join(dir, "p"), filepath.Join(dir, "x")); err == nil {
+	if err := fs.BindDevice(ctx, filepath.Join(dir, "p"), filepath.Join(dir, "x"), false); err == nil {
 		t.Errorf("BindDevice of a directory succeeded")
 	}
 	payload := []byte("written through the published device node")
@@ -154,5 +154,58 @@ func TestBindDevice(t *testing.T) {
 	}
 	if ok, err := fs.BoundDevice(target, dev); ok || err != nil {
 		t.Errorf("BoundDevice after Unmount = %t, %v", ok, err)
+	}
+}
+
+// A read-only BindDevice: the bind is read-only, BoundDevice still recognises it, and over a
+// read-only device (a read-only mapping) a write through the target fails.
+func TestBindDeviceReadOnly(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	var fs FS
+	dev := loopDevice(t, 4<<20, nil)
+	setRO := func(on int) error {
+		f, err := os.Open(dev)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		return unix.IoctlSetPointerInt(int(f.Fd()), unix.BLKROSET, on)
+	}
+	if err := setRO(1); err != nil { // as a read-only mapping is
+		t.Fatalf("make %s read-only: %v", dev, err)
+	}
+	// Cleared before the loop device is detached (the cleanups run in reverse): the flag outlives
+	// the detach, and the next user of the loop device would find it read-only.
+	t.Cleanup(func() {
+		if err := setRO(0); err != nil {
+			t.Errorf("make %s writable again: %v", dev, err)
+		}
+	})
+	target := filepath.Join(t.TempDir(), "dev")
+	if err := fs.BindDevice(ctx, dev, target, true); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = unix.Unmount(target, unix.MNT_DETACH) })
+	var st unix.Statfs_t
+	if err := unix.Statfs(target, &st); err != nil || st.Flags&unix.ST_RDONLY == 0 {
+		t.Errorf("the bind at %s: flags %#x, %v; want read-only", target, st.Flags, err)
+	}
+	if ok, err := fs.BoundDevice(target, dev); !ok || err != nil {
+		t.Errorf("BoundDevice of a read-only bind = %t, %v", ok, err)
+	}
+	if err := fs.BindDevice(ctx, dev, target, true); err != nil {
+		t.Errorf("BindDevice again: %v", err)
+	}
+	w, err := os.OpenFile(target, os.O_WRONLY, 0)
+	if err == nil {
+		_, err = w.WriteAt([]byte("x"), 0)
+		err = errors.Join(err, w.Sync(), w.Close())
+	}
+	if err == nil {
+		t.Error("a write through the read-only target of a read-only device succeeded")
+	}
+	if err := fs.Unmount(ctx, target); err != nil {
+		t.Fatal(err)
 	}
 }
