@@ -93,9 +93,9 @@ func (p *Provisioner) createCopy(ctx context.Context, tx *undo.Stack, spec Spec,
 	start := time.Now()
 	if err := p.c.Flatten(ctx, spec); err != nil {
 		if errors.Is(err, driver.ErrTimeout) {
-			return opts, fmt.Errorf("from-volume %s: copying its data did not end within the call's deadline (%s); nothing was kept: "+
+			return opts, fmt.Errorf("from-volume %s: copying its data did not end within the call's deadline (stopped after %s); nothing is kept: "+
 				"raise CALL_TIMEOUT for copies of that size, or copy it by hand (rbd snap create, rbd clone, rbd flatten): %w",
-				src, time.Since(start).Round(time.Second), err)
+				src, time.Since(start).Round(100*time.Millisecond), err)
 		}
 		return opts, fmt.Errorf("from-volume %s: flatten: %w", src, err)
 	}
