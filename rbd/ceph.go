@@ -24,6 +24,7 @@ type images interface {
 	List(ctx context.Context, pool, namespace string) ([]string, error)
 	Create(ctx context.Context, spec Spec, opts CreateOptions) error
 	CreateSnap(ctx context.Context, spec Spec) error
+	ListSnaps(ctx context.Context, spec Spec) ([]string, error)
 	ProtectSnap(ctx context.Context, spec Spec) error
 	UnprotectSnap(ctx context.Context, spec Spec) error
 	RemoveSnap(ctx context.Context, spec Spec) error

@@ -112,6 +112,43 @@ func (p *Provisioner) createCopy(ctx context.Context, tx *undo.Stack, spec Spec,
 	return opts, nil
 }
 
+// staleCopy is the age past which a copy's snapshot belongs to no copy in progress: a copy ends
+// within its call's deadline and cleanup (CALL_TIMEOUT, two minutes at most), so an older one was
+// left by a plugin killed in the middle of a copy.
+const staleCopy = 15 * time.Minute
+
+// dropStaleCopySnaps removes the snapshots of volume name's image (spec) that copies left behind
+// (see staleCopy), so that the volume can be removed. It says whether it removed any. A snapshot
+// whose clone still exists (the unfinished copy: clone format 1) stays.
+func (p *Provisioner) dropStaleCopySnaps(ctx context.Context, name string, spec Spec) bool {
+	snaps, err := p.c.ListSnaps(ctx, spec)
+	if err != nil {
+		return false
+	}
+	dropped := false
+	for _, s := range snaps {
+		i := strings.LastIndexByte(s, '-')
+		at, err := time.Parse("20060102T150405.000Z", s[i+1:])
+		if !strings.HasPrefix(s, copySnapPrefix) || err != nil || time.Since(at) < staleCopy {
+			continue
+		}
+		snap := spec
+		snap.Snap = s
+		log := p.log().WithFields(logrus.Fields{"volume": name, "snapshot": snap.String()})
+		if err := p.c.UnprotectSnap(ctx, snap); err != nil {
+			log.WithError(err).Warn("a snapshot left by an unfinished copy cannot be unprotected (remove the unfinished copy first: rbd children " + snap.String() + ")")
+			continue
+		}
+		if err := p.c.RemoveSnap(ctx, snap); err != nil {
+			log.WithError(err).Warn("a snapshot left by an unfinished copy cannot be removed")
+			continue
+		}
+		log.Info("removed a snapshot left by an unfinished copy")
+		dropped = true
+	}
+	return dropped
+}
+
 // removeBusy removes an image, again while it is busy: a flatten aborted at the deadline keeps
 // the image open until librbd has stopped it (its next object).
 func (p *Provisioner) removeBusy(ctx context.Context, spec Spec) error {

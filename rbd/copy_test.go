@@ -198,3 +198,50 @@ func TestCreateCopyLeavesASnapshotItCannotRemove(t *testing.T) {
 		t.Fatalf("log: %+v", e)
 	}
 }
+
+// Remove of a source takes away the snapshots that copies interrupted long ago (a plugin killed
+// mid-copy) left on it, once no clone needs them; a copy's snapshot in progress, or one with its
+// clone still there, keeps the source.
+func TestRemoveDropsStaleCopySnapshots(t *testing.T) {
+	f, p, hook := copyFixture(t)
+	src := Spec{Pool: "volumes", Image: "src"}
+	snap := func(age time.Duration) Spec {
+		s := src
+		s.Snap = copySnapName("cp", time.Now().Add(-age))
+		if err := f.CreateSnap(bg, s); err != nil {
+			t.Fatal(err)
+		}
+		if err := f.ProtectSnap(bg, s); err != nil {
+			t.Fatal(err)
+		}
+		return s
+	}
+	fresh := snap(time.Minute)
+	err := p.Remove(bg, "src", driver.RemoveDelete)
+	if !errors.Is(err, driver.ErrInUse) || !strings.Contains(err.Error(), "copy of it being made") || srcSnaps(f) != 1 {
+		t.Fatalf("remove with a copy in progress: %v (%d snapshots)", err, srcSnaps(f))
+	}
+	if err := f.UnprotectSnap(bg, fresh); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.RemoveSnap(bg, fresh); err != nil {
+		t.Fatal(err)
+	}
+
+	old := snap(time.Hour)
+	if err := f.Clone(bg, old, Spec{Pool: "volumes", Image: "cp"}, CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.Remove(bg, "src", driver.RemoveDelete); !errors.Is(err, driver.ErrInUse) || srcSnaps(f) != 1 {
+		t.Fatalf("remove while the unfinished copy stays: %v", err)
+	}
+	if e := hook.LastEntry(); e == nil || !strings.Contains(e.Message, "rbd children "+old.String()) {
+		t.Errorf("log: %+v", e)
+	}
+	if err := p.Remove(bg, "cp", driver.RemoveDelete); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.Remove(bg, "src", driver.RemoveDelete); err != nil || f.image(src) != nil {
+		t.Fatalf("remove once the unfinished copy is gone: %v", err)
+	}
+}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"slices"
 	"sort"
 	"strings"
@@ -212,6 +213,16 @@ func (f *fakeCeph) CreateSnap(_ context.Context, spec Spec) error {
 	}
 	img.snaps[spec.Snap] = false
 	return nil
+}
+
+func (f *fakeCeph) ListSnaps(_ context.Context, spec Spec) ([]string, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	img, err := f.find("ListSnaps", spec)
+	if err != nil {
+		return nil, err
+	}
+	return slices.Sorted(maps.Keys(img.snaps)), nil
 }
 
 // ProtectSnap protects a snapshot made by CreateSnap; other snapshots (of images added by the

@@ -368,7 +368,11 @@ func (p *Provisioner) Remove(ctx context.Context, name string, action driver.Rem
 			return err
 		}
 	default:
-		if err := p.c.Remove(ctx, spec); err != nil {
+		err := p.c.Remove(ctx, spec)
+		if errors.Is(err, driver.ErrInUse) && p.dropStaleCopySnaps(ctx, name, spec) {
+			err = p.c.Remove(ctx, spec)
+		}
+		if err != nil {
 			if errors.Is(err, driver.ErrInUse) {
 				return fmt.Errorf("%w (it has snapshots or clones: remove them first, or set REMOVE_ACTION=trash; a -o from-volume copy of it being made holds a snapshot until the copy ends)", err)
 			}
