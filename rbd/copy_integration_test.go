@@ -125,9 +125,18 @@ func TestCreateCopyOnCluster(t *testing.T) {
 			t.Errorf("the copy at %d reads %q, want %q", off, got, want)
 		}
 	}
-	// The source is removed at once (nothing of it is held by the copy).
+	// The source is removed at once (nothing of it is held by the copy), and with it the
+	// protected snapshot that a copy killed an hour ago left.
+	stale := srcSpec
+	stale.Snap = "docker-plugin-copy-killed-" + time.Now().Add(-time.Hour).UTC().Format("20060102T150405.000Z")
+	if err := c.CreateSnap(ctx, stale); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.ProtectSnap(ctx, stale); err != nil {
+		t.Fatal(err)
+	}
 	if err := p.Remove(ctx, src, driver.RemoveDelete); err != nil {
-		t.Fatalf("remove the source after its copy: %v", err)
+		t.Fatalf("remove the source after its copy, with a stale copy's snapshot: %v", err)
 	}
 }
 
