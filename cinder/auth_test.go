@@ -354,7 +354,7 @@ func TestRoundSizeAndOptions(t *testing.T) {
 			t.Errorf("RoundSize(%d) = %d, want %d", in, got, want)
 		}
 	}
-	if got := p.BackendOptions(); !slices.Equal(got, []string{OptProjectID, OptVolumeType, OptAvailabilityZone, OptSnapshotID, OptSourceVolumeID}) {
+	if got := p.BackendOptions(); !slices.Equal(got, []string{OptProjectID, OptVolumeType, OptAvailabilityZone, OptSnapshotID, OptSourceVolumeID, OptFromVolume}) {
 		t.Errorf("BackendOptions %v", got)
 	}
 	if !p.cfg.Auth.AllowReauth || p.cfg.Poll != 500*time.Millisecond {

@@ -23,6 +23,8 @@ const (
 	OptAvailabilityZone = "availability-zone"
 	OptSnapshotID       = "snapshot-id"
 	OptSourceVolumeID   = "source-volume-id"
+	// OptFromVolume makes the volume a copy of another volume, named as Docker names it.
+	OptFromVolume = "from-volume"
 )
 
 // Metadata the plugin keeps on the Cinder volumes it creates.
@@ -32,6 +34,7 @@ const (
 	metaFSType       = driver.MetaFSType
 	metaMkfsOptions  = driver.MetaMkfsOptions
 	metaMountOptions = driver.MetaMountOptions
+	metaFromVolume   = driver.MetaPrefix + OptFromVolume // the name of the volume a copy was made from
 	managedBy        = "ceph-docker-plugin"
 	// microversion: attachments create (3.27), complete (3.44), mode (3.54).
 	microversion = "3.54"
@@ -120,5 +123,5 @@ func New(cfg Config) *Provisioner {
 
 // BackendOptions implements driver.Provisioner.
 func (p *Provisioner) BackendOptions() []string {
-	return []string{OptProjectID, OptVolumeType, OptAvailabilityZone, OptSnapshotID, OptSourceVolumeID}
+	return []string{OptProjectID, OptVolumeType, OptAvailabilityZone, OptSnapshotID, OptSourceVolumeID, OptFromVolume}
 }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"math"
 	"net/http"
+	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -142,8 +143,17 @@ func (p *Provisioner) Create(ctx context.Context, name string, opts driver.Optio
 	} else if !errors.Is(err, driver.ErrNotFound) {
 		return err
 	}
+	sourceID := opts.Backend[OptSourceVolumeID]
+	if src, ok := opts.Backend[OptFromVolume]; ok {
+		if c, opts, sourceID, err = p.fromVolume(ctx, c, src, opts); err != nil {
+			return fmt.Errorf("cinder create %s: %w", name, err)
+		}
+	}
 	meta := driver.StoredMeta(opts)
 	meta[metaManaged] = managedBy
+	if src, ok := opts.Backend[OptFromVolume]; ok {
+		meta[metaFromVolume] = src
+	}
 	size, err := p.createSize(ctx, c, opts)
 	if err != nil {
 		return fmt.Errorf("cinder create %s: %w", name, err)
@@ -151,7 +161,7 @@ func (p *Provisioner) Create(ctx context.Context, name string, opts driver.Optio
 	co := volumes.CreateOpts{
 		Name: name, Size: size, Metadata: meta,
 		VolumeType: opts.Backend[OptVolumeType], AvailabilityZone: opts.Backend[OptAvailabilityZone],
-		SnapshotID: opts.Backend[OptSnapshotID], SourceVolID: opts.Backend[OptSourceVolumeID],
+		SnapshotID: opts.Backend[OptSnapshotID], SourceVolID: sourceID,
 		Description: "Docker volume " + name + " (ceph-docker-plugin)",
 	}
 	v, err := volumes.Create(ctx, c, co, nil).Extract()
@@ -165,6 +175,43 @@ func (p *Provisioner) Create(ctx context.Context, name string, opts driver.Optio
 	}
 	tx.OnError(ctx, &err, nil)
 	return err
+}
+
+// copyStatuses are the statuses of a volume Cinder makes a copy of (SRC_VOL_PROCEED_STATUS):
+// a volume in use is copied too (Cinder's RBD driver snapshots its image and clones it).
+var copyStatuses = []string{"available", "in-use"}
+
+// fromVolume resolves -o from-volume=src of a Create: the source volume by its name (in the
+// configured project, else in the one other project that has it), the client of the project the
+// copy is made in (the source's: Cinder copies within a project), the options of the copy
+// (driver.Options.CopyOf: the source's stored options for those not given, its size without
+// -o size) and the source's ID.
+func (p *Provisioner) fromVolume(ctx context.Context, c *gophercloud.ServiceClient, src string, opts driver.Options) (*gophercloud.ServiceClient, driver.Options, string, error) {
+	if err := driver.ValidateName(src); err != nil {
+		return c, opts, "", fmt.Errorf("from-volume: %w", err)
+	}
+	for _, k := range []string{OptSnapshotID, OptSourceVolumeID} {
+		if _, ok := opts.Backend[k]; ok {
+			return c, opts, "", fmt.Errorf("%w: give %s or %s, not both", driver.ErrInvalid, OptFromVolume, k)
+		}
+	}
+	f, err := p.locate(ctx, src)
+	if err != nil {
+		return c, opts, "", fmt.Errorf("from-volume %s: %w", src, err)
+	}
+	if pid, ok := opts.Backend[OptProjectID]; ok && pid != f.project {
+		return c, opts, "", fmt.Errorf("%w: from-volume %s is in project %s, and Cinder copies a volume within its project: leave -o %s out, or give %s",
+			driver.ErrInvalid, src, f.project, OptProjectID, f.project)
+	}
+	if !slices.Contains(copyStatuses, f.v.Status) {
+		return c, opts, "", fmt.Errorf("%w: from-volume %s (%s) is %q; Cinder copies a volume that is %s: try again once it is",
+			driver.ErrInUse, src, f.v.ID, f.v.Status, strings.Join(copyStatuses, " or "))
+	}
+	copyOpts, err := opts.CopyOf(toVolume(f.v, f.project))
+	if err != nil {
+		return c, opts, "", err
+	}
+	return f.c, copyOpts, f.v.ID, nil
 }
 
 // deleteCreated is the undo of a Create that failed after Cinder accepted it: it deletes the
@@ -219,6 +266,9 @@ func toVolume(v volumes.Volume, project string) driver.Volume {
 	if v.SourceVolID != "" {
 		vol.Status[OptSourceVolumeID] = v.SourceVolID
 	}
+	if src := v.Metadata[metaFromVolume]; src != "" {
+		vol.Status[OptFromVolume] = src
+	}
 	vol.Holder = holders(v, nil)
 	return vol
 }
@@ -255,10 +305,10 @@ func (p *Provisioner) Get(ctx context.Context, name string) (driver.Volume, erro
 }
 
 // Differences implements driver.Provisioner: it compares the project-id, volume-type,
-// availability-zone, snapshot-id and source-volume-id options of an idempotent Create.
+// availability-zone, snapshot-id, source-volume-id and from-volume options of an idempotent Create.
 func (p *Provisioner) Differences(ctx context.Context, vol driver.Volume, opts driver.Options) ([]string, error) {
 	var diffs []string
-	for _, k := range []string{OptProjectID, OptAvailabilityZone, OptSnapshotID, OptSourceVolumeID} {
+	for _, k := range []string{OptProjectID, OptAvailabilityZone, OptSnapshotID, OptSourceVolumeID, OptFromVolume} {
 		v, ok := opts.Backend[k]
 		if !ok {
 			continue

@@ -148,6 +148,10 @@ func (d *Driver) Create(ctx context.Context, name string, raw map[string]string)
 	}
 	opts.Size = d.prov.RoundSize(opts.Size)
 	opts.FrontEnd = d.cfg.FrontEnd
+	opts.Given = make(map[string]bool, len(raw))
+	for k := range raw {
+		opts.Given[k] = true
+	}
 	unlock, err := d.begin(ctx, name)
 	if err != nil {
 		return err

@@ -81,8 +81,9 @@ func TestCreate(t *testing.T) {
 		t.Fatalf("Create with defaults: %v", err)
 	}
 	want := []Options{
-		{Size: 2 << 30, SizeGiven: true, FSType: "xfs", MkfsOptions: []string{"-m", "crc=1"}, MountOptions: "noatime", Backend: map[string]string{"pool": "fast"}},
-		{Size: 1 << 30, FSType: "ext4", Backend: map[string]string{}}, // DEFAULT_SIZE: not given
+		{Size: 2 << 30, SizeGiven: true, FSType: "xfs", MkfsOptions: []string{"-m", "crc=1"}, MountOptions: "noatime", Backend: map[string]string{"pool": "fast"},
+			Given: map[string]bool{"size": true, "fstype": true, "mkfs-options": true, "mount-options": true, "pool": true}},
+		{Size: 1 << 30, FSType: "ext4", Backend: map[string]string{}, Given: map[string]bool{}}, // DEFAULT_SIZE: not given
 	}
 	if got := e.prov.createdOptions(); !reflect.DeepEqual(got, want) {
 		t.Errorf("created with\n  %+v\nwant\n  %+v", got, want)

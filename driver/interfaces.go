@@ -95,6 +95,9 @@ type Options struct {
 	// FrontEnd is the protocol the volume is created through (FrontEndVolume, FrontEndCSI),
 	// recorded with the volume by the backend; "" records nothing.
 	FrontEnd string
+	// Given are the -o keys the request gave (nil: not known, all taken as given): a copy of
+	// another volume (-o from-volume) takes the options not given from its source (CopyOf).
+	Given map[string]bool
 }
 
 // Volume is a volume as the backend knows it.

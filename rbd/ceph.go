@@ -15,7 +15,7 @@ type ceph interface {
 	PoolAvail(ctx context.Context, pool string) (uint64, error)
 }
 
-// images are the image calls: create, clone, describe, metadata, removal, and the index of
+// images are the image calls: create, snapshot, clone, flatten, describe, metadata, removal, and the index of
 // volumes in other pools.
 type images interface {
 	ImageID(ctx context.Context, spec Spec) (string, error)
@@ -23,8 +23,13 @@ type images interface {
 	Info(ctx context.Context, spec Spec) (ImageInfo, error)
 	List(ctx context.Context, pool, namespace string) ([]string, error)
 	Create(ctx context.Context, spec Spec, opts CreateOptions) error
+	CreateSnap(ctx context.Context, spec Spec) error
+	ListSnaps(ctx context.Context, spec Spec) ([]string, error)
 	ProtectSnap(ctx context.Context, spec Spec) error
+	UnprotectSnap(ctx context.Context, spec Spec) error
+	RemoveSnap(ctx context.Context, spec Spec) error
 	Clone(ctx context.Context, parent, child Spec, opts CreateOptions) error
+	Flatten(ctx context.Context, spec Spec) error
 	Resize(ctx context.Context, spec Spec, size uint64) error
 	SetMetas(ctx context.Context, spec Spec, kv map[string]string) error
 	Remove(ctx context.Context, spec Spec) error

@@ -12,8 +12,8 @@ import (
 	"github.com/cephdocker/ceph-docker-plugin/driver"
 )
 
-// Differences implements driver.Provisioner: it compares the pool, data-pool, features and
-// from-snapshot options of an idempotent Create.
+// Differences implements driver.Provisioner: it compares the pool, data-pool, features,
+// from-snapshot and from-volume options of an idempotent Create.
 func (p *Provisioner) Differences(ctx context.Context, vol driver.Volume, opts driver.Options) ([]string, error) {
 	var diffs []string
 	if v, ok := opts.Backend[OptPool]; ok && v != vol.Image.Pool {
@@ -51,6 +51,11 @@ func (p *Provisioner) Differences(ctx context.Context, vol driver.Volume, opts d
 			diffs = append(diffs, fmt.Sprintf("from-snapshot %s (it is not a clone)", v))
 		case err == nil && src.String() != parent:
 			diffs = append(diffs, fmt.Sprintf("from-snapshot %s (it is a clone of %s)", v, parent))
+		}
+	}
+	if v, ok := opts.Backend[OptFromVolume]; ok {
+		if diff := copyDifference(v, vol); diff != "" {
+			diffs = append(diffs, diff)
 		}
 	}
 	return diffs, nil

@@ -181,7 +181,7 @@ func TestLazyForwards(t *testing.T) {
 			t.Errorf("call %d before connecting: %v", i, err)
 		}
 	}
-	if len(l.BackendOptions()) != 4 || l.RoundSize(3) != 3 {
+	if len(l.BackendOptions()) != len(BackendOptions()) || l.RoundSize(3) != 3 {
 		t.Error("BackendOptions or RoundSize need a connection")
 	}
 	up = true

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"slices"
 	"sort"
 	"strings"
@@ -40,6 +41,7 @@ type fakeImage struct {
 	meta     map[string]string
 	lockers  []Locker
 	watchers []Watcher
+	snaps    map[string]bool // the snapshots made by CreateSnap: protected or not
 }
 
 var _ ceph = (*fakeCeph)(nil)
@@ -196,10 +198,93 @@ func (f *fakeCeph) Create(_ context.Context, spec Spec, opts CreateOptions) erro
 	return nil
 }
 
+func (f *fakeCeph) CreateSnap(_ context.Context, spec Spec) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	img, err := f.find("CreateSnap", spec)
+	if err != nil {
+		return err
+	}
+	if _, ok := img.snaps[spec.Snap]; ok {
+		return &OpError{Op: "snap create", What: spec.String(), Kind: driver.ErrExists, Err: errors.New("exists")}
+	}
+	if img.snaps == nil {
+		img.snaps = map[string]bool{}
+	}
+	img.snaps[spec.Snap] = false
+	return nil
+}
+
+func (f *fakeCeph) ListSnaps(_ context.Context, spec Spec) ([]string, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	img, err := f.find("ListSnaps", spec)
+	if err != nil {
+		return nil, err
+	}
+	return slices.Sorted(maps.Keys(img.snaps)), nil
+}
+
+// ProtectSnap protects a snapshot made by CreateSnap; other snapshots (of images added by the
+// test) are taken to exist.
 func (f *fakeCeph) ProtectSnap(_ context.Context, spec Spec) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	_, err := f.find("ProtectSnap", spec)
+	img, err := f.find("ProtectSnap", spec)
+	if err != nil {
+		return err
+	}
+	if _, ok := img.snaps[spec.Snap]; ok {
+		img.snaps[spec.Snap] = true
+	}
+	return nil
+}
+
+// UnprotectSnap refuses while the snapshot has a clone, as clone format 1 does.
+func (f *fakeCeph) UnprotectSnap(_ context.Context, spec Spec) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	img, err := f.find("UnprotectSnap", spec)
+	if err != nil {
+		return err
+	}
+	if _, ok := img.snaps[spec.Snap]; !ok {
+		return notFound("snap unprotect", spec)
+	}
+	for _, o := range f.images {
+		if o.info.Parent == spec.String() {
+			return &OpError{Op: "snap unprotect", What: spec.String(), Kind: driver.ErrInUse, Err: errors.New("the snapshot has clones")}
+		}
+	}
+	img.snaps[spec.Snap] = false
+	return nil
+}
+
+func (f *fakeCeph) RemoveSnap(_ context.Context, spec Spec) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	img, err := f.find("RemoveSnap", spec)
+	if err != nil {
+		return err
+	}
+	protected, ok := img.snaps[spec.Snap]
+	switch {
+	case !ok:
+		return notFound("snap rm", spec)
+	case protected:
+		return &OpError{Op: "snap rm", What: spec.String(), Kind: driver.ErrInUse, Err: errors.New("the snapshot is protected")}
+	}
+	delete(img.snaps, spec.Snap)
+	return nil
+}
+
+func (f *fakeCeph) Flatten(_ context.Context, spec Spec) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	img, err := f.find("Flatten", spec)
+	if err == nil {
+		img.info.Parent = ""
+	}
 	return err
 }
 
@@ -240,8 +325,12 @@ func (f *fakeCeph) SetMetas(_ context.Context, spec Spec, kv map[string]string) 
 func (f *fakeCeph) Remove(_ context.Context, spec Spec) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	if _, err := f.find("Remove", spec); err != nil {
+	img, err := f.find("Remove", spec)
+	if err != nil {
 		return err
+	}
+	if len(img.snaps) > 0 {
+		return &OpError{Op: "remove", What: spec.String(), Kind: driver.ErrInUse, Err: errors.New("the image has snapshots")}
 	}
 	delete(f.images, spec.String())
 	return nil

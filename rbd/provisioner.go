@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"slices"
 	"sort"
 	"strings"
@@ -91,7 +92,7 @@ func (p *Provisioner) BackendOptions() []string { return BackendOptions() }
 
 // BackendOptions are the -o keys of the rbd backend beyond the common ones.
 func BackendOptions() []string {
-	return []string{OptPool, OptDataPool, OptFeatures, OptFromSnapshot}
+	return []string{OptPool, OptDataPool, OptFeatures, OptFromSnapshot, OptFromVolume}
 }
 
 func validPoolName(s string) bool {
@@ -155,18 +156,26 @@ func (p *Provisioner) Create(ctx context.Context, name string, opts driver.Optio
 	} else if !errors.Is(err, driver.ErrNotFound) {
 		return err
 	}
-	meta := driver.StoredMeta(opts)
-	meta[metaCreated] = time.Now().UTC().Format(time.RFC3339)
+	meta := map[string]string{metaCreated: time.Now().UTC().Format(time.RFC3339)}
 	var tx undo.Stack
 	defer tx.OnError(ctx, &err, p.reportUndo(name))
-	if src, ok := opts.Backend[OptFromSnapshot]; ok {
-		err = p.createClone(ctx, &tx, spec, src, co, opts, meta)
-	} else {
+	fromSnap, cloned := opts.Backend[OptFromSnapshot]
+	fromVol, copied := opts.Backend[OptFromVolume]
+	switch {
+	case cloned && copied:
+		return fmt.Errorf("%w: give from-snapshot or from-volume, not both", driver.ErrInvalid)
+	case copied:
+		meta[metaFromVolume] = fromVol
+		opts, err = p.createCopy(ctx, &tx, spec, fromVol, &co, opts)
+	case cloned:
+		err = p.createClone(ctx, &tx, spec, fromSnap, co, opts, meta)
+	default:
 		err = p.createImage(ctx, &tx, name, spec, co)
 	}
 	if err != nil {
 		return err
 	}
+	maps.Copy(meta, driver.StoredMeta(opts))
 	if err := p.c.SetMetas(ctx, spec, meta); err != nil {
 		return err
 	}
@@ -303,6 +312,9 @@ func volumeOf(name string, spec Spec, d Description) driver.Volume {
 	if v := meta[metaFromSnapshot]; v != "" {
 		vol.Status[OptFromSnapshot] = v
 	}
+	if v := meta[metaFromVolume]; v != "" {
+		vol.Status[OptFromVolume] = v
+	}
 	if info.DataPool != "" {
 		vol.Status["data-pool"] = info.DataPool
 	}
@@ -359,9 +371,13 @@ func (p *Provisioner) Remove(ctx context.Context, name string, action driver.Rem
 			return err
 		}
 	default:
-		if err := p.c.Remove(ctx, spec); err != nil {
+		err := p.c.Remove(ctx, spec)
+		if errors.Is(err, driver.ErrInUse) && p.dropStaleCopySnaps(ctx, name, spec) {
+			err = p.c.Remove(ctx, spec)
+		}
+		if err != nil {
 			if errors.Is(err, driver.ErrInUse) {
-				return fmt.Errorf("%w (it has snapshots or clones: remove them first, or set REMOVE_ACTION=trash)", err)
+				return fmt.Errorf("%w (it has snapshots or clones: remove them first, or set REMOVE_ACTION=trash; a -o from-volume copy of it being made holds a snapshot until the copy ends)", err)
 			}
 			return err
 		}

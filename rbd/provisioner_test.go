@@ -3,6 +3,7 @@ package rbd
 import (
 	"context"
 	"errors"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -200,7 +201,7 @@ func TestDifferences(t *testing.T) {
 	if got, _ := p.Differences(bg, driver.Volume{Status: map[string]any{}}, driver.Options{Backend: map[string]string{OptDataPool: "ec"}}); len(got) != 1 || !strings.Contains(got[0], "it has none") {
 		t.Errorf("no data pool: %q", got)
 	}
-	if p.RoundSize(12345) != 12345 || len(p.BackendOptions()) != 4 {
+	if p.RoundSize(12345) != 12345 || len(p.BackendOptions()) != 5 || !slices.Contains(p.BackendOptions(), OptFromVolume) {
 		t.Error("RoundSize or BackendOptions")
 	}
 }

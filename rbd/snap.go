@@ -114,8 +114,3 @@ func (c *Cluster) Clone(ctx context.Context, parent, child Spec, opts CreateOpti
 		return rbd.CloneImage(pio, parent.Image, parent.Snap, cio, child.Image, rio)
 	}, c.undoIfOK("clone", child.String(), func() error { return rbd.RemoveImage(cio, child.Image) }))
 }
-
-// Flatten copies a clone's data from its parent so that it no longer depends on it.
-func (c *Cluster) Flatten(ctx context.Context, spec Spec) error {
-	return c.withImage(ctx, "flatten", spec, func(img *rbd.Image) error { return img.Flatten() })
-}
