@@ -22,21 +22,23 @@ import (
 )
 
 type options struct {
-	bin, work, out     string
-	phases             []string
-	n                  int // per-call latency runs
-	listN              int
-	levels             [][2]int // clients, cycles per client
-	fioRandIO          string
-	fioRounds          int
-	fioSize            string
-	footprintN         int
-	footprintWorkers   int
-	cinderN            int
-	concSize, fpSize   string
-	writeMiB           int
-	commit, makeTarget string
-	scale              scaleOptions
+	bin, work, out       string
+	phases               []string
+	n                    int // per-call latency runs
+	listN                int
+	levels               [][2]int // clients, cycles per client
+	fioRandIO            string
+	fioRounds            int
+	fioSize              string
+	footprintN           int
+	footprintCount       bool // count the restarted plugin's OSD requests (reconcile phase)
+	footprintMemFloorMiB int64
+	footprintWorkers     int
+	cinderN              int
+	concSize, fpSize     string
+	writeMiB             int
+	commit, makeTarget   string
+	scale                scaleOptions
 }
 
 func parseLevels(s string) ([][2]int, error) {
@@ -70,6 +72,7 @@ func main() {
 	flag.IntVar(&o.footprintWorkers, "footprint-workers", 8, "parallel clients mounting them")
 	flag.IntVar(&o.cinderN, "cinder-n", 15, "runs in the Cinder phase")
 	flag.StringVar(&o.concSize, "conc-size", "1G", "volume size in the concurrency phase")
+	flag.Int64Var(&o.footprintMemFloorMiB, "footprint-mem-floor", 3072, "stop mounting footprint volumes when MemAvailable falls under this many MiB")
 	flag.StringVar(&o.fpSize, "footprint-size", "256M", "volume size in the footprint phase")
 	flag.IntVar(&o.writeMiB, "write-mib", 4, "MiB each concurrency cycle writes (then fsync)")
 	flag.StringVar(&o.makeTarget, "command", "make bench", "how this run was started (for the report)")

@@ -45,7 +45,7 @@ func scaleFlags(o *scaleOptions) {
 		return err
 	})
 	flag.DurationVar(&o.hostsWindow, "hosts-window", 15*time.Second, "how long the hosts phase sends Gets at each N (Lists: a third of it)")
-	flag.IntVar(&o.reconcileN, "reconcile-n", 300, "volumes mounted (rbd-fuse) before the restart in the reconcile phase")
+	flag.IntVar(&o.reconcileN, "reconcile-n", 1000, "volumes mounted (rbd-fuse) before the restart in the reconcile phase")
 	flag.IntVar(&o.cinderCostN, "cinder-cost-n", 50, "calls counted per scenario in cindercost")
 	flag.IntVar(&o.cinderMany, "cinder-many", 2000, "volumes in the bench's own Cinder project for cindermany")
 	flag.BoolVar(&o.cinderManyKeep, "cinder-many-keep", false, "keep cindermany's volumes for the next run (creating them takes minutes)")
@@ -268,8 +268,8 @@ func (b *bench) reportBigList(w *strings.Builder) {
 func (b *bench) reconcile(ctx context.Context) error {
 	scaleRes.memAvailKiB = memAvailable()
 	saved, savedFP := b.o.footprintN, b.res.fp
-	b.o.footprintN = b.o.scale.reconcileN
-	defer func() { b.o.footprintN, b.res.fp = saved, savedFP }()
+	b.o.footprintN, b.o.footprintCount = b.o.scale.reconcileN, true
+	defer func() { b.o.footprintN, b.o.footprintCount, b.res.fp = saved, false, savedFP }()
 	err := b.footprint(ctx)
 	scaleRes.rec = b.res.fp
 	return err
@@ -295,7 +295,17 @@ func (b *bench) reportReconcile(w *strings.Builder) {
 	p("mounts them with %d parallel clients, is stopped with SIGTERM (mounts and rbd-fuse mappings stay) and\n", b.o.footprintWorkers)
 	p("started again; the reconcile time is the plugin's own log line.\n\n")
 	p("| measure | value |\n|---|---|\n")
-	p("| volumes mounted before the restart | %d (rbd-fuse daemons: %d, together %s, %s each) |\n", fp.volumes, fp.fuseCount, mib(fp.fuseRSS), mib(fp.fuseRSS/int64(max(fp.fuseCount, 1))))
+	each := func(kib int64) string { return mib(kib / int64(max(fp.fuseCount, 1))) }
+	if fp.memFloorHit {
+		p("| volumes mounted before the restart | %d of the %d asked for: mounting stopped when the machine's available memory fell under %d MiB |\n",
+			fp.volumes, b.o.scale.reconcileN, b.o.footprintMemFloorMiB)
+	} else {
+		p("| volumes mounted before the restart | %d |\n", fp.volumes)
+	}
+	p("| rbd-fuse daemons serving them: memory together (each) | %d: PSS %s (%s), RSS %s (%s) |\n",
+		fp.fuseCount, mib(fp.fusePSS), each(fp.fusePSS), mib(fp.fuseRSS), each(fp.fuseRSS))
+	p("| MemAvailable before creating them minus after mounting them (the whole machine) | %s (%s per volume) |\n",
+		mib(fp.memAvailDrop), mib(fp.memAvailDrop/int64(max(fp.volumes, 1))))
 	p("| time to create + mount them all | %s |\n", fp.mountTime.Round(time.Millisecond))
 	p("| plugin RSS with them mounted / after the restart | %s / %s |\n", mib(fp.fullRSS), mib(fp.afterRSS))
 	p("| start to first answered request (no volumes / with them to reconcile) | %s / %s |\n", ms(fp.firstAnswerIdle), ms(fp.firstAnswer))
@@ -305,18 +315,24 @@ func (b *bench) reportReconcile(w *strings.Builder) {
 	}
 	p("| reconcile of all of them, to done (plugin log) | %s |\n", done)
 	p("| create + first Mount of another volume sent right after the first answer | %s |\n", ms(fp.firstMountAfterRestart))
+	if fp.counted {
+		p("| OSD requests the restarted plugin sent, start to reconcile done (one more volume's create, Mount, Unmount, remove included) | %.0f (%.1f per volume; reads %.0f, writes %.0f) |\n",
+			fp.reconcileOps.ops, fp.reconcileOps.ops/float64(max(fp.volumes, 1)), fp.reconcileOps.reads, fp.reconcileOps.writes)
+		p("| most OSD requests it sent in any one second of the reconcile (sampled every 100 ms) | %.0f |\n", fp.reconcilePeakOp)
+	}
 	p("| rbd-fuse daemons alive before the restart / after the reconcile | %d / %d |\n", fp.fuseBefore, fp.fuseAfter)
 	p("| volumes the reconcile could not repair | %d |\n\n", fp.repairErrors)
 	if fp.fuseCount > 0 && scaleRes.memAvailKiB > 0 {
-		each := fp.fuseRSS / int64(fp.fuseCount)
-		p("**How many fit here.** With `MAPPER=fuse` every mapped volume is an rbd-fuse daemon of about %s, so\n", mib(each))
-		p("the machine's %s of available memory at the start of this phase (24 GiB in all, shared with other\n", mib(scaleRes.memAvailKiB))
-		p("work) holds about %d mapped volumes; 1,000 would need about %s for the daemons alone, more than this\n", scaleRes.memAvailKiB/each, mib(1000*each))
-		p("machine has, so this run mounts %d. With krbd (production hosts) a mapping is a kernel device and costs\n", fp.volumes)
-		p("no process. The reconcile confirms with Ceph, volume by volume and one at a time (no burst of\n")
-		p("requests on Ceph), that this host still holds each one (an Attach, whose describe is now the id read\n")
-		p("and one header read instead of an image open); it no longer asks every rbd-fuse daemon about its image\n")
-		p("once per volume (the local clients of a fuse mapping are not known anyway): with that, an earlier run of\n")
-		p("this phase on this machine reconciled about one volume every 5 s (stopped after the first 40 of 300).\n\n")
+		per := fp.fusePSS / int64(fp.fuseCount)
+		p("**How many fit here.** With `MAPPER=fuse` every mapped volume is an rbd-fuse daemon (one Ceph client per\n")
+		p("image, so that fencing one volume's holder fences nothing else). Its RSS counts the Ceph libraries\n")
+		p("every daemon maps, once per daemon; its PSS shares them out, and is what the daemons take together:\n")
+		p("%s each here, so the %s of memory available at the start of this phase (24 GiB in all, shared with\n", mib(per), mib(scaleRes.memAvailKiB))
+		p("other work) holds about %d mapped volumes. The daemons run with the fuse mapper's Ceph client options\n", scaleRes.memAvailKiB/max(per, 1))
+		p("(`fuse.ClientOptionsDefault`: an 8 MiB librbd cache, one messenger thread, two malloc arenas; see\n")
+		p("\"rbd-fuse daemons\" below). With krbd (production hosts) a mapping is a kernel device and costs no\n")
+		p("process. The reconcile confirms with Ceph, volume by volume and one at a time, that this host still\n")
+		p("holds each one (an Attach: the id read and one header read); the OSD requests above are the whole\n")
+		p("cost it put on Ceph, and the busiest second shows there is no burst.\n\n")
 	}
 }
