@@ -25,6 +25,7 @@ const (
 type scaleOptions struct {
 	binBefore, beforeRef string // an earlier build of the plugin, and what it was built from
 	costN                int    // calls counted per scenario
+	costMountN           int    // Mount + Unmount cycles counted in getcost
 	bigN                 int    // images in the pool for biglist
 	hostsN               []int  // instance counts for hosts
 	hostsWindow          time.Duration
@@ -35,9 +36,10 @@ type scaleOptions struct {
 }
 
 func scaleFlags(o *scaleOptions) {
-	flag.StringVar(&o.binBefore, "plugin-before", "", "an earlier build of the plugin, measured beside this one by getcost")
-	flag.StringVar(&o.beforeRef, "before-ref", "", "the git revision -plugin-before was built from (for the report)")
+	flag.StringVar(&o.binBefore, "plugin-before", "", "earlier builds of the plugin (comma-separated), measured beside this one by getcost")
+	flag.StringVar(&o.beforeRef, "before-ref", "", "the git revisions -plugin-before were built from, in its order (for the report)")
 	flag.IntVar(&o.costN, "cost-n", 300, "calls counted per scenario in getcost")
+	flag.IntVar(&o.costMountN, "cost-mount-n", 20, "Mount + Unmount cycles counted in getcost")
 	o.hostsN = []int{1, 10, 50, 100}
 	flag.Func("hosts-n", "instance counts for the hosts phase (default 1,10,50,100)", func(v string) error {
 		var err error
@@ -204,9 +206,10 @@ func (b *bench) scaleSection(old string) string {
 
 func (b *bench) reportCost(w *strings.Builder) {
 	p := func(format string, args ...any) { fmt.Fprintf(w, format, args...) }
-	p("### Get, counted\n\n")
+	p("### Get, Mount and Unmount, counted\n\n")
 	p("One plugin (`BACKEND=rbd`, `MAPPER=fuse`) per build, driven over its socket; each scenario is warmed with\n")
-	p("3 calls, then %d calls are counted. **OSD requests** are the plugin's own Ceph client's: the `op`,\n", b.o.scale.costN)
+	p("3 calls, then %d calls are counted (Mount and Unmount: %d cycles of a formatted volume, each call counted\n", b.o.scale.costN, b.o.scale.costMountN)
+	p("on its own; the rbd-fuse daemon a Mount starts is another client, not counted). **OSD requests** are the plugin's own Ceph client's: the `op`,\n")
 	p("`op_r` and `op_w` counters of the objecter section of its admin socket's `perf dump`, read before and\n")
 	p("after (a compound request of several steps counts once; the other users of this Ceph do not move\n")
 	p("these counters). **CPU** is the plugin process's utime + stime from `/proc/PID/stat` over the same\n")
@@ -235,8 +238,8 @@ func (b *bench) reportCost(w *strings.Builder) {
 	for _, a := range after {
 		for _, bf := range before {
 			if bf.call == a.call && a.per.ops > 0 {
-				p("- %s: %.1f → %.1f OSD requests (%.1f× fewer), %.2f → %.2f ms of plugin CPU.\n", a.call, bf.per.ops, a.per.ops,
-					bf.per.ops/a.per.ops, bf.per.cpuMS, a.per.cpuMS)
+				p("- %s, %s → this tree: %.1f → %.1f OSD requests (%.1f× fewer), %.2f → %.2f ms of plugin CPU.\n", a.call,
+					strings.TrimPrefix(bf.build, "before "), bf.per.ops, a.per.ops, bf.per.ops/a.per.ops, bf.per.cpuMS, a.per.cpuMS)
 			}
 		}
 	}
