@@ -82,6 +82,7 @@ type footprint struct {
 	// start to the end of its reconcile, and the most it sent in any one second.
 	counted         bool
 	memFloorHit     bool // mounting stopped early: the machine's available memory fell under the floor
+	diskFloorHit    bool // mounting stopped early: the pool's free space fell under the floor
 	reconcileOps    clientCounter
 	reconcilePeakOp float64
 }
@@ -509,6 +510,10 @@ func (b *bench) footprint(ctx context.Context) error {
 		}
 	}()
 	memBefore := memAvailable()
+	size := b.o.fpSize
+	if b.o.footprintSize != "" {
+		size = b.o.footprintSize
+	}
 	// Stop creating volumes when the machine's available memory falls under the floor: the
 	// phase then measures the largest number that fits, and leaves room for the rest.
 	mctx, stopMounting := context.WithCancel(ctx)
@@ -516,16 +521,26 @@ func (b *bench) footprint(ctx context.Context) error {
 	var mounted atomic.Int64
 	var floorHit atomic.Bool
 	start := time.Now()
+	var diskHit atomic.Bool
 	errs := parallel(mctx, b.o.footprintWorkers, b.o.footprintN, func(i int) error {
 		if memAvailable() < b.o.footprintMemFloorMiB*1024 {
 			floorHit.Store(true)
 			stopMounting()
 			return nil
 		}
+		// And when the pool's free space falls under its floor (every volume's filesystem
+		// writes its inode tables: on this lab's one 10 GiB OSD, shared with other work).
+		if i%10 == 0 && b.admin != nil {
+			if avail, err := b.admin.PoolAvail(mctx, b.env.pool); err == nil && avail < uint64(b.o.footprintDiskFloorMiB)<<20 {
+				diskHit.Store(true)
+				stopMounting()
+				return nil
+			}
+		}
 		madeMu.Lock()
 		made[i] = true
 		madeMu.Unlock()
-		if err := p.create(name(i), map[string]string{"size": b.o.fpSize}); err != nil {
+		if err := p.create(name(i), map[string]string{"size": size}); err != nil {
 			return err
 		}
 		_, err := p.mount(name(i), "fp")
@@ -535,12 +550,13 @@ func (b *bench) footprint(ctx context.Context) error {
 		return err
 	})
 	fp.mountTime = time.Since(start)
-	fp.volumes, fp.memFloorHit = int(mounted.Load()), floorHit.Load()
+	fp.volumes, fp.memFloorHit, fp.diskFloorHit = int(mounted.Load()), floorHit.Load(), diskHit.Load()
 	if len(errs) > 0 {
 		return fmt.Errorf("mounting %d volumes: %d failed: %w", b.o.footprintN, len(errs), errs[0])
 	}
-	if fp.memFloorHit {
-		logf("footprint: stopped at %d of %d volumes: MemAvailable fell under %d MiB", fp.volumes, b.o.footprintN, b.o.footprintMemFloorMiB)
+	if fp.memFloorHit || fp.diskFloorHit {
+		logf("footprint: stopped at %d of %d volumes: MemAvailable under %d MiB: %v; pool's free space under %d MiB: %v",
+			fp.volumes, b.o.footprintN, b.o.footprintMemFloorMiB, fp.memFloorHit, b.o.footprintDiskFloorMiB, fp.diskFloorHit)
 	}
 	logf("footprint: %d volumes created and mounted in %s", fp.volumes, fp.mountTime.Round(time.Millisecond))
 	time.Sleep(2 * time.Second)
@@ -567,7 +583,7 @@ func (b *bench) footprint(ctx context.Context) error {
 	// A Mount of a volume that is not being reconciled, right after the restart.
 	extra := b.prefix + "-fp-extra"
 	t := time.Now()
-	if err := p.create(extra, map[string]string{"size": b.o.fpSize}); err == nil {
+	if err := p.create(extra, map[string]string{"size": size}); err == nil {
 		if _, err := p.mount(extra, "x"); err == nil {
 			fp.firstMountAfterRestart = time.Since(t)
 			_ = p.unmount(extra, "x")

@@ -30,6 +30,7 @@ type scaleOptions struct {
 	hostsN               []int  // instance counts for hosts
 	hostsWindow          time.Duration
 	reconcileN           int // volumes mounted before the restart in reconcile
+	reconcileSize        string
 	cinderCostN          int // calls counted per scenario in cindercost
 	cinderMany           int // volumes in the bench's project for cindermany
 	cinderManyKeep       bool
@@ -47,6 +48,7 @@ func scaleFlags(o *scaleOptions) {
 		return err
 	})
 	flag.DurationVar(&o.hostsWindow, "hosts-window", 15*time.Second, "how long the hosts phase sends Gets at each N (Lists: a third of it)")
+	flag.StringVar(&o.reconcileSize, "reconcile-size", "32M", "volume size in the reconcile phase (each formatted filesystem's inode tables take pool space)")
 	flag.IntVar(&o.reconcileN, "reconcile-n", 1000, "volumes mounted (rbd-fuse) before the restart in the reconcile phase")
 	flag.IntVar(&o.cinderCostN, "cinder-cost-n", 50, "calls counted per scenario in cindercost")
 	flag.IntVar(&o.cinderMany, "cinder-many", 2000, "volumes in the bench's own Cinder project for cindermany")
@@ -271,8 +273,8 @@ func (b *bench) reportBigList(w *strings.Builder) {
 func (b *bench) reconcile(ctx context.Context) error {
 	scaleRes.memAvailKiB = memAvailable()
 	saved, savedFP := b.o.footprintN, b.res.fp
-	b.o.footprintN, b.o.footprintCount = b.o.scale.reconcileN, true
-	defer func() { b.o.footprintN, b.o.footprintCount, b.res.fp = saved, false, savedFP }()
+	b.o.footprintN, b.o.footprintCount, b.o.footprintSize = b.o.scale.reconcileN, true, b.o.scale.reconcileSize
+	defer func() { b.o.footprintN, b.o.footprintCount, b.o.footprintSize, b.res.fp = saved, false, "", savedFP }()
 	err := b.footprint(ctx)
 	scaleRes.rec = b.res.fp
 	return err
@@ -294,15 +296,19 @@ func (b *bench) reportReconcile(w *strings.Builder) {
 	fp := scaleRes.rec
 	p := func(format string, args ...any) { fmt.Fprintf(w, format, args...) }
 	p("### Reconcile after a restart with many mounted volumes\n\n")
-	p("The footprint phase of section 4 with %d volumes (%s each): a fresh plugin (`MAPPER=fuse`) creates and\n", fp.volumes, b.o.fpSize)
+	p("The footprint phase of section 4 with %d volumes (%s each): a fresh plugin (`MAPPER=fuse`) creates and\n", fp.volumes, b.o.scale.reconcileSize)
 	p("mounts them with %d parallel clients, is stopped with SIGTERM (mounts and rbd-fuse mappings stay) and\n", b.o.footprintWorkers)
 	p("started again; the reconcile time is the plugin's own log line.\n\n")
 	p("| measure | value |\n|---|---|\n")
 	each := func(kib int64) string { return mib(kib / int64(max(fp.fuseCount, 1))) }
-	if fp.memFloorHit {
+	switch {
+	case fp.memFloorHit:
 		p("| volumes mounted before the restart | %d of the %d asked for: mounting stopped when the machine's available memory fell under %d MiB |\n",
 			fp.volumes, b.o.scale.reconcileN, b.o.footprintMemFloorMiB)
-	} else {
+	case fp.diskFloorHit:
+		p("| volumes mounted before the restart | %d of the %d asked for: mounting stopped when the pool's free space fell under %d MiB |\n",
+			fp.volumes, b.o.scale.reconcileN, b.o.footprintDiskFloorMiB)
+	default:
 		p("| volumes mounted before the restart | %d |\n", fp.volumes)
 	}
 	p("| rbd-fuse daemons serving them: memory together (each) | %d: PSS %s (%s), RSS %s (%s) |\n",
