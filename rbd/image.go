@@ -311,8 +311,10 @@ func (c *Cluster) Watchers(ctx context.Context, spec Spec) ([]Watcher, error) {
 	return c.watchersOf(ctx, spec, "")
 }
 
-// watchersOf is Watchers of image id (read from the name when empty).
+// watchersOf is Watchers of image id (read from the name when empty). The watches are on the
+// image's header, whatever snapshot spec names.
 func (c *Cluster) watchersOf(ctx context.Context, spec Spec, id string) ([]Watcher, error) {
+	spec.Snap = ""
 	return headerCall(ctx, c, "list watchers", spec, id, func(io *rados.IOContext, oid string) ([]Watcher, error) {
 		return compoundRead(io, oid, nil, true)
 	})

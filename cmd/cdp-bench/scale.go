@@ -229,6 +229,14 @@ func (b *bench) reportCost(w *strings.Builder) {
 	p("read the header in a dozen requests and copied the client's configuration). A name with no image costs\n")
 	p("the `rbd_id` read and one read of the plugin's index of volumes in other pools. A clone's parent adds two\n")
 	p("reads the first time it is seen (its image and snapshot names; remembered after).\n\n")
+	p("What a first Mount asks of Ceph now: Attach's describe (the id and the header, 2), the host lock and a\n")
+	p("second id read that makes sure the name still leads to the locked header (2), a stat of the data object at\n")
+	p("the image's end (`EndsUnwritten`, 1), and the record of this host's clients (`RecordClients`: the id, the\n")
+	p("header's watchers in one compound read, and the omap write, 3). The watchers were listed through an image\n")
+	p("open before (about 14 requests); librbd lists the same watches of the header object, read here directly.\n")
+	p("An Unmount of the last user: the host locks (id + read), the holder record (id + read + removal) and the\n")
+	p("lock's release (id + break). The rbd-fuse daemon a Mount starts opens the image itself (its own client,\n")
+	p("not counted here); krbd does the same in the kernel.\n\n")
 	var before, after []costRow
 	for _, c := range scaleRes.cost {
 		if strings.HasPrefix(c.build, "before") {
