@@ -49,7 +49,7 @@ func scaleFlags(o *scaleOptions) {
 	})
 	flag.DurationVar(&o.hostsWindow, "hosts-window", 15*time.Second, "how long the hosts phase sends Gets at each N (Lists: a third of it)")
 	flag.StringVar(&o.reconcileSize, "reconcile-size", "32M", "volume size in the reconcile phase (each formatted filesystem's inode tables take pool space)")
-	flag.IntVar(&o.reconcileN, "reconcile-n", 1000, "volumes mounted (rbd-fuse) before the restart in the reconcile phase")
+	flag.IntVar(&o.reconcileN, "reconcile-n", 300, "volumes mounted (rbd-fuse) before the restart in the reconcile phase (1000: about 50 min on the lab machine, more than make bench-scale is meant to take)")
 	flag.IntVar(&o.cinderCostN, "cinder-cost-n", 50, "calls counted per scenario in cindercost")
 	flag.IntVar(&o.cinderMany, "cinder-many", 2000, "volumes in the bench's own Cinder project for cindermany")
 	flag.BoolVar(&o.cinderManyKeep, "cinder-many-keep", false, "keep cindermany's volumes for the next run (creating them takes minutes)")
