@@ -580,6 +580,36 @@ func (b *bench) footprint(ctx context.Context) error {
 	if fp.firstAnswer, err = p.start(b.o.bin); err != nil {
 		return err
 	}
+	// The restarted plugin's OSD requests, sampled every 100 ms from its start until its
+	// reconcile is done (the Mount below included): the busiest second shows whether the
+	// reconcile bursts.
+	var sock string
+	if fp.counted {
+		if sock, err = clientAsok(conf, p.pid()); err != nil {
+			return err
+		}
+	}
+	stopSampling := make(chan struct{})
+	sampled := make(chan float64, 1)
+	go func() {
+		var window []clientCounter // the samples of the last second
+		peak := 0.0
+		defer func() { sampled <- peak }()
+		for sock != "" {
+			if c, err := readClientCounter(sock, p.pid()); err == nil {
+				window = append(window, c)
+				if len(window) > 11 {
+					window = window[1:]
+				}
+				peak = max(peak, c.ops-window[0].ops)
+			}
+			select {
+			case <-stopSampling:
+				return
+			case <-time.After(100 * time.Millisecond):
+			}
+		}
+	}()
 	// A Mount of a volume that is not being reconciled, right after the restart.
 	extra := b.prefix + "-fp-extra"
 	t := time.Now()
@@ -590,37 +620,20 @@ func (b *bench) footprint(ctx context.Context) error {
 		}
 		_ = p.remove(extra)
 	}
-	var sock string
-	var c0 clientCounter
-	if fp.counted {
-		if sock, err = clientAsok(conf, p.pid()); err != nil {
-			return err
-		}
-		// The counters start at zero with the process: c0 stays zero, so the count covers
-		// the whole restart, the first answer and the Mount above included.
-	}
-	var window []clientCounter // the samples of the last second, 100 ms apart
 	deadline := time.Now().Add(5 * time.Minute)
 	for time.Now().Before(deadline) {
 		if r := p.reconciles(); len(r) > before {
 			fp.reconcile, fp.reconcileSeen = r[before], true
 			break
 		}
-		time.Sleep(100 * time.Millisecond)
-		if sock == "" {
-			continue
-		}
-		if c, err := readClientCounter(sock, p.pid()); err == nil {
-			window = append(window, c)
-			if len(window) > 11 {
-				window = window[1:]
-			}
-			fp.reconcilePeakOp = max(fp.reconcilePeakOp, c.ops-window[0].ops)
-		}
+		time.Sleep(50 * time.Millisecond)
 	}
+	close(stopSampling)
+	fp.reconcilePeakOp = <-sampled
 	if sock != "" {
+		// The counters start at zero with the process: the count covers the whole restart.
 		if c, err := readClientCounter(sock, p.pid()); err == nil {
-			fp.reconcileOps = c.sub(c0)
+			fp.reconcileOps = c
 		}
 	}
 	fp.afterRSS, _ = rssKiB(p.pid())

@@ -335,7 +335,7 @@ func (b *bench) reportReconcile(w *strings.Builder) {
 	if fp.counted {
 		p("| OSD requests the restarted plugin sent, start to reconcile done (one more volume's create, Mount, Unmount, remove included) | %.0f (%.1f per volume; reads %.0f, writes %.0f) |\n",
 			fp.reconcileOps.ops, fp.reconcileOps.ops/float64(max(fp.volumes, 1)), fp.reconcileOps.reads, fp.reconcileOps.writes)
-		p("| most OSD requests it sent in any one second of the reconcile (sampled every 100 ms) | %.0f |\n", fp.reconcilePeakOp)
+		p("| most OSD requests it sent in any one second, start to reconcile done (sampled every 100 ms; the Mount above included) | %.0f |\n", fp.reconcilePeakOp)
 	}
 	p("| rbd-fuse daemons alive before the restart / after the reconcile | %d / %d |\n", fp.fuseBefore, fp.fuseAfter)
 	p("| volumes the reconcile could not repair | %d |\n\n", fp.repairErrors)
