@@ -350,6 +350,6 @@ func (b *bench) reportReconcile(w *strings.Builder) {
 		p("\"rbd-fuse daemons\" below). With krbd (production hosts) a mapping is a kernel device and costs no\n")
 		p("process. The reconcile confirms with Ceph, volume by volume and one at a time, that this host still\n")
 		p("holds each one (an Attach: the id read and one header read); the OSD requests above are the whole\n")
-		p("cost it put on Ceph, and the busiest second shows there is no burst.\n\n")
+		p("cost it put on Ceph, and the busiest second says how much of it came at once.\n\n")
 	}
 }
