@@ -3,6 +3,7 @@
 package rbd_test
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"reflect"
@@ -57,12 +58,22 @@ func TestDescribeMatchesLibrbd(t *testing.T) {
 		if len(d.Lockers) != len(lockers) || (len(lockers) > 0 && !reflect.DeepEqual(d.Lockers, lockers)) {
 			t.Errorf("%s: Describe's lockers %+v, librados' %+v", what, d.Lockers, lockers)
 		}
-		ws, err := c.OtherWatchers(ctx, spec) // its own open's watch left out, as Describe has none
+		ws, err := c.LibrbdOtherWatchers(ctx, spec) // its own open's watch left out, as Describe has none
 		if err != nil {
 			t.Fatal(err)
 		}
 		if len(d.Watchers) != len(ws) || (len(ws) > 0 && !reflect.DeepEqual(d.Watchers, ws)) {
 			t.Errorf("%s: Describe's watchers %+v, librbd's %+v", what, d.Watchers, ws)
+		}
+		// Watchers and OtherWatchers read the header's watches without an open, like Describe.
+		for name, list := range map[string]func(context.Context, rbd.Spec) ([]rbd.Watcher, error){"Watchers": c.Watchers, "OtherWatchers": c.OtherWatchers} {
+			got, err := list(ctx, spec)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(got) != len(ws) || (len(ws) > 0 && !reflect.DeepEqual(got, ws)) {
+				t.Errorf("%s: %s %+v, librbd's %+v", what, name, got, ws)
+			}
 		}
 		return d
 	}

@@ -73,10 +73,12 @@ type clsCall struct {
 // compoundRead runs calls (each may fail alone: see rval) on object oid, and lists its watchers
 // if asked, in one read request that first asserts the object exists (ErrNotFound else).
 func compoundRead(io *rados.IOContext, oid string, calls []clsCall, watchers bool) ([]Watcher, error) {
-	if len(calls) == 0 {
-		return nil, fmt.Errorf("compound read of %s: no calls", oid)
+	if len(calls) == 0 && !watchers {
+		return nil, fmt.Errorf("compound read of %s: nothing asked", oid)
 	}
-	cs := (*[1 << 16]C.cdp_exec)(C.calloc(C.size_t(len(calls)), C.size_t(unsafe.Sizeof(C.cdp_exec{}))))[:len(calls):len(calls)]
+	// At least one element, so that &cs[:1][0] is valid when only the watchers are asked for.
+	n := max(len(calls), 1)
+	cs := (*[1 << 16]C.cdp_exec)(C.calloc(C.size_t(n), C.size_t(unsafe.Sizeof(C.cdp_exec{}))))[:len(calls):n]
 	var strs []unsafe.Pointer
 	defer func() {
 		for _, p := range strs {
@@ -85,7 +87,7 @@ func compoundRead(io *rados.IOContext, oid string, calls []clsCall, watchers boo
 		for i := range cs {
 			C.free(unsafe.Pointer(cs[i].out))
 		}
-		C.free(unsafe.Pointer(&cs[0]))
+		C.free(unsafe.Pointer(&cs[:1][0]))
 	}()
 	cstr := func(s string) *C.char {
 		p := C.CString(s)
@@ -109,7 +111,7 @@ func compoundRead(io *rados.IOContext, oid string, calls []clsCall, watchers boo
 	}
 	var ws *C.cdp_watcher
 	var nws, wrval C.int
-	ret := C.cdp_read_header(C.rados_ioctx_t(io.Pointer()), coid, &cs[0], C.int(len(calls)), want, &ws, &nws, &wrval)
+	ret := C.cdp_read_header(C.rados_ioctx_t(io.Pointer()), coid, &cs[:1][0], C.int(len(calls)), want, &ws, &nws, &wrval)
 	runtime.KeepAlive(io)
 	defer C.free(unsafe.Pointer(ws))
 	if ret < 0 {

@@ -150,10 +150,14 @@ type HolderRecord struct {
 // RecordClients records host (name, id) as the image's holder, with this connection's address
 // and the extra addresses (the mapping's client, when the mapper knows it), or when there are
 // none, the image's current watchers: the holder has just checked that nobody else has the image
-// open, so they are its own (rbd-fuse, whose address nothing else tells; asking costs an open of
-// the image, which a krbd mapping does without). It replaces any earlier record.
+// open, so they are its own (rbd-fuse, whose address nothing else tells). It replaces any earlier
+// record. OSD requests: the image's ID, the header's watchers when needed, and the write.
 func (c *Cluster) RecordClients(ctx context.Context, spec Spec, host, id string, extra []string) (HolderRecord, error) {
 	self, err := c.ClientAddr()
+	if err != nil {
+		return HolderRecord{}, err
+	}
+	imageID, err := c.ImageID(ctx, spec)
 	if err != nil {
 		return HolderRecord{}, err
 	}
@@ -167,7 +171,7 @@ func (c *Cluster) RecordClients(ctx context.Context, spec Spec, host, id string,
 		add(a)
 	}
 	if len(rec.Clients) == 1 {
-		ws, err := c.OtherWatchers(ctx, spec)
+		ws, err := c.otherWatchersOf(ctx, spec, imageID)
 		if err != nil {
 			return rec, err
 		}
@@ -179,7 +183,7 @@ func (c *Cluster) RecordClients(ctx context.Context, spec Spec, host, id string,
 	if err != nil {
 		return rec, err
 	}
-	_, err = headerCall(ctx, c, "record holder", spec, "", func(io *rados.IOContext, oid string) (struct{}, error) {
+	_, err = headerCall(ctx, c, "record holder", spec, imageID, func(io *rados.IOContext, oid string) (struct{}, error) {
 		op := rados.CreateWriteOp()
 		defer op.Release()
 		op.AssertExists() // never make a header for an image removed meanwhile
@@ -191,7 +195,12 @@ func (c *Cluster) RecordClients(ctx context.Context, spec Spec, host, id string,
 
 // Holder reads the image's holder record; ok is false when there is none.
 func (c *Cluster) Holder(ctx context.Context, spec Spec) (rec HolderRecord, ok bool, err error) {
-	raw, err := headerCall(ctx, c, "read holder", spec, "", func(io *rados.IOContext, oid string) (map[string][]byte, error) {
+	return c.holderOf(ctx, spec, "")
+}
+
+// holderOf is Holder of image id (read from the name when empty).
+func (c *Cluster) holderOf(ctx context.Context, spec Spec, imageID string) (rec HolderRecord, ok bool, err error) {
+	raw, err := headerCall(ctx, c, "read holder", spec, imageID, func(io *rados.IOContext, oid string) (map[string][]byte, error) {
 		return io.GetOmapValues(oid, "", holderKey, 1)
 	})
 	if err != nil {
@@ -214,14 +223,21 @@ func parseHolder(raw map[string][]byte, spec Spec) (rec HolderRecord, ok bool, e
 
 // ClearHolder removes the holder record if it is id's. Gone already is success.
 func (c *Cluster) ClearHolder(ctx context.Context, spec Spec, id string) error {
-	rec, ok, err := c.Holder(ctx, spec)
+	imageID, err := c.ImageID(ctx, spec)
+	if errors.Is(err, driver.ErrNotFound) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	rec, ok, err := c.holderOf(ctx, spec, imageID)
 	if errors.Is(err, driver.ErrNotFound) || (err == nil && (!ok || rec.ID != id)) {
 		return nil
 	}
 	if err != nil {
 		return err
 	}
-	_, err = headerCall(ctx, c, "clear holder", spec, "", func(io *rados.IOContext, oid string) (struct{}, error) {
+	_, err = headerCall(ctx, c, "clear holder", spec, imageID, func(io *rados.IOContext, oid string) (struct{}, error) {
 		return struct{}{}, io.RmOmapKeys(oid, []string{holderKey})
 	})
 	if errors.Is(err, driver.ErrNotFound) {

@@ -11,6 +11,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/ceph/go-ceph/rados"
 	"github.com/ceph/go-ceph/rbd"
 
 	"github.com/cephdocker/ceph-docker-plugin/driver"
@@ -303,25 +304,30 @@ type Watcher struct {
 	Cookie uint64
 }
 
-// Watchers lists the clients that have the image open (mapped on a host, or open in a process).
+// Watchers lists the clients that have the image open (mapped on a host, or open in a process):
+// the watches on its header object, as librbd lists them, read without opening the image (the
+// image's ID, one read, then the header's watchers, one read; an open is about fourteen).
 func (c *Cluster) Watchers(ctx context.Context, spec Spec) ([]Watcher, error) {
-	return imageCall(ctx, c, "list watchers", spec, func(img *rbd.Image) ([]Watcher, error) {
-		ws, err := img.ListWatchers()
-		if err != nil {
-			return nil, err
-		}
-		out := make([]Watcher, 0, len(ws))
-		for _, w := range ws {
-			out = append(out, Watcher{Addr: normalizeAddr(w.Addr), ID: w.Id, Cookie: w.Cookie})
-		}
-		return out, nil
+	return c.watchersOf(ctx, spec, "")
+}
+
+// watchersOf is Watchers of image id (read from the name when empty). The watches are on the
+// image's header, whatever snapshot spec names.
+func (c *Cluster) watchersOf(ctx context.Context, spec Spec, id string) ([]Watcher, error) {
+	spec.Snap = ""
+	return headerCall(ctx, c, "list watchers", spec, id, func(io *rados.IOContext, oid string) ([]Watcher, error) {
+		return compoundRead(io, oid, nil, true)
 	})
 }
 
-// OtherWatchers is Watchers without this connection's own (the image handle Watchers itself
-// opens watches the header too).
+// OtherWatchers is Watchers without this connection's own (an image it has open itself).
 func (c *Cluster) OtherWatchers(ctx context.Context, spec Spec) ([]Watcher, error) {
-	ws, err := c.Watchers(ctx, spec)
+	return c.otherWatchersOf(ctx, spec, "")
+}
+
+// otherWatchersOf is OtherWatchers of image id (read from the name when empty).
+func (c *Cluster) otherWatchersOf(ctx context.Context, spec Spec, id string) ([]Watcher, error) {
+	ws, err := c.watchersOf(ctx, spec, id)
 	if err != nil {
 		return nil, err
 	}

@@ -177,3 +177,11 @@ func readClientCounter(sock string, pid int) (clientCounter, error) {
 func (c clientCounter) sub(o clientCounter) clientCounter {
 	return clientCounter{ops: c.ops - o.ops, reads: c.reads - o.reads, writes: c.writes - o.writes, cpuMS: c.cpuMS - o.cpuMS}
 }
+
+func (c clientCounter) add(o clientCounter) clientCounter {
+	return clientCounter{ops: c.ops + o.ops, reads: c.reads + o.reads, writes: c.writes + o.writes, cpuMS: c.cpuMS + o.cpuMS}
+}
+
+func (c clientCounter) div(n float64) clientCounter {
+	return clientCounter{ops: c.ops / n, reads: c.reads / n, writes: c.writes / n, cpuMS: c.cpuMS / n}
+}

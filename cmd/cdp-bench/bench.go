@@ -10,6 +10,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -65,6 +66,8 @@ type footprint struct {
 	fullRSS, fullHWM       int64
 	fuseCount              int
 	fuseRSS                int64
+	fusePSS                int64 // proportional set size: shared library pages divided among their users
+	memAvailDrop           int64 // MemAvailable before creating the volumes minus after mounting them, KiB
 	loops                  int
 	mountTime              time.Duration
 	firstAnswerIdle        time.Duration
@@ -75,6 +78,13 @@ type footprint struct {
 	afterRSS               int64
 	fuseBefore, fuseAfter  int // rbd-fuse daemons alive just before the restart and after the reconcile
 	repairErrors           int // volumes the reconcile could not repair (from the plugin's log)
+	// With counting (the reconcile phase): the OSD requests the restarted plugin sent from its
+	// start to the end of its reconcile, and the most it sent in any one second.
+	counted         bool
+	memFloorHit     bool // mounting stopped early: the machine's available memory fell under the floor
+	diskFloorHit    bool // mounting stopped early: the pool's free space fell under the floor
+	reconcileOps    clientCounter
+	reconcilePeakOp float64
 }
 
 type phaseTime struct {
@@ -457,9 +467,16 @@ func writeSync(path string, data []byte) error {
 
 // footprint: RSS idle and with many volumes mounted; restart with them to reconcile.
 func (b *bench) footprint(ctx context.Context) error {
-	fp := &footprint{volumes: b.o.footprintN}
+	fp := &footprint{volumes: b.o.footprintN, counted: b.o.footprintCount}
 	b.res.fp = fp
-	p := newPlugin(b.o.bin, b.o.work, "bench-fp", "BACKEND=rbd", "CEPH_CONF="+b.env.conf, "CEPH_USER="+b.env.user,
+	conf := b.env.conf
+	if fp.counted {
+		var err error
+		if conf, err = countingConf(b.env.conf, b.o.work); err != nil {
+			return err
+		}
+	}
+	p := newPlugin(b.o.bin, b.o.work, "bench-fp", "BACKEND=rbd", "CEPH_CONF="+conf, "CEPH_USER="+b.env.user,
 		"CEPH_KEYRING="+b.env.keyring, "RBD_POOL="+b.env.pool)
 	var err error
 	if fp.firstAnswerIdle, err = p.start(b.o.bin); err != nil {
@@ -469,33 +486,79 @@ func (b *bench) footprint(ctx context.Context) error {
 	time.Sleep(time.Second)
 	fp.idleRSS, fp.idleHWM = rssKiB(p.pid())
 	name := func(i int) string { return fmt.Sprintf("%s-fp-%03d", b.prefix, i) }
+	var madeMu sync.Mutex
+	made := make([]bool, b.o.footprintN) // created (perhaps mounted): what the teardown removes
 	defer func() {
 		// Unmount and remove them all, whatever happened.
 		start := time.Now()
 		errs := parallel(context.Background(), b.o.footprintWorkers, b.o.footprintN, func(i int) error {
+			madeMu.Lock()
+			m := made[i]
+			madeMu.Unlock()
+			if !m {
+				return nil
+			}
 			if err := p.unmount(name(i), "fp"); err != nil {
+				_ = p.remove(name(i))
 				return err
 			}
 			return p.remove(name(i))
 		})
-		logf("footprint: unmounted and removed %d volumes in %s (%d errors)", b.o.footprintN, time.Since(start).Round(time.Millisecond), len(errs))
+		logf("footprint: unmounted and removed %d volumes in %s (%d errors)", fp.volumes, time.Since(start).Round(time.Millisecond), len(errs))
 		if len(errs) > 0 {
 			logf("footprint: first error: %v", errs[0])
 		}
 	}()
+	memBefore := memAvailable()
+	size := b.o.fpSize
+	if b.o.footprintSize != "" {
+		size = b.o.footprintSize
+	}
+	// Stop creating volumes when the machine's available memory falls under the floor: the
+	// phase then measures the largest number that fits, and leaves room for the rest.
+	mctx, stopMounting := context.WithCancel(ctx)
+	defer stopMounting()
+	var mounted atomic.Int64
+	var floorHit atomic.Bool
 	start := time.Now()
-	errs := parallel(ctx, b.o.footprintWorkers, b.o.footprintN, func(i int) error {
-		if err := p.create(name(i), map[string]string{"size": b.o.fpSize}); err != nil {
+	var diskHit atomic.Bool
+	errs := parallel(mctx, b.o.footprintWorkers, b.o.footprintN, func(i int) error {
+		if memAvailable() < b.o.footprintMemFloorMiB*1024 {
+			floorHit.Store(true)
+			stopMounting()
+			return nil
+		}
+		// And when the pool's free space falls under its floor (every volume's filesystem
+		// writes its inode tables: on this lab's one 10 GiB OSD, shared with other work).
+		if i%10 == 0 && b.admin != nil {
+			if avail, err := b.admin.PoolAvail(mctx, b.env.pool); err == nil && avail < uint64(b.o.footprintDiskFloorMiB)<<20 {
+				diskHit.Store(true)
+				stopMounting()
+				return nil
+			}
+		}
+		madeMu.Lock()
+		made[i] = true
+		madeMu.Unlock()
+		if err := p.create(name(i), map[string]string{"size": size}); err != nil {
 			return err
 		}
 		_, err := p.mount(name(i), "fp")
+		if err == nil {
+			mounted.Add(1)
+		}
 		return err
 	})
 	fp.mountTime = time.Since(start)
+	fp.volumes, fp.memFloorHit, fp.diskFloorHit = int(mounted.Load()), floorHit.Load(), diskHit.Load()
 	if len(errs) > 0 {
 		return fmt.Errorf("mounting %d volumes: %d failed: %w", b.o.footprintN, len(errs), errs[0])
 	}
-	logf("footprint: %d volumes created and mounted in %s", b.o.footprintN, fp.mountTime.Round(time.Millisecond))
+	if fp.memFloorHit || fp.diskFloorHit {
+		logf("footprint: stopped at %d of %d volumes: MemAvailable under %d MiB: %v; pool's free space under %d MiB: %v",
+			fp.volumes, b.o.footprintN, b.o.footprintMemFloorMiB, fp.memFloorHit, b.o.footprintDiskFloorMiB, fp.diskFloorHit)
+	}
+	logf("footprint: %d volumes created and mounted in %s", fp.volumes, fp.mountTime.Round(time.Millisecond))
 	time.Sleep(2 * time.Second)
 	fp.fullRSS, fp.fullHWM = rssKiB(p.pid())
 	pids := fuse.Daemons(p.fuseRoot())
@@ -503,7 +566,9 @@ func (b *bench) footprint(ctx context.Context) error {
 	for _, pid := range pids {
 		r, _ := rssKiB(pid)
 		fp.fuseRSS += r
+		fp.fusePSS += pssKiB(pid)
 	}
+	fp.memAvailDrop = memBefore - memAvailable()
 	fm, _ := fuse.New(p.fuseRoot(), "", "").List(ctx)
 	fp.loops = len(fm)
 
@@ -515,10 +580,40 @@ func (b *bench) footprint(ctx context.Context) error {
 	if fp.firstAnswer, err = p.start(b.o.bin); err != nil {
 		return err
 	}
+	// The restarted plugin's OSD requests, sampled every 100 ms from its start until its
+	// reconcile is done (the Mount below included): the busiest second shows whether the
+	// reconcile bursts.
+	var sock string
+	if fp.counted {
+		if sock, err = clientAsok(conf, p.pid()); err != nil {
+			return err
+		}
+	}
+	stopSampling := make(chan struct{})
+	sampled := make(chan float64, 1)
+	go func() {
+		var window []clientCounter // the samples of the last second
+		peak := 0.0
+		defer func() { sampled <- peak }()
+		for sock != "" {
+			if c, err := readClientCounter(sock, p.pid()); err == nil {
+				window = append(window, c)
+				if len(window) > 11 {
+					window = window[1:]
+				}
+				peak = max(peak, c.ops-window[0].ops)
+			}
+			select {
+			case <-stopSampling:
+				return
+			case <-time.After(100 * time.Millisecond):
+			}
+		}
+	}()
 	// A Mount of a volume that is not being reconciled, right after the restart.
 	extra := b.prefix + "-fp-extra"
 	t := time.Now()
-	if err := p.create(extra, map[string]string{"size": b.o.fpSize}); err == nil {
+	if err := p.create(extra, map[string]string{"size": size}); err == nil {
 		if _, err := p.mount(extra, "x"); err == nil {
 			fp.firstMountAfterRestart = time.Since(t)
 			_ = p.unmount(extra, "x")
@@ -532,6 +627,14 @@ func (b *bench) footprint(ctx context.Context) error {
 			break
 		}
 		time.Sleep(50 * time.Millisecond)
+	}
+	close(stopSampling)
+	fp.reconcilePeakOp = <-sampled
+	if sock != "" {
+		// The counters start at zero with the process: the count covers the whole restart.
+		if c, err := readClientCounter(sock, p.pid()); err == nil {
+			fp.reconcileOps = c
+		}
 	}
 	fp.afterRSS, _ = rssKiB(p.pid())
 	fp.fuseAfter = len(fuse.Daemons(p.fuseRoot()))

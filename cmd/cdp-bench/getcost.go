@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"strings"
 )
 
 // The cost of one Get, counted rather than timed: the OSD requests the plugin's Ceph client sends
@@ -19,10 +20,18 @@ type costRow struct {
 
 // getCost runs the Get scenarios against each build.
 func (b *bench) getCost(ctx context.Context) error {
-	builds := [][2]string{{"this tree", b.o.bin}}
+	var builds [][2]string
 	if b.o.scale.binBefore != "" {
-		builds = append([][2]string{{"before (" + b.o.scale.beforeRef + ")", b.o.scale.binBefore}}, builds...)
+		bins, refs := strings.Split(b.o.scale.binBefore, ","), strings.Split(b.o.scale.beforeRef, ",")
+		for i, bin := range bins {
+			ref := "?"
+			if i < len(refs) {
+				ref = refs[i]
+			}
+			builds = append(builds, [2]string{"before (" + ref + ")", bin})
+		}
 	}
+	builds = append(builds, [2]string{"this tree", b.o.bin})
 	for i, bd := range builds {
 		rows, err := b.getCostOf(ctx, fmt.Sprintf("bench-cost%d", i), bd[0], bd[1])
 		scaleRes.cost = append(scaleRes.cost, rows...)
@@ -106,7 +115,45 @@ func (b *bench) getCostOf(ctx context.Context, node, build, bin string) ([]costR
 	if uerr := p.unmount(name, "cost"); err == nil {
 		err = uerr
 	}
-	return rows, err
+	if err != nil {
+		return rows, err
+	}
+	mount, unmount, err := b.mountCost(sock, p, name, build)
+	return append(rows, mount, unmount), err
+}
+
+// mountCost counts a first Mount (host lock, map, record of clients) and the Unmount that undoes
+// it (last user: unmap, holder record cleared, lock released), over -cost-mount-n cycles of the
+// volume already formatted; each cycle is counted around each call.
+func (b *bench) mountCost(sock string, p *plugin, name, build string) (mount, unmount costRow, err error) {
+	n := b.o.scale.costMountN
+	mount = costRow{build: build, call: "first Mount (this host locks, maps, records its clients)", calls: n}
+	unmount = costRow{build: build, call: "Unmount of the last user (unmap, record cleared, lock released)", calls: n}
+	var dm, du clientCounter
+	for i := 0; i < n; i++ {
+		c0, err := readClientCounter(sock, p.pid())
+		if err != nil {
+			return mount, unmount, err
+		}
+		if err := timed(&mount.lat, func() error { _, err := p.mount(name, "cost"); return err }); err != nil {
+			return mount, unmount, err
+		}
+		c1, err := readClientCounter(sock, p.pid())
+		if err != nil {
+			return mount, unmount, err
+		}
+		if err := timed(&unmount.lat, func() error { return p.unmount(name, "cost") }); err != nil {
+			return mount, unmount, err
+		}
+		c2, err := readClientCounter(sock, p.pid())
+		if err != nil {
+			return mount, unmount, err
+		}
+		dm, du = dm.add(c1.sub(c0)), du.add(c2.sub(c1))
+	}
+	mount.per, unmount.per = dm.div(float64(n)), du.div(float64(n))
+	logf("getcost: %s, Mount: %.2f OSD requests, Unmount: %.2f", build, mount.per.ops, unmount.per.ops)
+	return mount, unmount, nil
 }
 
 // costTime is a short wall-clock figure for a cost row (the counted figures are the point; times

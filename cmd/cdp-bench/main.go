@@ -12,31 +12,37 @@ import (
 	"flag"
 	"fmt"
 	"os"
+	"os/signal"
 	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/cephdocker/ceph-docker-plugin/plugin/plugintest"
 )
 
 type options struct {
-	bin, work, out     string
-	phases             []string
-	n                  int // per-call latency runs
-	listN              int
-	levels             [][2]int // clients, cycles per client
-	fioRandIO          string
-	fioRounds          int
-	fioSize            string
-	footprintN         int
-	footprintWorkers   int
-	cinderN            int
-	concSize, fpSize   string
-	writeMiB           int
-	commit, makeTarget string
-	scale              scaleOptions
+	bin, work, out        string
+	phases                []string
+	n                     int // per-call latency runs
+	listN                 int
+	levels                [][2]int // clients, cycles per client
+	fioRandIO             string
+	fioRounds             int
+	fioSize               string
+	footprintN            int
+	footprintCount        bool // count the restarted plugin's OSD requests (reconcile phase)
+	footprintMemFloorMiB  int64
+	footprintDiskFloorMiB int64
+	footprintSize         string // volume size for this footprint run, when not fpSize (reconcile phase)
+	footprintWorkers      int
+	cinderN               int
+	concSize, fpSize      string
+	writeMiB              int
+	commit, makeTarget    string
+	scale                 scaleOptions
 }
 
 func parseLevels(s string) ([][2]int, error) {
@@ -70,6 +76,8 @@ func main() {
 	flag.IntVar(&o.footprintWorkers, "footprint-workers", 8, "parallel clients mounting them")
 	flag.IntVar(&o.cinderN, "cinder-n", 15, "runs in the Cinder phase")
 	flag.StringVar(&o.concSize, "conc-size", "1G", "volume size in the concurrency phase")
+	flag.Int64Var(&o.footprintMemFloorMiB, "footprint-mem-floor", 3072, "stop mounting footprint volumes when MemAvailable falls under this many MiB")
+	flag.Int64Var(&o.footprintDiskFloorMiB, "footprint-disk-floor", 2048, "stop mounting footprint volumes when the pool's free space falls under this many MiB")
 	flag.StringVar(&o.fpSize, "footprint-size", "256M", "volume size in the footprint phase")
 	flag.IntVar(&o.writeMiB, "write-mib", 4, "MiB each concurrency cycle writes (then fsync)")
 	flag.StringVar(&o.makeTarget, "command", "make bench", "how this run was started (for the report)")
@@ -111,7 +119,10 @@ func run(o options) error {
 	b.res.machine = machineInfo(o.out)
 	b.res.opts = o
 
-	ctx := context.Background()
+	// SIGINT or SIGTERM stops the phases where they are; their teardowns (volumes, mounts,
+	// rbd-fuse daemons, plugins) still run.
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
 	if err := b.setup(ctx); err != nil {
 		return err
 	}

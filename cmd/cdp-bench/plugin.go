@@ -123,3 +123,21 @@ func rssKiB(pid int) (rss, hwm int64) {
 	}
 	return rss, hwm
 }
+
+// pssKiB is a process's proportional set size (Pss in /proc/PID/smaps_rollup): its private pages
+// plus its share of the pages it shares, such as the Ceph libraries every rbd-fuse maps. Summed
+// over processes it counts the memory they take, where summed RSS counts shared pages once per
+// process. 0 when it cannot be read.
+func pssKiB(pid int) int64 {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/smaps_rollup", pid))
+	if err != nil {
+		return 0
+	}
+	for _, l := range strings.Split(string(b), "\n") {
+		if f := strings.Fields(l); len(f) >= 2 && f[0] == "Pss:" {
+			v, _ := strconv.ParseInt(f[1], 10, 64)
+			return v
+		}
+	}
+	return 0
+}

@@ -25,19 +25,22 @@ const (
 type scaleOptions struct {
 	binBefore, beforeRef string // an earlier build of the plugin, and what it was built from
 	costN                int    // calls counted per scenario
+	costMountN           int    // Mount + Unmount cycles counted in getcost
 	bigN                 int    // images in the pool for biglist
 	hostsN               []int  // instance counts for hosts
 	hostsWindow          time.Duration
 	reconcileN           int // volumes mounted before the restart in reconcile
+	reconcileSize        string
 	cinderCostN          int // calls counted per scenario in cindercost
 	cinderMany           int // volumes in the bench's project for cindermany
 	cinderManyKeep       bool
 }
 
 func scaleFlags(o *scaleOptions) {
-	flag.StringVar(&o.binBefore, "plugin-before", "", "an earlier build of the plugin, measured beside this one by getcost")
-	flag.StringVar(&o.beforeRef, "before-ref", "", "the git revision -plugin-before was built from (for the report)")
+	flag.StringVar(&o.binBefore, "plugin-before", "", "earlier builds of the plugin (comma-separated), measured beside this one by getcost")
+	flag.StringVar(&o.beforeRef, "before-ref", "", "the git revisions -plugin-before were built from, in its order (for the report)")
 	flag.IntVar(&o.costN, "cost-n", 300, "calls counted per scenario in getcost")
+	flag.IntVar(&o.costMountN, "cost-mount-n", 20, "Mount + Unmount cycles counted in getcost")
 	o.hostsN = []int{1, 10, 50, 100}
 	flag.Func("hosts-n", "instance counts for the hosts phase (default 1,10,50,100)", func(v string) error {
 		var err error
@@ -45,7 +48,8 @@ func scaleFlags(o *scaleOptions) {
 		return err
 	})
 	flag.DurationVar(&o.hostsWindow, "hosts-window", 15*time.Second, "how long the hosts phase sends Gets at each N (Lists: a third of it)")
-	flag.IntVar(&o.reconcileN, "reconcile-n", 300, "volumes mounted (rbd-fuse) before the restart in the reconcile phase")
+	flag.StringVar(&o.reconcileSize, "reconcile-size", "32M", "volume size in the reconcile phase (each formatted filesystem's inode tables take pool space)")
+	flag.IntVar(&o.reconcileN, "reconcile-n", 300, "volumes mounted (rbd-fuse) before the restart in the reconcile phase (1000: about 50 min on the lab machine, more than make bench-scale is meant to take)")
 	flag.IntVar(&o.cinderCostN, "cinder-cost-n", 50, "calls counted per scenario in cindercost")
 	flag.IntVar(&o.cinderMany, "cinder-many", 2000, "volumes in the bench's own Cinder project for cindermany")
 	flag.BoolVar(&o.cinderManyKeep, "cinder-many-keep", false, "keep cindermany's volumes for the next run (creating them takes minutes)")
@@ -204,9 +208,10 @@ func (b *bench) scaleSection(old string) string {
 
 func (b *bench) reportCost(w *strings.Builder) {
 	p := func(format string, args ...any) { fmt.Fprintf(w, format, args...) }
-	p("### Get, counted\n\n")
+	p("### Get, Mount and Unmount, counted\n\n")
 	p("One plugin (`BACKEND=rbd`, `MAPPER=fuse`) per build, driven over its socket; each scenario is warmed with\n")
-	p("3 calls, then %d calls are counted. **OSD requests** are the plugin's own Ceph client's: the `op`,\n", b.o.scale.costN)
+	p("3 calls, then %d calls are counted (Mount and Unmount: %d cycles of a formatted volume, each call counted\n", b.o.scale.costN, b.o.scale.costMountN)
+	p("on its own; the rbd-fuse daemon a Mount starts is another client, not counted). **OSD requests** are the plugin's own Ceph client's: the `op`,\n")
 	p("`op_r` and `op_w` counters of the objecter section of its admin socket's `perf dump`, read before and\n")
 	p("after (a compound request of several steps counts once; the other users of this Ceph do not move\n")
 	p("these counters). **CPU** is the plugin process's utime + stime from `/proc/PID/stat` over the same\n")
@@ -224,6 +229,14 @@ func (b *bench) reportCost(w *strings.Builder) {
 	p("read the header in a dozen requests and copied the client's configuration). A name with no image costs\n")
 	p("the `rbd_id` read and one read of the plugin's index of volumes in other pools. A clone's parent adds two\n")
 	p("reads the first time it is seen (its image and snapshot names; remembered after).\n\n")
+	p("What a first Mount asks of Ceph now: Attach's describe (the id and the header, 2), the host lock and a\n")
+	p("second id read that makes sure the name still leads to the locked header (2), a stat of the data object at\n")
+	p("the image's end (`EndsUnwritten`, 1), and the record of this host's clients (`RecordClients`: the id, the\n")
+	p("header's watchers in one compound read, and the omap write, 3). The watchers were listed through an image\n")
+	p("open before (about 14 requests); librbd lists the same watches of the header object, read here directly.\n")
+	p("An Unmount of the last user: the host locks (id + read), the holder record (id + read + removal) and the\n")
+	p("lock's release (id + break). The rbd-fuse daemon a Mount starts opens the image itself (its own client,\n")
+	p("not counted here); krbd does the same in the kernel.\n\n")
 	var before, after []costRow
 	for _, c := range scaleRes.cost {
 		if strings.HasPrefix(c.build, "before") {
@@ -235,8 +248,8 @@ func (b *bench) reportCost(w *strings.Builder) {
 	for _, a := range after {
 		for _, bf := range before {
 			if bf.call == a.call && a.per.ops > 0 {
-				p("- %s: %.1f → %.1f OSD requests (%.1f× fewer), %.2f → %.2f ms of plugin CPU.\n", a.call, bf.per.ops, a.per.ops,
-					bf.per.ops/a.per.ops, bf.per.cpuMS, a.per.cpuMS)
+				p("- %s, %s → this tree: %.1f → %.1f OSD requests (%.1f× fewer), %.2f → %.2f ms of plugin CPU.\n", a.call,
+					strings.TrimPrefix(bf.build, "before "), bf.per.ops, a.per.ops, bf.per.ops/a.per.ops, bf.per.cpuMS, a.per.cpuMS)
 			}
 		}
 	}
@@ -268,8 +281,8 @@ func (b *bench) reportBigList(w *strings.Builder) {
 func (b *bench) reconcile(ctx context.Context) error {
 	scaleRes.memAvailKiB = memAvailable()
 	saved, savedFP := b.o.footprintN, b.res.fp
-	b.o.footprintN = b.o.scale.reconcileN
-	defer func() { b.o.footprintN, b.res.fp = saved, savedFP }()
+	b.o.footprintN, b.o.footprintCount, b.o.footprintSize = b.o.scale.reconcileN, true, b.o.scale.reconcileSize
+	defer func() { b.o.footprintN, b.o.footprintCount, b.o.footprintSize, b.res.fp = saved, false, "", savedFP }()
 	err := b.footprint(ctx)
 	scaleRes.rec = b.res.fp
 	return err
@@ -291,11 +304,25 @@ func (b *bench) reportReconcile(w *strings.Builder) {
 	fp := scaleRes.rec
 	p := func(format string, args ...any) { fmt.Fprintf(w, format, args...) }
 	p("### Reconcile after a restart with many mounted volumes\n\n")
-	p("The footprint phase of section 4 with %d volumes (%s each): a fresh plugin (`MAPPER=fuse`) creates and\n", fp.volumes, b.o.fpSize)
+	p("The footprint phase of section 4 with %d volumes (%s each): a fresh plugin (`MAPPER=fuse`) creates and\n", fp.volumes, b.o.scale.reconcileSize)
 	p("mounts them with %d parallel clients, is stopped with SIGTERM (mounts and rbd-fuse mappings stay) and\n", b.o.footprintWorkers)
 	p("started again; the reconcile time is the plugin's own log line.\n\n")
 	p("| measure | value |\n|---|---|\n")
-	p("| volumes mounted before the restart | %d (rbd-fuse daemons: %d, together %s, %s each) |\n", fp.volumes, fp.fuseCount, mib(fp.fuseRSS), mib(fp.fuseRSS/int64(max(fp.fuseCount, 1))))
+	each := func(kib int64) string { return mib(kib / int64(max(fp.fuseCount, 1))) }
+	switch {
+	case fp.memFloorHit:
+		p("| volumes mounted before the restart | %d of the %d asked for: mounting stopped when the machine's available memory fell under %d MiB |\n",
+			fp.volumes, b.o.scale.reconcileN, b.o.footprintMemFloorMiB)
+	case fp.diskFloorHit:
+		p("| volumes mounted before the restart | %d of the %d asked for: mounting stopped when the pool's free space fell under %d MiB |\n",
+			fp.volumes, b.o.scale.reconcileN, b.o.footprintDiskFloorMiB)
+	default:
+		p("| volumes mounted before the restart | %d |\n", fp.volumes)
+	}
+	p("| rbd-fuse daemons serving them: memory together (each) | %d: PSS %s (%s), RSS %s (%s) |\n",
+		fp.fuseCount, mib(fp.fusePSS), each(fp.fusePSS), mib(fp.fuseRSS), each(fp.fuseRSS))
+	p("| MemAvailable before creating them minus after mounting them (the whole machine) | %s (%s per volume) |\n",
+		mib(fp.memAvailDrop), mib(fp.memAvailDrop/int64(max(fp.volumes, 1))))
 	p("| time to create + mount them all | %s |\n", fp.mountTime.Round(time.Millisecond))
 	p("| plugin RSS with them mounted / after the restart | %s / %s |\n", mib(fp.fullRSS), mib(fp.afterRSS))
 	p("| start to first answered request (no volumes / with them to reconcile) | %s / %s |\n", ms(fp.firstAnswerIdle), ms(fp.firstAnswer))
@@ -305,18 +332,24 @@ func (b *bench) reportReconcile(w *strings.Builder) {
 	}
 	p("| reconcile of all of them, to done (plugin log) | %s |\n", done)
 	p("| create + first Mount of another volume sent right after the first answer | %s |\n", ms(fp.firstMountAfterRestart))
+	if fp.counted {
+		p("| OSD requests the restarted plugin sent, start to reconcile done (one more volume's create, Mount, Unmount, remove included) | %.0f (%.1f per volume; reads %.0f, writes %.0f) |\n",
+			fp.reconcileOps.ops, fp.reconcileOps.ops/float64(max(fp.volumes, 1)), fp.reconcileOps.reads, fp.reconcileOps.writes)
+		p("| most OSD requests it sent in any one second, start to reconcile done (sampled every 100 ms; the Mount above included) | %.0f |\n", fp.reconcilePeakOp)
+	}
 	p("| rbd-fuse daemons alive before the restart / after the reconcile | %d / %d |\n", fp.fuseBefore, fp.fuseAfter)
 	p("| volumes the reconcile could not repair | %d |\n\n", fp.repairErrors)
 	if fp.fuseCount > 0 && scaleRes.memAvailKiB > 0 {
-		each := fp.fuseRSS / int64(fp.fuseCount)
-		p("**How many fit here.** With `MAPPER=fuse` every mapped volume is an rbd-fuse daemon of about %s, so\n", mib(each))
-		p("the machine's %s of available memory at the start of this phase (24 GiB in all, shared with other\n", mib(scaleRes.memAvailKiB))
-		p("work) holds about %d mapped volumes; 1,000 would need about %s for the daemons alone, more than this\n", scaleRes.memAvailKiB/each, mib(1000*each))
-		p("machine has, so this run mounts %d. With krbd (production hosts) a mapping is a kernel device and costs\n", fp.volumes)
-		p("no process. The reconcile confirms with Ceph, volume by volume and one at a time (no burst of\n")
-		p("requests on Ceph), that this host still holds each one (an Attach, whose describe is now the id read\n")
-		p("and one header read instead of an image open); it no longer asks every rbd-fuse daemon about its image\n")
-		p("once per volume (the local clients of a fuse mapping are not known anyway): with that, an earlier run of\n")
-		p("this phase on this machine reconciled about one volume every 5 s (stopped after the first 40 of 300).\n\n")
+		per := fp.fusePSS / int64(fp.fuseCount)
+		p("**How many fit here.** With `MAPPER=fuse` every mapped volume is an rbd-fuse daemon (one Ceph client per\n")
+		p("image, so that fencing one volume's holder fences nothing else). Its RSS counts the Ceph libraries\n")
+		p("every daemon maps, once per daemon; its PSS shares them out, and is what the daemons take together:\n")
+		p("%s each here, so the %s of memory available at the start of this phase (24 GiB in all, shared with\n", mib(per), mib(scaleRes.memAvailKiB))
+		p("other work) holds about %d mapped volumes. The daemons run with the fuse mapper's Ceph client options\n", scaleRes.memAvailKiB/max(per, 1))
+		p("(`fuse.ClientOptionsDefault`: an 8 MiB librbd cache, one messenger thread, two malloc arenas; see\n")
+		p("\"rbd-fuse daemons\" below). With krbd (production hosts) a mapping is a kernel device and costs no\n")
+		p("process. The reconcile confirms with Ceph, volume by volume and one at a time, that this host still\n")
+		p("holds each one (an Attach: the id read and one header read); the OSD requests above are the whole\n")
+		p("cost it put on Ceph, and the busiest second says how much of it came at once.\n\n")
 	}
 }
