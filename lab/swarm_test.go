@@ -24,15 +24,16 @@ import (
 // (swarm-b) on a link of their own (a QEMU dgram netdev over the host's loopback, 10.0.3.0/24 in
 // the guests), both reaching the host's Ceph through slirp as the docker guest does.
 
-// bakedRoot returns a qcow2 overlay of the docker guest's root disk in which the managed plugin is
-// already created (disabled, with the settings every node shares) and busybox imported. `docker
+// bakedRoot returns a qcow2 overlay of the docker guest's root disk in which the managed plugins
+// are already created (the volume plugin and the CSI plugin, disabled, with the settings every
+// node shares) and busybox imported. `docker
 // plugin create` costs 2-5 min under TCG: it is paid once per root image and plugin build, not
 // once per guest. The overlay sits beside the root image and is rebuilt when either changes.
 func bakedRoot(t *testing.T, e dockerGuestEnv) string {
 	t.Helper()
 	dir := filepath.Dir(e.root)
 	img, sumFile := filepath.Join(dir, "root-plugin.qcow2"), filepath.Join(dir, "root-plugin.sum")
-	key := fmt.Sprintf("v1 root=%s plugin=%s user=%s pool=%s", strings.TrimSpace(readFile(filepath.Join(dir, "root.sum"))),
+	key := fmt.Sprintf("v2 root=%s plugin=%s user=%s pool=%s", strings.TrimSpace(readFile(filepath.Join(dir, "root.sum"))),
 		fileSHA256(t, e.pluginTar), lab.user, lab.pool)
 	if readFile(sumFile) == key {
 		if _, err := os.Stat(img); err == nil {
@@ -54,6 +55,9 @@ func bakedRoot(t *testing.T, e dockerGuestEnv) string {
 	_, create := createPlugin(t, g)
 	dk(g, time.Minute, "plugin", "set", dockerPlugin, "MAPPER=krbd", "CEPH_USER="+lab.user, "RBD_POOL="+lab.pool,
 		"DEFAULT_SIZE=256M", "LOG_LEVEL=debug")
+	csiCreate := createCSIPlugin(t, g)
+	dk(g, time.Minute, "plugin", "set", csiPlugin, "MAPPER=krbd", "CEPH_USER="+lab.user, "RBD_POOL="+lab.pool,
+		"DEFAULT_SIZE=256M", "LOG_LEVEL=debug")
 	// Each guest booted from the overlay must get an engine ID of its own.
 	g.sh("lab-dockerd stop && rm -f /var/lib/docker/engine-id && sync")
 	g.powerOff()
@@ -63,7 +67,7 @@ func bakedRoot(t *testing.T, e dockerGuestEnv) string {
 	if err := os.WriteFile(sumFile, []byte(key), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	step(t, "baked %s (plugin created in %.1fs) in %.1fs", img, create.Seconds(), time.Since(t0).Seconds())
+	step(t, "baked %s (plugins created in %.1fs and %.1fs) in %.1fs", img, create.Seconds(), csiCreate.Seconds(), time.Since(t0).Seconds())
 	return img
 }
 
