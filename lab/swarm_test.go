@@ -177,14 +177,11 @@ func dockerdLogTime(t *testing.T, g *guest, what string, off time.Duration) (tim
 // (the plugin's line quoted inside dockerd's msg="...").
 var fencedInDockerd = regexp.MustCompile(`fenced=\\"\[([^\]]*)\]\\"`)
 
-// TestDockerSwarmFailover: a service with a per-slot volume (MAPPER=krbd, LOCK_BREAK=on) writes
-// with fsync on the worker; the worker is powered off mid-write; swarm reschedules the task on the
-// manager, whose plugin fences the dead node and maps the volume; the task carries on with its
-// data. Checked: every fsynced record intact, e2fsck clean, the dead node's clients blocklisted,
-// and the time from power-off to the task running again, in parts.
-func TestDockerSwarmFailover(t *testing.T) {
-	e := dockerGuestEnvOf(t)
-	total := time.Now()
+// startSwarm boots two docker guests from the baked root on a link of their own, enables plugin
+// (whose socket is sock) on both with LOCK_BREAK=on, and makes them a swarm: manager swarm-a,
+// worker swarm-b. The busybox image is tagged swarmImage on both.
+func startSwarm(t *testing.T, e dockerGuestEnv, plugin, sock string) (*guest, *guest) {
+	t.Helper()
 	root := bakedRoot(t, e)
 	la, lb := swarmLink(t)
 	a, sa := startDocker(t, e, "swarm-a", dockerBoot{root: root, format: "qcow2", qemu: la})
@@ -198,10 +195,10 @@ func TestDockerSwarmFailover(t *testing.T) {
 		n.g.sh("ip link set eth1 up && ip addr add " + n.ip + "/24 dev eth1")
 		cephRouteAhead(n.g)
 		uploadCephFiles(t, n.g)
-		dk(n.g, time.Minute, "plugin", "set", dockerPlugin, "NODE_NAME="+n.g.name, "LOCK_BREAK=on")
-		enable := enablePlugin(t, n.g)
-		step(t, "%s (%s on the swarm link): agent after %.1fs, dockerd after %.1fs, plugin enabled (LOCK_BREAK=on) in %.1fs",
-			n.g.name, n.ip, agentUp.Seconds(), dockerUp.Seconds(), enable.Seconds())
+		dk(n.g, time.Minute, "plugin", "set", plugin, "NODE_NAME="+n.g.name, "LOCK_BREAK=on")
+		enable := enablePluginNamed(t, n.g, plugin, sock)
+		step(t, "%s (%s on the swarm link): agent after %.1fs, dockerd after %.1fs, plugin %s enabled (LOCK_BREAK=on) in %.1fs",
+			n.g.name, n.ip, agentUp.Seconds(), dockerUp.Seconds(), plugin, enable.Seconds())
 	}
 	t0 := time.Now()
 	dk(a, 2*time.Minute, "swarm", "init", "--advertise-addr", "10.0.3.1", "--listen-addr", "10.0.3.1:2377")
@@ -212,14 +209,28 @@ func TestDockerSwarmFailover(t *testing.T) {
 	})
 	heartbeat := dk(a, time.Minute, "info", "--format", "{{.Swarm.Cluster.Spec.Dispatcher.HeartbeatPeriod}}")
 	step(t, "two-node swarm over the link in %.1fs (manager swarm-a, worker swarm-b; dispatcher heartbeat %s)", time.Since(t0).Seconds(), heartbeat)
-
 	// Swarm's agent pulls a task's image before it creates the container, falling back to the
 	// local one when the pull fails: a name whose registry refuses at once (port 1 of the host's
 	// loopback) keeps the lab's missing DNS (a lookup that times out) out of the figures.
-	const image = "127.0.0.1:1/lab/busybox:lab"
 	for _, g := range []*guest{a, b} {
-		dk(g, time.Minute, "tag", "busybox:lab", image)
+		dk(g, time.Minute, "tag", "busybox:lab", swarmImage)
 	}
+	return a, b
+}
+
+// swarmImage is the task image of the swarm tests (see startSwarm).
+const swarmImage = "127.0.0.1:1/lab/busybox:lab"
+
+// TestDockerSwarmFailover: a service with a per-slot volume (MAPPER=krbd, LOCK_BREAK=on) writes
+// with fsync on the worker; the worker is powered off mid-write; swarm reschedules the task on the
+// manager, whose plugin fences the dead node and maps the volume; the task carries on with its
+// data. Checked: every fsynced record intact, e2fsck clean, the dead node's clients blocklisted,
+// and the time from power-off to the task running again, in parts.
+func TestDockerSwarmFailover(t *testing.T) {
+	e := dockerGuestEnvOf(t)
+	total := time.Now()
+	a, b := startSwarm(t, e, dockerPlugin, "ceph.sock")
+
 	prefix := uniq("lab-db")
 	svc, vol := prefix, prefix+".1"
 	t.Cleanup(func() {
@@ -231,11 +242,11 @@ func TestDockerSwarmFailover(t *testing.T) {
 	})
 	// The task must start on the worker: the manager has to survive to reschedule it.
 	dk(a, time.Minute, "node", "update", "--availability", "drain", "swarm-a")
-	t0 = time.Now()
+	t0 := time.Now()
 	dk(a, 3*time.Minute, "service", "create", "--detach", "--name", svc, "--replicas", "1", "--network", "host",
 		"--no-resolve-image", "--stop-grace-period", "2s", "--env", "NODE={{.Node.Hostname}}",
 		"--mount", "type=volume,src="+prefix+".{{.Task.Slot}},dst=/data,volume-driver="+dockerPlugin,
-		image, "sh", "-c", swarmWriter)
+		swarmImage, "sh", "-c", swarmWriter)
 	waitFor(t, 5*time.Minute, "the task to run on swarm-b", func() bool { return runningOn(serviceTasks(a, svc), "swarm-b") })
 	step(t, "service %s: task running on swarm-b after %.1fs (volume %s created and mounted there)", svc, time.Since(t0).Seconds(), vol)
 	dk(a, time.Minute, "node", "update", "--availability", "active", "swarm-a")
@@ -346,6 +357,16 @@ func TestDockerSwarmFailover(t *testing.T) {
 	dk(a, time.Minute, "service", "rm", svc)
 	assertNoRBD(t, a, "after service rm")
 	step(t, "service removed, volume released on swarm-a in %.1fs", time.Since(t0).Seconds())
+	checkSwarmRecords(t, vol, seen)
+	step(t, "total %.1fs", time.Since(total).Seconds())
+}
+
+// checkSwarmRecords checks a swarmWriter volume from the host after its task moved from swarm-b
+// to swarm-a: e2fsck clean, every block's sha256 as its record says, the records numbered without
+// a gap, every record swarm-b showed before it died (but the last, which may have been in flight)
+// there, and at least 20 written on swarm-a.
+func checkSwarmRecords(t *testing.T, vol string, seen []string) {
+	t.Helper()
 	exp := filepath.Join(t.TempDir(), "vol.img")
 	mustAdmin(t, "rbd", "export", "--no-progress", lab.pool+"/"+vol, exp)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
@@ -388,7 +409,6 @@ func TestDockerSwarmFailover(t *testing.T) {
 	}
 	step(t, "%d records, every block's sha256 as recorded (%d by swarm-b, %d by swarm-a, numbering continued at %d); the %d swarm-b showed before the power-off are there",
 		len(recs), byNode["swarm-b"], byNode["swarm-a"], firstA, len(seen))
-	step(t, "total %.1fs", time.Since(total).Seconds())
 }
 
 // debugfsCat returns a file's contents from an ext4 image (read without mounting it).
