@@ -123,6 +123,9 @@ lab-docker: ceph-up lab-docker-build ## the managed plugin (MAPPER=krbd) under t
 lab-swarm: ceph-up lab-docker-build ## two docker guests as a two-node swarm: the worker running a krbd volume is powered off mid-write, the task moves with its data (TestDockerSwarmFailover)
 	$(call lab_docker_test,TestDockerSwarmFailover,40m)
 
+lab-swarm-csi: ceph-up lab-docker-build ## two docker guests as a two-node swarm with the CSI plugin: a cluster volume's node is powered off mid-write; after docker node rm --force of it the task moves with its data, the dead node fenced (TestDockerSwarmCSIFailover)
+	$(call lab_docker_test,TestDockerSwarmCSIFailover,40m)
+
 lab-grow: ceph-up lab-docker-build ## an ext4 volume grows while a container writes to it (rbd resize from the host) with the plugin as shipped, CAP_SYS_RESOURCE granted (TestDockerGrowExt4)
 	$(call lab_docker_test,TestDockerGrowExt4,30m)
 

@@ -290,15 +290,7 @@ func TestDockerSwarmFailover(t *testing.T) {
 		}
 		time.Sleep(500 * time.Millisecond)
 	}
-	takeover, line := dockerdLogTime(t, a, "took the volume over from a dead holder", aOff)
-	if line == "" {
-		t.Fatalf("swarm-a's dockerd log has no takeover line from the plugin")
-	}
-	m := fencedInDockerd.FindStringSubmatch(line)
-	if m == nil {
-		t.Fatalf("no fenced=[...] in the takeover line: %s", line)
-	}
-	fenced := strings.Fields(m[1])
+	takeover, fenced := takeoverOf(t, a, aOff)
 	step(t, "power-off -> task running on swarm-a with its volume, seen by polling the manager: %.1fs (node down seen at %.1fs, the new task on swarm-a at %.1fs)",
 		running.Seconds(), nodeDown.Seconds(), placed.Seconds())
 	// The same, from the guests' own records (swarm-a's clock, brought to the host's).
@@ -333,17 +325,7 @@ func TestDockerSwarmFailover(t *testing.T) {
 	step(t, "timeline after the power-off (swarm-a's logs and task record): heartbeat expired, swarm-b marked down %s; new task created %s; image pull tried and failed (no registry here) %s; Mount called %s; the plugin took the volume over (swarm-b's watch had lapsed) %s; volume mounted %s; task running %s; fenced %v",
 		since(expired), since(created), since(pullFailed), since(mountCalled), since(takeover), since(mounted), since(started), fenced)
 
-	// The dead node's clients are fenced.
-	if !slices.Contains(fenced, kclient) {
-		t.Errorf("the plugin fenced %v, not swarm-b's kernel client %s", fenced, kclient)
-	}
-	bl := blocklist(t)
-	for _, c := range fenced {
-		if !slices.Contains(bl, c) {
-			t.Errorf("fenced client %s is not in ceph osd blocklist ls: %v", c, bl)
-		}
-	}
-	step(t, "ceph osd blocklist ls holds swarm-b's clients %v (kernel client %s among them)", fenced, kclient)
+	assertFenced(t, fenced, kclient)
 
 	// The moved task carries on from the records it finds.
 	dev2, mp2 := assertMapped(t, a, vol)
@@ -359,6 +341,37 @@ func TestDockerSwarmFailover(t *testing.T) {
 	step(t, "service removed, volume released on swarm-a in %.1fs", time.Since(t0).Seconds())
 	checkSwarmRecords(t, vol, seen)
 	step(t, "total %.1fs", time.Since(total).Seconds())
+}
+
+// takeoverOf returns when the plugin on g took a volume over from a dead holder (host clock, given
+// g's clock offset) and the clients it fenced, from its line in g's dockerd log.
+func takeoverOf(t *testing.T, g *guest, off time.Duration) (time.Time, []string) {
+	t.Helper()
+	at, line := dockerdLogTime(t, g, "took the volume over from a dead holder", off)
+	if line == "" {
+		t.Fatalf("%s's dockerd log has no takeover line from the plugin", g.name)
+	}
+	m := fencedInDockerd.FindStringSubmatch(line)
+	if m == nil {
+		t.Fatalf("no fenced=[...] in the takeover line: %s", line)
+	}
+	return at, strings.Fields(m[1])
+}
+
+// assertFenced checks that the dead node's kernel client is among the clients the plugin fenced,
+// and that each of them is in Ceph's blocklist.
+func assertFenced(t *testing.T, fenced []string, kclient string) {
+	t.Helper()
+	if !slices.Contains(fenced, kclient) {
+		t.Errorf("the plugin fenced %v, not swarm-b's kernel client %s", fenced, kclient)
+	}
+	bl := blocklist(t)
+	for _, c := range fenced {
+		if !slices.Contains(bl, c) {
+			t.Errorf("fenced client %s is not in ceph osd blocklist ls: %v", c, bl)
+		}
+	}
+	step(t, "ceph osd blocklist ls holds swarm-b's clients %v (kernel client %s among them)", fenced, kclient)
 }
 
 // checkSwarmRecords checks a swarmWriter volume from the host after its task moved from swarm-b
