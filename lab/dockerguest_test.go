@@ -155,13 +155,13 @@ func enablePluginNamed(t *testing.T, g *guest, name, sock string) time.Duration 
 	t0 := time.Now()
 	// dockerd gives a starting plugin a fixed time to open its socket (about 12.6 s, measured):
 	// a TCG guest on a busy host can miss it; dockerd then leaves the plugin disabled, and the
-	// enable is tried again (at most three times).
+	// enable is tried again (at most six times).
 	for try := 1; ; try++ {
 		res := g.run(3*time.Minute, "docker", "plugin", "enable", "--timeout", "120", name)
 		if res.Code == 0 {
 			break
 		}
-		if try == 3 || !strings.Contains(res.Stderr, sock) {
+		if try == 6 || !strings.Contains(res.Stderr, sock) {
 			t.Fatalf("%s: docker plugin enable: exit %d %s%s", g.name, res.Code, res.Stdout, res.Stderr)
 		}
 		t.Logf("%s: docker plugin enable, try %d: %s", g.name, try, strings.TrimSpace(res.Stderr))
