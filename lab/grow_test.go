@@ -73,7 +73,7 @@ func TestDockerGrowExt4(t *testing.T) {
 	id := dk(g, 3*time.Minute, "run", "-d", "--network", "none", "--name", "gw", "-v", vol+":/data", "busybox:lab", "sh", "-c",
 		`i=0; while :; do i=$((i+1)); read up _ </proc/uptime; echo "$i $up" | dd of=/data/log oflag=append conv=notrunc,fsync 2>/dev/null; sleep 0.1; done`)
 	dev, mp := assertMapped(t, g, vol)
-	if fs := strings.TrimSpace(g.sh("findmnt -n -o FSTYPE " + mp)); fs != "ext4" {
+	if fs := strings.TrimSpace(g.sh("findmnt -n -f -o FSTYPE " + mp)); fs != "ext4" {
 		t.Fatalf("the volume is %q, want ext4", fs)
 	}
 	records := func() int { return strings.Count(g.run(10*time.Second, "cat", mp+"/log").Stdout, "\n") }
