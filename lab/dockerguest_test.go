@@ -256,14 +256,20 @@ func assertMapped(t *testing.T, g *guest, vol string) (string, string) {
 // assertNoRBD checks, within a bounded time, that the guest has no rbd mapping and no rbd mount.
 func assertNoRBD(t *testing.T, g *guest, what string) {
 	t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
+	assertNoRBDWithin(t, g, what, 30*time.Second)
+}
+
+// assertNoRBDWithin is assertNoRBD with the bound d.
+func assertNoRBDWithin(t *testing.T, g *guest, what string, d time.Duration) {
+	t.Helper()
+	deadline := time.Now().Add(d)
 	for {
 		out := g.sh("ls /sys/bus/rbd/devices 2>/dev/null; grep '^/dev/rbd' /proc/mounts || true")
 		if strings.TrimSpace(out) == "" {
 			return
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("%s: rbd mappings or mounts left in the guest after 30 s:\n%s", what, out)
+			t.Fatalf("%s: rbd mappings or mounts left in the guest after %s:\n%s", what, d, out)
 		}
 		time.Sleep(time.Second)
 	}

@@ -146,7 +146,9 @@ func TestDockerSwarmCSIFailover(t *testing.T) {
 	// Stop the service; check the image from the host; then drain and remove the volume.
 	t0 = time.Now()
 	dk(a, time.Minute, "service", "rm", svc)
-	assertNoRBD(t, a, "after service rm")
+	// Swarm's agent unpublishes after the task's container is gone (measured: 16 s for the call,
+	// over 30 s in all on a loaded host); the last unpublish releases the volume.
+	assertNoRBDWithin(t, a, "after service rm", 3*time.Minute)
 	step(t, "service removed, volume released on swarm-a in %.1fs", time.Since(t0).Seconds())
 	checkSwarmRecords(t, vol, seen)
 	t0 = time.Now()
