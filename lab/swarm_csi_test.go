@@ -157,7 +157,10 @@ func TestDockerSwarmCSIFailover(t *testing.T) {
 		return !slices.ContainsFunc(pub, func(p string) bool { return strings.HasSuffix(p, "=published") })
 	})
 	dk(a, time.Minute, "volume", "update", "--availability", "drain", vol)
-	dk(a, time.Minute, "volume", "rm", vol)
+	// Swarm refuses the rm ("volume is still in use") until it has processed the drain.
+	waitFor(t, 2*time.Minute, "docker volume rm "+vol+" to be accepted", func() bool {
+		return a.run(time.Minute, "docker", "volume", "rm", vol).Code == 0
+	})
 	waitFor(t, 2*time.Minute, "swarm to delete "+vol+" and its image", func() bool {
 		id, _, _ := clusterVolumeOf(a, vol)
 		_, err := admin(t, "rbd", "info", lab.pool+"/"+vol)
