@@ -30,7 +30,7 @@ DOCKER_LAB := $(LAB_DIR)/$(if $(filter 28,$(DOCKER_ENGINE)),docker-28,docker)
 E2E_METRICS_RBD := 127.0.0.1:$(if $(filter 28,$(DOCKER_ENGINE)),9382,9380)
 E2E_METRICS_CINDER := 127.0.0.1:$(if $(filter 28,$(DOCKER_ENGINE)),9383,9381)
 
-.PHONY: help deps test-deps build test unit lint fmt down ceph-up openstack-up demo plugin plugin-csi e2e e2e-cinder e2e-csi e2e-all docker-up lab lab-build lab-docker lab-docker-build lab-swarm lab-upgrade lab-firstmount
+.PHONY: help deps test-deps build test unit lint fmt down ceph-up openstack-up demo plugin plugin-csi e2e e2e-cinder e2e-csi e2e-all docker-up lab lab-build lab-docker lab-docker-build lab-swarm lab-upgrade lab-firstmount lab-grow lab-swarm-csi
 
 help: ## list the targets
 	@grep -hE '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-17s %s\n", $$1, $$2}'
@@ -122,6 +122,12 @@ lab-docker: ceph-up lab-docker-build ## the managed plugin (MAPPER=krbd) under t
 
 lab-swarm: ceph-up lab-docker-build ## two docker guests as a two-node swarm: the worker running a krbd volume is powered off mid-write, the task moves with its data (TestDockerSwarmFailover)
 	$(call lab_docker_test,TestDockerSwarmFailover,40m)
+
+lab-swarm-csi: ceph-up lab-docker-build ## two docker guests as a two-node swarm with the CSI plugin: a cluster volume's node is powered off mid-write; after docker node rm --force of it the task moves with its data, the dead node fenced (TestDockerSwarmCSIFailover)
+	$(call lab_docker_test,TestDockerSwarmCSIFailover,40m)
+
+lab-grow: ceph-up lab-docker-build ## an ext4 volume grows while a container writes to it (rbd resize from the host) with the plugin as shipped, CAP_SYS_RESOURCE granted (TestDockerGrowExt4)
+	$(call lab_docker_test,TestDockerGrowExt4,30m)
 
 lab-upgrade: ceph-up lab-docker-build ## docker plugin disable / upgrade (to a newer build, from a registry on loopback) / enable in a docker guest with volumes not in use; they mount with their data (TestDockerPluginUpgrade)
 	$(call lab_docker_test,TestDockerPluginUpgrade,30m)

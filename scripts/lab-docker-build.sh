@@ -8,7 +8,7 @@
 #   $LAB_DIR/lab-docker/root.img ext4 image of the tree + the guest's init + the lab agent (rebuilt
 #                                when one of them changes); the tests boot it with snapshot=on
 #   $LAB_DIR/lab-docker/vmlinuz, initrd.img   the tree's kernel and its initramfs-tools initrd
-#   $LAB_DIR/lab-docker/plugin.tar  the managed plugin (config.json + rootfs/) as built by
+#   $LAB_DIR/lab-docker/plugin.tar  the managed plugin (config.json, config-csi.json, rootfs/) as built by
 #                                scripts/plugin-build.sh, attached to the guest as a raw disk
 #
 # Suites: the base system and kernel come from trixie (Debian 13, stable: the debootstrap does not
@@ -166,7 +166,12 @@ cp "$T/boot/initrd.img-$KV" "$OUT/initrd.img"
 if [ "${LAB_DOCKER_PLUGIN:-1}" = 1 ]; then
   PLUGIN=ceph-guest:latest ENABLE=0 scripts/plugin-build.sh
   B=$LAB_DIR/plugin-build/ceph-guest/plugin
-  tar -C "$B" --sort=name --mtime=@0 --owner=0 --group=0 -cf "$OUT/plugin.tar.new" config.json rootfs
+  # The guests' dockerd can grant every capability the shipped config.json asks for (the host's
+  # may lack CAP_SYS_RESOURCE, which the build above then dropped): the guests get it as shipped,
+  # and config-csi.json beside it for the CSI plugin made from the same rootfs.
+  cp plugin/config.json "$B/config.json"
+  cp plugin/config-csi.json "$B/config-csi.json"
+  tar -C "$B" --sort=name --mtime=@0 --owner=0 --group=0 -cf "$OUT/plugin.tar.new" config.json config-csi.json rootfs
   # Kept as it was when the build is the same: the tests cache a guest image made from it.
   if cmp -s "$OUT/plugin.tar.new" "$OUT/plugin.tar"; then rm -f "$OUT/plugin.tar.new"; else mv "$OUT/plugin.tar.new" "$OUT/plugin.tar"; fi
   log "plugin.tar: $(du -h "$OUT/plugin.tar" | cut -f1)"
@@ -177,6 +182,7 @@ if [ "${LAB_DOCKER_PLUGIN:-1}" = 1 ]; then
   if [ "$(cat "$OUT/registry/.plugin" 2>/dev/null)" != "$psum" ]; then
     R=$OUT/registry.new; rm -rf "$R" "$B.upgrade"; mkdir -p "$R/data"
     cp -a "$B" "$B.upgrade"
+    rm -f "$B.upgrade/config-csi.json"
     echo "upgrade of $psum" >"$B.upgrade/rootfs/etc/ceph-docker-plugin-upgrade"
     port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
     printf 'version: 0.1\nstorage:\n  filesystem:\n    rootdirectory: %s\nhttp:\n  addr: 127.0.0.1:%s\n' "$R/data" "$port" >"$R/config.yml"

@@ -33,6 +33,22 @@ else
 fi
 cp -al "$CACHE" "$B/plugin/rootfs"   # hard links: instant; nothing in it is written in place
 cp "$TOP/plugin/$CONFIG" "$B/plugin/config.json"
+# config.json asks for CAP_SYS_RESOURCE (ext4 grows while mounted only with it). A dockerd whose
+# bounding set lacks it cannot start such a plugin (runc: "unable to apply caps: operation not
+# permitted"), so the plugin built for it goes without: its ext4 volumes then grow at their next
+# first Mount, and the plugin's start-up log and doctor say so.
+DOCKERD_PID=$(cat "$DOCKER_LAB/dockerd.pid" 2>/dev/null || true)
+CAPBND=$(awk '/^CapBnd:/{print $2}' "/proc/${DOCKERD_PID:-self}/status" 2>/dev/null || awk '/^CapBnd:/{print $2}' /proc/self/status)
+if (( (0x$CAPBND >> 24 & 1) == 0 )); then
+  /usr/bin/python3 - "$B/plugin/config.json" <<'PY'
+import json, sys
+p = sys.argv[1]
+c = json.load(open(p))
+c["linux"]["capabilities"] = [x for x in c["linux"]["capabilities"] if x != "CAP_SYS_RESOURCE"]
+json.dump(c, open(p, "w"), indent=2)
+PY
+  log "the dockerd at $DOCKER_HOST lacks CAP_SYS_RESOURCE in its bounding set (CapBnd $CAPBND): $PLUGIN built WITHOUT it, so its ext4 volumes grow at their next first Mount, not while mounted (xfs grows while mounted either way)"
+fi
 # dockerd refuses a second plugin whose rootfs layer is byte-identical to an installed one's.
 # (A new file, not a write through a hard link into the cache.)
 rm -f "$B/plugin/rootfs/etc/ceph-docker-plugin.name"

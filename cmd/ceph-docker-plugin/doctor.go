@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/cephdocker/ceph-docker-plugin/cinder"
+	"github.com/cephdocker/ceph-docker-plugin/driver/volfs"
 	"github.com/cephdocker/ceph-docker-plugin/rbd"
 	"github.com/cephdocker/ceph-docker-plugin/rbd/krbd"
 )
@@ -102,6 +103,7 @@ func runDoctor(ctx context.Context, cfg Config, cfgErr error, out io.Writer, env
 	for _, f := range checkMountRootFindings(cfg) {
 		add(f)
 	}
+	add(growFinding(cfg, volfs.FS{}.OnlineGrowError("ext4")))
 
 	cctx, cancel := context.WithTimeout(ctx, cfg.CephTimeout)
 	defer cancel()

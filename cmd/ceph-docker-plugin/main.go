@@ -192,6 +192,7 @@ func run(getenv func(string) string, warning string) error {
 	// background once the backend is back, not only when Docker next calls about the volume.
 	bg, stopBg := context.WithCancel(context.Background())
 	defer stopBg()
+	logGrowth(log, cfg, volfs.FS{}.OnlineGrowError("ext4"))
 	go d.WatchGrowth(bg, cfg.GrowInterval)
 	go func() {
 		t := time.NewTicker(repairInterval)
