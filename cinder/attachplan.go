@@ -46,7 +46,7 @@ const modeRO = "ro"
 
 // claimsReadOnly says whether req on volume v is a read-only claim.
 func claimsReadOnly(v volumes.Volume, req driver.AttachRequest) bool {
-	return req.ReadOnly || v.Metadata[driver.MetaAccess] == driver.AccessReadOnly
+	return req.ReadOnly || (!req.IgnoreAccess && v.Metadata[driver.MetaAccess] == driver.AccessReadOnly)
 }
 
 // modesOf maps the attachment IDs of listed (the attachments API's detail) to their attach_mode.

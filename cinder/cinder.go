@@ -24,7 +24,7 @@ const (
 	OptSnapshotID       = "snapshot-id"
 	OptSourceVolumeID   = "source-volume-id"
 	// OptFromVolume makes the volume a copy of another volume, named as Docker names it.
-	OptFromVolume = "from-volume"
+	OptFromVolume = driver.OptFromVolume
 )
 
 // Metadata the plugin keeps on the Cinder volumes it creates.

@@ -1,6 +1,7 @@
 package driver
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"strings"
@@ -61,6 +62,9 @@ type Use struct {
 	ReadOnly bool
 	// Writable refuses a volume that the backend maps read-only (access=readonly).
 	Writable bool
+	// replay: the plugin's own read-write use of a read-only copy it has just made, to replay the
+	// copy's journal (AttachRequest.IgnoreAccess).
+	replay bool
 }
 
 // sameUse says whether a new use of a volume up on this host can share it: the same raw-ness and
@@ -103,6 +107,29 @@ func readOnlyMountError(name string, err error) error {
 	return readOnlyErr{fmt.Errorf("mount volume %s read-only: %w: its last writer did not unmount it cleanly, and its journal must be replayed, which a read-only mapping cannot do: "+
 		"set its access to readwrite (rbd image-meta remove POOL/IMAGE %s), mount it once on one host, stop it, and set it back to readonly", name, err, MetaAccess)}
 }
+
+// OptFromVolume is the -o key of a copy's source (each backend accepts it: BackendOptions).
+const OptFromVolume = "from-volume"
+
+// replayCopy makes a read-only copy that was just made mountable read-only: a copy of a volume in
+// use is crash-consistent, and its journal (ext4) or log (xfs) must be replayed before a
+// read-only mount can succeed. The replay is a read-write mount and unmount on this host, under a
+// claim of its own (caller ID create:NAME), before any reader can have it.
+func (d *Driver) replayCopy(ctx context.Context, name string) error {
+	id := "create:" + name
+	if _, err := d.Use(ctx, name, id, Use{replay: true}); errors.Is(err, errNothingToReplay) {
+		return nil // a copy of a blank volume: undone, and nothing to replay
+	} else if err != nil {
+		return fmt.Errorf("replay the journal of the new read-only copy: %w", err)
+	}
+	if err := d.Unmount(ctx, name, id); err != nil {
+		return fmt.Errorf("release the new read-only copy after replaying its journal: %w", err)
+	}
+	return nil
+}
+
+// errNothingToReplay ends the replay of a copy that carries no filesystem.
+var errNothingToReplay = errors.New("the copy carries no filesystem")
 
 // withReadOnly adds ro to mount options (replacing an rw).
 func withReadOnly(opts string) string {

@@ -152,6 +152,23 @@ func (d *Driver) Create(ctx context.Context, name string, raw map[string]string)
 	for k := range raw {
 		opts.Given[k] = true
 	}
+	if err := d.create(ctx, name, raw, opts); err != nil {
+		return err
+	}
+	if _, copied := raw[OptFromVolume]; copied && opts.Access == AccessReadOnly {
+		if err := d.replayCopy(ctx, name); err != nil {
+			// Nothing half-made: the copy goes (a reader could not mount it).
+			if rerr := d.prov.Remove(ctx, name, RemoveDelete); rerr != nil {
+				return fmt.Errorf("create volume %s: %w; removing the copy also failed (remove it with docker volume rm): %v", name, err, rerr)
+			}
+			return fmt.Errorf("create volume %s: %w; the copy was removed", name, err)
+		}
+	}
+	return nil
+}
+
+// create is Create under the volume's lock.
+func (d *Driver) create(ctx context.Context, name string, raw map[string]string, opts Options) error {
 	unlock, err := d.begin(ctx, name)
 	if err != nil {
 		return err

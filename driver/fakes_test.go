@@ -277,7 +277,7 @@ func (p *fakeProvisioner) Create(ctx context.Context, name string, opts Options)
 	}
 	p.vols[name] = Volume{Name: name, Image: ImageSpec{Pool: "volumes", Image: name}, Size: opts.Size,
 		FSType: opts.FSType, MkfsOptions: opts.MkfsOptions, MountOptions: opts.MountOptions, FrontEnd: opts.FrontEnd, Root: opts.Root,
-		CreatedAt: fakeCreatedAt, Status: map[string]any{"pool": "volumes"}}
+		Access: opts.Access, CreatedAt: fakeCreatedAt, Status: map[string]any{"pool": "volumes"}}
 	p.created = append(p.created, opts)
 	return nil
 }
@@ -360,7 +360,7 @@ func (p *fakeProvisioner) Attach(ctx context.Context, name string, req AttachReq
 	if !ok {
 		return Attachment{}, fmt.Errorf("%w: image volumes/%s", ErrNotFound, name)
 	}
-	if req.ReadOnly || vol.ReadOnly() {
+	if req.ReadOnly || (vol.ReadOnly() && !req.IgnoreAccess) {
 		return p.attachReadOnly(name, vol, req)
 	}
 	if rs := p.otherReaders(name, req.Host); len(rs) > 0 {
@@ -434,7 +434,7 @@ func (p *fakeProvisioner) Detach(ctx context.Context, name string, att Attachmen
 	return nil
 }
 
-func (p *fakeProvisioner) BackendOptions() []string { return []string{"pool"} }
+func (p *fakeProvisioner) BackendOptions() []string { return []string{"pool", OptFromVolume} }
 
 // Differences finds none: comparingProvisioner scripts them.
 func (p *fakeProvisioner) Differences(context.Context, Volume, Options) ([]string, error) {

@@ -160,6 +160,10 @@ type AttachRequest struct {
 	// says which it made in Attachment.Map.ReadOnly. A read-only claim is never taken over by
 	// fencing: readers cannot write, and a writer waits for them (or an operator) to let go.
 	ReadOnly bool
+	// IgnoreAccess makes a read-write claim of a volume whose access is readonly: only the
+	// plugin's own replay of a new read-only copy's journal (Driver.Create) asks for it, never a
+	// container's use.
+	IgnoreAccess bool
 	// Claimed is the backend's record of the claim (Attachment.ID) that this host's state holds
 	// for the volume, when it attaches again what it held (after a restart): a claim written
 	// under NODE_NAME alone (the older name-only format) is this host's only if its

@@ -116,7 +116,7 @@ func (d *Driver) mountFirst(ctx context.Context, name, id string, u Use) (_ stri
 			return "", err
 		}
 	}
-	att, vol, err := d.claim(ctx, &tx, name, id, u.ReadOnly, lap)
+	att, vol, err := d.claim(ctx, &tx, name, id, u, lap)
 	if err != nil {
 		return "", err
 	}
@@ -157,7 +157,7 @@ func (d *Driver) mountFirst(ctx context.Context, name, id string, u Use) (_ stri
 		return d.upDone(&st, lap, m.Device)
 	}
 
-	if err := d.formatAndMount(ctx, &tx, &st, *vol, att, fstype, lap); err != nil {
+	if err := d.formatAndMount(ctx, &tx, &st, *vol, att, fstype, u.replay, lap); err != nil {
 		return "", err
 	}
 	return d.upDone(&st, lap, st.Path)
@@ -165,15 +165,20 @@ func (d *Driver) mountFirst(ctx context.Context, name, id string, u Use) (_ stri
 
 // formatAndMount is the second half of a first mount: format the mapped device if it is blank,
 // mount it at st.Path and set the root of a filesystem it made. The unmount is pushed on tx.
-func (d *Driver) formatAndMount(ctx context.Context, tx *undo.Stack, st *State, vol Volume, att Attachment, fstype string, lap func(string)) error {
+// With replay (a new copy's journal replay) nothing is formatted either: a blank copy has no
+// journal (errNothingToReplay).
+func (d *Driver) formatAndMount(ctx context.Context, tx *undo.Stack, st *State, vol Volume, att Attachment, fstype string, replay bool, lap func(string)) error {
 	name := st.Name
 	ro := att.Map.ReadOnly
 	var fs string
 	var made bool
 	var err error
-	if ro {
+	if ro || replay {
 		// Nothing is written through a read-only mapping: a blank device stays blank.
 		if fs, err = d.mounter.Probe(ctx, st.Device); err == nil && fs == "" {
+			if replay {
+				return errNothingToReplay
+			}
 			return noFilesystemReadOnly(name)
 		}
 	} else {
@@ -233,8 +238,8 @@ func (d *Driver) upDone(st *State, lap func(string), got string) (string, error)
 
 // claim is the first step of a first mount: the backend's claim for this host and mount ID, and
 // the volume as read after it (the backend's reply, or a read). Its undo is pushed on tx.
-func (d *Driver) claim(ctx context.Context, tx *undo.Stack, name, id string, readOnly bool, lap func(string)) (Attachment, *Volume, error) {
-	att, err := d.prov.Attach(ctx, name, AttachRequest{Host: d.cfg.Node, MountID: id, TakeOver: d.cfg.LockBreak, ReadOnly: readOnly})
+func (d *Driver) claim(ctx context.Context, tx *undo.Stack, name, id string, u Use, lap func(string)) (Attachment, *Volume, error) {
+	att, err := d.prov.Attach(ctx, name, AttachRequest{Host: d.cfg.Node, MountID: id, TakeOver: d.cfg.LockBreak, ReadOnly: u.ReadOnly, IgnoreAccess: u.replay})
 	if err != nil {
 		if !refused(err) {
 			// No answer (a deadline, a lost connection): the backend may still have made the

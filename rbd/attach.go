@@ -249,7 +249,7 @@ func (p *Provisioner) Attach(ctx context.Context, name string, req driver.Attach
 		return att, err
 	}
 	pol := attachPolicy{Name: name, Host: p.cfg.Host, HostID: p.cfg.HostID, Claimed: req.Claimed, TakeOver: req.TakeOver,
-		ReadOnly: req.ReadOnly || volumeOf(name, spec, d).ReadOnly()}
+		ReadOnly: req.ReadOnly || (!req.IgnoreAccess && volumeOf(name, spec, d).ReadOnly())}
 	f := attachFacts{Lockers: d.Lockers, Watchers: d.Watchers}
 	var tx undo.Stack
 	defer tx.OnError(ctx, &err, p.reportUndo(name))

@@ -14,7 +14,7 @@ import (
 )
 
 // OptFromVolume makes a new volume a point-in-time copy of another volume (-o from-volume=NAME).
-const OptFromVolume = "from-volume"
+const OptFromVolume = driver.OptFromVolume
 
 // metaFromVolume is the volume a copy was made from (its name), kept for Get and for an
 // idempotent Create to compare.

@@ -20,14 +20,17 @@ cp "$TOP/plugin/Dockerfile" "$B/ctx/"
 KEY=$(cat "$B/ctx/ceph-docker-plugin" "$B/ctx/Dockerfile" | sha256sum | cut -c1-16)
 CACHE=$LAB_DIR/plugin-build/rootfs-$KEY
 if [ ! -d "$CACHE" ]; then
-  timeout 900 docker build --network host -q -t ceph-docker-plugin-rootfs "$B/ctx" >/dev/null || die "docker build of the plugin rootfs failed"
-  cid=$(docker create ceph-docker-plugin-rootfs)
-  rm -rf "$CACHE.tmp"; mkdir -p "$CACHE.tmp"
-  docker export "$cid" | tar -C "$CACHE.tmp" -x
+  # Builds may run at once (the e2e suites, the guest lab's build): each has its own image tag and
+  # its own temporary tree, and the first to finish installs the tree; the others drop theirs.
+  timeout 900 docker build --network host -q -t "ceph-docker-plugin-rootfs:$KEY" "$B/ctx" >/dev/null || die "docker build of the plugin rootfs failed"
+  cid=$(docker create "ceph-docker-plugin-rootfs:$KEY")
+  tmp=$(mktemp -d "$CACHE.tmp.XXXXXX"); chmod 755 "$tmp"   # the rootfs's / (mktemp makes it 0700)
+  docker export "$cid" | tar -C "$tmp" -x
   docker rm "$cid" >/dev/null
-  # Keep the newest few rootfs trees only.
-  for old in $(ls -dt "$LAB_DIR"/plugin-build/rootfs-*[^p] 2>/dev/null | tail -n +4); do rm -rf "$old"; done
-  mv "$CACHE.tmp" "$CACHE"
+  docker rmi "ceph-docker-plugin-rootfs:$KEY" >/dev/null 2>&1 || true   # its layers stay cached
+  # Keep the newest few rootfs trees only (never another build's temporary one).
+  for old in $(ls -dt "$LAB_DIR"/plugin-build/rootfs-* 2>/dev/null | grep -v '\.tmp' | tail -n +4); do rm -rf "$old"; done
+  mv -T "$tmp" "$CACHE" 2>/dev/null || rm -rf "$tmp"   # -T: never into a tree another build installed
 else
   log "reusing the rootfs built for this binary and Dockerfile ($CACHE)"
 fi

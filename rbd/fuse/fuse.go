@@ -168,6 +168,11 @@ func (f *Fuse) Map(ctx context.Context, req driver.MapRequest) (m driver.Mapping
 func (f *Fuse) ensureFuse(ctx context.Context, tx *undo.Stack, req driver.MapRequest, dir string) error {
 	spec := req.ImageSpec
 	mounted, err := mountinfo.Mounted(dir)
+	if errors.Is(err, unix.ENOTCONN) {
+		// The mount of an rbd-fuse that died: its root answers nothing (once the kernel's
+		// cached attributes of it expire), so it cannot even be looked up. Unmount it below.
+		mounted, err = true, nil
+	}
 	if err != nil && !errors.Is(err, os.ErrNotExist) {
 		return fmt.Errorf("fuse map %s: %w", spec, err)
 	}
