@@ -51,3 +51,21 @@ func TestReadOnlyCopyOfAVolumeInUse(t *testing.T) {
 		t.Errorf("the source's writer stopped at %s lines", after)
 	}
 }
+
+// Hostile or wrong access and from-volume values are refused by docker volume create with the
+// plugin's message, and leave no volume behind.
+func TestCopyAndAccessOptionsRefused(t *testing.T) {
+	for opt, want := range map[string]string{
+		"access=ro":                  "access",
+		"access=readonly;reboot":     "access",
+		"from-volume=../etc":         "from-volume",
+		"from-volume=nosuch-volume0": "nosuch-volume0",
+	} {
+		name := uniq("badcopy")
+		record(name)
+		out := mustFail(t, "volume", "create", "--driver", pluginName(), "-o", opt, name)
+		if !strings.Contains(out, want) {
+			t.Errorf("volume create -o %s: %q lacks %q", opt, out, want)
+		}
+	}
+}
