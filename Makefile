@@ -51,12 +51,8 @@ openstack-up: ceph-up ## start (or install and bootstrap) the lab Keystone + Cin
 test-deps: ## install the tools integration tests use beside the services (Debian's Prometheus, dosfstools, btrfs-progs)
 	scripts/test-deps.sh
 
-# Integration tests marked t.Parallel mostly wait (on Ceph, Cinder, a watch to lapse), not compute:
-# run more of them at once than go test's default of one per CPU.
-TEST_PARALLEL ?= 4
-
 test: ceph-up openstack-up test-deps ## unit tests (-race) and integration tests against the real lab Ceph and Keystone + Cinder
-	$(WITH_LAB_ENV) $(GO) test -race -count=1 -timeout 40m -parallel $(TEST_PARALLEL) -tags '$(GOTAGS) integration' ./...
+	$(WITH_LAB_ENV) $(GO) test -race -count=1 -timeout 40m -tags '$(GOTAGS) integration' ./...
 
 unit: deps ## unit tests only (no services)
 	$(GO) test -race -count=1 -tags '$(GOTAGS)' ./...
