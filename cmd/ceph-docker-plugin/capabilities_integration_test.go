@@ -12,8 +12,10 @@ import (
 // (A wrapper between the driver and the backend that forwarded only some methods would drop the
 // comparison silently: this test drives the binary, wrappers included.)
 func TestProtocolCreateComparesBackendOptions(t *testing.T) {
+	t.Parallel()
 	l := labEnv(t)
 	t.Run("rbd", func(t *testing.T) {
+		t.Parallel()
 		p := newPlugin(t, l, "host-a")
 		p.start()
 		base, name := uniq("cmp-base"), uniq("cmp")
@@ -61,6 +63,7 @@ func TestProtocolCreateComparesBackendOptions(t *testing.T) {
 		p.create(clone, map[string]string{"from-snapshot": base + "@s1"})
 	})
 	t.Run("cinder", func(t *testing.T) {
+		t.Parallel()
 		p := newPlugin(t, l, "host-a", cinderEnv(t)...)
 		p.start()
 		name := uniq("cmp")

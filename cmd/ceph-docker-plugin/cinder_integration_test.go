@@ -38,6 +38,7 @@ func openstackCLI(t *testing.T, out any, args ...string) {
 // The protocol lifecycle with BACKEND=cinder; while mounted, Cinder shows the volume in-use,
 // attached to this host for the container (derived UUID, full ID as the mount point).
 func TestProtocolLifecycleCinder(t *testing.T) {
+	t.Parallel()
 	l := labEnv(t)
 	p := newPlugin(t, l, "host-a", cinderEnv(t)...)
 	p.start()
@@ -105,6 +106,7 @@ func TestProtocolLifecycleCinder(t *testing.T) {
 
 // Wrong password: a clear error naming Keystone and the user, never the password.
 func TestCinderWrongPassword(t *testing.T) {
+	t.Parallel()
 	l := labEnv(t)
 	env := cinderEnv(t)
 	const secret = "not-the-password-9f1c"

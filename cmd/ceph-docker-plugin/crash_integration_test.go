@@ -20,6 +20,7 @@ import (
 // Create and Remove (TEST_FAULT_KILL_AT); it is restarted; after its reconcile nothing is leaked
 // or mapped twice, the references are right, and the data is intact. With each backend.
 func TestCrashAtEachStep(t *testing.T) {
+	t.Parallel()
 	eachBackend(t, labEnv(t), testCrashAtEachStep)
 }
 
@@ -41,6 +42,7 @@ func testCrashAtEachStep(t *testing.T, b backend) {
 	}
 	for _, s := range steps {
 		t.Run(strings.ReplaceAll(string(s.step), ":", "-"), func(t *testing.T) {
+			t.Parallel() // each step has a plugin and a volume of its own
 			p := newPlugin(t, l, "host-a", b.env...)
 			name := uniq("crash")
 			data := randomData(t, 1<<20)
@@ -139,6 +141,7 @@ func testCrashAtEachStep(t *testing.T, b backend) {
 // restarted plugin finds the mapping dead, maps and mounts the volume again, and the data is
 // intact. (With krbd the mapping lives in the kernel and survives; see the lab suite.)
 func TestFuseMappingRecoveredAfterPluginDeath(t *testing.T) {
+	t.Parallel()
 	l := labEnv(t)
 	p := newPlugin(t, l, "host-a")
 	p.start()
@@ -190,13 +193,11 @@ func killFuseUnder(t *testing.T, root string) {
 // none stays claimed by containers that no longer exist. A container that starts again mounts
 // the volume anew, data intact. With each backend.
 func TestRebootReleasesVolumes(t *testing.T) {
+	t.Parallel()
 	eachBackend(t, labEnv(t), testRebootReleasesVolumes)
 }
 
 func testRebootReleasesVolumes(t *testing.T, b backend) {
-	// Both backends at once: each waits about 30 s for a dead client's watch to lapse, and their
-	// plugins share nothing (own directories, own images).
-	t.Parallel()
 	l := labEnv(t)
 	p := newPlugin(t, l, "host-a", b.env...)
 	p.start("TEST_BOOT_ID=boot-1")

@@ -15,6 +15,7 @@ import (
 // over by name the other's volumes, with a message naming the volume and the front end that
 // made it; each still serves its own. Both backends, against the real services.
 func TestFrontEndsOnOnePool(t *testing.T) {
+	t.Parallel()
 	l := labEnv(t)
 	eachBackend(t, l, func(t *testing.T, b backend) {
 		vp := newPlugin(t, l, uniq("fe-vol"), b.env...)

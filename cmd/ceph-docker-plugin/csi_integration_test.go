@@ -99,6 +99,7 @@ func wantStatus(t *testing.T, what string, err error, code codes.Code, contains 
 // unstages), the other node takes it and reads what the first wrote, and the first node's
 // publish without a new stage (as swarm does) is then refused naming the second. Both backends.
 func TestCSITwoNodes(t *testing.T) {
+	t.Parallel()
 	l := labEnv(t)
 	eachBackend(t, l, func(t *testing.T, b backend) {
 		a, c := newCSINode(t, l, "csi-a", b.env...), newCSINode(t, l, "csi-b", b.env...)
@@ -158,9 +159,11 @@ func TestCSITwoNodes(t *testing.T) {
 // its reconcile undoes the step in flight, nothing is left mapped or mounted, and the volume
 // stages again. BACKEND=rbd (the core's own crash tests cover both backends).
 func TestCSICrashRepair(t *testing.T) {
+	t.Parallel()
 	l := labEnv(t)
 	for _, step := range []driver.FaultStep{driver.FaultStageMounted, driver.FaultStageBound, driver.FaultPublishBound, driver.FaultReleaseReleased} {
 		t.Run(strings.ReplaceAll(string(step), ":", "-"), func(t *testing.T) {
+			t.Parallel() // each step has a node and a volume of its own
 			n := newCSINode(t, l, "csi-crash")
 			n.startCSI(n.endpoint)
 			vol := uniq("csicrash")
@@ -219,6 +222,7 @@ var blockCap = &csi.VolumeCapability{AccessType: &csi.VolumeCapability_Block{Blo
 // the last unpublish released the volume and a publish staged it again; a read-only publish is
 // refused; nothing is left mapped or mounted.
 func TestCSIBlock(t *testing.T) {
+	t.Parallel()
 	l := labEnv(t)
 	eachBackend(t, l, func(t *testing.T, b backend) {
 		n := newCSINode(t, l, "csi-blk", b.env...)

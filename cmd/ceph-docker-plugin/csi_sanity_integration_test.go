@@ -29,6 +29,7 @@ import (
 // of each skipped case, are printed at the end. Each backend works in a pool or project of its
 // own (csi_isolation_integration_test.go): the suite counts every volume the backend lists.
 func TestCSISanity(t *testing.T) {
+	t.Parallel()
 	l := labEnv(t)
 	type run struct {
 		name string

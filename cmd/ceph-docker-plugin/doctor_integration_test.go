@@ -20,6 +20,7 @@ import (
 // The doctor, run as operators run it (the binary with `doctor`), against the lab Ceph: a sound
 // set-up passes; each broken condition is reported with its fix, and fails the run.
 func TestDoctorReportsEachBrokenCondition(t *testing.T) {
+	t.Parallel()
 	l := labEnv(t)
 	shared := t.TempDir()
 	if err := unix.Mount(shared, shared, "", unix.MS_BIND, ""); err != nil {
@@ -107,6 +108,7 @@ func TestDoctorReportsEachBrokenCondition(t *testing.T) {
 // A running plugin answers the doctor on its socket, with its own settings: here MOUNT_ROOT is
 // the harness's temporary directory, not a shared mount point, so the report says so (HTTP 500).
 func TestDoctorOnThePluginSocket(t *testing.T) {
+	t.Parallel()
 	l := labEnv(t)
 	p := newPlugin(t, l, "host-a")
 	p.start()

@@ -148,6 +148,7 @@ func fileSum(t *testing.T, path string) [32]byte {
 // ext4 grows while mounted only for a process with CAP_SYS_RESOURCE; this lab's root lacks it
 // (its bounding set), so there the plugin must say why in inspect and grow at the next Mount.
 func TestGrowVolumes(t *testing.T) {
+	t.Parallel()
 	l := labEnv(t)
 	const gib = uint64(1 << 30)
 	eachBackend(t, l, func(t *testing.T, b backend) {
@@ -241,6 +242,7 @@ func FSOnline(fstype string) bool {
 // An image shrunk under its filesystem is refused at Mount, saying what to do, and nothing is
 // mounted.
 func TestShrunkImageRefused(t *testing.T) {
+	t.Parallel()
 	l := labEnv(t)
 	p := newPlugin(t, l, "host-a")
 	p.start()

@@ -74,10 +74,14 @@ type backend struct {
 // cinderPool is the pool of the lab Cinder's RBD backend (scripts/openstack-up.sh).
 const cinderPool = "cinder"
 
-// eachBackend runs fn as a subtest per backend: BACKEND=rbd, then BACKEND=cinder.
+// eachBackend runs fn as a subtest per backend, BACKEND=rbd and BACKEND=cinder, in parallel:
+// each subtest starts plugins of its own (own directories, own volume names).
 func eachBackend(t *testing.T, l lab, fn func(t *testing.T, b backend)) {
-	t.Run("rbd", func(t *testing.T) { fn(t, backend{name: "rbd", pool: l.pool}) })
-	t.Run("cinder", func(t *testing.T) { fn(t, backend{name: "cinder", env: cinderEnv(t), pool: cinderPool}) })
+	t.Run("rbd", func(t *testing.T) { t.Parallel(); fn(t, backend{name: "rbd", pool: l.pool}) })
+	t.Run("cinder", func(t *testing.T) {
+		t.Parallel()
+		fn(t, backend{name: "cinder", env: cinderEnv(t), pool: cinderPool})
+	})
 }
 
 // image is the RBD image behind a volume: its name with BACKEND=rbd, volume-<cinder id> with Cinder.

@@ -328,6 +328,7 @@ func cinderPlanter(t *testing.T, b backend, p *plugin, name string) planter {
 // refused at Mount. Each refusal names the volume and the option; no canary file is read or
 // written; the volume, finally mounted with clean options, holds nothing but lost+found.
 func TestHostileInput(t *testing.T) {
+	t.Parallel()
 	eachBackend(t, labEnv(t), testHostileInput)
 }
 
@@ -465,6 +466,7 @@ func runTool(t *testing.T, name string, args ...string) {
 // at Mount, naming what was found, and left released; one carrying the other supported
 // filesystem than recorded is mounted as what it is.
 func TestForeignFilesystem(t *testing.T) {
+	t.Parallel()
 	eachBackend(t, labEnv(t), testForeignFilesystem)
 }
 

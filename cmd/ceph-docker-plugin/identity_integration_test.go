@@ -22,6 +22,7 @@ import (
 // refused Mount (and Docker's Unmount after it) leaves the first host's claim alone; once the
 // first lets go, the second mounts and reads its data. With each backend.
 func TestSameNodeName(t *testing.T) {
+	t.Parallel()
 	eachBackend(t, labEnv(t), testSameNodeName)
 }
 

@@ -11,6 +11,7 @@ import (
 // A real Prometheus server (Debian's) scrapes the plugin's METRICS_ADDR while the test makes
 // calls through the socket; the counters and gauges it stores are the calls that were made.
 func TestMetricsScrapedByPrometheus(t *testing.T) {
+	t.Parallel()
 	l := labEnv(t)
 	addr := promtest.FreeLoopbackAddr(t)
 	p := newPlugin(t, l, "host-a", "METRICS_ADDR="+addr)

@@ -53,6 +53,8 @@ func stopMonitor(t *testing.T, l lab) (resume func()) {
 // from its OSD map: librados waits for a newer map from the monitors, with no timeout of its own)
 // answers within CALL_TIMEOUT with a message naming the pool, and meanwhile calls on volumes of
 // the default pool answer at once: the wait holds nothing shared.
+// Not parallel: stopping the monitor stalls every other test's Ceph client (serial tests run
+// before the parallel ones start).
 func TestCreateInUnopenedPoolWhileMonitorsStopped(t *testing.T) {
 	l := labEnv(t)
 	const callTimeout = 8 * time.Second

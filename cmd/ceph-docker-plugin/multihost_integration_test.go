@@ -21,6 +21,7 @@ import (
 // backend: with Cinder the claim is the Cinder attachment, and the takeover deletes the dead
 // host's attachment after fencing its Ceph clients.
 func TestTwoHosts(t *testing.T) {
+	t.Parallel()
 	eachBackend(t, labEnv(t), testTwoHosts)
 }
 

@@ -200,6 +200,9 @@ func failsWithin(t *testing.T, p *plugin, limit time.Duration, path string, req 
 	return msg
 }
 
+// The outage tests are not parallel: their CALL_TIMEOUTs of 5-6 s also bound the set-up calls to
+// the real Cinder, which the parallel tests would load (serial tests run before the parallel ones).
+
 // Keystone unreachable (partitioned, or hanging) for a plugin that has no token yet: calls fail
 // within CALL_TIMEOUT naming Keystone; once it is back, they work.
 func TestKeystoneOutage(t *testing.T) {

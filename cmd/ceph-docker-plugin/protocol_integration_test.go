@@ -15,6 +15,7 @@ import (
 
 // The volume lifecycle through the socket, as dockerd drives it, with each backend.
 func TestProtocolLifecycle(t *testing.T) {
+	t.Parallel()
 	eachBackend(t, labEnv(t), testProtocolLifecycle)
 }
 
@@ -100,6 +101,7 @@ func testProtocolLifecycle(t *testing.T, b backend) {
 // Errors reach the caller as plain strings that name the volume and say what is wrong, with
 // each backend.
 func TestProtocolErrors(t *testing.T) {
+	t.Parallel()
 	eachBackend(t, labEnv(t), testProtocolErrors)
 }
 
@@ -152,6 +154,7 @@ func testProtocolErrors(t *testing.T, b backend) {
 
 // Ceph that does not answer: calls fail within CALL_TIMEOUT with a message, instead of hanging.
 func TestProtocolCephUnreachable(t *testing.T) {
+	t.Parallel()
 	l := labEnv(t)
 	pool := blockedPool(t, l)
 	p := newPlugin(t, l, "host-a", "RBD_POOL="+pool, "CALL_TIMEOUT=3s", "CEPH_TIMEOUT=2s")
@@ -182,6 +185,7 @@ func TestProtocolCephUnreachable(t *testing.T) {
 // fail with a message saying Ceph is not reachable yet, within a bounded time; once the monitors
 // answer, it connects by itself and works, without a restart.
 func TestProtocolStartsBeforeCeph(t *testing.T) {
+	t.Parallel()
 	l := labEnv(t)
 	raw, err := os.ReadFile(l.conf)
 	if err != nil {
@@ -258,6 +262,7 @@ func blockedPool(t *testing.T, l lab) string {
 
 // REMOVE_ACTION=trash moves the image to the rbd trash (recoverable); keep leaves it in place.
 func TestProtocolRemoveActions(t *testing.T) {
+	t.Parallel()
 	l := labEnv(t)
 	trash := newPlugin(t, l, "host-a", "REMOVE_ACTION=trash")
 	trash.start()

@@ -32,6 +32,7 @@ const raceRounds = 20
 // in Cinder's attachments (asserted through Cinder's attachments API, which also lists
 // attachments that were never completed).
 func TestCinderFirstMountRace(t *testing.T) {
+	t.Parallel()
 	l := labEnv(t)
 	for _, vt := range []string{"rbd", "rbd-multiattach"} {
 		t.Run(vt, func(t *testing.T) { testCinderFirstMountRace(t, l, vt) })

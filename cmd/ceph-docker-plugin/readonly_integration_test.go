@@ -74,9 +74,10 @@ func readOnlyBackends(t *testing.T, l lab) []roBackend {
 // nobody); and the reverse: while a host writes it, a read-only Mount is refused naming the
 // writer. Nothing is left behind.
 func TestReadOnlySharing(t *testing.T) {
+	t.Parallel()
 	l := labEnv(t)
 	for _, be := range readOnlyBackends(t, l) {
-		t.Run(be.name, func(t *testing.T) { testReadOnlySharing(t, l, be) })
+		t.Run(be.name, func(t *testing.T) { t.Parallel(); testReadOnlySharing(t, l, be) })
 	}
 }
 

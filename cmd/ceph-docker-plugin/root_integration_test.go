@@ -17,6 +17,7 @@ import (
 // Create of the same name with other root options is refused naming them; a root changed by hand
 // is left alone at the next Mount (and logged). DEFAULT_UID applies when -o uid is absent.
 func TestVolumeRootOptions(t *testing.T) {
+	t.Parallel()
 	l := labEnv(t)
 	eachBackend(t, l, func(t *testing.T, b backend) {
 		p := newPlugin(t, l, "host-a", append(b.env, "DEFAULT_UID=1234")...)

@@ -22,8 +22,10 @@ import (
 // ...: recorded by wrappers on PATH), and not its logs. With each auth method, through the real
 // Keystone and Cinder.
 func TestSecretsReachNoProcess(t *testing.T) {
+	t.Parallel()
 	l := labEnv(t)
 	t.Run("password", func(t *testing.T) {
+		t.Parallel()
 		// A user of its own, whose password is unique enough to search for (the lab's demo
 		// user's is a common word).
 		user, pw := keystoneUser(t)
@@ -31,6 +33,7 @@ func TestSecretsReachNoProcess(t *testing.T) {
 		testSecretsReachNoProcess(t, l, []string{pw}, env)
 	})
 	t.Run("application-credential", func(t *testing.T) {
+		t.Parallel()
 		id, secret := applicationCredential(t)
 		env := []string{"BACKEND=cinder", "OS_AUTH_URL=" + os.Getenv("OS_AUTH_URL"), "OS_REGION_NAME=" + os.Getenv("OS_REGION_NAME"),
 			"OS_APPLICATION_CREDENTIAL_ID=" + id, "OS_APPLICATION_CREDENTIAL_SECRET=" + secret,

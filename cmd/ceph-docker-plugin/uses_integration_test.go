@@ -17,6 +17,7 @@ import (
 // host and writable; the second Unmount(A) releases it. The plugin is SIGKILLed and restarted
 // between every two steps, and the counts survive.
 func TestProtocolNestedUsesOfOneID(t *testing.T) {
+	t.Parallel()
 	eachBackend(t, labEnv(t), testProtocolNestedUses)
 }
 
