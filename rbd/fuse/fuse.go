@@ -54,11 +54,11 @@ type Fuse struct {
 	once    sync.Once
 
 	// recs holds a record per mount directory (see lookup); scanned is set once a full scan
-	// filled it, anonStale when that scan found a loop it cannot name (a scan is needed then).
-	recsMu    sync.Mutex
-	recs      map[string]*record
-	scanned   bool
-	anonStale bool
+	// filled it; anon holds the stale loops that scan could name only by image (detached).
+	recsMu  sync.Mutex
+	recs    map[string]*record
+	scanned bool
+	anon    map[string][]int
 }
 
 var _ driver.Mapper = (*Fuse)(nil)

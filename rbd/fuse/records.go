@@ -4,6 +4,7 @@ import (
 	"context"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -45,10 +46,11 @@ func (f *Fuse) remember(live []driver.Mapping, stale []staleLoop, procs []fusePr
 		r := get(f.mountDir(m.ImageSpec))
 		r.loops = append(r.loops, loopNumber(m.Device))
 	}
-	anon := false
+	anon := map[string][]int{}
 	for _, s := range stale {
 		if s.Spec.Pool == "" {
-			anon = true // a detached loop names its image only: Map and Unmap scan
+			// A detached loop names its image only: every image of that name looks at it.
+			anon[s.Spec.Image] = append(anon[s.Spec.Image], loopNumber(s.Device))
 			continue
 		}
 		r := get(f.mountDir(s.Spec))
@@ -60,7 +62,7 @@ func (f *Fuse) remember(live []driver.Mapping, stale []staleLoop, procs []fusePr
 	f.recsMu.Lock()
 	defer f.recsMu.Unlock()
 	f.recs = recs
-	f.scanned, f.anonStale = true, anon
+	f.scanned, f.anon = true, anon
 }
 
 // setRecord records (or, with nil, forgets) the mapping at dir.
@@ -78,14 +80,21 @@ func (f *Fuse) setRecord(dir string, r *record) {
 }
 
 // recordOf returns the record of dir and whether an image without one is known not to be mapped
-// (a full scan ran in this process and found no loop it could not name).
+// (a full scan ran in this process).
 func (f *Fuse) recordOf(dir string) (r record, ok, complete bool) {
 	f.recsMu.Lock()
 	defer f.recsMu.Unlock()
 	if p := f.recs[dir]; p != nil {
-		return record{loops: append([]int(nil), p.loops...), pid: p.pid}, true, f.scanned && !f.anonStale
+		return record{loops: slices.Clone(p.loops), pid: p.pid}, true, f.scanned
 	}
-	return record{}, false, f.scanned && !f.anonStale
+	return record{}, false, f.scanned
+}
+
+// anonOf returns the detached stale loops the last full scan found with the image's name.
+func (f *Fuse) anonOf(image string) []int {
+	f.recsMu.Lock()
+	defer f.recsMu.Unlock()
+	return slices.Clone(f.anon[image])
 }
 
 // lookup finds the image's loops, live and stale, like scan(ctx, &spec), but from its record:
@@ -94,16 +103,17 @@ func (f *Fuse) recordOf(dir string) (r record, ok, complete bool) {
 func (f *Fuse) lookup(ctx context.Context, spec driver.ImageSpec) (live []driver.Mapping, stale []staleLoop, err error) {
 	dir := f.mountDir(spec)
 	rec, ok, complete := f.recordOf(dir)
+	anon := f.anonOf(spec.Image)
 	if !ok && complete {
 		// Not mapped, unless something else mapped it since the scan: a live mapping needs the
 		// mount, which costs one look.
 		if mounted, _ := mountinfo.Mounted(dir); !mounted {
-			return nil, nil, nil
+			ok = true // only the detached loops of its name, if any, to look at
 		}
 	}
 	if !complete {
-		// The first call of this process (or one after a scan found a loop it cannot name):
-		// scan everything once, so that later calls need only their own records.
+		// The first call of this process: scan everything once, so that later calls need only
+		// their own records.
 		all, stale, err := f.fullScan(ctx, nil)
 		if err != nil {
 			return nil, nil, err
@@ -125,6 +135,14 @@ func (f *Fuse) lookup(ctx context.Context, spec driver.ImageSpec) (live []driver
 			return f.fullScan(ctx, &spec) // detached or reused since: the record is stale
 		}
 		loops = append(loops, l)
+	}
+	for _, n := range anon {
+		if l, err := readLoop(f.SysfsRoot, n); err == nil && l.Backing == "/"+spec.Image && !slices.Contains(rec.loops, n) {
+			loops = append(loops, l) // (one detached or reused since is not this image's any more)
+		}
+	}
+	if len(loops) == 0 {
+		return nil, nil, nil
 	}
 	return f.classify(ctx, loops, &spec)
 }

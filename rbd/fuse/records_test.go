@@ -162,3 +162,22 @@ func TestNewDaemonPidReadsOnlyNewerProcesses(t *testing.T) {
 		t.Fatalf("newDaemonPid after 600 = %d, want 0 (none newer)", got)
 	}
 }
+
+// A detached stale loop (named by its image only) found by the start-up scan does not make every
+// later call scan again: it is looked at only by images of its name.
+func TestDetachedStaleLoopConcernsOnlyItsImageName(t *testing.T) {
+	h := newFakeHost(t)
+	h.loop(11, "/vol") // its rbd-fuse died and its mount was detached
+	h.f.remember(nil, []staleLoop{{Device: filepath.Join(h.f.DevRoot, "loop11"), Spec: driver.ImageSpec{Image: "vol"}}}, nil)
+	if _, _, complete := h.f.recordOf(h.f.mountDir(driver.ImageSpec{Pool: "rbd", Image: "x"})); !complete {
+		t.Fatal("a detached stale loop made the records incomplete (every call would scan)")
+	}
+	other := driver.ImageSpec{Pool: "rbd", Image: "other"}
+	h.loop(12, h.f.imageFile(other)) // unrecorded and without a mount: not looked at
+	if live, stale, err := h.f.lookup(context.Background(), other); err != nil || len(live)+len(stale) != 0 {
+		t.Fatalf("lookup(other) = %v %v %v, want nothing", live, stale, err)
+	}
+	if got := h.f.anonOf("vol"); !slices.Equal(got, []int{11}) {
+		t.Fatalf("detached loops of vol = %v, want [11]", got)
+	}
+}
