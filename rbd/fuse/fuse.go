@@ -47,11 +47,11 @@ type Fuse struct {
 	// logrus' standard logger).
 	Log logrus.FieldLogger
 
-	// probing admits one scan at a time: a scan asks every rbd-fuse daemon about its image file,
-	// and rbd-fuse's image table is not safe for concurrent requests (two getattrs at once can
-	// segfault it in open_rbd_image, as its log showed under cmd/cdp-bench's parallel mounts).
-	probing chan struct{}
-	once    sync.Once
+	// probing admits one question at a time per image name (see probe): rbd-fuse's image table
+	// is not safe for concurrent requests (two getattrs at once can segfault it in
+	// open_rbd_image, as its log showed under cmd/cdp-bench's parallel mounts).
+	probeMu sync.Mutex
+	probing map[string]*probeLock
 
 	// recs holds a record per mount directory (see lookup); scanned is set once a full scan
 	// filled it; anon holds the stale loops that scan could name only by image (detached).
@@ -557,13 +557,6 @@ func (f *Fuse) scan(ctx context.Context, only *driver.ImageSpec) (live []driver.
 // classify splits loops into this mapper's live mappings and stale loops (of only, if set),
 // asking each loop's backing file's rbd-fuse, one question at a time (see probing).
 func (f *Fuse) classify(ctx context.Context, loops []loopDev, only *driver.ImageSpec) (live []driver.Mapping, stale []staleLoop, err error) {
-	f.once.Do(func() { f.probing = make(chan struct{}, 1) })
-	select {
-	case f.probing <- struct{}{}:
-		defer func() { <-f.probing }()
-	case <-ctx.Done():
-		return nil, nil, fmt.Errorf("fuse list: %w: %w", driver.ErrTimeout, ctx.Err())
-	}
 	root := filepath.Clean(f.Root) + "/"
 	for _, l := range loops {
 		dev := filepath.Join(f.DevRoot, "loop"+strconv.Itoa(l.N))
@@ -588,6 +581,10 @@ func (f *Fuse) classify(ctx context.Context, loops []loopDev, only *driver.Image
 				continue // another image's: Map and Unmap ask only about their own
 			}
 		}
+		release, err := f.probe(ctx, spec.Image)
+		if err != nil {
+			return nil, nil, err
+		}
 		// LOOP_GET_STATUS asks the backing file's filesystem: a FUSE server that hangs (a fenced
 		// rbd-fuse) would hang it too. Bounded; no answer counts as "cannot tell".
 		type status struct{ dev, ino uint64 }
@@ -605,18 +602,58 @@ func (f *Fuse) classify(ctx context.Context, loops []loopDev, only *driver.Image
 			bdev, bino = s.dev, s.ino
 		}
 		if detached {
+			release()
 			if errors.Is(serr, unix.ENOTCONN) {
 				stale = append(stale, staleLoop{Device: dev, Spec: spec})
 			}
 			continue
 		}
-		if errors.Is(serr, unix.ENOTCONN) || (serr == nil && !f.backedByLiveFile(ctx, l.Backing, bdev, bino)) {
+		isStale := errors.Is(serr, unix.ENOTCONN) || (serr == nil && !f.backedByLiveFile(ctx, l.Backing, bdev, bino))
+		release()
+		if isStale {
 			stale = append(stale, staleLoop{Device: dev, Spec: spec})
 			continue
 		}
 		live = append(live, driver.Mapping{ImageSpec: spec, Device: dev, ReadOnly: loopReadOnly(f.SysfsRoot, l.N)})
 	}
 	return live, stale, nil
+}
+
+type probeLock struct {
+	ch    chan struct{}
+	users int
+}
+
+// probe waits until no other question is asked of the rbd-fuse serving an image of this name
+// (keyed by name: a detached loop knows only that), and returns the release. One lock for all
+// daemons made every Map, Unmap and capacity refresh wait for every other's question: with
+// 1,000 volumes the periodic refreshes alone queued 600 deep and unmounts stalled behind them.
+func (f *Fuse) probe(ctx context.Context, image string) (func(), error) {
+	f.probeMu.Lock()
+	if f.probing == nil {
+		f.probing = map[string]*probeLock{}
+	}
+	l := f.probing[image]
+	if l == nil {
+		l = &probeLock{ch: make(chan struct{}, 1)}
+		f.probing[image] = l
+	}
+	l.users++
+	f.probeMu.Unlock()
+	done := func() {
+		f.probeMu.Lock()
+		if l.users--; l.users == 0 {
+			delete(f.probing, image)
+		}
+		f.probeMu.Unlock()
+	}
+	select {
+	case l.ch <- struct{}{}:
+		return func() { <-l.ch; done() }, nil
+	case <-ctx.Done():
+		done()
+		return nil, fmt.Errorf("fuse list: %w: %w", driver.ErrTimeout, ctx.Err())
+	}
 }
 
 // backedByLiveFile reports whether file (the loop's backing path) is served by a live rbd-fuse
