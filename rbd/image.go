@@ -195,6 +195,17 @@ func (c *Cluster) Info(ctx context.Context, spec Spec) (ImageInfo, error) {
 	return imageCall(ctx, c, "info", spec, func(img *rbd.Image) (ImageInfo, error) { return c.readInfo(img, spec) })
 }
 
+// Created returns when the image was created (by the cluster's clock).
+func (c *Cluster) Created(ctx context.Context, spec Spec) (time.Time, error) {
+	return imageCall(ctx, c, "created", spec, func(img *rbd.Image) (time.Time, error) {
+		ts, err := img.GetCreateTimestamp()
+		if err != nil {
+			return time.Time{}, err
+		}
+		return time.Unix(ts.Sec, ts.Nsec), nil
+	})
+}
+
 // List returns the names of the images in a pool (and namespace), sorted.
 func (c *Cluster) List(ctx context.Context, pool, namespace string) ([]string, error) {
 	io, err := c.ioctx(ctx, pool, namespace)

@@ -181,7 +181,14 @@ func fuseRootsUnder(work string) []string {
 	return out
 }
 
-// cleanImages removes every bench-* image in the lab pool and the bench's List pool.
+// staleBenchImage is the age after which a bench-* image of another run counts as left over
+// (by an interrupted run) and is removed: a concurrent run's images are younger, and removing
+// them wiped that run's volumes.
+const staleBenchImage = 6 * time.Hour
+
+// cleanImages removes, in the lab pool and the bench's List pool, this run's images (named
+// b.prefix-...) and bench-* images created more than staleBenchImage ago; other bench-* images
+// belong to a run that may still be going and are left alone.
 func (b *bench) cleanImages(ctx context.Context) {
 	for _, pool := range []string{b.env.pool, listPool} {
 		names, err := b.admin.List(ctx, pool, "")
@@ -190,7 +197,15 @@ func (b *bench) cleanImages(ctx context.Context) {
 		}
 		var todo []string
 		for _, n := range names {
-			if strings.HasPrefix(n, "bench-") {
+			if strings.HasPrefix(n, b.prefix+"-") {
+				todo = append(todo, n)
+				continue
+			}
+			if !strings.HasPrefix(n, "bench-") {
+				continue
+			}
+			created, err := b.admin.Created(ctx, rbd.Spec{Pool: pool, Image: n})
+			if err == nil && time.Since(created) > staleBenchImage {
 				todo = append(todo, n)
 			}
 		}
@@ -200,7 +215,7 @@ func (b *bench) cleanImages(ctx context.Context) {
 		errs := parallel(ctx, 16, len(todo), func(i int) error {
 			return b.admin.Remove(ctx, rbd.Spec{Pool: pool, Image: todo[i]})
 		})
-		msg := fmt.Sprintf("removed %d bench-* images from pool %s", len(todo)-len(errs), pool)
+		msg := fmt.Sprintf("removed %d bench images (this run's, or older than %v) from pool %s", len(todo)-len(errs), staleBenchImage, pool)
 		if len(errs) > 0 {
 			msg += fmt.Sprintf(" (%d could not be removed: %v)", len(errs), errs[0])
 		}

@@ -23,7 +23,7 @@ func (f *Fuse) Refresh(ctx context.Context, spec driver.ImageSpec) error {
 	if err := check(spec); err != nil {
 		return err
 	}
-	live, _, err := f.scan(ctx, &spec)
+	live, _, err := f.lookup(ctx, spec)
 	if err != nil {
 		return err
 	}

@@ -42,15 +42,23 @@ type Fuse struct {
 	ClientOptions []string
 	SysfsRoot     string // "/sys"
 	DevRoot       string // "/dev"
+	ProcRoot      string // "/proc" when empty
 	// Log gets what a call cannot return: an undo after its caller gave up that failed (nil:
 	// logrus' standard logger).
 	Log logrus.FieldLogger
 
-	// probing admits one scan at a time: a scan asks every rbd-fuse daemon about its image file,
-	// and rbd-fuse's image table is not safe for concurrent requests (two getattrs at once can
-	// segfault it in open_rbd_image, as its log showed under cmd/cdp-bench's parallel mounts).
-	probing chan struct{}
-	once    sync.Once
+	// probing admits one question at a time per image name (see probe): rbd-fuse's image table
+	// is not safe for concurrent requests (two getattrs at once can segfault it in
+	// open_rbd_image, as its log showed under cmd/cdp-bench's parallel mounts).
+	probeMu sync.Mutex
+	probing map[string]*probeLock
+
+	// recs holds a record per mount directory (see lookup); scanned is set once a full scan
+	// filled it; anon holds the stale loops that scan could name only by image (detached).
+	recsMu  sync.Mutex
+	recs    map[string]*record
+	scanned bool
+	anon    map[string][]int
 }
 
 var _ driver.Mapper = (*Fuse)(nil)
@@ -106,16 +114,13 @@ func (f *Fuse) Map(ctx context.Context, req driver.MapRequest) (m driver.Mapping
 	if err := check(spec); err != nil {
 		return driver.Mapping{}, err
 	}
-	existing, stale, err := f.scan(ctx, &spec)
+	existing, stale, err := f.lookup(ctx, spec)
 	if err != nil {
 		return driver.Mapping{}, err
 	}
 	existing = slices.DeleteFunc(existing, func(m driver.Mapping) bool { return m.ImageSpec != spec })
-	for _, s := range f.staleOf(stale, spec) {
-		// Loops of an rbd-fuse that died: release those nothing uses any more (one still
-		// mounted somewhere stays until its user goes; Unmap releases it then).
-		_ = execx.Bounded(ctx, func() error { return detachLoop(s.Device) })
-	}
+	dir := f.mountDir(spec)
+	kept := f.releaseStale(ctx, dir, existing, stale, spec)
 	if len(existing) > 0 {
 		if existing[0].ReadOnly != req.ReadOnly {
 			return driver.Mapping{}, fmt.Errorf("%w: %s is already mapped at %s with read-only=%v; unmap it first",
@@ -123,7 +128,6 @@ func (f *Fuse) Map(ctx context.Context, req driver.MapRequest) (m driver.Mapping
 		}
 		return existing[0], nil
 	}
-	dir := f.mountDir(spec)
 	// Undo what this call did if a later step fails: a failed Map leaves nothing behind.
 	var tx undo.Stack
 	defer tx.OnError(ctx, &err, nil)
@@ -160,6 +164,9 @@ func (f *Fuse) Map(ctx context.Context, req driver.MapRequest) (m driver.Mapping
 		}
 		return driver.Mapping{}, fmt.Errorf("fuse map %s: %w", spec, err)
 	}
+	rec, _, _ := f.recordOf(dir)
+	rec.loops = append(kept, loopNumber(dev))
+	f.setRecord(dir, &rec)
 	return driver.Mapping{ImageSpec: spec, Device: dev, ReadOnly: req.ReadOnly}, nil
 }
 
@@ -239,6 +246,7 @@ func (f *Fuse) startFuse(ctx context.Context, req driver.MapRequest, dir string)
 		bin = "rbd-fuse"
 	}
 	// rbd-fuse daemonizes once its FUSE mount is up; the foreground process returns then.
+	lastPid := f.lastPid()
 	_, err := execx.Run(ctx, execx.Cmd{Name: bin, Args: args, Env: []string{
 		"CEPH_ARGS=" + strings.Join(cephArgs, " "), "MALLOC_ARENA_MAX=" + fuseMallocArenas}})
 	if err != nil {
@@ -280,6 +288,9 @@ func (f *Fuse) startFuse(ctx context.Context, req driver.MapRequest, dir string)
 	if err != nil {
 		return fmt.Errorf("fuse map %s: %w", req.ImageSpec, err)
 	}
+	rec, _, _ := f.recordOf(dir)
+	rec.pid = f.newDaemonPid(dir, lastPid)
+	f.setRecord(dir, &rec)
 	return nil
 }
 
@@ -289,7 +300,7 @@ func (f *Fuse) Unmap(ctx context.Context, spec driver.ImageSpec) error {
 	if err := check(spec); err != nil {
 		return err
 	}
-	live, stale, err := f.scan(ctx, &spec)
+	live, stale, err := f.lookup(ctx, spec)
 	if err != nil {
 		return err
 	}
@@ -299,11 +310,8 @@ func (f *Fuse) Unmap(ctx context.Context, spec driver.ImageSpec) error {
 			found = append(found, m)
 		}
 	}
-	for _, s := range f.staleOf(stale, spec) {
-		// A dead rbd-fuse's loop: release it if nothing holds it any more; one still mounted
-		// (a container that kept running) is released by a later Unmap.
-		_ = execx.Bounded(ctx, func() error { return detachLoop(s.Device) })
-	}
+	dir := f.mountDir(spec)
+	kept := f.releaseStale(ctx, dir, found, stale, spec)
 	for _, m := range found {
 		err := execx.Bounded(ctx, func() error { return detachLoop(m.Device) })
 		switch {
@@ -314,18 +322,42 @@ func (f *Fuse) Unmap(ctx context.Context, spec driver.ImageSpec) error {
 			return fmt.Errorf("fuse unmap %s: detach %s: %w", spec, m.Device, err)
 		}
 	}
-	dir := f.mountDir(spec)
 	if err := f.unmountFuse(ctx, dir); err != nil {
 		return fmt.Errorf("fuse unmap %s: %w", spec, err)
+	}
+	if len(kept) > 0 {
+		f.setRecord(dir, &record{loops: kept})
+	} else {
+		f.setRecord(dir, nil)
 	}
 	_ = os.Remove(dir)
 	_ = os.Remove(filepath.Dir(dir))
 	return nil
 }
 
+// releaseStale detaches the image's stale loops (of an rbd-fuse that died) that nothing uses
+// any more; one still mounted somewhere (a container that kept running) stays until its user
+// goes, and a later Map or Unmap releases it. It records the image's live loops and the stale
+// ones kept, and returns the kept ones.
+func (f *Fuse) releaseStale(ctx context.Context, dir string, live []driver.Mapping, stale []staleLoop, spec driver.ImageSpec) []int {
+	var kept []int
+	for _, s := range f.staleOf(stale, spec) {
+		if err := execx.Bounded(ctx, func() error { return detachLoop(s.Device) }); err != nil && !errors.Is(err, os.ErrNotExist) {
+			kept = append(kept, loopNumber(s.Device))
+		}
+	}
+	rec, _, _ := f.recordOf(dir)
+	rec.loops = slices.Clone(kept)
+	for _, m := range live {
+		rec.loops = append(rec.loops, loopNumber(m.Device))
+	}
+	f.setRecord(dir, &rec)
+	return kept
+}
+
 // unmountFuse unmounts an rbd-fuse mount and waits for its daemon to exit.
 func (f *Fuse) unmountFuse(ctx context.Context, dir string) error {
-	daemons := fusePids(dir) // one scan of /proc; the wait below watches these
+	daemons := f.daemonPids(dir) // the wait below watches these
 	busyWait := time.Millisecond
 	for {
 		mounted, err := mountinfo.Mounted(dir)
@@ -400,31 +432,9 @@ func fuseDead(dir string) bool {
 
 // killFuse kills any rbd-fuse process still serving dir.
 func (f *Fuse) killFuse(dir string) {
-	for _, pid := range fusePids(dir) {
+	for _, pid := range f.daemonPids(dir) {
 		_ = syscall.Kill(pid, syscall.SIGKILL)
 	}
-}
-
-// fusePids finds rbd-fuse processes whose command line names dir as their mount point.
-func fusePids(dir string) []int {
-	var pids []int
-	for _, p := range fuseProcs() {
-		if p.dir == dir {
-			pids = append(pids, p.pid)
-		}
-	}
-	return pids
-}
-
-// fusePidsUnder finds rbd-fuse processes serving a mount point under root.
-func fusePidsUnder(root string) []fuseProc {
-	var out []fuseProc
-	for _, p := range fuseProcs() {
-		if strings.HasPrefix(p.dir, root) {
-			out = append(out, p)
-		}
-	}
-	return out
 }
 
 // Daemons returns the pids of the rbd-fuse processes serving root or a mount point under it:
@@ -432,7 +442,7 @@ func fusePidsUnder(root string) []fuseProc {
 func Daemons(root string) []int {
 	root = filepath.Clean(root)
 	var pids []int
-	for _, p := range fuseProcs() {
+	for _, p := range fuseProcsIn("/proc", root, 0) {
 		if p.dir == root || strings.HasPrefix(p.dir, root+"/") {
 			pids = append(pids, p.pid)
 		}
@@ -445,41 +455,48 @@ type fuseProc struct {
 	dir string // its mount point: the last argument that is not an option
 }
 
-func fuseProcs() []fuseProc {
-	entries, _ := os.ReadDir("/proc")
+// fuseProcsIn lists the rbd-fuse processes under procRoot with a pid above after whose mount
+// point starts with prefix.
+func fuseProcsIn(procRoot, prefix string, after int) []fuseProc {
+	entries, _ := os.ReadDir(procRoot)
 	var out []fuseProc
 	for _, e := range entries {
 		pid, err := strconv.Atoi(e.Name())
-		if err != nil {
+		if err != nil || pid <= after {
 			continue
 		}
-		raw, err := os.ReadFile(filepath.Join("/proc", e.Name(), "cmdline"))
-		if err != nil || len(raw) == 0 {
-			continue
-		}
-		args := strings.Split(strings.TrimRight(string(raw), "\x00"), "\x00")
-		if !strings.HasSuffix(args[0], "rbd-fuse") {
-			continue
-		}
-		// The mount point is the last absolute path (after "-c <conf>").
-		dir := ""
-		for _, a := range args[1:] {
-			if strings.HasPrefix(a, "/") {
-				dir = a
-			}
-		}
-		if dir != "" {
-			out = append(out, fuseProc{pid: pid, dir: dir})
+		if p, ok := readFuseProc(procRoot, pid); ok && strings.HasPrefix(p.dir, prefix) {
+			out = append(out, p)
 		}
 	}
 	return out
+}
+
+// readFuseProc reads process pid's command line: whether it is an rbd-fuse, and its mount point.
+func readFuseProc(procRoot string, pid int) (fuseProc, bool) {
+	raw, err := os.ReadFile(filepath.Join(procRoot, strconv.Itoa(pid), "cmdline"))
+	if err != nil || len(raw) == 0 {
+		return fuseProc{}, false
+	}
+	args := strings.Split(strings.TrimRight(string(raw), "\x00"), "\x00")
+	if !strings.HasSuffix(args[0], "rbd-fuse") {
+		return fuseProc{}, false
+	}
+	// The mount point is the last absolute path (after "-c <conf>").
+	dir := ""
+	for _, a := range args[1:] {
+		if strings.HasPrefix(a, "/") {
+			dir = a
+		}
+	}
+	return fuseProc{pid: pid, dir: dir}, dir != ""
 }
 
 // Leftovers describes what this mapper has on the host under Root besides complete mappings:
 // rbd-fuse mounts without a loop device and rbd-fuse processes without a mount. Everything
 // listed is released by Unmap of the image it belongs to.
 func (f *Fuse) Leftovers(ctx context.Context) ([]string, error) {
-	maps, stale, err := f.scan(ctx, nil)
+	maps, stale, err := f.fullScan(ctx, nil)
 	if err != nil {
 		return nil, err
 	}
@@ -505,7 +522,7 @@ func (f *Fuse) Leftovers(ctx context.Context) ([]string, error) {
 			out = append(out, "mount "+m.Mountpoint+" ("+m.FSType+")")
 		}
 	}
-	for _, p := range fusePidsUnder(root) {
+	for _, p := range fuseProcsIn(f.procDir(), root, 0) {
 		if !mapped[p.dir] {
 			out = append(out, fmt.Sprintf("rbd-fuse pid %d serving %s", p.pid, p.dir))
 		}
@@ -517,7 +534,7 @@ func (f *Fuse) Leftovers(ctx context.Context) ([]string, error) {
 // rbd-fuse mount under Root. A loop whose rbd-fuse died (with the plugin's container, say) is
 // stale: it is not listed, so that the image is mapped again; Unmap and Leftovers see it.
 func (f *Fuse) List(ctx context.Context) ([]driver.Mapping, error) {
-	live, _, err := f.scan(ctx, nil)
+	live, _, err := f.fullScan(ctx, nil)
 	return live, err
 }
 
@@ -535,17 +552,16 @@ func (f *Fuse) scan(ctx context.Context, only *driver.ImageSpec) (live []driver.
 	if err := ctx.Err(); err != nil {
 		return nil, nil, err
 	}
-	f.once.Do(func() { f.probing = make(chan struct{}, 1) })
-	select {
-	case f.probing <- struct{}{}:
-		defer func() { <-f.probing }()
-	case <-ctx.Done():
-		return nil, nil, fmt.Errorf("fuse list: %w: %w", driver.ErrTimeout, ctx.Err())
-	}
 	loops, err := listLoops(f.SysfsRoot)
 	if err != nil {
 		return nil, nil, fmt.Errorf("fuse list: %w", err)
 	}
+	return f.classify(ctx, loops, only)
+}
+
+// classify splits loops into this mapper's live mappings and stale loops (of only, if set),
+// asking each loop's backing file's rbd-fuse, one question at a time (see probing).
+func (f *Fuse) classify(ctx context.Context, loops []loopDev, only *driver.ImageSpec) (live []driver.Mapping, stale []staleLoop, err error) {
 	root := filepath.Clean(f.Root) + "/"
 	for _, l := range loops {
 		dev := filepath.Join(f.DevRoot, "loop"+strconv.Itoa(l.N))
@@ -570,6 +586,10 @@ func (f *Fuse) scan(ctx context.Context, only *driver.ImageSpec) (live []driver.
 				continue // another image's: Map and Unmap ask only about their own
 			}
 		}
+		release, err := f.probe(ctx, spec.Image)
+		if err != nil {
+			return nil, nil, err
+		}
 		// LOOP_GET_STATUS asks the backing file's filesystem: a FUSE server that hangs (a fenced
 		// rbd-fuse) would hang it too. Bounded; no answer counts as "cannot tell".
 		type status struct{ dev, ino uint64 }
@@ -587,18 +607,58 @@ func (f *Fuse) scan(ctx context.Context, only *driver.ImageSpec) (live []driver.
 			bdev, bino = s.dev, s.ino
 		}
 		if detached {
+			release()
 			if errors.Is(serr, unix.ENOTCONN) {
 				stale = append(stale, staleLoop{Device: dev, Spec: spec})
 			}
 			continue
 		}
-		if errors.Is(serr, unix.ENOTCONN) || (serr == nil && !f.backedByLiveFile(ctx, l.Backing, bdev, bino)) {
+		isStale := errors.Is(serr, unix.ENOTCONN) || (serr == nil && !f.backedByLiveFile(ctx, l.Backing, bdev, bino))
+		release()
+		if isStale {
 			stale = append(stale, staleLoop{Device: dev, Spec: spec})
 			continue
 		}
 		live = append(live, driver.Mapping{ImageSpec: spec, Device: dev, ReadOnly: loopReadOnly(f.SysfsRoot, l.N)})
 	}
 	return live, stale, nil
+}
+
+type probeLock struct {
+	ch    chan struct{}
+	users int
+}
+
+// probe waits until no other question is asked of the rbd-fuse serving an image of this name
+// (keyed by name: a detached loop knows only that), and returns the release. One lock for all
+// daemons made every Map, Unmap and capacity refresh wait for every other's question: with
+// 1,000 volumes the periodic refreshes alone queued 600 deep and unmounts stalled behind them.
+func (f *Fuse) probe(ctx context.Context, image string) (func(), error) {
+	f.probeMu.Lock()
+	if f.probing == nil {
+		f.probing = map[string]*probeLock{}
+	}
+	l := f.probing[image]
+	if l == nil {
+		l = &probeLock{ch: make(chan struct{}, 1)}
+		f.probing[image] = l
+	}
+	l.users++
+	f.probeMu.Unlock()
+	done := func() {
+		f.probeMu.Lock()
+		if l.users--; l.users == 0 {
+			delete(f.probing, image)
+		}
+		f.probeMu.Unlock()
+	}
+	select {
+	case l.ch <- struct{}{}:
+		return func() { <-l.ch; done() }, nil
+	case <-ctx.Done():
+		done()
+		return nil, fmt.Errorf("fuse list: %w: %w", driver.ErrTimeout, ctx.Err())
+	}
 }
 
 // backedByLiveFile reports whether file (the loop's backing path) is served by a live rbd-fuse

@@ -149,11 +149,11 @@ func listLoops(sysfsRoot string) ([]loopDev, error) {
 		if err != nil {
 			continue
 		}
-		b, err := os.ReadFile(filepath.Join(sysfsRoot, "block", e.Name(), "loop", "backing_file"))
+		l, err := readLoop(sysfsRoot, n)
 		if err != nil {
 			continue // not attached (or detached meanwhile)
 		}
-		out = append(out, loopDev{N: n, Backing: strings.TrimSuffix(strings.TrimSpace(string(b)), " (deleted)")})
+		out = append(out, l)
 	}
 	return out, nil
 }
