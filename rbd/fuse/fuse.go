@@ -53,6 +53,12 @@ type Fuse struct {
 	probeMu sync.Mutex
 	probing map[string]*probeLock
 
+	// Seams for tests (nil or zero: the real ones, see classify.go): how a loop's rbd-fuse is
+	// asked about the loop, how long one daemon may take to answer, and the mount table.
+	ask        func(dev, backing string, detached bool) verdict
+	askTimeout time.Duration
+	mountTable func(mountinfo.FilterFunc) ([]*mountinfo.Info, error)
+
 	// recs holds a record per mount directory (see lookup); scanned is set once a full scan
 	// filled it; anon holds the stale loops that scan could name only by image (detached).
 	recsMu  sync.Mutex
@@ -542,142 +548,6 @@ func (f *Fuse) List(ctx context.Context) ([]driver.Mapping, error) {
 type staleLoop struct {
 	Device string
 	Spec   driver.ImageSpec // Pool is empty when only the image name is known
-}
-
-// scan splits this mapper's loop devices into live mappings and stale loops; with only set, it
-// asks only about that image's loops (each question reaches an rbd-fuse daemon). A loop whose
-// rbd-fuse died and whose mount was detached shows its backing file as "/<image>" and answers
-// LOOP_GET_STATUS with ENOTCONN: it is stale, known by its image name only.
-func (f *Fuse) scan(ctx context.Context, only *driver.ImageSpec) (live []driver.Mapping, stale []staleLoop, err error) {
-	if err := ctx.Err(); err != nil {
-		return nil, nil, err
-	}
-	loops, err := listLoops(f.SysfsRoot)
-	if err != nil {
-		return nil, nil, fmt.Errorf("fuse list: %w", err)
-	}
-	return f.classify(ctx, loops, only)
-}
-
-// classify splits loops into this mapper's live mappings and stale loops (of only, if set),
-// asking each loop's backing file's rbd-fuse, one question at a time (see probing).
-func (f *Fuse) classify(ctx context.Context, loops []loopDev, only *driver.ImageSpec) (live []driver.Mapping, stale []staleLoop, err error) {
-	root := filepath.Clean(f.Root) + "/"
-	for _, l := range loops {
-		dev := filepath.Join(f.DevRoot, "loop"+strconv.Itoa(l.N))
-		rel, under := strings.CutPrefix(l.Backing, root)
-		detached := !under && !strings.Contains(strings.TrimPrefix(l.Backing, "/"), "/") && l.Backing != "/"
-		if !under && !detached {
-			continue // not this mapper's: never touch (or even ask) other loops
-		}
-		var spec driver.ImageSpec
-		if detached {
-			spec = driver.ImageSpec{Image: strings.TrimPrefix(l.Backing, "/")}
-			if only != nil && spec.Image != only.Image {
-				continue
-			}
-		} else {
-			parts := strings.Split(rel, "/")
-			if len(parts) != 3 || parts[1] != parts[2] {
-				continue
-			}
-			spec = driver.ImageSpec{Pool: parts[0], Image: parts[1]}
-			if only != nil && spec != *only {
-				continue // another image's: Map and Unmap ask only about their own
-			}
-		}
-		release, err := f.probe(ctx, spec.Image)
-		if err != nil {
-			return nil, nil, err
-		}
-		// LOOP_GET_STATUS asks the backing file's filesystem: a FUSE server that hangs (a fenced
-		// rbd-fuse) would hang it too. Bounded; no answer counts as "cannot tell".
-		type status struct{ dev, ino uint64 }
-		st := make(chan status, 1)
-		sctx, cancel := context.WithTimeout(ctx, 2*time.Second)
-		serr := execx.Bounded(sctx, func() error {
-			_, d, i, err := loopStatus(dev)
-			st <- status{d, i}
-			return err
-		})
-		cancel()
-		var bdev, bino uint64
-		if serr == nil {
-			s := <-st
-			bdev, bino = s.dev, s.ino
-		}
-		if detached {
-			release()
-			if errors.Is(serr, unix.ENOTCONN) {
-				stale = append(stale, staleLoop{Device: dev, Spec: spec})
-			}
-			continue
-		}
-		isStale := errors.Is(serr, unix.ENOTCONN) || (serr == nil && !f.backedByLiveFile(ctx, l.Backing, bdev, bino))
-		release()
-		if isStale {
-			stale = append(stale, staleLoop{Device: dev, Spec: spec})
-			continue
-		}
-		live = append(live, driver.Mapping{ImageSpec: spec, Device: dev, ReadOnly: loopReadOnly(f.SysfsRoot, l.N)})
-	}
-	return live, stale, nil
-}
-
-type probeLock struct {
-	ch    chan struct{}
-	users int
-}
-
-// probe waits until no other question is asked of the rbd-fuse serving an image of this name
-// (keyed by name: a detached loop knows only that), and returns the release. One lock for all
-// daemons made every Map, Unmap and capacity refresh wait for every other's question: with
-// 1,000 volumes the periodic refreshes alone queued 600 deep and unmounts stalled behind them.
-func (f *Fuse) probe(ctx context.Context, image string) (func(), error) {
-	f.probeMu.Lock()
-	if f.probing == nil {
-		f.probing = map[string]*probeLock{}
-	}
-	l := f.probing[image]
-	if l == nil {
-		l = &probeLock{ch: make(chan struct{}, 1)}
-		f.probing[image] = l
-	}
-	l.users++
-	f.probeMu.Unlock()
-	done := func() {
-		f.probeMu.Lock()
-		if l.users--; l.users == 0 {
-			delete(f.probing, image)
-		}
-		f.probeMu.Unlock()
-	}
-	select {
-	case l.ch <- struct{}{}:
-		return func() { <-l.ch; done() }, nil
-	case <-ctx.Done():
-		done()
-		return nil, fmt.Errorf("fuse list: %w: %w", driver.ErrTimeout, ctx.Err())
-	}
-}
-
-// backedByLiveFile reports whether file (the loop's backing path) is served by a live rbd-fuse
-// mount and is the very file the loop holds (same device and inode). A dead rbd-fuse (ENOTCONN),
-// or a new mount at the same path, makes the loop stale. A FUSE server that is only slow counts as
-// live: mapping an image twice is worse than waiting.
-func (f *Fuse) backedByLiveFile(ctx context.Context, file string, dev, ino uint64) bool {
-	sctx, cancel := context.WithTimeout(ctx, 2*time.Second)
-	defer cancel()
-	var st unix.Stat_t
-	err := execx.Bounded(sctx, func() error { return unix.Stat(file, &st) })
-	switch {
-	case err == nil:
-		return st.Dev == dev && st.Ino == ino
-	case errors.Is(err, driver.ErrTimeout):
-		return true
-	default: // ENOTCONN (the daemon is gone), ENOENT (no mount any more)
-		return false
-	}
 }
 
 // staleOf selects the stale loops of spec.

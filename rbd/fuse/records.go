@@ -97,7 +97,7 @@ func (f *Fuse) anonOf(image string) []int {
 	return slices.Clone(f.anon[image])
 }
 
-// lookup finds the image's loops, live and stale, like scan(ctx, &spec), but from its record:
+// lookup finds the image's loops, live and stale, like fullScan(ctx, &spec), but from its record:
 // each recorded loop device is verified (its sysfs backing file names this image's file), and
 // only a record that is missing or wrong costs a scan of every loop device.
 func (f *Fuse) lookup(ctx context.Context, spec driver.ImageSpec) (live []driver.Mapping, stale []staleLoop, err error) {
@@ -111,22 +111,11 @@ func (f *Fuse) lookup(ctx context.Context, spec driver.ImageSpec) (live []driver
 			ok = true // only the detached loops of its name, if any, to look at
 		}
 	}
-	if !complete {
-		// The first call of this process: scan everything once, so that later calls need only
-		// their own records.
-		all, stale, err := f.fullScan(ctx, nil)
-		if err != nil {
-			return nil, nil, err
-		}
-		for _, m := range all {
-			if m.ImageSpec == spec {
-				live = append(live, m)
-			}
-		}
-		return live, f.staleOf(stale, spec), nil
-	}
-	if !ok {
-		return f.fullScan(ctx, &spec) // mounted, and unknown: mapped by someone else since
+	if !complete || !ok {
+		// Before the first full scan (the start-up List fills every record), or mounted and
+		// unknown (mapped by someone else since): look at every loop device, asking only about
+		// this image's. Never a full scan here: a Map must not wait for every daemon's answer.
+		return f.fullScan(ctx, &spec)
 	}
 	var loops []loopDev
 	for _, n := range rec.loops {
@@ -144,20 +133,26 @@ func (f *Fuse) lookup(ctx context.Context, spec driver.ImageSpec) (live []driver
 	if len(loops) == 0 {
 		return nil, nil, nil
 	}
-	return f.classify(ctx, loops, &spec)
+	return f.classify(ctx, loops, &spec, f.viewOf(dir))
 }
 
-// fullScan scans every loop device; without only it also refreshes every record.
+// fullScan scans every loop device (asking only about only's, if set) and records what it
+// found: without only, every record.
 func (f *Fuse) fullScan(ctx context.Context, only *driver.ImageSpec) ([]driver.Mapping, []staleLoop, error) {
-	live, stale, err := f.scan(ctx, only)
-	if err != nil {
-		return nil, nil, err
-	}
 	if only == nil {
-		f.remember(live, stale, fuseProcsIn(f.procDir(), filepath.Clean(f.Root)+"/", 0))
+		procs := fuseProcsIn(f.procDir(), filepath.Clean(f.Root)+"/", 0)
+		live, stale, err := f.scan(ctx, nil, f.viewAll(procs))
+		if err != nil {
+			return nil, nil, err
+		}
+		f.remember(live, stale, procs)
 		return live, stale, nil
 	}
 	dir := f.mountDir(*only)
+	live, stale, err := f.scan(ctx, only, f.viewOf(dir))
+	if err != nil {
+		return nil, nil, err
+	}
 	var loops []int
 	for _, m := range live {
 		loops = append(loops, loopNumber(m.Device))

@@ -71,14 +71,21 @@ func TestLookupVerifiesOnlyTheRecordedLoop(t *testing.T) {
 		h.loop(100+i, h.f.imageFile(other))
 	}
 	h.loop(7, h.f.imageFile(spec))
-	live, _, err := h.f.lookup(ctx, spec) // the first call scans everything once
+	live, _, err := h.f.lookup(ctx, spec) // before the start-up List: only its own loops
 	if err != nil {
 		t.Fatal(err)
 	}
 	if got := devices(live); !slices.Equal(got, []string{"loop7"}) {
 		t.Fatalf("first lookup = %v, want [loop7]", got)
 	}
-	if rec, ok, complete := h.f.recordOf(h.f.mountDir(driver.ImageSpec{Pool: "rbd", Image: "other3"})); !ok || !complete || !slices.Equal(rec.loops, []int{103}) {
+	other3 := h.f.mountDir(driver.ImageSpec{Pool: "rbd", Image: "other3"})
+	if _, ok, complete := h.f.recordOf(other3); ok || complete {
+		t.Fatalf("a lookup before the first List recorded other images (ok=%v complete=%v): it scanned them all", ok, complete)
+	}
+	if _, err := h.f.List(ctx); err != nil { // the start-up scan records every image
+		t.Fatal(err)
+	}
+	if rec, ok, complete := h.f.recordOf(other3); !ok || !complete || !slices.Equal(rec.loops, []int{103}) {
 		t.Fatalf("record of other3 after the first scan = %+v ok=%v complete=%v, want loop 103", rec, ok, complete)
 	}
 	h.loop(8, h.f.imageFile(spec)) // unknown to the record
