@@ -41,9 +41,10 @@ func (d *Driver) ensureUp(ctx context.Context, st *State, verifyClaim bool) erro
 }
 
 // ensureUpWith is ensureUp with the mapper's mappings already listed (nil: list them now). The
-// reconcile lists them once for every volume: with the fuse mapper a listing asks each rbd-fuse
-// daemon about its image, and listing once per volume made a restart with 200 volumes take
-// 200 x 200 questions (83 s on the lab, measured by cmd/cdp-bench).
+// reconcile lists them once for every volume: with the fuse mapper a listing reads every loop
+// device and process (and asks the rbd-fuse daemons it cannot vouch for), and listing once per
+// volume made a restart with 200 volumes take 200 x 200 questions (83 s on the lab, measured by
+// cmd/cdp-bench).
 func (d *Driver) ensureUpWith(ctx context.Context, st *State, verifyClaim bool, listed *[]Mapping) error {
 	if verifyClaim {
 		err := d.reclaim(ctx, st)

@@ -64,6 +64,47 @@ func TestReconcileDoesNotHoldOtherCalls(t *testing.T) {
 	e.assertUp("w", "id1", "id2")
 }
 
+// The start-up reconcile's mapper List (slow with the fuse mapper: it may ask every rbd-fuse
+// daemon) holds up only the recorded volumes: a volume created and mounted meanwhile is served
+// at once, and a recorded one waits for its own repair.
+func TestReconcileListDoesNotHoldOtherVolumes(t *testing.T) {
+	e := newTestDriver(t)
+	e.prov.add("v", 1<<30, "ext4")
+	e.mustMount("v", "id1")
+
+	d := e.restart()
+	g := e.mapper.block(t, "List", "")
+	done := make(chan error, 1)
+	go func() { done <- d.Reconcile(bg) }()
+	recv(t, "the reconcile's List", g.entered)
+
+	ctx, cancel := context.WithTimeout(bg, 2*time.Second)
+	defer cancel()
+	if err := d.Create(ctx, "x", map[string]string{"size": "1G"}); err != nil {
+		t.Fatalf("Create of another volume while the reconcile lists the mappings: %v", err)
+	}
+	if _, err := d.Mount(ctx, "x", "id1"); err != nil {
+		t.Fatalf("Mount of another volume while the reconcile lists the mappings: %v", err)
+	}
+	short, cancelShort := context.WithTimeout(bg, 100*time.Millisecond)
+	defer cancelShort()
+	if _, err := d.Mount(short, "v", "id2"); !errors.Is(err, ErrTimeout) {
+		t.Fatalf("Mount of v before its repair: want it to wait (ErrTimeout at its deadline), got %v", err)
+	}
+	select {
+	case err := <-done:
+		t.Fatalf("Reconcile ended (%v) while its List was held: the test proves nothing", err)
+	default:
+	}
+
+	g.open()
+	if err := recv(t, "Reconcile", done); err != nil {
+		t.Fatalf("Reconcile: %v", err)
+	}
+	e.assertUp("v", "id1")
+	e.assertUp("x", "id1")
+}
+
 // After a reboot no container holds a reference: the reconcile releases the volumes recorded in
 // the earlier boot (no map, no mount; the claim goes) instead of mapping them again, and Unmount
 // calls for the dead containers' IDs succeed. A plugin restart in the same boot maps again.
