@@ -46,7 +46,7 @@ func TestListDoesNotWaitForAStoppedDaemon(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = syscall.Kill(stopped[0], syscall.SIGCONT) }) // before the unmaps above
-	time.Sleep(1500 * time.Millisecond)                                  // past the kernel's cached attributes (1 s)
+	time.Sleep(1500 * time.Millisecond)                                 // past the kernel's cached attributes (1 s)
 
 	start := time.Now()
 	listed, err := fuse.New(root, conf, keyring).List(ctx)
