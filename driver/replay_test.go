@@ -89,16 +89,20 @@ func (e *testEnv) replayHost(t *testing.T, node string) (*Driver, *hostProv) {
 // replaying (mapped at /dev/fake0 each time).
 func (e *testEnv) dirtyVolume(access string) {
 	e.mapper.reuse = true
-	e.prov.add("v", 1<<30, "ext4")
-	e.prov.mu.Lock()
-	vol := e.prov.vols["v"]
-	vol.Access = access
-	e.prov.vols["v"] = vol
-	e.prov.mu.Unlock()
+	if access == AccessReadOnly {
+		e.readOnlyVolume("v")
+	} else {
+		e.prov.add("v", 1<<30, "ext4")
+		e.mounter.setFS("/dev/fake0", "ext4")
+	}
+	e.setDirty()
+}
+
+// setDirty marks v's filesystem (at /dev/fake0) as needing its journal replayed.
+func (e *testEnv) setDirty() {
 	e.mounter.mu.Lock()
-	e.mounter.fs["/dev/fake0"] = "ext4"
+	defer e.mounter.mu.Unlock()
 	e.mounter.dirty["/dev/fake0"] = true
-	e.mounter.mu.Unlock()
 }
 
 func (e *testEnv) isDirty() bool {
@@ -208,9 +212,7 @@ func TestNodeSharedStageReplaysTheJournal(t *testing.T) {
 	e := newTestDriver(t)
 	n := newTestNode(t, e)
 	filledVolume(t, e)
-	e.mounter.mu.Lock()
-	e.mounter.dirty["/dev/fake0"] = true
-	e.mounter.mu.Unlock()
+	e.setDirty()
 	if err := n.Stage(bg, "v", StageRequest{StagingPath: stg, Shared: true}); err != nil {
 		t.Fatal(err)
 	}
@@ -301,9 +303,7 @@ func TestTwoReadersAtOnceReplayUnderOneClaim(t *testing.T) {
 	const rounds = 40
 	for round := range rounds {
 		before := e.replayCount()
-		e.mounter.mu.Lock()
-		e.mounter.dirty["/dev/fake0"] = true
-		e.mounter.mu.Unlock()
+		e.setDirty()
 		var wg sync.WaitGroup
 		errs := make([]error, 2)
 		for i, d := range []*Driver{e.d, b} {

@@ -92,6 +92,32 @@ func assertReads(t *testing.T, paths map[*plugin]string, file string, want [32]b
 	}
 }
 
+// waitRecords waits up to 60 s for w to have fsynced n records, and returns how many it has.
+func waitRecords(t *testing.T, w *fsyncWriter, n int64) int {
+	t.Helper()
+	for deadline := time.Now().Add(60 * time.Second); w.synced.Load() < n && time.Now().Before(deadline); {
+		time.Sleep(20 * time.Millisecond)
+	}
+	return int(w.synced.Load())
+}
+
+// assertRecords fails t unless every host reads, in the log a fsyncWriter wrote, the first n
+// records as they were written.
+func assertRecords(t *testing.T, paths map[*plugin]string, n int) {
+	t.Helper()
+	for p, path := range paths {
+		log, err := os.ReadFile(filepath.Join(path, "log"))
+		if err != nil || len(log) < n*copyRecord {
+			t.Fatalf("%s: the log: %v, %d bytes; want the %d records fsynced before", p.name, err, len(log), n)
+		}
+		for i := 1; i <= n; i++ {
+			if !bytes.Equal(log[(i-1)*copyRecord:i*copyRecord], copyRecordOf(i)) {
+				t.Fatalf("%s: record %d differs from what was fsynced", p.name, i)
+			}
+		}
+	}
+}
+
 // replays counts the journal replays the hosts' plugins logged.
 func replays(hosts ...*plugin) int {
 	n := 0
@@ -127,11 +153,7 @@ func TestReadOnlyCloneOfAMountedVolume(t *testing.T) {
 	data := randomData(t, 1<<20)
 	writeFile(t, filepath.Join(pathA, "data.bin"), data)
 	w := startFsyncWriter(pathA)
-	deadline := time.Now().Add(60 * time.Second)
-	for w.synced.Load() < 50 && time.Now().Before(deadline) {
-		time.Sleep(20 * time.Millisecond)
-	}
-	before := int(w.synced.Load())
+	before := waitRecords(t, w, 50)
 	l.admin(t, "rbd", "snap", "create", snap)
 	if err := w.end(); err != nil {
 		t.Fatalf("the fsyncWriter on host-a: %v", err)
@@ -146,17 +168,7 @@ func TestReadOnlyCloneOfAMountedVolume(t *testing.T) {
 	b.create(cl, map[string]string{"from-snapshot": src + "@s1", "access": driver.AccessReadOnly})
 	paths := mountAtOnce(t, cl, b, c)
 	assertReads(t, paths, "data.bin", sha256.Sum256(data))
-	for p, path := range paths {
-		log, err := os.ReadFile(filepath.Join(path, "log"))
-		if err != nil || len(log) < before*copyRecord {
-			t.Fatalf("%s: the clone's log: %v, %d bytes; want the %d records fsynced before the snapshot", p.name, err, len(log), before)
-		}
-		for n := 1; n <= before; n++ {
-			if !bytes.Equal(log[(n-1)*copyRecord:n*copyRecord], copyRecordOf(n)) {
-				t.Fatalf("%s: record %d of the clone differs from what was fsynced", p.name, n)
-			}
-		}
-	}
+	assertRecords(t, paths, before)
 	n := replays(b, c)
 	t.Logf("host-b and host-c read the clone (every one of the %d records fsynced before the snapshot); %d journal replay(s)", before, n)
 	if n < 1 || n > 2 {
@@ -213,10 +225,7 @@ func testReadOnlyAfterWriterCrash(t *testing.T, l lab, be backend) {
 	data := randomData(t, 1<<20)
 	writeFile(t, filepath.Join(path, "data.bin"), data)
 	w := startFsyncWriter(path)
-	deadline := time.Now().Add(60 * time.Second)
-	for w.synced.Load() < 50 && time.Now().Before(deadline) {
-		time.Sleep(20 * time.Millisecond)
-	}
+	waitRecords(t, w, 50)
 	// host-a dies mid-write: its plugin and its rbd-fuse daemons.
 	a.kill9()
 	killFuseUnder(t, a.fuseRoot())
@@ -244,17 +253,7 @@ func testReadOnlyAfterWriterCrash(t *testing.T, l lab, be backend) {
 	switchAccess(driver.AccessReadOnly)
 	paths := mountAtOnce(t, name, b, c)
 	assertReads(t, paths, "data.bin", sha256.Sum256(data))
-	for p, path := range paths {
-		log, err := os.ReadFile(filepath.Join(path, "log"))
-		if err != nil || len(log) < before*copyRecord {
-			t.Fatalf("%s: the log: %v, %d bytes; want the %d records fsynced before the crash", p.name, err, len(log), before)
-		}
-		for n := 1; n <= before; n++ {
-			if !bytes.Equal(log[(n-1)*copyRecord:n*copyRecord], copyRecordOf(n)) {
-				t.Fatalf("%s: record %d differs from what was fsynced", p.name, n)
-			}
-		}
-	}
+	assertRecords(t, paths, before)
 	n := replays(b, c)
 	t.Logf("%s: host-b and host-c read the volume after its writer's crash (all %d records fsynced before it); %d journal replay(s)", be.name, before, n)
 	if n < 1 || n > 2 {
