@@ -122,7 +122,7 @@ func assertRecords(t *testing.T, paths map[*plugin]string, n int) {
 func replays(hosts ...*plugin) int {
 	n := 0
 	for _, p := range hosts {
-		n += strings.Count(p.logs(), "journal replayed")
+		n += strings.Count(p.logs(), `msg="journal replayed;`)
 	}
 	return n
 }
