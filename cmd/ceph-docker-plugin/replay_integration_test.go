@@ -118,11 +118,18 @@ func assertRecords(t *testing.T, paths map[*plugin]string, n int) {
 	}
 }
 
-// replays counts the journal replays the hosts' plugins logged.
-func replays(hosts ...*plugin) int {
+// replays counts the journal replays the hosts' plugins logged, and logs how long each took.
+func replays(t *testing.T, hosts ...*plugin) int {
 	n := 0
 	for _, p := range hosts {
-		n += strings.Count(p.logs(), `msg="journal replayed;`)
+		for _, line := range strings.Split(p.logs(), "\n") {
+			if strings.Contains(line, `msg="journal replayed;`) {
+				n++
+				_, d, _ := strings.Cut(line, "duration=")
+				d, _, _ = strings.Cut(d, " ")
+				t.Logf("%s replayed the journal in %s", p.name, d)
+			}
+		}
 	}
 	return n
 }
@@ -169,7 +176,7 @@ func TestReadOnlyCloneOfAMountedVolume(t *testing.T) {
 	paths := mountAtOnce(t, cl, b, c)
 	assertReads(t, paths, "data.bin", sha256.Sum256(data))
 	assertRecords(t, paths, before)
-	n := replays(b, c)
+	n := replays(t, b, c)
 	t.Logf("host-b and host-c read the clone (every one of the %d records fsynced before the snapshot); %d journal replay(s)", before, n)
 	if n < 1 || n > 2 {
 		t.Errorf("%d journal replays logged; want one (or two, one after the other)", n)
@@ -254,7 +261,7 @@ func testReadOnlyAfterWriterCrash(t *testing.T, l lab, be backend) {
 	paths := mountAtOnce(t, name, b, c)
 	assertReads(t, paths, "data.bin", sha256.Sum256(data))
 	assertRecords(t, paths, before)
-	n := replays(b, c)
+	n := replays(t, b, c)
 	t.Logf("%s: host-b and host-c read the volume after its writer's crash (all %d records fsynced before it); %d journal replay(s)", be.name, before, n)
 	if n < 1 || n > 2 {
 		t.Errorf("%d journal replays logged; want one (or two, one after the other)", n)
