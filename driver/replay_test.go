@@ -427,3 +427,23 @@ func TestReplayInterruptedByACrash(t *testing.T) {
 	e.mustUnmount("v", "id1")
 	e.assertGone("v")
 }
+
+// The waits of one use stay within their budget and their context's deadline, and grow.
+func TestReplayPaceIsBounded(t *testing.T) {
+	p := replayPace{total: 100 * time.Millisecond, step: 4 * time.Millisecond}
+	var waited time.Duration
+	tries := 0
+	start := time.Now()
+	for p.pause(bg, tries, &waited) {
+		tries++
+	}
+	if took := time.Since(start); waited > p.total || took > time.Second || tries < 4 {
+		t.Errorf("%d pauses, %s counted, %s taken; want at least 4 within %s", tries, waited, took, p.total)
+	}
+	ctx, cancel := context.WithTimeout(bg, 10*time.Millisecond)
+	defer cancel()
+	waited = 0
+	if p := (replayPace{total: time.Minute, step: time.Second}); p.pause(ctx, 0, &waited) || waited != 0 {
+		t.Errorf("a pause longer than the context's deadline was taken (%s)", waited)
+	}
+}
