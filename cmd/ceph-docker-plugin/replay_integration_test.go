@@ -16,6 +16,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/container-storage-interface/spec/lib/go/csi"
+
 	"github.com/cephdocker/ceph-docker-plugin/driver"
 	"github.com/cephdocker/ceph-docker-plugin/rbd"
 )
@@ -272,4 +274,46 @@ func testReadOnlyAfterWriterCrash(t *testing.T, l lab, be backend) {
 	}
 	be.assertReleased(b, name)
 	fsckClean(t, l, image)
+}
+
+// The CSI node's stage for MULTI_NODE_READER_ONLY (through the binary, BACKEND=rbd) of a volume
+// made with --opt from-snapshot from a snapshot of a staged, written volume: the stage replays the
+// journal and the reader reads what the writer fsynced.
+func TestCSIReadersStageReplaysTheJournal(t *testing.T) {
+	t.Parallel()
+	l := labEnv(t)
+	n := newCSINode(t, l, "csi-rp")
+	n.startCSI(n.endpoint)
+	src, cl := uniq("csirpsrc"), uniq("csirpclone")
+	n.createVolume(t, src, 256<<20, swarmCap)
+	must(t, "stage and publish for the writer", n.stageAs(t, src, swarmCap, false))
+	data := randomData(t, 1<<20)
+	writeFile(t, filepath.Join(n.target(), "data"), data)
+	snap := l.pool + "/" + src + "@s1"
+	l.admin(t, "rbd", "snap", "create", snap) // while the writer's filesystem is mounted
+	t.Cleanup(func() {
+		_, _ = n.ctrl.DeleteVolume(context.Background(), &csi.DeleteVolumeRequest{VolumeId: cl})
+		l.admin(t, "rbd", "snap", "unprotect", snap)
+		l.admin(t, "rbd", "snap", "purge", l.pool+"/"+src)
+	})
+	n.release(t, src)
+	if !needsRecovery(t, l, snap) {
+		t.Fatal("the snapshot of the staged volume does not need recovery: the test would prove nothing")
+	}
+	_, err := n.ctrl.CreateVolume(cctx(t), &csi.CreateVolumeRequest{Name: cl, VolumeCapabilities: []*csi.VolumeCapability{readersCap},
+		Parameters: map[string]string{"from-snapshot": src + "@s1"}})
+	must(t, "CreateVolume "+cl+" from the snapshot", err)
+	must(t, "stage and publish the clone for readers", n.stageAs(t, cl, readersCap, true))
+	got, err := os.ReadFile(filepath.Join(n.target(), "data"))
+	if err != nil || !bytes.Equal(got, data) {
+		t.Fatalf("the reader reads %d bytes, %v; want what the writer wrote", len(got), err)
+	}
+	if err := os.WriteFile(filepath.Join(n.target(), "new"), []byte("x"), 0o644); !errors.Is(err, syscall.EROFS) {
+		t.Errorf("a write at the reader's target: %v; want EROFS", err)
+	}
+	if r := replays(t, n.plugin); r != 1 {
+		t.Errorf("%d journal replays logged; want 1", r)
+	}
+	n.release(t, cl)
+	n.assertClean()
 }
