@@ -69,7 +69,7 @@ func (d *Driver) Use(ctx context.Context, name, id string, u Use) (string, error
 		return st.Path, nil
 	}
 	path, err := d.mountFirst(ctx, name, id, u)
-	if errors.Is(err, errNeedsReplay) || (errors.Is(err, ErrBusyElsewhere) && d.readOnlyUse(ctx, name, u)) {
+	if errors.Is(err, errNeedsReplay) || (errors.Is(err, ErrBusyElsewhere) && d.mayBeReplaying(ctx, name)) {
 		// A read-only mount of a filesystem whose journal needs replaying, or a read-only claim
 		// refused while another host may be replaying it: replay.go.
 		path, err = d.mountAfterReplay(ctx, name, id, u, err)

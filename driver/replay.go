@@ -144,12 +144,13 @@ func (d *Driver) mountAfterReplay(ctx context.Context, name, id string, u Use, f
 	}
 }
 
-// readOnlyUse says whether a use's first claim was a read-only one: asked for, or the volume's
-// access is readonly (read again: only a refused claim asks).
-func (d *Driver) readOnlyUse(ctx context.Context, name string, u Use) bool {
-	if u.ReadOnly {
-		return true
-	}
+// mayBeReplaying says whether another host's exclusive claim, which refused this use's read-only
+// claim, may be a replay: only when the volume's access is readonly (read again: only a refused
+// claim asks), where no writer is admitted and an exclusive holder is a reader replaying the
+// journal. A read-only use of a readwrite volume (a CSI readers' stage) is refused at once,
+// naming the writer: the caller retries (swarm retries NodeStage), and a docker run waits for
+// no writer that may hold the volume for hours.
+func (d *Driver) mayBeReplaying(ctx context.Context, name string) bool {
 	vol, err := d.prov.Get(ctx, name)
 	return err == nil && vol.ReadOnly()
 }

@@ -287,6 +287,30 @@ func TestReplayNeverBesideAnotherHost(t *testing.T) {
 			t.Error("the writer's claim was dropped")
 		}
 	})
+	// A shared read-only use (CSI's readers' stage) of a readwrite volume a writer holds is
+	// refused at once, naming the writer: swarm retries the stage, and the writer may hold it
+	// for hours.
+	t.Run("writer of a readwrite volume", func(t *testing.T) {
+		e := newTestDriver(t)
+		hp := e.recordClaims(t)
+		e.d.replayPace = replayPace{total: 10 * time.Second, step: time.Second}
+		e.dirtyVolume("")
+		e.prov.setHolder("v", "host-b")
+		start := time.Now()
+		_, err := e.d.Use(bg, "v", "id1", Use{ReadOnly: true})
+		if !errors.Is(err, ErrBusyElsewhere) || !strings.Contains(err.Error(), "host-b") || strings.Contains(err.Error(), "waited") {
+			t.Fatalf("shared read-only use beside a writer: %v; want refused at once naming host-b", err)
+		}
+		if took := time.Since(start); took > time.Second {
+			t.Errorf("refused after %s; want at once (no wait for a replay)", took)
+		}
+		if got := hp.requests(); len(got) != 1 || !got[0].ReadOnly {
+			t.Errorf("claims %+v; want the one read-only claim", got)
+		}
+		if e.prov.holder("v") != "host-b" {
+			t.Error("the writer's claim was dropped")
+		}
+	})
 }
 
 // Two hosts' first read-only uses at once, on a volume whose journal needs replaying: the
