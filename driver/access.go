@@ -1,7 +1,6 @@
 package driver
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"strings"
@@ -62,8 +61,8 @@ type Use struct {
 	ReadOnly bool
 	// Writable refuses a volume that the backend maps read-only (access=readonly).
 	Writable bool
-	// replay: the plugin's own read-write use of a read-only copy it has just made, to replay the
-	// copy's journal (AttachRequest.IgnoreAccess).
+	// replay: the plugin's own exclusive read-write use of a volume to be used read-only, to
+	// replay its journal (replay.go, AttachRequest.IgnoreAccess).
 	replay bool
 }
 
@@ -99,37 +98,19 @@ func noFilesystemReadOnly(name string) error {
 }
 
 // readOnlyMountError explains a read-only mount the kernel refused with EROFS: the filesystem's
-// journal (ext4) or log (xfs) needs recovery, which a read-only device cannot have.
+// journal (ext4) or log (xfs) needs recovery, which a read-only device cannot have. It is
+// marked errNeedsReplay: the first read-only use replays it (replay.go); a user sees this
+// message only when that replay could not help.
 func readOnlyMountError(name string, err error) error {
 	if !errors.Is(err, syscall.EROFS) {
 		return fmt.Errorf("mount volume %s read-only: %w", name, err)
 	}
-	return readOnlyErr{fmt.Errorf("mount volume %s read-only: %w: its last writer did not unmount it cleanly, and its journal must be replayed, which a read-only mapping cannot do: "+
-		"set its access to readwrite (rbd image-meta remove POOL/IMAGE %s), mount it once on one host, stop it, and set it back to readonly", name, err, MetaAccess)}
+	return readOnlyErr{fmt.Errorf("mount volume %s read-only: %w: its last writer did not unmount it cleanly, and its journal must be replayed, which a read-only mapping cannot do (%w): "+
+		"set its access to readwrite (rbd image-meta remove POOL/IMAGE %s), mount it once on one host, stop it, and set it back to readonly", name, err, errNeedsReplay, MetaAccess)}
 }
 
 // OptFromVolume is the -o key of a copy's source (each backend accepts it: BackendOptions).
 const OptFromVolume = "from-volume"
-
-// replayCopy makes a read-only copy that was just made mountable read-only: a copy of a volume in
-// use is crash-consistent, and its journal (ext4) or log (xfs) must be replayed before a
-// read-only mount can succeed. The replay is a read-write mount and unmount on this host, under a
-// claim of its own (caller ID create:NAME), before any reader can have it.
-func (d *Driver) replayCopy(ctx context.Context, name string) error {
-	id := "create:" + name
-	if _, err := d.Use(ctx, name, id, Use{replay: true}); errors.Is(err, errNothingToReplay) {
-		return nil // a copy of a blank volume: undone, and nothing to replay
-	} else if err != nil {
-		return fmt.Errorf("replay the journal of the new read-only copy: %w", err)
-	}
-	if err := d.Unmount(ctx, name, id); err != nil {
-		return fmt.Errorf("release the new read-only copy after replaying its journal: %w", err)
-	}
-	return nil
-}
-
-// errNothingToReplay ends the replay of a copy that carries no filesystem.
-var errNothingToReplay = errors.New("the copy carries no filesystem")
 
 // withReadOnly adds ro to mount options (replacing an rw).
 func withReadOnly(opts string) string {

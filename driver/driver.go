@@ -68,6 +68,9 @@ type Driver struct {
 	knownSaved map[string]time.Time
 	// growth tracks the growing of mounted filesystems (grow.go).
 	growth growth
+	// replayPace bounds the wait of a first read-only use for another host that holds a volume
+	// whose journal needs replaying (replay.go).
+	replayPace replayPace
 }
 
 // New returns a driver. Call Reconcile once (after opening the socket): calls wait for it.
@@ -88,7 +91,7 @@ func New(cfg Config, prov Provisioner, mapper Mapper, mounter Mounter, state Sta
 		prov = observed{p: prov, obs: cfg.Observer}
 	}
 	d := &Driver{cfg: cfg, prov: prov, mapper: mapper, mounter: mounter, state: state,
-		ready: make(chan struct{}), log: cfg.Log}
+		ready: make(chan struct{}), log: cfg.Log, replayPace: defaultReplayPace}
 	if cfg.Known != nil {
 		names, err := cfg.Known.LoadKnown()
 		if err != nil {
@@ -152,19 +155,7 @@ func (d *Driver) Create(ctx context.Context, name string, raw map[string]string)
 	for k := range raw {
 		opts.Given[k] = true
 	}
-	if err := d.create(ctx, name, raw, opts); err != nil {
-		return err
-	}
-	if _, copied := raw[OptFromVolume]; copied && opts.Access == AccessReadOnly {
-		if err := d.replayCopy(ctx, name); err != nil {
-			// Nothing half-made: the copy goes (a reader could not mount it).
-			if rerr := d.prov.Remove(ctx, name, RemoveDelete); rerr != nil {
-				return fmt.Errorf("create volume %s: %w; removing the copy also failed (remove it with docker volume rm): %v", name, err, rerr)
-			}
-			return fmt.Errorf("create volume %s: %w; the copy was removed", name, err)
-		}
-	}
-	return nil
+	return d.create(ctx, name, raw, opts)
 }
 
 // create is Create under the volume's lock.

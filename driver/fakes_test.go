@@ -12,6 +12,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -417,6 +418,11 @@ func (p *fakeProvisioner) otherReaders(name, host string) []string {
 }
 
 func (p *fakeProvisioner) Detach(ctx context.Context, name string, att Attachment) error {
+	return p.detachAs(ctx, name, att, p.host)
+}
+
+// detachAs is Detach of host's claim.
+func (p *fakeProvisioner) detachAs(ctx context.Context, name string, att Attachment, host string) error {
 	p.mu.Lock()
 	p.detached = append(p.detached, att)
 	p.mu.Unlock()
@@ -427,8 +433,8 @@ func (p *fakeProvisioner) Detach(ctx context.Context, name string, att Attachmen
 	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	delete(p.readers[name], p.host)
-	if p.holders[name] == p.host {
+	delete(p.readers[name], host)
+	if p.holders[name] == host {
 		delete(p.holders, name)
 	}
 	return nil
@@ -582,13 +588,19 @@ type fakeMounter struct {
 	mounted   []mountCall
 	remounts  int             // Mount calls for what was mounted already
 	boundRO   map[string]bool // bind target -> whether its last bind was read-only (fakeBinder)
+	// dirty marks the devices whose journal needs replaying: a read-only mount of one fails with
+	// EROFS, as the kernel's does on a read-only device, and a read-write mount replays it
+	// (replays counts them; onReplay, when set, is called first, with the device).
+	dirty    map[string]bool
+	replays  int
+	onReplay func(dev string)
 }
 
 var _ Mounter = (*fakeMounter)(nil)
 
 func newFakeMounter(rec *recorder) *fakeMounter {
 	return &fakeMounter{script: newScript("mnt", rec), mounts: map[string]string{},
-		fs: map[string]string{}, busy: map[string]bool{}}
+		fs: map[string]string{}, busy: map[string]bool{}, dirty: map[string]bool{}}
 }
 
 func (m *fakeMounter) FormatIfBlank(ctx context.Context, dev, fstype string, mkfsOptions []string, unwritten bool) (string, bool, error) {
@@ -635,6 +647,16 @@ func (m *fakeMounter) Mount(ctx context.Context, dev, target, fstype, options st
 	case "":
 	default:
 		return fmt.Errorf("mount %s on %s: %s is mounted there", dev, target, cur)
+	}
+	if m.dirty[dev] {
+		if slices.Contains(strings.Split(options, ","), "ro") {
+			return fmt.Errorf("mount %s on %s: %w", dev, target, syscall.EROFS)
+		}
+		if m.onReplay != nil {
+			m.onReplay(dev)
+		}
+		delete(m.dirty, dev)
+		m.replays++
 	}
 	m.mounts[target] = dev
 	m.mounted = append(m.mounted, mountCall{dev, target, fstype, options})

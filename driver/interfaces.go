@@ -161,8 +161,10 @@ type AttachRequest struct {
 	// fencing: readers cannot write, and a writer waits for them (or an operator) to let go.
 	ReadOnly bool
 	// IgnoreAccess makes a read-write claim of a volume whose access is readonly: only the
-	// plugin's own replay of a new read-only copy's journal (Driver.Create) asks for it, never a
-	// container's use.
+	// plugin's own replay of a journal, at the first read-only use of a volume whose journal
+	// needs it (driver/replay.go), asks for it, never a container's use. It comes without
+	// TakeOver: the claim is refused, as any read-write claim, while another host holds the
+	// volume, read-only or read-write.
 	IgnoreAccess bool
 	// Claimed is the backend's record of the claim (Attachment.ID) that this host's state holds
 	// for the volume, when it attaches again what it held (after a restart): a claim written

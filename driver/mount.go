@@ -69,6 +69,11 @@ func (d *Driver) Use(ctx context.Context, name, id string, u Use) (string, error
 		return st.Path, nil
 	}
 	path, err := d.mountFirst(ctx, name, id, u)
+	if errors.Is(err, errNeedsReplay) || (errors.Is(err, ErrBusyElsewhere) && d.mayBeReplaying(ctx, name)) {
+		// A read-only mount of a filesystem whose journal needs replaying, or a read-only claim
+		// refused while another host may be replaying it: replay.go.
+		path, err = d.mountAfterReplay(ctx, name, id, u, err)
+	}
 	if err != nil {
 		return "", err
 	}
@@ -160,13 +165,17 @@ func (d *Driver) mountFirst(ctx context.Context, name, id string, u Use) (_ stri
 	if err := d.formatAndMount(ctx, &tx, &st, *vol, att, fstype, u.replay, lap); err != nil {
 		return "", err
 	}
+	if u.replay {
+		// Mounting it read-write replayed the journal: the undo releases it all again.
+		return "", errReplayed
+	}
 	return d.upDone(&st, lap, st.Path)
 }
 
 // formatAndMount is the second half of a first mount: format the mapped device if it is blank,
 // mount it at st.Path and set the root of a filesystem it made. The unmount is pushed on tx.
-// With replay (a new copy's journal replay) nothing is formatted either: a blank copy has no
-// journal (errNothingToReplay).
+// With replay (the read-write mount that replays a read-only volume's journal) nothing is
+// formatted either.
 func (d *Driver) formatAndMount(ctx context.Context, tx *undo.Stack, st *State, vol Volume, att Attachment, fstype string, replay bool, lap func(string)) error {
 	name := st.Name
 	ro := att.Map.ReadOnly
@@ -176,9 +185,6 @@ func (d *Driver) formatAndMount(ctx context.Context, tx *undo.Stack, st *State, 
 	if ro || replay {
 		// Nothing is written through a read-only mapping: a blank device stays blank.
 		if fs, err = d.mounter.Probe(ctx, st.Device); err == nil && fs == "" {
-			if replay {
-				return errNothingToReplay
-			}
 			return noFilesystemReadOnly(name)
 		}
 	} else {
@@ -239,7 +245,8 @@ func (d *Driver) upDone(st *State, lap func(string), got string) (string, error)
 // claim is the first step of a first mount: the backend's claim for this host and mount ID, and
 // the volume as read after it (the backend's reply, or a read). Its undo is pushed on tx.
 func (d *Driver) claim(ctx context.Context, tx *undo.Stack, name, id string, u Use, lap func(string)) (Attachment, *Volume, error) {
-	att, err := d.prov.Attach(ctx, name, AttachRequest{Host: d.cfg.Node, MountID: id, TakeOver: d.cfg.LockBreak, ReadOnly: u.ReadOnly, IgnoreAccess: u.replay})
+	// The replay's claim is exclusive, and refused (never a takeover) while anyone holds the volume.
+	att, err := d.prov.Attach(ctx, name, AttachRequest{Host: d.cfg.Node, MountID: id, TakeOver: d.cfg.LockBreak && !u.replay, ReadOnly: u.ReadOnly && !u.replay, IgnoreAccess: u.replay})
 	if err != nil {
 		if !refused(err) {
 			// No answer (a deadline, a lost connection): the backend may still have made the
