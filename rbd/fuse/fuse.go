@@ -319,7 +319,7 @@ func (f *Fuse) Unmap(ctx context.Context, spec driver.ImageSpec) error {
 	dir := f.mountDir(spec)
 	kept := f.releaseStale(ctx, dir, found, stale, spec)
 	for _, m := range found {
-		err := execx.Bounded(ctx, func() error { return detachLoop(m.Device) })
+		err := retryBusy(ctx, busyWaits, func() error { return execx.Bounded(ctx, func() error { return detachLoop(m.Device) }) })
 		switch {
 		case err == nil, errors.Is(err, os.ErrNotExist):
 		case errors.Is(err, unix.EBUSY):
@@ -339,6 +339,32 @@ func (f *Fuse) Unmap(ctx context.Context, spec driver.ImageSpec) error {
 	_ = os.Remove(dir)
 	_ = os.Remove(filepath.Dir(dir))
 	return nil
+}
+
+// busyWaits are the pauses between tries of a loop detach refused with EBUSY right after the
+// unmount: a mount namespace made at that moment (a container starting) may still hold a copy
+// of the mount for a moment, as may a device probe. 1.55 s in all; a device that stays open is
+// in use (ErrInUse).
+var busyWaits = []time.Duration{50 * time.Millisecond, 100 * time.Millisecond, 200 * time.Millisecond, 400 * time.Millisecond, 800 * time.Millisecond}
+
+// retryBusy calls fn until it returns anything but EBUSY, pausing waits[i] before try i+1, and
+// returns its last error; the context's end stops the pauses.
+func retryBusy(ctx context.Context, waits []time.Duration, fn func() error) error {
+	err := fn()
+	for _, w := range waits {
+		if !errors.Is(err, unix.EBUSY) {
+			return err
+		}
+		t := time.NewTimer(w)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return err
+		case <-t.C:
+		}
+		err = fn()
+	}
+	return err
 }
 
 // releaseStale detaches the image's stale loops (of an rbd-fuse that died) that nothing uses
