@@ -239,7 +239,21 @@ func lockCinderShared() error {
 // the plugin, no mount of the plugin's on the host, no loop device of its volumes. Only this
 // run's: the other engine's suite may run at the same time (make e2e-all), on its own dockerd but
 // with the same fuse mapper and pool.
+// closeInheritedOnExec marks the descriptors the suite inherited beyond stdio close-on-exec: the
+// daemons it restarts (dockerd through docker-up.sh, Cinder's API through openstack-up.sh) would
+// otherwise keep them, and with them the lock of a `flock /tmp/cdp-docker.lock make e2e` around the
+// run, for as long as they live.
+func closeInheritedOnExec() {
+	fds, _ := os.ReadDir("/proc/self/fd")
+	for _, e := range fds {
+		if fd, err := strconv.Atoi(e.Name()); err == nil && fd > 2 {
+			unix.CloseOnExec(fd)
+		}
+	}
+}
+
 func TestMain(m *testing.M) {
+	closeInheritedOnExec()
 	if cinderMode() {
 		if err := lockCinderShared(); err != nil {
 			fmt.Fprintln(os.Stderr, "e2e: taking the Cinder suites' lock:", err)
