@@ -307,8 +307,15 @@ func TestMain(m *testing.M) {
 			left = append(left, fmt.Sprintf("loop device %s (image %s)", dev, img))
 		}
 	}
-	for dev, img := range before {
-		fmt.Fprintf(os.Stderr, "e2e: loop device %s (image %s) was attached before this run (another suite's, or left by an earlier run)\n", dev, img)
+	if len(before) > 0 {
+		var some []string
+		for dev, img := range before {
+			if some = append(some, dev+" ("+img+")"); len(some) == 5 {
+				break
+			}
+		}
+		fmt.Fprintf(os.Stderr, "e2e: %d loop device(s) of the fuse mapper were attached before this run (another suite's or an earlier run's; not counted), e.g. %s\n",
+			len(before), strings.Join(some, ", "))
 	}
 	if len(left) > 0 {
 		fmt.Fprintln(os.Stderr, "e2e left behind:", strings.Join(left, "; "))

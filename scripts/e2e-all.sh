@@ -12,6 +12,13 @@ set -euo pipefail
 . "$(dirname "$0")/lib.sh"
 cd "$(dirname "$0")/.."
 MAKE=${MAKE:-make}
+# Descriptors inherited beyond stdio are closed, the lock of `flock /tmp/cdp-docker.lock make
+# e2e-all` among them (flock itself keeps it for the run): a daemon that a target or suite starts
+# (dockerd, Cinder's API) would keep them, and the lock with them, for as long as it lives.
+for fd in /proc/$$/fd/*; do
+  fd=${fd##*/}
+  if [ "$fd" -gt 2 ] && [ "$fd" != 255 ]; then eval "exec $fd>&-"; fi   # 255: bash's own script
+done
 
 # What both groups need, once, before they start: two apt-get runs at once would wait on dpkg's
 # lock, and two bootstraps of one service would race.
