@@ -14,7 +14,7 @@ WITH_CEPH_ENV = set -a && . $(CEPH_ENV) && set +a &&
 # ... and of the lab Keystone + Cinder (OS_*), written by scripts/openstack-up.sh.
 WITH_LAB_ENV = set -a && . $(CEPH_ENV) && . $(LAB_DIR)/openstack/env && set +a &&
 # The Docker engine of docker-up, plugin, e2e, e2e-cinder and demo: 20.10 (Debian 12's docker.io) or
-# 28 (Debian forky's, unpacked privately); `make e2e-all` runs both suites on both.
+# 28 (Debian forky's, unpacked privately); `make e2e-all` runs both suites on both, side by side.
 # Where make lab-build puts the guests' kernel and initramfs (another directory lets a second
 # checkout run its own lab at the same time).
 LAB_OUT ?= $(LAB_DIR)/lab
@@ -96,9 +96,8 @@ e2e-csi: ## swarm cluster volumes through the CSI plugin on Docker 28 (builds an
 	$(WITH_CEPH_ENV) set -a && . $(DOCKER_LAB)/env && set +a && CDP_CSI_PLUGIN=ceph-csi:latest CDP_PLUGIN=ceph:latest \
 	  $(GO) test -count=1 -timeout 20m -tags e2e -v -run 'TestClusterVolumes' ./plugin/ 2>&1 | grep -vE '^=== (RUN|PAUSE|CONT)'; exit $${PIPESTATUS[0]}
 
-e2e-all: ## e2e and e2e-cinder on both engines (Debian 12's dockerd 20.10, then 28.x), and e2e-csi on 28
-	$(MAKE) e2e e2e-cinder DOCKER_ENGINE=20.10
-	$(MAKE) e2e e2e-cinder e2e-csi DOCKER_ENGINE=28
+e2e-all: ## e2e-cinder and e2e on both engines (Debian 12's dockerd 20.10 and 28.x) at the same time, and e2e-csi on 28; each engine's output after both end
+	MAKE='$(MAKE)' scripts/e2e-all.sh
 
 lab-build: ## build the krbd lab's guest: Debian's stock kernel (unpacked, not installed) + an initramfs with the plugin
 	scripts/lab-build.sh

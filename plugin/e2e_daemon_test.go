@@ -26,6 +26,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cephdocker/ceph-docker-plugin/driver/metrics/promtest"
 	"github.com/cephdocker/ceph-docker-plugin/driver/volclient"
 	"github.com/cephdocker/ceph-docker-plugin/plugin/plugintest"
 )
@@ -393,6 +394,7 @@ func TestVolumePruneSparesPluginVolumes(t *testing.T) {
 	record(name)
 	must(t, "volume", "create", "--driver", pluginName(), "--label", label, "-o", "size=256M", name)
 	t.Cleanup(func() { _, _ = docker(t, 2*time.Minute, "volume", "rm", "-f", name) })
+	track(t, name)
 	local := uniq("prune-local")
 	must(t, "volume", "create", "--label", label, local)
 	t.Cleanup(func() { _, _ = docker(t, time.Minute, "volume", "rm", "-f", local) })
@@ -414,12 +416,14 @@ func TestVolumePruneSparesPluginVolumes(t *testing.T) {
 	}
 }
 
-// startRegistry serves Debian's docker-registry on 127.0.0.1:port for the test.
-func startRegistry(t *testing.T, port int) {
+// startRegistry serves Debian's docker-registry on a free loopback port for the test (both
+// engines' suites may run it at once) and returns its address for image references,
+// localhost:PORT (which dockerd reaches without TLS).
+func startRegistry(t *testing.T) string {
 	t.Helper()
 	dir := t.TempDir()
 	cfg := filepath.Join(dir, "registry.yml")
-	addr := fmt.Sprintf("127.0.0.1:%d", port)
+	addr := promtest.FreeLoopbackAddr(t)
 	if err := os.WriteFile(cfg, []byte("version: 0.1\nstorage:\n  filesystem:\n    rootdirectory: "+filepath.Join(dir, "data")+
 		"\nhttp:\n  addr: "+addr+"\n"), 0o644); err != nil {
 		t.Fatal(err)
@@ -442,7 +446,7 @@ func startRegistry(t *testing.T, port int) {
 	for {
 		if c, err := net.DialTimeout("tcp", addr, time.Second); err == nil {
 			c.Close()
-			return
+			return "localhost:" + strings.TrimPrefix(addr, "127.0.0.1:")
 		}
 		select {
 		case err := <-exited:
@@ -456,10 +460,15 @@ func startRegistry(t *testing.T, port int) {
 	}
 }
 
+// pluginBuild is where scripts/plugin-build.sh built the plugin under test for this engine.
+func pluginBuild() string {
+	return filepath.Join(dockerLab(), "plugin-build", strings.Split(pluginName(), ":")[0])
+}
+
 // builtPlugin is the plugin directory (config.json + rootfs) that make e2e built and created.
 func builtPlugin(t *testing.T) string {
 	t.Helper()
-	built := filepath.Join(plugintest.LabDir(), "plugin-build", strings.Split(pluginName(), ":")[0], "plugin")
+	built := filepath.Join(pluginBuild(), "plugin")
 	if _, err := os.Stat(filepath.Join(built, "config.json")); err != nil {
 		t.Fatalf("no built plugin in %s (make e2e builds it): %v", built, err)
 	}
@@ -510,8 +519,7 @@ func TestPluginDisableInUseAndUpgrade(t *testing.T) {
 	}
 	// The rebuilt plugin: the same build with one file changed (dockerd also refuses a second
 	// plugin whose rootfs layer is byte-identical to an installed one's).
-	port := 45124
-	startRegistry(t, port)
+	registry := startRegistry(t)
 	variant := filepath.Join(t.TempDir(), "plugin")
 	if out, err := exec.Command("cp", "-a", built, variant).CombinedOutput(); err != nil {
 		t.Fatalf("copy plugin: %v %s", err, out)
@@ -520,7 +528,7 @@ func TestPluginDisableInUseAndUpgrade(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(variant, "rootfs", "etc", "ceph-docker-plugin-upgrade"), []byte(mark+"\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	ref := fmt.Sprintf("localhost:%d/ceph-upgrade:%s", port, mark)
+	ref := registry + "/ceph-upgrade:" + mark
 	must(t, "plugin", "create", ref, variant)
 	must(t, "plugin", "push", ref)
 	must(t, "plugin", "rm", ref)
@@ -593,6 +601,7 @@ func TestVolumeLabels(t *testing.T) {
 	record(name)
 	must(t, "volume", "create", "--driver", pluginName(), "--label", "cdp.e2e=yes", "--label", "owner="+owner, "-o", "size=256M", name)
 	t.Cleanup(func() { _, _ = docker(t, 2*time.Minute, "volume", "rm", "-f", name) })
+	track(t, name)
 	want := `{"cdp.e2e":"yes","owner":"` + owner + `"}`
 	if got := must(t, "volume", "inspect", "-f", "{{json .Labels}}", name); got != want {
 		t.Fatalf("labels in volume inspect: %s, want %s", got, want)
@@ -630,7 +639,7 @@ type otherHost struct {
 
 func startOtherHost(t *testing.T) *otherHost {
 	t.Helper()
-	bin := filepath.Join(plugintest.LabDir(), "plugin-build", strings.Split(pluginName(), ":")[0], "ctx", "ceph-docker-plugin")
+	bin := filepath.Join(pluginBuild(), "ctx", "ceph-docker-plugin")
 	if _, err := os.Stat(bin); err != nil {
 		t.Fatalf("the plugin binary make e2e built: %v", err)
 	}

@@ -46,6 +46,7 @@ func TestMetricsScrapedByPrometheus(t *testing.T) {
 	record(name)
 	must(t, "volume", "create", "--driver", pluginName(), "-o", "size=128M", name)
 	t.Cleanup(func() { _, _ = docker(t, 2*time.Minute, "volume", "rm", "-f", name) })
+	track(t, name)
 	c := uniq("metrics-writer")
 	must(t, "run", "-d", "--name", c, "--network", "none", "-v", name+":/data", "busybox", "sh", "-c", "echo hi > /data/f; sync; sleep 600")
 	t.Cleanup(func() { _, _ = docker(t, time.Minute, "rm", "-f", c) })

@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"path"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -95,18 +96,64 @@ func mustFail(t *testing.T, args ...string) string {
 
 func uniq(prefix string) string { return plugintest.Uniq(prefix) }
 
-// created records the volumes the suite made, for the final leftovers check.
+// created records the volumes the suite made, each with its RBD image once known (see noteImage),
+// for the final leftovers check.
 var (
 	createdMu sync.Mutex
-	created   = map[string]bool{}
+	created   = map[string]string{}
 )
 
 func record(names ...string) {
 	createdMu.Lock()
 	defer createdMu.Unlock()
 	for _, n := range names {
-		created[n] = true
+		if _, ok := created[n]; !ok {
+			created[n] = ""
+		}
 	}
+}
+
+// noteImage records the RBD image behind a volume of the suite from its `docker volume inspect`
+// Status: "image" (pool/image: always on the rbd backend, while mapped on Cinder), else the
+// Cinder volume's image, volume-<cinder-id>.
+func noteImage(name string, st map[string]any) {
+	img := ""
+	if s, _ := st["image"].(string); s != "" {
+		img = path.Base(s)
+	} else if id, _ := st["cinder-id"].(string); id != "" {
+		img = "volume-" + id
+	}
+	if img == "" {
+		return
+	}
+	createdMu.Lock()
+	defer createdMu.Unlock()
+	created[name] = img
+}
+
+// track records a volume the test just created (with its image, from inspect).
+func track(t *testing.T, name string) {
+	t.Helper()
+	record(name)
+	inspectStatus(t, name)
+}
+
+// ourImages are the RBD images of the volumes this run of the suite made: those inspect showed,
+// and on the rbd backend (and for swarm's cluster volumes) every recorded name, which is its
+// image's name in the pool.
+func ourImages() map[string]bool {
+	createdMu.Lock()
+	defer createdMu.Unlock()
+	out := map[string]bool{}
+	for name, img := range created {
+		if img != "" {
+			out[img] = true
+		}
+		if !cinderMode() {
+			out[name] = true
+		}
+	}
+	return out
 }
 
 // volume creates a plugin volume and removes it when the test ends.
@@ -119,6 +166,7 @@ func volume(t *testing.T, name string, opts ...string) {
 	}
 	must(t, append(args, name)...)
 	t.Cleanup(func() { _, _ = docker(t, 2*time.Minute, "volume", "rm", "-f", name) })
+	inspectStatus(t, name) // notes its image
 }
 
 func inspectStatus(t *testing.T, name string) map[string]any {
@@ -133,6 +181,7 @@ func inspectStatus(t *testing.T, name string) map[string]any {
 	if vols[0].Driver != pluginName() {
 		t.Fatalf("volume %s has driver %q, want %q", name, vols[0].Driver, pluginName())
 	}
+	noteImage(name, vols[0].Status)
 	return vols[0].Status
 }
 
@@ -142,39 +191,75 @@ func run(t *testing.T, vol, script string) string {
 	return must(t, "run", "--rm", "--network", "none", "-v", vol+":/data", "busybox", "sh", "-c", script)
 }
 
-// TestMain runs the suite, then checks that it left nothing behind: no container, no volume of
-// the plugin, no mount of the plugin's on the host.
-// ourLoop tells a loop device of this suite's plugins from one of another program using rbd-fuse
-// on the machine at the same time: its backing file is under a managed plugin's MOUNT_ROOT
-// (/mnt/volumes, as the plugin sees it) or under the suite's second host (cdp-e2e-other-*).
-func ourLoop(dev string) bool {
-	b, err := os.ReadFile(filepath.Join("/sys/block", filepath.Base(dev), "loop", "backing_file"))
-	if err != nil {
-		return false // detached meanwhile
-	}
-	path := strings.TrimSpace(string(b))
-	return strings.HasPrefix(path, "/mnt/volumes/") || strings.Contains(path, "/cdp-e2e-other-")
-}
-
-// pluginLoops lists the loop devices the fuse mapper attached: named "rbd-fuse:<pool>/<image>",
-// or whose rbd-fuse died and cannot be asked (ENOTCONN).
-func pluginLoops() map[string]bool {
-	out := map[string]bool{}
-	devs, _ := filepath.Glob("/sys/block/loop*/loop/backing_file")
-	for _, b := range devs {
+// pluginLoops lists the loop devices the fuse mapper attached (named "rbd-fuse:<pool>/<image>", or
+// whose rbd-fuse died and cannot be asked: ENOTCONN), each with its image: the last element of its
+// backing file in sysfs (the whole path under the plugin's MOUNT_ROOT, "/<image>" once rbd-fuse is
+// gone; LOOP_GET_STATUS's name is cut at 64 bytes).
+func pluginLoops() map[string]string {
+	out := map[string]string{}
+	files, _ := filepath.Glob("/sys/block/loop*/loop/backing_file")
+	for _, b := range files {
+		raw, err := os.ReadFile(b)
+		if err != nil {
+			continue // detached meanwhile
+		}
 		dev := "/dev/" + filepath.Base(filepath.Dir(filepath.Dir(b)))
-		if f, err := os.Open(dev); err == nil {
-			info, err := unix.IoctlLoopGetStatus64(int(f.Fd()))
-			f.Close()
-			if errors.Is(err, unix.ENOTCONN) || (err == nil && strings.HasPrefix(string(info.File_name[:]), "rbd-fuse:")) {
-				out[dev] = true
-			}
+		f, err := os.Open(dev)
+		if err != nil {
+			continue
+		}
+		info, err := unix.IoctlLoopGetStatus64(int(f.Fd()))
+		f.Close()
+		if errors.Is(err, unix.ENOTCONN) || (err == nil && strings.HasPrefix(string(info.File_name[:]), "rbd-fuse:")) {
+			out[dev] = path.Base(strings.TrimSpace(string(raw)))
 		}
 	}
 	return out
 }
 
+// cinderLock is held shared by each BACKEND=cinder run of the suite for its whole run, and
+// exclusively by TestCinderDownAndBack while it stops Cinder's API: make e2e-all runs both
+// engines' Cinder suites at the same time, and the other one's calls would fail meanwhile.
+var cinderLock *os.File
+
+func lockCinderShared() error {
+	f, err := os.OpenFile(filepath.Join(plugintest.LabDir(), "openstack", "e2e-cinder.lock"), os.O_CREATE|os.O_RDWR, 0o644)
+	if err != nil {
+		return err
+	}
+	if err := unix.Flock(int(f.Fd()), unix.LOCK_SH); err != nil {
+		f.Close()
+		return err
+	}
+	cinderLock = f
+	return nil
+}
+
+// TestMain runs the suite, then checks that it left nothing behind: no container, no volume of
+// the plugin, no mount of the plugin's on the host, no loop device of its volumes. Only this
+// run's: the other engine's suite may run at the same time (make e2e-all), on its own dockerd but
+// with the same fuse mapper and pool.
+// closeInheritedOnExec marks the descriptors the suite inherited beyond stdio close-on-exec: the
+// daemons it restarts (dockerd through docker-up.sh, Cinder's API through openstack-up.sh) would
+// otherwise keep them, and with them the lock of a `flock /tmp/cdp-docker.lock make e2e` around the
+// run, for as long as they live.
+func closeInheritedOnExec() {
+	fds, _ := os.ReadDir("/proc/self/fd")
+	for _, e := range fds {
+		if fd, err := strconv.Atoi(e.Name()); err == nil && fd > 2 {
+			unix.CloseOnExec(fd)
+		}
+	}
+}
+
 func TestMain(m *testing.M) {
+	closeInheritedOnExec()
+	if cinderMode() {
+		if err := lockCinderShared(); err != nil {
+			fmt.Fprintln(os.Stderr, "e2e: taking the Cinder suites' lock:", err)
+			os.Exit(1)
+		}
+	}
 	before := pluginLoops()
 	logFrom, others := dockerdLogSize(), otherPlugins()
 	code := m.Run()
@@ -201,7 +286,7 @@ func TestMain(m *testing.M) {
 			left = append(left, fmt.Sprintf("docker %v: %v", args, err))
 		} else {
 			for _, n := range strings.Fields(string(out)) {
-				if args[0] == "ps" || created[n] {
+				if _, ours := created[n]; args[0] == "ps" || ours {
 					left = append(left, fmt.Sprintf("docker %v: %s", args, n))
 				}
 			}
@@ -216,13 +301,21 @@ func TestMain(m *testing.M) {
 			}
 		}
 	}
-	for dev := range pluginLoops() {
-		if !before[dev] && ourLoop(dev) {
-			left = append(left, "loop device "+dev)
+	ours := ourImages()
+	for dev, img := range pluginLoops() {
+		if ours[img] {
+			left = append(left, fmt.Sprintf("loop device %s (image %s)", dev, img))
 		}
 	}
-	for dev := range before {
-		fmt.Fprintln(os.Stderr, "e2e: loop device", dev, "was left before this run (not counted)")
+	if len(before) > 0 {
+		var some []string
+		for dev, img := range before {
+			if some = append(some, dev+" ("+img+")"); len(some) == 5 {
+				break
+			}
+		}
+		fmt.Fprintf(os.Stderr, "e2e: %d loop device(s) of the fuse mapper were attached before this run (another suite's or an earlier run's; not counted), e.g. %s\n",
+			len(before), strings.Join(some, ", "))
 	}
 	if len(left) > 0 {
 		fmt.Fprintln(os.Stderr, "e2e left behind:", strings.Join(left, "; "))
@@ -566,7 +659,7 @@ func TestInstallFromRegistryWithAlias(t *testing.T) {
 	}
 	built := builtPlugin(t)
 	dir := t.TempDir()
-	startRegistry(t, 45123)
+	registry := startRegistry(t)
 
 	// dockerd refuses a second plugin whose rootfs layer is byte-identical: vary one file.
 	variant := filepath.Join(dir, "plugin")
@@ -576,7 +669,7 @@ func TestInstallFromRegistryWithAlias(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(variant, "rootfs", "etc", "ceph-docker-plugin-variant"), []byte("registry\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	ref := "localhost:45123/ceph-rbd:latest"
+	ref := registry + "/ceph-rbd:latest"
 	must(t, "plugin", "create", ref, variant)
 	must(t, "plugin", "push", ref)
 	must(t, "plugin", "rm", ref)
@@ -607,6 +700,16 @@ func TestCinderDownAndBack(t *testing.T) {
 		t.Skip("BACKEND=cinder only (the rbd run's Ceph-unreachable cases are in the protocol suite)")
 	}
 	lab := plugintest.LabDir()
+	if cinderLock == nil {
+		t.Fatal("TestMain took no Cinder suites' lock")
+	}
+	// The other engine's Cinder suite (make e2e-all) ends, or reaches this test, first.
+	waited := time.Now()
+	if err := unix.Flock(int(cinderLock.Fd()), unix.LOCK_EX); err != nil {
+		t.Fatalf("lock %s: %v", cinderLock.Name(), err)
+	}
+	t.Cleanup(func() { _ = unix.Flock(int(cinderLock.Fd()), unix.LOCK_SH) })
+	t.Logf("waited %v for the other Cinder suites", time.Since(waited).Round(time.Second))
 	name := uniq("down")
 	volume(t, name, "size=1G")
 	pidFile := filepath.Join(lab, "openstack", "state", "run", "cinder-api.pid")

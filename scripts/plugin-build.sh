@@ -10,7 +10,9 @@ docker_env
 TOP=$(cd "$(dirname "$0")/.." && pwd)
 PLUGIN=${PLUGIN:-ceph:latest}
 CONFIG=${CONFIG:-config.json}
-B=$LAB_DIR/plugin-build/${PLUGIN%%:*}
+# The build tree is the engine's own: make e2e-all builds the same plugin for both engines at once,
+# and their suites read the binary and tree afterwards (rootfs trees are shared, below).
+B=$DOCKER_LAB/plugin-build/${PLUGIN%%:*}
 rm -rf "$B"; mkdir -p "$B/ctx" "$B/plugin"
 export PATH=$PATH:/usr/local/go/bin
 (cd "$TOP" && go build -tags pacific -trimpath -o "$B/ctx/ceph-docker-plugin" ./cmd/ceph-docker-plugin)
