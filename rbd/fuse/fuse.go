@@ -374,7 +374,15 @@ func retryBusy(ctx context.Context, waits []time.Duration, fn func() error) erro
 func (f *Fuse) releaseStale(ctx context.Context, dir string, live []driver.Mapping, stale []staleLoop, spec driver.ImageSpec) []int {
 	var kept []int
 	for _, s := range f.staleOf(stale, spec) {
-		if err := execx.Bounded(ctx, func() error { return detachLoop(s.Device) }); err != nil && !errors.Is(err, os.ErrNotExist) {
+		err := execx.Bounded(ctx, func() error { return detachLoop(s.Device) })
+		if err != nil && !errors.Is(err, os.ErrNotExist) {
+			// Still mounted somewhere: the kernel detaches it at its last close, so it outlives
+			// neither its user nor this image's removal (nothing calls for the image again).
+			if errors.Is(err, unix.EBUSY) {
+				if lerr := execx.Bounded(ctx, func() error { return detachLoopLazy(s.Device) }); lerr != nil {
+					f.log().WithError(lerr).WithFields(logrus.Fields{"image": spec.String(), "device": s.Device}).Warn("a stale loop device still in use could not be marked to detach at its last close")
+				}
+			}
 			kept = append(kept, loopNumber(s.Device))
 		}
 	}
