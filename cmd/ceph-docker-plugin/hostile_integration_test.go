@@ -453,12 +453,25 @@ func byHand(t *testing.T, l lab, pool, image string, fn func(dev string)) {
 	fn(m.Device)
 }
 
+// runTool runs a tool by hand. mkfs.btrfs stats every mount point of the host to check that the
+// device is not mounted, and fails on a dead FUSE mount (ENOTCONN): a test running beside this one
+// may have killed an rbd-fuse whose mount its plugin has not replaced yet, so that is retried for
+// up to 90 s.
 func runTool(t *testing.T, name string, args ...string) {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 120*time.Second)
-	defer cancel()
-	if _, err := execx.Run(ctx, execx.Cmd{Name: name, Args: args}); err != nil {
-		t.Fatalf("%s: %v", name, err)
+	deadline := time.Now().Add(90 * time.Second)
+	for {
+		ctx, cancel := context.WithTimeout(context.Background(), 120*time.Second)
+		_, err := execx.Run(ctx, execx.Cmd{Name: name, Args: args})
+		cancel()
+		if err == nil {
+			return
+		}
+		if !strings.Contains(err.Error(), "Transport endpoint is not connected") || time.Now().After(deadline) {
+			t.Fatalf("%s: %v", name, err)
+		}
+		t.Logf("%s: %v; retrying", name, err)
+		time.Sleep(time.Second)
 	}
 }
 
