@@ -141,11 +141,7 @@ func TestDockerSwarmCSIFailover(t *testing.T) {
 		running.Seconds(), placed.Seconds(), takeover.Sub(rm).Seconds(), (rm.Sub(down) + running).Seconds())
 	assertFenced(t, fenced, kclient)
 
-	dev2, mp2 := assertMapped(t, a, vol)
-	waitFor(t, 3*time.Minute, "20 records written on swarm-a", func() bool {
-		return strings.Count(a.run(10*time.Second, "cat", mp2+"/sums").Stdout, " swarm-a\n") >= 20
-	})
-	step(t, "the task writes on swarm-a through %s", dev2)
+	assertWritesOnA(t, a, vol)
 
 	// Stop the service; check the image from the host; then drain and remove the volume.
 	t0 = time.Now()

@@ -333,11 +333,7 @@ func TestDockerSwarmFailover(t *testing.T) {
 	assertFenced(t, fenced, kclient)
 
 	// The moved task carries on from the records it finds.
-	dev2, mp2 := assertMapped(t, a, vol)
-	waitFor(t, 3*time.Minute, "20 records written on swarm-a", func() bool {
-		return strings.Count(a.run(10*time.Second, "cat", mp2+"/sums").Stdout, " swarm-a\n") >= 20
-	})
-	step(t, "the task writes on swarm-a through %s", dev2)
+	assertWritesOnA(t, a, vol)
 
 	// Stop the service, then check the image from the host: e2fsck, and every record.
 	t0 = time.Now()
@@ -444,4 +440,15 @@ func debugfsCat(t *testing.T, img, path string) string {
 func lastLine(s string) string {
 	l := strings.Split(strings.TrimSpace(s), "\n")
 	return l[len(l)-1]
+}
+
+// assertWritesOnA checks that the moved task writes vol on swarm-a: mapped there, and 20 records of
+// swarm-a's in its sums file.
+func assertWritesOnA(t *testing.T, a *guest, vol string) {
+	t.Helper()
+	dev, mp := assertMapped(t, a, vol)
+	waitFor(t, 3*time.Minute, "20 records written on swarm-a", func() bool {
+		return strings.Count(a.run(10*time.Second, "cat", mp+"/sums").Stdout, " swarm-a\n") >= 20
+	})
+	step(t, "the task writes on swarm-a through %s", dev)
 }
